@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both install what they need first: Debian packages (ffmpeg, espeak-ng) when
+# missing, a virtualenv at .venv and `pip install -e .[dev]`.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+XTTSFT  := $(VENV)/bin/xttsft
+STAMP   := $(VENV)/.xttsft-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps test demo bench clean
+
+help:
+	@echo "make demo   - install, then run the pipeline offline on the bundled demo voice"
+	@echo "make test   - install, then run the test suite"
+	@echo "make bench  - install, then run every benchmark and write benchmarks/RESULTS.md"
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml
+	@bash scripts/install-system-deps.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(XTTSFT) --workdir demo-workspace run-all --demo
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf demo-workspace .pytest_cache build src/*.egg-info

@@ -1,0 +1,72 @@
+"""The ``xttsft`` command: a thin Typer layer over the core modules.
+
+Each command lives in its own module here, parses its options, resolves the
+settings and calls one core function. Heavy libraries (torch, coqui-tts,
+faster-whisper) are imported inside the commands, so ``xttsft --help`` and
+``xttsft doctor`` start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from xttsft import __version__
+from xttsft.cli._common import AppState, console
+from xttsft.cli import config as _config
+
+app = typer.Typer(
+    name="xttsft",
+    help=(
+        "Fine-tune XTTS-v2 on a voice: from an hour of someone speaking to a model that sounds like them.\n\n"
+        "The pipeline, one command per stage, each reading and writing files in the workspace "
+        "(--workdir, default: the current folder):\n\n"
+        "fetch -> segment -> transcribe -> build -> train -> synth\n\n"
+        "Start with `xttsft doctor` to check the machine. Settings come from flags, environment "
+        "variables (TRAIN_NUM_EPOCHS=...), a .env file or xttsft.toml; `xttsft config` shows them all."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"xttsft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    workdir: Path = typer.Option(
+        Path("."), "--workdir", "-w", help="Workspace folder: data, checkpoints and logs live under it.",
+        file_okay=False, show_default="current folder",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML config file (default: xttsft.toml in the workdir, if present).",
+        dir_okay=False,
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages and tracebacks."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    from xttsft.cli._common import err_console
+    from xttsft.logs import configure_logging
+
+    ctx.obj = AppState(workdir=workdir, config_file=config, verbose=verbose, quiet=quiet and not verbose)
+    configure_logging(err_console, verbose=verbose, quiet=quiet and not verbose)
+
+
+_config.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,156 @@
+"""What every command shares: the app state, error handling, progress, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from xttsft.errors import XttsftError
+from xttsft.paths import Workspace
+
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("xttsft.cli")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppState:
+    """Global options, shared by every command through ``ctx.obj``."""
+
+    workdir: Path = field(default_factory=Path.cwd)
+    config_file: Path | None = None
+    verbose: bool = False
+    quiet: bool = False
+
+    def load(self, file_logs: bool = True, **flags: dict[str, Any]):  # -> tuple[Settings, Workspace]
+        """Resolve the settings (flags per section) and the workspace.
+
+        With ``file_logs`` the workspace's ``logs/`` get this command's story.
+        """
+        from xttsft.logs import add_file_logs
+        from xttsft.settings import load_settings
+
+        settings, _ = load_settings(Workspace(self.workdir), flags=flags, config_file=self.config_file)
+        ws = Workspace(self.workdir, dataset_name=settings.build.dataset_name)
+        if file_logs:
+            add_file_logs(ws.logs_dir)
+            log.debug("xttsft %s", " ".join(sys.argv[1:]))
+        return settings, ws
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, AppState) else AppState()
+
+
+def _log_to_files(level: int, msg: str, exc_info: bool = False) -> None:
+    """Write to logs/*.log only (the console already showed the message)."""
+    record = logging.getLogger("xttsft").makeRecord(
+        "xttsft", level, __file__, 0, msg, None, sys.exc_info() if exc_info else None
+    )
+    for h in logging.getLogger().handlers:
+        if getattr(h, "_xttsft_file", False) and record.levelno >= h.level:
+            h.handle(record)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn :class:`XttsftError` into a red message and exit 1; never a traceback
+    for user errors. Unexpected errors name the log that holds the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except XttsftError as exc:
+            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}")
+            if exc.hint:
+                err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
+            _log_to_files(logging.ERROR, str(exc))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to continue.")
+            _log_to_files(logging.WARNING, "interrupted by the user")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            _log_to_files(logging.ERROR, f"unexpected error: {exc!r}", exc_info=True)
+            where = next(
+                (getattr(h, "baseFilename", None) for h in logging.getLogger().handlers
+                 if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR),
+                None,
+            )
+            err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
+            if where:
+                err_console.print(f"The full traceback is in {escape(str(where))}. Please include it in a bug report.")
+            else:
+                err_console.print("Run again with -v to see the traceback.")
+            st = _current_state()
+            if st is not None and st.verbose:
+                err_console.print_exception()
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _current_state() -> AppState | None:
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, AppState) else None
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: float | None = None, transient: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar with an ETA, handed to the core as a ``progress`` callable."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    st = _current_state()
+    with Progress(*columns, console=err_console, transient=transient, disable=bool(st and st.quiet)) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(
+            *, advance: float = 0, completed: float | None = None, total: float | None = None,
+            description: str | None = None,
+        ) -> None:
+            kw: dict[str, Any] = {}
+            if completed is not None:
+                kw["completed"] = completed
+            if total is not None:
+                kw["total"] = total
+            if description is not None:
+                kw["description"] = description
+            bar.update(task, advance=advance, **kw)
+
+        yield update

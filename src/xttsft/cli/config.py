@@ -1,0 +1,61 @@
+"""``xttsft config``: every effective setting and where it came from."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from xttsft.cli._common import console, handle_errors, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("config")(config)
+
+
+@handle_errors
+def config(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: {section: {setting: {value, source, env}}}."),
+) -> None:
+    """Show every effective setting, its environment variable and where its value came from.
+
+    Sources, highest precedence first: flag > environment > .env (workdir, then train/.env)
+    > config file (xttsft.toml or --config) > default. Invalid values are all reported at once.
+
+    Example: `TRAIN_NUM_EPOCHS=7 xttsft config --json`
+    """
+    from xttsft.paths import Workspace
+    from xttsft.settings import SECTIONS, load_settings
+
+    st = state(ctx)
+    settings, provenance = load_settings(Workspace(st.workdir), config_file=st.config_file)
+    data = settings.to_dict()
+    if as_json:
+        out = {
+            section: {
+                name: {
+                    "value": value,
+                    "source": provenance[section][name].kind,
+                    "detail": provenance[section][name].detail,
+                    "env": SECTIONS[section].env_name(name),
+                }
+                for name, value in values.items()
+            }
+            for section, values in data.items()
+        }
+        # plain print: JSON must not be wrapped or coloured
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    for section, values in data.items():
+        table = Table(title=f"[bold]{section}[/]", title_justify="left", show_lines=False, expand=False)
+        table.add_column("setting")
+        table.add_column("value")
+        table.add_column("environment variable", style="dim")
+        table.add_column("source")
+        for name, value in values.items():
+            src = provenance[section][name]
+            style = "dim" if src.kind == "default" else "bold green"
+            table.add_row(name, str(value), SECTIONS[section].env_name(name), f"[{style}]{src}[/]")
+        console.print(table)

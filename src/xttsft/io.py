@@ -1,0 +1,71 @@
+"""Small file helpers shared by every stage: atomic writes and JSONL."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "read_jsonl", "write_jsonl"]
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it to ``final`` on success.
+
+    A crash, an exception or Ctrl-C inside the block leaves no partial file under
+    the final name (the temporary file is removed). ``suffix`` keeps an extension
+    that writers such as soundfile or ffmpeg use to pick a format.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # The extension stays last so that format-sniffing writers still work.
+    ext = final.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{ext}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write one JSON object per line to ``path`` atomically."""
+    atomic_write_text(
+        path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file; blank lines are skipped. A missing file reads as empty."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows

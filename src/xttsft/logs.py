@@ -1,0 +1,80 @@
+"""Logging set-up, called once by the CLI (the core only uses getLogger)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+__all__ = ["configure_logging", "add_file_logs", "CHATTY_LOGGERS"]
+
+# Dependencies that log a lot at INFO; they are kept at WARNING on the console.
+CHATTY_LOGGERS = (
+    "numba",
+    "matplotlib",
+    "transformers",
+    "TTS",
+    "trainer",
+    "faster_whisper",
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+    "fsspec",
+    "PIL",
+    "h5py",
+    "tensorboard",
+    "torio",
+)
+
+_FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+
+
+def configure_logging(console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    """Console logging through rich: INFO by default, DEBUG with -v, WARNING with -q."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_xttsft", False):
+            root.removeHandler(h)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(
+        console=console,
+        level=level,
+        show_path=verbose,
+        show_time=verbose,
+        markup=False,
+        rich_tracebacks=verbose,
+        log_time_format="[%X]",
+    )
+    handler._xttsft = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchaudio|librosa|TTS|trainer)\b.*")
+
+
+def add_file_logs(logs_dir: Path) -> None:
+    """Rotating ``info.log`` (INFO and up) and ``error.log`` (ERROR and up)."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_xttsft_file", False):
+            root.removeHandler(h)
+            h.close()
+    for name, level in (("info.log", logging.INFO), ("error.log", logging.ERROR)):
+        fh = logging.handlers.RotatingFileHandler(
+            logs_dir / name, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
+        )
+        fh.setLevel(level)
+        fh.setFormatter(logging.Formatter(_FILE_FORMAT))
+        fh._xttsft_file = True  # type: ignore[attr-defined]
+        root.addHandler(fh)

@@ -1,0 +1,153 @@
+"""The workspace: every path a stage reads or writes, in one place.
+
+The layout follows the guide this project comes from::
+
+    <workdir>/
+      xttsft.toml                      optional config file
+      .env                             optional settings (also train/.env)
+      logs/info.log, logs/error.log
+      train/data/raw/                  fetch: downloaded or imported audio
+      train/data/processed/segments/   segment: 22050 Hz mono clips + manifest.jsonl
+      train/data/processed/transcriptions/   transcribe: transcripts.jsonl
+      train/data/<dataset_name>/       build: LJSpeech dataset
+      train/checkpoints/<run>/         train: checkpoints, best model, settings
+      train/runs/<run>/                train: TensorBoard event files
+      train/exports/<run>/             export: merged XTTS-v2 model folder
+      outputs/                         synth and eval audio
+
+No other module builds these paths by hand: they ask a :class:`Workspace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Workspace", "DEFAULT_DATASET_NAME"]
+
+DEFAULT_DATASET_NAME = "MyTTSDataset"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one xttsft workspace rooted at ``root``."""
+
+    root: Path
+    dataset_name: str = DEFAULT_DATASET_NAME
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    # -- configuration -------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.root / "xttsft.toml"
+
+    @property
+    def env_files(self) -> tuple[Path, ...]:
+        """``.env`` files, lowest precedence first: ``train/.env`` then ``.env``."""
+        return (self.train_dir / ".env", self.root / ".env")
+
+    # -- logs ----------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def info_log(self) -> Path:
+        return self.logs_dir / "info.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs_dir / "error.log"
+
+    # -- data ----------------------------------------------------------
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.train_dir / "data"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.processed_dir / "segments"
+
+    @property
+    def segments_manifest(self) -> Path:
+        return self.segments_dir / "manifest.jsonl"
+
+    @property
+    def transcriptions_dir(self) -> Path:
+        return self.processed_dir / "transcriptions"
+
+    @property
+    def transcripts_file(self) -> Path:
+        return self.transcriptions_dir / "transcripts.jsonl"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.data_dir / self.dataset_name
+
+    # -- training ------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.train_dir / "checkpoints"
+
+    def run_dir(self, run: str) -> Path:
+        """Checkpoints, best model and saved settings of one training run."""
+        return self.checkpoints_dir / run
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.train_dir / "runs"
+
+    def tensorboard_run_dir(self, run: str) -> Path:
+        return self.tensorboard_dir / run
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.train_dir / "exports"
+
+    def export_dir(self, run: str) -> Path:
+        return self.exports_dir / run
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def state_file(self) -> Path:
+        """Stage records of ``run-all`` (what ran, with which inputs and settings)."""
+        return self.root / ".xttsft-state.json"
+
+    def latest_run(self) -> str | None:
+        """Name of the most recently modified run under ``checkpoints/``, if any."""
+        if not self.checkpoints_dir.is_dir():
+            return None
+        runs = [p for p in self.checkpoints_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if not runs:
+            return None
+        return max(runs, key=lambda p: p.stat().st_mtime).name
+
+    def ensure(self) -> Workspace:
+        """Create the stage folders (idempotent) and return ``self``."""
+        for d in (
+            self.logs_dir,
+            self.raw_dir,
+            self.segments_dir,
+            self.transcriptions_dir,
+            self.checkpoints_dir,
+            self.tensorboard_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,445 @@
+"""One typed source of truth for configuration.
+
+Each pipeline stage has a section, a pydantic-settings model whose environment
+prefix is the section name: ``TRAIN_NUM_EPOCHS`` sets ``train.num_epochs``,
+``SEGMENT_MIN_DURATION`` sets ``segment.min_duration``, and so on.
+
+Precedence, highest first:
+
+1. command-line flag (``--num-epochs 5``)
+2. environment variable (``TRAIN_NUM_EPOCHS=5``)
+3. ``.env`` file: ``<workdir>/.env`` over ``<workdir>/train/.env``
+4. config file: ``--config FILE`` or ``<workdir>/xttsft.toml`` (``[train] num_epochs = 5``)
+5. the defaults below
+
+:func:`load_settings` merges these layers, remembers where every value came from
+(:class:`Provenance`) and validates everything at once: every problem is listed
+in one :class:`~xttsft.errors.SettingsError` that names the variable or flag and
+its source.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from xttsft.errors import SettingsError
+from xttsft.paths import DEFAULT_DATASET_NAME, Workspace
+
+__all__ = [
+    "FetchSettings",
+    "SegmentSettings",
+    "TranscribeSettings",
+    "BuildSettings",
+    "TrainSettings",
+    "SynthSettings",
+    "Settings",
+    "Source",
+    "Provenance",
+    "load_settings",
+    "SECTIONS",
+]
+
+Auto = Literal["auto"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseSettings):
+    """Base of every section. Values arrive only through :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    section: ClassVar[str]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() resolves flag > env > .env > config file > default itself,
+        # so it can tell the user where each value came from.
+        return (init_settings,)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"{cls.section.upper()}_{field.upper()}"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``"a,b,c"`` (environment style) as well as a list."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            import json
+
+            return json.loads(value)
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class FetchSettings(Section):
+    """``xttsft fetch``: download with yt-dlp or import local audio."""
+
+    section: ClassVar[str] = "fetch"
+
+    quality: Literal["best", "128k", "64k"] = Field(
+        "best", description="Audio quality extracted by ffmpeg: best (lossless copy or best stream), 128k or 64k."
+    )
+    playlist: bool = Field(True, description="Download every item of a playlist or channel URL.")
+    retries: int = Field(3, ge=0, le=20, description="Retries per download before it is reported as failed.")
+    socket_timeout: float = Field(30.0, gt=0, description="Network timeout of one request, in seconds.")
+
+
+class SegmentSettings(Section):
+    """``xttsft segment``: cut speech into clips at pauses."""
+
+    section: ClassVar[str] = "segment"
+
+    min_duration: float = Field(5.0, gt=0, description="Shortest clip kept, in seconds (guide: 5).")
+    max_duration: float = Field(15.0, gt=0, le=30, description="Longest clip, in seconds (guide: 15).")
+    silence_threshold: float = Field(
+        -40.0, lt=0, description="Energy method: level below which audio counts as silence, in dB (guide: -40)."
+    )
+    method: Literal["vad", "energy"] = Field(
+        "vad", description="Speech finder: Silero VAD (robust to noise) or the guide's energy threshold."
+    )
+    pad: float = Field(0.2, ge=0, le=1.0, description="Silence kept before and after the speech of a clip, in seconds.")
+    target_loudness: float = Field(-20.0, lt=0, description="Loudness target of every clip, in dBFS RMS.")
+    peak_limit: float = Field(-1.0, le=0, description="Highest sample peak after normalisation, in dBFS.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> SegmentSettings:
+        if self.min_duration >= self.max_duration:
+            raise ValueError(
+                f"min_duration ({self.min_duration}) must be less than max_duration ({self.max_duration})"
+            )
+        return self
+
+
+class TranscribeSettings(Section):
+    """``xttsft transcribe``: faster-whisper, in batches."""
+
+    section: ClassVar[str] = "transcribe"
+
+    model: str = Field(
+        "medium",
+        description="Whisper model name (tiny, base, small, medium, large-v3, ...) or a local CTranslate2 model folder.",
+    )
+    language: str = Field("auto", description="Language code of the speech (pt, en, ...) or auto to detect it per file.")
+    batch_size: int | Auto = Field("auto", description="Clips per Whisper batch; auto: doctor's pick for this machine.")
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+    compute_type: str = Field(
+        "auto", description="CTranslate2 compute type (int8, int8_float16, float16, float32); auto: doctor's pick."
+    )
+    beam_size: int = Field(5, ge=1, le=20, description="Beam size of the decoder.")
+    max_no_speech_prob: float = Field(0.6, ge=0, le=1, description="Reject clips whose no-speech probability is above this.")
+    max_compression_ratio: float = Field(
+        2.4, gt=0, description="Reject text whose gzip compression ratio is above this (repetition, hallucination)."
+    )
+    min_avg_logprob: float = Field(-1.0, le=0, description="Reject clips whose average log-probability is below this.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1, or auto")
+        return v
+
+
+class BuildSettings(Section):
+    """``xttsft build``: the LJSpeech dataset and its split."""
+
+    section: ClassVar[str] = "build"
+
+    dataset_name: str = Field(
+        DEFAULT_DATASET_NAME, min_length=1, description="Folder name of the dataset under train/data/."
+    )
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples in the validation split (guide: 0.1).")
+    seed: int = Field(42, description="Seed of the train/val split; the same seed gives the same split.")
+    min_samples: int = Field(100, ge=1, description="Warn below this many samples (guide: 100; 500-5000 recommended).")
+
+    @field_validator("dataset_name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v in {".", ".."}:
+            raise ValueError("must be a plain folder name, not a path")
+        return v
+
+
+class TrainSettings(Section):
+    """``xttsft train``: fine-tune the XTTS-v2 GPT."""
+
+    section: ClassVar[str] = "train"
+
+    base_model: str = Field(
+        "coqui/XTTS-v2",
+        description="XTTS-v2 base: coqui/XTTS-v2 (downloaded once), a local folder, or tiny (random test model).",
+    )
+    dataset_dir: Path | None = Field(
+        None, description="LJSpeech dataset folder; default: the workspace's train/data/<dataset_name>."
+    )
+    run_name: str | None = Field(None, description="Name of the run folder; default: a timestamp.")
+    num_epochs: int = Field(1000, ge=1, description="Epochs to train (guide: 1000).")
+    batch_size: int | Auto = Field("auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
+    grad_accum_steps: int | Auto = Field("auto", description="Steps per optimizer update; auto: doctor's pick.")
+    learning_rate: float | Auto = Field(
+        "auto", description="Peak learning rate; auto: the tested default of the mode (LoRA or full)."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay, on weights only.")
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up, in optimizer steps.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 turns clipping off.")
+    use_lora: bool = Field(True, description="Train LoRA adapters (PEFT) instead of the whole GPT.")
+    lora_rank: int = Field(8, ge=1, le=512, description="LoRA rank r (guide: 8).")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (guide: 16).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
+        description="GPT-2 block modules that get LoRA adapters (comma-separated in the environment).",
+    )
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+    cuda_device_id: int = Field(0, ge=0, description="Index of the CUDA GPU to use.")
+    use_amp: bool | Auto = Field("auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU.")
+    gradient_checkpointing: bool | Auto = Field("auto", description="Trade compute for memory; auto: doctor's pick.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    save_every_n_epochs: int = Field(10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
+    keep_last_checkpoints: int = Field(3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
+    print_step: int = Field(25, ge=1, description="Print the loss line every N steps.")
+    use_tensorboard: bool = Field(True, description="Write TensorBoard logs under train/runs/<run>/.")
+    max_nan_steps: int = Field(5, ge=1, description="Stop after this many NaN/inf losses in a row.")
+    seed: int = Field(1234, description="Seed of weights init, data order and dropout.")
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("batch_size", "grad_accum_steps")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1, or auto")
+        return v
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_lr(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not v > 0:
+            raise ValueError("must be greater than 0, or auto")
+        return v
+
+
+class SynthSettings(Section):
+    """``xttsft synth``: speak text with a trained voice."""
+
+    section: ClassVar[str] = "synth"
+
+    language: str = Field("pt", description="Language of the text (pt, en, es, ...).")
+    temperature: float = Field(0.85, gt=0, description="Sampling temperature (XTTS default 0.85).")
+    top_p: float = Field(0.85, gt=0, le=1, description="Nucleus sampling (XTTS default 0.85).")
+    top_k: int = Field(50, ge=1, description="Top-k sampling (XTTS default 50).")
+    repetition_penalty: float = Field(2.0, gt=0, description="Repetition penalty (XTTS default 2.0).")
+    length_penalty: float = Field(1.0, description="Length penalty (XTTS default 1.0).")
+    speed: float = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
+    seed: int | None = Field(None, description="Seed for reproducible output.")
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    cls.section: cls
+    for cls in (FetchSettings, SegmentSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings)
+}
+
+
+class Settings(BaseModel):
+    """The whole configuration: one section per stage."""
+
+    fetch: FetchSettings
+    segment: SegmentSettings
+    transcribe: TranscribeSettings
+    build: BuildSettings
+    train: TrainSettings
+    synth: SynthSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values, to save next to the artifacts a run produces."""
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one value came from."""
+
+    kind: Literal["default", "config file", ".env", "environment", "flag"]
+    detail: str = ""  # the file, variable or flag
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.detail})" if self.detail else self.kind
+
+
+Provenance = dict[str, dict[str, Source]]
+
+
+def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
+    """Parse one .env file; bad lines become problems, not silent skips."""
+    from dotenv.parser import parse_stream
+
+    values: dict[str, str] = {}
+    with path.open(encoding="utf-8") as fh:
+        lineno = 1
+        for binding in parse_stream(fh):
+            text = binding.original.string
+            if binding.error:
+                problems.append(
+                    f"{path}:{lineno}: cannot parse {text.strip()!r}; write KEY=value, e.g. TRAIN_NUM_EPOCHS=100"
+                )
+            elif binding.key is not None:
+                values[binding.key] = binding.value if binding.value is not None else ""
+            lineno += text.count("\n")
+    return values
+
+
+def _read_config_file(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: not valid TOML ({exc})")
+        return {}
+    for key, value in data.items():
+        if key not in SECTIONS:
+            problems.append(f"{path}: unknown section [{key}]; sections are {', '.join(SECTIONS)}")
+        elif not isinstance(value, dict):
+            problems.append(f"{path}: {key} must be a table, e.g. [{key}]")
+    return data
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def load_settings(
+    workspace: Workspace,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, Provenance]:
+    """Resolve every setting and where it came from.
+
+    ``flags`` maps a section to the command-line values given (``None`` values
+    are ignored: the flag was not given). ``config_file`` defaults to
+    ``<workdir>/xttsft.toml`` when that exists; a ``config_file`` given
+    explicitly must exist.
+    """
+    environ = os.environ if environ is None else environ
+    flags = flags or {}
+    problems: list[str] = []
+
+    # config file
+    toml_data: dict[str, Any] = {}
+    toml_path: Path | None = None
+    if config_file is not None:
+        toml_path = Path(config_file).expanduser()
+        if not toml_path.is_file():
+            raise SettingsError(
+                f"Config file {toml_path} does not exist.",
+                hint="Pass an existing TOML file to --config, or leave it out.",
+            )
+    elif workspace.config_file.is_file():
+        toml_path = workspace.config_file
+    if toml_path is not None:
+        toml_data = _read_config_file(toml_path, problems)
+
+    # .env files, lowest precedence first (train/.env, then <workdir>/.env)
+    dotenv: dict[str, tuple[str, Path]] = {}
+    for env_file in workspace.env_files:
+        if env_file.is_file():
+            for key, value in _read_env_file(env_file, problems).items():
+                dotenv[key.upper()] = (value, env_file)
+
+    raw: dict[str, dict[str, Any]] = {}
+    provenance: Provenance = {}
+    for name, cls in SECTIONS.items():
+        fields = list(cls.model_fields)
+        values: dict[str, Any] = {}
+        where: dict[str, Source] = {f: Source("default") for f in fields}
+        section_toml = toml_data.get(name, {}) if isinstance(toml_data.get(name), dict) else {}
+        for key, value in section_toml.items():
+            if key not in fields:
+                problems.append(f"{toml_path}: unknown setting [{name}] {key}{_suggest(key, fields)}")
+                continue
+            values[key] = value
+            where[key] = Source("config file", str(toml_path))
+        prefix = f"{name.upper()}_"
+        env_names = {cls.env_name(f): f for f in fields}
+        for key, (value, path) in dotenv.items():
+            if key.startswith(prefix):
+                if key in env_names:
+                    values[env_names[key]] = value
+                    where[env_names[key]] = Source(".env", f"{key} in {path}")
+                else:
+                    problems.append(f"{path}: unknown setting {key}{_suggest(key, list(env_names))}")
+        for env_key, field in env_names.items():
+            if env_key in environ:
+                values[field] = environ[env_key]
+                where[field] = Source("environment", env_key)
+        for key, value in (flags.get(name) or {}).items():
+            if value is None:
+                continue
+            if key not in fields:
+                raise ValueError(f"internal: flag {key!r} is not a {name} setting")
+            values[key] = value
+            where[key] = Source("flag", "--" + key.replace("_", "-"))
+        raw[name] = values
+        provenance[name] = where
+
+    sections: dict[str, Section] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = cls(**raw[name])
+        except ValidationError as exc:
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else None
+                msg = err["msg"].removeprefix("Value error, ")
+                if field is None:  # a cross-field check: name every field it involves
+                    involved = [f for f in cls.model_fields if f in msg]
+                    shown = ", ".join(_describe(cls, f, provenance[name][f], raw[name]) for f in involved)
+                    problems.append(f"{shown or name}: {msg}")
+                else:
+                    src = provenance[name].get(field, Source("default"))
+                    problems.append(f"{_describe(cls, field, src, raw[name])}: {msg}")
+
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise SettingsError(
+            f"Invalid settings ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}",
+            hint="Fix the values above; `xttsft config` shows every setting and where it comes from.",
+        )
+
+    settings = Settings(**sections)
+    return settings, provenance
+
+
+def _describe(cls: type[Section], field: str, src: Source, values: Mapping[str, Any]) -> str:
+    """``TRAIN_NUM_EPOCHS='-1' (environment)``, ``--num-epochs=-1 (flag)``, ..."""
+    value = values.get(field, cls.model_fields[field].default)
+    if src.kind == "flag":
+        return f"{src.detail}={value!r} (flag)"
+    if src.kind == "environment":
+        return f"{cls.env_name(field)}={value!r} (environment)"
+    if src.kind == ".env":
+        return f"{cls.env_name(field)}={value!r} (.env: {src.detail.split(' in ', 1)[-1]})"
+    if src.kind == "config file":
+        return f"[{cls.section}] {field}={value!r} (config file: {src.detail})"
+    return f"{cls.env_name(field)}={value!r} (default)"
