@@ -15,6 +15,7 @@ import typer
 from xttsft import __version__
 from xttsft.cli._common import AppState, console
 from xttsft.cli import config as _config
+from xttsft.cli import doctor as _doctor
 
 app = typer.Typer(
     name="xttsft",
@@ -65,6 +66,7 @@ def _global(
 
 
 _config.register(app)
+_doctor.register(app)
 
 
 def main() -> None:
