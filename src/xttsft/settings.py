@@ -409,9 +409,15 @@ def load_settings(
         try:
             sections[name] = cls(**raw[name])
         except ValidationError as exc:
+            # a union (int | "auto") fails once per member: one line per field
+            by_field: dict[str | None, list[str]] = {}
             for err in exc.errors():
                 field = str(err["loc"][0]) if err["loc"] else None
                 msg = err["msg"].removeprefix("Value error, ")
+                if msg not in by_field.setdefault(field, []):
+                    by_field[field].append(msg)
+            for field, msgs in by_field.items():
+                msg = " or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
                 if field is None:  # a cross-field check: name every field it involves
                     involved = [f for f in cls.model_fields if f in msg]
                     shown = ", ".join(_describe(cls, f, provenance[name][f], raw[name]) for f in involved)
