@@ -87,6 +87,16 @@ class Workspace:
         return self.segments_dir / "manifest.jsonl"
 
     @property
+    def segment_sources_file(self) -> Path:
+        """One record per segmented source: content hash, settings hash, status, clip ids."""
+        return self.segments_dir / "sources.jsonl"
+
+    @property
+    def download_archive(self) -> Path:
+        """yt-dlp download archive: ids already fetched, so re-runs skip them."""
+        return self.raw_dir / ".download-archive.txt"
+
+    @property
     def transcriptions_dir(self) -> Path:
         return self.processed_dir / "transcriptions"
 
@@ -124,6 +134,20 @@ class Workspace:
     @property
     def outputs_dir(self) -> Path:
         return self.root / "outputs"
+
+    @property
+    def synth_dir(self) -> Path:
+        """Default folder of ``xttsft synth`` outputs."""
+        return self.outputs_dir / "synth"
+
+    def eval_dir(self, run: str) -> Path:
+        """``xttsft eval`` of one run: eval.json and the audio of every sentence."""
+        return self.outputs_dir / "eval" / run
+
+    @property
+    def conditioning_cache_dir(self) -> Path:
+        """Cached XTTS conditioning latents, one safetensors file per model + references."""
+        return self.root / ".cache" / "conditioning"
 
     @property
     def state_file(self) -> Path:

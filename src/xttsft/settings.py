@@ -117,6 +117,12 @@ class SegmentSettings(Section):
     pad: float = Field(0.2, ge=0, le=1.0, description="Silence kept before and after the speech of a clip, in seconds.")
     target_loudness: float = Field(-20.0, lt=0, description="Loudness target of every clip, in dBFS RMS.")
     peak_limit: float = Field(-1.0, le=0, description="Highest sample peak after normalisation, in dBFS.")
+    vad_threshold: float = Field(
+        0.5, gt=0, lt=1, description="VAD method: speech probability above which a 32 ms window counts as speech."
+    )
+    max_pause: float = Field(
+        2.0, gt=0, description="Longest silence kept inside one clip, in seconds; clips are never merged across a longer one."
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> SegmentSettings:
@@ -244,15 +250,25 @@ class SynthSettings(Section):
 
     section: ClassVar[str] = "synth"
 
-    language: str = Field("pt", description="Language of the text (pt, en, es, ...).")
+    language: str | None = Field(
+        None, description="Language of the text (pt, en, es, ...); default: the run's language (pt without a run)."
+    )
+    checkpoint: str = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
     temperature: float = Field(0.85, gt=0, description="Sampling temperature (XTTS default 0.85).")
     top_p: float = Field(0.85, gt=0, le=1, description="Nucleus sampling (XTTS default 0.85).")
     top_k: int = Field(50, ge=1, description="Top-k sampling (XTTS default 50).")
     repetition_penalty: float = Field(2.0, gt=0, description="Repetition penalty (XTTS default 2.0).")
     length_penalty: float = Field(1.0, description="Length penalty (XTTS default 1.0).")
     speed: float = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
-    seed: int | None = Field(None, description="Seed for reproducible output.")
-    device: Device = Field("auto", description="auto, cpu or cuda.")
+    seed: int | None = Field(None, description="Seed for reproducible output: the same seed gives the same audio.")
+    device: Device = Field("auto", description="auto (GPU when present), cpu or cuda.")
+    num_references: int = Field(
+        3, ge=1, le=10, description="Reference clips picked from the dataset (6-12 s, best transcribed) without --speaker-wav."
+    )
+    sentence_pause: float = Field(0.25, ge=0, le=5, description="Silence between sentences of a long text, in seconds.")
+    max_audio_tokens: int | None = Field(
+        None, ge=8, description="Cap on audio tokens per sentence (about 21.5 per second); default: the model's limit."
+    )
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -16,6 +16,7 @@ from xttsft import __version__
 from xttsft.cli._common import AppState, console
 from xttsft.cli import config as _config
 from xttsft.cli import doctor as _doctor
+from xttsft.cli import segment as _segment
 
 app = typer.Typer(
     name="xttsft",
@@ -67,6 +68,7 @@ def _global(
 
 _config.register(app)
 _doctor.register(app)
+_segment.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,670 @@
+"""``segment``: cut long recordings into 22050 Hz mono clips at the pauses.
+
+Each source goes through two streaming passes, so memory stays flat whatever
+its length (an hour of audio is never held in memory):
+
+1. **Analysis** at 16 kHz, in 30 s blocks: a 10 ms energy envelope (dBFS) and
+   the speech regions, found by Silero VAD (``faster_whisper.vad``, offline) or,
+   with ``method="energy"``, by the envelope crossing ``silence_threshold``.
+   Blocks quieter than -60 dBFS throughout are not given to the VAD.
+2. **Cutting** at 22050 Hz, in 30 s blocks: every planned clip is copied out,
+   normalised and written as 16-bit PCM WAV through a temporary name.
+
+The plan (:func:`plan_segments`, pure) works on the speech regions:
+
+* a region longer than ``max_duration - 2 * pad`` (speech with no pause) is
+  split at its quietest 50 ms inside the window that keeps both parts short
+  enough; the clips it yields carry the flag ``forced_split``;
+* consecutive regions are then grouped by dynamic programming: a clip is valid
+  if, pads included, it lasts at most ``max_duration`` and holds no pause longer
+  than ``max_pause``; a clip shorter than ``min_duration`` costs a lot (it is
+  dropped), cutting at a pause of ``g`` seconds scores ``min(g, 2) - 0.35``.
+  So cuts go to the longest pauses, never inside a region (a word) when a pause
+  exists, and a short piece is merged with a neighbour when that keeps the clip
+  under the maximum (flag ``merged`` when the clip spans a pause over 0.5 s);
+* each clip gets ``pad`` seconds of context at both ends, limited to half the
+  pause to the neighbouring speech (and to the file's ends), so it never takes
+  in a neighbour's speech.
+
+Clips are normalised to ``target_loudness`` dBFS RMS with a sample-peak limit of
+``peak_limit`` dBFS: when both cannot hold, the gain is lowered (flag
+``peak_limited``), so nothing is ever clipped. Sources with runs of full-scale
+samples get the flag ``clipped_input`` on the affected clips.
+
+Outputs (see docs/segment.md): ``<segments_dir>/<id>.wav``, the manifest
+``manifest.jsonl`` (one row per clip) and ``sources.jsonl`` (one record per
+source: content hash, settings hash, status, clip ids), which makes re-runs
+skip sources already segmented with the same content and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from xttsft import audio
+from xttsft.errors import InputError, XttsftError
+from xttsft.io import read_jsonl, write_jsonl
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+from xttsft.settings import SegmentSettings
+
+__all__ = [
+    "SAMPLE_RATE",
+    "Region",
+    "PlannedSegment",
+    "Analysis",
+    "SourceResult",
+    "SegmentResult",
+    "find_sources",
+    "analyze",
+    "plan_segments",
+    "segment_sources",
+    "settings_hash",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 22050  # clips, the DVAE and XTTS training all use 22050 Hz
+VAD_RATE = 16000  # Silero VAD works at 16 kHz
+HOP = 0.010  # energy envelope hop, seconds
+BLOCK_SECONDS = 30.0
+VAD_FLOOR_DBFS = -60.0  # a block whose loudest 10 ms is below this holds no speech
+SILENT_DBFS = -60.0
+MIN_REGION = 0.10  # speech shorter than this is a click, not speech
+MIN_GAP = 0.10  # pauses shorter than this do not separate regions
+CUT_PAUSE_REF = 0.35  # cutting at a shorter pause costs, at a longer one pays
+MERGED_PAUSE = 0.5  # a clip spanning a pause this long is flagged "merged"
+DROP_COST = 100.0
+ALGO_VERSION = 1  # bump when a change alters the clips, so re-runs redo them
+
+
+@dataclass
+class Region:
+    """A stretch of speech in the source, in seconds. ``forced_*``: this edge is a forced cut."""
+
+    start: float
+    end: float
+    forced_start: bool = False
+    forced_end: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class PlannedSegment:
+    """One planned clip: position in the source (pads included) and its flags."""
+
+    start: float
+    end: float
+    speech_start: float
+    speech_end: float
+    flags: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Analysis:
+    """What pass 1 found in a source."""
+
+    duration: float  # seconds actually decoded
+    regions: list[Region]
+    envelope_db: np.ndarray  # 10 ms frame RMS, dBFS
+    peak_dbfs: float
+
+
+@dataclass
+class SourceResult:
+    """The outcome for one source file."""
+
+    source: str  # path as shown to the user (relative to the workdir when inside it)
+    status: Literal["segmented", "skipped", "failed"]
+    segments: int = 0
+    seconds: float = 0.0  # total duration of its clips
+    dropped: int = 0  # speech pieces shorter than min_duration that could not be merged
+    duration: float | None = None  # source duration
+    reason: str | None = None  # why it failed or was skipped
+    notes: list[str] = field(default_factory=list)  # warnings (8 kHz, truncated, ...)
+
+
+@dataclass
+class SegmentResult:
+    sources: list[SourceResult]
+    manifest: Path
+    segments_dir: Path
+
+    @property
+    def failed(self) -> list[SourceResult]:
+        return [s for s in self.sources if s.status == "failed"]
+
+    @property
+    def total_segments(self) -> int:
+        """Clips written or kept by this run's sources."""
+        return sum(s.segments for s in self.sources)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(s.seconds for s in self.sources)
+
+
+# --------------------------------------------------------------------------- sources
+_SKIP_SUFFIXES = (".json", ".part", ".ytdl", ".txt", ".md", ".jsonl")
+
+
+def find_sources(inputs: Sequence[Path]) -> list[Path]:
+    """Files to segment: each input file as given, and every file under each folder
+    (recursively, sorted), except hidden files, sidecar JSON, partial downloads and text."""
+    found: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            for p in sorted(item.rglob("*")):
+                rel_parts = p.relative_to(item).parts
+                if not p.is_file() or any(part.startswith(".") for part in rel_parts):
+                    continue
+                if p.suffix.lower() in _SKIP_SUFFIXES or ".tmp" in p.name:
+                    continue
+                found.append(p)
+        else:
+            found.append(item)
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def settings_hash(settings: SegmentSettings) -> str:
+    """Hash of everything that changes the clips (settings + algorithm version)."""
+    data = {"algo": ALGO_VERSION, "sr": SAMPLE_RATE, **settings.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stem(path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._-")
+    return stem or "audio"
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
+
+
+# --------------------------------------------------------------------------- pass 1
+def _frame_db(block: np.ndarray, hop: int) -> np.ndarray:
+    n = len(block) // hop * hop
+    frames = block[:n].reshape(-1, hop)
+    if len(block) > n:  # the tail frame, zero-padded
+        tail = np.zeros(hop, dtype=np.float32)
+        tail[: len(block) - n] = block[n:]
+        frames = np.vstack([frames, tail])
+    ms = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.maximum(ms, 1e-20))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) index pairs of the True runs of ``mask``."""
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _tidy(regions: list[Region]) -> list[Region]:
+    """Join regions separated by less than MIN_GAP; drop those shorter than MIN_REGION."""
+    out: list[Region] = []
+    for r in sorted(regions, key=lambda r: r.start):
+        if out and r.start - out[-1].end < MIN_GAP:
+            out[-1].end = max(out[-1].end, r.end)
+        else:
+            out.append(Region(r.start, r.end))
+    return [r for r in out if r.duration >= MIN_REGION]
+
+
+def _energy_regions(env_db: np.ndarray, threshold_db: float) -> list[Region]:
+    return _tidy([Region(a * HOP, b * HOP) for a, b in _runs(env_db > threshold_db)])
+
+
+def analyze(path: Path, settings: SegmentSettings, progress: Progress = no_progress,
+            expected: float | None = None) -> Analysis:
+    """Pass 1: stream ``path`` at 16 kHz; return its speech regions and energy envelope.
+
+    ``progress`` is advanced by the seconds decoded. Raises :class:`InputError`
+    if ffmpeg cannot decode it.
+    """
+    hop = int(VAD_RATE * HOP)
+    env_parts: list[np.ndarray] = []
+    regions: list[Region] = []
+    offset = 0  # samples
+    peak = 0.0
+    vad_opts = None
+    if settings.method == "vad":
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        vad_opts = VadOptions(
+            threshold=settings.vad_threshold,
+            min_speech_duration_ms=int(MIN_REGION * 1000),
+            min_silence_duration_ms=int(MIN_GAP * 1000),
+            speech_pad_ms=0,
+        )
+    for block in audio.stream_blocks(path, sr=VAD_RATE, block_seconds=BLOCK_SECONDS):
+        env = _frame_db(block, hop)
+        env_parts.append(env.astype(np.float32))
+        if block.size:
+            peak = max(peak, float(np.max(np.abs(block))))
+        if vad_opts is not None and env.size and float(env.max()) > VAD_FLOOR_DBFS:
+            block_start = offset / VAD_RATE
+            for ts in get_speech_timestamps(block, vad_opts, sampling_rate=VAD_RATE):
+                s, e = block_start + ts["start"] / VAD_RATE, block_start + ts["end"] / VAD_RATE
+                # A region cut by the block boundary (the VAD restarts per block) is joined.
+                if regions and regions[-1].end >= block_start - 0.1 and s <= block_start + 0.25:
+                    regions[-1].end = e
+                else:
+                    regions.append(Region(s, e))
+        offset += len(block)
+        progress(advance=len(block) / VAD_RATE)
+    env_db = np.concatenate(env_parts) if env_parts else np.zeros(0, dtype=np.float32)
+    duration = offset / VAD_RATE
+    if settings.method == "energy":
+        regions = _energy_regions(env_db, settings.silence_threshold)
+    else:
+        regions = _tidy(regions)
+    for r in regions:
+        r.end = min(r.end, duration)
+    peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
+    return Analysis(duration=duration, regions=regions, envelope_db=env_db, peak_dbfs=peak_db)
+
+
+# --------------------------------------------------------------------------- plan
+def _quietest(env_db: np.ndarray, lo: float, hi: float) -> float:
+    """Time (s) of the quietest 50 ms between ``lo`` and ``hi``."""
+    a, b = int(math.ceil(lo / HOP)), int(math.floor(hi / HOP))
+    b = min(b, len(env_db) - 1)
+    if b <= a:
+        return (lo + hi) / 2
+    seg = env_db[max(0, a - 2): b + 3].astype(np.float64)
+    smooth = np.convolve(seg, np.ones(5) / 5, mode="same")[a - max(0, a - 2): a - max(0, a - 2) + (b - a + 1)]
+    return (a + int(np.argmin(smooth))) * HOP
+
+
+def _force_split(r: Region, limit: float, min_piece: float, env_db: np.ndarray) -> list[Region]:
+    """Split speech longer than ``limit`` at its quietest points into pieces <= ``limit``."""
+    pieces: list[Region] = []
+    cur = Region(r.start, r.end, r.forced_start, r.forced_end)
+    while cur.duration > limit + 1e-9:
+        length = cur.duration
+        want = min(min_piece, limit / 2)
+        if length <= 2 * limit:
+            lo, hi = max(length - limit, want), min(limit, length - want)
+            if lo > hi:
+                lo, hi = length - limit, limit
+        else:
+            lo, hi = want, limit
+        cut = _quietest(env_db, cur.start + lo, cur.start + hi)
+        cut = min(max(cur.start + (length - limit if length <= 2 * limit else 0.0), cut), cur.start + limit)
+        pieces.append(Region(cur.start, cut, cur.forced_start, True))
+        cur = Region(cut, cur.end, True, cur.forced_end)
+    pieces.append(cur)
+    return pieces
+
+
+def plan_segments(
+    regions: Sequence[Region],
+    duration: float,
+    settings: SegmentSettings,
+    envelope_db: np.ndarray | None = None,
+) -> tuple[list[PlannedSegment], list[PlannedSegment]]:
+    """Group speech ``regions`` of a ``duration``-second source into clips.
+
+    Returns ``(kept, dropped)``; ``dropped`` are the clips shorter than
+    ``min_duration`` that no valid merge could save. Pure: no I/O.
+    """
+    if envelope_db is None:
+        envelope_db = np.zeros(int(duration / HOP) + 1, dtype=np.float32)
+    pad, lo_d, hi_d = settings.pad, settings.min_duration, settings.max_duration
+    speech_limit = hi_d - 2 * pad
+    regs: list[Region] = []
+    for r in regions:
+        regs.extend(_force_split(r, speech_limit, lo_d, envelope_db) if r.duration > speech_limit else [r])
+    n = len(regs)
+    if n == 0:
+        return [], []
+
+    def gap_before(i: int) -> float:
+        return regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
+
+    def gap_after(i: int) -> float:
+        return (regs[i + 1].start if i + 1 < n else duration) - regs[i].end
+
+    def pads(i: int, j: int) -> tuple[float, float]:
+        # half the pause to a neighbour, the whole of it to the file's ends
+        gb = gap_before(i) / (2 if i > 0 else 1)
+        ga = gap_after(j - 1) / (2 if j < n else 1)
+        return min(pad, max(gb, 0.0)), min(pad, max(ga, 0.0))
+
+    def cut_cost(k: int) -> float:  # cost of cutting between regs[k-1] and regs[k]
+        g = regs[k].start - regs[k - 1].end
+        return CUT_PAUSE_REF - min(g, 2.0)
+
+    inf = math.inf
+    best = [inf] * (n + 1)
+    back = [0] * (n + 1)
+    best[0] = 0.0
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            if i < j - 1 and regs[i + 1].start - regs[i].end > settings.max_pause:
+                break  # the clip would hold too long a silence
+            pl, pr = pads(i, j)
+            dur = regs[j - 1].end - regs[i].start + pl + pr
+            if dur > hi_d + 1e-6 and i < j - 1:
+                break
+            cost = best[i] + (cut_cost(i) if i > 0 else 0.0)
+            if dur < lo_d - 1e-6:
+                cost += DROP_COST + (regs[j - 1].end - regs[i].start)
+            if cost < best[j]:
+                best[j], back[j] = cost, i
+    bounds = []
+    j = n
+    while j > 0:
+        bounds.append((back[j], j))
+        j = back[j]
+    kept: list[PlannedSegment] = []
+    dropped: list[PlannedSegment] = []
+    for i, j in reversed(bounds):
+        pl, pr = pads(i, j)
+        flags = []
+        group = regs[i:j]
+        if any(r.forced_start or r.forced_end for r in group):
+            flags.append("forced_split")
+        if any(group[k + 1].start - group[k].end > MERGED_PAUSE for k in range(len(group) - 1)):
+            flags.append("merged")
+        seg = PlannedSegment(
+            start=max(0.0, group[0].start - pl),
+            end=min(duration, group[-1].end + pr),
+            speech_start=group[0].start,
+            speech_end=group[-1].end,
+            flags=tuple(flags),
+        )
+        (kept if seg.duration >= lo_d - 1e-6 else dropped).append(seg)
+    return kept, dropped
+
+
+# --------------------------------------------------------------------------- pass 2
+def _cut_and_write(
+    path: Path,
+    plans: list[PlannedSegment],
+    ids: list[str],
+    out_dir: Path,
+    settings: SegmentSettings,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Pass 2: stream ``path`` at 22050 Hz and write each planned clip."""
+    sr = SAMPLE_RATE
+    spans = [(int(round(p.start * sr)), int(round(p.end * sr))) for p in plans]
+    rows: list[dict[str, Any]] = []
+    k = 0  # next clip to complete
+    buf: list[np.ndarray] = []
+    offset = 0
+
+    def finish(idx: int, x: np.ndarray) -> None:
+        p = plans[idx]
+        flags = list(p.flags)
+        if audio.clipped_runs(x) > 0:
+            flags.append("clipped_input")
+        gain = audio.normalization_gain_db(x, settings.target_loudness, settings.peak_limit)
+        if audio.rms_dbfs(x) + gain < settings.target_loudness - 0.05:
+            flags.append("peak_limited")
+        y = (x * np.float32(audio.db_to_gain(gain))).astype(np.float32)
+        wav = f"{ids[idx]}.wav"
+        audio.write_wav(out_dir / wav, y, sr)
+        rows.append({
+            "id": ids[idx],
+            "wav": wav,
+            "start": round(p.start, 3),
+            "end": round(p.start + len(x) / sr, 3),
+            "duration": round(len(x) / sr, 3),
+            "sample_rate": sr,
+            "peak_dbfs": round(audio.peak_dbfs(y), 2),
+            "loudness_dbfs": round(audio.rms_dbfs(y), 2),
+            "gain_db": round(gain, 2),
+            "flags": flags,
+        })
+
+    for block in audio.stream_blocks(path, sr=sr, block_seconds=BLOCK_SECONDS):
+        b_start, b_end = offset, offset + len(block)
+        while k < len(spans):
+            s, e = spans[k]
+            if s >= b_end:
+                break
+            buf.append(block[max(s, b_start) - b_start: min(e, b_end) - b_start])
+            if e <= b_end:
+                finish(k, np.concatenate(buf))
+                buf = []
+                k += 1
+            else:
+                break
+        offset = b_end
+        progress(advance=len(block) / sr)
+    if k < len(spans) and buf:  # the file ended early (decoded length rounding)
+        finish(k, np.concatenate(buf))
+        k += 1
+    return rows
+
+
+# --------------------------------------------------------------------------- driver
+def _note_format(info: audio.AudioInfo) -> list[str]:
+    notes = []
+    if info.sample_rate and info.sample_rate < SAMPLE_RATE:
+        notes.append(
+            f"{info.sample_rate} Hz source upsampled to {SAMPLE_RATE} Hz: its clips have nothing above "
+            f"{info.sample_rate // 2} Hz; a better source gives a better voice"
+        )
+    if info.channels > 1:
+        notes.append(f"{info.channels} channels at {info.sample_rate} Hz downmixed to mono {SAMPLE_RATE} Hz")
+    return notes
+
+
+def segment_sources(
+    settings: SegmentSettings,
+    ws: Workspace,
+    inputs: Sequence[Path] | None = None,
+    force: bool = False,
+    progress: Progress = no_progress,
+) -> SegmentResult:
+    """Segment every source (default: the workspace's raw folder) into clips.
+
+    One bad file never stops the others: it gets ``status="failed"`` and a
+    reason. A source whose content hash and settings match its record in
+    ``sources.jsonl`` (and whose clips are all on disk) is skipped unless
+    ``force``; ``force`` replaces that source's old clips.
+    """
+    audio.require_ffmpeg()
+    root = ws.root
+    if inputs is None:
+        if not ws.raw_dir.is_dir():
+            raise InputError(
+                f"No audio to segment: {ws.raw_dir} does not exist.",
+                hint="Run `xttsft fetch URL_OR_FILE` first, or pass files: `xttsft segment FILE...`.",
+            )
+        inputs = [ws.raw_dir]
+    for item in inputs:
+        if not Path(item).exists():
+            raise InputError(f"{item}: no such file or folder.", hint="Check the path.")
+    files = find_sources(inputs)
+    if not files:
+        where = ", ".join(str(i) for i in inputs)
+        raise InputError(
+            f"No audio files found in {where}.",
+            hint="Run `xttsft fetch URL_OR_FILE` first, or pass audio files to `xttsft segment`.",
+        )
+    out_dir = ws.segments_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shash = settings_hash(settings)
+    records = {r["source"]: r for r in read_jsonl(ws.segment_sources_file)}
+    manifest = read_jsonl(ws.segments_manifest)
+    used_stems = {r["stem"]: r["source"] for r in records.values() if "stem" in r}
+
+    infos: dict[Path, audio.AudioInfo | XttsftError] = {}
+    for f in files:
+        try:
+            infos[f] = audio.probe(f)
+        except XttsftError as exc:
+            infos[f] = exc
+    total = sum(2 * (i.duration or 0.0) for i in infos.values() if isinstance(i, audio.AudioInfo))
+    progress(total=total or None, completed=0)
+
+    results: list[SourceResult] = []
+    seen_hashes: dict[str, str] = {}
+    for f in files:
+        shown = _display(f, root)
+        info = infos[f]
+        progress(description=f"segment {f.name}")
+        if isinstance(info, XttsftError):
+            results.append(SourceResult(shown, "failed", reason=_reason(info, f)))
+            log.warning("%s: %s", shown, results[-1].reason)
+            continue
+        sha = _sha256(f)
+        if sha in seen_hashes:
+            results.append(SourceResult(shown, "skipped", duration=info.duration,
+                                        reason=f"same content as {seen_hashes[sha]}"))
+            progress(advance=2 * (info.duration or 0.0))
+            continue
+        seen_hashes[sha] = shown
+        rec = records.get(shown)
+        if (
+            rec is not None and not force and rec.get("status") == "segmented"
+            and rec.get("source_sha256") == sha and rec.get("settings_hash") == shash
+            and all((out_dir / f"{i}.wav").is_file() for i in rec.get("segments", []))
+        ):
+            rows = [r for r in manifest if r.get("source") == shown]
+            results.append(SourceResult(
+                shown, "skipped", segments=len(rows), seconds=sum(r["duration"] for r in rows),
+                duration=info.duration, reason="already segmented with these settings (--force redoes it)",
+            ))
+            progress(advance=2 * (info.duration or 0.0))
+            continue
+        stem = rec.get("stem") if rec and rec.get("stem") else _stem(f)
+        if used_stems.get(stem, shown) != shown:
+            stem = f"{stem}-{sha[:8]}"
+        used_stems[stem] = shown
+        res, rows = _segment_one(f, shown, sha, stem, info, settings, out_dir, progress)
+        results.append(res)
+        if res.status == "failed":
+            log.warning("%s: %s", shown, res.reason)
+        # Replace this source's old clips (a changed file, changed settings or --force).
+        old_ids = set(rec.get("segments", [])) if rec else set()
+        old_ids |= {r["id"] for r in manifest if r.get("source") == shown}
+        new_ids = {r["id"] for r in rows}
+        for old in old_ids - new_ids:
+            (out_dir / f"{old}.wav").unlink(missing_ok=True)
+        manifest = [r for r in manifest if r.get("source") != shown] + rows
+        write_jsonl(ws.segments_manifest, manifest)
+        records[shown] = {
+            "source": shown,
+            "source_sha256": sha,
+            "settings_hash": shash,
+            "stem": stem,
+            "status": res.status,
+            "reason": res.reason,
+            "notes": res.notes,
+            "duration": res.duration,
+            "segments": sorted(new_ids),
+            "dropped": res.dropped,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_jsonl(ws.segment_sources_file, records.values())
+    if not ws.segments_manifest.exists():
+        write_jsonl(ws.segments_manifest, manifest)
+    return SegmentResult(sources=results, manifest=ws.segments_manifest, segments_dir=out_dir)
+
+
+def _reason(exc: XttsftError, path: Path) -> str:
+    msg = exc.message
+    prefix = f"{path}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+def _segment_one(
+    f: Path,
+    shown: str,
+    sha: str,
+    stem: str,
+    info: audio.AudioInfo,
+    settings: SegmentSettings,
+    out_dir: Path,
+    progress: Progress,
+) -> tuple[SourceResult, list[dict[str, Any]]]:
+    notes = _note_format(info)
+    try:
+        an = analyze(f, settings, progress=progress)
+        if info.duration and an.duration < 0.9 * info.duration and info.duration - an.duration > 1.0:
+            notes.append(
+                f"truncated: the header says {info.duration:.1f} s but only {an.duration:.1f} s decode; "
+                "used the readable part"
+            )
+        if an.duration == 0:
+            raise InputError(f"{f}: no audio samples could be decoded (truncated?).")
+        if not an.regions:
+            if an.peak_dbfs < SILENT_DBFS:
+                peak = "-inf" if not math.isfinite(an.peak_dbfs) else f"{an.peak_dbfs:.0f}"
+                raise InputError(f"{f}: no speech: the file is silent (peak {peak} dBFS).")
+            how = "the VAD" if settings.method == "vad" else f"the energy threshold ({settings.silence_threshold:g} dB)"
+            raise InputError(f"{f}: no speech found by {how} in {an.duration:.1f} s (noise or music only?).")
+        kept, dropped = plan_segments(an.regions, an.duration, settings, an.envelope_db)
+        if not kept:
+            raise InputError(
+                f"{f}: no clip of at least {settings.min_duration:g} s: {len(dropped)} speech piece(s), "
+                f"the longest {max(d.duration for d in dropped):.1f} s."
+            )
+        ids = [f"{stem}_{k:04d}" for k in range(1, len(kept) + 1)]
+        rows = _cut_and_write(f, kept, ids, out_dir, settings, progress)
+    except XttsftError as exc:
+        return SourceResult(shown, "failed", duration=info.duration, reason=_reason(exc, f), notes=notes), []
+    full = [
+        {"id": r["id"], "wav": r["wav"], "source": shown, "source_sha256": sha,
+         **{k: v for k, v in r.items() if k not in ("id", "wav")}}
+        for r in rows
+    ]
+    for note in notes:
+        log.warning("%s: %s", shown, note)
+    if dropped:
+        log.info("%s: dropped %d speech piece(s) shorter than %g s", shown, len(dropped), settings.min_duration)
+    return (
+        SourceResult(
+            shown, "segmented", segments=len(full), seconds=sum(r["duration"] for r in full),
+            dropped=len(dropped), duration=an.duration, notes=notes,
+        ),
+        full,
+    )
+
+
+def _as_dict(results: Iterable[SourceResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
