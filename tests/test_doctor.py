@@ -207,6 +207,24 @@ def test_cuda_visible_devices_filters_gpus(fake_nvidia_smi, monkeypatch):
     assert hardware_facts().gpus == ()
 
 
+def test_tiny_model_detected_in_cache(workspace, tmp_path, monkeypatch):
+    """The tiny model's folder counts only once it is complete (its marker is written last)."""
+    from xttsft import doctor
+
+    monkeypatch.setenv("XTTSFT_CACHE_DIR", str(tmp_path / "cache"))
+    assert doctor._tiny_model_dir() is None
+    model = doctor._model_module()
+    if model is None or not hasattr(model, "TINY_MARKER"):
+        pytest.skip("xttsft.model does not define the tiny cache layout yet")
+    tiny = tmp_path / "cache" / f"tiny-xtts-v{model.TINY_VERSION}"
+    tiny.mkdir(parents=True)
+    assert doctor._tiny_model_dir() is None  # half-built
+    (tiny / model.TINY_MARKER).write_text("{}")
+    assert doctor._tiny_model_dir() == tiny
+    report = diagnose(workspace)
+    assert report.facts["tiny_model_cached"] is True
+
+
 def test_diagnose_reports_gpus_and_driver(fake_nvidia_smi, workspace):
     report = diagnose(workspace)
     d = report.to_dict()
@@ -255,15 +273,16 @@ def test_xtts_base_found_in_hf_cache(workspace, tmp_path, monkeypatch):
     """A snapshot laid out as huggingface_hub stores it is recognised without network."""
     import huggingface_hub.constants as hfc
 
-    from xttsft.doctor import _XTTS_FILES
+    from xttsft.doctor import _xtts_files, _xtts_revision
 
+    commit = _xtts_revision() or "abc123"  # the revision train pins, else the cache's main
     cache = tmp_path / "hf"
     repo = cache / "models--coqui--XTTS-v2"
-    snap = repo / "snapshots" / "abc123"
+    snap = repo / "snapshots" / commit
     snap.mkdir(parents=True)
     (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123")
-    for name in _XTTS_FILES:
+    (repo / "refs" / "main").write_text(commit)
+    for name in _xtts_files():
         (snap / name).write_bytes(b"x")
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(cache))
     report = diagnose(workspace)

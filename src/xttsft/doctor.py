@@ -526,20 +526,33 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+def _model_module() -> Any:
+    """:mod:`xttsft.model` (cheap to import: it keeps torch inside functions), or None."""
+    try:
+        from xttsft import model
+    except Exception as exc:  # noqa: BLE001 - doctor must answer even if the model module is broken
+        log.debug("cannot import xttsft.model: %s", exc)
+        return None
+    return model
+
+
+def _xtts_files() -> tuple[str, ...]:
+    return tuple(getattr(_model_module(), "XTTS_FILES", _XTTS_FILES))
+
+
+def _xtts_revision() -> str | None:
+    """The pinned XTTS-v2 revision train downloads (None: the cache's ``main``)."""
+    return getattr(_model_module(), "HF_REVISION", None)
+
+
 def _xtts_cache() -> tuple[list[str], Path | None]:
     """(missing XTTS-v2 files, their snapshot folder) in the local Hugging Face cache; no network."""
-    revision = None
-    try:  # the pinned revision, when the model module provides one
-        from xttsft import model as _model  # noqa: PLC0415
-
-        revision = getattr(_model, "XTTS_REVISION", None)
-    except Exception:  # noqa: BLE001 - model.py is optional for doctor
-        pass
     from huggingface_hub import try_to_load_from_cache
 
+    revision = _xtts_revision()
     missing: list[str] = []
     folder: Path | None = None
-    for name in _XTTS_FILES:
+    for name in _xtts_files():
         found = try_to_load_from_cache(repo_id=XTTS_REPO_ID, filename=name, revision=revision)
         if isinstance(found, str):
             folder = Path(found).parent
@@ -549,17 +562,25 @@ def _xtts_cache() -> tuple[list[str], Path | None]:
 
 
 def _cache_dir() -> Path:
+    model = _model_module()
+    if model is not None and hasattr(model, "cache_dir"):
+        return Path(model.cache_dir())
     return Path(os.environ.get("XTTSFT_CACHE_DIR") or Path.home() / ".cache" / "xttsft").expanduser()
 
 
 def _tiny_model_dir() -> Path | None:
-    """A complete tiny test XTTS under the xttsft cache, if one was built."""
+    """The tiny test XTTS in xttsft's cache, if it was built (``--base-model tiny`` builds it)."""
     root = _cache_dir()
     if not root.is_dir():
         return None
-    for cand in sorted(root.rglob("config.json")):
-        d = cand.parent
-        if "tiny" in str(d.relative_to(root)).lower() and all((d / f).is_file() for f in _XTTS_FILES):
+    model = _model_module()
+    version = getattr(model, "TINY_VERSION", None)
+    marker = getattr(model, "TINY_MARKER", None)
+    if version is not None and marker is not None:
+        d = root / f"tiny-xtts-v{version}"
+        return d if (d / marker).is_file() else None
+    for d in sorted(p for p in root.glob("tiny*") if p.is_dir()):
+        if all((d / f).is_file() for f in _xtts_files()):
             return d
     return None
 
@@ -659,7 +680,7 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
                                 "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local "
                                 "folder with --base-model."))
     except Exception as exc:  # noqa: BLE001 - huggingface_hub missing or cache unreadable
-        missing, xtts_dir = list(_XTTS_FILES), None
+        missing, xtts_dir = list(_xtts_files()), None
         checks.append(Check("xtts-v2 base", "warn", f"cannot read the Hugging Face cache: {exc}",
                             "pip install -e . (installs huggingface_hub)"))
 
