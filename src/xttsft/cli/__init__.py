@@ -16,6 +16,7 @@ from xttsft import __version__
 from xttsft.cli._common import AppState, console
 from xttsft.cli import config as _config
 from xttsft.cli import doctor as _doctor
+from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
 
 app = typer.Typer(
@@ -68,6 +69,7 @@ def _global(
 
 _config.register(app)
 _doctor.register(app)
+_fetch.register(app)
 _segment.register(app)
 
 

@@ -1,0 +1,86 @@
+"""``xttsft fetch``: download with yt-dlp or import local audio into train/data/raw/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fetch")(fetch)
+
+
+@handle_errors
+def fetch(
+    ctx: typer.Context,
+    sources: list[str] | None = typer.Argument(
+        None, help="URLs (video, playlist, channel: anything yt-dlp supports), audio files or folders.",
+        show_default=False,
+    ),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="Text file with one URL or path per line (# comments and blank lines ignored).",
+        dir_okay=False,
+    ),
+    quality: str | None = typer.Option(None, "--quality", help="best, 128k or 64k [default: best]."),
+    playlist: bool | None = typer.Option(
+        None, "--playlist/--no-playlist", help="Download every item of a playlist URL [default: --playlist].",
+        show_default=False,
+    ),
+    retries: int | None = typer.Option(None, "--retries", help="Retries per download [default: 3]."),
+    socket_timeout: float | None = typer.Option(None, "--socket-timeout", help="Network timeout, seconds [default: 30]."),
+) -> None:
+    """Download audio with yt-dlp, or import local audio, into `train/data/raw/`.
+
+    **URLs** are downloaded with yt-dlp's Python API (no shell): audio only, extracted by ffmpeg at
+    `--quality`, saved as `raw/<id>.<ext>` with a sidecar `raw/<id>.json` (title, uploader, duration, URL).
+    The download archive `raw/.download-archive.txt` makes re-runs skip what is already there.
+
+    **Local files and folders** (MP3, WAV, M4A, OGG, OPUS, FLAC, WEBM) are hard-linked or copied into
+    `raw/`; other files and empty files are listed as skipped with the reason.
+
+    A failed item (404, private, no media, network error) is reported with yt-dlp's reason and the
+    others go on. Exit status 1 only if nothing could be fetched.
+
+    Examples: `xttsft fetch https://www.youtube.com/watch?v=ID ~/recordings/`,
+    `xttsft fetch --from-file sources.txt --quality 128k`
+    """
+    from xttsft.fetch import fetch as run_fetch
+    from xttsft.fetch import read_source_list
+
+    st = state(ctx)
+    settings, ws = st.load(fetch={
+        "quality": quality, "playlist": playlist, "retries": retries, "socket_timeout": socket_timeout,
+    })
+    items = list(sources or [])
+    if from_file is not None:
+        items += read_source_list(from_file)
+    with progress_bar("fetch", total=len(items) or None) as bar:
+        result = run_fetch(items, settings.fetch, ws, progress=bar)
+
+    table = Table(title="fetch", title_justify="left")
+    table.add_column("source")
+    table.add_column("status")
+    table.add_column("file")
+    table.add_column("reason")
+    style = {"fetched": "green", "present": "dim", "skipped": "yellow", "failed": "bold red"}
+    for it in result.items:
+        shown = "skipped" if it.status == "present" else it.status
+        file = Path(it.path).name if it.path else (it.title or "")
+        reason = it.reason or ""
+        if it.hint:
+            reason += f" ({it.hint})"
+        table.add_row(escape(it.source), f"[{style[it.status]}]{shown}[/]", escape(file), escape(reason))
+    console.print(table)
+    skipped = result.count("present") + result.count("skipped")
+    console.print(
+        f"fetched {result.count('fetched')}, skipped {skipped}, failed {result.count('failed')}; "
+        f"audio in {escape(str(result.raw_dir))}"
+    )
+    if not result.ok:
+        err_console.print("[bold red]Nothing could be fetched.[/] See the reasons above.")
+        raise typer.Exit(1)

@@ -1,0 +1,136 @@
+"""fetch: real yt-dlp against a local HTTP server on 127.0.0.1, and local imports."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xttsft.fetch import fetch, read_source_list
+from xttsft.settings import FetchSettings
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, speak) -> Iterator[str]:
+    """A local web site: speech.wav, a page with <audio>, a page without media."""
+    root = tmp_path_factory.mktemp("site")
+    speak("Hello from the local test server.", root / "speech.wav")
+    speak("This one is embedded in a web page.", root / "talk.wav")
+    (root / "page.html").write_text(
+        '<html><head><title>My talk</title></head><body><audio src="talk.wav"></audio></body></html>'
+    )
+    (root / "nomedia.html").write_text("<html><head><title>Nothing</title></head><body>text only</body></html>")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _settings(**kw: object) -> FetchSettings:
+    return FetchSettings(**{"retries": 0, "socket_timeout": 5, **kw})
+
+
+def test_downloads_media_and_page_reports_failures_and_skips_on_rerun(site: str, workspace) -> None:
+    sources = [f"{site}/speech.wav", f"{site}/page.html", f"{site}/missing.mp3", f"{site}/nomedia.html",
+               f"--exec=touch {workspace.root.parent / 'pwned'}"]
+    res = fetch(sources, _settings(), workspace)
+    by = {(i.source, i.status) for i in res.items}
+    assert (f"{site}/speech.wav", "fetched") in by
+    assert (f"{site}/page.html", "fetched") in by
+    failed = {i.source: i.reason for i in res.items if i.status == "failed"}
+    assert "404" in failed[f"{site}/missing.mp3"]
+    assert "Unsupported URL" in failed[f"{site}/nomedia.html"]
+    assert "option" in failed[sources[-1]]
+    assert not (workspace.root.parent / "pwned").exists()
+
+    # files named by id, with a sidecar JSON
+    wav = workspace.raw_dir / "speech.wav"
+    assert wav.is_file() and wav.stat().st_size > 1000
+    side = json.loads((workspace.raw_dir / "speech.json").read_text())
+    assert side["url"] == f"{site}/speech.wav" and side["title"] == "speech" and side["duration"] > 1
+    page_files = [Path(i.path) for i in res.items if i.source.endswith("page.html") and i.path]
+    assert page_files and page_files[0].is_file()
+    assert json.loads(page_files[0].with_suffix(".json").read_text())["title"].startswith("My talk")
+    assert workspace.download_archive.is_file()
+
+    mtime = wav.stat().st_mtime_ns
+    again = fetch([f"{site}/speech.wav", f"{site}/page.html"], _settings(), workspace)
+    assert [i.status for i in again.items] == ["present", "present"]
+    assert wav.stat().st_mtime_ns == mtime
+
+
+def test_quality_64k_gives_mp3(site: str, workspace) -> None:
+    res = fetch([f"{site}/speech.wav"], _settings(quality="64k"), workspace)
+    (item,) = res.items
+    assert item.status == "fetched" and item.path.endswith(".mp3")
+    from xttsft.audio import probe
+
+    assert probe(item.path).codec == "mp3"
+
+
+def test_network_error_has_hint(workspace) -> None:
+    # a port nobody listens on: connection refused, like being offline
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    res = fetch([f"http://127.0.0.1:{port}/a.mp3"], _settings(), workspace)
+    (item,) = res.items
+    assert item.status == "failed" and "refused" in item.reason.lower()
+    assert item.hint and "network" in item.hint.lower()
+    assert not res.ok
+
+
+def test_local_import(tmp_path: Path, workspace, speak) -> None:
+    src = tmp_path / "in"
+    speak("One local file.", src / "a.wav")
+    (src / "sub").mkdir()
+    speak("Another one.", src / "sub" / "b.wav")
+    (src / "notes.txt").write_text("not audio")
+    (src / "empty.mp3").write_bytes(b"")
+    res = fetch([str(src)], _settings(), workspace)
+    status = {Path(i.source).name: (i.status, i.reason) for i in res.items}
+    assert status["a.wav"][0] == "fetched" and status["b.wav"][0] == "fetched"
+    assert status["notes.txt"][0] == "skipped" and "not a supported audio format" in status["notes.txt"][1]
+    assert status["empty.mp3"] == ("skipped", "empty file (0 bytes)")
+    assert (workspace.raw_dir / "a.wav").read_bytes() == (src / "a.wav").read_bytes()
+    again = fetch([str(src / "a.wav")], _settings(), workspace)
+    assert again.items[0].status == "present"
+
+
+def test_source_list(tmp_path: Path) -> None:
+    f = tmp_path / "list.txt"
+    f.write_text("# my sources\n\nhttps://example.org/a\n  /data/b.wav  \n")
+    assert read_source_list(f) == ["https://example.org/a", "/data/b.wav"]
+
+
+def test_cli_summary_and_exit_codes(site: str, cli, tmp_path: Path) -> None:
+    lst = tmp_path / "sources.txt"
+    lst.write_text(f"# test\n{site}/speech.wav\n{site}/missing.mp3\n--exec=echo hi\n")
+    r = cli("fetch", "--from-file", str(lst), "--retries", "0")
+    assert r.exit_code == 0, r.output
+    assert "fetched 1, skipped 0, failed 2" in r.output
+    assert "404" in r.output and "option" in r.output
+
+    r = cli("fetch", "--retries", "0", "--", f"{site}/missing.mp3", "--exec=echo hi")
+    assert r.exit_code == 1
+    assert "Nothing could be fetched" in r.output
+
+    r = cli("fetch", "--retries", "0", f"{site}/speech.wav")
+    assert r.exit_code == 0 and "fetched 0, skipped 1, failed 0" in r.output
+
+    r = cli("fetch")
+    assert r.exit_code == 1 and "No source given" in r.output
