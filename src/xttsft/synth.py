@@ -251,7 +251,7 @@ def read_text_file(path: Path) -> list[str]:
 class ModelSource:
     """What ``--model`` names, before anything is loaded."""
 
-    kind: str  # "run" | "base" | "folder"
+    kind: str  # "run" | "base" | "folder" (a model folder) | "adapter" (an adapter-only export)
     name: str  # run name, base spec or folder, for messages
     path: Path | None  # run dir or model folder; None for a base spec
     base_spec: str | None = None  # the base model spec ("coqui/XTTS-v2", "tiny", a folder)
@@ -294,6 +294,9 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
             return ModelSource("run", path.name, path.resolve())
         if _is_model_folder(path):
             return ModelSource("folder", str(path), path.resolve())
+        marker = _read_json(path / "xttsft_adapter.json")
+        if marker is not None and (path / "adapter_model.safetensors").is_file():
+            return ModelSource("adapter", str(path), path.resolve(), base_spec=marker.get("base_model"))
         raise ModelNotFoundError(
             f"{path} is neither a training run (no run.json) nor an XTTS-v2 model folder (no model.pth + config.json).",
             hint="Pass a run name from train/checkpoints/, an `xttsft export` folder, or `base`.",
@@ -406,6 +409,30 @@ def load_voice(
             identity=identity,
             device=device,
             checkpoint=ckpt_dir.name,
+        )
+    if source.kind == "adapter":
+        assert source.path is not None
+        marker = _read_json(source.path / "xttsft_adapter.json") or {}
+        base_dir = xmodel.resolve_base_model(source.base_spec or "coqui/XTTS-v2", progress=progress)
+        try:
+            model = xmodel.load_xtts(base_dir, device="cpu", for_training=True)
+            xmodel.apply_checkpoint(model, source.path, "lora", merge=merge_lora)
+        except XttsftError:
+            raise
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise InputError(
+                f"The adapter in {source.path} does not fit the base model {source.base_spec}: {_short(exc)}",
+                hint="Use the base model the adapter was trained on (see base_model in xttsft_adapter.json).",
+            ) from exc
+        model.gpt.init_gpt_for_inference(kv_cache=model.args.kv_cache, use_deepspeed=False)
+        model.eval()
+        model.to(device)
+        return Voice(
+            model=model, source=source, description=f"adapter {source.path.name} on {source.base_spec}",
+            language=marker.get("language"), base_dir=source.path, dataset_dir=None, tiny=xmodel.is_tiny(base_dir),
+            identity=_files_identity(_weight_files(source.path) + [base_dir / "model.pth"])
+            + ("" if merge_lora else "-unmerged"),
+            device=device,
         )
     if source.kind == "base":
         base_dir = xmodel.resolve_base_model(source.base_spec or source.name, progress=progress)
@@ -916,7 +943,7 @@ def synthesize(
 def _default_references(ws: Workspace, voice: Voice, settings: SynthSettings) -> list[Path]:
     """Reference clips when --speaker-wav is not given: the dataset's best 6-12 s
     clips, or the reference wavs shipped inside an exported model folder."""
-    if voice.source.kind == "folder" and voice.base_dir is not None:
+    if voice.source.kind in {"folder", "adapter"} and voice.base_dir is not None:
         shipped = sorted(voice.base_dir.glob("reference*.wav"))
         if shipped:
             return shipped[: settings.num_references]

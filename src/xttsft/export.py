@@ -1,0 +1,248 @@
+"""``xttsft export``: ship a fine-tuned voice to other XTTS-v2 tools.
+
+Two forms:
+
+- **merged** (default): the run's LoRA adapter is folded into the GPT weights
+  and written as a standard XTTS-v2 model folder -- ``model.pth`` (``{"model":
+  state_dict}`` with coqui's ``Xtts`` key layout: no optimizer, no DVAE keys),
+  ``config.json``, ``vocab.json``, ``dvae.pth``, ``mel_stats.pth``,
+  ``speakers_xtts.pth`` (the base speakers plus this voice under the run's
+  name), ``reference.wav`` (+ ``reference_2.wav`` ...) and
+  ``xttsft_export.json``. Stock coqui-tts loads it unchanged
+  (``Xtts.load_checkpoint(config, checkpoint_dir=...)`` or
+  ``TTS(model_path=DIR, config_path=DIR/config.json)``), and so do tools built
+  on it (xtts-finetune-webui, AllTalk).
+- **adapter** (``adapter_only``): only the PEFT adapter
+  (``adapter_model.safetensors`` + ``adapter_config.json``), the base model's
+  identity (``xttsft_adapter.json``) and the reference wavs: a few MB, to share
+  a voice without redistributing the base weights. ``xttsft synth --model DIR``
+  loads it on top of the base.
+
+Folders are written under a temporary name and renamed when complete; a re-run
+with the same checkpoint is skipped (``force`` writes again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xttsft.errors import InputError, ModelNotFoundError
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+
+__all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "resolve_run", "stock_state_dict"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_MARKER = "xttsft_export.json"
+ADAPTER_MARKER = "xttsft_adapter.json"
+_COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
+
+
+@dataclass
+class ExportResult:
+    """What ``export_run`` wrote."""
+
+    out_dir: Path
+    kind: str  # "merged" | "adapter"
+    run: str
+    checkpoint: str
+    mode: str
+    files: list[Path] = field(default_factory=list)
+    skipped: bool = False
+    tiny: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files if p.is_file())
+
+
+def resolve_run(ws: Workspace, run: str | None) -> tuple[str, Path]:
+    """``None`` -> the most recent run; a name under train/checkpoints/; or a run folder."""
+    if run is None:
+        name = ws.latest_run()
+        if name is None:
+            raise ModelNotFoundError(
+                f"No training run in {ws.checkpoints_dir}.", hint="Train first: xttsft train."
+            )
+        return name, ws.run_dir(name)
+    if "/" not in run and "\\" not in run and ws.run_dir(run).is_dir():
+        return run, ws.run_dir(run)
+    path = Path(run).expanduser()
+    if path.is_dir() and (path / "run.json").is_file():
+        return path.name, path.resolve()
+    runs = sorted(p.name for p in ws.checkpoints_dir.iterdir() if p.is_dir()) if ws.checkpoints_dir.is_dir() else []
+    raise ModelNotFoundError(
+        f"No training run named {run!r}.",
+        hint=f"Runs in this workspace: {', '.join(runs)}." if runs else "There are no runs yet: xttsft train.",
+    )
+
+
+def stock_state_dict(xtts: Any) -> dict[str, Any]:
+    """``Xtts`` weights in the key layout of the stock XTTS-v2 ``model.pth``:
+    without the inference GPT's aliases (``gpt.gpt_inference.*``, ``gpt.gpt.wte.*``,
+    rebuilt at load time) and without the DVAE."""
+    skip = ("gpt.gpt_inference.", "gpt.gpt.wte.", "dvae.", "torch_mel_spectrogram")
+    return {k: v.detach().cpu().contiguous() for k, v in xtts.state_dict().items() if not k.startswith(skip)}
+
+
+def _source_id(ck_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {"checkpoint": str(ck_path), "saved": meta.get("saved"), "step": meta.get("step"), "epoch": meta.get("epoch")}
+
+
+def export_run(
+    ws: Workspace,
+    run: str | None = None,
+    checkpoint: str = "best",
+    out: Path | None = None,
+    adapter_only: bool = False,
+    references: list[Path] | None = None,
+    num_references: int = 3,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export a run's checkpoint as a merged XTTS-v2 folder or as its adapter only.
+
+    Default ``out``: ``train/exports/<run>/`` (merged) or ``train/exports/<run>-adapter/``.
+    """
+    from xttsft import model as xmodel
+
+    progress = progress or no_progress
+    name, run_dir = resolve_run(ws, run)
+    info = xmodel.read_run_info(run_dir)
+    ck = xmodel.find_checkpoint(run_dir, checkpoint)
+    mode = ck.meta.get("mode", info.mode)
+    kind = "adapter" if adapter_only else "merged"
+    if adapter_only and mode != "lora":
+        raise InputError(
+            f"Run {name!r} was trained with full fine-tuning: it has no LoRA adapter to export.",
+            hint="Export the merged model instead (xttsft export without --adapter-only).",
+        )
+    out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
+    marker = out_dir / (ADAPTER_MARKER if adapter_only else EXPORT_MARKER)
+    source = _source_id(ck.path, ck.meta)
+    if not force and marker.is_file():
+        try:
+            done = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            done = {}
+        if done.get("source") == source:
+            log.info("%s already holds this export; skipping (force to write again).", out_dir)
+            return ExportResult(
+                out_dir, kind, name, ck.path.name, mode, sorted(p for p in out_dir.iterdir() if p.is_file()),
+                skipped=True, tiny=info.tiny,
+            )
+    if out_dir.exists() and any(out_dir.iterdir()) and not marker.is_file():
+        raise InputError(
+            f"{out_dir} exists and is not an xttsft export of this kind; not overwriting it.",
+            hint="Pick another --out folder, or remove that one.",
+        )
+
+    try:
+        base = xmodel.validate_base_dir(info.base_dir)
+    except ModelNotFoundError:
+        base = xmodel.resolve_base_model(info.base_model, progress=progress)
+    refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
+    try:
+        if adapter_only:
+            progress(total=2, completed=0, description="copying the adapter")
+            for fname in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copy2(ck.path / fname, tmp / fname)
+            progress(advance=1)
+        else:
+            progress(total=4, completed=0, description="merging the adapter into the GPT")
+            _write_merged(tmp, base, ck.path, mode, name, refs, info, progress)
+        for i, ref in enumerate(refs):
+            shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
+        record = {
+            "format": "xttsft-adapter" if adapter_only else "xtts-v2",
+            "run": name,
+            "checkpoint": ck.path.name,
+            "mode": mode,
+            "language": info.language,
+            "base_model": info.base_model,
+            "base_identity": xmodel.base_identity(base),
+            "dataset_dir": str(info.dataset_dir),
+            "speaker": name,
+            "references": [p.name for p in sorted(tmp.glob("reference*.wav"))],
+            "source": source,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if adapter_only:
+            record["adapter_target"] = "xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)"
+        (tmp / marker.name).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        progress(advance=1)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p for p in out_dir.iterdir() if p.is_file())
+    log.info("Exported %s (%s) to %s", name, kind, out_dir)
+    return ExportResult(out_dir, kind, name, ck.path.name, mode, files, tiny=info.tiny)
+
+
+def _dataset_references(info: Any, count: int) -> list[Path]:
+    from xttsft.errors import DatasetError
+    from xttsft.synth import select_reference_clips
+
+    dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None
+    if dataset is None or not (dataset / "samples.jsonl").is_file():
+        log.warning("No dataset for run %s: the export has no reference wavs.", info.run_dir.name)
+        return []
+    try:
+        return select_reference_clips(dataset, count=count)
+    except DatasetError as exc:
+        log.warning("No reference wavs in the export: %s", exc.message)
+        return []
+
+
+def _write_merged(
+    tmp: Path, base: Path, ck_path: Path, mode: str, speaker: str, refs: list[Path], info: Any, progress: Progress
+) -> None:
+    import torch
+
+    from xttsft import model as xmodel
+
+    xtts = xmodel.load_xtts(base, device="cpu", for_training=True)
+    xmodel.apply_checkpoint(xtts, ck_path, mode, merge=True)
+    leftover = [n for n, _ in xtts.named_parameters() if "lora_" in n]
+    if leftover:  # merge_lora must leave plain GPT-2 weights
+        raise RuntimeError(f"LoRA layers left after merging: {leftover[:3]}")
+    progress(advance=1, description="writing model.pth")
+    torch.save({"model": stock_state_dict(xtts)}, tmp / "model.pth")
+    for fname in _COPIED:
+        shutil.copy2(base / fname, tmp / fname)
+    progress(advance=1, description="adding the voice to speakers_xtts.pth")
+    speakers = xmodel.safe_torch_load(base / "speakers_xtts.pth")
+    if refs:
+        from xttsft.synth import ModelSource, Voice, conditioning
+
+        xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
+        xtts.eval()
+        voice = Voice(
+            model=xtts, source=ModelSource("folder", str(tmp), tmp), description="export", language=info.language,
+            base_dir=base, dataset_dir=None, tiny=xmodel.is_tiny(base), identity="export", device="cpu",
+        )
+        cond = conditioning(voice, refs, cache_dir=None)
+        # SpeakerManager hands these to Xtts.inference in this order
+        speakers = dict(speakers)
+        speakers[speaker] = {"gpt_cond_latent": cond.gpt_cond_latent, "speaker_embedding": cond.speaker_embedding}
+    torch.save(speakers, tmp / "speakers_xtts.pth")
+    progress(advance=1)
