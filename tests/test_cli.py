@@ -159,3 +159,35 @@ def test_user_error_is_logged_without_traceback(workspace):
     assert "Error: no such file: x.wav" in flat(res.stderr) and "Hint: Pass an existing file." in flat(res.stderr)
     assert "no such file: x.wav" in workspace.error_log.read_text()
     assert "no such file: x.wav" in workspace.info_log.read_text()
+
+
+def test_error_log_path_is_this_commands(tmp_path):
+    """A second command in the same process (another workdir) must not name the first one's log."""
+    from xttsft.cli import _global
+
+    app3 = typer.Typer()
+    app3.callback()(_global)
+
+    @app3.command("load")
+    @handle_errors
+    def load(ctx: typer.Context) -> None:
+        """Load the settings, which starts the workspace's file logs."""
+        state(ctx).load()
+
+    @app3.command("early")
+    @handle_errors
+    def early(ctx: typer.Context) -> None:
+        """Fail before any file log exists."""
+        raise RuntimeError("early bug")
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    runner = CliRunner()
+    assert runner.invoke(app3, ["--workdir", str(first), "load"]).exit_code == 0
+    res = runner.invoke(app3, ["--workdir", str(second), "early"])
+    assert res.exit_code == 1
+    err = flat(res.stderr)
+    assert "Unexpected error: RuntimeError: early bug" in err
+    assert str(first) not in err and "Run again with -v" in err
+    assert "early bug" not in (first / "logs" / "error.log").read_text()

@@ -267,3 +267,13 @@ def test_invalid_toml_value_names_the_file(workspace):
     with pytest.raises(SettingsError) as exc:
         load_settings(workspace, environ={})
     assert f"[train] num_epochs=0 (config file: {workspace.config_file})" in flat(exc.value.message)
+
+
+def test_empty_value_unsets_optional_settings(workspace):
+    """`TRAIN_DATASET_DIR=` in a .env template must not become Path('.'), nor `TRAIN_RUN_NAME=` ''."""
+    workspace.root.mkdir(parents=True)
+    (workspace.root / ".env").write_text("TRAIN_DATASET_DIR=\nTRAIN_RUN_NAME=\n")
+    s, _ = load_settings(workspace, environ={"SYNTH_SEED": ""})
+    assert s.train.dataset_dir is None and s.train.run_name is None and s.synth.seed is None
+    with pytest.raises(SettingsError, match="TRAIN_NUM_EPOCHS=''"):
+        load_settings(workspace, environ={"TRAIN_NUM_EPOCHS": ""})  # required values stay required

@@ -41,6 +41,11 @@ def configure_logging(console: Console, verbose: bool = False, quiet: bool = Fal
     for h in list(root.handlers):
         if getattr(h, "_xttsft", False):
             root.removeHandler(h)
+        elif getattr(h, "_xttsft_file", False):
+            # a new command starts without file logs; a previous command's (another
+            # workdir, in the same process) must not get this one's records
+            root.removeHandler(h)
+            h.close()
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = RichHandler(
         console=console,

@@ -340,6 +340,14 @@ def _read_config_file(path: Path, problems: list[str]) -> dict[str, Any]:
     return data
 
 
+def _from_env(cls: type[Section], field: str, value: str) -> Any:
+    """An empty ``NAME=`` (common in .env templates) unsets an optional setting,
+    rather than becoming ``Path('.')`` or an empty run name."""
+    if not value.strip() and cls.model_fields[field].default is None:
+        return None
+    return value
+
+
 def _suggest(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -402,13 +410,13 @@ def load_settings(
         for key, (value, path) in dotenv.items():
             if key.startswith(prefix):
                 if key in env_names:
-                    values[env_names[key]] = value
+                    values[env_names[key]] = _from_env(cls, env_names[key], value)
                     where[env_names[key]] = Source(".env", f"{key} in {path}")
                 else:
                     problems.append(f"{path}: unknown setting {key}{_suggest(key, list(env_names))}")
         for env_key, field in env_names.items():
             if env_key in environ:
-                values[field] = environ[env_key]
+                values[field] = _from_env(cls, field, environ[env_key])
                 where[field] = Source("environment", env_key)
         for key, value in (flags.get(name) or {}).items():
             if value is None:
