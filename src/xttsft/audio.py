@@ -73,6 +73,8 @@ class AudioInfo:
     codec: str
     format_name: str
     size_bytes: int
+    #: for WAV, the length the header declares; longer than ``duration`` when the file is truncated
+    header_duration: float | None = None
 
 
 def require_ffmpeg() -> tuple[str, str]:
@@ -134,7 +136,38 @@ def probe(path: str | Path) -> AudioInfo:
         codec=str(st.get("codec_name") or "?"),
         format_name=str(fmt.get("format_name") or "?"),
         size_bytes=size,
+        header_duration=_wav_header_duration(path) if fmt.get("format_name") == "wav" else None,
     )
+
+
+def _wav_header_duration(path: Path) -> float | None:
+    """Seconds of audio a RIFF/WAVE header declares (its ``data`` chunk size), or None."""
+    import struct
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate = None
+            while True:
+                hdr = fh.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(size)
+                    byte_rate = struct.unpack("<I", fmt[8:12])[0] if len(fmt) >= 12 else None
+                    if size % 2:
+                        fh.read(1)
+                elif cid == b"data":
+                    if not byte_rate or size in (0, 0xFFFFFFFF):  # streamed WAVs leave it unset
+                        return None
+                    return size / byte_rate
+                else:
+                    fh.seek(size + size % 2, 1)
+    except OSError:
+        return None
 
 
 def _ffmpeg_cmd(path: Path, sr: int, mono: bool, start: float | None, duration: float | None) -> list[str]:

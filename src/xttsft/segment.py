@@ -625,9 +625,10 @@ def _segment_one(
     notes = _note_format(info)
     try:
         an = analyze(f, settings, progress=progress)
-        if info.duration and an.duration < 0.9 * info.duration and info.duration - an.duration > 1.0:
+        declared = max(info.duration or 0.0, info.header_duration or 0.0)
+        if declared and an.duration < 0.98 * declared and declared - an.duration > 0.5:
             notes.append(
-                f"truncated: the header says {info.duration:.1f} s but only {an.duration:.1f} s decode; "
+                f"truncated: the header says {declared:.1f} s but only {an.duration:.1f} s decode; "
                 "used the readable part"
             )
         if an.duration == 0:

@@ -1,0 +1,226 @@
+"""segment: espeak-ng sentences with known silences between them, and bad files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xttsft.io import read_jsonl
+from xttsft.segment import Region, plan_segments, segment_sources
+from xttsft.settings import SegmentSettings
+
+SR = 22050
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the shore.",
+    "A journey begins with a single step.",
+    "Please call Stella and ask her to come.",
+    "We need a small plastic snake.",
+]
+SILENCES = [0.5, 0.9, 0.6, 1.2, 0.7, 0.5]  # before the first sentence, between them, after the last
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory, speak) -> tuple[Path, list[tuple[float, float]]]:
+    """A WAV of the sentences joined by known silences, with light noise; and each sentence's span."""
+    d = tmp_path_factory.mktemp("talk")
+    rng = np.random.default_rng(0)
+    parts = [np.zeros(int(SILENCES[0] * SR), np.float32)]
+    spans, t = [], SILENCES[0]
+    for i, text in enumerate(SENTENCES):
+        x, _ = sf.read(speak(text, d / f"s{i}.wav"), dtype="float32")
+        voiced = np.flatnonzero(np.abs(x) > 0.01)
+        x = x[voiced[0]: voiced[-1] + 1]
+        spans.append((t, t + len(x) / SR))
+        parts += [x, np.zeros(int(SILENCES[i + 1] * SR), np.float32)]
+        t += len(x) / SR + int(SILENCES[i + 1] * SR) / SR
+    y = np.concatenate(parts)
+    y += rng.normal(0, 0.002, len(y)).astype(np.float32)
+    out = d / "talk.wav"
+    sf.write(out, y, SR, subtype="PCM_16")
+    return out, spans
+
+
+def _settings(**kw: object) -> SegmentSettings:
+    return SegmentSettings(**{"min_duration": 1.0, "max_duration": 4.0, **kw})
+
+
+def _inside(t: float, spans: list[tuple[float, float]], tol: float = 0.02) -> bool:
+    return any(a + tol < t < b - tol for a, b in spans)
+
+
+@pytest.mark.parametrize("method", ["vad", "energy"])
+def test_cuts_fall_in_the_silences(talk, workspace, method: str) -> None:
+    path, spans = talk
+    st = _settings(method=method)
+    res = segment_sources(st, workspace, inputs=[path])
+    assert [s.status for s in res.sources] == ["segmented"]
+    rows = read_jsonl(workspace.segments_manifest)
+    assert len(rows) >= 3
+    for r in rows:
+        assert st.min_duration <= r["duration"] <= st.max_duration + 1e-3, r
+        # never cut inside a sentence: both edges lie in silence
+        assert not _inside(r["start"], spans) and not _inside(r["end"], spans), (r, spans)
+        assert r["sample_rate"] == SR and r["source_sha256"] and r["id"].startswith("talk_")
+        info = sf.info(workspace.segments_dir / r["wav"])
+        assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "PCM_16")
+        assert abs(info.duration - r["duration"]) < 0.01
+        x, _ = sf.read(workspace.segments_dir / r["wav"], dtype="float32")
+        peak = 20 * np.log10(np.max(np.abs(x)))
+        rms = 10 * np.log10(np.mean(x.astype(np.float64) ** 2))
+        assert peak <= st.peak_limit + 0.01
+        assert abs(rms - r["loudness_dbfs"]) < 0.1
+        if "peak_limited" in r["flags"]:
+            assert st.target_loudness - 12 < rms < st.target_loudness
+        else:
+            assert abs(rms - st.target_loudness) < 0.3
+    # every sentence lies whole inside one clip, with some pad before and after it
+    for a, b in spans:
+        holders = [r for r in rows if r["start"] <= a and b <= r["end"]]
+        assert len(holders) == 1, (a, b, rows)
+        assert a - holders[0]["start"] >= 0.1 - 0.04 and holders[0]["end"] - b >= 0.1 - 0.04
+
+
+def test_rerun_skips_and_force_redoes(talk, workspace, cli) -> None:
+    path, _ = talk
+    raw = workspace.raw_dir
+    raw.mkdir(parents=True)
+    (raw / "talk.wav").write_bytes(path.read_bytes())
+    args = ("segment", "--min-duration", "1", "--max-duration", "4")
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    rows = read_jsonl(workspace.segments_manifest)
+    assert rows and all(row["source"] == "train/data/raw/talk.wav" for row in rows)
+    first = workspace.segments_dir / rows[0]["wav"]
+    mtime = first.stat().st_mtime_ns
+
+    r = cli(*args)
+    assert r.exit_code == 0 and "already segmented" in r.output
+    assert first.stat().st_mtime_ns == mtime
+    assert read_jsonl(workspace.segments_manifest) == rows
+
+    r = cli(*args, "--force")
+    assert r.exit_code == 0 and "segmented" in r.output
+    assert first.stat().st_mtime_ns != mtime
+    assert [x["id"] for x in read_jsonl(workspace.segments_manifest)] == [x["id"] for x in rows]
+
+    # other settings: the source is redone and its old clips replaced, not added to
+    r = cli("segment", "--min-duration", "1", "--max-duration", "8")
+    assert r.exit_code == 0
+    new = read_jsonl(workspace.segments_manifest)
+    on_disk = sorted(p.name for p in workspace.segments_dir.glob("*.wav"))
+    assert on_disk == sorted(x["wav"] for x in new)
+    assert max(x["duration"] for x in new) <= 8.0
+
+
+def test_plan_forces_split_of_long_speech_and_merges_short_pieces() -> None:
+    st = _settings(pad=0.2)
+    env = np.full(1200, -20.0, dtype=np.float32)
+    env[520:525] = -45.0  # the quietest moment of the long stretch, at 5.2 s
+    kept, dropped = plan_segments([Region(0.5, 9.5)], 12.0, st, env)
+    assert len(kept) >= 3 and not dropped
+    assert all(k.duration <= st.max_duration + 1e-6 and "forced_split" in k.flags for k in kept)
+    # pieces meet exactly at the cuts (no pad into the other piece)
+    assert all(abs(a.end - b.start) < 1e-9 for a, b in zip(kept, kept[1:]))
+
+    # a 0.4 s word alone is too short: merged with its neighbour across a short pause
+    kept, dropped = plan_segments([Region(0.5, 0.9), Region(1.5, 3.0)], 4.0, st)
+    assert len(kept) == 1 and not dropped and "merged" in kept[0].flags
+    assert kept[0].start == pytest.approx(0.3) and kept[0].end == pytest.approx(3.2)
+    # ... but never across a pause longer than max_pause: then it is dropped
+    kept, dropped = plan_segments([Region(0.5, 0.9), Region(3.5, 5.0)], 6.0, st)
+    assert len(kept) == 1 and len(dropped) == 1
+    # pads never reach into neighbouring speech: at most half the pause
+    kept, _ = plan_segments([Region(0.5, 2.0), Region(2.1, 3.8)], 5.0, _settings(max_duration=3.0, pad=0.2))
+    assert kept[0].end <= 2.05 + 1e-9 and kept[1].start >= 2.05 - 1e-9
+
+
+def test_bad_inputs_each_get_a_line(talk, tmp_path: Path, cli, workspace) -> None:
+    path, _ = talk
+    d = tmp_path / "bad"
+    d.mkdir()
+    x, _ = sf.read(path, dtype="float32")
+    (d / "zero.wav").write_bytes(b"")
+    (d / "notes.mp3").write_text("this is not audio")
+    sf.write(d / "silence.wav", np.zeros(3 * SR, np.float32), SR, subtype="PCM_16")
+    rng = np.random.default_rng(1)
+    sf.write(d / "noise.wav", rng.normal(0, 0.1, 4 * SR).astype(np.float32), SR, subtype="PCM_16")
+    full = path.read_bytes()
+    (d / "truncated.wav").write_bytes(full[: len(full) // 2])
+    ff = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(path)]
+    subprocess.run([*ff, "-ar", "8000", str(d / "phone8k.wav")], check=True)
+    subprocess.run([*ff, "-ac", "2", "-ar", "48000", str(d / "stereo48k.flac")], check=True)
+    sf.write(d / "clipped.wav", np.clip(x * 6, -1, 1), SR, subtype="PCM_16")
+
+    r = cli("segment", str(d), "--min-duration", "1", "--max-duration", "4")
+    out = "".join(r.output.split())  # rich wraps long lines anywhere
+
+    def shown(text: str) -> bool:
+        return "".join(text.split()) in out
+
+    assert r.exit_code == 1
+    assert shown("4 of 8 file(s) failed")
+    assert shown("zero.wav: empty file (0 bytes)")
+    assert shown("notes.mp3: not audio that ffmpeg can read")
+    assert shown("silence.wav: no speech: the file is silent")
+    assert shown("noise.wav: no speech found by the VAD")
+    assert shown("truncated: the header says")
+    assert shown("8000 Hz source upsampled")
+    assert shown("2 channels at 48000 Hz downmixed")
+    rows = read_jsonl(workspace.segments_manifest)
+    by_source = {Path(r["source"]).name for r in rows}
+    assert by_source == {"truncated.wav", "phone8k.wav", "stereo48k.flac", "clipped.wav"}
+    clipped = [r for r in rows if r["source"].endswith("clipped.wav")]
+    assert clipped and any("clipped_input" in r["flags"] for r in clipped)
+    assert all(r["peak_dbfs"] <= -1.0 for r in rows)
+    records = read_jsonl(workspace.segment_sources_file)
+    assert {r["status"] for r in records} == {"segmented", "failed"}
+
+
+def test_cli_errors_without_traceback(cli, workspace) -> None:
+    r = cli("segment")
+    assert r.exit_code == 1 and "No audio" in r.output and "xttsft fetch" in r.output
+    r = cli("segment", "--min-duration", "9", "--max-duration", "4")
+    assert r.exit_code == 1 and "min_duration" in r.output
+    r = cli("segment", "--method", "magic")
+    assert r.exit_code == 1 and "method" in r.output
+
+
+_HOUR = r"""
+import resource, sys
+from pathlib import Path
+import numpy as np, soundfile as sf
+from xttsft.paths import Workspace
+from xttsft.segment import segment_sources
+from xttsft.settings import SegmentSettings
+speech, sr = sf.read(sys.argv[1], dtype="float32")
+out = Path(sys.argv[2]) / "hour.flac"
+rng = np.random.default_rng(0)
+with sf.SoundFile(out, "w", sr, 1, "PCM_16") as fh:   # 1 h of faint noise, speech at 3 places
+    for minute in range(60):
+        block = rng.normal(0, 0.0003, 60 * sr).astype(np.float32)
+        if minute in (0, 30, 59):
+            block[5 * sr: 5 * sr + len(speech)] += speech
+        fh.write(block)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = segment_sources(SegmentSettings(min_duration=1, max_duration=4), Workspace(Path(sys.argv[2]) / "ws"), inputs=[out])
+peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(res.sources[0].status, res.sources[0].duration, res.total_segments, before, peak)
+"""
+
+
+@pytest.mark.slow
+def test_hour_long_file_streams_in_bounded_memory(talk, tmp_path: Path) -> None:
+    path, _ = talk
+    proc = subprocess.run([sys.executable, "-c", _HOUR, str(path), str(tmp_path)],
+                          capture_output=True, text=True, check=True, timeout=600)
+    status, duration, clips, _before, peak_kb = proc.stdout.split()
+    assert status == "segmented" and float(duration) == pytest.approx(3600, abs=1)
+    assert int(clips) >= 3 * 3
+    assert int(peak_kb) < 1_000_000, f"peak RSS {int(peak_kb) / 1024:.0f} MB"
