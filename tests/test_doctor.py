@@ -329,3 +329,29 @@ def test_doctor_full_finetune_from_settings(cli):
     lora = json.loads(cli("doctor", "--json").stdout)["recommendation"]
     full = json.loads(cli("doctor", "--json", env={"TRAIN_USE_LORA": "false"}).stdout)["recommendation"]
     assert full["train_batch_size"] <= lora["train_batch_size"]
+
+
+def test_doctor_exit_1_when_ffmpeg_missing(cli, tmp_path):
+    empty = tmp_path / "emptybin"
+    empty.mkdir()
+    res = cli("doctor", env={"PATH": str(empty)})
+    assert res.exit_code == 1
+    out = " ".join(res.stdout.split())
+    assert "Not ready: fix ffmpeg" in out and "apt-get install ffmpeg" in out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("shutil").which("nvidia-smi"), reason="needs an NVIDIA GPU and driver")
+def test_nvidia_smi_facts_match_torch():
+    """On a real GPU machine the cheap facts agree with what CUDA itself reports."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not usable here")
+    from xttsft.doctor import _gpus_from_torch
+
+    cheap = hardware_facts().gpus
+    exact = _gpus_from_torch()
+    assert [g.name for g in cheap] == [g.name for g in exact]
+    for a, b in zip(cheap, exact):
+        assert a.compute_capability == b.compute_capability
+        assert abs(a.total_memory_mib - b.total_memory_mib) <= 0.03 * b.total_memory_mib
