@@ -1,0 +1,406 @@
+"""``xttsft eval``: measure a fine-tuned voice against the base model.
+
+For a fixed list of sentences (built in per language, or a file), both the
+fine-tuned run and its base model speak every sentence with the same reference
+clips and the same seed. Each audio is measured with the field's standard
+measures:
+
+- **CER**, character error rate: the audio is transcribed with faster-whisper
+  and compared with the sentence (both lowercased, punctuation removed,
+  whitespace collapsed): (substitutions + deletions + insertions) / characters
+  of the sentence.
+- **Speaker similarity** (SECS): cosine similarity between the 512-d speaker
+  embedding of the synthesized audio and those of held-out real clips of the
+  voice (the dataset's *val* split, never used for conditioning), averaged.
+  The embeddings come from the H/ASP ResNet speaker encoder inside XTTS-v2's
+  HiFi-GAN decoder (``hifigan_decoder.speaker_encoder``, what
+  ``Xtts.get_conditioning_latents`` uses), taken from the *base* model so both
+  systems are judged by the same encoder; it works offline.
+- **Duration** of the audio and **RTF** (synthesis seconds / audio seconds).
+
+Output: ``outputs/eval/<run>/eval.json`` and ``<system>/sNN.wav``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xttsft.errors import DatasetError, InputError, ModelNotFoundError
+from xttsft.io import atomic_write_json
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from xttsft.settings import SynthSettings, TranscribeSettings
+
+__all__ = [
+    "DEFAULT_SENTENCES",
+    "SPEAKER_ENCODER",
+    "EvalRow",
+    "EvalResult",
+    "normalize_for_cer",
+    "character_error_rate",
+    "speaker_embedding",
+    "cosine",
+    "speaker_similarity",
+    "load_whisper",
+    "transcribe_file",
+    "read_sentences",
+    "evaluate",
+]
+
+log = logging.getLogger(__name__)
+
+SPEAKER_ENCODER = "XTTS-v2 HiFi-GAN decoder speaker encoder (H/ASP ResNet, 512-d, 16 kHz), from the base model"
+
+DEFAULT_SENTENCES: dict[str, list[str]] = {
+    "pt": [
+        "Bom dia, hoje o céu está limpo e o sol brilha sobre a cidade.",
+        "Você poderia me dizer onde fica a estação de trem mais próxima?",
+        "A reunião foi adiada para quinta-feira, às três horas da tarde.",
+        "Eu gosto de ler um bom livro antes de dormir.",
+        "Precisamos comprar pão, leite e frutas no mercado.",
+        "Obrigado pela ajuda, foi muito importante para mim.",
+    ],
+    "en": [
+        "Good morning, the sky is clear and the sun is shining over the city.",
+        "Could you tell me where the nearest train station is?",
+        "The meeting was moved to Thursday at three in the afternoon.",
+        "I like to read a good book before going to sleep.",
+        "We need to buy bread, milk and fruit at the market.",
+        "Thank you for your help, it meant a lot to me.",
+    ],
+    "es": [
+        "Buenos días, hoy el cielo está despejado y el sol brilla sobre la ciudad.",
+        "¿Podría decirme dónde está la estación de tren más cercana?",
+        "La reunión se aplazó al jueves a las tres de la tarde.",
+        "Me gusta leer un buen libro antes de dormir.",
+    ],
+}
+
+
+# ---------------------------------------------------------------------------
+# measures
+# ---------------------------------------------------------------------------
+
+def normalize_for_cer(text: str) -> str:
+    """Lowercase, NFKC, punctuation and symbols removed, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    text = "".join(" " if unicodedata.category(c)[0] in {"P", "S"} else c for c in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over characters / length of the reference, after
+    :func:`normalize_for_cer`. 0 is perfect; above 1 is possible (insertions)."""
+    ref, hyp = normalize_for_cer(reference), normalize_for_cer(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return _edit_distance(ref, hyp) / len(ref)
+
+
+def _read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Any audio as mono float32 at 16 kHz (the speaker encoder's rate), without
+    the length checks reference clips get: synthesized audio may be short."""
+    import librosa
+    import numpy as np
+
+    from xttsft.synth import _decode
+
+    audio, sr = _decode(Path(path))
+    audio = audio.mean(axis=1) if audio.ndim > 1 else audio
+    if sr != 16000:
+        audio = librosa.resample(audio.astype(np.float32), orig_sr=sr, target_sr=16000)
+    if len(audio) < 1600:  # the encoder needs a few frames
+        audio = np.pad(audio, (0, 1600 - len(audio)))
+    return np.ascontiguousarray(audio, dtype=np.float32), 16000
+
+
+def speaker_embedding(model: Any, path: Path) -> np.ndarray:
+    """L2-normalised 512-d embedding of the audio in ``path`` (see :data:`SPEAKER_ENCODER`)."""
+    import numpy as np
+    import torch
+
+    audio, sr = _read_audio(path)
+    with torch.inference_mode():
+        emb = model.get_speaker_embedding(torch.from_numpy(audio)[None].to(model.device), sr)
+    v = emb.detach().cpu().float().numpy().reshape(-1)
+    return v / (np.linalg.norm(v) + 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) + 1e-12))
+
+
+def speaker_similarity(model: Any, a: Path, b: Path) -> float:
+    """Cosine similarity of the speaker embeddings of two audio files (1.0: same)."""
+    return cosine(speaker_embedding(model, a), speaker_embedding(model, b))
+
+
+def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
+    """faster-whisper model: ``model`` or ``settings.model``; device and compute
+    type from the settings, ``auto`` resolved by ``xttsft doctor``'s recommendation."""
+    from faster_whisper import WhisperModel
+
+    name = model or settings.model
+    device, compute = settings.device, settings.compute_type
+    if device == "auto" or compute == "auto":
+        from xttsft.doctor import current_recommendation
+
+        rec = current_recommendation()
+        device = rec.whisper_device if device == "auto" else device
+        compute = rec.whisper_compute_type if compute == "auto" else compute
+        log.info("Whisper %s on %s (%s)", name, device, compute)
+    try:
+        return WhisperModel(str(name), device=device, compute_type=compute, cpu_threads=0)
+    except Exception as exc:  # noqa: BLE001 - hub, ctranslate2 and OS errors
+        raise ModelNotFoundError(
+            f"Cannot load the Whisper model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
+            hint="Pass --whisper-model with a model name faster-whisper can download, or a local CTranslate2 folder.",
+        ) from None
+
+
+def transcribe_file(whisper: Any, path: Path, language: str) -> str:
+    """Greedy transcription of one file (no VAD: the whole audio counts)."""
+    lang = language.split("-")[0]
+    if not getattr(whisper.model, "is_multilingual", True):
+        lang = "en"
+    segments, _ = whisper.transcribe(str(path), language=lang, beam_size=1, vad_filter=False, condition_on_previous_text=False)
+    return " ".join(s.text.strip() for s in segments).strip()
+
+
+def read_sentences(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 file."""
+    from xttsft.synth import read_text_file
+
+    return read_text_file(path)
+
+
+# ---------------------------------------------------------------------------
+# the command
+# ---------------------------------------------------------------------------
+
+@dataclass
+class EvalRow:
+    """One sentence spoken by one system."""
+
+    system: str  # "finetuned" | "base"
+    index: int
+    text: str
+    wav: str  # relative to the eval folder
+    transcript: str = ""
+    cer: float = float("nan")
+    similarity: float = float("nan")
+    duration: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def rtf(self) -> float:
+        return self.seconds / self.duration if self.duration > 0 else float("nan")
+
+
+@dataclass
+class EvalResult:
+    """Everything ``eval.json`` holds."""
+
+    run: str
+    language: str
+    out_dir: Path
+    rows: list[EvalRow]
+    summary: dict[str, dict[str, float]]
+    references: list[Path]
+    heldout: list[Path]
+    whisper_model: str
+    speaker_encoder: str = SPEAKER_ENCODER
+    heldout_self_similarity: float = float("nan")
+    tiny: bool = False
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_dir / "eval.json"
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _summarize(rows: list[EvalRow]) -> dict[str, float]:
+    dur = sum(r.duration for r in rows)
+    secs = sum(r.seconds for r in rows)
+    return {
+        "sentences": len(rows),
+        "cer": _mean([r.cer for r in rows]),
+        "similarity": _mean([r.similarity for r in rows]),
+        "duration": dur,
+        "seconds": secs,
+        "rtf": secs / dur if dur > 0 else float("nan"),
+    }
+
+
+def _free(voice: Any) -> None:
+    import torch
+
+    del voice
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluate(
+    ws: Workspace,
+    settings: SynthSettings,
+    transcribe_settings: TranscribeSettings,
+    *,
+    run: str | None = None,
+    sentences_file: Path | None = None,
+    include_base: bool = True,
+    whisper_model: str | None = None,
+    num_heldout: int = 5,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Speak the sentences with the run and its base model, then measure CER,
+    speaker similarity, duration and RTF (see the module docstring)."""
+    from xttsft.export import resolve_run
+    from xttsft.synth import (
+        TINY_MODEL_NOTE,
+        ModelSource,
+        conditioning,
+        load_voice,
+        normalize_language,
+        select_reference_clips,
+        speak,
+        write_audio,
+    )
+
+    progress = progress or no_progress
+    if settings.language is not None:
+        normalize_language(settings.language)
+    sentences = read_sentences(sentences_file) if sentences_file else None
+    if whisper_model is not None and Path(whisper_model).exists() and not Path(whisper_model).is_dir():
+        raise InputError(f"--whisper-model {whisper_model} is a file.", hint="Pass a CTranslate2 model folder or a name.")
+    name, run_dir = resolve_run(ws, run)
+    progress(description="loading the fine-tuned model")
+    voice = load_voice(ws, ModelSource("run", name, run_dir), checkpoint=settings.checkpoint, device=settings.device)
+    language = normalize_language(settings.language or voice.language or "pt")
+    if sentences is None:
+        sentences = DEFAULT_SENTENCES.get(language.split("-")[0])
+        if not sentences:
+            raise InputError(
+                f"There is no built-in sentence list for {language!r} (built in: {', '.join(DEFAULT_SENTENCES)}).",
+                hint="Pass --sentences FILE with one sentence per line.",
+            )
+    dataset = voice.dataset_dir if voice.dataset_dir and voice.dataset_dir.is_dir() else ws.dataset_dir
+    try:
+        refs = select_reference_clips(dataset, count=settings.num_references, split="train")
+    except DatasetError:
+        refs = select_reference_clips(dataset, count=settings.num_references)
+    try:
+        heldout = select_reference_clips(dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val")
+    except DatasetError as exc:
+        raise DatasetError(
+            f"No held-out clips to measure speaker similarity against: {exc.message}",
+            hint="Build the dataset with a val split (xttsft build), so eval can compare with real clips.",
+        ) from None
+    heldout = [h for h in heldout if h not in refs] or heldout
+
+    out_dir = ws.eval_dir(name)
+    seed = settings.seed if settings.seed is not None else 0
+    systems = ["finetuned"] + (["base"] if include_base else [])
+    total = len(sentences) * len(systems)
+    progress(total=total * 2, completed=0, description="synthesizing")
+    rows: list[EvalRow] = []
+    tiny = voice.tiny
+    base_spec = str(voice.base_dir)
+    for system in systems:
+        if system == "base":
+            _free(voice)
+            progress(description="loading the base model")
+            voice = load_voice(ws, ModelSource("base", base_spec, None, base_spec=base_spec), device=settings.device)
+        cond = conditioning(voice, refs, ws.conditioning_cache_dir)
+        progress(description=f"synthesizing ({system})")
+        for i, text in enumerate(sentences, 1):
+            t0 = time.perf_counter()
+            wav, _ = speak(voice, cond, text, language, settings, seed=seed + i)
+            elapsed = time.perf_counter() - t0
+            rel = f"{system}/s{i:02d}.wav"
+            write_audio(wav, out_dir / rel, voice.sample_rate)
+            rows.append(EvalRow(system, i, text, rel, duration=len(wav) / voice.sample_rate, seconds=elapsed))
+            progress(advance=1)
+
+    # speaker similarity with the base model's encoder (the last voice loaded is the base
+    # when include_base; otherwise the fine-tuned model's decoder, which training leaves frozen)
+    progress(description="speaker similarity")
+    held_emb = [speaker_embedding(voice.model, h) for h in heldout]
+    pairs = [cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1:]]
+    held_self = _mean(pairs)
+    for row in rows:
+        emb = speaker_embedding(voice.model, out_dir / row.wav)
+        row.similarity = _mean([cosine(emb, h) for h in held_emb])
+    _free(voice)
+
+    progress(description="transcribing with Whisper")
+    whisper = load_whisper(transcribe_settings, whisper_model)
+    for row in rows:
+        row.transcript = transcribe_file(whisper, out_dir / row.wav, language)
+        row.cer = character_error_rate(row.text, row.transcript)
+        progress(advance=1)
+    del whisper
+    gc.collect()
+
+    summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
+    notes = [TINY_MODEL_NOTE + " The numbers below measure noise."] if tiny else []
+    result = EvalResult(
+        run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
+        whisper_model=str(whisper_model or transcribe_settings.model), heldout_self_similarity=held_self, tiny=tiny,
+        seed=seed, notes=notes,
+    )
+    atomic_write_json(result.json_path, _to_json(result))
+    return result
+
+
+def _to_json(result: EvalResult) -> dict[str, Any]:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and v != v:
+            return None
+        return round(v, 4) if isinstance(v, float) else v
+
+    return {
+        "run": result.run,
+        "language": result.language,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "whisper_model": result.whisper_model,
+        "speaker_encoder": result.speaker_encoder,
+        "seed": result.seed,
+        "tiny": result.tiny,
+        "references": [str(p) for p in result.references],
+        "heldout": [str(p) for p in result.heldout],
+        "heldout_self_similarity": clean(result.heldout_self_similarity),
+        "summary": {s: {k: clean(v) for k, v in d.items()} for s, d in result.summary.items()},
+        "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf)} for r in result.rows],
+        "notes": result.notes,
+    }
