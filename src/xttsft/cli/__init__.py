@@ -15,6 +15,9 @@ import typer
 from xttsft import __version__
 from xttsft.cli._common import AppState, console
 from xttsft.cli import config as _config
+from xttsft.cli import eval as _eval
+from xttsft.cli import export as _export
+from xttsft.cli import synth as _synth
 from xttsft.cli import doctor as _doctor
 from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
@@ -71,6 +74,9 @@ _config.register(app)
 _doctor.register(app)
 _fetch.register(app)
 _segment.register(app)
+_synth.register(app)
+_export.register(app)
+_eval.register(app)
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def synth(
     **Text:** split into sentences under the per-language character limit (pt 203, en 250),
     numbers and abbreviations spelled out by coqui's cleaners, joined with short pauses.
 
-    **Output:** outputs/synth/<text>.wav (or `--out`), or with `--text-file` one numbered file per
+    **Output:** `outputs/synth/<text>.wav` (or `--out`), or with `--text-file` one numbered file per
     line plus manifest.jsonl; a re-run skips lines already done with the same settings.
 
     Example: `xttsft synth "Olá, tudo bem?" --language pt --seed 1 --out ola.mp3`

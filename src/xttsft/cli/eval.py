@@ -1,0 +1,83 @@
+"""``xttsft eval``: CER, speaker similarity, duration and RTF, base vs fine-tuned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from xttsft.cli._common import console, handle_errors, progress_bar, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_)
+
+
+def _f(v: float, fmt: str = ".3f") -> str:
+    return "-" if v != v else format(v, fmt)
+
+
+@handle_errors
+def eval_(
+    ctx: typer.Context,
+    run: str | None = typer.Option(None, "--run", "-r", help="Run name or folder. [default: the most recent run]"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="best, latest or a checkpoint folder. [default: best]"),
+    sentences: Path | None = typer.Option(
+        None, "--sentences", dir_okay=False, help="UTF-8 file, one sentence per line. [default: built-in list (pt, en, es)]"
+    ),
+    language: str | None = typer.Option(None, "--language", "-l", help="Language of the sentences. [default: the run's]"),
+    whisper_model: str | None = typer.Option(
+        None, "--whisper-model",
+        help="faster-whisper model name or local CTranslate2 folder for the CER. [default: transcribe.model]",
+    ),
+    base: bool = typer.Option(True, "--base/--no-base", help="Also measure the base model, for comparison."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of sentence 1 (sentence i uses seed+i). [default: 0]"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda. [default: auto]"),
+    max_audio_tokens: int | None = typer.Option(
+        None, "--max-audio-tokens", help="Cap on audio tokens per sentence. [default: the model's]"
+    ),
+) -> None:
+    """Measure the fine-tuned voice against its base model.
+
+    Both speak the same sentences with the same reference clips (dataset train split) and
+    seeds. For every audio: **CER** (faster-whisper transcript vs the sentence, punctuation and
+    case ignored), **speaker similarity** (cosine of the 512-d embeddings of XTTS' HiFi-GAN
+    decoder speaker encoder, vs held-out real clips of the val split; 1.0 = same), duration
+    and **RTF** (synthesis time / audio time). Lower CER and higher similarity are better.
+
+    **Output:** `outputs/eval/<run>/eval.json` and `outputs/eval/<run>/{finetuned,base}/sNN.wav`.
+
+    Example: `xttsft eval --language pt --whisper-model large-v3`
+    """
+    from xttsft.evaluate import evaluate
+
+    settings, ws = state(ctx).load(
+        synth={"language": language, "checkpoint": checkpoint, "seed": seed, "device": device,
+               "max_audio_tokens": max_audio_tokens}
+    )
+    with progress_bar("evaluating") as bar:
+        result = evaluate(
+            ws, settings.synth, settings.transcribe, run=run, sentences_file=sentences, include_base=base,
+            whisper_model=whisper_model, progress=bar,
+        )
+    rows = Table(title=f"eval of run {result.run} ({result.language})", title_justify="left")
+    for col in ("system", "#", "text", "transcript", "CER", "similarity", "audio s", "RTF"):
+        rows.add_column(col, overflow="fold", justify="right" if col in {"#", "CER", "similarity", "audio s", "RTF"} else "left")
+    for r in result.rows:
+        rows.add_row(r.system, str(r.index), r.text, r.transcript or "[dim](nothing)[/]", _f(r.cer), _f(r.similarity),
+                     _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
+    console.print(rows)
+    summary = Table(title="summary (CER lower is better, similarity higher is better)", title_justify="left")
+    for col in ("measure", *result.summary):
+        summary.add_column(col, justify="right")
+    for key, label in (("cer", "CER"), ("similarity", "speaker similarity"), ("duration", "audio s"), ("rtf", "RTF")):
+        summary.add_row(label, *(_f(result.summary[s][key]) for s in result.summary))
+    console.print(summary)
+    console.print(
+        f"held-out clips: {len(result.heldout)} (similarity among themselves: {_f(result.heldout_self_similarity)}) · "
+        f"Whisper: {result.whisper_model}"
+    )
+    console.print(f"results: {result.json_path}")
+    for note in result.notes:
+        console.print(f"[bold yellow]Note:[/] {note}")
