@@ -154,6 +154,13 @@ class TranscribeSettings(Section):
         2.4, gt=0, description="Reject text whose gzip compression ratio is above this (repetition, hallucination)."
     )
     min_avg_logprob: float = Field(-1.0, le=0, description="Reject clips whose average log-probability is below this.")
+    window_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=30,
+        description="Pack consecutive clips (1 s of silence between them) into Whisper windows of at most this many "
+        "seconds; 0 decodes every clip alone (exact per-clip decoding, about 2-3x slower on a CPU).",
+    )
 
     @field_validator("batch_size")
     @classmethod

