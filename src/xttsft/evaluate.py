@@ -304,9 +304,10 @@ def evaluate(
     if whisper_model is not None and Path(whisper_model).exists() and not Path(whisper_model).is_dir():
         raise InputError(f"--whisper-model {whisper_model} is a file.", hint="Pass a CTranslate2 model folder or a name.")
     name, run_dir = resolve_run(ws, run)
-    progress(description="loading the fine-tuned model")
-    voice = load_voice(ws, ModelSource("run", name, run_dir), checkpoint=settings.checkpoint, device=settings.device)
-    language = normalize_language(settings.language or voice.language or "pt")
+    from xttsft.model import read_run_info
+
+    info = read_run_info(run_dir)  # cheap: every input is checked before a model loads
+    language = normalize_language(settings.language or info.language or "pt")
     if sentences is None:
         sentences = DEFAULT_SENTENCES.get(language.split("-")[0])
         if not sentences:
@@ -314,7 +315,9 @@ def evaluate(
                 f"There is no built-in sentence list for {language!r} (built in: {', '.join(DEFAULT_SENTENCES)}).",
                 hint="Pass --sentences FILE with one sentence per line.",
             )
-    dataset = voice.dataset_dir if voice.dataset_dir and voice.dataset_dir.is_dir() else ws.dataset_dir
+    dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else ws.dataset_dir
+    if not (dataset / "samples.jsonl").is_file() and (ws.dataset_dir / "samples.jsonl").is_file():
+        dataset = ws.dataset_dir
     try:
         refs = select_reference_clips(dataset, count=settings.num_references, split="train")
     except DatasetError:
@@ -327,6 +330,8 @@ def evaluate(
             hint="Build the dataset with a val split (xttsft build), so eval can compare with real clips.",
         ) from None
     heldout = [h for h in heldout if h not in refs] or heldout
+    progress(description="loading the fine-tuned model")
+    voice = load_voice(ws, ModelSource("run", name, run_dir), checkpoint=settings.checkpoint, device=settings.device)
 
     out_dir = ws.eval_dir(name)
     seed = settings.seed if settings.seed is not None else 0

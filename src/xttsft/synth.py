@@ -881,8 +881,7 @@ def synthesize(
     if settings.language is not None:
         normalize_language(settings.language)  # fail before loading anything
     for w in speaker_wavs or []:
-        if not Path(w).is_file():
-            raise InputError(f"Reference audio {w} does not exist.", hint="Pass existing audio files to --speaker-wav.")
+        load_reference(Path(w))  # missing, corrupt, silent or too short: say so before loading a model
     source = resolve_model(ws, model, default_base=default_base)
     progress(description="loading the model")
     voice = load_voice(ws, source, checkpoint=settings.checkpoint, device=settings.device, progress=progress)
