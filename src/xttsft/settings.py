@@ -181,6 +181,9 @@ class BuildSettings(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples in the validation split (guide: 0.1).")
     seed: int = Field(42, description="Seed of the train/val split; the same seed gives the same split.")
     min_samples: int = Field(100, ge=1, description="Warn below this many samples (guide: 100; 500-5000 recommended).")
+    language: str = Field(
+        "auto", description="Dataset language (pt, en, ...); auto: the language of most kept transcripts."
+    )
 
     @field_validator("dataset_name")
     @classmethod

@@ -22,6 +22,7 @@ from xttsft.cli import doctor as _doctor
 from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
 from xttsft.cli import transcribe as _transcribe
+from xttsft.cli import build as _build
 
 app = typer.Typer(
     name="xttsft",
@@ -76,6 +77,7 @@ _doctor.register(app)
 _fetch.register(app)
 _segment.register(app)
 _transcribe.register(app)
+_build.register(app)
 _synth.register(app)
 _export.register(app)
 _eval.register(app)

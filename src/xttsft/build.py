@@ -1,0 +1,528 @@
+"""Build the LJSpeech dataset that XTTS-v2 fine-tuning reads, and check any LJSpeech folder.
+
+Input: the segment manifest and ``transcripts.jsonl`` (``transcribe``).
+Output: ``ws.dataset_dir`` (``train/data/<build.dataset_name>/``)::
+
+    wavs/<id>.wav          22050 Hz mono 16-bit, cut to the transcript's trim_start..trim_end
+    metadata.csv           id|text|normalized_text, every kept sample (no header)
+    metadata_train.csv     the train split (same columns)
+    metadata_val.csv       the val split, never empty with 2 or more samples
+    samples.jsonl          {"id","wav","text","duration","split","language","avg_logprob","source"} per sample
+    dropped.jsonl          {"id","reason","detail"} per dropped item
+    stats.json             counts, minutes, distributions, limits, warnings, input hash
+    durations.png          histogram of the durations
+
+Only samples that XTTS-v2 fine-tuning accepts are kept: 0.5 s up to
+``max_audio_seconds`` (the segment maximum, which ``train`` honours), text within
+the tokenizer's per-language character limit and the GPT's text-token limit
+(:data:`TEXT_TOKEN_LIMIT`), no ``|`` and no line breaks. Every other item is
+listed in ``dropped.jsonl`` with its reason (:data:`DROP_REASONS`).
+
+A re-run whose inputs and settings have not changed (same hash as in
+``stats.json``) rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xttsft.errors import DatasetError, XttsftError
+from xttsft.io import atomic_path, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+from xttsft.settings import BuildSettings
+
+__all__ = [
+    "SAMPLE_RATE",
+    "MIN_AUDIO_SECONDS",
+    "TEXT_TOKEN_LIMIT",
+    "DROP_REASONS",
+    "BuildResult",
+    "CheckResult",
+    "build_dataset",
+    "check_dataset",
+    "char_limit",
+    "normalize_text",
+    "find_vocab",
+    "split_ids",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 22050
+#: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
+MIN_AUDIO_SECONDS = 0.5
+#: ``max_text_length`` of coqui's XTTS-v2 recipe: longer token sequences are skipped in training.
+TEXT_TOKEN_LIMIT = 200
+#: Why an item is not in the dataset.
+DROP_REASONS = (
+    "rejected",  # transcribe rejected it (detail: its reason)
+    "not_transcribed",  # in the manifest but not in transcripts.jsonl
+    "missing_audio",  # the clip is gone or unreadable
+    "other_language",  # transcribed in another language than the dataset's
+    "too_short",
+    "too_long",
+    "bad_character",  # '|' or a line break in the text
+    "empty_text",
+    "too_many_chars",  # over the tokenizer's character limit for the language
+    "too_many_tokens",  # over TEXT_TOKEN_LIMIT
+    "unknown_tokens",  # the base model's vocabulary has no token for a character
+)
+TARGET_MIN_SAMPLES_RECOMMENDED = 500
+TARGET_MAX_SAMPLES_RECOMMENDED = 5000
+TARGET_MIN_MINUTES = 15.0
+TARGET_MAX_MINUTES = 60.0
+BUILD_VERSION = 1
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_dataset` produced."""
+
+    dataset_dir: Path
+    language: str
+    train: int
+    val: int
+    minutes: float
+    dropped: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    unchanged: bool = False  # inputs and settings as last time: nothing was rewritten
+    token_check: str = "characters"  # "bpe" when the base model's vocab was used
+
+    @property
+    def samples(self) -> int:
+        return self.train + self.val
+
+
+@dataclass
+class CheckResult:
+    """What :func:`check_dataset` found."""
+
+    dataset_dir: Path
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# ------------------------------------------------------------------ text
+
+
+def char_limit(language: str) -> int:
+    """The XTTS tokenizer's character limit for ``language`` (250 when it has none)."""
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+    return VoiceBpeTokenizer().char_limits.get(language.split("-")[0], 250)
+
+
+def normalize_text(text: str, language: str) -> str:
+    """Coqui's multilingual cleaner for ``language`` (what the XTTS tokenizer applies before BPE)."""
+    from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
+
+    try:
+        return multilingual_cleaners(text, language.split("-")[0]).strip()
+    except (KeyError, NotImplementedError):  # a language the cleaner does not know: lower-case only
+        return " ".join(text.lower().split())
+
+
+def find_vocab(base_model: str) -> Path | None:
+    """The base model's ``vocab.json`` if it is on this machine (never downloads)."""
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        return path / "vocab.json" if (path / "vocab.json").is_file() else None
+    if base_model == "coqui/XTTS-v2":
+        try:
+            import huggingface_hub as hf
+
+            from xttsft.model import HF_REPO_ID, HF_REVISION
+
+            found = hf.try_to_load_from_cache(HF_REPO_ID, "vocab.json", revision=HF_REVISION)
+            return Path(found) if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - no cache, no model module: fall back to characters
+            return None
+    return None
+
+
+# ------------------------------------------------------------------ split
+
+
+def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/val split: the same ids, fraction and seed give the same split.
+
+    With 2 or more samples, val has at least one and train at least one.
+    """
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    if n < 2:
+        return sorted(order), []
+    n_val = min(max(1, round(n * val_fraction)), n - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+# ------------------------------------------------------------------ build
+
+
+def _hash_inputs(ws: Workspace, settings: BuildSettings, extra: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for path in (ws.segments_manifest, ws.transcripts_file):
+        h.update(path.read_bytes() if path.exists() else b"")
+    h.update(json.dumps({"v": BUILD_VERSION, **settings.model_dump(mode="json"), **extra}, sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()
+
+
+def _outputs(d: Path) -> list[Path]:
+    return [d / n for n in ("metadata.csv", "metadata_train.csv", "metadata_val.csv", "samples.jsonl",
+                            "dropped.jsonl", "stats.json", "durations.png")]
+
+
+def _histogram(durations: list[float], max_seconds: float, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    ax.hist(durations, bins=30, range=(0, max(max_seconds, max(durations, default=1.0))), color="#4477aa")
+    ax.axvline(max_seconds, color="#cc3311", linestyle="--", label=f"limit {max_seconds:g} s")
+    ax.set_xlabel("duration (s)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{len(durations)} samples, {sum(durations) / 60:.1f} min")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _distribution(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
+    return {"min": round(s[0], 3), "p10": round(pick(0.1), 3), "median": round(statistics.median(s), 3),
+            "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
+
+
+def build_dataset(
+    settings: BuildSettings,
+    ws: Workspace,
+    *,
+    max_audio_seconds: float,
+    vocab_file: Path | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Turn the kept transcripts into ``ws.dataset_dir`` (see the module docstring).
+
+    ``max_audio_seconds`` is the longest sample kept (``segment.max_duration``).
+    ``settings.language`` forces the dataset language; ``auto`` takes the language of
+    most kept transcripts. ``vocab_file`` (the base model's BPE vocabulary) makes the
+    text-token check exact; without it the normalized text's length in characters
+    (+1 for the language token) is used as an upper bound of its BPE token count.
+    Raises :class:`DatasetError` when the inputs are missing or nothing is left.
+    """
+    progress = progress or no_progress
+    if not ws.transcripts_file.exists():
+        raise DatasetError(
+            f"No transcripts: {ws.transcripts_file} does not exist.",
+            hint="Run `xttsft segment` and `xttsft transcribe` first.",
+        )
+    out = ws.dataset_dir
+    language = None if settings.language == "auto" else settings.language.strip().lower()
+    extra = {"max_audio_seconds": max_audio_seconds,
+             "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None}
+    input_hash = _hash_inputs(ws, settings, extra)
+    stats_file = out / "stats.json"
+    if stats_file.exists() and all(p.exists() for p in _outputs(out)):
+        try:
+            old = json.loads(stats_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        wav_count = len(list((out / "wavs").glob("*.wav")))
+        if old.get("input_hash") == input_hash and wav_count == old.get("samples", {}).get("total"):
+            log.info("Dataset %s is up to date (inputs and settings unchanged); nothing rewritten.", out)
+            return BuildResult(
+                dataset_dir=out, language=old["language"], train=old["samples"]["train"], val=old["samples"]["val"],
+                minutes=old["minutes"], dropped=Counter(old.get("dropped", {})), warnings=old.get("warnings", []),
+                unchanged=True, token_check=old.get("token_check", "characters"),
+            )
+
+    manifest = {r["id"]: r for r in read_jsonl(ws.segments_manifest)}
+    transcripts = read_jsonl(ws.transcripts_file)
+    dropped: list[dict[str, Any]] = []
+
+    def drop(row: dict[str, Any], reason: str, detail: str = "") -> None:
+        dropped.append({"id": row.get("id"), "reason": reason, "detail": detail})
+
+    seen = set()
+    ok_rows = []
+    for row in transcripts:
+        seen.add(row.get("id"))
+        if row.get("status") != "ok":
+            drop(row, "rejected", str(row.get("reason")))
+        else:
+            ok_rows.append(row)
+    for cid in manifest:
+        if cid not in seen:
+            drop({"id": cid}, "not_transcribed", "run `xttsft transcribe` again")
+
+    langs = Counter(r.get("language") for r in ok_rows)
+    lang = language or (langs.most_common(1)[0][0] if langs else None)
+    if lang is None:
+        reasons = Counter(d["reason"] + (f" ({d['detail']})" if d["reason"] == "rejected" else "") for d in dropped)
+        raise DatasetError(
+            "No usable transcripts: every clip was rejected or is missing ("
+            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
+            hint="See transcripts.jsonl for the reasons; try a larger Whisper model or check the audio.",
+        )
+    limit_chars = char_limit(lang)
+    tokenizer = None
+    if vocab_file is not None:
+        from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+        tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file))
+
+    candidates: list[tuple[dict[str, Any], str, str, float]] = []
+    for row in ok_rows:
+        text = str(row.get("text") or "").strip()
+        duration = float(row["trim_end"]) - float(row["trim_start"])
+        if row.get("language") != lang:
+            drop(row, "other_language", f"{row.get('language')} (dataset: {lang})")
+        elif not (ws.segments_dir / str(row.get("wav"))).is_file():
+            drop(row, "missing_audio", f"{row['wav']} not found")
+        elif duration < MIN_AUDIO_SECONDS:
+            drop(row, "too_short", f"{duration:.2f} s < {MIN_AUDIO_SECONDS} s")
+        elif duration > max_audio_seconds + 1e-6:
+            drop(row, "too_long", f"{duration:.2f} s > {max_audio_seconds:g} s")
+        elif "|" in text or "\n" in text or "\r" in text:
+            drop(row, "bad_character", "'|' or a line break in the text")
+        elif not text:
+            drop(row, "empty_text")
+        else:
+            norm = normalize_text(text, lang)
+            if not norm:
+                drop(row, "empty_text", "nothing left after normalization")
+            elif len(norm) > limit_chars:
+                drop(row, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
+            elif tokenizer is not None:
+                tokens = tokenizer.encode(text, lang)
+                if len(tokens) > TEXT_TOKEN_LIMIT:
+                    drop(row, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
+                elif 1 in tokens:  # [UNK]
+                    drop(row, "unknown_tokens", "the base model's vocabulary lacks a character of the text")
+                else:
+                    candidates.append((row, text, norm, duration))
+            elif len(norm) + 1 > TEXT_TOKEN_LIMIT:
+                drop(row, "too_many_tokens", f"{len(norm) + 1} characters > {TEXT_TOKEN_LIMIT} (upper bound of tokens)")
+            else:
+                candidates.append((row, text, norm, duration))
+
+    # cut the clips (trim_start..trim_end) into wavs/
+    from xttsft.audio import read_wav, write_wav
+
+    wavs = out / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    stats_file.unlink(missing_ok=True)  # the folder is not complete again until stats.json is rewritten
+    progress(total=len(candidates), completed=0, description="build")
+    kept: list[tuple[dict[str, Any], str, str, float]] = []
+    for row, text, norm, duration in candidates:
+        try:
+            x, sr = read_wav(ws.segments_dir / row["wav"])
+        except XttsftError as exc:
+            drop(row, "missing_audio", exc.message)
+            progress(advance=1)
+            continue
+        if x.ndim > 1:
+            x = x.mean(axis=1)
+        if sr != SAMPLE_RATE:
+            import soxr
+
+            x = soxr.resample(x, sr, SAMPLE_RATE)
+        piece = x[int(round(row["trim_start"] * SAMPLE_RATE)) : int(round(row["trim_end"] * SAMPLE_RATE))]
+        write_wav(wavs / f"{row['id']}.wav", piece, SAMPLE_RATE)
+        kept.append((row, text, norm, len(piece) / SAMPLE_RATE))
+        progress(advance=1)
+    keep_ids = {r["id"] for r, *_ in kept}
+    if not kept:
+        write_jsonl(out / "dropped.jsonl", dropped)
+        reasons = Counter(d["reason"] for d in dropped)
+        raise DatasetError(
+            "No sample is usable for XTTS-v2 fine-tuning ("
+            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
+            hint=f"Every dropped item and its reason is in {out / 'dropped.jsonl'}.",
+        )
+
+    for stale in wavs.glob("*.wav"):
+        if stale.stem not in keep_ids:
+            stale.unlink()
+    train_ids, val_ids = split_ids(sorted(keep_ids), settings.val_fraction, settings.seed)
+    split_of = {i: "train" for i in train_ids} | {i: "val" for i in val_ids}
+    kept.sort(key=lambda k: k[0]["id"])
+    line = {r["id"]: f"{r['id']}|{text}|{norm}\n" for r, text, norm, _ in kept}
+    atomic_write_text(out / "metadata.csv", "".join(line[r["id"]] for r, *_ in kept))
+    atomic_write_text(out / "metadata_train.csv", "".join(line[i] for i in train_ids))
+    atomic_write_text(out / "metadata_val.csv", "".join(line[i] for i in val_ids))
+    write_jsonl(out / "samples.jsonl", [
+        {"id": r["id"], "wav": f"wavs/{r['id']}.wav", "text": text, "duration": round(d, 3),
+         "split": split_of[r["id"]], "language": lang, "avg_logprob": r.get("avg_logprob"),
+         "source": manifest.get(r["id"], {}).get("source")}
+        for r, text, _, d in kept
+    ])
+    write_jsonl(out / "dropped.jsonl", dropped)
+
+    durations = [d for *_, d in kept]
+    cps = [len(text) / d for _, text, _, d in kept if d > 0]
+    minutes = sum(durations) / 60
+    by_split = {s: sum(d for r, *_, d in kept if split_of[r["id"]] == s) / 60 for s in ("train", "val")}
+    warnings = []
+    n = len(kept)
+    if n < settings.min_samples:
+        warnings.append(f"only {n} samples: at least {settings.min_samples} are needed for a usable voice "
+                        f"({TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} recommended)")
+    elif n < TARGET_MIN_SAMPLES_RECOMMENDED:
+        warnings.append(f"{n} samples: {TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} are recommended")
+    elif n > TARGET_MAX_SAMPLES_RECOMMENDED:
+        warnings.append(f"{n} samples: more than the recommended {TARGET_MAX_SAMPLES_RECOMMENDED}; training is slower")
+    if minutes < TARGET_MIN_MINUTES:
+        warnings.append(f"{minutes:.1f} minutes of audio: {TARGET_MIN_MINUTES:g}-{TARGET_MAX_MINUTES:g} are recommended")
+    elif minutes > TARGET_MAX_MINUTES:
+        warnings.append(f"{minutes:.1f} minutes of audio: more than the {TARGET_MAX_MINUTES:g} recommended")
+    if not val_ids:
+        warnings.append("the val split is empty: 2 or more samples are needed")
+    for w in warnings:
+        log.warning("%s", w)
+    drop_counts = Counter(d["reason"] for d in dropped)
+    _histogram(durations, max_audio_seconds, out / "durations.png")
+    stats = {
+        "language": lang,
+        "max_audio_seconds": max_audio_seconds,
+        "min_audio_seconds": MIN_AUDIO_SECONDS,
+        "char_limit": limit_chars,
+        "text_token_limit": TEXT_TOKEN_LIMIT,
+        "token_check": "bpe" if tokenizer is not None else "characters",
+        "samples": {"train": len(train_ids), "val": len(val_ids), "total": n},
+        "minutes": round(minutes, 3),
+        "minutes_per_split": {k: round(v, 3) for k, v in by_split.items()},
+        "duration_seconds": _distribution(durations),
+        "chars_per_second": _distribution(cps),
+        "dropped": dict(drop_counts),
+        "rejected_by_transcribe": dict(Counter(d["detail"] for d in dropped if d["reason"] == "rejected")),
+        "val_fraction": settings.val_fraction,
+        "seed": settings.seed,
+        "warnings": warnings,
+        "input_hash": input_hash,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(stats_file, stats)  # written last: the dataset is complete
+    return BuildResult(dataset_dir=out, language=lang, train=len(train_ids), val=len(val_ids), minutes=minutes,
+                       dropped=drop_counts, warnings=warnings, token_check=stats["token_check"])
+
+
+# ------------------------------------------------------------------ check
+
+
+def check_dataset(path: Path, sample_rate: int = SAMPLE_RATE) -> CheckResult:
+    """Validate any LJSpeech folder: every problem is listed, none stops the check.
+
+    Looks at ``metadata.csv``, ``metadata_train.csv`` and ``metadata_val.csv`` (those
+    present; at least one must be): rows with fewer than 2 or more than 3 columns,
+    empty ids or text, ids whose wav leaves the folder (``../``, absolute paths,
+    symlinks pointing out), missing or unreadable wavs, a sample rate other than
+    ``sample_rate``, duplicate ids, ids in both train and val, and identical audio
+    under different ids.
+    """
+    import soundfile as sf
+
+    root = Path(path).expanduser()
+    result = CheckResult(dataset_dir=root)
+    problems = result.problems
+    if not root.is_dir():
+        problems.append(f"{root}: not a folder")
+        return result
+    real_root = root.resolve()
+    files = [root / n for n in ("metadata.csv", "metadata_train.csv", "metadata_val.csv") if (root / n).is_file()]
+    if not files:
+        problems.append(f"{root}: no metadata.csv, metadata_train.csv or metadata_val.csv")
+        return result
+    ids_in: dict[str, set[str]] = {}
+    checked: dict[str, str | None] = {}  # id -> audio hash (None: bad)
+    by_hash: dict[str, str] = {}
+    for meta in files:
+        ids_in[meta.name] = set()
+        try:
+            lines = meta.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{meta.name}: cannot read ({exc})")
+            continue
+        for n, line in enumerate(lines, 1):
+            where = f"{meta.name}:{n}"
+            if not line.strip():
+                continue
+            result.rows += 1
+            cols = line.split("|")
+            if len(cols) < 2:
+                problems.append(f"{where}: expected id|text|normalized_text, got {line[:60]!r}")
+                continue
+            if len(cols) > 3:
+                problems.append(f"{where}: {len(cols)} columns ('|' inside the text?)")
+            cid = cols[0].strip()
+            if not cid:
+                problems.append(f"{where}: empty id")
+                continue
+            if any(not c.strip() for c in cols[1:3]):
+                problems.append(f"{where}: {cid}: empty text")
+            if cid in ids_in[meta.name]:
+                problems.append(f"{where}: duplicate id {cid}")
+            ids_in[meta.name].add(cid)
+            if cid in checked:
+                continue
+            wav = root / "wavs" / f"{cid}.wav"
+            checked[cid] = None
+            if Path(cid).is_absolute() or ".." in Path(cid).parts:
+                problems.append(f"{where}: {cid}: the path leaves the dataset folder")
+                continue
+            try:
+                real = wav.resolve()
+            except (OSError, RuntimeError):
+                problems.append(f"{where}: {cid}: cannot resolve {wav}")
+                continue
+            if not real.is_relative_to(real_root):
+                problems.append(f"{where}: {cid}: wavs/{cid}.wav points outside the dataset folder ({real})")
+                continue
+            if not wav.is_file():
+                problems.append(f"{where}: {cid}: wavs/{cid}.wav is missing")
+                continue
+            try:
+                info = sf.info(str(wav))
+                samples, _ = sf.read(str(wav), dtype="int16", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                problems.append(f"{where}: {cid}: wavs/{cid}.wav is unreadable ({str(exc).strip()[:80]})")
+                continue
+            if info.samplerate != sample_rate:
+                problems.append(f"{where}: {cid}: sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
+            if info.frames == 0:
+                problems.append(f"{where}: {cid}: wavs/{cid}.wav has no samples")
+            digest = hashlib.sha256(samples.tobytes()).hexdigest()
+            checked[cid] = digest
+            if digest in by_hash:
+                problems.append(f"{where}: {cid}: same audio as {by_hash[digest]}")
+            else:
+                by_hash[digest] = cid
+    both = ids_in.get("metadata_train.csv", set()) & ids_in.get("metadata_val.csv", set())
+    for cid in sorted(both):
+        problems.append(f"{cid}: in both metadata_train.csv and metadata_val.csv")
+    if result.rows == 0:
+        problems.append(f"{root}: the metadata files have no rows")
+    return result

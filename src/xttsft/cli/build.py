@@ -1,0 +1,100 @@
+"""``xttsft build``: the LJSpeech dataset for XTTS-v2, or ``--check`` of any LJSpeech folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)
+
+
+@handle_errors
+def build(
+    ctx: typer.Context,
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of samples in the val split [default: 0.1]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the split; the same seed gives the same split [default: 42]."),
+    dataset_name: str | None = typer.Option(
+        None, "--dataset-name", help="Folder name under train/data/ [default: MyTTSDataset]."
+    ),
+    min_samples: int | None = typer.Option(None, "--min-samples", help="Warn below this many samples [default: 100]."),
+    language: str | None = typer.Option(
+        None, "--language", help="Dataset language (pt, en, ...) or auto: the language of most kept transcripts "
+        "[default: auto]."
+    ),
+    check: Path | None = typer.Option(
+        None, "--check", help="Only validate this LJSpeech folder (ours or made elsewhere); exit 1 if invalid.",
+        file_okay=False,
+    ),
+) -> None:
+    """Build the LJSpeech dataset XTTS-v2 fine-tuning reads, keeping only what it accepts and saying why the rest went.
+
+    **Input:** `train/data/processed/transcriptions/transcripts.jsonl` (`xttsft transcribe`) and the segment
+    clips. **Kept:** transcripts with status ok, 0.5 s up to the segment maximum (`segment.max_duration`,
+    which `train` honours) after the word-based trim, text within the XTTS tokenizer's character limit for the
+    language and the GPT's 200 text-token limit, no `|` or line break. Everything else is listed with its
+    reason in `dropped.jsonl` and in the table below.
+
+    **Output:** `train/data/MyTTSDataset/`: `wavs/<id>.wav` (22050 Hz mono 16-bit, trimmed), `metadata.csv`,
+    `metadata_train.csv`, `metadata_val.csv` (`id|text|normalized_text`, no header; the split is deterministic
+    for a seed and val is never empty with 2+ samples), `samples.jsonl`, `dropped.jsonl`, `stats.json` and
+    `durations.png`. Warns below 100 samples / 15 minutes (500-5000 samples, 15-60 minutes recommended).
+    Unchanged inputs and settings: nothing is rewritten.
+
+    `--check PATH` validates any LJSpeech folder instead: missing or unreadable wavs, wrong sample rate,
+    duplicate ids or audio, empty text, paths that leave the folder (`../`, absolute, symlinks out).
+
+    Examples: `xttsft build --val-fraction 0.1 --seed 7` ; `xttsft build --check train/data/MyTTSDataset`
+    """
+    if check is not None:
+        _check(check)
+        return
+    from xttsft.build import build_dataset, find_vocab
+
+    st = state(ctx)
+    settings, ws = st.load(build={
+        "val_fraction": val_fraction, "seed": seed, "dataset_name": dataset_name, "min_samples": min_samples,
+        "language": language,
+    })
+    vocab = find_vocab(settings.train.base_model)
+    with progress_bar("build", total=None) as bar:
+        result = build_dataset(
+            settings.build, ws, max_audio_seconds=settings.segment.max_duration,
+            vocab_file=vocab, progress=bar,
+        )
+    table = Table(title=f"build: {escape(str(result.dataset_dir))}", title_justify="left")
+    table.add_column("")
+    table.add_column("samples", justify="right")
+    table.add_row("[green]train[/]", str(result.train))
+    table.add_row("[green]val[/]", str(result.val))
+    for reason, n in sorted(result.dropped.items()):
+        table.add_row(f"[yellow]dropped: {reason}[/]", str(n))
+    console.print(table)
+    console.print(
+        f"language {result.language}, {result.minutes:.1f} minutes, text limit checked with "
+        f"{'the base model vocabulary' if result.token_check == 'bpe' else 'characters (no local vocab)'}"
+        + ("; [dim]inputs unchanged, nothing rewritten[/]" if result.unchanged else "")
+    )
+    if result.dropped:
+        console.print(f"every dropped item and its reason: {escape(str(result.dataset_dir / 'dropped.jsonl'))}")
+    for w in result.warnings:
+        err_console.print(f"[yellow]Warning:[/] {escape(w)}")
+
+
+def _check(path: Path) -> None:
+    from xttsft.build import check_dataset
+
+    result = check_dataset(path)
+    if result.ok:
+        console.print(f"[green]OK[/] {escape(str(path))}: {result.rows} rows, every wav present and valid.")
+        return
+    err_console.print(f"[bold red]Invalid dataset[/] {escape(str(path))}: {len(result.problems)} problem(s)")
+    for p in result.problems:
+        err_console.print(f"  - {escape(p)}")
+    raise typer.Exit(1)
