@@ -660,7 +660,8 @@ class CheckpointInfo:
     meta: dict[str, Any]
 
 
-_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)$")
+#: ``checkpoint_epoch_N`` (end of epoch N) or ``checkpoint_epoch_N_step_S`` (Ctrl-C during epoch N+1)
+_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)(?:_step_\d+)?$")
 
 
 def write_checkpoint(

@@ -23,6 +23,7 @@ from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
 from xttsft.cli import transcribe as _transcribe
 from xttsft.cli import build as _build
+from xttsft.cli import train as _train
 
 app = typer.Typer(
     name="xttsft",
@@ -78,6 +79,7 @@ _fetch.register(app)
 _segment.register(app)
 _transcribe.register(app)
 _build.register(app)
+_train.register(app)
 _synth.register(app)
 _export.register(app)
 _eval.register(app)

@@ -1,0 +1,101 @@
+"""``xttsft train``: fine-tune XTTS-v2 (LoRA or full) on the built dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+@handle_errors
+def train(
+    ctx: typer.Context,
+    base_model: str | None = typer.Option(
+        None, "--base-model", help="coqui/XTTS-v2 (downloaded once), a local model folder, or tiny (random test model: noise)."
+    ),
+    dataset_dir: Path | None = typer.Option(None, "--dataset-dir", help="LJSpeech dataset (default: train/data/<dataset_name>)."),
+    run_name: str | None = typer.Option(None, "--run-name", help="Run folder name under train/checkpoints/ (default: a timestamp)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the latest complete checkpoint of --run-name (else the newest run)."),
+    num_epochs: int | None = typer.Option(None, "--num-epochs", help="Epochs to train in total."),
+    batch_size: str | None = typer.Option(None, "--batch-size", help="Samples per step, or auto (doctor's pick)."),
+    grad_accum_steps: str | None = typer.Option(None, "--grad-accum-steps", help="Steps per optimizer update, or auto."),
+    learning_rate: str | None = typer.Option(None, "--learning-rate", help="Peak learning rate, or auto (XTTS-v2: LoRA 1e-4, full 5e-6; tiny: 3e-3 / 1e-3)."),
+    use_lora: bool | None = typer.Option(None, "--use-lora/--full", help="LoRA adapters (default) or a full GPT fine-tune."),
+    lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank r."),
+    use_amp: str | None = typer.Option(None, "--use-amp", help="Mixed precision: true, false or auto (on with a GPU)."),
+    gradient_checkpointing: str | None = typer.Option(None, "--gradient-checkpointing", help="true, false or auto."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    save_every_n_epochs: int | None = typer.Option(None, "--save-every-n-epochs", help="Write checkpoint_epoch_N every N epochs."),
+    print_step: int | None = typer.Option(None, "--print-step", help="Print the loss line every N steps."),
+) -> None:
+    """Fine-tune the XTTS-v2 GPT on your dataset: PEFT LoRA (default) or in full.
+
+    **Reads** the `xttsft build` dataset (train/data/DATASET_NAME/: metadata_train.csv,
+    metadata_val.csv, wavs/, stats.json) and the base model (`--base-model`, default
+    coqui/XTTS-v2, downloaded once at a pinned revision).
+
+    **Writes** train/checkpoints/RUN/: settings.json, run.json, checkpoint_epoch_N/
+    (adapter or GPT weights as safetensors + training_state.pt + meta.json), best_model/
+    (lowest val loss), loss_curve.png; TensorBoard events in train/runs/RUN/; logs/info.log.
+
+    Every `auto` value (batch size, accumulation, AMP, gradient checkpointing) comes from
+    `xttsft doctor`. Ctrl-C saves a checkpoint; `--resume` continues exactly where it stopped.
+    Multi-GPU: `torchrun --nproc_per_node N $(which xttsft) train ...` (data parallel).
+
+    Example: `xttsft train --run-name maria --num-epochs 50` then `xttsft train --run-name maria --resume`.
+    Offline demo: `xttsft train --base-model tiny --num-epochs 2` (a random model: its output is noise).
+    """
+    from xttsft.train import train as run_train
+
+    st = state(ctx)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 tells the story
+        logging.getLogger("xttsft").setLevel(logging.WARNING)
+    flags = {
+        "base_model": base_model, "dataset_dir": dataset_dir, "run_name": run_name, "num_epochs": num_epochs,
+        "batch_size": batch_size, "grad_accum_steps": grad_accum_steps, "learning_rate": learning_rate,
+        "use_lora": use_lora, "lora_rank": lora_rank, "use_amp": use_amp,
+        "gradient_checkpointing": gradient_checkpointing, "device": device,
+        "save_every_n_epochs": save_every_n_epochs, "print_step": print_step,
+    }
+    settings, ws = st.load(train=flags)
+    ws.ensure()
+    with progress_bar("Training", total=None) as bar:
+        result = run_train(settings, ws, resume=resume, progress=bar)
+
+    table = Table(title=f"[bold]Run {result.run_name}[/] ({result.status})", title_justify="left")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("mode / device", f"{result.mode} / {result.device}")
+    table.add_row("trainable params", f"{result.trainable_params:,} of {result.total_params:,} "
+                  f"({100 * result.trainable_params / max(1, result.total_params):.2f} %)")
+    table.add_row("samples", f"{result.train_samples} train + {result.val_samples} val ({result.hours:.2f} h)")
+    if result.dropped:
+        table.add_row("dropped", ", ".join(f"{n} {r}" for r, n in result.dropped.items()))
+    table.add_row("epochs", f"{result.epochs_completed} of {result.num_epochs} (step {result.global_step})")
+    if result.epoch_train_losses:
+        table.add_row("train loss", f"{result.epoch_train_losses[0]:.4f} -> {result.epoch_train_losses[-1]:.4f}")
+        table.add_row("val loss", f"{result.epoch_val_losses[0]:.4f} -> {result.epoch_val_losses[-1]:.4f}")
+    if result.best_val_loss is not None:
+        table.add_row("best model", f"epoch {result.best_epoch}, val loss {result.best_val_loss:.4f}: "
+                      f"{result.run_dir / 'best_model'}")
+    if result.nan_skipped:
+        table.add_row("non-finite losses skipped", str(result.nan_skipped))
+    table.add_row("checkpoints", ", ".join(p.name for p in result.checkpoints) or "none")
+    table.add_row("TensorBoard", f"tensorboard --logdir {result.tensorboard_dir}")
+    if result.loss_curve:
+        table.add_row("loss curve", str(result.loss_curve))
+    console.print(table)
+    if result.tiny:
+        err_console.print("[bold yellow]Tiny random base model: this run's output is noise, not a voice.[/]")
+    if result.status == "interrupted":
+        err_console.print(f"[yellow]Interrupted.[/] Continue with: xttsft train --run-name {result.run_name} --resume")
+        raise typer.Exit(130)

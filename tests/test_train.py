@@ -1,0 +1,259 @@
+"""xttsft train on the tiny random XTTS and a small espeak-ng LJSpeech dataset.
+
+Real coqui GPT/DVAE, real PEFT, real files; runs are shared through module fixtures
+to keep the file within a few minutes on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xttsft.errors import DatasetError
+from xttsft.paths import Workspace
+from xttsft.settings import load_settings
+from xttsft.train import TrainHooks, TrainingError
+from xttsft.train import train as run_train
+
+TEXTS = [
+    "Hello there, my friend.",
+    "The cat sat on the mat.",
+    "Good morning to you.",
+    "It is a sunny day.",
+    "We like green apples.",
+    "Open the red door now.",
+    "Birds fly over the sea.",
+    "This is the last one.",
+]
+
+
+def _write_dataset(root: Path, speak, n_train: int = 6, n_val: int = 2, max_audio_seconds: float = 15.0) -> Path:
+    wavs = root / "wavs"
+    rows = []
+    for i, text in enumerate(TEXTS[: n_train + n_val]):
+        sid = f"clip_{i:04d}"
+        speak(text, wavs / f"{sid}.wav", rate=170)
+        rows.append(f"{sid}|{text}|{text}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (root / "metadata_train.csv").write_text("\n".join(rows[:n_train]) + "\n")
+    (root / "metadata_val.csv").write_text("\n".join(rows[n_train:]) + ("\n" if n_val else ""))
+    (root / "stats.json").write_text(json.dumps(
+        {"language": "en", "max_audio_seconds": max_audio_seconds, "samples": {"train": n_train, "val": n_val}}
+    ))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, speak) -> Path:
+    return _write_dataset(tmp_path_factory.mktemp("ds") / "MyTTSDataset", speak)
+
+
+def _settings(ws: Workspace, dataset: Path, env: dict[str, str] | None = None, **flags_):
+    flags = {"base_model": "tiny", "dataset_dir": str(dataset), "batch_size": 3, "grad_accum_steps": 1,
+             "print_step": 1, "warmup_steps": 1, **flags_}
+    settings, _ = load_settings(ws, flags={"train": flags}, environ=env or {})
+    return settings
+
+
+def _run(tmp: Path, dataset: Path, env=None, resume=False, hooks=None, **flags_):
+    ws = Workspace(tmp)
+    return run_train(_settings(ws, dataset, env, **flags_), ws, resume=resume, hooks=hooks), ws
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, dataset):
+    # env vars drive the run: TRAIN_NUM_EPOCHS and TRAIN_SAVE_EVERY_N_EPOCHS
+    env = {"TRAIN_NUM_EPOCHS": "6", "TRAIN_SAVE_EVERY_N_EPOCHS": "2", "TRAIN_KEEP_LAST_CHECKPOINTS": "2"}
+    return _run(tmp_path_factory.mktemp("lora"), dataset, env, run_name="lora")
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, dataset):
+    env = {"TRAIN_USE_LORA": "false", "TRAIN_NUM_EPOCHS": "6", "TRAIN_SAVE_EVERY_N_EPOCHS": "3"}
+    return _run(tmp_path_factory.mktemp("full"), dataset, env, run_name="full")
+
+
+@pytest.mark.parametrize("which", ["lora_run", "full_run"])
+def test_overfits_a_handful_of_samples(request, which) -> None:
+    result, _ = request.getfixturevalue(which)
+    assert result.status == "finished" and result.epochs_completed == 6
+    losses = result.epoch_train_losses
+    assert all(math.isfinite(x) for x in losses)
+    # real learning: a clear drop of the training loss (random init starts at ~ln(1026) = 6.9)
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert result.epoch_val_losses[-1] < result.epoch_val_losses[0], result.epoch_val_losses
+
+
+def test_env_vars_change_mode_epochs_and_checkpoints(lora_run, full_run) -> None:
+    lora, _ = lora_run
+    full, _ = full_run
+    assert lora.mode == "lora" and full.mode == "full"
+    assert lora.trainable_params < 0.05 * lora.total_params
+    assert full.trainable_params == full.total_params
+    # TRAIN_SAVE_EVERY_N_EPOCHS=2 and keep last 2 -> epochs 4 and 6; =3 -> 3 and 6
+    assert [p.name for p in lora.checkpoints] == ["checkpoint_epoch_4", "checkpoint_epoch_6"]
+    assert [p.name for p in full.checkpoints] == ["checkpoint_epoch_3", "checkpoint_epoch_6"]
+
+
+def test_run_folder_checkpoints_and_tensorboard(lora_run, full_run) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, ws = lora_run
+    run = ws.run_dir("lora")
+    for name in ("settings.json", "run.json", "loss_curve.png"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "run.json").read_text())
+    assert info["base_model"] == "tiny" and info["mode"] == "lora" and info["language"] == "en"
+    ck = run / "checkpoint_epoch_6"
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "meta.json", "training_state.pt"]
+    best = json.loads((run / "best_model" / "meta.json").read_text())
+    assert best["epoch"] == result.best_epoch and best["val_loss"] == pytest.approx(min(result.epoch_val_losses))
+    assert not (run / "best_model" / "training_state.pt").exists()  # the best model is weights only
+    full, fws = full_run
+    assert (fws.run_dir("full") / "checkpoint_epoch_6" / "gpt.safetensors").is_file()
+    acc = EventAccumulator(str(ws.tensorboard_run_dir("lora")))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/avg_loss", "train/lr", "train/grad_norm", "epoch/train_loss",
+            "epoch/val_loss"} <= tags
+    assert len(acc.Scalars("epoch/val_loss")) == 6
+
+
+def test_finetuned_run_loads_for_synthesis(lora_run) -> None:
+    import torch
+
+    from xttsft.model import load_finetuned, load_xtts
+
+    _, ws = lora_run
+    xtts, info = load_finetuned(ws.run_dir("lora"), "best")
+    base = load_xtts(info.base_dir)
+    w = "gpt.h.0.attn.c_attn.weight"
+    assert not torch.allclose(xtts.gpt.gpt.state_dict()[w.removeprefix("gpt.")], base.gpt.gpt.state_dict()[w.removeprefix("gpt.")])
+
+
+def test_resume_equals_uninterrupted(tmp_path, dataset) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    straight, ws1 = _run(tmp_path / "a", dataset, num_epochs=2, save_every_n_epochs=1, run_name="r")
+
+    def interrupt(epoch, bi, step):  # Ctrl-C right after the last batch of epoch 1
+        if epoch == 0 and bi == 1:
+            raise KeyboardInterrupt
+
+    first, ws2 = _run(tmp_path / "b", dataset, num_epochs=2, save_every_n_epochs=1, run_name="r",
+                      hooks=TrainHooks(after_batch=interrupt))
+    assert first.status == "interrupted"
+    assert first.checkpoints, "Ctrl-C saved a checkpoint"
+    second, _ = _run(tmp_path / "b", dataset, resume=True, num_epochs=2, save_every_n_epochs=1)
+    assert second.run_name == "r" and second.resumed_from is not None
+    assert second.global_step == straight.global_step and second.optimizer_steps == straight.optimizer_steps
+    a = load_file(str(ws1.run_dir("r") / "checkpoint_epoch_2" / "adapter_model.safetensors"))
+    b = load_file(str(ws2.run_dir("r") / "checkpoint_epoch_2" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert second.epoch_train_losses == pytest.approx(straight.epoch_train_losses, abs=1e-5)
+    assert second.epoch_val_losses == pytest.approx(straight.epoch_val_losses, abs=1e-5)
+
+
+def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> None:
+    from xttsft.model import find_checkpoint, load_finetuned
+
+    _run(tmp_path, dataset, num_epochs=1, run_name="k")
+    with pytest.raises(RuntimeError, match="injected"):
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="k",
+             hooks=TrainHooks(save_fail_after="weights"))
+    run = Workspace(tmp_path).run_dir("k")
+    assert not (run / "checkpoint_epoch_2").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".")], "no temporary folders left"
+    assert find_checkpoint(run, "latest").path.name == "checkpoint_epoch_1"
+    load_finetuned(run, "latest")
+
+
+def test_nan_loss_is_skipped_and_a_streak_stops(tmp_path, dataset) -> None:
+    import torch
+
+    def one_nan(loss, step):
+        return loss * float("nan") if step == 0 else loss
+
+    result, ws = _run(tmp_path / "a", dataset, num_epochs=1, run_name="n", hooks=TrainHooks(loss_filter=one_nan))
+    assert result.nan_skipped == 1 and result.status == "finished"
+    assert math.isnan(result.step_losses[0]) and math.isfinite(result.step_losses[1])
+    from safetensors.torch import load_file
+
+    for v in load_file(str(ws.run_dir("n") / "best_model" / "adapter_model.safetensors")).values():
+        assert torch.isfinite(v).all()
+    with pytest.raises(TrainingError, match="2 non-finite losses in a row"):
+        _run(tmp_path / "b", dataset, {"TRAIN_MAX_NAN_STEPS": "2"}, num_epochs=1, run_name="n",
+             hooks=TrainHooks(loss_filter=lambda loss, step: loss * float("inf")))
+
+
+def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
+    from xttsft.model import load_xtts, resolve_base_model
+    from xttsft.train import prepare_data
+
+    ds = _write_dataset(tmp_path / "ds", speak, max_audio_seconds=1.5)
+    rows = (ds / "metadata_train.csv").read_text().splitlines()
+    rows.append("clip_9999|a missing file|a missing file")
+    rows.append("clip_0003|中文 text|中文 text")
+    (ds / "metadata_train.csv").write_text("\n".join(rows) + "\n")
+    xtts = load_xtts(resolve_base_model("tiny"), for_training=True, keep_decoder=False)
+    rep = prepare_data(ds, xtts.tokenizer, xtts.args.gpt_max_audio_tokens, xtts.args.gpt_max_text_tokens)
+    assert rep.dropped["missing wav"] == ["train:clip_9999"]
+    assert rep.dropped["[UNK] tokens (characters outside the vocabulary)"] == ["train:clip_0003"]
+    too_long = rep.dropped["longer than 1.5 s"]
+    assert too_long and all(rep.train or rep.val)
+    kept = {s.id for s in rep.train + rep.val}
+    assert not kept & {i.split(":")[1] for i in too_long}
+    assert rep.max_wav_length == int(1.5 * 22050)
+    assert rep.max_text_length == max(len(s.tokens) for s in rep.train + rep.val)
+
+
+def test_empty_val_split_is_refused_with_the_cause(tmp_path, speak) -> None:
+    ds = _write_dataset(tmp_path / "ds", speak, n_train=2, n_val=0)
+    with pytest.raises(DatasetError, match="val split .* is empty: metadata_val.csv has no rows"):
+        _run(tmp_path / "ws", ds, num_epochs=1)
+
+
+def test_cli_train_tiny_and_bad_dataset(cli, workspace, dataset) -> None:
+    r = cli("train", "--base-model", "tiny", "--dataset-dir", str(dataset), "--num-epochs", "1",
+            "--run-name", "cli", "--batch-size", "3", "--print-step", "1")
+    assert r.exit_code == 0, r.output
+    assert "Run cli" in r.output and "noise" in r.output
+    assert (workspace.run_dir("cli") / "best_model" / "meta.json").is_file()
+    info_log = workspace.info_log.read_text()
+    assert "Epoch 1/1 | Step 1/2 | Loss:" in info_log and "trainable" in info_log
+    r = cli("train", "--base-model", "tiny", "--run-name", "cli", "--num-epochs", "1", "--batch-size", "3",
+            "--dataset-dir", str(dataset))
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "already exists" in out and "--resume" in out
+    r = cli("train", "--base-model", "tiny", "--dataset-dir", str(workspace.root / "nope"), "--run-name", "x")
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1
+    assert "does not exist" in out and "xttsft build" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path, dataset) -> None:
+    """Data-parallel training through torchrun: 2 CPU processes, gloo backend."""
+    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
+    env.update({"OMP_NUM_THREADS": "1", "TRAIN_BATCH_SIZE": "2", "TRAIN_GRAD_ACCUM_STEPS": "1"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           xttsft, "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
+           "--num-epochs", "1", "--run-name", "ddp", "--device", "cpu"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "x 2 processes (DDP)" in p.stdout + p.stderr
+    run = Workspace(tmp_path).run_dir("ddp")
+    assert (run / "checkpoint_epoch_1" / "meta.json").is_file()
+    meta = json.loads((run / "checkpoint_epoch_1" / "meta.json").read_text())
+    assert meta["step"] == 2  # 6 samples / 2 ranks / batch 2 = 2 steps per rank
