@@ -148,6 +148,13 @@ def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_windo
     assert wer_packed < 0.25 and wer_alone < 0.25
     assert wer_packed <= wer_alone + 0.05
 
+    # a silent clip packed between speech is decoded again alone, with its own no-speech probability
+    mixed = transcribe_clips(whisper, [clips[0], np.zeros(5 * WHISPER_SR, dtype=np.float32), clips[1]], "en",
+                             batch_size=4)
+    assert mixed[0].window_clips == mixed[2].window_clips == 3
+    assert mixed[1].window_clips == 1 and (not mixed[1].words or mixed[1].no_speech_prob > 0.6)
+    assert word_error_rate(SENTENCES[:2], [mixed[0].text, mixed[2].text]) < 0.25
+
 
 def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whisper) -> None:
     from xttsft.transcribe import transcribe_segments
@@ -193,6 +200,7 @@ def test_rejection_rules() -> None:
     assert judge({**good, "text": "... 123 !"}, s, "en") == "no_letters"
     assert judge({**good, "text": "thank you thank you thank you"}, s, "en") == "repetition"
     assert judge({**good, "no_speech_prob": 0.9}, s, "en") == "hallucination"
+    assert judge({**good, "no_speech_prob": 0.9, "window_clips": 3}, s, "en") is None  # the window's, not the clip's
     loop = "la " * 40
     assert compression_ratio(loop) > 2.4
     assert judge({**good, "compression_ratio": 3.0}, s, "en") == "hallucination"

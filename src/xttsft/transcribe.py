@@ -75,7 +75,7 @@ WHISPER_SR = 16000
 #: A detected language must be at least this probable to call a file "wrong language".
 LANGUAGE_CONFIDENCE = 0.5
 #: Version of the packing/decoding procedure; part of the re-run key.
-ALGO_VERSION = 1
+ALGO_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class ClipTranscript:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    window_clips: int = 1  # clips decoded in the same window (no_speech_prob is the window's)
 
 
 @dataclass
@@ -234,13 +235,17 @@ def transcribe_clips(
     batch_size: int = 8,
     beam_size: int = 5,
     window_seconds: float = 30.0,
+    retry_below: float = -0.8,
     progress: Progress | None = None,
 ) -> list[ClipTranscript]:
     """Transcribe 16 kHz mono float32 ``clips`` in batches; one :class:`ClipTranscript` per clip, in order.
 
     Clips are packed into windows (see the module docstring) and the windows are
     decoded ``batch_size`` at a time. ``window_seconds=0`` gives every clip its
-    own window. The output of a clip does not depend on ``batch_size``.
+    own window. The output of a clip does not depend on ``batch_size``. A packed
+    clip that comes back without words, with an average log-probability under
+    ``retry_below``, a high compression ratio, no letters or a repetition loop is
+    decoded again alone, and that result is kept.
     """
     from faster_whisper import BatchedInferencePipeline
 
@@ -248,6 +253,33 @@ def transcribe_clips(
     pipeline = BatchedInferencePipeline(model)
     durations = [len(c) / WHISPER_SR for c in clips]
     windows = _pack(durations, min(window_seconds, 30.0))
+    out = _decode_windows(pipeline, clips, windows, language, batch_size, beam_size, progress)
+    # A packed clip that came back empty or doubtful is decoded again alone: packing must never
+    # cost a clip its words, and alone it gets its own no-speech probability.
+    retry = [i for i, o in enumerate(out) if o.window_clips > 1 and _doubtful(o, retry_below)]
+    if retry:
+        log.debug("decoding %d doubtful packed clip(s) again alone", len(retry))
+        again = _decode_windows(pipeline, [clips[i] for i in retry], [[k] for k in range(len(retry))], language,
+                                batch_size, beam_size, no_progress)
+        for i, o in zip(retry, again, strict=True):
+            out[i] = o
+    return out
+
+
+def _doubtful(o: ClipTranscript, retry_below: float) -> bool:
+    return (not o.words or o.avg_logprob < retry_below or o.compression_ratio > 2.4
+            or not _LETTER.search(o.text) or has_repetition(o.text))
+
+
+def _decode_windows(
+    pipeline: Any,
+    clips: Sequence[np.ndarray],
+    windows: list[list[int]],
+    language: str,
+    batch_size: int,
+    beam_size: int,
+    progress: Progress,
+) -> list[ClipTranscript]:
     gap = np.zeros(int(GAP_SECONDS * WHISPER_SR), dtype=np.float32)
     out: list[ClipTranscript | None] = [None] * len(clips)
 
@@ -310,6 +342,7 @@ def transcribe_clips(
                     avg_logprob=round(avg_logprob, 4) if math.isfinite(avg_logprob) else -10.0,
                     no_speech_prob=round(no_speech, 4),
                     compression_ratio=round(compression_ratio(text), 4),
+                    window_clips=len(win),
                 )
         progress(advance=sum(len(win) for win in group))
     return [o for o in out if o is not None]
@@ -361,7 +394,10 @@ def judge(row: dict[str, Any], settings: TranscribeSettings, requested_language:
         return "no_letters"
     if has_repetition(text):
         return "repetition"
-    if row["no_speech_prob"] > settings.max_no_speech_prob or row["compression_ratio"] > settings.max_compression_ratio:
+    alone = (row.get("window_clips") or 1) == 1  # a packed clip's no_speech_prob is its window's
+    if (alone and row["no_speech_prob"] > settings.max_no_speech_prob) or (
+        row["compression_ratio"] > settings.max_compression_ratio
+    ):
         return "hallucination"
     if row["avg_logprob"] < settings.min_avg_logprob:
         return "low_confidence"
@@ -574,7 +610,8 @@ def transcribe_segments(
             else:
                 outs = list(transcribe_clips(
                     model, audios, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
-                    window_seconds=settings.window_seconds, progress=progress,
+                    window_seconds=settings.window_seconds, retry_below=max(settings.min_avg_logprob, -0.8),
+                    progress=progress,
                 ))
             for seg, audio_, out in zip(ok, audios, outs, strict=True):
                 duration = len(audio_) / WHISPER_SR
@@ -589,6 +626,7 @@ def transcribe_segments(
                     "avg_logprob": out.avg_logprob if out else 0.0,
                     "no_speech_prob": out.no_speech_prob if out else 0.0,
                     "compression_ratio": out.compression_ratio if out else 0.0,
+                    "window_clips": out.window_clips if out else 1,
                     "words": out.words if out else [],
                     "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
                     "duration": round(duration, 3),
