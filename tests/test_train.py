@@ -75,7 +75,8 @@ def lora_run(tmp_path_factory, dataset):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, dataset):
-    env = {"TRAIN_USE_LORA": "false", "TRAIN_NUM_EPOCHS": "6", "TRAIN_SAVE_EVERY_N_EPOCHS": "3"}
+    env = {"TRAIN_USE_LORA": "false", "TRAIN_NUM_EPOCHS": "6", "TRAIN_SAVE_EVERY_N_EPOCHS": "3",
+           "TRAIN_GRADIENT_CHECKPOINTING": "true"}
     return _run(tmp_path_factory.mktemp("full"), dataset, env, run_name="full")
 
 
@@ -176,6 +177,48 @@ def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> N
     assert not [p for p in run.iterdir() if p.name.startswith(".")], "no temporary folders left"
     assert find_checkpoint(run, "latest").path.name == "checkpoint_epoch_1"
     load_finetuned(run, "latest")
+
+
+def test_test_sentences_reach_tensorboard(tmp_path, dataset) -> None:
+    """Real models log test audio at each evaluation; forced here on the tiny model."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, ws = _run(tmp_path, dataset, num_epochs=1, run_name="audio", hooks=TrainHooks(force_test_audio=True))
+    acc = EventAccumulator(str(ws.tensorboard_run_dir("audio")))
+    acc.Reload()
+    assert {"test/audio_0", "test/audio_1"} <= set(acc.Tags()["audio"])
+    assert acc.Audio("test/audio_0")[0].sample_rate == 24000
+
+
+def test_merged_state_equals_peft_merge(tiny_gpt_pair) -> None:
+    import torch
+
+    from xttsft.model import merge_lora
+    from xttsft.train import merged_gpt_state
+
+    gpt = tiny_gpt_pair
+    sd = merged_gpt_state(gpt, "lora")
+    merge_lora(gpt)
+    ref = gpt.state_dict()
+    assert set(sd) == set(ref)
+    for k in ref:
+        assert torch.allclose(sd[k], ref[k], atol=1e-6), k
+
+
+@pytest.fixture
+def tiny_gpt_pair():
+    import torch
+
+    from xttsft.model import attach_lora, load_xtts, resolve_base_model
+    from xttsft.settings import TrainSettings
+
+    xtts = load_xtts(resolve_base_model("tiny"), for_training=True, keep_decoder=False)
+    attach_lora(xtts.gpt, TrainSettings())
+    with torch.no_grad():
+        for n, p in xtts.gpt.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    return xtts.gpt
 
 
 def test_nan_loss_is_skipped_and_a_streak_stops(tmp_path, dataset) -> None:

@@ -62,6 +62,8 @@ __all__ = [
     "resolve_train_settings",
     "prepare_data",
     "train",
+    "merged_gpt_state",
+    "TEST_SENTENCES",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,13 +236,8 @@ def _read_metadata(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def prepare_data(dataset_dir: Path, tokenizer, gpt_max_audio_tokens: int, gpt_max_text_tokens: int) -> DataReport:
-    """Read and check the build dataset; count every sample the model cannot take.
-
-    Refuses (DatasetError) a missing dataset or an empty train or val split, naming the cause.
-    """
-    import soundfile as sf
-
+def _check_dataset_files(dataset_dir: Path) -> Path:
+    """The dataset folder and its three files exist (cheap: checked before loading the model)."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise DatasetError(
@@ -253,6 +250,17 @@ def prepare_data(dataset_dir: Path, tokenizer, gpt_max_audio_tokens: int, gpt_ma
             f"Dataset {dataset_dir} lacks {', '.join(missing)}.",
             hint="Run `xttsft build` to (re)write the dataset.",
         )
+    return dataset_dir
+
+
+def prepare_data(dataset_dir: Path, tokenizer, gpt_max_audio_tokens: int, gpt_max_text_tokens: int) -> DataReport:
+    """Read and check the build dataset; count every sample the model cannot take.
+
+    Refuses (DatasetError) a missing dataset or an empty train or val split, naming the cause.
+    """
+    import soundfile as sf
+
+    dataset_dir = _check_dataset_files(dataset_dir)
     try:
         stats = json.loads((dataset_dir / "stats.json").read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -439,6 +447,70 @@ class _Featurizer:
         }
 
 
+# --------------------------------------------------------------------------- test audio
+TEST_SENTENCES = {
+    "pt": ["Olá! Esta é a minha voz, treinada com o xttsft.", "O sol brilhava sobre o mar azul."],
+    "en": ["Hello! This is my voice, trained with xttsft.", "The sun was shining on the blue sea."],
+    "es": ["¡Hola! Esta es mi voz, entrenada con xttsft."],
+}
+
+
+def merged_gpt_state(gpt, mode: str) -> dict[str, Any]:
+    """The GPT's weights with LoRA deltas folded in (the training model is left as it is)."""
+    import torch
+
+    with torch.no_grad():
+        sd = {k.replace(".base_layer.", "."): v.detach() for k, v in gpt.state_dict().items() if "lora_" not in k}
+        if mode == "lora":
+            from peft.tuners.lora import LoraLayer
+
+            for name, m in gpt.gpt.named_modules():
+                if isinstance(m, LoraLayer):
+                    key = f"gpt.{name}.weight"
+                    sd[key] = sd[key] + m.get_delta_weight("default").to(sd[key].dtype)
+    return sd
+
+
+class _TestAudio:
+    """Speak a few test sentences with the current weights, for TensorBoard (real model only).
+
+    A separate inference XTTS (with the HiFi-GAN decoder) is loaded on the CPU at the first
+    evaluation and moved to the training device only while it speaks. Failures are logged,
+    never fatal.
+    """
+
+    def __init__(self, base_dir: Path, language: str, speaker_wav: Path, device: str) -> None:
+        self.base_dir, self.language, self.speaker_wav, self.device = base_dir, language, speaker_wav, device
+        self.xtts = None
+
+    def __call__(self, gpt, mode: str, writer, step: int) -> int:
+        import torch
+
+        from xttsft.model import load_xtts
+
+        done = 0
+        try:
+            if self.xtts is None:
+                self.xtts = load_xtts(self.base_dir, device="cpu")
+            self.xtts.gpt.load_state_dict(merged_gpt_state(gpt, mode), strict=False)
+            self.xtts.gpt.init_gpt_for_inference(kv_cache=self.xtts.args.kv_cache, use_deepspeed=False)
+            self.xtts.to(self.device).eval()
+            sr = int(self.xtts.args.output_sample_rate)
+            for i, text in enumerate(TEST_SENTENCES.get(self.language, TEST_SENTENCES["en"])):
+                with torch.inference_mode():
+                    out = self.xtts.synthesize(text, speaker_wav=str(self.speaker_wav), language=self.language,
+                                               gpt_cond_len=3)
+                wav = torch.as_tensor(out["wav"], dtype=torch.float32).flatten().clamp(-1, 1)
+                writer.add_audio(f"test/audio_{i}", wav.unsqueeze(0), step, sample_rate=sr)
+                done += 1
+        except Exception as exc:  # noqa: BLE001 - test audio must never stop training
+            log.warning("Test sentences could not be synthesized (%s: %s); training goes on.", type(exc).__name__, exc)
+        finally:
+            if self.xtts is not None:
+                self.xtts.to("cpu")
+        return done
+
+
 # --------------------------------------------------------------------------- loop
 @dataclass
 class TrainHooks:
@@ -447,6 +519,7 @@ class TrainHooks:
     after_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch index, global step)
     loss_filter: Callable[[Any, int], Any] | None = None  # (loss, global step) -> loss
     save_fail_after: str | None = None  # make the next epoch checkpoint save fail
+    force_test_audio: bool = False  # synthesize test sentences even with the tiny model
 
 
 @dataclass
@@ -628,9 +701,12 @@ def train(
     ts = settings.train
     hooks = hooks or TrainHooks()
     progress = progress or no_progress
+    ds_dir = _check_dataset_files(Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir)
     base_dir = resolve_base_model(ts.base_model, progress=progress)
     tiny = is_tiny(base_dir)
     res = resolve_train_settings(ts, tiny=tiny)
+    if res.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(res.device))
     distributed = _init_distributed(res.device)
     rank, world = _dist()
     main = rank == 0
@@ -680,13 +756,12 @@ def train(
     else:
         gpt.requires_grad_(True)
     if res.gradient_checkpointing:
-        gpt.gpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_gradient_checkpointing(gpt.gpt)
     trainable, total = count_parameters(gpt)
     gpt.to(res.device)
     feats = _Featurizer(base_dir, res.device)
 
     # ---- data
-    ds_dir = Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir
     data = prepare_data(ds_dir, xtts.tokenizer, xtts.args.gpt_max_audio_tokens, xtts.args.gpt_max_text_tokens)
     train_ds = _ClipDataset(data.train, ts.seed, is_eval=False)
     val_ds = _ClipDataset(data.val, ts.seed, is_eval=True)
@@ -773,6 +848,9 @@ def train(
 
         writer = SummaryWriter(log_dir=str(tb_dir))
 
+    test_audio = None
+    if writer is not None and (not tiny or hooks.force_test_audio):
+        test_audio = _TestAudio(base_dir, data.language, data.val[0].wav, res.device)
     step_losses: list[float] = []
     nan_streak = 0
     nan_skipped = 0
@@ -898,6 +976,8 @@ def train(
             if writer is not None:
                 writer.add_scalar("epoch/train_loss", train_loss, done)
                 writer.add_scalar("epoch/val_loss", val_loss, done)
+                if test_audio is not None:
+                    test_audio(gpt, res.mode, writer, done)
                 writer.flush()
             if main:
                 if math.isfinite(val_loss) and (best_val is None or val_loss < best_val):
@@ -946,6 +1026,26 @@ def train(
         best_epoch=best_epoch, nan_skipped=nan_skipped, status=status, resumed_from=resumed_from,
         checkpoints=[c.path for c in list_checkpoints(run_dir)], loss_curve=curve, seconds=time.time() - t0,
     )
+
+
+def _enable_gradient_checkpointing(hf_gpt2) -> None:
+    """Activation checkpointing of the GPT-2 blocks (non-reentrant).
+
+    transformers' ``gradient_checkpointing_enable`` also hooks the input embeddings, which
+    coqui's GPT2Model does not have (it feeds ``inputs_embeds``); non-reentrant checkpoints
+    need no such hook, so the blocks are switched on directly.
+    """
+    import functools
+    import inspect
+
+    from torch.utils.checkpoint import checkpoint
+
+    func = functools.partial(checkpoint, use_reentrant=False)
+    params = inspect.signature(hf_gpt2._set_gradient_checkpointing).parameters
+    if "gradient_checkpointing_func" in params:
+        hf_gpt2._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=func)
+    else:  # pragma: no cover - transformers < 4.35
+        hf_gpt2.gradient_checkpointing_enable()
 
 
 def _load_weights(gpt, ckpt_dir: Path, mode: str) -> None:
