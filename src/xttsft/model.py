@@ -241,10 +241,12 @@ def _download_hub(progress: Progress | None = None) -> Path:
         return local["model.pth"].parent
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    if offline and not missing:
+        log.warning("XTTS-v2 files found in the Hugging Face cache but not verified (offline); checking them locally.")
+        return validate_base_dir(local["model.pth"].parent)
     if offline:
         raise ModelNotFoundError(
-            f"XTTS-v2 files missing from the local cache and HF_HUB_OFFLINE is set: {', '.join(missing) or 'none'}"
-            + ("" if missing else " (present but never verified)") + ".",
+            f"XTTS-v2 files missing from the local cache and HF_HUB_OFFLINE is set: {', '.join(missing)}.",
             hint=how,
         )
     # 2. expected sizes and hashes from the Hub, then download what is missing
