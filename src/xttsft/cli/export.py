@@ -21,7 +21,7 @@ def export(
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="best, latest or a checkpoint folder. [default: best]"),
     out: Path | None = typer.Option(
         None, "--out", "-o", file_okay=False,
-        help="Output folder. [default: train/exports/<run>/, or train/exports/<run>-adapter/ with --adapter-only]",
+        help="Output folder. [default: train/exports/RUN/, or train/exports/RUN-adapter/ with --adapter-only]",
     ),
     adapter_only: bool = typer.Option(
         False, "--adapter-only", help="Write only the LoRA adapter (a few MB) + the base model's identity."

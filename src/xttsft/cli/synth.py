@@ -35,7 +35,7 @@ def synth(
     out: Path | None = typer.Option(
         None, "--out", "-o",
         help="Output file; the extension picks the format (.wav, or .mp3/.flac/.ogg via ffmpeg). With --text-file: "
-        "the extension of the numbered files. [default: outputs/synth/<text>.wav]",
+        "the extension of the numbered files. [default: outputs/synth/TEXT.wav]",
     ),
     out_dir: Path | None = typer.Option(
         None, "--out-dir", help="With --text-file: folder of the numbered files. [default: outputs/synth/<file name>/]",
