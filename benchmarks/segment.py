@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
+from _common import machine
 
 HERE = Path(__file__).resolve().parent
 SR = 22050
@@ -89,22 +89,6 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
 """
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    gpu = "no GPU"
-    if shutil.which("nvidia-smi"):
-        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-        gpu = r.stdout.strip() or gpu
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}"
 
 
 def main() -> None:

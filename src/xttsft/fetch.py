@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 from xttsft import audio
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import atomic_path, atomic_write_json
+from xttsft.io import atomic_path, atomic_write_json, sha256_file
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import FetchSettings
@@ -87,12 +86,6 @@ def read_source_list(path: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- local files
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
@@ -108,8 +101,8 @@ def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
     if dest.exists():
         if dest.resolve() == src.resolve() or dest.samefile(src):
             return FetchItem(shown, "present", path=str(dest), reason="already in the raw folder")
-        sha = _sha256(src)
-        if _sha256(dest) == sha:
+        sha = sha256_file(src)
+        if sha256_file(dest) == sha:
             return FetchItem(shown, "present", path=str(dest), reason="already imported (same content)")
         dest = raw_dir / f"{src.stem}-{sha[:8]}{src.suffix}"
         if dest.exists():

@@ -13,7 +13,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "read_jsonl", "write_jsonl"]
+__all__ = ["sha256_file", "atomic_path", "atomic_write_text", "atomic_write_json", "read_jsonl", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -39,6 +39,17 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's content, read in chunks (large audio files never sit in memory)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

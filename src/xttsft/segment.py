@@ -54,7 +54,7 @@ import numpy as np
 
 from xttsft import audio
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import read_jsonl, write_jsonl
+from xttsft.io import read_jsonl, sha256_file, write_jsonl
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import SegmentSettings
@@ -198,12 +198,6 @@ def settings_hash(settings: SegmentSettings) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stem(path: Path) -> str:
@@ -551,7 +545,7 @@ def segment_sources(
             results.append(SourceResult(shown, "failed", reason=_reason(info, f)))
             log.warning("%s: %s", shown, results[-1].reason)
             continue
-        sha = _sha256(f)
+        sha = sha256_file(f)
         if sha in seen_hashes:
             results.append(SourceResult(shown, "skipped", duration=info.duration,
                                         reason=f"same content as {seen_hashes[sha]}"))

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, MissingDependencyError, ModelNotFoundError, XttsftError
-from xttsft.io import atomic_path, read_jsonl, write_jsonl
+from xttsft.io import atomic_path, read_jsonl, sha256_file, write_jsonl
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 
@@ -608,14 +608,6 @@ class Conditioning:
     cached: bool = False
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def conditioning(voice: Voice, references: list[Path], cache_dir: Path | None = None) -> Conditioning:
     """Latents of ``references`` for ``voice``, computed once and then read from
     ``cache_dir/<hash>.safetensors`` (the hash covers the model identity, every
@@ -645,7 +637,7 @@ def conditioning(voice: Voice, references: list[Path], cache_dir: Path | None = 
     key_src = json.dumps(
         {
             "model": voice.identity,
-            "refs": [_sha256_file(r) for r in refs],
+            "refs": [sha256_file(r) for r in refs],
             "cond": [cond_len, chunk_len, max_ref, norm, REFERENCE_SAMPLE_RATE],
             "v": 1,
         },
