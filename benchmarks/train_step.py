@@ -147,6 +147,7 @@ def main() -> None:
     if torch.cuda.is_available():
         modes += [("lora", True, False), ("full", True, False), ("lora", True, True)]
     rows = []
+    load_before = os.getloadavg()[0]
     for mode, amp, gc in modes:
         console.print(f"running {mode}{'+amp' if amp else ''}{'+gc' if gc else ''} ({batch} x {seconds:g} s, {steps} timed steps)...")
         cmd = [sys.executable, __file__, "--worker", mode] + (["--quick"] if args.quick else []) + (["--amp"] if amp else []) + (["--gc"] if gc else [])
@@ -186,7 +187,9 @@ def main() -> None:
     for k, v in ratios.items():
         console.print(f"{k}: {v}x")
     out = {"name": "train_step", "date": date.today().isoformat(), "machine": machine(),
-           "config": {"batch": batch, "clip_seconds": seconds, "timed_steps": steps, "quick": args.quick},
+           "config": {"batch": batch, "clip_seconds": seconds, "timed_steps": steps, "quick": args.quick,
+                      # other work on a shared machine inflates s/step: the 1-min load average
+                      "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
            "rows": rows, "reference_facts_cpu": FACTS_CPU, "ratios": ratios}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -486,12 +486,14 @@ class _TestAudio:
     def __call__(self, gpt, mode: str, writer, step: int) -> int:
         import torch
 
-        from xttsft.model import load_xtts
+        from xttsft.model import is_tiny, load_xtts
 
         done = 0
         try:
             if self.xtts is None:
                 self.xtts = load_xtts(self.base_dir, device="cpu")
+                if is_tiny(self.base_dir):  # a random GPT never stops: keep its noise short (~3 s)
+                    self.xtts.gpt.max_gen_mel_tokens = min(self.xtts.gpt.max_gen_mel_tokens, 64)
             self.xtts.gpt.load_state_dict(merged_gpt_state(gpt, mode), strict=False)
             self.xtts.gpt.init_gpt_for_inference(kv_cache=self.xtts.args.kv_cache, use_deepspeed=False)
             self.xtts.to(self.device).eval()
