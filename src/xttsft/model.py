@@ -105,6 +105,14 @@ _PTH_FILES = ("model.pth", "dvae.pth", "mel_stats.pth", "speakers_xtts.pth")
 
 
 # --------------------------------------------------------------------------- cache
+def _normal_dir_mode(path: Path) -> None:
+    """mkdtemp makes 0700 folders; finished model and checkpoint folders are ordinary ones."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
+
 def cache_dir() -> Path:
     """xttsft's cache: ``$XTTSFT_CACHE_DIR`` or ``~/.cache/xttsft``."""
     env = os.environ.get("XTTSFT_CACHE_DIR")
@@ -415,6 +423,7 @@ def build_tiny_model(progress: Progress | None = None, dest: Path | None = None)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    _normal_dir_mode(tmp)
     try:
         _build_tiny_vocab(tmp / "vocab.json")
         progress(advance=1)
@@ -690,6 +699,7 @@ def write_checkpoint(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=dest.parent))
+    _normal_dir_mode(tmp)
     old: Path | None = None
     try:
         if mode == "lora":

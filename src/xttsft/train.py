@@ -817,7 +817,8 @@ def train(
         history = {"train": list(state.get("history_train", [])), "val": list(state.get("history_val", []))}
         resumed_from = ck.path
         resume_loss = (float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_loss_n", 0)))
-        log.info("Resuming %s from %s: epoch %d, step %d", run_name, ck.path.name, epoch0 + (1 if skip_batches else 0), global_step)
+        log.info("Resuming %s from %s: continuing at epoch %d%s, step %d", run_name, ck.path.name, epoch0 + 1,
+                 f" batch {skip_batches + 1}" if skip_batches else "", global_step + 1)
 
     # ---- banner, run files
     if main:
