@@ -58,10 +58,17 @@ def configure_logging(console: Console, verbose: bool = False, quiet: bool = Fal
     )
     handler._xttsft = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
+    # Records logged with extra={"console": False} go to the log files only (the CLI
+    # already showed them its own way, e.g. run-all's per-stage lines).
+    handler.addFilter(lambda record: getattr(record, "console", True))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        # transformers warns about the tiny model's GPT-2 config (bos/eos ids) through
+        # its own handler; nothing a user can act on.
+        logging.getLogger("transformers").setLevel(logging.ERROR)
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchaudio|librosa|TTS|trainer)\b.*")

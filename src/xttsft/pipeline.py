@@ -257,7 +257,7 @@ def run_all(
         outcome.seconds = time.perf_counter() - t0
         result.stages.append(outcome)
         log.info("run-all: %s %s in %.1f s%s", name, outcome.status, outcome.seconds,
-                 f" ({outcome.detail})" if outcome.detail else "")
+                 f" ({outcome.detail})" if outcome.detail else "", extra={"console": on_stage is None})
         if on_stage:
             on_stage(outcome)
         if name == "transcribe":

@@ -147,8 +147,8 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     s = summarize(settings, ws)
     done = {o.name: o for o in outcomes}
     table = Table(title="[bold]run-all[/]", title_justify="left", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("", overflow="fold")  # paths must stay whole, to copy them
     src = s["sources"]
     table.add_row("sources", f"{src['files']} file(s), {src['failed']} failed; {src['clips']} clips, "
                   f"{src['clip_minutes']:.1f} min of speech")
@@ -177,7 +177,7 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     if ev and ev.get("summary"):
         parts = []
         for system, fig in ev["summary"].items():
-            figs = ", ".join(f"{k} {v:.3f}" for k, v in fig.items() if isinstance(v, (int, float)))
+            figs = ", ".join(f"{k} {fig[k]:.3f}" for k in ("cer", "similarity", "rtf") if isinstance(fig.get(k), (int, float)))
             parts.append(f"{system}: {figs}")
         table.add_row("eval", "\n".join(parts + [ev["json"]]))
     if ds.get("histogram"):
