@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from rich.progress import (
 from xttsft.errors import XttsftError
 from xttsft.paths import Workspace
 
+if TYPE_CHECKING:
+    from xttsft.settings import Provenance, Settings
+
 console = Console()
 err_console = Console(stderr=True)
 log = logging.getLogger("xttsft.cli")
@@ -43,20 +46,27 @@ class AppState:
     verbose: bool = False
     quiet: bool = False
 
-    def load(self, file_logs: bool = True, **flags: dict[str, Any]):  # -> tuple[Settings, Workspace]
+    def load(self, file_logs: bool = True, **flags: dict[str, Any]) -> tuple[Settings, Workspace]:
         """Resolve the settings (flags per section) and the workspace.
 
         With ``file_logs`` the workspace's ``logs/`` get this command's story.
         """
+        settings, _, ws = self.load_with_provenance(file_logs, **flags)
+        return settings, ws
+
+    def load_with_provenance(
+        self, file_logs: bool = True, **flags: dict[str, Any]
+    ) -> tuple[Settings, Provenance, Workspace]:
+        """Like :meth:`load`, plus where every value came from."""
         from xttsft.logs import add_file_logs
         from xttsft.settings import load_settings
 
-        settings, _ = load_settings(Workspace(self.workdir), flags=flags, config_file=self.config_file)
+        settings, provenance = load_settings(Workspace(self.workdir), flags=flags, config_file=self.config_file)
         ws = Workspace(self.workdir, dataset_name=settings.build.dataset_name)
         if file_logs:
             add_file_logs(ws.logs_dir)
             log.debug("xttsft %s", " ".join(sys.argv[1:]))
-        return settings, ws
+        return settings, provenance, ws
 
 
 def state(ctx: typer.Context) -> AppState:

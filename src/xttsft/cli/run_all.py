@@ -58,9 +58,7 @@ def run_all(
     `xttsft run-all --demo` (offline, a few minutes on a CPU; this is what `make demo` runs)
     """
     from xttsft.fetch import read_source_list
-    from xttsft.paths import Workspace
-    from xttsft.pipeline import PipelineStopped, demo_settings, run_all as run_pipeline, stage_range
-    from xttsft.settings import load_settings
+    from xttsft.pipeline import PipelineStopped, run_all as run_pipeline, stage_range
 
     st = state(ctx)
     stages = stage_range(from_stage, until_stage)
@@ -68,9 +66,7 @@ def run_all(
     if from_file is not None:
         items += read_source_list(from_file)
     lang_flags = {"language": language}
-    settings, ws = st.load(transcribe=lang_flags, build=lang_flags, synth=lang_flags)
-    _, provenance = load_settings(Workspace(st.workdir), config_file=st.config_file,
-                                  flags={"transcribe": lang_flags, "build": lang_flags, "synth": lang_flags})
+    settings, provenance, ws = st.load_with_provenance(transcribe=lang_flags, build=lang_flags, synth=lang_flags)
     tiny_banner = False
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
@@ -107,7 +103,6 @@ def run_all(
 
 
 def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]) -> tuple[list[str], Any]:
-    from xttsft.cli._common import progress_bar
     from xttsft.demo import make_demo_corpus
     from xttsft.errors import MissingDependencyError, ModelNotFoundError
     from xttsft.pipeline import demo_settings
