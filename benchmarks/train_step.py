@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from _common import machine
 
 RESULTS = Path(__file__).parent / "results" / "train_step.json"
 FACTS_CPU = {"lora": {"s_per_step": 11.0, "peak_gb": 8.7}, "full": {"s_per_step": 16.0, "peak_gb": 10.8}}
@@ -109,18 +110,6 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
     return row
 
 
-def machine() -> str:
-    parts = [platform.platform(), platform.processor() or platform.machine(), f"{os.cpu_count()} CPUs"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            parts.append(torch.cuda.get_device_name(0))
-        else:
-            parts.append("no GPU")
-    except ImportError:
-        pass
-    return ", ".join(parts)
 
 
 def main() -> None:
