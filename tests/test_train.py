@@ -165,6 +165,43 @@ def test_resume_equals_uninterrupted(tmp_path, dataset) -> None:
     assert second.epoch_val_losses == pytest.approx(straight.epoch_val_losses, abs=1e-5)
 
 
+def test_resume_inside_an_accumulation_window_counts_each_batch_once(tmp_path, dataset) -> None:
+    # batch 1 x accum 2 over 6 clips: windows [0,1] [2,3] [4,5]; Ctrl-C after batch 2 (window open)
+    flags = {"num_epochs": 1, "batch_size": 1, "grad_accum_steps": 2, "run_name": "w"}
+    straight, _ = _run(tmp_path / "a", dataset, **flags)
+
+    def interrupt(epoch, bi, step):
+        if epoch == 0 and bi == 2:
+            raise KeyboardInterrupt
+
+    first, ws = _run(tmp_path / "b", dataset, hooks=TrainHooks(after_batch=interrupt), **flags)
+    assert first.status == "interrupted"
+    assert [p.name for p in first.checkpoints] == ["checkpoint_epoch_0_step_2"]
+    state_meta = json.loads((ws.run_dir("w") / "checkpoint_epoch_0_step_2" / "meta.json").read_text())
+    assert state_meta["step"] == 2 and state_meta["batch_in_epoch"] == 2
+    second, _ = _run(tmp_path / "b", dataset, resume=True, **flags)
+    assert second.global_step == straight.global_step == 6
+    assert second.optimizer_steps == straight.optimizer_steps == 3
+    assert second.epoch_train_losses == pytest.approx(straight.epoch_train_losses, abs=1e-5)
+    assert second.epoch_val_losses == pytest.approx(straight.epoch_val_losses, abs=1e-5)
+
+
+def test_failed_interrupt_save_is_reported_not_hidden(tmp_path, dataset, caplog, monkeypatch) -> None:
+    import xttsft.model
+
+    def interrupt(epoch, bi, step):
+        raise KeyboardInterrupt
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xttsft.model, "write_checkpoint", full_disk)
+    result, _ = _run(tmp_path, dataset, num_epochs=1, run_name="f", hooks=TrainHooks(after_batch=interrupt))
+    assert result.status == "interrupted" and not result.checkpoints
+    assert "Could not save the interrupt checkpoint" in caplog.text
+    assert "continue with --resume" not in caplog.text
+
+
 def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> None:
     from xttsft.model import find_checkpoint, load_finetuned
 

@@ -861,22 +861,30 @@ def train(
     epoch = epoch0
     batch_in_epoch = skip_batches
     last_opt_batch = skip_batches
+    # The state as of the last optimizer step: an interrupt inside an accumulation window
+    # resumes at that step's batch, so the window's batches must not be counted yet.
+    snap = _Snapshot(epoch0, skip_batches, resume_loss[0], resume_loss[1], global_step, _rng_state())
 
-    def training_state(epochs_done: int, batch_pos: int) -> dict[str, Any]:
+    def training_state(epochs_done: int, batch_pos: int, at: _Snapshot | None = None) -> dict[str, Any]:
+        loss_sum, loss_n = (at.run_loss, at.run_n) if at is not None else (run_loss, run_n)
         return {
-            "epoch": epochs_done, "batch_in_epoch": batch_pos, "global_step": global_step,
+            "epoch": epochs_done, "batch_in_epoch": batch_pos,
+            "global_step": at.global_step if at is not None else global_step,
             "optimizer_step": opt_step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": _rng_state(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "rng": at.rng if at is not None else _rng_state(),
             "best_val_loss": best_val, "best_epoch": best_epoch,
             "history_train": history["train"], "history_val": history["val"],
-            "epoch_loss_sum": run_loss if batch_pos else 0.0, "epoch_loss_n": run_n if batch_pos else 0,
+            "epoch_loss_sum": loss_sum if batch_pos else 0.0, "epoch_loss_n": loss_n if batch_pos else 0,
         }
 
-    def save_epoch_checkpoint(name: str, epochs_done: int, batch_pos: int, fail: str | None = None) -> Path:
-        meta = {"epoch": epochs_done, "step": global_step, "optimizer_step": opt_step, "batch_in_epoch": batch_pos,
+    def save_epoch_checkpoint(name: str, epochs_done: int, batch_pos: int, fail: str | None = None,
+                              at: _Snapshot | None = None) -> Path:
+        step = at.global_step if at is not None else global_step
+        meta = {"epoch": epochs_done, "step": step, "optimizer_step": opt_step, "batch_in_epoch": batch_pos,
                 "train_loss": history["train"][-1] if history["train"] else None,
                 "val_loss": history["val"][-1] if history["val"] else None, "run": run_name}
-        p = write_checkpoint(run_dir / name, gpt, res.mode, meta, training_state(epochs_done, batch_pos),
+        p = write_checkpoint(run_dir / name, gpt, res.mode, meta, training_state(epochs_done, batch_pos, at),
                              lora_config=lora_cfg, _fail_after=fail)
         for old in list_checkpoints(run_dir)[: -ts.keep_last_checkpoints]:
             shutil.rmtree(old.path, ignore_errors=True)
@@ -901,6 +909,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             accum_bad = False
             last_opt_batch = start
+            snap = _Snapshot(epoch, start, run_loss, run_n, global_step, _rng_state())
             for bi in range(start, len(batches)):
                 batch_in_epoch = bi
                 fb = feats(_collate([train_ds[i] for i in batches[bi]]))
@@ -954,6 +963,7 @@ def train(
                         sched.step()
                     accum_bad = False
                     last_opt_batch = bi + 1
+                    snap = _Snapshot(epoch, last_opt_batch, run_loss, run_n, global_step, _rng_state())
                     if writer is not None and grad_norm is not None:
                         writer.add_scalar("train/grad_norm", float(grad_norm), global_step)
                 avg = run_loss / run_n if run_n else float("nan")
@@ -991,6 +1001,7 @@ def train(
                     log.info("New best model (val loss %.4f) -> %s", val_loss, run_dir / "best_model")
                 if done % ts.save_every_n_epochs == 0 or done == ts.num_epochs:
                     save_epoch_checkpoint(f"checkpoint_epoch_{done}", done, 0, hooks.save_fail_after)
+            snap = _Snapshot(done, 0, 0.0, 0, global_step, _rng_state())
             if distributed:
                 import torch.distributed as dist
 
@@ -998,13 +1009,17 @@ def train(
     except KeyboardInterrupt:
         status = "interrupted"
         if main:
-            done_epochs = epoch
-            pos = last_opt_batch
-            log.warning("Interrupted: saving a checkpoint (epoch %d, step %d)...", epoch + 1, pos)
-            name = f"checkpoint_epoch_{done_epochs}_step_{global_step}" if pos else f"checkpoint_epoch_{done_epochs}"
-            with contextlib.suppress(Exception):
-                history_saved = save_epoch_checkpoint(name, done_epochs, pos)
-                log.warning("Saved %s; continue with --resume --run-name %s", history_saved, run_name)
+            done_epochs, pos = snap.epoch, snap.batch_in_epoch
+            log.warning("Interrupted: saving a checkpoint (epoch %d, step %d)...", done_epochs + 1, pos)
+            name = (f"checkpoint_epoch_{done_epochs}_step_{snap.global_step}" if pos
+                    else f"checkpoint_epoch_{done_epochs}")
+            try:
+                saved = save_epoch_checkpoint(name, done_epochs, pos, at=snap)
+            except Exception as exc:  # noqa: BLE001 - report it; the interrupt still ends the run
+                log.error("Could not save the interrupt checkpoint (%s: %s); --resume would continue from the "
+                          "last saved checkpoint, if any.", type(exc).__name__, exc)
+            else:
+                log.warning("Saved %s; continue with --resume --run-name %s", saved, run_name)
     except torch.cuda.OutOfMemoryError:
         raise _oom_message(res) from None
     finally:
@@ -1029,6 +1044,18 @@ def train(
         best_epoch=best_epoch, nan_skipped=nan_skipped, status=status, resumed_from=resumed_from,
         checkpoints=[c.path for c in list_checkpoints(run_dir)], loss_curve=curve, seconds=time.time() - t0,
     )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Where training stood after the last optimizer step (what an interrupt checkpoint saves)."""
+
+    epoch: int  # epochs completed
+    batch_in_epoch: int  # batches of ``epoch`` done and applied
+    run_loss: float
+    run_n: int
+    global_step: int
+    rng: dict[str, Any]
 
 
 def _enable_gradient_checkpointing(hf_gpt2) -> None:
