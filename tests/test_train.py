@@ -202,6 +202,53 @@ def test_failed_interrupt_save_is_reported_not_hidden(tmp_path, dataset, caplog,
     assert "continue with --resume" not in caplog.text
 
 
+def _fake_gpus(monkeypatch, majors: list[int]):
+    """Pretend torch sees GPUs with these compute-capability majors (24 GB each)."""
+    import types
+
+    import torch
+
+    import xttsft.doctor as doctor
+
+    facts = doctor.HardwareFacts(
+        gpus=tuple(doctor.GpuFacts(i, f"gpu{i}", 24576, 24576, (m, 0)) for i, m in enumerate(majors)),
+        cpu_count=4, ram_total_gib=64.0, gpu_source="test")
+    monkeypatch.setattr(doctor, "hardware_facts", lambda: facts)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(majors))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts: must not be asked
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: types.SimpleNamespace(major=majors[torch.device(d).index or 0]))
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+def test_bf16_follows_the_chosen_gpu_not_emulation(monkeypatch) -> None:
+    from xttsft.settings import TrainSettings
+    from xttsft.train import resolve_train_settings
+
+    _fake_gpus(monkeypatch, [8, 7])  # an A100-class card 0, a V100/T4-class card 1
+    on_old = resolve_train_settings(TrainSettings(device="cuda", cuda_device_id=1, use_amp=True))
+    assert on_old.device == "cuda:1" and on_old.amp_dtype == "float16"
+    on_new = resolve_train_settings(TrainSettings(device="cuda", cuda_device_id=0, use_amp=True))
+    assert on_new.amp_dtype == "bfloat16"
+
+
+def test_cpu_training_on_a_gpu_machine_uses_the_cpu_recommendation(monkeypatch) -> None:
+    from xttsft.doctor import HardwareFacts, recommend
+    from xttsft.settings import TrainSettings
+    from xttsft.train import resolve_train_settings
+
+    _fake_gpus(monkeypatch, [8])
+    cpu_rec = recommend(HardwareFacts(cpu_count=4, ram_total_gib=64.0))
+    res = resolve_train_settings(TrainSettings(device="cpu"))
+    assert res.device == "cpu" and not res.use_amp
+    assert (res.batch_size, res.grad_accum_steps, res.gradient_checkpointing) == (
+        cpu_rec.train_batch_size, cpu_rec.grad_accum_steps, cpu_rec.gradient_checkpointing)
+    gpu = resolve_train_settings(TrainSettings(device="cuda"))
+    assert gpu.batch_size != res.batch_size  # the 24 GB recommendation differs
+
+
 def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> None:
     from xttsft.model import find_checkpoint, load_finetuned
 

@@ -122,11 +122,18 @@ class Resolved:
     notes: list[str] = field(default_factory=list)
 
 
-def _recommendation(use_lora: bool):
+def _recommendation(use_lora: bool, on_gpu: bool = True):
+    """doctor's recommendation; ``on_gpu=False`` asks for the CPU one even where a GPU is present."""
     try:
-        from xttsft.doctor import current_recommendation
+        if on_gpu:
+            from xttsft.doctor import current_recommendation
 
-        return current_recommendation(use_lora=use_lora)
+            return current_recommendation(use_lora=use_lora)
+        import dataclasses
+
+        from xttsft.doctor import hardware_facts, recommend
+
+        return recommend(dataclasses.replace(hardware_facts(), gpus=(), gpu_source="none"), use_lora=use_lora)
     except Exception as exc:  # noqa: BLE001 - doctor must never stop training
         log.debug("doctor's recommendation unavailable: %r", exc)
         return None
@@ -136,7 +143,6 @@ def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
     """Resolve device, batch size, accumulation, AMP, checkpointing and lr (``auto`` values)."""
     import torch
 
-    rec = _recommendation(ts.use_lora)
     notes: list[str] = []
     cuda = torch.cuda.is_available()
     if ts.device == "auto":
@@ -156,6 +162,8 @@ def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
             )
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', ts.cuda_device_id))}"
     mode = "lora" if ts.use_lora else "full"
+    on_gpu = device.startswith("cuda")
+    rec = _recommendation(ts.use_lora, on_gpu=on_gpu)
 
     def pick(name: str, value: Any, rec_value: Any, fallback: Any) -> Any:
         if value != "auto":
@@ -164,8 +172,7 @@ def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
         notes.append(f"{name}=auto -> {chosen} ({'doctor' if rec is not None else 'default'})")
         return chosen
 
-    on_gpu = device.startswith("cuda")
-    batch_size = pick("batch_size", ts.batch_size, getattr(rec, "train_batch_size", None), 2 if on_gpu else 2)
+    batch_size = pick("batch_size", ts.batch_size, getattr(rec, "train_batch_size", None), 2)
     accum = pick("grad_accum_steps", ts.grad_accum_steps, getattr(rec, "grad_accum_steps", None), 1)
     use_amp = pick("use_amp", ts.use_amp, bool(getattr(rec, "use_amp", False)) and on_gpu, on_gpu)
     gc_ = pick(
@@ -174,7 +181,10 @@ def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
     amp_dtype: str | None = None
     if use_amp:
         if on_gpu:
-            amp_dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            # the chosen card, natively: is_bf16_supported() asks the current device (GPU 0 before
+            # set_device) and counts emulated bf16 (T4, V100) as supported
+            native = bool(torch.version.hip) or torch.cuda.get_device_properties(torch.device(device)).major >= 8
+            amp_dtype = "bfloat16" if native else "float16"
         else:
             amp_dtype = "bfloat16"  # CPU autocast supports bf16 only
         notes.append(f"AMP dtype {amp_dtype}" + (" with a GradScaler" if amp_dtype == "float16" else ""))
