@@ -26,6 +26,7 @@ a re-run; only the rejection rules are applied again.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import json
@@ -236,6 +237,7 @@ def transcribe_clips(
     beam_size: int = 5,
     window_seconds: float = 30.0,
     retry_below: float = -0.8,
+    retry_above_ratio: float = 2.4,
     progress: Progress | None = None,
 ) -> list[ClipTranscript]:
     """Transcribe 16 kHz mono float32 ``clips`` in batches; one :class:`ClipTranscript` per clip, in order.
@@ -256,7 +258,7 @@ def transcribe_clips(
     out = _decode_windows(pipeline, clips, windows, language, batch_size, beam_size, progress)
     # A packed clip that came back empty or doubtful is decoded again alone: packing must never
     # cost a clip its words, and alone it gets its own no-speech probability.
-    retry = [i for i, o in enumerate(out) if o.window_clips > 1 and _doubtful(o, retry_below)]
+    retry = [i for i, o in enumerate(out) if o.window_clips > 1 and _doubtful(o, retry_below, retry_above_ratio)]
     if retry:
         log.debug("decoding %d doubtful packed clip(s) again alone", len(retry))
         again = _decode_windows(pipeline, [clips[i] for i in retry], [[k] for k in range(len(retry))], language,
@@ -266,8 +268,8 @@ def transcribe_clips(
     return out
 
 
-def _doubtful(o: ClipTranscript, retry_below: float) -> bool:
-    return (not o.words or o.avg_logprob < retry_below or o.compression_ratio > 2.4
+def _doubtful(o: ClipTranscript, retry_below: float, max_ratio: float = 2.4) -> bool:
+    return (not o.words or o.avg_logprob < retry_below or o.compression_ratio > max_ratio
             or not _LETTER.search(o.text) or has_repetition(o.text))
 
 
@@ -313,8 +315,13 @@ def _decode_windows(
         )
         words: dict[int, list[dict[str, Any]]] = {i: [] for win in group for i in win}
         stats: dict[int, tuple[float, float]] = {}  # window index in group -> (avg_logprob, no_speech_prob)
+        starts = [e["start"] for e in edges]
         for seg in segments:
-            wi = min(range(len(edges)), key=lambda j: abs(edges[j]["start"] - seg.start))
+            # the window that contains the segment's start (a window yields several segments,
+            # so "nearest window start" would hand a late segment to the next window)
+            # Whisper's times come in 20 ms steps, so a segment may start just before its window;
+            # windows are GAP_SECONDS apart, so half a gap of slack is unambiguous.
+            wi = max(0, bisect.bisect_right(starts, seg.start + GAP_SECONDS / 2) - 1)
             stats.setdefault(wi, (float(seg.avg_logprob), float(seg.no_speech_prob)))
             for w in seg.words or []:
                 mid = (w.start + w.end) / 2
@@ -611,6 +618,7 @@ def transcribe_segments(
                 outs = list(transcribe_clips(
                     model, audios, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
                     window_seconds=settings.window_seconds, retry_below=max(settings.min_avg_logprob, -0.8),
+                    retry_above_ratio=min(settings.max_compression_ratio, 2.4),
                     progress=progress,
                 ))
             for seg, audio_, out in zip(ok, audios, outs, strict=True):
