@@ -254,6 +254,13 @@ def test_min_over_max_duration_names_both(workspace):
     assert "SEGMENT_MIN_DURATION='12' (environment)" in msg and "SEGMENT_MAX_DURATION='8' (environment)" in msg
 
 
+def test_pads_must_leave_room_for_speech(workspace):
+    # max 1 s with 0.6 s pads leaves no speech: the forced split could never finish
+    with pytest.raises(SettingsError) as exc:
+        load_settings(workspace, flags={"segment": {"min_duration": 0.5, "max_duration": 1.0, "pad": 0.6}})
+    assert "--max-duration" in exc.value.message and "--pad" in exc.value.message
+
+
 def test_bad_toml_is_reported(workspace):
     workspace.root.mkdir(parents=True)
     workspace.config_file.write_text("[train\nnum_epochs = \n")

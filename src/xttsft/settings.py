@@ -130,6 +130,13 @@ class SegmentSettings(Section):
             raise ValueError(
                 f"min_duration ({self.min_duration}) must be less than max_duration ({self.max_duration})"
             )
+        if self.max_duration - 2 * self.pad < 0.5:
+            # the speech of a clip is max_duration minus both pads; with no room left the
+            # forced split could never make a piece short enough
+            raise ValueError(
+                f"max_duration ({self.max_duration}) must leave at least 0.5 s of speech between the "
+                f"two pads (pad {self.pad})"
+            )
         return self
 
 
@@ -143,7 +150,7 @@ class TranscribeSettings(Section):
         description="Whisper model name (tiny, base, small, medium, large-v3, ...) or a local CTranslate2 model folder.",
     )
     language: str = Field("auto", description="Language code of the speech (pt, en, ...) or auto to detect it per file.")
-    batch_size: int | Auto = Field("auto", description="Clips per Whisper batch; auto: doctor's pick for this machine.")
+    batch_size: int | Auto = Field("auto", description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.")
     device: Device = Field("auto", description="auto, cpu or cuda.")
     compute_type: str = Field(
         "auto", description="CTranslate2 compute type (int8, int8_float16, float16, float32); auto: doctor's pick."
