@@ -215,7 +215,11 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
         logger.errors.append(f"yt-dlp failed: {type(exc).__name__}: {exc}")
     items: list[FetchItem] = []
     for info in done:
-        fp = Path(info.get("filepath") or "")
+        if not info.get("filepath") or not Path(info["filepath"]).is_file():
+            items.append(FetchItem(url, "failed", title=info.get("title"),
+                                   reason="yt-dlp reported no audio file for this item"))
+            continue
+        fp = Path(info["filepath"])
         duration = info.get("duration")
         if duration is None and fp.is_file():
             try:

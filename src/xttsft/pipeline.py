@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import atomic_write_json
+from xttsft.io import atomic_write_json, sha256_file
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import Settings
@@ -105,7 +105,7 @@ def _hash(*parts: Any) -> str:
 def _file_fingerprint(path: Path) -> str:
     """Content hash of a (small) file, or of a folder's listing; '' when missing."""
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return sha256_file(path)[:16]
     if path.is_dir():
         rows = sorted(
             (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
@@ -297,7 +297,8 @@ def _fetch(settings: Settings, ws: Workspace, sources: Sequence[str], records: _
     if not res.ok:
         reasons = "; ".join(f"{i.source}: {i.reason}" for i in res.items if i.status in ("failed", "skipped"))
         raise InputError(f"Nothing could be fetched ({reasons}).", hint="Check the URLs or paths; see logs/info.log.")
-    records.save("fetch", fp)
+    if res.count("failed") == 0:  # a failed source (network, 404) is tried again next time
+        records.save("fetch", fp)
     detail = f"{res.count('fetched')} fetched, {res.count('present')} present, {res.count('failed')} failed"
     return StageOutcome("fetch", "done", detail=detail, result=res)
 
@@ -407,7 +408,7 @@ def _run_language(ws: Workspace, run: str) -> str:
     try:
         return str(json.loads((ws.run_dir(run) / "run.json").read_text())["language"])
     except (OSError, ValueError, KeyError):
-        return "en"
+        return "pt"  # SynthSettings' documented default without a run
 
 
 def _export(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], p: Progress) -> StageOutcome:

@@ -66,7 +66,9 @@ def run_all(
     if from_file is not None:
         items += read_source_list(from_file)
     lang_flags = {"language": language}
-    settings, provenance, ws = st.load_with_provenance(transcribe=lang_flags, build=lang_flags, synth=lang_flags)
+    # `auto` means "detect it" for transcribe and build; synth then follows the run's language.
+    synth_lang = {"language": None if (language or "").lower() == "auto" else language}
+    settings, provenance, ws = st.load_with_provenance(transcribe=lang_flags, build=lang_flags, synth=synth_lang)
     tiny_banner = False
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
