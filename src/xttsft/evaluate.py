@@ -281,10 +281,10 @@ def _summarize(rows: list[EvalRow]) -> dict[str, float]:
     }
 
 
-def _free(voice: Any) -> None:
+def _release() -> None:
+    """Give back the memory of models the caller has dropped (set to None) first."""
     import torch
 
-    del voice
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -347,7 +347,11 @@ def evaluate(
             f"No held-out clips to measure speaker similarity against: {exc.message}",
             hint="Build the dataset with a val split (xttsft build), so eval can compare with real clips.",
         ) from None
-    heldout = [h for h in heldout if h not in refs] or heldout
+    unseen = [h for h in heldout if h not in refs]
+    if not unseen:
+        log.warning("Every held-out clip is also a conditioning clip; speaker similarity will read high. "
+                    "A larger val split (BUILD_VAL_FRACTION) gives an honest figure.")
+    heldout = unseen or heldout
     progress(description="loading the fine-tuned model")
     voice = load_voice(ws, ModelSource("run", name, run_dir), checkpoint=settings.checkpoint, device=settings.device)
 
@@ -361,7 +365,8 @@ def evaluate(
     base_spec = str(voice.base_dir)
     for system in systems:
         if system == "base":
-            _free(voice)
+            voice = cond = None  # the fine-tuned model must be gone before the base loads
+            _release()
             progress(description="loading the base model")
             voice = load_voice(ws, ModelSource("base", base_spec, None, base_spec=base_spec), device=settings.device)
         cond = conditioning(voice, refs, ws.conditioning_cache_dir)
@@ -384,7 +389,8 @@ def evaluate(
     for row in rows:
         emb = speaker_embedding(voice.model, out_dir / row.wav)
         row.similarity = _mean([cosine(emb, h) for h in held_emb])
-    _free(voice)
+    voice = cond = None
+    _release()
 
     progress(description="transcribing with Whisper")
     whisper = load_whisper(transcribe_settings, whisper_path)

@@ -128,7 +128,14 @@ def export_run(
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
     marker = out_dir / (ADAPTER_MARKER if adapter_only else EXPORT_MARKER)
-    source = _source_id(ck.path, ck.meta)
+    refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
+    from xttsft.io import sha256_file
+    from xttsft.synth import load_reference
+
+    for r in refs:  # a bad reference fails now, not after minutes of merging
+        load_reference(r)
+    # new reference clips make a new export, even from the same checkpoint
+    source = {**_source_id(ck.path, ck.meta), "references": [sha256_file(r) for r in refs]}
     if not force and marker.is_file():
         try:
             done = json.loads(marker.read_text(encoding="utf-8"))
@@ -150,7 +157,6 @@ def export_run(
         base = xmodel.validate_base_dir(info.base_dir)
     except ModelNotFoundError:
         base = xmodel.resolve_base_model(info.base_model, progress=progress)
-    refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))

@@ -32,7 +32,7 @@ def eval_(
         help="faster-whisper model name or local CTranslate2 folder for the CER. [default: transcribe.model]",
     ),
     base: bool = typer.Option(True, "--base/--no-base", help="Also measure the base model, for comparison."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of sentence 1 (sentence i uses seed+i). [default: 0]"),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed: sentence i (from 1) uses seed+i. [default: 0]"),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda. [default: auto]"),
     max_audio_tokens: int | None = typer.Option(
         None, "--max-audio-tokens", help="Cap on audio tokens per sentence. [default: the model's]"
