@@ -249,6 +249,28 @@ def test_cpu_training_on_a_gpu_machine_uses_the_cpu_recommendation(monkeypatch) 
     assert gpu.batch_size != res.batch_size  # the 24 GB recommendation differs
 
 
+def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path, dataset) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from xttsft.errors import SettingsError
+
+    _run(tmp_path, dataset, num_epochs=1, run_name="m")
+    # another LoRA rank: every adapter tensor has the wrong shape
+    with pytest.raises(SettingsError, match="does not fit this model") as err:
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="m", lora_rank=4)
+    assert "run.json" in err.value.hint
+    # an adapter weight this model has no place for
+    f = Workspace(tmp_path).run_dir("m") / "checkpoint_epoch_1" / "adapter_model.safetensors"
+    sd = load_file(str(f))
+    key = next(iter(sd))
+    assert key.startswith("h.0."), key
+    sd["h.99." + key.removeprefix("h.0.")] = torch.zeros_like(sd[key])
+    save_file(sd, str(f))
+    with pytest.raises(SettingsError, match=r"1 unexpected weights"):
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="m")
+
+
 def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> None:
     from xttsft.model import find_checkpoint, load_finetuned
 

@@ -1089,15 +1089,42 @@ def _enable_gradient_checkpointing(hf_gpt2) -> None:
 
 
 def _load_weights(gpt, ckpt_dir: Path, mode: str) -> None:
-    """Load a checkpoint's trainable weights into a GPT already set up for ``mode``."""
+    """Load a checkpoint's trainable weights into a GPT already set up for ``mode``.
+
+    Raises :class:`SettingsError` when the checkpoint does not fit the model (other base model,
+    other LoRA rank or targets): resuming must never silently continue from base weights.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if mode == "lora":
-        from peft import set_peft_model_state_dict
+    file = ckpt_dir / ("adapter_model.safetensors" if mode == "lora" else "gpt.safetensors")
+    hint = ("Resume with the base model and TRAIN_LORA_* settings the run was trained with (see run.json and "
+            "settings.json in the run folder), or start a new run.")
+    try:
+        sd = load_file(str(file))
+    except (OSError, SafetensorError) as exc:
+        raise SettingsError(f"{file} is missing or corrupt ({exc}).", hint=hint) from None
+    try:
+        if mode == "lora":
+            from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(gpt.gpt, load_file(str(ckpt_dir / "adapter_model.safetensors")))
-    else:
-        gpt.load_state_dict(load_file(str(ckpt_dir / "gpt.safetensors")), strict=False)
+            result = set_peft_model_state_dict(gpt.gpt, sd)
+            unexpected = list(getattr(result, "unexpected_keys", []))
+            missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        else:
+            missing, unexpected = gpt.load_state_dict(sd, strict=False)
+            # the same exemptions as xttsft.model.apply_checkpoint: tied/inference-only weights
+            missing = [k for k in missing if not k.startswith(("gpt_inference.", "gpt.wte."))]
+    except RuntimeError as exc:  # size mismatches
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise SettingsError(f"{file} does not fit this model: {first}", hint=hint) from None
+    if missing or unexpected:
+        shown = ", ".join((unexpected + missing)[:3])
+        raise SettingsError(
+            f"{file} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected weights: "
+            f"{shown}{', ...' if len(missing) + len(unexpected) > 3 else ''}).",
+            hint=hint,
+        )
 
 
 def _validate(gpt, val_ds: _ClipDataset, feats: _Featurizer, bs: int, dev_type: str, amp_dtype) -> float:
