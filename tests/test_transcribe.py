@@ -181,6 +181,29 @@ def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whis
     assert more.transcribed == 1 and more.reused == 9
 
 
+def test_interrupted_run_keeps_finished_clips(seg_ws: Workspace, whisper, monkeypatch) -> None:
+    import xttsft.transcribe as tr
+
+    monkeypatch.setattr(tr, "CHECKPOINT_CLIPS", 2)
+    real = tr.transcribe_clips
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second chunk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "transcribe_clips", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tr.transcribe_segments(settings(), seg_ws, model=whisper)
+    saved = rows_by_id(seg_ws)
+    assert len(saved) == 2  # the first chunk was on disk before the interrupt
+    monkeypatch.setattr(tr, "transcribe_clips", real)
+    again = tr.transcribe_segments(settings(), seg_ws, model=whisper)
+    assert again.reused == 2 and again.transcribed == 7
+
+
 def test_unreadable_clip_is_reported_and_the_others_go_on(seg_ws: Workspace, whisper) -> None:
     from xttsft.transcribe import transcribe_segments
 

@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 REASONS = ("wrong_language", "empty_text", "no_letters", "repetition", "hallucination", "low_confidence")
 #: Silence between two packed clips, seconds: long enough that Whisper never runs words together.
 GAP_SECONDS = 1.0
+# transcripts.jsonl is rewritten after this many clips of a source (resumable long sources)
+CHECKPOINT_CLIPS = 64
 WHISPER_SR = 16000
 #: A detected language must be at least this probable to call a file "wrong language".
 LANGUAGE_CONFIDENCE = 0.5
@@ -509,7 +511,14 @@ def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str) -> st
 
 def _detect(model: Any, clips: list[np.ndarray]) -> tuple[str, float, dict[str, float]]:
     """Language of a source from (up to) its first 30 s of clips."""
-    audio = np.concatenate(clips)[: 30 * WHISPER_SR]
+    first: list[np.ndarray] = []
+    n = 0
+    for c in clips:  # only what the first 30 s need, not a copy of the whole source
+        first.append(c)
+        n += len(c)
+        if n >= 30 * WHISPER_SR:
+            break
+    audio = np.concatenate(first)[: 30 * WHISPER_SR]
     lang, prob, all_probs = model.detect_language(audio=audio)
     return lang, float(prob), dict(all_probs or [])
 
@@ -526,7 +535,7 @@ def transcribe_segments(
 
     ``pad`` is the silence kept around the first and last word (``segment.pad``).
     ``model`` is an already loaded ``WhisperModel`` (tests, run-all); otherwise it is
-    loaded from ``settings.model``. Writes ``ws.transcripts_file`` after every batch,
+    loaded from ``settings.model``. Writes ``ws.transcripts_file`` after every CHECKPOINT_CLIPS clips,
     so an interrupted run keeps what it finished.
     """
     progress = progress or no_progress
@@ -612,40 +621,45 @@ def transcribe_segments(
             if wrong:
                 log.warning("%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
                             source, detected, det_prob, requested)
-                outs: list[ClipTranscript | None] = [None] * len(ok)
-                progress(advance=len(ok))
-            else:
-                outs = list(transcribe_clips(
-                    model, audios, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
-                    window_seconds=settings.window_seconds, retry_below=max(settings.min_avg_logprob, -0.8),
-                    retry_above_ratio=min(settings.max_compression_ratio, 2.4),
-                    progress=progress,
-                ))
-            for seg, audio_, out in zip(ok, audios, outs, strict=True):
-                duration = len(audio_) / WHISPER_SR
-                row = {
-                    "id": seg["id"],
-                    "wav": seg["wav"],
-                    "text": out.text if out else "",
-                    "language": detected if wrong else language,
-                    "language_probability": round(det_prob if wrong else lang_prob, 4),
-                    "detected_language": detected if multilingual else None,
-                    "detected_probability": round(det_prob, 4) if multilingual else None,
-                    "avg_logprob": out.avg_logprob if out else 0.0,
-                    "no_speech_prob": out.no_speech_prob if out else 0.0,
-                    "compression_ratio": out.compression_ratio if out else 0.0,
-                    "window_clips": out.window_clips if out else 1,
-                    "words": out.words if out else [],
-                    "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
-                    "duration": round(duration, 3),
-                    "model": runtime.model,
-                    "requested_language": requested,
-                    "key": _key(seg, settings, requested),
-                }
-                done[seg["id"]] = finish(row, duration)
-                result.audio_seconds += duration
-                result.transcribed += 1
-            save()
+            # Saved every CHECKPOINT_CLIPS clips, so Ctrl-C in an hour-long source keeps what was done.
+            for c0 in range(0, len(ok), CHECKPOINT_CLIPS):
+                part, part_audio = ok[c0 : c0 + CHECKPOINT_CLIPS], audios[c0 : c0 + CHECKPOINT_CLIPS]
+                outs: list[ClipTranscript | None]
+                if wrong:
+                    outs = [None] * len(part)
+                    progress(advance=len(part))
+                else:
+                    outs = list(transcribe_clips(
+                        model, part_audio, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
+                        window_seconds=settings.window_seconds, retry_below=max(settings.min_avg_logprob, -0.8),
+                        retry_above_ratio=min(settings.max_compression_ratio, 2.4),
+                        progress=progress,
+                    ))
+                for seg, audio_, out in zip(part, part_audio, outs, strict=True):
+                    duration = len(audio_) / WHISPER_SR
+                    row = {
+                        "id": seg["id"],
+                        "wav": seg["wav"],
+                        "text": out.text if out else "",
+                        "language": detected if wrong else language,
+                        "language_probability": round(det_prob if wrong else lang_prob, 4),
+                        "detected_language": detected if multilingual else None,
+                        "detected_probability": round(det_prob, 4) if multilingual else None,
+                        "avg_logprob": out.avg_logprob if out else 0.0,
+                        "no_speech_prob": out.no_speech_prob if out else 0.0,
+                        "compression_ratio": out.compression_ratio if out else 0.0,
+                        "window_clips": out.window_clips if out else 1,
+                        "words": out.words if out else [],
+                        "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
+                        "duration": round(duration, 3),
+                        "model": runtime.model,
+                        "requested_language": requested,
+                        "key": _key(seg, settings, requested),
+                    }
+                    done[seg["id"]] = finish(row, duration)
+                    result.audio_seconds += duration
+                    result.transcribed += 1
+                save()
         result.elapsed = time.perf_counter() - t1
 
     # re-apply the (possibly changed) rejection rules and pad to reused rows
