@@ -901,11 +901,13 @@ def read_run_info(run_dir: Path) -> RunInfo:
 
 
 def load_finetuned(
-    run_dir: Path, checkpoint: str | Path = "best", device: str = "cpu", progress: Progress | None = None
+    run_dir: Path, checkpoint: str | Path = "best", device: str = "cpu", progress: Progress | None = None,
+    merge: bool = True,
 ) -> tuple[Xtts, RunInfo]:
-    """Base model + a run's weights (LoRA merged), ready for inference.
+    """Base model + a run's weights, ready for inference.
 
-    ``checkpoint``: ``best`` (default), ``latest`` or a checkpoint folder.
+    ``checkpoint``: ``best`` (default), ``latest`` or a checkpoint folder. With
+    ``merge=False`` LoRA layers stay separate (benchmarks, equivalence tests).
     """
     info = read_run_info(run_dir)
     ck = find_checkpoint(run_dir, checkpoint)
@@ -918,7 +920,7 @@ def load_finetuned(
     info.checkpoint = ck.path
     mode = ck.meta.get("mode", info.mode)
     xtts = load_xtts(base, device="cpu", for_training=True)
-    apply_checkpoint(xtts, ck.path, mode, merge=True)
+    apply_checkpoint(xtts, ck.path, mode, merge=merge)
     xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
     xtts.eval()
     xtts.to(device)

@@ -382,10 +382,9 @@ def load_voice(
         run_dir = source.path
         assert run_dir is not None
         try:
-            if merge_lora:
-                model, info = xmodel.load_finetuned(run_dir, checkpoint=checkpoint, device=device, progress=progress)
-            else:
-                model, info = _load_unmerged(run_dir, checkpoint, device, progress)
+            model, info = xmodel.load_finetuned(
+                run_dir, checkpoint=checkpoint, device=device, progress=progress, merge=merge_lora
+            )
         except XttsftError:
             raise
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -462,26 +461,6 @@ def load_voice(
         identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
         device=device,
     )
-
-
-def _load_unmerged(run_dir: Path, checkpoint: str, device: str, progress: Progress | None) -> tuple[Any, Any]:
-    """Like ``model.load_finetuned`` but LoRA layers stay separate (benchmarks, equivalence tests)."""
-    from xttsft import model as xmodel
-
-    info = xmodel.read_run_info(run_dir)
-    ck = xmodel.find_checkpoint(run_dir, checkpoint)
-    try:
-        base = xmodel.validate_base_dir(info.base_dir)
-    except ModelNotFoundError:
-        base = xmodel.resolve_base_model(info.base_model, progress=progress)
-    info.base_dir = base
-    info.checkpoint = ck.path
-    xtts = xmodel.load_xtts(base, device="cpu", for_training=True)
-    xmodel.apply_checkpoint(xtts, ck.path, ck.meta.get("mode", info.mode), merge=False)
-    xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
-    xtts.eval()
-    xtts.to(device)
-    return xtts, info
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
