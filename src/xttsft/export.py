@@ -153,10 +153,15 @@ def export_run(
             hint="Pick another --out folder, or remove that one.",
         )
 
-    try:
-        base = xmodel.validate_base_dir(info.base_dir)
-    except ModelNotFoundError:
-        base = xmodel.resolve_base_model(info.base_model, progress=progress)
+    base: Path | None = None
+    if adapter_only and info.base_identity:
+        identity = info.base_identity  # sharing an adapter must not need (or download) the base
+    else:
+        try:
+            base = xmodel.validate_base_dir(info.base_dir)
+        except ModelNotFoundError:
+            base = xmodel.resolve_base_model(info.base_model, progress=progress)
+        identity = xmodel.base_identity(base)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
@@ -168,6 +173,7 @@ def export_run(
             progress(advance=1)
         else:
             progress(total=4, completed=0, description="merging the adapter into the GPT")
+            assert base is not None
             _write_merged(tmp, base, ck.path, mode, name, refs, info, progress)
         for i, ref in enumerate(refs):
             shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
@@ -178,7 +184,7 @@ def export_run(
             "mode": mode,
             "language": info.language,
             "base_model": info.base_model,
-            "base_identity": xmodel.base_identity(base),
+            "base_identity": identity,
             "dataset_dir": str(info.dataset_dir),
             "speaker": name,
             "references": [p.name for p in sorted(tmp.glob("reference*.wav"))],
@@ -193,7 +199,12 @@ def export_run(
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
             os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if old is not None:  # put the previous export back
+                os.replace(old, out_dir)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
