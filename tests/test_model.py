@@ -198,6 +198,18 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, tiny_dir: Path) -
     assert find_checkpoint(run, "latest").path == run / "best_model"
 
 
+def test_best_model_left_aside_by_a_kill_is_found(tmp_path: Path, tiny_dir: Path) -> None:
+    xtts = load_xtts(tiny_dir, for_training=True, keep_decoder=False)
+    cfg = attach_lora(xtts.gpt, TrainSettings())
+    run = tmp_path / "run"
+    write_checkpoint(run / "best_model", xtts.gpt, "lora", {"epoch": 4, "step": 8}, lora_config=cfg)
+    # what a SIGKILL between write_checkpoint's two renames leaves behind
+    (run / "best_model").rename(run / ".best_model.old.1234")
+    ck = find_checkpoint(run, "best")
+    assert ck.path == run / ".best_model.old.1234" and ck.epoch == 4
+    apply_checkpoint(load_xtts(tiny_dir, for_training=True, keep_decoder=False), ck.path, "lora")
+
+
 def test_incomplete_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "checkpoint_epoch_3").mkdir()
     with pytest.raises(ModelNotFoundError, match="not a complete checkpoint"):

@@ -770,6 +770,12 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
         p = run_dir / "best_model"
         meta = _read_meta(p)
         if meta is None:
+            # a kill between write_checkpoint's two renames leaves the previous best aside
+            for aside in sorted(run_dir.glob(".best_model.old.*")):
+                if (aside_meta := _read_meta(aside)) is not None:
+                    log.warning("best_model is missing; using the previous one left at %s", aside)
+                    return CheckpointInfo(aside, int(aside_meta.get("epoch", 0)), int(aside_meta.get("step", 0)), aside_meta)
+        if meta is None:
             latest = list_checkpoints(run_dir)
             if latest:
                 return latest[-1]
