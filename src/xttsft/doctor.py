@@ -141,25 +141,33 @@ def _visible_indices() -> list[int] | None:
     return out
 
 
-def _gpus_from_nvidia_smi() -> list[GpuFacts] | None:
-    """GPUs from ``nvidia-smi``'s CSV query; None when it is missing or fails."""
+def _nvidia_smi(query: str) -> str | None:
+    """Output of ``nvidia-smi --query-gpu=QUERY`` as CSV; None when it is missing or fails."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         proc = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.total,memory.free,compute_cap", "--format=csv,noheader,nounits"],
+            [exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("nvidia-smi failed: %s", exc)
         return None
     if proc.returncode != 0:
-        # no driver loaded, or a driver too old for compute_cap: let torch decide
+        # no driver loaded, or a driver too old for the query (compute_cap): let torch decide
         log.debug("nvidia-smi exit %s: %s", proc.returncode, proc.stderr.strip())
         return None
+    return proc.stdout
+
+
+def _gpus_from_nvidia_smi() -> list[GpuFacts] | None:
+    """GPUs from ``nvidia-smi``'s CSV query; None when it is missing or fails."""
+    out = _nvidia_smi("index,name,memory.total,memory.free,compute_cap")
+    if out is None:
+        return None
     gpus: list[GpuFacts] = []
-    for line in proc.stdout.strip().splitlines():
+    for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 5:
             return None
@@ -505,18 +513,9 @@ def _tool_version(exe: str, args: list[str], pattern: str) -> str | None:
 
 
 def _driver_version() -> str | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        proc = subprocess.run(
-            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = proc.stdout.strip().splitlines()
-    return lines[0].strip() if proc.returncode == 0 and lines else None
+    out = _nvidia_smi("driver_version")
+    lines = out.strip().splitlines() if out else []
+    return lines[0].strip() if lines else None
 
 
 def _existing_parent(path: Path) -> Path:
