@@ -45,6 +45,7 @@ __all__ = [
     "decode",
     "stream_blocks",
     "read_wav",
+    "read_mono",
     "write_wav",
     "rms_dbfs",
     "peak_dbfs",
@@ -267,6 +268,18 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise InputError(f"{path}: cannot read audio ({exc}).", hint="Check the file; re-create it.") from None
     return x, int(sr)
+
+
+def read_mono(path: str | Path, sr: int) -> np.ndarray:
+    """A WAV/FLAC file as mono float32 at ``sr`` (channels averaged, soxr resampling)."""
+    x, file_sr = read_wav(path)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    if file_sr != sr and x.size:
+        import soxr
+
+        x = soxr.resample(x, file_sr, sr)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def write_wav(path: str | Path, x: np.ndarray, sr: int) -> Path:

@@ -1,6 +1,6 @@
 """Build the LJSpeech dataset that XTTS-v2 fine-tuning reads, and check any LJSpeech folder.
 
-Input: the segment manifest and ``transcripts.jsonl`` (``transcribe``).
+Input: the segment manifest, the ``screen`` decisions and ``transcripts.jsonl`` (``transcribe``).
 Output: ``ws.dataset_dir`` (``train/data/<build.dataset_name>/``)::
 
     wavs/<id>.wav          22050 Hz mono 16-bit, cut to the transcript's trim_start..trim_end
@@ -8,7 +8,7 @@ Output: ``ws.dataset_dir`` (``train/data/<build.dataset_name>/``)::
     metadata_train.csv     the train split (same columns)
     metadata_val.csv       the val split, never empty with 2 or more samples
     samples.jsonl          {"id","wav","text","duration","split","language","avg_logprob","source"} per sample
-    dropped.jsonl          {"id","reason","detail"} per dropped item
+    dropped.jsonl          {"id","reason","detail"} per dropped item (screen's drops included)
     stats.json             counts, minutes, distributions, limits, warnings, input hash
     durations.png          histogram of the durations
 
@@ -65,6 +65,10 @@ MIN_AUDIO_SECONDS = 0.5
 TEXT_TOKEN_LIMIT = 200
 #: Why an item is not in the dataset.
 DROP_REASONS = (
+    "other_speaker",  # screen: not the target voice (detail: similarity and threshold)
+    "mixed_speakers",  # screen: another voice inside the clip
+    "low_quality",  # screen: DNSMOS under the threshold
+    "duplicate",  # screen: the same audio as another clip (detail names it)
     "rejected",  # transcribe rejected it (detail: its reason)
     "not_transcribed",  # in the manifest but not in transcripts.jsonl
     "missing_audio",  # the clip is gone or unreadable
@@ -176,7 +180,7 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
 
 def _hash_inputs(ws: Workspace, settings: BuildSettings, extra: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    for path in (ws.segments_manifest, ws.transcripts_file):
+    for path in (ws.segments_manifest, ws.screen_file, ws.transcripts_file):
         h.update(path.read_bytes() if path.exists() else b"")
     h.update(json.dumps({"v": BUILD_VERSION, **settings.model_dump(mode="json"), **extra}, sort_keys=True,
                         default=str).encode())
@@ -266,9 +270,17 @@ def build_dataset(
     def drop(row: dict[str, Any], reason: str, detail: str = "") -> None:
         dropped.append({"id": row.get("id"), "reason": reason, "detail": detail})
 
-    seen = set()
+    from xttsft.screen import read_decisions
+
+    screened = {i: d for i, d in read_decisions(ws).items() if i in manifest and d.get("status") == "dropped"}
+    for cid, d in screened.items():
+        dropped.append({"id": cid, "reason": d["reason"], "detail": d.get("detail", ""),
+                        **({"duplicate_of": d["duplicate_of"]} if d.get("duplicate_of") else {})})
+    seen = set(screened)
     ok_rows = []
     for row in transcripts:
+        if row.get("id") in screened:  # transcribed before the screen dropped it
+            continue
         seen.add(row.get("id"))
         if row.get("status") != "ok":
             drop(row, "rejected", str(row.get("reason")))
@@ -419,6 +431,7 @@ def build_dataset(
         "chars_per_second": _distribution(cps),
         "dropped": dict(drop_counts),
         "rejected_by_transcribe": dict(Counter(d["detail"] for d in dropped if d["reason"] == "rejected")),
+        "screen": _screen_summary(ws),
         "val_fraction": settings.val_fraction,
         "seed": settings.seed,
         "warnings": warnings,
@@ -428,6 +441,17 @@ def build_dataset(
     atomic_write_json(stats_file, stats)  # written last: the dataset is complete
     return BuildResult(dataset_dir=out, language=lang, train=len(train_ids), val=len(val_ids), minutes=minutes,
                        dropped=drop_counts, warnings=warnings, token_check=stats["token_check"])
+
+
+def _screen_summary(ws: Workspace) -> dict[str, Any] | None:
+    """What ``screen`` found (speakers, thresholds, drops, DNSMOS), for stats.json."""
+    try:
+        stats = json.loads(ws.screen_stats.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = ("clips", "kept", "kept_minutes", "dropped", "dropped_minutes", "speakers", "thresholds", "dnsmos_ovrl",
+            "filters", "speaker_refs", "speaker_encoder")
+    return {k: stats.get(k) for k in keys}
 
 
 # ------------------------------------------------------------------ check

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from xttsft.errors import MissingDependencyError
 from xttsft.io import atomic_path
 from xttsft.progress import Progress, no_progress
 
-__all__ = ["DEMO_LANGUAGE", "DEMO_RECORDINGS", "make_demo_corpus", "demo_transcript"]
+__all__ = ["DEMO_LANGUAGE", "DEMO_RECORDINGS", "make_demo_corpus", "demo_transcript", "Turn", "Interview", "make_interview"]
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,169 @@ def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress 
         log.info("demo recording %s (%d sentences)", out.name, len(sentences))
         progress(advance=1)
     return paths
+
+
+# ------------------------------------------------------------------ an interview, for the screen
+INTERVIEW_MAIN_VOICE = "en-us"
+INTERVIEW_HOST_VOICE = "en-us+f3"  # GE2E similarity to the main voice about 0.71
+INTERVIEW_GUEST_VOICE = "en-029+f2"  # about 0.75
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Who speaks (or plays) what, when, in the interview (seconds)."""
+
+    start: float
+    end: float
+    voice: str  # an espeak voice, or "music"
+    text: str = ""
+    background: str = ""  # "music" or "noise" mixed under the speech
+
+
+@dataclass(frozen=True)
+class Interview:
+    """The interview recording, a re-encoded excerpt of it, and what is where."""
+
+    recording: Path
+    excerpt: Path
+    excerpt_offset: float  # the excerpt starts here in the recording
+    turns: tuple[Turn, ...]
+
+    @property
+    def main_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.voice == INTERVIEW_MAIN_VOICE]
+
+    def score(self, clips: list[tuple[str, float, float]]) -> dict[str, float]:
+        """How pure a set of clips ``(source file name, start, end)`` is, against what is where.
+
+        ``main_share``: the share of the clips' sound (speech and music, not pauses) that is the main voice;
+        ``main_words``: the share of the main voice's words inside the clips;
+        ``duplicate_seconds``: audio present in two clips (the excerpt repeats the recording).
+        """
+        spans = []
+        for source, start, end in clips:
+            off = self.excerpt_offset if Path(source).name == self.excerpt.name else 0.0
+            spans.append((start + off, end + off))
+        total = sum(e - s for s, e in spans)
+        main = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.main_turns)
+        sound = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.turns)
+        words = sum(len(t.text.split()) for t in self.main_turns)
+        union = _union(spans)
+        kept_words = sum(
+            len(t.text.split()) * sum(_overlap(s, e, t.start, t.end) for s, e in union) / (t.end - t.start)
+            for t in self.main_turns
+        )
+        return {
+            "main_share": main / sound if sound else 0.0,
+            "main_words": kept_words / words,
+            "duplicate_seconds": total - sum(e - s for s, e in union),
+            "minutes": total / 60,
+        }
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _interview_script() -> list[tuple[str, str, float, str]]:
+    """(voice, text or seconds of music, pause before, background)."""
+    host, guest, main = INTERVIEW_HOST_VOICE, INTERVIEW_GUEST_VOICE, INTERVIEW_MAIN_VOICE
+    r = DEMO_RECORDINGS
+    return [
+        (host, "Welcome to the show. Today my guest tells us about walks, gardens and libraries.", 0.5, ""),
+        *[(main, s, 0.7 if k else 0.35, "") for k, s in enumerate(r[0][:3])],
+        (host, "That sounds lovely. What happened next, after the bridge?", 0.7, ""),
+        *[(main, s, 0.7 if k else 0.25, "") for k, s in enumerate(r[0][3:])],
+        ("music", "8", 0.8, ""),
+        (guest, "A quick word from our sponsor. Fresh bread every morning at the corner bakery.", 0.6, ""),
+        *[(main, s, 0.7, "") for s in r[1][:3]],
+        (host, "Really? Tell me more about her.", 0.6, ""),
+        *[(main, s, 0.7 if k else 0.2, "") for k, s in enumerate(r[1][3:])],
+        *[(main, s, 0.7, "") for s in r[2][:4]],
+        (host, "And what about the library on the corner?", 0.7, ""),
+        *[(main, s, 0.7 if k else 0.3, "") for k, s in enumerate(r[2][4:] + r[3][:4])],
+        *[(main, s, 0.7, "noise") for s in r[3][4:]],
+        (guest, "Thank you for listening to the show. See you all next week.", 0.8, ""),
+    ]
+
+
+def _music(seconds: float, sr: int, seed: int = 7) -> np.ndarray:
+    """Plucked chords: decaying harmonics, a new chord every half second."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    out = np.zeros(n, dtype=np.float32)
+    t = np.arange(int(0.9 * sr)) / sr
+    for start in range(0, n, sr // 2):
+        root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+        note = sum(np.sin(2 * np.pi * root * r * h * t) / h for r in (1, 1.25, 1.5) for h in (1, 2, 3))
+        note = (note * np.exp(-4 * t)).astype(np.float32)
+        end = min(n, start + len(note))
+        out[start:end] += note[: end - start]
+    return out / max(1e-6, float(np.abs(out).max())) * 0.3
+
+
+def make_interview(dest: Path, seed: int = 0) -> Interview:
+    """A ~2.5 minute "interview" of three espeak voices, music and noise, plus a re-encoded excerpt.
+
+    The main voice reads the demo sentences (about 60% of the speech); a host asks
+    questions, sometimes answered after a short pause; a guest reads an ad and the
+    goodbye; 8 s of music stand alone; the main voice's last sentences are spoken
+    over loud white noise. ``interview.mp3`` is the recording; ``excerpt.ogg`` is a
+    50 s excerpt of it re-encoded, the same speech fetched twice.
+    """
+    import soundfile as sf
+
+    espeak, ffmpeg = shutil.which("espeak-ng"), shutil.which("ffmpeg")
+    if espeak is None or ffmpeg is None:
+        raise MissingDependencyError("The interview needs espeak-ng and ffmpeg.",
+                                     hint="sudo apt-get install -y espeak-ng ffmpeg")
+    sr = 22050
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    turns: list[Turn] = []
+    pos = 0
+    for k, (voice, text, pause, background) in enumerate(_interview_script()):
+        parts.append(np.zeros(int(pause * sr), dtype=np.float32))
+        pos += len(parts[-1])
+        if voice == "music":
+            x = _music(float(text), sr, seed=seed + k)
+        else:
+            tmp = dest / f".turn_{k:02d}.wav"
+            subprocess.run([espeak, "-v", voice, "-s", "155", "-w", str(tmp), text], check=True, capture_output=True)
+            x, file_sr = sf.read(str(tmp), dtype="float32")
+            tmp.unlink()
+            if file_sr != sr:
+                import soxr
+
+                x = soxr.resample(x, file_sr, sr).astype(np.float32)
+            x = x / max(1e-6, float(np.abs(x).max())) * 0.5
+            if background == "noise":
+                rms = float(np.sqrt(np.mean(x**2)))
+                x = x + rng.normal(0, rms * 1.0, len(x)).astype(np.float32)  # 0 dB SNR
+        turns.append(Turn(pos / sr, (pos + len(x)) / sr, voice, "" if voice == "music" else text, background))
+        parts.append(x.astype(np.float32))
+        pos += len(x)
+    parts.append(np.zeros(sr, dtype=np.float32))
+    y = np.concatenate(parts)
+    y = y / max(1e-6, float(np.abs(y).max())) * 0.9
+    wav = dest / ".interview.wav"
+    sf.write(str(wav), y, sr, subtype="PCM_16")
+    recording, excerpt = dest / "interview.mp3", dest / "excerpt.ogg"
+    offset = 20.0
+    for out, args in ((recording, ["-c:a", "libmp3lame", "-b:a", "128k"]),
+                      (excerpt, ["-ss", str(offset), "-t", "50", "-c:a", "libvorbis", "-b:a", "64k", "-ar", "44100"])):
+        with atomic_path(out) as tmp:
+            subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *args, str(tmp)], check=True)
+    wav.unlink()
+    return Interview(recording, excerpt, offset, tuple(turns))

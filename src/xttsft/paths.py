@@ -8,6 +8,7 @@ The layout follows the guide this project comes from::
       logs/info.log, logs/error.log
       train/data/raw/                  fetch: downloaded or imported audio
       train/data/processed/segments/   segment: 22050 Hz mono clips + manifest.jsonl
+      train/data/processed/screen/     screen: screen.jsonl, stats.json, speakers.png, dnsmos.png
       train/data/processed/transcriptions/   transcribe: transcripts.jsonl
       train/data/<dataset_name>/       build: LJSpeech dataset
       train/checkpoints/<run>/         train: checkpoints, best model, settings
@@ -92,6 +93,24 @@ class Workspace:
         return self.segments_dir / "sources.jsonl"
 
     @property
+    def screen_dir(self) -> Path:
+        """``screen``: one decision per clip, the speakers found, the plots."""
+        return self.processed_dir / "screen"
+
+    @property
+    def screen_file(self) -> Path:
+        return self.screen_dir / "screen.jsonl"
+
+    @property
+    def screen_stats(self) -> Path:
+        return self.screen_dir / "stats.json"
+
+    @property
+    def screen_features_dir(self) -> Path:
+        """Cached per-clip measures (speaker embeddings, DNSMOS, fingerprints), keyed by the clip's content."""
+        return self.screen_dir / "features"
+
+    @property
     def download_archive(self) -> Path:
         """yt-dlp download archive: ids already fetched, so re-runs skip them."""
         return self.raw_dir / ".download-archive.txt"
@@ -169,6 +188,7 @@ class Workspace:
             self.logs_dir,
             self.raw_dir,
             self.segments_dir,
+            self.screen_dir,
             self.transcriptions_dir,
             self.checkpoints_dir,
             self.tensorboard_dir,

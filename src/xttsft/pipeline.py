@@ -47,8 +47,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STAGES = ("doctor", "fetch", "segment", "transcribe", "build", "train", "export", "synth", "eval")
-Stage = Literal["doctor", "fetch", "segment", "transcribe", "build", "train", "export", "synth", "eval"]
+STAGES = ("doctor", "fetch", "segment", "screen", "transcribe", "build", "train", "export", "synth", "eval")
+Stage = Literal["doctor", "fetch", "segment", "screen", "transcribe", "build", "train", "export", "synth", "eval"]
 
 SAMPLE_TEXT = {
     "pt": "Olá! Esta é a minha voz, treinada com o xttsft. Espero que soe natural.",
@@ -234,6 +234,7 @@ def run_all(
         "doctor": lambda p: _doctor(settings, ws),
         "fetch": lambda p: _fetch(settings, ws, sources, records, p),
         "segment": lambda p: _segment(settings, ws, records, p),
+        "screen": lambda p: _screen(settings, ws, records, p),
         "transcribe": lambda p: _transcribe(settings, ws, records, p),
         "build": lambda p: _build(settings, ws, records, p),
         "train": lambda p: _train(settings, ws, records, ctx, p),
@@ -321,10 +322,27 @@ def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) 
     return StageOutcome("segment", "done", detail=detail, result=res)
 
 
+def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
+    from xttsft.screen import screen_clips
+
+    refs = [_file_fingerprint(Path(r).expanduser()) for r in settings.screen.speaker_refs]
+    fp = _hash(_file_fingerprint(ws.segments_manifest), settings.screen.model_dump(mode="json"), refs)
+    if records.fresh("screen", fp) and ws.screen_file.is_file():
+        return StageOutcome("screen", "skipped", detail="up to date")
+    res = screen_clips(settings.screen, ws, progress=p)
+    records.save("screen", fp)
+    dropped = ", ".join(f"{n} {r}" for r, n in res.dropped.most_common())
+    target = next((s for s in res.speakers if s.target), None)
+    who = f"{len(res.speakers)} speaker(s), target {target.label}; " if target else ""
+    return StageOutcome("screen", "done", result=res,
+                        detail=f"{who}{res.kept} of {res.total} clips kept" + (f" ({dropped} dropped)" if dropped else ""))
+
+
 def _transcribe(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
     from xttsft.transcribe import transcribe_segments
 
-    fp = _hash(_file_fingerprint(ws.segments_manifest), settings.transcribe.model_dump(mode="json"), settings.segment.pad)
+    fp = _hash(_file_fingerprint(ws.segments_manifest), _file_fingerprint(ws.screen_file),
+               settings.transcribe.model_dump(mode="json"), settings.segment.pad)
     if records.fresh("transcribe", fp) and ws.transcripts_file.is_file():
         return StageOutcome("transcribe", "skipped", detail="up to date")
     res = transcribe_segments(settings.transcribe, ws, pad=settings.segment.pad, progress=p)
@@ -344,6 +362,7 @@ def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) ->
     fp = _hash(
         _file_fingerprint(ws.transcripts_file),
         _file_fingerprint(ws.segments_manifest),
+        _file_fingerprint(ws.screen_file),
         settings.build.model_dump(mode="json"),
         settings.segment.max_duration,
         settings.train.base_model,
@@ -480,6 +499,13 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "clips": len(manifest),
     }
     durations = {r["id"]: float(r.get("duration", 0)) for r in manifest if "id" in r}
+    screen = _read_json(ws.screen_stats)
+    out["screen"] = {
+        "speakers": screen.get("speakers", []),
+        "dropped_minutes": screen.get("dropped_minutes", {}),
+        "map": str(ws.screen_dir / "speakers.png") if (ws.screen_dir / "speakers.png").is_file() else None,
+        "dnsmos": str(ws.screen_dir / "dnsmos.png") if (ws.screen_dir / "dnsmos.png").is_file() else None,
+    } if screen else None
     rejected: dict[str, float] = {}
     for t in read_jsonl(ws.transcripts_file):
         if t.get("status") == "rejected":

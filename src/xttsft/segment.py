@@ -86,17 +86,19 @@ MIN_GAP = 0.10  # pauses shorter than this do not separate regions
 CUT_PAUSE_REF = 0.35  # cutting at a shorter pause costs, at a longer one pays
 MERGED_PAUSE = 0.5  # a clip spanning a pause this long is flagged "merged"
 DROP_COST = 100.0
-ALGO_VERSION = 1  # bump when a change alters the clips, so re-runs redo them
+ALGO_VERSION = 2  # bump when a change alters the clips, so re-runs redo them
 
 
 @dataclass
 class Region:
-    """A stretch of speech in the source, in seconds. ``forced_*``: this edge is a forced cut."""
+    """A stretch of speech in the source, in seconds. ``forced_*``: this edge is a forced cut;
+    ``turn``: another voice than the previous region's starts here (no clip spans it)."""
 
     start: float
     end: float
     forced_start: bool = False
     forced_end: bool = False
+    turn: bool = False
 
     @property
     def duration(self) -> float:
@@ -126,6 +128,7 @@ class Analysis:
     regions: list[Region]
     envelope_db: np.ndarray  # 10 ms frame RMS, dBFS
     peak_dbfs: float
+    turns: int = 0  # speaker changes found
 
 
 @dataclass
@@ -269,7 +272,10 @@ def analyze(path: Path, settings: SegmentSettings, progress: Progress = no_progr
             min_silence_duration_ms=int(MIN_GAP * 1000),
             speech_pad_ms=0,
         )
+    tracker = _TurnTracker() if settings.speaker_turns else None
     for block in audio.stream_blocks(path, sr=VAD_RATE, block_seconds=BLOCK_SECONDS):
+        if tracker is not None:
+            tracker.feed(block)
         env = _frame_db(block, hop)
         env_parts.append(env.astype(np.float32))
         if block.size:
@@ -293,8 +299,118 @@ def analyze(path: Path, settings: SegmentSettings, progress: Progress = no_progr
         regions = _tidy(regions)
     for r in regions:
         r.end = min(r.end, duration)
+    turns = 0
+    if tracker is not None and regions:
+        regions, turns = mark_turns(regions, tracker.starts, tracker.embeddings(), env_db)
     peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
-    return Analysis(duration=duration, regions=regions, envelope_db=env_db, peak_dbfs=peak_db)
+    return Analysis(duration=duration, regions=regions, envelope_db=env_db, peak_dbfs=peak_db, turns=turns)
+
+
+# --------------------------------------------------------------------------- speaker turns
+TURN_SILENT_DBFS = -45.0  # a 1.6 s window quieter than this is not embedded
+TURN_CONTEXT = 3  # windows compared on each side of a candidate change (3.2 s of speech each)
+TURN_DROP = 0.22  # a change: the left/right similarity this far below the source's median ...
+TURN_FLOOR, TURN_CEILING = 0.40, 0.70  # ... kept within these (measured on espeak voices, docs/segment.md)
+
+
+class _TurnTracker:
+    """GE2E embeddings of the 1.6 s windows (hop 0.8 s) of a stream, fed block by block."""
+
+    def __init__(self) -> None:
+        from xttsft.encoders import EMBED_HOP, EMBED_WINDOW
+
+        self.win, self.hop = int(EMBED_WINDOW * VAD_RATE), int(EMBED_HOP * VAD_RATE)
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.buf_start = 0  # sample index of buf[0]
+        self.starts: list[float] = []
+        self.pieces: list[np.ndarray] = []
+        self._embs: list[np.ndarray] = []
+        self._encoder: Any = None
+
+    def feed(self, block: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, block])
+        while len(self.buf) >= self.win:
+            piece = self.buf[: self.win]
+            if audio.rms_dbfs(piece) > TURN_SILENT_DBFS:
+                self.starts.append(self.buf_start / VAD_RATE)
+                self.pieces.append(piece.copy())
+            self.buf = self.buf[self.hop :]
+            self.buf_start += self.hop
+        if len(self.pieces) >= 256:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pieces:
+            return
+        if self._encoder is None:
+            from xttsft.encoders import SpeakerEncoder
+
+            self._encoder = SpeakerEncoder("cpu")
+        self._embs.append(self._encoder.window_embeddings(self.pieces))
+        self.pieces = []
+
+    def embeddings(self) -> np.ndarray:
+        self._flush()
+        return np.concatenate(self._embs) if self._embs else np.zeros((0, 256), dtype=np.float32)
+
+
+def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
+    inside = sum(max(0.0, min(end, r.end) - max(start, r.start)) for r in regions)
+    return inside / (end - start)
+
+
+def mark_turns(regions: list[Region], starts: Sequence[float], embs: np.ndarray,
+               env_db: np.ndarray) -> tuple[list[Region], int]:
+    """Mark (or cut) the regions where the voice changes.
+
+    Along the speech windows, the mean of TURN_CONTEXT windows before each window
+    is compared with the mean of TURN_CONTEXT windows after it; a local minimum of
+    that similarity TURN_DROP below the source's median (kept within
+    TURN_FLOOR..TURN_CEILING) is a change of voice. It is placed
+    in the pause nearest to it when there is one (the regions after it get
+    ``turn``), else the region is cut at its quietest 50 ms near the change.
+    """
+    from xttsft.encoders import EMBED_WINDOW, unit
+
+    width = EMBED_WINDOW
+    keep = [i for i, s in enumerate(starts) if _speech_share(s, s + width, regions) >= 0.5]
+    ctx = TURN_CONTEXT
+    if len(keep) < 2 * ctx + 1:
+        return regions, 0
+    t = np.array([starts[i] for i in keep])
+    e = embs[keep]
+    n = len(t)
+    sim = np.full(n, np.nan)
+    for j in range(ctx, n - ctx):
+        sim[j] = float(unit(e[j - ctx : j].mean(axis=0)) @ unit(e[j + 1 : j + 1 + ctx].mean(axis=0)))
+    threshold = min(max(float(np.nanmedian(sim)) - TURN_DROP, TURN_FLOOR), TURN_CEILING)
+    changes = [
+        float(t[j] + width / 2) for j in range(ctx, n - ctx)
+        if sim[j] < threshold and sim[j] == np.nanmin(sim[max(ctx, j - 2) : j + 3])
+    ]
+    out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
+    for c in changes:
+        out = _place_turn(out, c, env_db)
+    return out, len(changes)
+
+
+def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2) -> list[Region]:
+    """Put a change of voice near ``at``: in the longest pause within ``reach`` seconds, else a cut."""
+    best, best_gap = None, 0.0
+    for k in range(1, len(regions)):
+        gap_mid = (regions[k - 1].end + regions[k].start) / 2
+        gap = regions[k].start - regions[k - 1].end
+        if abs(gap_mid - at) <= reach and gap > best_gap:
+            best, best_gap = k, gap
+    if best is not None:
+        regions[best].turn = True
+        return regions
+    for k, r in enumerate(regions):
+        if r.start + MIN_REGION < at < r.end - MIN_REGION:
+            cut = _quietest(env_db, max(r.start + MIN_REGION, at - 0.4), min(r.end - MIN_REGION, at + 0.4))
+            return regions[:k] + [Region(r.start, cut, r.forced_start, True, r.turn),
+                                  Region(cut, r.end, True, r.forced_end, True)] + regions[k + 1 :]
+    return regions
 
 
 # --------------------------------------------------------------------------- plan
@@ -312,7 +428,7 @@ def _quietest(env_db: np.ndarray, lo: float, hi: float) -> float:
 def _force_split(r: Region, limit: float, min_piece: float, env_db: np.ndarray) -> list[Region]:
     """Split speech longer than ``limit`` at its quietest points into pieces <= ``limit``."""
     pieces: list[Region] = []
-    cur = Region(r.start, r.end, r.forced_start, r.forced_end)
+    cur = Region(r.start, r.end, r.forced_start, r.forced_end, r.turn)
     while cur.duration > limit + 1e-9:
         length = cur.duration
         want = min(min_piece, limit / 2)
@@ -324,7 +440,7 @@ def _force_split(r: Region, limit: float, min_piece: float, env_db: np.ndarray) 
             lo, hi = want, limit
         cut = _quietest(env_db, cur.start + lo, cur.start + hi)
         cut = min(max(cur.start + (length - limit if length <= 2 * limit else 0.0), cut), cur.start + limit)
-        pieces.append(Region(cur.start, cut, cur.forced_start, True))
+        pieces.append(Region(cur.start, cut, cur.forced_start, True, cur.turn))
         cur = Region(cut, cur.end, True, cur.forced_end)
     pieces.append(cur)
     return pieces
@@ -374,8 +490,8 @@ def plan_segments(
     best[0] = 0.0
     for j in range(1, n + 1):
         for i in range(j - 1, -1, -1):
-            if i < j - 1 and regs[i + 1].start - regs[i].end > settings.max_pause:
-                break  # the clip would hold too long a silence
+            if i < j - 1 and (regs[i + 1].start - regs[i].end > settings.max_pause or regs[i + 1].turn):
+                break  # the clip would hold too long a silence, or a change of voice
             pl, pr = pads(i, j)
             dur = regs[j - 1].end - regs[i].start + pl + pr
             if dur > hi_d + 1e-6 and i < j - 1:
@@ -398,6 +514,8 @@ def plan_segments(
         group = regs[i:j]
         if any(r.forced_start or r.forced_end for r in group):
             flags.append("forced_split")
+        if group[0].turn or (j < n and regs[j].turn):
+            flags.append("speaker_turn")
         if any(group[k + 1].start - group[k].end > MERGED_PAUSE for k in range(len(group) - 1)):
             flags.append("merged")
         seg = PlannedSegment(

@@ -37,6 +37,7 @@ from xttsft.paths import DEFAULT_DATASET_NAME, Workspace
 __all__ = [
     "FetchSettings",
     "SegmentSettings",
+    "ScreenSettings",
     "TranscribeSettings",
     "BuildSettings",
     "TrainSettings",
@@ -123,6 +124,9 @@ class SegmentSettings(Section):
     max_pause: float = Field(
         2.0, gt=0, description="Longest silence kept inside one clip, in seconds; clips are never merged across a longer one."
     )
+    speaker_turns: bool = Field(
+        True, description="Cut where the voice changes (GE2E speaker embeddings of 1.6 s windows), so each clip holds one voice."
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> SegmentSettings:
@@ -136,6 +140,51 @@ class SegmentSettings(Section):
             raise ValueError(
                 f"max_duration ({self.max_duration}) must leave at least 0.5 s of speech between the "
                 f"two pads (pad {self.pad})"
+            )
+        return self
+
+
+class ScreenSettings(Section):
+    """``xttsft screen``: keep only the target speaker's clean speech, once."""
+
+    section: ClassVar[str] = "screen"
+
+    speaker_filter: bool = Field(True, description="Drop clips of other speakers and clips that mix voices.")
+    quality_filter: bool = Field(True, description="Drop clips whose DNSMOS overall score is under min_dnsmos.")
+    duplicate_filter: bool = Field(True, description="Keep one copy of speech that arrived twice (another format, an excerpt).")
+    speaker_refs: list[Path] = Field(
+        default_factory=list,
+        description="Recordings of the target voice (comma-separated in the environment); default: the speaker with the most minutes.",
+    )
+    min_similarity: float = Field(
+        0.70, gt=0, lt=1,
+        description="A clip less similar than this to the target voice (GE2E cosine) is always another speaker.",
+    )
+    sure_similarity: float = Field(
+        0.85, gt=0, le=1,
+        description="A clip at least this similar to the target voice is always the target.",
+    )
+    similarity_sigmas: float = Field(
+        4.0, gt=0,
+        description="Between the two: another speaker when below the target's median similarity by this many robust standard deviations.",
+    )
+    cluster_similarity: float = Field(
+        0.75, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
+    )
+    min_dnsmos: float = Field(
+        2.4, ge=1, le=5, description="Lowest DNSMOS P.835 overall score (OVRL, 1-5) kept; clean speech scores about 3."
+    )
+
+    @field_validator("speaker_refs", mode="before")
+    @classmethod
+    def _refs(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @model_validator(mode="after")
+    def _check_similarities(self) -> ScreenSettings:
+        if self.min_similarity > self.sure_similarity:
+            raise ValueError(
+                f"min_similarity ({self.min_similarity}) must not be above sure_similarity ({self.sure_similarity})"
             )
         return self
 
@@ -290,7 +339,7 @@ class SynthSettings(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
-    for cls in (FetchSettings, SegmentSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings)
+    for cls in (FetchSettings, SegmentSettings, ScreenSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings)
 }
 
 
@@ -299,6 +348,7 @@ class Settings(BaseModel):
 
     fetch: FetchSettings
     segment: SegmentSettings
+    screen: ScreenSettings
     transcribe: TranscribeSettings
     build: BuildSettings
     train: TrainSettings

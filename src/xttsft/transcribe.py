@@ -1,6 +1,7 @@
 """Transcribe the segment clips with faster-whisper, in batches, and judge them.
 
-Input: the segment manifest (``ws.segments_manifest``) and its clips.
+Input: the segment manifest (``ws.segments_manifest``) and its clips, less the
+clips that ``screen`` dropped (another speaker, noise, a duplicate).
 Output: ``ws.transcripts_file`` (``transcripts.jsonl``), one row per clip (see
 docs/transcribe.md for every field).
 
@@ -485,19 +486,13 @@ def word_error_rate(references: Sequence[str] | str, hypotheses: Sequence[str] |
 
 
 def _load_clip(path: Path) -> np.ndarray:
-    """A clip as 16 kHz mono float32 (the shared reader, then soxr resampling)."""
-    import soxr
+    """A clip as 16 kHz mono float32."""
+    from xttsft.audio import read_mono
 
-    from xttsft.audio import read_wav
-
-    x, sr = read_wav(path)
-    if x.ndim > 1:
-        x = x.mean(axis=1)
+    x = read_mono(path, WHISPER_SR)
     if x.size == 0:
         raise InputError(f"{path.name}: the clip is empty.", hint="Run `xttsft segment --force` to re-create it.")
-    if sr != WHISPER_SR:
-        x = soxr.resample(x, sr, WHISPER_SR)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return x
 
 
 def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str) -> str:
@@ -545,6 +540,17 @@ def transcribe_segments(
             f"No segments to transcribe: {ws.segments_manifest} is missing or empty.",
             hint="Run `xttsft segment` first (it writes the clips and their manifest).",
         )
+    from xttsft.screen import kept_ids
+
+    screened = kept_ids(ws, manifest)
+    if screened is not None:
+        skipped = len(manifest) - len(screened)
+        manifest = [seg for seg in manifest if seg["id"] in screened]
+        if skipped:
+            log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", skipped)
+        if not manifest:
+            raise DatasetError("Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
+                               hint="See train/data/processed/screen/screen.jsonl for the reasons.")
     runtime = resolve_runtime(settings)
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()

@@ -21,6 +21,7 @@ from xttsft.cli import synth as _synth
 from xttsft.cli import doctor as _doctor
 from xttsft.cli import fetch as _fetch
 from xttsft.cli import segment as _segment
+from xttsft.cli import screen as _screen
 from xttsft.cli import transcribe as _transcribe
 from xttsft.cli import build as _build
 from xttsft.cli import train as _train
@@ -32,7 +33,7 @@ app = typer.Typer(
         "Fine-tune XTTS-v2 on a voice: from an hour of someone speaking to a model that sounds like them.\n\n"
         "The pipeline, one command per stage, each reading and writing files in the workspace "
         "(--workdir, default: the current folder):\n\n"
-        "fetch -> segment -> transcribe -> build -> train -> synth\n\n"
+        "fetch -> segment -> screen -> transcribe -> build -> train -> synth\n\n"
         "Start with `xttsft doctor` to check the machine. Settings come from flags, environment "
         "variables (TRAIN_NUM_EPOCHS=...), a .env file or xttsft.toml; `xttsft config` shows them all."
     ),
@@ -78,6 +79,7 @@ _config.register(app)
 _doctor.register(app)
 _fetch.register(app)
 _segment.register(app)
+_screen.register(app)
 _transcribe.register(app)
 _build.register(app)
 _train.register(app)

@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.cli.screen import SPEAKER_REF_HELP, screen_flags
 
 
 def register(app: typer.Typer) -> None:
@@ -30,15 +31,18 @@ def run_all(
     language: str | None = typer.Option(
         None, "--language", help="Language of the speech (pt, en, ...); default: detected by Whisper."
     ),
-    from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, transcribe, build, train, export, synth, eval)."),
+    from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval)."),
     until_stage: str | None = typer.Option(None, "--until", help="Last stage to run."),
     demo: bool = typer.Option(
         False, "--demo", help="Offline demo: a generated voice, the bundled tiny.en Whisper, and the tiny XTTS "
         "(or the real XTTS-v2 on a CUDA GPU when it is cached or can be downloaded).",
     ),
     sample_text: str | None = typer.Option(None, "--sample-text", help="Text of the sample synthesis."),
+    speaker_ref: list[Path] | None = typer.Option(None, "--speaker-ref", help=SPEAKER_REF_HELP, dir_okay=False),
+    no_speaker_filter: bool = typer.Option(False, "--no-speaker-filter", help="screen: keep every voice."),
+    no_quality_filter: bool = typer.Option(False, "--no-quality-filter", help="screen: keep clips whatever their DNSMOS score."),
 ) -> None:
-    """Run every stage in one go: doctor, fetch, segment, transcribe, build, train, export, synth, eval.
+    """Run every stage in one go: doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval.
 
     Each stage is skipped when its outputs are up to date for its inputs and settings (recorded in
     `.xttsft-state.json` in the workdir), so running the same command again after a crash, a Ctrl-C
@@ -55,6 +59,8 @@ def run_all(
 
     `xttsft run-all ~/recordings/ --language pt --until build`
 
+    `xttsft run-all interview.mp3 --speaker-ref maria.wav --language pt` (keep Maria's voice only)
+
     `xttsft run-all --demo` (offline, a few minutes on a CPU; this is what `make demo` runs)
     """
     from xttsft.fetch import read_source_list
@@ -68,7 +74,10 @@ def run_all(
     lang_flags = {"language": language}
     # `auto` means "detect it" for transcribe and build; synth then follows the run's language.
     synth_lang = {"language": None if (language or "").lower() == "auto" else language}
-    settings, provenance, ws = st.load_with_provenance(transcribe=lang_flags, build=lang_flags, synth=synth_lang)
+    settings, provenance, ws = st.load_with_provenance(
+        transcribe=lang_flags, build=lang_flags, synth=synth_lang,
+        screen=screen_flags(speaker_ref, no_speaker_filter, no_quality_filter),
+    )
     tiny_banner = False
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
@@ -153,8 +162,15 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     if ds["samples"]:
         table.add_row("dataset", f"{ds['samples'].get('train', 0)} train / {ds['samples'].get('val', 0)} val, "
                       f"{ds['minutes'] or 0:.1f} min kept ({ds['language']}): {ds['dir']}")
-    dropped = [f"{m:.1f} min {r}" for r, m in ds["rejected_minutes_by_transcribe"].items()]
-    dropped += [f"{n} {r}" for r, n in ds["dropped_by_build"].items() if n]
+    sc = s.get("screen")
+    if sc and sc["speakers"]:
+        who = ", ".join(f"{sp['label']}{' (target)' if sp['target'] else ''} {sp['minutes']:.1f} min, "
+                        f"{sp['kept']}/{sp['clips']} kept" for sp in sc["speakers"])
+        table.add_row("speakers", who)
+    dropped = [f"{m:.1f} min {r}" for r, m in (sc["dropped_minutes"] if sc else {}).items() if m]
+    dropped += [f"{m:.1f} min {r}" for r, m in ds["rejected_minutes_by_transcribe"].items()]
+    screen_reasons = set(sc["dropped_minutes"]) if sc else set()
+    dropped += [f"{n} {r}" for r, n in ds["dropped_by_build"].items() if n and r not in screen_reasons]
     if dropped:
         table.add_row("dropped", ", ".join(dropped))
     tr = s.get("train")
@@ -179,6 +195,10 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
         table.add_row("eval", "\n".join(parts + [ev["json"]]))
     if ds.get("histogram"):
         table.add_row("durations", ds["histogram"])
+    if sc and sc.get("map"):
+        table.add_row("speaker map", sc["map"])
+    if sc and sc.get("dnsmos"):
+        table.add_row("DNSMOS", sc["dnsmos"])
     table.add_row("logs", str(ws.info_log))
     stages = " ".join(
         f"[{_STATUS_STYLE.get(done[n].status, '')}]{n}[/]" if n in done else f"[dim]{n}[/]" for n in STAGES

@@ -1,0 +1,304 @@
+"""Pretrained judges of speech that work offline: who speaks, how clean it is, and whether it was heard before.
+
+Three measures, shared by ``segment`` (speaker turns), ``screen`` (the data
+filter) and ``eval`` (an independent judge of the synthesized voice):
+
+* :class:`SpeakerEncoder`: the GE2E speaker encoder shipped inside the
+  ``resemblyzer`` wheel (Apache-2.0, 256-d, 16 kHz). An utterance embedding is
+  the normalised mean of 1.6 s window embeddings, exactly as
+  ``resemblyzer.VoiceEncoder.embed_utterance`` does it; the window embeddings
+  are kept too, to find a second voice inside a clip.
+* :func:`dnsmos`: Microsoft's DNSMOS P.835 (SIG, BAK, OVRL) from the ONNX model
+  shipped in the ``speechmos`` wheel (MIT), run on onnxruntime. The model
+  takes 9.01 s: a shorter clip is repeated to fill it (as DNSMOS does), a
+  longer one is scored on its middle 9.01 s (DNSMOS' own script averages 1 s
+  hops over the whole file; one window per clip costs a fraction of that and
+  scores 5-15 s clips of one recording alike).
+* :func:`fingerprint` and :func:`match_fingerprints`: a Haitsma-Kalker (Philips)
+  audio fingerprint, 16 bits per 16 ms frame from the signs of energy
+  differences in 17 bands (300-2000 Hz). It survives re-encoding (MP3, OGG),
+  resampling and loudness changes, so the same speech fetched twice is found
+  even when the clips start at different times.
+
+Heavy imports (torch, resemblyzer, onnxruntime, librosa) happen on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SR",
+    "EMBED_WINDOW",
+    "EMBED_HOP",
+    "SPEAKER_ENCODER_NAME",
+    "SpeakerEncoder",
+    "ClipVoice",
+    "Dnsmos",
+    "dnsmos",
+    "fingerprint",
+    "match_fingerprints",
+    "FingerprintMatch",
+    "cosine",
+    "unit",
+]
+
+log = logging.getLogger(__name__)
+
+SR = 16000  # every measure here works at 16 kHz
+EMBED_WINDOW = 1.6  # GE2E partial utterance, seconds (resemblyzer's 160 frames)
+EMBED_HOP = 0.8  # window hop, seconds
+_FRAMES_PER_S = 100  # resemblyzer's mel frames are 10 ms
+_VOLUME_DBFS = -30.0  # resemblyzer.preprocess_wav normalises to this before the mel
+SPEAKER_ENCODER_NAME = "GE2E (resemblyzer 0.1.4, 256-d, 16 kHz)"
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to length 1 (rows, for a 2-D array)."""
+    v = np.asarray(v, dtype=np.float32)
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(n, 1e-9)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors."""
+    return float(np.dot(unit(a), unit(b)))
+
+
+@dataclass
+class ClipVoice:
+    """The GE2E embeddings of one clip: the utterance and its 1.6 s windows."""
+
+    embedding: np.ndarray  # (256,), unit length
+    windows: np.ndarray  # (n, 256), unit length; window k starts at k * EMBED_HOP seconds
+
+
+class SpeakerEncoder:
+    """GE2E embeddings from the encoder inside ``resemblyzer`` (no download)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():  # webrtcvad (a resemblyzer dependency) imports pkg_resources
+            warnings.simplefilter("ignore")
+            from resemblyzer import VoiceEncoder
+
+        self.torch = torch
+        self.model = VoiceEncoder(device, verbose=False)
+        self.device = device
+
+    def _mels(self, x: np.ndarray) -> np.ndarray:
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        return wav_to_mel_spectrogram(_at_volume(x))
+
+    def _embed_mels(self, batch: list[np.ndarray]) -> np.ndarray:
+        out = []
+        with self.torch.no_grad():
+            for i in range(0, len(batch), 64):
+                t = self.torch.from_numpy(np.stack(batch[i : i + 64])).to(self.device)
+                out.append(self.model(t).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 256), dtype=np.float32)
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """Embeddings of the 1.6 s windows of ``x`` (16 kHz), hop 0.8 s; a short ``x`` gives one, padded."""
+        mel = self._mels(x)
+        return self._embed_mels(_mel_windows(mel))
+
+    def window_embeddings(self, pieces: list[np.ndarray]) -> np.ndarray:
+        """One embedding per piece of exactly 1.6 s (or shorter, padded), each at its own volume."""
+        wins = []
+        width = int(EMBED_WINDOW * _FRAMES_PER_S)
+        for p in pieces:
+            mel = self._mels(p)[:width]
+            if len(mel) < width:
+                mel = np.pad(mel, ((0, width - len(mel)), (0, 0)))
+            wins.append(mel)
+        return self._embed_mels(wins)
+
+    def clip(self, x: np.ndarray) -> ClipVoice:
+        """The utterance embedding (normalised mean of the windows) and the window embeddings."""
+        w = self.windows(x)
+        return ClipVoice(embedding=unit(w.mean(axis=0)), windows=w)
+
+    def utterance(self, x: np.ndarray) -> np.ndarray:
+        return self.clip(x).embedding
+
+
+def _at_volume(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    if rms <= 1e-6:
+        return x
+    return x * np.float32(10 ** (_VOLUME_DBFS / 20) / rms)
+
+
+def _mel_windows(mel: np.ndarray) -> list[np.ndarray]:
+    width, hop = int(EMBED_WINDOW * _FRAMES_PER_S), int(EMBED_HOP * _FRAMES_PER_S)
+    if len(mel) <= width:
+        return [np.pad(mel, ((0, width - len(mel)), (0, 0)))]
+    starts = list(range(0, len(mel) - width + 1, hop))
+    if len(mel) - (starts[-1] + width) > hop // 2:  # cover the tail
+        starts.append(len(mel) - width)
+    return [mel[s : s + width] for s in starts]
+
+
+# ------------------------------------------------------------------ DNSMOS
+_DNSMOS_INPUT = 144160  # 9.01 s at 16 kHz, the model's fixed input
+
+
+@dataclass(frozen=True)
+class Dnsmos:
+    """DNSMOS P.835 scores, 1 (bad) to 5 (excellent)."""
+
+    sig: float  # speech signal quality
+    bak: float  # background noise (5: none)
+    ovrl: float  # overall
+
+    def as_dict(self) -> dict[str, float]:
+        return {"sig": round(self.sig, 3), "bak": round(self.bak, 3), "ovrl": round(self.ovrl, 3)}
+
+
+_dnsmos_session: Any = None
+
+
+def _session() -> Any:
+    global _dnsmos_session
+    if _dnsmos_session is None:
+        import os
+
+        import onnxruntime as ort
+        import speechmos
+
+        path = os.path.join(os.path.dirname(speechmos.__file__), "dnsmos_models", "sig_bak_ovr.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, (os.cpu_count() or 2))
+        opts.log_severity_level = 3
+        _dnsmos_session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return _dnsmos_session
+
+
+# speechmos' calibration polynomials of the non-personalised P.835 model
+_POLY_SIG = np.poly1d([-0.08397278, 1.22083953, 0.0052439])
+_POLY_BAK = np.poly1d([-0.13166888, 1.60915514, -0.39604546])
+_POLY_OVR = np.poly1d([-0.06766283, 1.11546468, 0.04602535])
+
+
+def dnsmos(x: np.ndarray) -> Dnsmos:
+    """DNSMOS P.835 of 16 kHz mono ``x`` (see the module docstring for the windows)."""
+    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+    if x.size == 0:
+        return Dnsmos(1.0, 1.0, 1.0)
+    while len(x) < _DNSMOS_INPUT:
+        x = np.concatenate([x, x])
+    start = (len(x) - _DNSMOS_INPUT) // 2
+    raw = _session().run(None, {"input_1": x[start : start + _DNSMOS_INPUT][None]})[0][0]
+    sig, bak, ovr = (float(v) for v in raw)
+    return Dnsmos(float(_POLY_SIG(sig)), float(_POLY_BAK(bak)), float(_POLY_OVR(ovr)))
+
+
+# ------------------------------------------------------------------ fingerprints
+FP_HOP = 256  # 16 ms
+FP_FFT = 2048  # 128 ms frames: robust to where a clip starts
+FP_BANDS = np.geomspace(300.0, 2000.0, 18)  # 17 bands -> 16 bits
+_FP_SILENT_DB = -55.0
+
+
+def fingerprint(x: np.ndarray) -> np.ndarray:
+    """16-bit words, one per 16 ms frame of 16 kHz ``x``; silent frames are -1."""
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) < FP_FFT:
+        x = np.pad(x, (0, FP_FFT - len(x)))
+    n = 1 + (len(x) - FP_FFT) // FP_HOP
+    idx = np.arange(FP_FFT)[None, :] + FP_HOP * np.arange(n)[:, None]
+    frames = x[idx] * np.hanning(FP_FFT).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(FP_FFT, 1 / SR)
+    bands = np.stack(
+        [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(FP_BANDS[:-1], FP_BANDS[1:])], axis=1
+    )
+    energy = np.log10(bands + 1e-10)
+    d = energy[:, :-1] - energy[:, 1:]  # (n, 16)
+    bits = (d[1:] - d[:-1]) > 0
+    words = (bits.astype(np.int64) << np.arange(16)).sum(axis=1)
+    level = 10 * np.log10(np.mean(frames[1:] ** 2, axis=1) + 1e-12)
+    words[level < _FP_SILENT_DB] = -1
+    return words.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class FingerprintMatch:
+    """Clip ``b`` holds the same audio as clip ``a``, ``offset`` frames later in ``b``."""
+
+    a: int
+    b: int
+    offset: int
+    overlap_seconds: float
+    bit_error_rate: float
+
+
+def _bit_errors(fa: np.ndarray, fb: np.ndarray, offset: int) -> tuple[int, float]:
+    """Frames compared and bit error rate of ``fa`` against ``fb`` shifted by ``offset``."""
+    lo = max(0, -offset)
+    hi = min(len(fa), len(fb) - offset)
+    if hi <= lo:
+        return 0, 1.0
+    a, b = fa[lo:hi], fb[lo + offset : hi + offset]
+    ok = (a >= 0) & (b >= 0)
+    if not ok.any():
+        return 0, 1.0
+    x = np.bitwise_xor(a[ok], b[ok]).astype(np.uint16)
+    errors = np.unpackbits(x.view(np.uint8)).sum()
+    return int(ok.sum()), float(errors) / (16 * int(ok.sum()))
+
+
+def match_fingerprints(
+    prints: list[np.ndarray],
+    *,
+    max_bit_error: float = 0.30,
+    min_overlap: float = 0.5,
+    min_votes: int = 6,
+) -> list[FingerprintMatch]:
+    """Pairs of clips that hold the same audio.
+
+    Candidates come from an index of the 16-bit words (a word shared at a
+    consistent offset is a vote); each candidate is then verified on the whole
+    overlap: it matches when the bit error rate there is at most
+    ``max_bit_error`` (unrelated audio gives about 0.5) and the overlap covers
+    at least ``min_overlap`` of the shorter clip's sound.
+    """
+    from collections import Counter, defaultdict
+
+    index: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for ci, fp in enumerate(prints):
+        for fi, w in enumerate(fp.tolist()):
+            if w > 0:
+                index[w].append((ci, fi))
+    total = sum(len(v) for v in index.values())
+    too_common = max(50, total // 2000)
+    found: list[FingerprintMatch] = []
+    for ci, fp in enumerate(prints):
+        votes: Counter[tuple[int, int]] = Counter()
+        for fi, w in enumerate(fp.tolist()):
+            hits = index.get(w) if w > 0 else None
+            if not hits or len(hits) > too_common:
+                continue
+            for cj, fj in hits:
+                if cj > ci:
+                    votes[(cj, fj - fi)] += 1
+        best: dict[int, tuple[int, int]] = {}
+        for (cj, off), v in votes.items():
+            if v >= min_votes and v > best.get(cj, (0, 0))[0]:
+                best[cj] = (v, off)
+        for cj, (_, off) in best.items():
+            frames, ber = min((_bit_errors(fp, prints[cj], o) for o in (off - 1, off, off + 1)), key=lambda t: t[1])
+            sound = min(int((fp >= 0).sum()), int((prints[cj] >= 0).sum()))
+            if frames and ber <= max_bit_error and frames >= min_overlap * sound:
+                found.append(FingerprintMatch(ci, cj, off, round(frames * FP_HOP / SR, 2), round(ber, 3)))
+    return found

@@ -1,0 +1,659 @@
+"""``screen``: only the target speaker's clean speech, once, goes on to transcription.
+
+Input: the segment manifest and its clips. Output, in ``ws.screen_dir``
+(``train/data/processed/screen/``)::
+
+    screen.jsonl    one decision per clip: status kept/dropped, reason, detail,
+                    speaker, similarity to the target, DNSMOS, duplicate_of
+    stats.json      the speakers found (minutes, clips, kept), thresholds, drops
+    speakers.png    2-D map of the clips' speaker embeddings
+    dnsmos.png      histogram of the DNSMOS overall scores, threshold marked
+    features/       cached measures per clip, keyed by the clip's content
+
+Three filters, in this order (each can be switched off):
+
+1. **Speaker.** Every clip gets a GE2E embedding (:mod:`xttsft.encoders`). The
+   clips are clustered (average linkage on cosine distance, merged while their
+   average similarity is above ``cluster_similarity``), which gives the table of
+   speakers. The target is the cluster with the most minutes or, with
+   ``speaker_refs``, the cluster closest to the reference recordings. A clip is
+   another speaker (``other_speaker``) when its similarity to the target's
+   centroid is below a threshold that adapts to the voice: the target clips'
+   median similarity minus ``similarity_sigmas`` robust standard deviations,
+   kept between ``min_similarity`` and ``sure_similarity``. A clip that passes
+   but holds two or more consecutive 1.6 s windows that fall far from the target
+   is dropped as ``mixed_speakers``.
+2. **Quality.** The clips still kept get DNSMOS P.835 scores; OVRL under
+   ``min_dnsmos`` is ``low_quality``.
+3. **Duplicates.** Audio fingerprints find speech that arrived twice (another
+   format, an excerpt, overlapping downloads). The copy from the longer source
+   is kept; the other is ``duplicate`` and names the clip it repeats.
+
+``transcribe`` skips the dropped clips and ``build`` lists them in its
+``dropped.jsonl``. Re-runs reuse the measures of unchanged clips, so changing a
+threshold only redoes the decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xttsft.errors import DatasetError, InputError
+from xttsft.io import atomic_path, atomic_write_json, read_jsonl, sha256_file, write_jsonl
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
+from xttsft.settings import ScreenSettings
+
+__all__ = [
+    "DROP_REASONS",
+    "ClipFeatures",
+    "Speaker",
+    "ScreenResult",
+    "screen_clips",
+    "kept_ids",
+    "read_decisions",
+    "embed_reference",
+]
+
+log = logging.getLogger(__name__)
+
+#: Why screen drops a clip.
+DROP_REASONS = ("other_speaker", "mixed_speakers", "low_quality", "duplicate")
+FEATURES_VERSION = 1
+SCREEN_VERSION = 1
+#: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
+WINDOW_FLOOR, WINDOW_CEILING = 0.45, 0.70
+#: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
+MIXED_WINDOWS = 2
+#: Shortest speech accepted in a reference recording, seconds.
+MIN_REFERENCE_SPEECH = 2.0
+
+
+@dataclass
+class ClipFeatures:
+    """The cached measures of one clip (``None``: not measured)."""
+
+    key: str
+    embedding: np.ndarray | None = None
+    windows: np.ndarray | None = None
+    fingerprint: np.ndarray | None = None
+    dnsmos: tuple[float, float, float] | None = None  # sig, bak, ovrl
+
+
+@dataclass
+class Speaker:
+    """One cluster of clips."""
+
+    label: str
+    clips: int
+    minutes: float
+    kept: int = 0
+    kept_minutes: float = 0.0
+    similarity: float = float("nan")  # of its centroid to the target's
+    target: bool = False
+
+
+@dataclass
+class ScreenResult:
+    """What :func:`screen_clips` decided."""
+
+    screen_file: Path
+    total: int = 0
+    kept: int = 0
+    kept_minutes: float = 0.0
+    dropped: Counter = field(default_factory=Counter)
+    dropped_minutes: Counter = field(default_factory=Counter)
+    speakers: list[Speaker] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    measured: int = 0  # clips whose measures were computed in this run (the rest came from the cache)
+    unchanged: bool = False
+    map_png: Path | None = None
+    dnsmos_png: Path | None = None
+
+
+# ------------------------------------------------------------------ measures
+
+
+def _features_path(ws: Workspace, clip_id: str) -> Path:
+    return ws.screen_features_dir / f"{clip_id}.npz"
+
+
+def _load_features(path: Path, key: str) -> ClipFeatures:
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return ClipFeatures(key)
+            get = lambda n: z[n] if n in z.files else None  # noqa: E731
+            d = get("dnsmos")
+            return ClipFeatures(key, get("embedding"), get("windows"), get("fingerprint"),
+                                tuple(float(v) for v in d) if d is not None else None)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError):
+        return ClipFeatures(key)
+
+
+def _save_features(path: Path, f: ClipFeatures) -> None:
+    arrays: dict[str, Any] = {"key": np.array(f.key)}
+    for name in ("embedding", "windows", "fingerprint"):
+        if getattr(f, name) is not None:
+            arrays[name] = getattr(f, name)
+    if f.dnsmos is not None:
+        arrays["dnsmos"] = np.array(f.dnsmos, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as fh:
+            np.savez(fh, **arrays)
+
+
+class _Measurer:
+    """Computes the missing measures of clips, loading each model once."""
+
+    def __init__(self) -> None:
+        self._speaker: Any = None
+
+    @property
+    def speaker(self) -> Any:
+        if self._speaker is None:
+            from xttsft.encoders import SpeakerEncoder
+
+            self._speaker = SpeakerEncoder("cpu")
+        return self._speaker
+
+    def voice(self, f: ClipFeatures, x: np.ndarray) -> bool:
+        if f.embedding is not None and f.windows is not None:
+            return False
+        v = self.speaker.clip(x)
+        f.embedding, f.windows = v.embedding, v.windows
+        return True
+
+    @staticmethod
+    def print_(f: ClipFeatures, x: np.ndarray) -> bool:
+        if f.fingerprint is not None:
+            return False
+        from xttsft.encoders import fingerprint
+
+        f.fingerprint = fingerprint(x)
+        return True
+
+    @staticmethod
+    def quality(f: ClipFeatures, x: np.ndarray) -> bool:
+        if f.dnsmos is not None:
+            return False
+        from xttsft.encoders import dnsmos
+
+        s = dnsmos(x)
+        f.dnsmos = (s.sig, s.bak, s.ovrl)
+        return True
+
+
+def embed_reference(path: Path, encoder: Any | None = None) -> np.ndarray:
+    """The GE2E embedding of the speech in a reference recording (any format ffmpeg reads).
+
+    Raises :class:`InputError` when it cannot be decoded or holds under
+    :data:`MIN_REFERENCE_SPEECH` seconds of speech (Silero VAD).
+    """
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from xttsft import audio
+    from xttsft.encoders import SR, SpeakerEncoder
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"Speaker reference {path} does not exist.", hint="Pass an audio file of the target voice.")
+    x = audio.decode(path, sr=SR)
+    stamps = get_speech_timestamps(x, VadOptions(min_speech_duration_ms=100), sampling_rate=SR)
+    speech = np.concatenate([x[s["start"] : s["end"]] for s in stamps]) if stamps else np.zeros(0, np.float32)
+    if len(speech) < MIN_REFERENCE_SPEECH * SR:
+        raise InputError(
+            f"Speaker reference {path} holds no speech ({len(speech) / SR:.1f} s found by the VAD).",
+            hint=f"Pass a recording with at least {MIN_REFERENCE_SPEECH:g} s of the target voice speaking.",
+        )
+    return (encoder or SpeakerEncoder("cpu")).utterance(speech)
+
+
+# ------------------------------------------------------------------ decisions
+
+
+def _clusters(emb: np.ndarray, similarity: float) -> np.ndarray:
+    """Cluster index per clip (average linkage, cosine distance, cut at ``1 - similarity``)."""
+    if len(emb) < 2:
+        return np.zeros(len(emb), dtype=int)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    z = linkage(emb.astype(np.float64), method="average", metric="cosine")
+    return fcluster(z, t=1.0 - similarity, criterion="distance") - 1
+
+
+def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -> float:
+    """median - sigmas * 1.4826 * MAD, kept within [lo, hi]."""
+    if values.size == 0:
+        return lo
+    med = float(np.median(values))
+    mad = float(np.median(np.abs(values - med))) * 1.4826
+    return float(min(max(med - sigmas * mad, lo), hi))
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    best = run = 0
+    for m in mask.tolist():
+        run = run + 1 if m else 0
+        best = max(best, run)
+    return best
+
+
+@dataclass
+class _Clip:
+    row: dict[str, Any]
+    features: ClipFeatures
+    duration: float
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    def drop(self, reason: str, detail: str, **extra: Any) -> None:
+        self.decision.update(status="dropped", reason=reason, detail=detail, **extra)
+
+    @property
+    def kept(self) -> bool:
+        return self.decision.get("status") == "kept"
+
+
+def _screen_speakers(
+    clips: list[_Clip], settings: ScreenSettings, refs: list[np.ndarray]
+) -> tuple[list[Speaker], dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster, pick the target, drop other speakers and mixed clips. Returns the speakers,
+    thresholds, the embeddings, the cluster index per clip and the target centroid."""
+    from xttsft.encoders import cosine, unit
+
+    emb = np.stack([c.features.embedding for c in clips]).astype(np.float32)
+    dur = np.array([c.duration for c in clips])
+    labels = _clusters(emb, settings.cluster_similarity)
+    order = sorted(set(labels.tolist()), key=lambda k: -dur[labels == k].sum())
+    rank = {k: i for i, k in enumerate(order)}
+    labels = np.array([rank[k] for k in labels.tolist()])
+    centroids = [unit((emb[labels == k] * dur[labels == k, None]).sum(axis=0)) for k in range(len(order))]
+    if refs:
+        ref = unit(np.mean(refs, axis=0))
+        sims_to_ref = [cosine(ref, c) for c in centroids]
+        target = int(np.argmax(sims_to_ref))
+        best_clip = float(np.max(emb @ ref))
+        if sims_to_ref[target] < settings.min_similarity:
+            raise InputError(
+                f"The speaker reference matches no clip: the best similarity found is {best_clip:.2f} "
+                f"(a speaker's {sims_to_ref[target]:.2f}), under SCREEN_MIN_SIMILARITY {settings.min_similarity:g}.",
+                hint="Check that the reference is the voice in these recordings, or lower --min-similarity; "
+                "--no-speaker-filter keeps every voice.",
+            )
+    else:
+        target = 0
+    centroid = centroids[target]
+    sims = emb @ centroid
+    threshold = _robust_threshold(sims[labels == target], settings.similarity_sigmas,
+                                  settings.min_similarity, settings.sure_similarity)
+    passing = [i for i, c in enumerate(clips) if sims[i] >= threshold]
+    win_sims = [clips[i].features.windows @ centroid for i in passing]  # type: ignore[operator]
+    w_threshold = _robust_threshold(np.concatenate(win_sims) if win_sims else np.zeros(0),
+                                    settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING)
+    for i, c in enumerate(clips):
+        c.decision.update(speaker=f"S{labels[i] + 1}", similarity=round(float(sims[i]), 4))
+        w = c.features.windows @ centroid  # type: ignore[operator]
+        c.decision["window_min_similarity"] = round(float(w.min()), 4)
+        if sims[i] < threshold:
+            c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
+        elif _longest_run(w < w_threshold) >= MIXED_WINDOWS:
+            c.drop("mixed_speakers", f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
+                   f"(lowest {w.min():.2f} < {w_threshold:.2f})")
+    speakers = []
+    for k in range(len(order)):
+        members = [c for i, c in enumerate(clips) if labels[i] == k]
+        speakers.append(Speaker(
+            label=f"S{k + 1}", clips=len(members), minutes=sum(c.duration for c in members) / 60,
+            similarity=round(cosine(centroids[k], centroid), 4), target=k == target,
+        ))
+    return speakers, {"similarity": round(threshold, 4), "window_similarity": round(w_threshold, 4)}, emb, labels, centroid
+
+
+def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
+    for c in clips:
+        sig, bak, ovrl = c.features.dnsmos  # type: ignore[misc]
+        c.decision["dnsmos"] = {"sig": round(sig, 3), "bak": round(bak, 3), "ovrl": round(ovrl, 3)}
+        if c.kept and ovrl < settings.min_dnsmos:
+            c.drop("low_quality", f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f})")
+
+
+def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> None:
+    """Among the kept clips, keep the copy from the longer source (then the earlier one)."""
+    from xttsft.encoders import match_fingerprints
+
+    kept = [c for c in clips if c.kept]
+    kept.sort(key=lambda c: (-source_length.get(str(c.row.get("source")), 0.0), str(c.row.get("source")),
+                             float(c.row.get("start", 0.0))))
+    matches = match_fingerprints([c.features.fingerprint for c in kept])  # type: ignore[misc]
+    partners: dict[int, list[tuple[int, Any]]] = {}
+    for m in matches:
+        partners.setdefault(m.b, []).append((m.a, m))
+    for j, c in enumerate(kept):  # a earlier in rank than b: b is the copy, unless a was itself dropped
+        for a, m in partners.get(j, []):
+            if kept[a].kept:
+                c.drop("duplicate", f"same audio as {kept[a].id} ({m.overlap_seconds:.1f} s, "
+                       f"{m.bit_error_rate:.0%} bits differ)", duplicate_of=kept[a].id)
+                break
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray, centroid: np.ndarray,
+              speakers: list[Speaker]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    centre = centroid * float(np.median(emb @ centroid)) if len(emb) else centroid  # where its clips sit
+    pts = np.vstack([emb, centre[None]]).astype(np.float64)
+    pts -= pts.mean(axis=0)
+    if len(pts) >= 2:
+        _, _, vt = np.linalg.svd(pts, full_matrices=False)
+        xy = pts @ vt[:2].T if vt.shape[0] >= 2 else np.c_[pts @ vt[0], np.zeros(len(pts))]
+    else:
+        xy = np.zeros((len(pts), 2))
+    fig = Figure(figsize=(7, 5.5))
+    ax = fig.add_subplot()
+    colors = matplotlib.colormaps["tab10"]
+    for k, sp in enumerate(speakers):
+        sel = labels == k
+        col = colors(k % 10)
+        ax.scatter(xy[:-1][sel & kept, 0], xy[:-1][sel & kept, 1], s=22, color=col, marker="o",
+                   label=f"{sp.label}{' (target)' if sp.target else ''}: {sp.minutes:.1f} min, {sp.kept} kept")
+        ax.scatter(xy[:-1][sel & ~kept, 0], xy[:-1][sel & ~kept, 1], s=26, color=col, marker="x")
+    ax.scatter([xy[-1, 0]], [xy[-1, 1]], s=260, marker="*", color="black", label="target voice")
+    ax.scatter([], [], marker="x", color="grey", label="dropped")
+    ax.set_title(f"speakers: {len(emb)} clips, principal components of GE2E embeddings")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _plot_dnsmos(path: Path, scores: list[float], threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    ax.hist(scores, bins=30, range=(1.0, 5.0), color="#4477aa")
+    ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"min_dnsmos {threshold:g}")
+    ax.set_xlabel("DNSMOS P.835 overall (OVRL)")
+    ax.set_ylabel("clips")
+    below = sum(s < threshold for s in scores)
+    ax.set_title(f"{len(scores)} clips scored, {below} under the threshold")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def _input_hash(manifest_file: Path, settings: ScreenSettings, refs: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(manifest_file.read_bytes() if manifest_file.is_file() else b"")
+    h.update(json.dumps({"v": SCREEN_VERSION, **settings.model_dump(mode="json", exclude={"speaker_refs"})},
+                        sort_keys=True).encode())
+    for r in refs:
+        h.update(sha256_file(r).encode())
+    return h.hexdigest()
+
+
+def _source_lengths(ws: Workspace, manifest: list[dict[str, Any]]) -> dict[str, float]:
+    """Duration of each source (segment's record, else the end of its last clip)."""
+    lengths = {str(r.get("source")): float(r["duration"]) for r in read_jsonl(ws.segment_sources_file)
+               if r.get("duration")}
+    for r in manifest:
+        src = str(r.get("source"))
+        if src not in lengths or lengths[src] < float(r.get("end", 0.0)):
+            lengths[src] = float(r.get("end", 0.0))
+    return lengths
+
+
+def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progress: Progress) -> int:
+    """Fill in the voice and fingerprint measures (cached per clip content). Returns how many were computed."""
+    from xttsft import audio
+    from xttsft.encoders import SR
+
+    m = _Measurer()
+    computed = 0
+    progress(total=len(clips), completed=0, description="screen: speakers")
+    for c in clips:
+        need_voice = settings.speaker_filter and (c.features.embedding is None or c.features.windows is None)
+        need_print = settings.duplicate_filter and c.features.fingerprint is None
+        if need_voice or need_print:
+            x = audio.read_mono(ws.segments_dir / str(c.row["wav"]), SR)
+            changed = (m.voice(c.features, x) if need_voice else False) | (m.print_(c.features, x) if need_print else False)
+            if changed:
+                _save_features(_features_path(ws, c.id), c.features)
+                computed += 1
+        progress(advance=1)
+    return computed
+
+
+def _measure_quality(clips: list[_Clip], ws: Workspace, progress: Progress) -> int:
+    from xttsft import audio
+    from xttsft.encoders import SR
+
+    todo = [c for c in clips if c.kept and c.features.dnsmos is None]
+    progress(total=len(todo) or None, completed=0, description="screen: DNSMOS")
+    for c in todo:
+        _Measurer.quality(c.features, audio.read_mono(ws.segments_dir / str(c.row["wav"]), SR))
+        _save_features(_features_path(ws, c.id), c.features)
+        progress(advance=1)
+    return len(todo)
+
+
+def _load_clips(ws: Workspace, manifest: list[dict[str, Any]]) -> list[_Clip]:
+    clips = []
+    for row in manifest:
+        wav = ws.segments_dir / str(row.get("wav"))
+        if not wav.is_file():
+            raise DatasetError(f"Clip {wav} of the segment manifest is missing.",
+                               hint="Run `xttsft segment` again (it re-creates missing clips).")
+        key = f"{FEATURES_VERSION}:{sha256_file(wav)[:32]}"
+        clips.append(_Clip(row, _load_features(_features_path(ws, str(row["id"])), key), float(row.get("duration", 0.0)),
+                           {"status": "kept", "reason": None, "detail": ""}))
+    return clips
+
+
+def _all_dropped_error(result: ScreenResult) -> InputError:
+    counts = ", ".join(f"{r}: {n}" for r, n in result.dropped.most_common())
+    fixes = {
+        "other_speaker": "--speaker-ref FILE to pick the voice, or --no-speaker-filter",
+        "mixed_speakers": "--no-speaker-filter",
+        "low_quality": "a lower --min-dnsmos (SCREEN_MIN_DNSMOS), or --no-quality-filter",
+        "duplicate": "--keep-duplicates",
+    }
+    hint = "; ".join(f"{r}: {fixes[r]}" for r in result.dropped) or "check the audio"
+    return InputError(f"Every clip was dropped by the screen ({counts}); nothing was changed on disk.",
+                      hint=f"See the reasons with `xttsft screen -v`; to keep more: {hint}.")
+
+
+def screen_clips(
+    settings: ScreenSettings,
+    ws: Workspace,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ScreenResult:
+    """Decide, for every clip of the segment manifest, whether it is the target's clean speech.
+
+    See the module docstring. Raises :class:`InputError` for a bad reference, a
+    reference that matches no clip, or when every clip would be dropped (the
+    previous outputs are then left as they were).
+    """
+    progress = progress or no_progress
+    manifest = read_jsonl(ws.segments_manifest)
+    if not manifest:
+        raise DatasetError(
+            f"No clips to screen: {ws.segments_manifest} is missing or empty.",
+            hint="Run `xttsft segment` first.",
+        )
+    refs = [Path(r).expanduser() for r in settings.speaker_refs]
+    for r in refs:
+        if not r.is_file():
+            raise InputError(f"Speaker reference {r} does not exist.", hint="Pass an audio file of the target voice.")
+    input_hash = _input_hash(ws.segments_manifest, settings, refs)
+    result = ScreenResult(screen_file=ws.screen_file, total=len(manifest))
+    if not force and ws.screen_file.is_file() and ws.screen_stats.is_file():
+        old = _read_json(ws.screen_stats)
+        if old.get("input_hash") == input_hash:
+            log.info("Screen decisions are up to date (clips and settings unchanged).")
+            return _result_from_stats(ws, old, unchanged=True)
+
+    ref_embs = []
+    if refs and settings.speaker_filter:
+        from xttsft.encoders import SpeakerEncoder
+
+        enc = SpeakerEncoder("cpu")
+        ref_embs = [embed_reference(r, enc) for r in refs]
+    clips = _load_clips(ws, manifest)
+    result.measured = _measure(clips, ws, settings, progress)
+    emb = labels = centroid = None
+    if settings.speaker_filter:
+        result.speakers, result.thresholds, emb, labels, centroid = _screen_speakers(clips, settings, ref_embs)
+    if settings.quality_filter:
+        result.measured += _measure_quality(clips, ws, progress)
+        _screen_quality([c for c in clips if c.features.dnsmos is not None], settings)
+    if settings.duplicate_filter:
+        _screen_duplicates(clips, _source_lengths(ws, manifest))
+    _tally(result, clips)
+    if result.kept == 0:
+        raise _all_dropped_error(result)
+
+    kept_mask = np.array([c.kept for c in clips])
+    if emb is not None:
+        for k, sp in enumerate(result.speakers):
+            sel = labels == k
+            sp.kept = int((sel & kept_mask).sum())
+            sp.kept_minutes = float(sum(c.duration for c, s in zip(clips, sel, strict=True) if s and c.kept)) / 60
+        result.map_png = ws.screen_dir / "speakers.png"
+        _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
+    scores = [c.decision["dnsmos"]["ovrl"] for c in clips if "dnsmos" in c.decision]
+    if scores:
+        result.dnsmos_png = ws.screen_dir / "dnsmos.png"
+        _plot_dnsmos(result.dnsmos_png, scores, settings.min_dnsmos)
+    write_jsonl(ws.screen_file, [
+        {"id": c.id, "wav": c.row.get("wav"), "source": c.row.get("source"), "duration": c.duration,
+         **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
+        for c in clips
+    ])
+    atomic_write_json(ws.screen_stats, _stats(result, settings, refs, scores, input_hash))
+    _forget_stale_features(ws, {c.id for c in clips})
+    return result
+
+
+def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
+    for c in clips:
+        if c.kept:
+            result.kept += 1
+            result.kept_minutes += c.duration / 60
+        else:
+            result.dropped[c.decision["reason"]] += 1
+            result.dropped_minutes[c.decision["reason"]] += c.duration / 60
+
+
+def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[float],
+           input_hash: str) -> dict[str, Any]:
+    from xttsft.encoders import SPEAKER_ENCODER_NAME
+
+    return {
+        "version": SCREEN_VERSION,
+        "clips": result.total,
+        "kept": result.kept,
+        "kept_minutes": round(result.kept_minutes, 3),
+        "dropped": dict(result.dropped),
+        "dropped_minutes": {k: round(v, 3) for k, v in result.dropped_minutes.items()},
+        "speakers": [
+            {"label": s.label, "clips": s.clips, "minutes": round(s.minutes, 3), "kept": s.kept,
+             "kept_minutes": round(s.kept_minutes, 3), "similarity_to_target": s.similarity, "target": s.target}
+            for s in result.speakers
+        ],
+        "thresholds": {**result.thresholds, "min_dnsmos": settings.min_dnsmos},
+        "dnsmos_ovrl": _quantiles(scores),
+        "filters": {"speaker": settings.speaker_filter, "quality": settings.quality_filter,
+                    "duplicate": settings.duplicate_filter},
+        "speaker_refs": [str(r) for r in refs],
+        "speaker_encoder": SPEAKER_ENCODER_NAME,
+        "settings": settings.model_dump(mode="json"),
+        "input_hash": input_hash,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    q = np.quantile(np.array(values), [0.0, 0.1, 0.5, 0.9, 1.0])
+    return dict(zip(("min", "p10", "median", "p90", "max"), (round(float(v), 3) for v in q), strict=True))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _result_from_stats(ws: Workspace, stats: dict[str, Any], unchanged: bool) -> ScreenResult:
+    res = ScreenResult(screen_file=ws.screen_file, total=int(stats.get("clips", 0)), kept=int(stats.get("kept", 0)),
+                       kept_minutes=float(stats.get("kept_minutes", 0.0)), dropped=Counter(stats.get("dropped", {})),
+                       dropped_minutes=Counter(stats.get("dropped_minutes", {})),
+                       thresholds=dict(stats.get("thresholds", {})), unchanged=unchanged)
+    res.speakers = [Speaker(s["label"], s["clips"], s["minutes"], s["kept"], s.get("kept_minutes", 0.0),
+                            s.get("similarity_to_target", math.nan), s.get("target", False))
+                    for s in stats.get("speakers", [])]
+    for name, attr in (("speakers.png", "map_png"), ("dnsmos.png", "dnsmos_png")):
+        if (ws.screen_dir / name).is_file():
+            setattr(res, attr, ws.screen_dir / name)
+    return res
+
+
+def _forget_stale_features(ws: Workspace, ids: set[str]) -> None:
+    if ws.screen_features_dir.is_dir():
+        for p in ws.screen_features_dir.glob("*.npz"):
+            if p.stem not in ids:
+                p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ readers
+
+
+def read_decisions(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """Screen decisions by clip id ({} when the screen has not run)."""
+    return {str(r["id"]): r for r in read_jsonl(ws.screen_file) if "id" in r}
+
+
+def kept_ids(ws: Workspace, manifest: list[dict[str, Any]]) -> set[str] | None:
+    """Ids of the manifest's clips that the screen did not drop; ``None`` when the screen has not run.
+
+    A clip the screen has no decision for (segmented after it ran) counts as kept.
+    """
+    decisions = read_decisions(ws)
+    if not decisions:
+        return None
+    return {str(r["id"]) for r in manifest if decisions.get(str(r["id"]), {}).get("status") != "dropped"}
