@@ -450,6 +450,7 @@ def _screen_summary(ws: Workspace) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     keys = ("clips", "kept", "kept_minutes", "dropped", "dropped_minutes", "speakers", "thresholds", "dnsmos_ovrl",
+            "dnsmos_bak",
             "filters", "speaker_refs", "speaker_encoder")
     return {k: stats.get(k) for k in keys}
 

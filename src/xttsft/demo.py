@@ -162,11 +162,11 @@ class Interview:
     def main_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.voice == INTERVIEW_MAIN_VOICE]
 
-    def score(self, clips: list[tuple[str, float, float]]) -> dict[str, float]:
+    def score(self, clips: list[tuple[str, float, float]], voice: str = INTERVIEW_MAIN_VOICE) -> dict[str, float]:
         """How pure a set of clips ``(source file name, start, end)`` is, against what is where.
 
-        ``main_share``: the share of the clips' sound (speech and music, not pauses) that is the main voice;
-        ``main_words``: the share of the main voice's words inside the clips;
+        ``main_share``: the share of the clips' sound (speech and music, not pauses) that is ``voice``;
+        ``main_words``: the share of ``voice``'s words inside the clips;
         ``duplicate_seconds``: audio present in two clips (the excerpt repeats the recording).
         """
         spans = []
@@ -174,13 +174,14 @@ class Interview:
             off = self.excerpt_offset if Path(source).name == self.excerpt.name else 0.0
             spans.append((start + off, end + off))
         total = sum(e - s for s, e in spans)
-        main = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.main_turns)
+        mine = [t for t in self.turns if t.voice == voice]
+        main = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in mine)
         sound = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.turns)
-        words = sum(len(t.text.split()) for t in self.main_turns)
+        words = sum(len(t.text.split()) for t in mine)
         union = _union(spans)
         kept_words = sum(
             len(t.text.split()) * sum(_overlap(s, e, t.start, t.end) for s, e in union) / (t.end - t.start)
-            for t in self.main_turns
+            for t in mine
         )
         return {
             "main_share": main / sound if sound else 0.0,

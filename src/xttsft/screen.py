@@ -16,7 +16,8 @@ Three filters, in this order (each can be switched off):
    clips are clustered (average linkage on cosine distance, merged while their
    average similarity is above ``cluster_similarity``), which gives the table of
    speakers. The target is the cluster with the most minutes or, with
-   ``speaker_refs``, the cluster closest to the reference recordings. A clip is
+   ``speaker_refs``, the clips nearest to the reference recordings (within
+   :data:`REF_CORE_MARGIN` of the nearest one). A clip is
    another speaker (``other_speaker``) when its similarity to the target's
    centroid is below a threshold that adapts to the voice: the target clips'
    median similarity minus ``similarity_sigmas`` robust standard deviations,
@@ -24,7 +25,7 @@ Three filters, in this order (each can be switched off):
    but holds two or more consecutive 1.6 s windows that fall far from the target
    is dropped as ``mixed_speakers``.
 2. **Quality.** The clips still kept get DNSMOS P.835 scores; OVRL under
-   ``min_dnsmos`` is ``low_quality``.
+   ``min_dnsmos`` or BAK (background) under ``min_dnsmos_bak`` is ``low_quality``.
 3. **Duplicates.** Audio fingerprints find speech that arrived twice (another
    format, an excerpt, overlapping downloads). The copy from the longer source
    is kept; the other is ``duplicate`` and names the clip it repeats.
@@ -78,6 +79,8 @@ WINDOW_FLOOR, WINDOW_CEILING = 0.45, 0.70
 MIXED_WINDOWS = 2
 #: Shortest speech accepted in a reference recording, seconds.
 MIN_REFERENCE_SPEECH = 2.0
+#: With --speaker-ref, the target's clips are those within this similarity of the clip nearest the reference.
+REF_CORE_MARGIN = 0.10
 
 
 @dataclass
@@ -284,22 +287,24 @@ def _screen_speakers(
     labels = np.array([rank[k] for k in labels.tolist()])
     centroids = [unit((emb[labels == k] * dur[labels == k, None]).sum(axis=0)) for k in range(len(order))]
     if refs:
-        ref = unit(np.mean(refs, axis=0))
-        sims_to_ref = [cosine(ref, c) for c in centroids]
-        target = int(np.argmax(sims_to_ref))
-        best_clip = float(np.max(emb @ ref))
-        if sims_to_ref[target] < settings.min_similarity:
+        # the target: the clips nearest to the reference (clusters of similar voices may hold more than it)
+        to_ref = emb @ unit(np.mean(refs, axis=0))
+        best = float(to_ref.max())
+        if best < settings.min_similarity:
             raise InputError(
-                f"The speaker reference matches no clip: the best similarity found is {best_clip:.2f} "
-                f"(a speaker's {sims_to_ref[target]:.2f}), under SCREEN_MIN_SIMILARITY {settings.min_similarity:g}.",
+                f"The speaker reference matches no clip: the best similarity found is {best:.2f}, "
+                f"under SCREEN_MIN_SIMILARITY {settings.min_similarity:g}.",
                 hint="Check that the reference is the voice in these recordings, or lower --min-similarity; "
                 "--no-speaker-filter keeps every voice.",
             )
+        core = to_ref >= best - REF_CORE_MARGIN
+        target = int(np.argmax(np.bincount(labels[core], weights=dur[core], minlength=len(order))))
     else:
+        core = labels == 0
         target = 0
-    centroid = centroids[target]
+    centroid = unit((emb[core] * dur[core, None]).sum(axis=0))
     sims = emb @ centroid
-    threshold = _robust_threshold(sims[labels == target], settings.similarity_sigmas,
+    threshold = _robust_threshold(sims[core], settings.similarity_sigmas,
                                   settings.min_similarity, settings.sure_similarity)
     passing = [i for i, c in enumerate(clips) if sims[i] >= threshold]
     win_sims = [clips[i].features.windows @ centroid for i in passing]  # type: ignore[operator]
@@ -330,6 +335,9 @@ def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
         c.decision["dnsmos"] = {"sig": round(sig, 3), "bak": round(bak, 3), "ovrl": round(ovrl, 3)}
         if c.kept and ovrl < settings.min_dnsmos:
             c.drop("low_quality", f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f})")
+        elif c.kept and bak < settings.min_dnsmos_bak:
+            c.drop("low_quality", f"DNSMOS BAK {bak:.2f} < {settings.min_dnsmos_bak:g}: noise or music behind the voice "
+                   f"(OVRL {ovrl:.2f})")
 
 
 def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> None:
@@ -389,21 +397,24 @@ def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray,
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def _plot_dnsmos(path: Path, scores: list[float], threshold: float) -> None:
+def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: ScreenSettings) -> None:
+    """Histograms of OVRL and BAK with their thresholds."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.add_subplot()
-    ax.hist(scores, bins=30, range=(1.0, 5.0), color="#4477aa")
-    ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"min_dnsmos {threshold:g}")
-    ax.set_xlabel("DNSMOS P.835 overall (OVRL)")
-    ax.set_ylabel("clips")
-    below = sum(s < threshold for s in scores)
-    ax.set_title(f"{len(scores)} clips scored, {below} under the threshold")
-    ax.legend()
+    fig = Figure(figsize=(9, 3.5))
+    for k, (name, threshold) in enumerate((("overall (OVRL)", settings.min_dnsmos),
+                                           ("background (BAK)", settings.min_dnsmos_bak))):
+        values = [s[k] for s in scores]
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.hist(values, bins=30, range=(1.0, 5.0), color="#4477aa")
+        ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"threshold {threshold:g}")
+        ax.set_xlabel(f"DNSMOS P.835 {name}")
+        ax.set_ylabel("clips")
+        ax.set_title(f"{sum(v < threshold for v in values)} of {len(values)} clips under it")
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -485,7 +496,8 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
     fixes = {
         "other_speaker": "--speaker-ref FILE to pick the voice, or --no-speaker-filter",
         "mixed_speakers": "--no-speaker-filter",
-        "low_quality": "a lower --min-dnsmos (SCREEN_MIN_DNSMOS), or --no-quality-filter",
+        "low_quality": "a lower --min-dnsmos or --min-dnsmos-bak (SCREEN_MIN_DNSMOS, SCREEN_MIN_DNSMOS_BAK), "
+        "or --no-quality-filter",
         "duplicate": "--keep-duplicates",
     }
     hint = "; ".join(f"{r}: {fixes[r]}" for r in result.dropped) or "check the audio"
@@ -553,10 +565,10 @@ def screen_clips(
             sp.kept_minutes = float(sum(c.duration for c, s in zip(clips, sel, strict=True) if s and c.kept)) / 60
         result.map_png = ws.screen_dir / "speakers.png"
         _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
-    scores = [c.decision["dnsmos"]["ovrl"] for c in clips if "dnsmos" in c.decision]
+    scores = [(c.decision["dnsmos"]["ovrl"], c.decision["dnsmos"]["bak"]) for c in clips if "dnsmos" in c.decision]
     if scores:
         result.dnsmos_png = ws.screen_dir / "dnsmos.png"
-        _plot_dnsmos(result.dnsmos_png, scores, settings.min_dnsmos)
+        _plot_dnsmos(result.dnsmos_png, scores, settings)
     write_jsonl(ws.screen_file, [
         {"id": c.id, "wav": c.row.get("wav"), "source": c.row.get("source"), "duration": c.duration,
          **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
@@ -577,7 +589,7 @@ def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
             result.dropped_minutes[c.decision["reason"]] += c.duration / 60
 
 
-def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[float],
+def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]],
            input_hash: str) -> dict[str, Any]:
     from xttsft.encoders import SPEAKER_ENCODER_NAME
 
@@ -593,8 +605,10 @@ def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], sco
              "kept_minutes": round(s.kept_minutes, 3), "similarity_to_target": s.similarity, "target": s.target}
             for s in result.speakers
         ],
-        "thresholds": {**result.thresholds, "min_dnsmos": settings.min_dnsmos},
-        "dnsmos_ovrl": _quantiles(scores),
+        "thresholds": {**result.thresholds, "min_dnsmos": settings.min_dnsmos,
+                       "min_dnsmos_bak": settings.min_dnsmos_bak},
+        "dnsmos_ovrl": _quantiles([s[0] for s in scores]),
+        "dnsmos_bak": _quantiles([s[1] for s in scores]),
         "filters": {"speaker": settings.speaker_filter, "quality": settings.quality_filter,
                     "duplicate": settings.duplicate_filter},
         "speaker_refs": [str(r) for r in refs],

@@ -172,7 +172,12 @@ class ScreenSettings(Section):
         0.75, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
     )
     min_dnsmos: float = Field(
-        2.4, ge=1, le=5, description="Lowest DNSMOS P.835 overall score (OVRL, 1-5) kept; clean speech scores about 3."
+        2.0, ge=1, le=5,
+        description="Lowest DNSMOS P.835 overall score (OVRL, 1-5) kept; clean speech scores 2.1-3.4, music about 1.1.",
+    )
+    min_dnsmos_bak: float = Field(
+        2.8, ge=1, le=5,
+        description="Lowest DNSMOS background score (BAK, 1-5: 5 is silence behind the voice) kept; clean speech 3.2-4.2, speech in loud noise 2.2-2.7.",
     )
 
     @field_validator("speaker_refs", mode="before")

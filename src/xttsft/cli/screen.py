@@ -49,7 +49,10 @@ def screen(
     min_similarity: float | None = typer.Option(
         None, "--min-similarity", help="Below this similarity to the target a clip is always another voice [default: 0.70]."
     ),
-    min_dnsmos: float | None = typer.Option(None, "--min-dnsmos", help="Lowest DNSMOS overall score kept, 1-5 [default: 2.4]."),
+    min_dnsmos: float | None = typer.Option(None, "--min-dnsmos", help="Lowest DNSMOS overall score (OVRL) kept, 1-5 [default: 2.0]."),
+    min_dnsmos_bak: float | None = typer.Option(
+        None, "--min-dnsmos-bak", help="Lowest DNSMOS background score (BAK) kept, 1-5 [default: 2.8]."
+    ),
     force: bool = typer.Option(False, "--force", help="Decide again even when nothing changed."),
 ) -> None:
     """Keep only the target speaker's clean speech, once: drop other voices, mixed clips, noise and duplicates.
@@ -61,7 +64,8 @@ def screen(
     every 1.6 s window. The clips are clustered into speakers; the target is the one with the most minutes,
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
-    the rest; overall under `--min-dnsmos` is `low_quality` (music, noise, bad microphones). An audio
+    the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
+    `low_quality` (music, noise, bad microphones). An audio
     fingerprint finds speech that arrived twice (another format, an excerpt): the copy from the longer
     source is kept, the other is `duplicate`.
 
@@ -76,7 +80,7 @@ def screen(
     st = state(ctx)
     settings, ws = st.load(screen=screen_flags(
         speaker_ref, no_speaker_filter, no_quality_filter, keep_duplicates,
-        min_similarity=min_similarity, min_dnsmos=min_dnsmos,
+        min_similarity=min_similarity, min_dnsmos=min_dnsmos, min_dnsmos_bak=min_dnsmos_bak,
     ))
     with progress_bar("screen", total=None) as bar:
         result = screen_clips(settings.screen, ws, force=force, progress=bar)
@@ -93,7 +97,7 @@ def screen(
     if th:
         console.print(f"thresholds: similarity {th.get('similarity', float('nan')):.2f} (clip), "
                       f"{th.get('window_similarity', float('nan')):.2f} (1.6 s window), "
-                      f"DNSMOS OVRL {settings.screen.min_dnsmos:g}"
+                      f"DNSMOS OVRL {settings.screen.min_dnsmos:g}, BAK {settings.screen.min_dnsmos_bak:g}"
                       + ("; [dim]inputs unchanged, nothing re-decided[/]" if result.unchanged else ""))
     for label, path in (("speaker map", result.map_png), ("DNSMOS histogram", result.dnsmos_png)):
         if path is not None:
