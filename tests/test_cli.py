@@ -26,7 +26,7 @@ def test_main_help_lists_the_pipeline(cli):
     res = cli("--help")
     assert res.exit_code == 0
     out = flat(res.stdout)
-    assert "fetch -> segment -> transcribe -> build -> train -> synth" in out
+    assert "fetch -> segment -> screen -> transcribe -> build -> train -> synth" in out
     for option in ("--workdir", "--config", "--verbose", "--quiet", "--version"):
         assert option in out
     for name in registered_commands():
@@ -68,7 +68,7 @@ def test_config_json_shows_environment_value(cli):
     epochs = data["train"]["num_epochs"]
     assert epochs == {"value": 7, "source": "environment", "detail": "TRAIN_NUM_EPOCHS", "env": "TRAIN_NUM_EPOCHS"}
     assert data["train"]["lora_rank"]["source"] == "default"
-    assert set(data) == {"fetch", "segment", "transcribe", "build", "train", "synth"}
+    assert set(data) == {"fetch", "segment", "screen", "transcribe", "build", "train", "synth"}
 
 
 def test_config_table_shows_sources(cli, workspace):

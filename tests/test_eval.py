@@ -66,7 +66,11 @@ def test_cli_eval_end_to_end(cli, eval_ws: Workspace, tmp_path: Path) -> None:
         assert (out / row["wav"]).is_file()
         assert row["cer"] == pytest.approx(evaluate.character_error_rate(row["text"], row["transcript"]), abs=1e-4)
         assert -1.0 <= row["similarity"] <= 1.0
+        assert -1.0 <= row["similarity_ge2e"] <= 1.0 and 1.0 <= row["dnsmos_ovrl"] <= 5.0
         assert row["duration"] > 0 and row["rtf"] > 0
+    # an independent judge: GE2E, not the model's own encoder; held-out espeak clips resemble each other
+    assert data["independent_speaker_encoder"].startswith("GE2E")
+    assert data["heldout_self_similarity_ge2e"] > 0.8
     assert data["summary"]["finetuned"]["sentences"] == 1
 
 

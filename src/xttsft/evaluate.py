@@ -16,6 +16,11 @@ measures:
   HiFi-GAN decoder (``hifigan_decoder.speaker_encoder``, what
   ``Xtts.get_conditioning_latents`` uses), taken from the *base* model so both
   systems are judged by the same encoder; it works offline.
+- **Independent speaker similarity** (``similarity_ge2e``): the same comparison
+  with the GE2E encoder shipped in ``resemblyzer`` (the one ``screen`` uses), a
+  judge that is not part of the model being judged.
+- **DNSMOS** P.835 overall score (``dnsmos_ovrl``, 1-5) of the synthesized
+  audio: a random or broken model makes noise, which scores low.
 - **Duration** of the audio and **RTF** (synthesis seconds / audio seconds).
 
 Output: ``outputs/eval/<run>/eval.json`` and ``<system>/sNN.wav``.
@@ -63,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPEAKER_ENCODER = "XTTS-v2 HiFi-GAN decoder speaker encoder (H/ASP ResNet, 512-d, 16 kHz), from the base model"
+SPEAKER_ENCODER_GE2E = "GE2E (resemblyzer 0.1.4, 256-d, 16 kHz), independent of XTTS"
 
 DEFAULT_SENTENCES: dict[str, list[str]] = {
     "pt": [
@@ -232,6 +238,8 @@ class EvalRow:
     transcript: str = ""
     cer: float = float("nan")
     similarity: float = float("nan")
+    similarity_ge2e: float = float("nan")
+    dnsmos_ovrl: float = float("nan")
     duration: float = 0.0
     seconds: float = 0.0
 
@@ -254,6 +262,7 @@ class EvalResult:
     whisper_model: str
     speaker_encoder: str = SPEAKER_ENCODER
     heldout_self_similarity: float = float("nan")
+    heldout_self_similarity_ge2e: float = float("nan")
     tiny: bool = False
     seed: int = 0
     notes: list[str] = field(default_factory=list)
@@ -275,10 +284,27 @@ def _summarize(rows: list[EvalRow]) -> dict[str, float]:
         "sentences": len(rows),
         "cer": _mean([r.cer for r in rows]),
         "similarity": _mean([r.similarity for r in rows]),
+        "similarity_ge2e": _mean([r.similarity_ge2e for r in rows]),
+        "dnsmos_ovrl": _mean([r.dnsmos_ovrl for r in rows]),
         "duration": dur,
         "seconds": secs,
         "rtf": secs / dur if dur > 0 else float("nan"),
     }
+
+
+def _independent_measures(rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
+    """GE2E similarity to the held-out clips and DNSMOS of every row; returns the held-out clips'
+    GE2E similarity among themselves (the ceiling a perfect clone would reach)."""
+    from xttsft.audio import decode
+    from xttsft.encoders import SR, SpeakerEncoder, cosine, dnsmos
+
+    enc = SpeakerEncoder("cpu")
+    held = [enc.utterance(decode(h, sr=SR)) for h in heldout]
+    for row in rows:
+        x = decode(out_dir / row.wav, sr=SR)
+        row.similarity_ge2e = _mean([cosine(enc.utterance(x), h) for h in held])
+        row.dnsmos_ovrl = dnsmos(x).ovrl
+    return _mean([cosine(a, b) for i, a in enumerate(held) for b in held[i + 1 :]])
 
 
 def _release() -> None:
@@ -391,6 +417,7 @@ def evaluate(
         row.similarity = _mean([cosine(emb, h) for h in held_emb])
     voice = cond = None
     _release()
+    held_self_ge2e = _independent_measures(rows, heldout, out_dir)
 
     progress(description="transcribing with Whisper")
     whisper = load_whisper(transcribe_settings, whisper_path)
@@ -406,7 +433,7 @@ def evaluate(
     result = EvalResult(
         run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
         whisper_model=str(whisper_model or transcribe_settings.model), heldout_self_similarity=held_self, tiny=tiny,
-        seed=seed, notes=notes,
+        seed=seed, notes=notes, heldout_self_similarity_ge2e=held_self_ge2e,
     )
     atomic_write_json(result.json_path, _to_json(result))
     return result
@@ -429,6 +456,8 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
         "references": [str(p) for p in result.references],
         "heldout": [str(p) for p in result.heldout],
         "heldout_self_similarity": clean(result.heldout_self_similarity),
+        "independent_speaker_encoder": SPEAKER_ENCODER_GE2E,
+        "heldout_self_similarity_ge2e": clean(result.heldout_self_similarity_ge2e),
         "summary": {s: {k: clean(v) for k, v in d.items()} for s, d in result.summary.items()},
         "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf)} for r in result.rows],
         "notes": result.notes,

@@ -44,7 +44,9 @@ def eval_(
     seeds. For every audio: **CER** (faster-whisper transcript vs the sentence, punctuation and
     case ignored), **speaker similarity** (cosine of the 512-d embeddings of XTTS' HiFi-GAN
     decoder speaker encoder, vs held-out real clips of the val split; 1.0 = same), duration
-    and **RTF** (synthesis time / audio time). Lower CER and higher similarity are better.
+    and **RTF** (synthesis time / audio time). Lower CER and higher similarity are better. A second,
+    independent similarity comes from the GE2E encoder (the one `xttsft screen` uses), and DNSMOS
+    P.835 scores the synthesized audio's quality (1-5).
 
     **Output:** `outputs/eval/<run>/eval.json` and `outputs/eval/<run>/{finetuned,base}/sNN.wav`.
 
@@ -62,20 +64,24 @@ def eval_(
             whisper_model=whisper_model, progress=bar,
         )
     rows = Table(title=f"eval of run {result.run} ({result.language})", title_justify="left")
-    for col in ("system", "#", "text", "transcript", "CER", "similarity", "audio s", "RTF"):
-        rows.add_column(col, overflow="fold", justify="right" if col in {"#", "CER", "similarity", "audio s", "RTF"} else "left")
+    numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s", "RTF")
+    for col in ("system", "#", "text", "transcript", *numeric):
+        rows.add_column(col, overflow="fold", justify="right" if col in {"#", *numeric} else "left")
     for r in result.rows:
         rows.add_row(r.system, str(r.index), r.text, r.transcript or "[dim](nothing)[/]", _f(r.cer), _f(r.similarity),
-                     _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
+                     _f(r.similarity_ge2e), _f(r.dnsmos_ovrl, ".2f"), _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
     console.print(rows)
     summary = Table(title="summary (CER lower is better, similarity higher is better)", title_justify="left")
     for col in ("measure", *result.summary):
         summary.add_column(col, justify="right")
-    for key, label in (("cer", "CER"), ("similarity", "speaker similarity"), ("duration", "audio s"), ("rtf", "RTF")):
+    for key, label in (("cer", "CER"), ("similarity", "speaker similarity (XTTS encoder)"),
+                       ("similarity_ge2e", "speaker similarity (GE2E, independent)"), ("dnsmos_ovrl", "DNSMOS OVRL"),
+                       ("duration", "audio s"), ("rtf", "RTF")):
         summary.add_row(label, *(_f(result.summary[s][key]) for s in result.summary))
     console.print(summary)
     console.print(
-        f"held-out clips: {len(result.heldout)} (similarity among themselves: {_f(result.heldout_self_similarity)}) · "
+        f"held-out clips: {len(result.heldout)} (similarity among themselves: XTTS {_f(result.heldout_self_similarity)}, "
+        f"GE2E {_f(result.heldout_self_similarity_ge2e)}) · "
         f"Whisper: {result.whisper_model}"
     )
     console.print(f"results: {result.json_path}")

@@ -190,7 +190,7 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     if ev and ev.get("summary"):
         parts = []
         for system, fig in ev["summary"].items():
-            figs = ", ".join(f"{k} {fig[k]:.3f}" for k in ("cer", "similarity", "rtf") if isinstance(fig.get(k), (int, float)))
+            figs = ", ".join(f"{k} {fig[k]:.3f}" for k in ("cer", "similarity", "similarity_ge2e", "rtf") if isinstance(fig.get(k), (int, float)))
             parts.append(f"{system}: {figs}")
         table.add_row("eval", "\n".join(parts + [ev["json"]]))
     if ds.get("histogram"):
