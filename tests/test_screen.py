@@ -215,3 +215,17 @@ def test_segment_cuts_at_a_change_of_voice(tmp_path: Path, speak) -> None:
     assert any(len(v) > 1 for v in voices_per_clip(False))
     with_turns = voices_per_clip(True)
     assert with_turns and all(len(v) == 1 for v in with_turns)
+
+
+def test_cli_messages(cli, screened, tmp_path: Path) -> None:
+    ws, _ = screened
+    ok = cli("screen", workdir=ws.root)
+    assert ok.exit_code == 0, ok.output
+    flat = ok.output.replace("\n", "")  # rich folds long paths
+    assert "speakers found" in flat and "(target)" in flat and "speakers.png" in flat
+    missing = cli("screen", "--speaker-ref", str(tmp_path / "nope.wav"), workdir=ws.root)
+    assert missing.exit_code == 1 and "does not exist" in missing.output and "Traceback" not in missing.output
+    empty = cli("screen", workdir=tmp_path / "empty")
+    assert empty.exit_code == 1 and "No clips to screen" in empty.output and "xttsft segment" in empty.output
+    strict = cli("screen", "--min-dnsmos-bak", "4.95", workdir=ws.root)
+    assert strict.exit_code == 1 and "Every clip was dropped" in strict.output and "--min-dnsmos" in strict.output
