@@ -229,3 +229,16 @@ def test_cli_messages(cli, screened, tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "No clips to screen" in empty.output and "xttsft segment" in empty.output
     strict = cli("screen", "--min-dnsmos-bak", "4.95", workdir=ws.root)
     assert strict.exit_code == 1 and "Every clip was dropped" in strict.output and "--min-dnsmos" in strict.output
+
+
+def test_decisions_apply_only_to_the_clips_they_were_made_for(screened) -> None:
+    from xttsft.screen import kept_ids, read_decisions
+
+    ws, res = screened
+    manifest = read_jsonl(ws.segments_manifest)
+    assert len(read_decisions(ws, manifest)) == len(manifest)
+    assert len(kept_ids(ws, manifest)) == res.kept
+    # the same id cut again elsewhere (segment --force with other settings): no decision, so not dropped
+    moved = [dict(r, start=r["start"] + 0.5) if r["id"] == manifest[0]["id"] else r for r in manifest]
+    assert manifest[0]["id"] not in read_decisions(ws, moved)
+    assert manifest[0]["id"] in kept_ids(ws, moved)

@@ -272,7 +272,7 @@ def build_dataset(
 
     from xttsft.screen import read_decisions
 
-    screened = {i: d for i, d in read_decisions(ws).items() if i in manifest and d.get("status") == "dropped"}
+    screened = {i: d for i, d in read_decisions(ws, list(manifest.values())).items() if d.get("status") == "dropped"}
     for cid, d in screened.items():
         dropped.append({"id": cid, "reason": d["reason"], "detail": d.get("detail", ""),
                         **({"duplicate_of": d["duplicate_of"]} if d.get("duplicate_of") else {})})

@@ -570,8 +570,8 @@ def screen_clips(
         result.dnsmos_png = ws.screen_dir / "dnsmos.png"
         _plot_dnsmos(result.dnsmos_png, scores, settings)
     write_jsonl(ws.screen_file, [
-        {"id": c.id, "wav": c.row.get("wav"), "source": c.row.get("source"), "duration": c.duration,
-         **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
+        {"id": c.id, "wav": c.row.get("wav"), **{k: c.row.get(k) for k in ("source", "source_sha256", "start", "end")},
+         "duration": c.duration, **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
         for c in clips
     ])
     atomic_write_json(ws.screen_stats, _stats(result, settings, refs, scores, input_hash))
@@ -657,17 +657,33 @@ def _forget_stale_features(ws: Workspace, ids: set[str]) -> None:
 # ------------------------------------------------------------------ readers
 
 
-def read_decisions(ws: Workspace) -> dict[str, dict[str, Any]]:
-    """Screen decisions by clip id ({} when the screen has not run)."""
-    return {str(r["id"]): r for r in read_jsonl(ws.screen_file) if "id" in r}
+def _same_clip(decision: dict[str, Any], row: dict[str, Any]) -> bool:
+    return all(decision.get(k) == row.get(k) for k in ("source", "source_sha256", "start", "end"))
+
+
+def read_decisions(ws: Workspace, manifest: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Screen decisions by clip id ({} when the screen has not run).
+
+    With ``manifest``, only the decisions about those very clips (same source, content and
+    times): a clip segmented again after the screen ran has no decision yet.
+    """
+    decisions = {str(r["id"]): r for r in read_jsonl(ws.screen_file) if "id" in r}
+    if manifest is None:
+        return decisions
+    rows = {str(r["id"]): r for r in manifest}
+    return {i: d for i, d in decisions.items() if i in rows and _same_clip(d, rows[i])}
 
 
 def kept_ids(ws: Workspace, manifest: list[dict[str, Any]]) -> set[str] | None:
     """Ids of the manifest's clips that the screen did not drop; ``None`` when the screen has not run.
 
-    A clip the screen has no decision for (segmented after it ran) counts as kept.
+    A clip the screen has no decision for (segmented after it ran) counts as kept, with a warning.
     """
-    decisions = read_decisions(ws)
-    if not decisions:
+    if not ws.screen_file.is_file():
         return None
+    decisions = read_decisions(ws, manifest)
+    unscreened = [r["id"] for r in manifest if str(r["id"]) not in decisions]
+    if unscreened:
+        log.warning("%d clip(s) are newer than the last `xttsft screen` and were not screened; run it again.",
+                    len(unscreened))
     return {str(r["id"]) for r in manifest if decisions.get(str(r["id"]), {}).get("status") != "dropped"}
