@@ -180,16 +180,29 @@ def test_checkpoint_roundtrip_through_load_finetuned(tmp_path: Path, tiny_dir: P
     assert not torch.allclose(base.gpt.gpt.h[0].attn.c_attn.weight, got["gpt.h.0.attn.c_attn.weight"])
 
 
-def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, tiny_dir: Path) -> None:
+def _fail_after_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next safetensors write succeeds, then the save fails (a kill or a full disk right after)."""
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def save_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("injected failure after writing the weights")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_then_fail)
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     xtts = load_xtts(tiny_dir, for_training=True, keep_decoder=False)
     cfg = attach_lora(xtts.gpt, TrainSettings())
     run = tmp_path / "run"
     write_checkpoint(run / "best_model", xtts.gpt, "lora", {"epoch": 1, "step": 1}, lora_config=cfg)
     before = (run / "best_model" / "adapter_model.safetensors").read_bytes()
     _perturb(xtts.gpt)
+    _fail_after_weights(monkeypatch)
     with pytest.raises(RuntimeError, match="injected"):
-        write_checkpoint(run / "best_model", xtts.gpt, "lora", {"epoch": 2, "step": 2}, lora_config=cfg,
-                         _fail_after="weights")
+        write_checkpoint(run / "best_model", xtts.gpt, "lora", {"epoch": 2, "step": 2}, lora_config=cfg)
     assert (run / "best_model" / "adapter_model.safetensors").read_bytes() == before
     assert json.loads((run / "best_model" / "meta.json").read_text())["epoch"] == 1
     assert [p.name for p in run.iterdir()] == ["best_model"], "temporary folders are cleaned up"

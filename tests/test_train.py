@@ -271,13 +271,20 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path, dataset) -> Non
         _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="m")
 
 
-def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset) -> None:
+def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset, monkeypatch) -> None:
+    import torch
+
     from xttsft.model import find_checkpoint, load_finetuned
 
     _run(tmp_path, dataset, num_epochs=1, run_name="k")
+
+    def fail(*a, **k):  # training_state.pt is written after the weights
+        raise RuntimeError("injected failure after writing the weights")
+
+    monkeypatch.setattr(torch, "save", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="k",
-             hooks=TrainHooks(save_fail_after="weights"))
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="k")
+    monkeypatch.undo()
     run = Workspace(tmp_path).run_dir("k")
     assert not (run / "checkpoint_epoch_2").exists()
     assert not [p for p in run.iterdir() if p.name.startswith(".")], "no temporary folders left"

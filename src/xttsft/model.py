@@ -682,7 +682,6 @@ def write_checkpoint(
     meta: dict[str, Any],
     training_state: dict[str, Any] | None = None,
     lora_config=None,
-    _fail_after: str | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically: files into a temporary folder, ``meta.json``
     last, then rename. A crash mid-way leaves any previous ``dest`` untouched.
@@ -691,7 +690,6 @@ def write_checkpoint(
     ``xtts.gpt.gpt``). Full: ``gpt.safetensors`` (``xtts.gpt`` state dict).
     ``training_state`` (optimizer, scheduler, scaler, RNG, counters) goes to
     ``training_state.pt`` (tensors and plain types only: loads with ``weights_only=True``).
-    ``_fail_after`` names a file after which to raise (tests of killed saves).
     """
     import torch
     from safetensors.torch import save_file
@@ -720,8 +718,6 @@ def write_checkpoint(
             save_file(sd, str(tmp / "gpt.safetensors"))
         else:
             raise ValueError(f"mode must be 'lora' or 'full', not {mode!r}")
-        if _fail_after == "weights":
-            raise RuntimeError("injected failure after writing the weights")
         if training_state is not None:
             torch.save(training_state, tmp / "training_state.pt")
         meta = {**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}

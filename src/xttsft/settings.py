@@ -288,7 +288,10 @@ class TrainSettings(Section):
     cuda_device_id: int = Field(0, ge=0, description="Index of the CUDA GPU to use.")
     use_amp: bool | Auto = Field("auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU.")
     gradient_checkpointing: bool | Auto = Field("auto", description="Trade compute for memory; auto: doctor's pick.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes that read and cut the clips.")
+    num_threads: int | Auto = Field(
+        "auto", description="CPU threads of torch; auto: one per physical core, less the DataLoader workers."
+    )
     save_every_n_epochs: int = Field(10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
     keep_last_checkpoints: int = Field(3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
     print_step: int = Field(25, ge=1, description="Print the loss line every N steps.")
@@ -301,7 +304,7 @@ class TrainSettings(Section):
     def _split(cls, v: Any) -> Any:
         return _split_list(v)
 
-    @field_validator("batch_size", "grad_accum_steps")
+    @field_validator("batch_size", "grad_accum_steps", "num_threads")
     @classmethod
     def _positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
