@@ -242,3 +242,18 @@ def test_decisions_apply_only_to_the_clips_they_were_made_for(screened) -> None:
     moved = [dict(r, start=r["start"] + 0.5) if r["id"] == manifest[0]["id"] else r for r in manifest]
     assert manifest[0]["id"] not in read_decisions(ws, moved)
     assert manifest[0]["id"] in kept_ids(ws, moved)
+
+
+def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_again(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_demo_corpus(ws.raw_dir)
+    segment_sources(SegmentSettings(min_duration=2.0, max_duration=8.0), ws)
+    screen_clips(ScreenSettings(), ws)
+    assert (ws.screen_dir / "speakers.png").is_file() and (ws.screen_dir / "dnsmos.png").is_file()
+    off = screen_clips(ScreenSettings(speaker_filter=False, quality_filter=False), ws)
+    assert off.map_png is None and not (ws.screen_dir / "speakers.png").exists()
+    assert not (ws.screen_dir / "dnsmos.png").exists()
+    damaged = next(ws.screen_features_dir.glob("*.npz"))
+    damaged.write_bytes(b"PK\x03\x04 not a zip")
+    again = screen_clips(ScreenSettings(), ws, force=True)
+    assert again.measured >= 1 and again.kept == again.total

@@ -181,6 +181,26 @@ def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whis
     assert more.transcribed == 1 and more.reused == 9
 
 
+def test_screened_out_clips_are_skipped_and_their_old_transcripts_kept(seg_ws: Workspace, whisper) -> None:
+    from xttsft.io import read_jsonl, write_jsonl
+    from xttsft.transcribe import transcribe_segments
+
+    s = settings()
+    first = transcribe_segments(s, seg_ws, model=whisper)
+    manifest = read_jsonl(seg_ws.segments_manifest)
+    out = manifest[0]
+    decisions = [{**{k: r.get(k) for k in ("id", "wav", "source", "source_sha256", "start", "end")},
+                  "status": "dropped" if r is out else "kept", "reason": "other_speaker" if r is out else None}
+                 for r in manifest]
+    write_jsonl(seg_ws.screen_file, decisions)
+    again = transcribe_segments(s, seg_ws, model=whisper)
+    assert again.total == first.total - 1 and again.transcribed == 0
+    assert out["id"] in rows_by_id(seg_ws)  # a looser screen later finds it transcribed already
+    write_jsonl(seg_ws.screen_file, [dict(d, status="kept", reason=None) for d in decisions])
+    loose = transcribe_segments(s, seg_ws, model=whisper)
+    assert loose.total == first.total and loose.transcribed == 0 and loose.reused == first.total
+
+
 def test_interrupted_run_keeps_finished_clips(seg_ws: Workspace, whisper, monkeypatch) -> None:
     import xttsft.transcribe as tr
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import DatasetError, XttsftError
-from xttsft.io import atomic_path, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from xttsft.io import atomic_path, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import BuildSettings
@@ -445,9 +445,8 @@ def build_dataset(
 
 def _screen_summary(ws: Workspace) -> dict[str, Any] | None:
     """What ``screen`` found (speakers, thresholds, drops, DNSMOS), for stats.json."""
-    try:
-        stats = json.loads(ws.screen_stats.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    stats = read_json(ws.screen_stats)
+    if not stats:
         return None
     keys = ("clips", "kept", "kept_minutes", "dropped", "dropped_minutes", "speakers", "thresholds", "dnsmos_ovrl",
             "dnsmos_bak",

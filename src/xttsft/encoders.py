@@ -207,7 +207,7 @@ def dnsmos(x: np.ndarray) -> Dnsmos:
 FP_HOP = 256  # 16 ms
 FP_FFT = 2048  # 128 ms frames: robust to where a clip starts
 FP_BANDS = np.geomspace(300.0, 2000.0, 18)  # 17 bands -> 16 bits
-_FP_SILENT_DB = -55.0
+_FP_SILENT_BELOW = 45.0  # a frame this many dB under the clip's loudest frame is silence
 
 
 def fingerprint(x: np.ndarray) -> np.ndarray:
@@ -228,7 +228,7 @@ def fingerprint(x: np.ndarray) -> np.ndarray:
     bits = (d[1:] - d[:-1]) > 0
     words = (bits.astype(np.int64) << np.arange(16)).sum(axis=1)
     level = 10 * np.log10(np.mean(frames[1:] ** 2, axis=1) + 1e-12)
-    words[level < _FP_SILENT_DB] = -1
+    words[level < max(float(level.max()) - _FP_SILENT_BELOW, -90.0)] = -1
     return words.astype(np.int32)
 
 
@@ -296,8 +296,9 @@ def match_fingerprints(
         for (cj, off), v in votes.items():
             if v >= min_votes and v > best.get(cj, (0, 0))[0]:
                 best[cj] = (v, off)
-        for cj, (_, off) in best.items():
-            frames, ber = min((_bit_errors(fp, prints[cj], o) for o in (off - 1, off, off + 1)), key=lambda t: t[1])
+        for cj, (_, near) in best.items():
+            off, frames, ber = min(((o, *_bit_errors(fp, prints[cj], o)) for o in (near - 1, near, near + 1)),
+                                   key=lambda t: t[2])
             sound = min(int((fp >= 0).sum()), int((prints[cj] >= 0).sum()))
             if frames and ber <= max_bit_error and frames >= min_overlap * sound:
                 found.append(FingerprintMatch(ci, cj, off, round(frames * FP_HOP / SR, 2), round(ber, 3)))

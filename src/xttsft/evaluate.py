@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xttsft.encoders import SPEAKER_ENCODER_NAME
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError
 from xttsft.io import atomic_write_json
 from xttsft.paths import Workspace
@@ -68,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPEAKER_ENCODER = "XTTS-v2 HiFi-GAN decoder speaker encoder (H/ASP ResNet, 512-d, 16 kHz), from the base model"
-SPEAKER_ENCODER_GE2E = "GE2E (resemblyzer 0.1.4, 256-d, 16 kHz), independent of XTTS"
+
 
 DEFAULT_SENTENCES: dict[str, list[str]] = {
     "pt": [
@@ -295,13 +296,13 @@ def _summarize(rows: list[EvalRow]) -> dict[str, float]:
 def _independent_measures(rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
     """GE2E similarity to the held-out clips and DNSMOS of every row; returns the held-out clips'
     GE2E similarity among themselves (the ceiling a perfect clone would reach)."""
-    from xttsft.audio import decode
+    from xttsft.audio import read_mono
     from xttsft.encoders import SR, SpeakerEncoder, cosine, dnsmos
 
     enc = SpeakerEncoder("cpu")
-    held = [enc.utterance(decode(h, sr=SR)) for h in heldout]
+    held = [enc.utterance(read_mono(h, SR)) for h in heldout]
     for row in rows:
-        x = decode(out_dir / row.wav, sr=SR)
+        x = read_mono(out_dir / row.wav, SR)
         row.similarity_ge2e = _mean([cosine(enc.utterance(x), h) for h in held])
         row.dnsmos_ovrl = dnsmos(x).ovrl
     return _mean([cosine(a, b) for i, a in enumerate(held) for b in held[i + 1 :]])
@@ -456,7 +457,7 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
         "references": [str(p) for p in result.references],
         "heldout": [str(p) for p in result.heldout],
         "heldout_self_similarity": clean(result.heldout_self_similarity),
-        "independent_speaker_encoder": SPEAKER_ENCODER_GE2E,
+        "independent_speaker_encoder": SPEAKER_ENCODER_NAME + ", independent of XTTS",
         "heldout_self_similarity_ge2e": clean(result.heldout_self_similarity_ge2e),
         "summary": {s: {k: clean(v) for k, v in d.items()} for s, d in result.summary.items()},
         "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf)} for r in result.rows],

@@ -13,7 +13,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["sha256_file", "atomic_path", "atomic_write_text", "atomic_write_json", "read_jsonl", "write_jsonl"]
+__all__ = ["sha256_file", "atomic_path", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -61,6 +61,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ``{}`` when it is missing or unreadable (a summary, not an input)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

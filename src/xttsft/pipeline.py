@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import atomic_write_json, sha256_file
+from xttsft.io import atomic_write_json, read_json, sha256_file
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import Settings
@@ -474,13 +474,6 @@ def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, A
 
 
 # ---------------------------------------------------------------- summary
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
     """The figures of the end-of-run table, read from the workspace's files.
 
@@ -499,7 +492,7 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "clips": len(manifest),
     }
     durations = {r["id"]: float(r.get("duration", 0)) for r in manifest if "id" in r}
-    screen = _read_json(ws.screen_stats)
+    screen = read_json(ws.screen_stats)
     out["screen"] = {
         "speakers": screen.get("speakers", []),
         "dropped_minutes": screen.get("dropped_minutes", {}),
@@ -512,7 +505,7 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
             reason = str(t.get("reason") or "rejected")
             rejected[reason] = rejected.get(reason, 0.0) + durations.get(t.get("id", ""), 0.0) / 60
     ds = _dataset_dir(settings, ws)
-    stats = _read_json(ds / "stats.json")
+    stats = read_json(ds / "stats.json")
     out["dataset"] = {
         "dir": str(ds),
         "language": stats.get("language"),
@@ -525,7 +518,7 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
     run = _Records(ws.state_file).get("train").get("run") or ws.latest_run()
     if run:
         run_dir = ws.run_dir(run)
-        best = _read_json(_best_meta(run_dir))
+        best = read_json(_best_meta(run_dir))
         out["train"] = {
             "run": run,
             "run_dir": str(run_dir),
@@ -540,5 +533,5 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
         sample = ws.outputs_dir / "run-all" / f"sample-{run}.wav"
         out["sample"] = str(sample) if sample.is_file() else None
         ev = _Records(ws.state_file).get("eval").get("json")
-        out["eval"] = {"json": ev, "summary": _read_json(Path(ev)).get("summary", {})} if ev else None
+        out["eval"] = {"json": ev, "summary": read_json(Path(ev)).get("summary", {})} if ev else None
     return out

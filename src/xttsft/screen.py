@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import math
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from xttsft.errors import DatasetError, InputError
-from xttsft.io import atomic_path, atomic_write_json, read_jsonl, sha256_file, write_jsonl
+from xttsft.io import atomic_path, atomic_write_json, read_json, read_jsonl, sha256_file, write_jsonl
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import ScreenSettings
@@ -81,6 +82,8 @@ MIXED_WINDOWS = 2
 MIN_REFERENCE_SPEECH = 2.0
 #: With --speaker-ref, the target's clips are those within this similarity of the clip nearest the reference.
 REF_CORE_MARGIN = 0.10
+#: The smallest spread of similarities the adaptive thresholds assume.
+MIN_SIGMA = 0.03
 
 
 @dataclass
@@ -141,7 +144,7 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
             d = get("dnsmos")
             return ClipFeatures(key, get("embedding"), get("windows"), get("fingerprint"),
                                 tuple(float(v) for v in d) if d is not None else None)  # type: ignore[arg-type]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or damaged: measure again
         return ClipFeatures(key)
 
 
@@ -151,7 +154,7 @@ def _save_features(path: Path, f: ClipFeatures) -> None:
         if getattr(f, name) is not None:
             arrays[name] = getattr(f, name)
     if f.dnsmos is not None:
-        arrays["dnsmos"] = np.array(f.dnsmos, dtype=np.float32)
+        arrays["dnsmos"] = np.array(f.dnsmos, dtype=np.float64)
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
             np.savez(fh, **arrays)
@@ -237,11 +240,14 @@ def _clusters(emb: np.ndarray, similarity: float) -> np.ndarray:
 
 
 def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -> float:
-    """median - sigmas * 1.4826 * MAD, kept within [lo, hi]."""
+    """median - sigmas * max(1.4826 * MAD, MIN_SIGMA), kept within [lo, hi].
+
+    The floor on the spread keeps a handful of near-identical clips (a small --speaker-ref
+    core) from setting the threshold at their own similarity."""
     if values.size == 0:
         return lo
     med = float(np.median(values))
-    mad = float(np.median(np.abs(values - med))) * 1.4826
+    mad = max(float(np.median(np.abs(values - med))) * 1.4826, MIN_SIGMA)
     return float(min(max(med - sigmas * mad, lo), hi))
 
 
@@ -423,9 +429,10 @@ def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: Screen
 # ------------------------------------------------------------------ the stage
 
 
-def _input_hash(manifest_file: Path, settings: ScreenSettings, refs: Sequence[Path]) -> str:
+def _input_hash(ws: Workspace, settings: ScreenSettings, refs: Sequence[Path]) -> str:
     h = hashlib.sha256()
-    h.update(manifest_file.read_bytes() if manifest_file.is_file() else b"")
+    for f in (ws.segments_manifest, ws.segment_sources_file):  # the sources' lengths pick a duplicate's keeper
+        h.update(f.read_bytes() if f.is_file() else b"")
     h.update(json.dumps({"v": SCREEN_VERSION, **settings.model_dump(mode="json", exclude={"speaker_refs"})},
                         sort_keys=True).encode())
     for r in refs:
@@ -502,7 +509,7 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
     }
     hint = "; ".join(f"{r}: {fixes[r]}" for r in result.dropped) or "check the audio"
     return InputError(f"Every clip was dropped by the screen ({counts}); nothing was changed on disk.",
-                      hint=f"See the reasons with `xttsft screen -v`; to keep more: {hint}.")
+                      hint=f"To keep more, run `xttsft screen` with: {hint}.")
 
 
 def screen_clips(
@@ -529,10 +536,10 @@ def screen_clips(
     for r in refs:
         if not r.is_file():
             raise InputError(f"Speaker reference {r} does not exist.", hint="Pass an audio file of the target voice.")
-    input_hash = _input_hash(ws.segments_manifest, settings, refs)
+    input_hash = _input_hash(ws, settings, refs)
     result = ScreenResult(screen_file=ws.screen_file, total=len(manifest))
     if not force and ws.screen_file.is_file() and ws.screen_stats.is_file():
-        old = _read_json(ws.screen_stats)
+        old = read_json(ws.screen_stats)
         if old.get("input_hash") == input_hash:
             log.info("Screen decisions are up to date (clips and settings unchanged).")
             return _result_from_stats(ws, old, unchanged=True)
@@ -550,7 +557,7 @@ def screen_clips(
         result.speakers, result.thresholds, emb, labels, centroid = _screen_speakers(clips, settings, ref_embs)
     if settings.quality_filter:
         result.measured += _measure_quality(clips, ws, progress)
-        _screen_quality([c for c in clips if c.features.dnsmos is not None], settings)
+        _screen_quality([c for c in clips if c.kept], settings)
     if settings.duplicate_filter:
         _screen_duplicates(clips, _source_lengths(ws, manifest))
     _tally(result, clips)
@@ -565,10 +572,14 @@ def screen_clips(
             sp.kept_minutes = float(sum(c.duration for c, s in zip(clips, sel, strict=True) if s and c.kept)) / 60
         result.map_png = ws.screen_dir / "speakers.png"
         _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
+    else:
+        (ws.screen_dir / "speakers.png").unlink(missing_ok=True)  # not this run's: it would mislead
     scores = [(c.decision["dnsmos"]["ovrl"], c.decision["dnsmos"]["bak"]) for c in clips if "dnsmos" in c.decision]
     if scores:
         result.dnsmos_png = ws.screen_dir / "dnsmos.png"
         _plot_dnsmos(result.dnsmos_png, scores, settings)
+    else:
+        (ws.screen_dir / "dnsmos.png").unlink(missing_ok=True)
     write_jsonl(ws.screen_file, [
         {"id": c.id, "wav": c.row.get("wav"), **{k: c.row.get(k) for k in ("source", "source_sha256", "start", "end")},
          "duration": c.duration, **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
@@ -624,13 +635,6 @@ def _quantiles(values: list[float]) -> dict[str, float]:
         return {}
     q = np.quantile(np.array(values), [0.0, 0.1, 0.5, 0.9, 1.0])
     return dict(zip(("min", "p10", "median", "p90", "max"), (round(float(v), 3) for v in q), strict=True))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _result_from_stats(ws: Workspace, stats: dict[str, Any], unchanged: bool) -> ScreenResult:

@@ -307,7 +307,7 @@ def analyze(path: Path, settings: SegmentSettings, progress: Progress = no_progr
 
 
 # --------------------------------------------------------------------------- speaker turns
-TURN_SILENT_DBFS = -45.0  # a 1.6 s window quieter than this is not embedded
+TURN_SILENT_DBFS = VAD_FLOOR_DBFS  # a 1.6 s window quieter than this is not embedded (each is normalised first)
 TURN_CONTEXT = 3  # windows compared on each side of a candidate change (3.2 s of speech each)
 TURN_DROP = 0.22  # a change: the left/right similarity this far below the source's median ...
 TURN_FLOOR, TURN_CEILING = 0.40, 0.70  # ... kept within these (measured on espeak voices, docs/segment.md)
@@ -389,12 +389,14 @@ def mark_turns(regions: list[Region], starts: Sequence[float], embs: np.ndarray,
         if sim[j] < threshold and sim[j] == np.nanmin(sim[max(ctx, j - 2) : j + 3])
     ]
     out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
+    placed = 0
     for c in changes:
-        out = _place_turn(out, c, env_db)
-    return out, len(changes)
+        out, ok = _place_turn(out, c, env_db)
+        placed += ok
+    return out, placed
 
 
-def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2) -> list[Region]:
+def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2) -> tuple[list[Region], bool]:
     """Put a change of voice near ``at``: in the longest pause within ``reach`` seconds, else a cut."""
     best, best_gap = None, 0.0
     for k in range(1, len(regions)):
@@ -404,13 +406,13 @@ def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: flo
             best, best_gap = k, gap
     if best is not None:
         regions[best].turn = True
-        return regions
+        return regions, True
     for k, r in enumerate(regions):
         if r.start + MIN_REGION < at < r.end - MIN_REGION:
             cut = _quietest(env_db, max(r.start + MIN_REGION, at - 0.4), min(r.end - MIN_REGION, at + 0.4))
             return regions[:k] + [Region(r.start, cut, r.forced_start, True, r.turn),
-                                  Region(cut, r.end, True, r.forced_end, True)] + regions[k + 1 :]
-    return regions
+                                  Region(cut, r.end, True, r.forced_end, True)] + regions[k + 1 :], True
+    return regions, False
 
 
 # --------------------------------------------------------------------------- plan

@@ -543,6 +543,7 @@ def transcribe_segments(
     from xttsft.screen import kept_ids
 
     screened = kept_ids(ws, manifest)
+    full_manifest = manifest
     if screened is not None:
         skipped = len(manifest) - len(screened)
         manifest = [seg for seg in manifest if seg["id"] in screened]
@@ -550,7 +551,7 @@ def transcribe_segments(
             log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", skipped)
         if not manifest:
             raise DatasetError("Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
-                               hint="See train/data/processed/screen/screen.jsonl for the reasons.")
+                               hint=f"See {ws.screen_file} for the reasons.")
     runtime = resolve_runtime(settings)
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()
@@ -575,8 +576,13 @@ def transcribe_segments(
         row["reason"] = reason
         return row
 
+    # rows of clips the screen drops now stay on disk: a looser screen later reuses them
+    aside = {s["id"]: old[s["id"]] for s in full_manifest if s["id"] not in done and s["id"] in old
+             and (screened is not None and s["id"] not in screened)}
+
     def save() -> None:
-        rows = [done[s["id"]] for s in manifest if s["id"] in done]
+        rows = [done[s["id"]] if s["id"] in done else aside[s["id"]] for s in full_manifest
+                if s["id"] in done or s["id"] in aside]
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         current = ws.transcripts_file.read_text(encoding="utf-8") if ws.transcripts_file.exists() else None
         if text != current:  # an unchanged re-run rewrites nothing
