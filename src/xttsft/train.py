@@ -337,7 +337,8 @@ def _dist() -> tuple[int, int]:
 def _init_distributed(device: str) -> bool:
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun, even with one process (the NCCL smoke test)
+    if (int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not launched) or dist.is_initialized():
         return False
     backend = "nccl" if device.startswith("cuda") else "gloo"
     from datetime import timedelta
@@ -370,6 +371,17 @@ def _loss_curve(path: Path, train_losses: list[float], val_losses: list[float]) 
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def _oom_as_training_error(res: Resolved) -> Any:
+    """CUDA out of memory, while loading or training, becomes our message with the settings to change."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise _oom_message(res) from None
 
 
 def _oom_message(res: Resolved) -> TrainingError:
@@ -633,8 +645,9 @@ def train(
         log.warning("!" * 20 + " " + TINY_NOISE_WARNING + " " + "!" * 20)
     torch.manual_seed(ts.seed)
     random.seed(ts.seed)
-    model = build_model(base_dir, ts, res)
-    feats = Featurizer(base_dir, res.device)
+    with _oom_as_training_error(res):
+        model = build_model(base_dir, ts, res)
+        feats = Featurizer.from_base(base_dir, res.device)
     data = prepare_data(ds_dir, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
     train_ds, val_ds = ClipDataset(data.train, ts.seed, is_eval=False), ClipDataset(data.val, ts.seed, is_eval=True)
@@ -671,9 +684,8 @@ def train(
         callbacks=_callbacks(ts, run, res, data, base_dir, tiny, main, hooks), hooks=hooks, progress=progress,
     )
     try:
-        status = trainer.fit(state)
-    except torch.cuda.OutOfMemoryError:
-        raise _oom_message(res) from None
+        with _oom_as_training_error(res):
+            status = trainer.fit(state)
     finally:
         if distributed:
             import torch.distributed as dist

@@ -267,21 +267,25 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 class Featurizer:
     """GPTTrainer.format_batch_on_device: conditioning mels and DVAE codes, without grad."""
 
-    def __init__(self, base_dir: Path, device: str) -> None:
+    def __init__(self, dvae: Any, mel_norms: Any, device: str) -> None:
         from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
 
-        from xttsft.model import load_dvae, safe_torch_load
-
-        norms = safe_torch_load(Path(base_dir) / "mel_stats.pth")
         self.style = TorchMelSpectrogram(
             filter_length=2048, hop_length=256, win_length=1024, normalize=False, sampling_rate=SAMPLE_RATE,
             mel_fmin=0, mel_fmax=8000, n_mel_channels=80, mel_norm_file=None,
         ).to(device)
-        self.style.mel_norms = norms.to(device)
+        self.style.mel_norms = mel_norms.to(device)
         self.dvae_mel = TorchMelSpectrogram(mel_norm_file=None, sampling_rate=SAMPLE_RATE).to(device)
-        self.dvae_mel.mel_norms = norms.to(device)
-        self.dvae = load_dvae(base_dir, device)
+        self.dvae_mel.mel_norms = mel_norms.to(device)
+        self.dvae = dvae.to(device).eval().requires_grad_(False)
         self.device = device
+
+    @classmethod
+    def from_base(cls, base_dir: Path, device: str) -> Featurizer:
+        """The base model's frozen DVAE and mel statistics."""
+        from xttsft.model import load_dvae, safe_torch_load
+
+        return cls(load_dvae(base_dir, device), safe_torch_load(Path(base_dir) / "mel_stats.pth"), device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import torch
@@ -312,7 +316,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, ra
     ``batch_size * BUCKET_BATCHES`` shuffled samples is sorted by length and cut into
     batches, and the batches are shuffled again: clips of similar length share a batch,
     so little of a batch is padding, and the order stays random and reproducible.
-    With several ranks every rank gets the same number of batches.
+    With several ranks every rank gets the same number of batches (a DDP step needs them all).
     """
     import torch
 
@@ -329,8 +333,9 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, ra
         batches = [batches[p] for p in perm]
     else:
         batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-    if world > 1:
-        n = -(-(len(lengths) // world if len(lengths) >= world else 1) // batch_size)
+    if world > 1:  # the rank with fewer samples repeats its last batch, as DistributedSampler pads
+        per_rank = -(-len(lengths) // world)
+        n = -(-per_rank // batch_size)
         batches = batches[:n] + [batches[-1]] * (n - len(batches))
     return batches
 

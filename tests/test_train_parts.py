@@ -1,0 +1,62 @@
+"""The training engine's parts on their own: batches, the state a resume restores, the GPU check's CPU mode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xttsft.train_data import epoch_batches
+from xttsft.trainer import TrainState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_batches_are_seeded_complete_and_bucketed_by_length() -> None:
+    lengths = [(k * 7919) % 300 + 30 for k in range(200)]  # a 3-15 s like mix, scrambled
+    a = epoch_batches(lengths, 4, seed=1, epoch=0)
+    assert a == epoch_batches(lengths, 4, seed=1, epoch=0)  # reproducible: resume draws the same batches
+    assert a != epoch_batches(lengths, 4, seed=1, epoch=1)  # a new order every epoch
+    assert sorted(i for b in a for i in b) == list(range(200))
+    padding = lambda bs: sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)  # noqa: E731
+    plain = epoch_batches(lengths, 4, seed=1, epoch=0, bucket=False)
+    assert padding(a) < 0.25 * padding(plain)  # similar lengths share a batch
+
+
+@pytest.mark.parametrize("n", [5, 6, 7])
+def test_every_rank_gets_the_same_number_of_batches(n: int) -> None:
+    per_rank = [epoch_batches(list(range(1, n + 1)), 2, seed=3, epoch=0, rank=r, world=2) for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1])  # a DDP step needs every rank
+    assert {i for bs in per_rank for b in bs for i in b} == set(range(n))  # no sample left out
+
+
+def test_train_state_round_trip() -> None:
+    import torch
+
+    from xttsft.trainer import rng_state
+
+    st = TrainState(epoch=2, batch_in_epoch=3, global_step=11, optimizer_step=5, run_loss=1.5, run_n=3,
+                    best_val_loss=0.7, best_epoch=2, history_train=[1.0, 0.9], history_val=[0.8, 0.7], rng=rng_state())
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([p])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    back = TrainState.from_dict(st.to_dict(opt, sched, scaler))
+    assert (back.epoch, back.batch_in_epoch, back.global_step, back.optimizer_step) == (2, 3, 11, 5)
+    assert (back.run_loss, back.run_n, back.best_val_loss, back.history_val) == (1.5, 3, 0.7, [0.8, 0.7])
+    at_epoch_end = TrainState(epoch=3, run_loss=9.0, run_n=4).to_dict(opt, sched, scaler)
+    assert at_epoch_end["epoch_loss_n"] == 0  # between epochs no partial sums are saved
+
+
+def test_gpu_check_without_a_gpu_says_what_it_would_run() -> None:
+    import torch
+
+    dry = ["--dry-run"] if torch.cuda.is_available() else []  # on a GPU machine the real check takes minutes
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), *dry], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "would run" in p.stdout.lower()
+    for step in ("GPU tests", "train step lora", "train step full +gc", "synth", "faster-whisper"):
+        assert step in p.stdout
