@@ -219,5 +219,5 @@ def test_cli_incompatible_adapter(cli, voice_ws: Workspace, tmp_path: Path) -> N
     tensors = load_file(str(f))
     save_file({k: v[:, :-1].contiguous() if "lora_A" in k else v for k, v in tensors.items()}, str(f))  # wrong width
     res = cli("synth", "Olá", "--speaker-wav", str(voice_ws.dataset_dir / "wavs" / "clip_0000.wav"), workdir=ws.root)
-    assert res.exit_code == 1 and "do not fit its base model" in said(res), res.output
+    assert res.exit_code == 1 and "does not fit this model" in said(res) and "size mismatch" in said(res), res.output
     assert "Traceback" not in res.output

@@ -186,26 +186,12 @@ def fetch_whisper(name: str) -> str:
 
 
 def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
-    """faster-whisper model: ``model`` or ``settings.model``; device and compute
-    type from the settings, ``auto`` resolved by ``xttsft doctor``'s recommendation."""
-    from faster_whisper import WhisperModel
+    """faster-whisper model ``model`` (or ``settings.model``) on the settings' device, ``auto``
+    resolved as ``xttsft transcribe`` resolves it."""
+    from xttsft.transcribe import load_whisper as load, resolve_runtime
 
-    name = model or settings.model
-    device, compute = settings.device, settings.compute_type
-    if device == "auto" or compute == "auto":
-        from xttsft.doctor import current_recommendation
-
-        rec = current_recommendation()
-        device = rec.whisper_device if device == "auto" else device
-        compute = rec.whisper_compute_type if compute == "auto" else compute
-        log.info("Whisper %s on %s (%s)", name, device, compute)
-    try:
-        return WhisperModel(str(name), device=device, compute_type=compute, cpu_threads=0)
-    except Exception as exc:  # noqa: BLE001 - hub, ctranslate2 and OS errors
-        raise ModelNotFoundError(
-            f"Cannot load the Whisper model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
-            hint="Pass --whisper-model with a model name faster-whisper can download, or a local CTranslate2 folder.",
-        ) from None
+    rt = resolve_runtime(settings)
+    return load(str(model or settings.model), rt.device, rt.compute_type)
 
 
 def transcribe_file(whisper: Any, path: Path, language: str) -> str:
@@ -331,7 +317,7 @@ def evaluate(
 ) -> EvalResult:
     """Speak the sentences with the run and its base model, then measure CER,
     speaker similarity, duration and RTF (see the module docstring)."""
-    from xttsft.export import resolve_run
+    from xttsft.model import resolve_run
     from xttsft.synth import (
         TINY_MODEL_NOTE,
         ModelSource,

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +36,7 @@ from xttsft.errors import InputError, ModelNotFoundError
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 
-__all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "resolve_run", "stock_state_dict"]
+__all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "stock_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +61,6 @@ class ExportResult:
     @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files if p.is_file())
-
-
-def resolve_run(ws: Workspace, run: str | None) -> tuple[str, Path]:
-    """``None`` -> the most recent run; a name under train/checkpoints/; or a run folder."""
-    if run is None:
-        name = ws.latest_run()
-        if name is None:
-            raise ModelNotFoundError(
-                f"No training run in {ws.checkpoints_dir}.", hint="Train first: xttsft train."
-            )
-        return name, ws.run_dir(name)
-    if "/" not in run and "\\" not in run and ws.run_dir(run).is_dir():
-        return run, ws.run_dir(run)
-    path = Path(run).expanduser()
-    if path.is_dir() and (path / "run.json").is_file():
-        return path.name, path.resolve()
-    runs = sorted(p.name for p in ws.checkpoints_dir.iterdir() if p.is_dir()) if ws.checkpoints_dir.is_dir() else []
-    raise ModelNotFoundError(
-        f"No training run named {run!r}.",
-        hint=f"Runs in this workspace: {', '.join(runs)}." if runs else "There are no runs yet: xttsft train.",
-    )
 
 
 def stock_state_dict(xtts: Any) -> dict[str, Any]:
@@ -116,7 +93,7 @@ def export_run(
     from xttsft import model as xmodel
 
     progress = progress or no_progress
-    name, run_dir = resolve_run(ws, run)
+    name, run_dir = xmodel.resolve_run(ws, run)
     info = xmodel.read_run_info(run_dir)
     ck = xmodel.find_checkpoint(run_dir, checkpoint)
     mode = ck.meta.get("mode", info.mode)
@@ -163,9 +140,9 @@ def export_run(
             base = xmodel.resolve_base_model(info.base_model, progress=progress)
         identity = xmodel.base_identity(base)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
-    try:
+    from xttsft.io import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
         if adapter_only:
             progress(total=2, completed=0, description="copying the adapter")
             for fname in ("adapter_model.safetensors", "adapter_config.json"):
@@ -195,21 +172,6 @@ def export_run(
             record["adapter_target"] = "xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)"
         (tmp / marker.name).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         progress(advance=1)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if old is not None:  # put the previous export back
-                os.replace(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = sorted(p for p in out_dir.iterdir() if p.is_file())
     log.info("Exported %s (%s) to %s", name, kind, out_dir)
     return ExportResult(out_dir, kind, name, ck.path.name, mode, files, tiny=info.tiny)

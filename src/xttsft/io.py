@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["sha256_file", "atomic_path", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
+__all__ = ["sha256_file", "atomic_path", "atomic_dir", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -39,6 +40,36 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``dest``; on success it replaces ``dest``.
+
+    The previous ``dest`` is moved aside (``.NAME.old.PID``) for the instant of the swap and
+    put back if the swap fails; a crash, an exception or Ctrl-C inside the block leaves the
+    previous ``dest`` untouched and removes the temporary folder. The folder gets the
+    ordinary permissions of the umask (mkdtemp makes 0700).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    old: Path | None = None
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not dest.exists():
+            os.replace(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from TTS.tts.models.xtts import Xtts
 
+    from xttsft.paths import Workspace
     from xttsft.settings import TrainSettings
 
 __all__ = [
@@ -105,6 +106,10 @@ _PTH_FILES = ("model.pth", "dvae.pth", "mel_stats.pth", "speakers_xtts.pth")
 
 
 # --------------------------------------------------------------------------- cache
+#: Weights a full checkpoint leaves out: inference-only copies and the tied embedding.
+_NOT_SAVED = ("gpt_inference.", "gpt.wte.")
+
+
 def _normal_dir_mode(path: Path) -> None:
     """mkdtemp makes 0700 folders; finished model and checkpoint folders are ordinary ones."""
     umask = os.umask(0)
@@ -694,12 +699,12 @@ def write_checkpoint(
     import torch
     from safetensors.torch import save_file
 
+    from xttsft.io import atomic_dir
+
+    if mode not in ("lora", "full"):
+        raise ValueError(f"mode must be 'lora' or 'full', not {mode!r}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=dest.parent))
-    _normal_dir_mode(tmp)
-    old: Path | None = None
-    try:
+    with atomic_dir(dest) as tmp:
         if mode == "lora":
             from peft import get_peft_model_state_dict
 
@@ -709,31 +714,13 @@ def write_checkpoint(
                 cfg = lora_config.to_dict()
                 cfg["target_modules"] = sorted(cfg["target_modules"]) if cfg.get("target_modules") else None
                 (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
-        elif mode == "full":
-            sd = {
-                k: v.detach().contiguous().cpu()
-                for k, v in gpt.state_dict().items()
-                if not k.startswith(("gpt_inference.", "gpt.wte."))
-            }
-            save_file(sd, str(tmp / "gpt.safetensors"))
         else:
-            raise ValueError(f"mode must be 'lora' or 'full', not {mode!r}")
+            sd = {k: v.detach().contiguous().cpu() for k, v in gpt.state_dict().items() if not k.startswith(_NOT_SAVED)}
+            save_file(sd, str(tmp / "gpt.safetensors"))
         if training_state is not None:
             torch.save(training_state, tmp / "training_state.pt")
         meta = {**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not dest.exists():
-            os.replace(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
     return dest
 
 
@@ -797,58 +784,96 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
     return CheckpointInfo(p, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta)
 
 
+def load_gpt_weights(
+    gpt,
+    ckpt_dir: Path,
+    mode: str,
+    *,
+    inject: bool = False,
+    error: type[Exception] = ModelNotFoundError,
+    hint: str = "Load it with the base model it was trained on (see run.json).",
+) -> None:
+    """Load a checkpoint's GPT weights into ``gpt``: the LoRA adapter (``inject``: add its layers
+    from ``adapter_config.json`` first) or the whole GPT.
+
+    Raises ``error`` (with ``hint``) when a file is missing or corrupt, or when the weights do
+    not fit this model (other base model, other LoRA rank or targets): a checkpoint never loads
+    halfway and silently leaves base weights in place.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if mode not in ("lora", "full"):
+        raise error(f"Unknown checkpoint mode {mode!r} in {ckpt_dir}.", hint="Expected lora or full.")
+    file = Path(ckpt_dir) / ("adapter_model.safetensors" if mode == "lora" else "gpt.safetensors")
+    try:
+        sd = load_file(str(file))
+    except (OSError, SafetensorError) as exc:
+        raise error(f"{file} is missing or corrupt ({exc}).", hint=hint) from None
+    try:
+        if mode == "lora":
+            from peft import inject_adapter_in_model, set_peft_model_state_dict
+
+            if inject:
+                inject_adapter_in_model(_read_lora_config(Path(ckpt_dir), error, hint), gpt.gpt)
+            result = set_peft_model_state_dict(gpt.gpt, sd)
+            unexpected = list(getattr(result, "unexpected_keys", []))
+            missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        else:
+            missing, unexpected = gpt.load_state_dict(sd, strict=False)
+            missing = [k for k in missing if not k.startswith(_NOT_SAVED)]
+    except RuntimeError as exc:  # size mismatches
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise error(f"{file} does not fit this model: {first}", hint=hint) from None
+    if missing or unexpected:
+        shown = ", ".join((list(unexpected) + list(missing))[:3])
+        raise error(
+            f"{file} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected weights: "
+            f"{shown}{', ...' if len(missing) + len(unexpected) > 3 else ''}).",
+            hint=hint,
+        )
+
+
+def _read_lora_config(ckpt_dir: Path, error: type[Exception], hint: str):
+    from peft import LoraConfig
+
+    cfg_file = ckpt_dir / "adapter_config.json"
+    try:
+        cfg_dict = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{cfg_file} is missing or corrupt ({exc}).", hint=hint) from None
+    known = set(LoraConfig.__dataclass_fields__)
+    return LoraConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+
+
 def apply_checkpoint(xtts, ckpt_dir: Path, mode: str, merge: bool = True) -> None:
     """Apply a checkpoint's GPT weights to a loaded base ``xtts`` (training layout).
 
     LoRA adapters are injected and, with ``merge``, folded into the weights.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    load_gpt_weights(xtts.gpt, ckpt_dir, mode, inject=True)
+    if mode == "lora" and merge:
+        merge_lora(xtts.gpt)
 
-    ckpt_dir = Path(ckpt_dir)
-    if mode == "lora":
-        from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-        cfg_file = ckpt_dir / "adapter_config.json"
-        try:
-            cfg_dict = json.loads(cfg_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"{cfg_file} is missing or corrupt ({exc}).", hint="Use another checkpoint.") from None
-        known = set(LoraConfig.__dataclass_fields__)
-        cfg = LoraConfig(**{k: v for k, v in cfg_dict.items() if k in known})
-        try:
-            sd = load_file(str(ckpt_dir / "adapter_model.safetensors"))
-        except (OSError, SafetensorError) as exc:
-            raise ModelNotFoundError(
-                f"{ckpt_dir / 'adapter_model.safetensors'} is missing or corrupt ({exc}).", hint="Use another checkpoint."
-            ) from None
-        inject_adapter_in_model(cfg, xtts.gpt.gpt)
-        res = set_peft_model_state_dict(xtts.gpt.gpt, sd)
-        unexpected = getattr(res, "unexpected_keys", [])
-        if unexpected:
-            raise ModelNotFoundError(
-                f"{ckpt_dir} does not fit this base model ({len(unexpected)} unexpected adapter weights).",
-                hint="Load it with the base model it was trained on (see run.json).",
-            )
-        if merge:
-            merge_lora(xtts.gpt)
-    elif mode == "full":
-        try:
-            sd = load_file(str(ckpt_dir / "gpt.safetensors"))
-        except (OSError, SafetensorError) as exc:
-            raise ModelNotFoundError(
-                f"{ckpt_dir / 'gpt.safetensors'} is missing or corrupt ({exc}).", hint="Use another checkpoint."
-            ) from None
-        missing, unexpected = xtts.gpt.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith(("gpt_inference.", "gpt.wte."))]
-        if missing or unexpected:
-            raise ModelNotFoundError(
-                f"{ckpt_dir / 'gpt.safetensors'} does not fit this base model "
-                f"({len(missing)} missing, {len(unexpected)} unexpected weights).",
-                hint="Load it with the base model it was trained on (see run.json).",
-            )
-    else:
-        raise ModelNotFoundError(f"Unknown checkpoint mode {mode!r} in {ckpt_dir}.", hint="Expected lora or full.")
+def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train first: xttsft train.") -> tuple[str, Path]:
+    """A run's name and folder: ``None`` -> the most recent run; a name under train/checkpoints/;
+    or a run folder (one with ``run.json``). Raises :class:`ModelNotFoundError` naming the runs there are."""
+    if run is None:
+        name = ws.latest_run()
+        if name is None:
+            raise ModelNotFoundError(f"No training run in {ws.checkpoints_dir}.", hint=no_run_hint)
+        return name, ws.run_dir(name)
+    if "/" not in run and "\\" not in run and ws.run_dir(run).is_dir():
+        return run, ws.run_dir(run)
+    path = Path(run).expanduser()
+    if path.is_dir() and (path / "run.json").is_file():
+        return path.name, path.resolve()
+    runs = sorted(p.name for p in ws.checkpoints_dir.iterdir() if p.is_dir()) if ws.checkpoints_dir.is_dir() else []
+    raise ModelNotFoundError(
+        f"No training run named {run!r}.",
+        hint=f"Runs in this workspace: {', '.join(runs)}." if runs else "There are no runs yet: xttsft train.",
+    )
 
 
 def write_run_info(info: RunInfo) -> Path:

@@ -22,6 +22,7 @@ The pieces, each usable on its own (``export`` and ``eval`` reuse them):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -268,15 +269,12 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
     run (or ``default_base`` when there is none); a run name; a run folder; a
     folder with ``model.pth`` + ``config.json`` (an export or a stock XTTS-v2).
     """
+    from xttsft.model import resolve_run
+
     if model is None:
-        run = ws.latest_run()
-        if run is None:
-            raise ModelNotFoundError(
-                f"No training run in {ws.checkpoints_dir}.",
-                hint="Train first (xttsft train), pass --model base to use the base model alone, "
-                "or --model FOLDER for an exported model.",
-            )
-        return ModelSource("run", run, ws.run_dir(run))
+        return ModelSource("run", *resolve_run(
+            ws, None, no_run_hint="Train first (xttsft train), pass --model base to use the base model alone, "
+            "or --model FOLDER for an exported model."))
     if model == "base":
         run = ws.latest_run()
         spec = default_base
@@ -286,12 +284,10 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
             except (OSError, json.JSONDecodeError):
                 pass
         return ModelSource("base", spec, None, base_spec=spec)
-    if "/" not in model and "\\" not in model and ws.run_dir(model).is_dir():
-        return ModelSource("run", model, ws.run_dir(model))
+    with contextlib.suppress(ModelNotFoundError):  # a run, by name or folder
+        return ModelSource("run", *resolve_run(ws, model))
     path = Path(model).expanduser()
     if path.is_dir():
-        if (path / "run.json").is_file():
-            return ModelSource("run", path.name, path.resolve())
         if _is_model_folder(path):
             return ModelSource("folder", str(path), path.resolve())
         marker = _read_json(path / "xttsft_adapter.json")

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import SettingsError
 from xttsft.progress import Progress, no_progress
-from xttsft.train_data import SAMPLE_RATE, DataReport, prepare_data
+from xttsft.train_data import DataReport, prepare_data
 from xttsft.trainer import TrainHooks, TrainingError, TrainState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -398,6 +398,10 @@ def _oom_message(res: Resolved) -> TrainingError:
 
 
 # --------------------------------------------------------------------------- the parts
+RESUME_HINT = ("Resume with the base model and TRAIN_LORA_* settings the run was trained with (see run.json and "
+               "settings.json in the run folder), or start a new run.")
+
+
 @dataclass
 class RunDir:
     """The run folder: its name, where checkpoints and TensorBoard go, what can be resumed."""
@@ -495,7 +499,7 @@ def build_optimization(gpt, ts: TrainSettings, res: Resolved, total_steps: int) 
 
 def restore(run: RunDir, gpt, res: Resolved, optim: Optimization) -> tuple[TrainState, Path]:
     """Weights, optimizer, schedule, scaler and RNG of the run's newest complete checkpoint."""
-    from xttsft.model import safe_torch_load
+    from xttsft.model import load_gpt_weights, safe_torch_load
     from xttsft.trainer import set_rng_state
 
     ck = run.resumable[-1]
@@ -505,7 +509,7 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization) -> tuple[Train
             f"Run {run.name!r} was trained with {meta_mode}; TRAIN_USE_LORA now asks for {res.mode}.",
             hint=f"Resume with TRAIN_USE_LORA={'true' if meta_mode == 'lora' else 'false'}, or start a new run.",
         )
-    _load_weights(gpt, ck.path, res.mode)
+    load_gpt_weights(gpt, ck.path, res.mode, error=SettingsError, hint=RESUME_HINT)
     saved = safe_torch_load(ck.path / "training_state.pt")
     optim.optimizer.load_state_dict(saved["optimizer"])
     optim.scheduler.load_state_dict(saved["scheduler"])
@@ -727,45 +731,6 @@ def _enable_gradient_checkpointing(hf_gpt2) -> None:
         hf_gpt2._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=func)
     else:  # pragma: no cover - transformers < 4.35
         hf_gpt2.gradient_checkpointing_enable()
-
-
-def _load_weights(gpt, ckpt_dir: Path, mode: str) -> None:
-    """Load a checkpoint's trainable weights into a GPT already set up for ``mode``.
-
-    Raises :class:`SettingsError` when the checkpoint does not fit the model (other base model,
-    other LoRA rank or targets): resuming must never silently continue from base weights.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    file = ckpt_dir / ("adapter_model.safetensors" if mode == "lora" else "gpt.safetensors")
-    hint = ("Resume with the base model and TRAIN_LORA_* settings the run was trained with (see run.json and "
-            "settings.json in the run folder), or start a new run.")
-    try:
-        sd = load_file(str(file))
-    except (OSError, SafetensorError) as exc:
-        raise SettingsError(f"{file} is missing or corrupt ({exc}).", hint=hint) from None
-    try:
-        if mode == "lora":
-            from peft import set_peft_model_state_dict
-
-            result = set_peft_model_state_dict(gpt.gpt, sd)
-            unexpected = list(getattr(result, "unexpected_keys", []))
-            missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-        else:
-            missing, unexpected = gpt.load_state_dict(sd, strict=False)
-            # the same exemptions as xttsft.model.apply_checkpoint: tied/inference-only weights
-            missing = [k for k in missing if not k.startswith(("gpt_inference.", "gpt.wte."))]
-    except RuntimeError as exc:  # size mismatches
-        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
-        raise SettingsError(f"{file} does not fit this model: {first}", hint=hint) from None
-    if missing or unexpected:
-        shown = ", ".join((unexpected + missing)[:3])
-        raise SettingsError(
-            f"{file} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected weights: "
-            f"{shown}{', ...' if len(missing) + len(unexpected) > 3 else ''}).",
-            hint=hint,
-        )
 
 
 def _validate(gpt, val_ds: Any, feats: Any, bs: int, dev_type: str, amp_dtype) -> float:
