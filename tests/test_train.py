@@ -208,7 +208,7 @@ def _fake_gpus(monkeypatch, majors: list[int]):
 
     import torch
 
-    import xttsft.doctor as doctor
+    import xttsft.hardware as doctor
 
     facts = doctor.HardwareFacts(
         gpus=tuple(doctor.GpuFacts(i, f"gpu{i}", 24576, 24576, (m, 0)) for i, m in enumerate(majors)),
@@ -307,7 +307,7 @@ def test_merged_state_equals_peft_merge(tiny_gpt_pair) -> None:
     import torch
 
     from xttsft.model import merge_lora
-    from xttsft.train import merged_gpt_state
+    from xttsft.model import merged_gpt_state
 
     gpt = tiny_gpt_pair
     sd = merged_gpt_state(gpt, "lora")

@@ -60,3 +60,26 @@ def test_gpu_check_without_a_gpu_says_what_it_would_run() -> None:
     assert "would run" in p.stdout.lower()
     for step in ("GPU tests", "train step lora", "train step full +gc", "synth", "faster-whisper"):
         assert step in p.stdout
+
+
+def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
+    """coqui's GPT-2 runs PyTorch's scaled_dot_product_attention (flash on a GPU that has it);
+    it must give the loss the plain attention gives."""
+    import torch
+
+    from xttsft.model import build_tiny_model, load_xtts
+    from xttsft.train import gpt_loss
+
+    xtts = load_xtts(build_tiny_model(), for_training=True, keep_decoder=False)
+    gpt = xtts.gpt.eval()
+    assert gpt.gpt.config._attn_implementation == "sdpa"
+    g = torch.Generator().manual_seed(0)
+    batch = {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
+             "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
+             "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
+             "cond_lens": torch.tensor([66150, 66150])}
+    with torch.no_grad():
+        sdpa = gpt_loss(gpt, batch)["loss"]
+        gpt.gpt.config._attn_implementation = "eager"
+        eager = gpt_loss(gpt, batch)["loss"]
+    assert torch.isfinite(sdpa) and torch.allclose(sdpa, eager, rtol=1e-4, atol=1e-5)

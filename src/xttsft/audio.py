@@ -38,6 +38,9 @@ from xttsft.errors import InputError, MissingDependencyError
 from xttsft.io import atomic_path
 
 __all__ = [
+    "TRAIN_SR",
+    "SPEECH_SR",
+    "OUTPUT_SR",
     "AudioInfo",
     "AUDIO_EXTENSIONS",
     "require_ffmpeg",
@@ -56,6 +59,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: XTTS-v2's rate: segment clips, the dataset, the DVAE and training.
+TRAIN_SR = 22050
+#: Whisper, Silero VAD, the GE2E speaker encoder and DNSMOS.
+SPEECH_SR = 16000
+#: What XTTS-v2's HiFi-GAN decoder speaks.
+OUTPUT_SR = 24000
 
 #: Extensions imported by ``fetch`` and looked at by ``segment`` (lower case, with the dot).
 AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".m4a", ".ogg", ".opus", ".flac", ".webm"})
@@ -271,8 +281,20 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def read_mono(path: str | Path, sr: int) -> np.ndarray:
-    """A WAV/FLAC file as mono float32 at ``sr`` (channels averaged, soxr resampling)."""
-    x, file_sr = read_wav(path)
+    """Any audio file as mono float32 at ``sr``: the one loader of every stage.
+
+    WAV, FLAC and OGG through soundfile (fast; channels averaged, soxr resampling), anything
+    else through ffmpeg. Raises :class:`InputError` naming the file when neither reads it.
+    """
+    import soundfile as sf
+
+    try:
+        x, file_sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file.", hint="Check the path.") from None
+        return decode(path, sr=sr)
+    file_sr = int(file_sr)
     if x.ndim > 1:
         x = x.mean(axis=1)
     if file_sr != sr and x.size:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import DatasetError, XttsftError
-from xttsft.io import atomic_path, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from xttsft.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import BuildSettings
@@ -58,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 22050
+from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5
 #: ``max_text_length`` of coqui's XTTS-v2 recipe: longer token sequences are skipped in training.
@@ -193,22 +193,13 @@ def _outputs(d: Path) -> list[Path]:
 
 
 def _histogram(durations: list[float], max_seconds: float, out: Path) -> None:
-    import matplotlib
+    from xttsft.plots import figure, histogram, save_png
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.add_subplot()
-    ax.hist(durations, bins=30, range=(0, max(max_seconds, max(durations, default=1.0))), color="#4477aa")
-    ax.axvline(max_seconds, color="#cc3311", linestyle="--", label=f"limit {max_seconds:g} s")
-    ax.set_xlabel("duration (s)")
-    ax.set_ylabel("samples")
-    ax.set_title(f"{len(durations)} samples, {sum(durations) / 60:.1f} min")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    fig = figure()
+    histogram(fig.add_subplot(), durations, limit=max_seconds, limit_label=f"limit {max_seconds:g} s",
+              xlabel="duration (s)", ylabel="samples", title=f"{len(durations)} samples, {sum(durations) / 60:.1f} min",
+              value_range=(0, max(max_seconds, max(durations, default=1.0))))
+    save_png(fig, out)
 
 
 def _distribution(values: list[float]) -> dict[str, float]:
@@ -342,7 +333,7 @@ def build_dataset(
                 candidates.append((row, text, norm, duration))
 
     # cut the clips (trim_start..trim_end) into wavs/
-    from xttsft.audio import read_wav, write_wav
+    from xttsft.audio import read_mono, write_wav
 
     wavs = out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
@@ -351,17 +342,11 @@ def build_dataset(
     kept: list[tuple[dict[str, Any], str, str, float]] = []
     for row, text, norm, duration in candidates:
         try:
-            x, sr = read_wav(ws.segments_dir / row["wav"])
+            x = read_mono(ws.segments_dir / row["wav"], SAMPLE_RATE)
         except XttsftError as exc:
             drop(row, "missing_audio", exc.message)
             progress(advance=1)
             continue
-        if x.ndim > 1:
-            x = x.mean(axis=1)
-        if sr != SAMPLE_RATE:
-            import soxr
-
-            x = soxr.resample(x, sr, SAMPLE_RATE)
         piece = x[int(round(row["trim_start"] * SAMPLE_RATE)) : int(round(row["trim_end"] * SAMPLE_RATE))]
         write_wav(wavs / f"{row['id']}.wav", piece, SAMPLE_RATE)
         kept.append((row, text, norm, len(piece) / SAMPLE_RATE))

@@ -49,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SR = 16000  # every measure here works at 16 kHz
+SR = 16000  # every measure here works at 16 kHz (= xttsft.audio.SPEECH_SR)
 EMBED_WINDOW = 1.6  # GE2E partial utterance, seconds (resemblyzer's 160 frames)
 EMBED_HOP = 0.8  # window hop, seconds
 _FRAMES_PER_S = 100  # resemblyzer's mel frames are 10 ms

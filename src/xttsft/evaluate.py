@@ -130,18 +130,14 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:
     """Any audio as mono float32 at 16 kHz (the speaker encoder's rate), without
     the length checks reference clips get: synthesized audio may be short."""
-    import librosa
     import numpy as np
 
-    from xttsft.synth import _decode
+    from xttsft.audio import SPEECH_SR, read_mono
 
-    audio, sr = _decode(Path(path))
-    audio = audio.mean(axis=1) if audio.ndim > 1 else audio
-    if sr != 16000:
-        audio = librosa.resample(audio.astype(np.float32), orig_sr=sr, target_sr=16000)
+    audio = read_mono(Path(path), SPEECH_SR)
     if len(audio) < 1600:  # the encoder needs a few frames
         audio = np.pad(audio, (0, 1600 - len(audio)))
-    return np.ascontiguousarray(audio, dtype=np.float32), 16000
+    return audio, SPEECH_SR
 
 
 def speaker_embedding(model: Any, path: Path) -> np.ndarray:

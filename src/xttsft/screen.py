@@ -372,8 +372,7 @@ def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray,
               speakers: list[Speaker]) -> None:
     import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from xttsft.plots import figure, save_png
 
     centre = centroid * float(np.median(emb @ centroid)) if len(emb) else centroid  # where its clips sit
     pts = np.vstack([emb, centre[None]]).astype(np.float64)
@@ -383,7 +382,7 @@ def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray,
         xy = pts @ vt[:2].T if vt.shape[0] >= 2 else np.c_[pts @ vt[0], np.zeros(len(pts))]
     else:
         xy = np.zeros((len(pts), 2))
-    fig = Figure(figsize=(7, 5.5))
+    fig = figure(7, 5.5)
     ax = fig.add_subplot()
     colors = matplotlib.colormaps["tab10"]
     for k, sp in enumerate(speakers):
@@ -398,32 +397,21 @@ def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray,
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_png(fig, path)
 
 
 def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: ScreenSettings) -> None:
     """Histograms of OVRL and BAK with their thresholds."""
-    import matplotlib
+    from xttsft.plots import figure, histogram, save_png
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.5))
+    fig = figure(9, 3.5)
     for k, (name, threshold) in enumerate((("overall (OVRL)", settings.min_dnsmos),
                                            ("background (BAK)", settings.min_dnsmos_bak))):
         values = [s[k] for s in scores]
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.hist(values, bins=30, range=(1.0, 5.0), color="#4477aa")
-        ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"threshold {threshold:g}")
-        ax.set_xlabel(f"DNSMOS P.835 {name}")
-        ax.set_ylabel("clips")
-        ax.set_title(f"{sum(v < threshold for v in values)} of {len(values)} clips under it")
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        histogram(fig.add_subplot(1, 2, k + 1), values, limit=threshold, limit_label=f"threshold {threshold:g}",
+                  xlabel=f"DNSMOS P.835 {name}", ylabel="clips", value_range=(1.0, 5.0),
+                  title=f"{sum(v < threshold for v in values)} of {len(values)} clips under it")
+    save_png(fig, path)
 
 
 # ------------------------------------------------------------------ the stage

@@ -75,8 +75,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 22050  # clips, the DVAE and XTTS training all use 22050 Hz
-VAD_RATE = 16000  # Silero VAD works at 16 kHz
+SAMPLE_RATE = audio.TRAIN_SR  # clips, the DVAE and XTTS training all use 22050 Hz
+VAD_RATE = audio.SPEECH_SR  # Silero VAD works at 16 kHz
 HOP = 0.010  # energy envelope hop, seconds
 BLOCK_SECONDS = 30.0
 VAD_FLOOR_DBFS = -60.0  # a block whose loudest 10 ms is below this holds no speech

@@ -73,7 +73,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OUTPUT_SAMPLE_RATE = 24000
+OUTPUT_SAMPLE_RATE = 24000  # = xttsft.audio.OUTPUT_SR
 """XTTS-v2's HiFi-GAN decoder writes 24 kHz audio."""
 
 REFERENCE_SAMPLE_RATE = 22050
@@ -325,21 +325,6 @@ class Voice:
         return int(getattr(self.model.args, "output_sample_rate", OUTPUT_SAMPLE_RATE) or OUTPUT_SAMPLE_RATE)
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise InputError("--device cuda was asked for, but no CUDA GPU is available.", hint="Use --device cpu or auto.")
-        return device
-    import torch
-
-    choice = "cuda" if torch.cuda.is_available() else "cpu"
-    log.info("device auto -> %s", choice)
-    return choice
-
-
 def _files_identity(paths: list[Path]) -> str:
     """Hash of path, size and modification time of the files weights come from
     (cheap: XTTS' model.pth is 1.8 GB, too big to hash on every call)."""
@@ -373,7 +358,9 @@ def load_voice(
     """
     from xttsft import model as xmodel
 
-    device = _resolve_device(device)
+    from xttsft.hardware import resolve_device
+
+    device = resolve_device(device)
     if source.kind == "run":
         run_dir = source.path
         assert run_dir is not None
@@ -530,14 +517,7 @@ def load_reference(path: Path, sample_rate: int = REFERENCE_SAMPLE_RATE) -> np.n
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Reference audio {path} does not exist.", hint="Pass existing audio files to --speaker-wav.")
-    audio, sr = _decode(path)
-    if audio.ndim > 1:
-        audio = audio.mean(axis=1)
-    audio = audio.astype(np.float32)
-    if sr != sample_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=sample_rate).astype(np.float32)
+    audio = _decode(path, sample_rate)
     seconds = len(audio) / sample_rate
     if seconds < _REF_MIN_SECONDS:
         raise InputError(
@@ -551,20 +531,12 @@ def load_reference(path: Path, sample_rate: int = REFERENCE_SAMPLE_RATE) -> np.n
     return np.clip(audio, -1.0, 1.0)
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """soundfile for WAV/FLAC/OGG (fast), ffmpeg (xttsft.audio) for the rest."""
-    import numpy as np
-    import soundfile as sf
-
+def _decode(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 at ``sample_rate`` through the shared loader; a non-audio file is named."""
     from xttsft import audio as xaudio
 
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=False)
-        return np.asarray(data), int(sr)
-    except (sf.LibsndfileError, RuntimeError, ValueError):
-        pass
-    try:
-        return xaudio.decode(path, sr=REFERENCE_SAMPLE_RATE, mono=True), REFERENCE_SAMPLE_RATE
+        return xaudio.read_mono(path, sample_rate)
     except InputError as exc:
         raise InputError(
             f"Cannot read reference audio {path}: not an audio file, or corrupt.",

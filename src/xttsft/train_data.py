@@ -39,7 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 22050  # training and DVAE rate of XTTS-v2
+from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402 - training and DVAE rate of XTTS-v2
 MIN_CONDITIONING = 66150  # 3 s
 MAX_CONDITIONING = 132300  # 6 s
 MIN_SAMPLES = int(0.5 * SAMPLE_RATE)  # coqui refuses clips shorter than 0.5 s
@@ -207,9 +207,12 @@ class ClipDataset:
     def _load(self, path: Path):
         wav = self._cache.get(path)
         if wav is None:
-            from TTS.tts.models.xtts import load_audio
+            import numpy as np
+            import torch
 
-            wav = load_audio(str(path), SAMPLE_RATE)
+            from xttsft.audio import read_mono
+
+            wav = torch.from_numpy(np.clip(read_mono(path, SAMPLE_RATE), -1.0, 1.0))[None]
             if len(self._cache) < 2048:
                 self._cache[path] = wav
         return wav

@@ -196,6 +196,7 @@ class Trainer:
         callbacks: list[Callback] | None = None,
         hooks: TrainHooks | None = None,
         progress: Progress = no_progress,
+        run_name: str = "",
     ) -> None:
         self.gpt, self.model, self.featurize, self.loss_fn = gpt, model, featurize, loss_fn
         self.opt, self.sched, self.scaler = optimizer, scheduler, scaler
@@ -208,6 +209,7 @@ class Trainer:
         self.callbacks = callbacks or []
         self.hooks = hooks or TrainHooks()
         self.progress = progress
+        self.run_name = run_name
         self.state = TrainState()
         self.applied = TrainState()  # the state as of the last optimizer step (what an interrupt saves)
         self.step_losses: list[float] = []
@@ -227,7 +229,7 @@ class Trainer:
             return "already finished"
         try:
             for epoch in range(state.epoch, self.num_epochs):
-                self._run_epoch(epoch)
+                self.train_epoch(epoch)
                 self.end_epoch()
         except KeyboardInterrupt:
             self.on_interrupt()
@@ -237,7 +239,8 @@ class Trainer:
                 cb.close()
         return "finished"
 
-    def _run_epoch(self, epoch: int) -> None:
+    def train_epoch(self, epoch: int) -> None:
+        """The batches of one epoch (from the state's position in it); no validation."""
         st = self.state
         st.epoch = epoch
         start = st.batch_in_epoch  # > 0 only when resuming inside this epoch
@@ -368,7 +371,8 @@ class Trainer:
             log.error("Could not save the interrupt checkpoint (%s: %s); --resume would continue from the "
                       "last saved checkpoint, if any.", type(exc).__name__, exc)
         else:
-            log.warning("Saved %s; continue with --resume", saved)
+            log.warning("Saved %s; continue with --resume%s", saved,
+                        f" --run-name {self.run_name}" if self.run_name else "")
 
     def _snapshot(self) -> TrainState:
         snap = self.state.copy()

@@ -75,7 +75,7 @@ REASONS = ("wrong_language", "empty_text", "no_letters", "repetition", "hallucin
 GAP_SECONDS = 1.0
 # transcripts.jsonl is rewritten after this many clips of a source (resumable long sources)
 CHECKPOINT_CLIPS = 64
-WHISPER_SR = 16000
+WHISPER_SR = 16000  # = xttsft.audio.SPEECH_SR
 #: A detected language must be at least this probable to call a file "wrong language".
 LANGUAGE_CONFIDENCE = 0.5
 #: Version of the packing/decoding procedure; part of the re-run key.
@@ -135,7 +135,7 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
     """Replace every ``auto`` (device, compute type, batch size) by doctor's pick, and log it."""
     values = {"device": settings.device, "compute_type": settings.compute_type, "batch_size": settings.batch_size}
     if "auto" in values.values():
-        from xttsft.doctor import current_recommendation
+        from xttsft.hardware import current_recommendation
 
         rec = current_recommendation()
         picked = {

@@ -130,7 +130,7 @@ def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], sta
     if provenance["train"]["base_model"].kind != "default":
         base = settings.train.base_model
     else:
-        from xttsft.doctor import current_recommendation
+        from xttsft.hardware import current_recommendation
 
         if current_recommendation().device == "cuda":
             from xttsft.model import HF_REPO_ID, resolve_base_model
