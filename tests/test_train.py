@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from xttsft.errors import DatasetError
 from xttsft.paths import Workspace
@@ -353,29 +354,35 @@ def test_nan_loss_is_skipped_and_a_streak_stops(tmp_path, dataset) -> None:
 
 
 def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
+    from xttsft.datasets import read_dataset
     from xttsft.model import load_xtts, resolve_base_model
     from xttsft.train import prepare_data
+    from xttsft.train_data import model_limits
 
     ds = _write_dataset(tmp_path / "ds", speak, max_audio_seconds=1.5)
     rows = (ds / "metadata_train.csv").read_text().splitlines()
     rows.append("clip_9999|a missing file|a missing file")
-    rows.append("clip_0003|中文 text|中文 text")
+    rows.append("clip_0003|中文 text|中文 text")  # an id twice: refused, never read as another sample
+    (ds / "wavs" / "clip_0000.wav").rename(ds / "wavs" / "clip_0010.wav")
+    rows = [r.replace("clip_0000|", "clip_0010|") for r in rows]
+    rows.append("clip_0011|中文 text|中文 text")
+    x, sr = sf.read(str(ds / "wavs" / "clip_0001.wav"), dtype="float32")
+    sf.write(str(ds / "wavs" / "clip_0011.wav"), x * 0.5, sr)  # other audio: not a duplicate
     (ds / "metadata_train.csv").write_text("\n".join(rows) + "\n")
     xtts = load_xtts(resolve_base_model("tiny"), for_training=True, keep_decoder=False)
-    rep = prepare_data(ds, xtts.tokenizer, xtts.args.gpt_max_audio_tokens, xtts.args.gpt_max_text_tokens)
+    rep = prepare_data(read_dataset(ds), xtts.tokenizer, xtts.args.gpt_max_audio_tokens, xtts.args.gpt_max_text_tokens)
     assert rep.dropped["missing wav"] == ["train:clip_9999"]
-    assert rep.dropped["[UNK] tokens (characters outside the vocabulary)"] == ["train:clip_0003"]
-    too_long = rep.dropped["longer than 1.5 s"]
-    assert too_long and all(rep.train or rep.val)
-    kept = {s.id for s in rep.train + rep.val}
-    assert not kept & {i.split(":")[1] for i in too_long}
-    assert rep.max_wav_length == int(1.5 * 22050)
+    assert rep.dropped["refused: duplicate id clip_0003"] == ["metadata_train.csv:8: clip_0003"]
+    assert rep.dropped["[UNK] tokens (characters outside the vocabulary)"] == ["train:clip_0011"]
+    # the limit is the model's (the tiny GPT: 11.5 s), not the 1.5 s stats.json claims
+    assert rep.max_wav_length == model_limits(xtts.args.gpt_max_audio_tokens)
+    assert not any(r.startswith("longer than") for r in rep.dropped)
     assert rep.max_text_length == max(len(s.tokens) for s in rep.train + rep.val)
 
 
 def test_empty_val_split_is_refused_with_the_cause(tmp_path, speak) -> None:
     ds = _write_dataset(tmp_path / "ds", speak, n_train=2, n_val=0)
-    with pytest.raises(DatasetError, match="val split .* is empty: metadata_val.csv has no rows"):
+    with pytest.raises(DatasetError, match="val split .* is empty: it has no rows"):
         _run(tmp_path / "ws", ds, num_epochs=1)
 
 

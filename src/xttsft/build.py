@@ -109,11 +109,14 @@ class BuildResult:
 
 @dataclass
 class CheckResult:
-    """What :func:`check_dataset` found."""
+    """What :func:`check_dataset` found: exactly what ``xttsft train`` would refuse or drop."""
 
     dataset_dir: Path
     rows: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # fine for training, worth knowing (layout, conversions)
+    train: int = 0  # samples train would use
+    val: int = 0
 
     @property
     def ok(self) -> bool:
@@ -442,96 +445,60 @@ def _screen_summary(ws: Workspace) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ check
 
 
-def check_dataset(path: Path, sample_rate: int = SAMPLE_RATE) -> CheckResult:
-    """Validate any LJSpeech folder: every problem is listed, none stops the check.
+def check_dataset(path: Path, base_model: str = "coqui/XTTS-v2", language: str | None = None,
+                  val_fraction: float = 0.1, seed: int = 42) -> CheckResult:
+    """Validate any dataset folder the way ``xttsft train`` reads it (the same code,
+    :mod:`xttsft.datasets`): every row it would refuse or drop is listed, none stops the check.
 
-    Looks at ``metadata.csv``, ``metadata_train.csv`` and ``metadata_val.csv`` (those
-    present; at least one must be): rows with fewer than 2 or more than 3 columns,
-    empty ids or text, ids whose wav leaves the folder (``../``, absolute paths,
-    symlinks pointing out), missing or unreadable wavs, a sample rate other than
-    ``sample_rate``, duplicate ids, ids in both train and val, and identical audio
-    under different ids.
+    The text-token and length limits are those of ``base_model`` when its files are on this
+    machine (the tiny model is built when asked for); otherwise XTTS-v2's limits and a
+    character count stand in for the tokenizer, and a note says so.
     """
-    import soundfile as sf
+    from xttsft.datasets import inspect_samples, read_dataset
 
     root = Path(path).expanduser()
     result = CheckResult(dataset_dir=root)
-    problems = result.problems
     if not root.is_dir():
-        problems.append(f"{root}: not a folder")
+        result.problems.append(f"{root}: not a folder")
         return result
-    real_root = root.resolve()
-    files = [root / n for n in ("metadata.csv", "metadata_train.csv", "metadata_val.csv") if (root / n).is_file()]
-    if not files:
-        problems.append(f"{root}: no metadata.csv, metadata_train.csv or metadata_val.csv")
+    try:
+        ds = read_dataset(root, language, val_fraction, seed)
+    except XttsftError as exc:
+        result.problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return result
-    ids_in: dict[str, set[str]] = {}
-    checked: dict[str, str | None] = {}  # id -> audio hash (None: bad)
-    by_hash: dict[str, str] = {}
-    for meta in files:
-        ids_in[meta.name] = set()
-        try:
-            lines = meta.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{meta.name}: cannot read ({exc})")
-            continue
-        for n, line in enumerate(lines, 1):
-            where = f"{meta.name}:{n}"
-            if not line.strip():
-                continue
-            result.rows += 1
-            cols = line.split("|")
-            if len(cols) < 2:
-                problems.append(f"{where}: expected id|text|normalized_text, got {line[:60]!r}")
-                continue
-            if len(cols) > 3:
-                problems.append(f"{where}: {len(cols)} columns ('|' inside the text?)")
-            cid = cols[0].strip()
-            if not cid:
-                problems.append(f"{where}: empty id")
-                continue
-            if any(not c.strip() for c in cols[1:3]):
-                problems.append(f"{where}: {cid}: empty text")
-            if cid in ids_in[meta.name]:
-                problems.append(f"{where}: duplicate id {cid}")
-            ids_in[meta.name].add(cid)
-            if cid in checked:
-                continue
-            wav = root / "wavs" / f"{cid}.wav"
-            checked[cid] = None
-            if Path(cid).is_absolute() or ".." in Path(cid).parts:
-                problems.append(f"{where}: {cid}: the path leaves the dataset folder")
-                continue
-            try:
-                real = wav.resolve()
-            except (OSError, RuntimeError):
-                problems.append(f"{where}: {cid}: cannot resolve {wav}")
-                continue
-            if not real.is_relative_to(real_root):
-                problems.append(f"{where}: {cid}: wavs/{cid}.wav points outside the dataset folder ({real})")
-                continue
-            if not wav.is_file():
-                problems.append(f"{where}: {cid}: wavs/{cid}.wav is missing")
-                continue
-            try:
-                info = sf.info(str(wav))
-                samples, _ = sf.read(str(wav), dtype="int16", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                problems.append(f"{where}: {cid}: wavs/{cid}.wav is unreadable ({str(exc).strip()[:80]})")
-                continue
-            if info.samplerate != sample_rate:
-                problems.append(f"{where}: {cid}: sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
-            if info.frames == 0:
-                problems.append(f"{where}: {cid}: wavs/{cid}.wav has no samples")
-            digest = hashlib.sha256(samples.tobytes()).hexdigest()
-            checked[cid] = digest
-            if digest in by_hash:
-                problems.append(f"{where}: {cid}: same audio as {by_hash[digest]}")
-            else:
-                by_hash[digest] = cid
-    both = ids_in.get("metadata_train.csv", set()) & ids_in.get("metadata_val.csv", set())
-    for cid in sorted(both):
-        problems.append(f"{cid}: in both metadata_train.csv and metadata_val.csv")
-    if result.rows == 0:
-        problems.append(f"{root}: the metadata files have no rows")
+    result.notes.append(f"layout: {ds.layout}; language {ds.language} (from {ds.language_source})")
+    tokenize, max_wav, max_tokens, how = _check_limits(base_model)
+    result.notes.append(how)
+    found = inspect_samples(ds, tokenize, max_wav, max_tokens)
+    result.rows = len(ds.train) + len(ds.val) + len(ds.refused)
+    result.train, result.val = len(found.train), len(found.val)
+    for reason, ids in found.dropped.items():
+        for sid in ids:
+            result.problems.append(f"{sid}: {reason.removeprefix('refused: ')}")
+    if found.resampled:
+        result.notes.append(f"{found.resampled} clips are not 22050 Hz mono: training converts them on load")
+    for split, n in (("train", result.train), ("val", result.val)):
+        if n == 0:
+            result.problems.append(f"the {split} split would be empty: training refuses this dataset")
     return result
+
+
+def _check_limits(base_model: str) -> tuple[Any, int, int, str]:
+    """(tokenize, longest clip in samples, most text tokens, a note) of the base model, or XTTS-v2's."""
+    from xttsft.train_data import model_limits
+
+    try:
+        from xttsft.model import is_tiny, load_xtts, resolve_base_model
+
+        spec = Path(base_model).expanduser()
+        local = base_model == "tiny" or spec.is_dir() or find_vocab(base_model) is not None
+        if local:
+            base = resolve_base_model(base_model)
+            if is_tiny(base) or (base / "model.pth").is_file():
+                xtts = load_xtts(base, for_training=True, keep_decoder=False)
+                return (xtts.tokenizer.encode, model_limits(xtts.args.gpt_max_audio_tokens),
+                        xtts.args.gpt_max_text_tokens, f"limits and tokens of the base model {base_model}")
+    except XttsftError as exc:
+        log.debug("base model for --check unavailable: %s", exc.message)
+    return (None, model_limits(605), 402,
+            f"{base_model} is not on this machine: XTTS-v2's limits, text length counted in characters")

@@ -343,7 +343,7 @@ def evaluate(
                 hint="Pass --sentences FILE with one sentence per line.",
             )
     dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else ws.dataset_dir
-    if not (dataset / "samples.jsonl").is_file() and (ws.dataset_dir / "samples.jsonl").is_file():
+    if not dataset.is_dir() and ws.dataset_dir.is_dir():  # the run's dataset was moved or deleted
         dataset = ws.dataset_dir
     try:
         refs = select_reference_clips(dataset, count=settings.num_references, split="train")

@@ -182,7 +182,7 @@ def _dataset_references(info: Any, count: int) -> list[Path]:
     from xttsft.synth import select_reference_clips
 
     dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None
-    if dataset is None or not (dataset / "samples.jsonl").is_file():
+    if dataset is None or not dataset.is_dir():
         log.warning("No dataset for run %s: the export has no reference wavs.", info.run_dir.name)
         return []
     try:

@@ -267,6 +267,9 @@ class TrainSettings(Section):
         None, description="LJSpeech dataset folder; default: the workspace's train/data/<dataset_name>."
     )
     run_name: str | None = Field(None, description="Name of the run folder; default: a timestamp.")
+    language: str | None = Field(
+        None, description="Language of the dataset (pt, en, ...); default: lang.txt, then stats.json of the dataset."
+    )
     num_epochs: int = Field(1000, ge=1, description="Epochs to train (guide: 1000).")
     batch_size: int | Auto = Field("auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
     grad_accum_steps: int | Auto = Field("auto", description="Steps per optimizer update; auto: doctor's pick.")

@@ -470,15 +470,17 @@ def select_reference_clips(
     split: str | None = None,
 ) -> list[Path]:
     """The ``count`` clips of 6-12 s with the highest ``avg_logprob`` in the
-    dataset's ``samples.jsonl`` (optionally only from one ``split``).
+    dataset (optionally only from one ``split``): its ``samples.jsonl`` when ``xttsft build``
+    made it, else its metadata in any layout :mod:`xttsft.datasets` reads (durations from
+    the wav headers).
 
     When no clip is 6-12 s long, the longest clips are taken instead (with a
-    warning). No samples.jsonl or no clips -> DatasetError.
+    warning). No dataset or no clips -> DatasetError.
     """
     from xttsft.errors import DatasetError
 
     samples_file = Path(dataset_dir) / "samples.jsonl"
-    rows = read_jsonl(samples_file)
+    rows = read_jsonl(samples_file) if samples_file.is_file() else _rows_from_metadata(Path(dataset_dir))
     if split is not None:
         rows = [r for r in rows if r.get("split") == split]
     rows = [r for r in rows if (Path(dataset_dir) / r.get("wav", "")).is_file() or (Path(dataset_dir) / "wavs" / f"{r.get('id')}.wav").is_file()]
@@ -506,6 +508,28 @@ def select_reference_clips(
         )
         chosen = sorted(rows, key=lambda r: (-float(r.get("duration", 0)), r["id"]))[:count]
     return [path_of(r) for r in chosen]
+
+
+def _rows_from_metadata(dataset_dir: Path) -> list[dict[str, Any]]:
+    """samples.jsonl-like rows of a dataset made elsewhere: id, wav, duration, split."""
+    import soundfile as sf
+
+    from xttsft.datasets import read_dataset
+    from xttsft.errors import XttsftError
+
+    try:
+        ds = read_dataset(dataset_dir, language="en")  # the language plays no part in picking clips
+    except XttsftError:
+        return []
+    rows = []
+    for split, items in (("train", ds.train), ("val", ds.val)):
+        for r in items:
+            try:
+                duration = sf.info(str(r.wav)).duration
+            except (RuntimeError, OSError, sf.LibsndfileError):
+                continue
+            rows.append({"id": r.id, "wav": str(r.wav.relative_to(ds.root)), "duration": duration, "split": split})
+    return rows
 
 
 def load_reference(path: Path, sample_rate: int = REFERENCE_SAMPLE_RATE) -> np.ndarray:
@@ -888,7 +912,7 @@ def _default_references(ws: Workspace, voice: Voice, settings: SynthSettings) ->
     dataset = voice.dataset_dir
     if dataset is None and ws.dataset_dir.is_dir():
         dataset = ws.dataset_dir
-    if dataset is None or not (dataset / "samples.jsonl").is_file():
+    if dataset is None or not dataset.is_dir():
         raise InputError(
             "No reference audio: pass --speaker-wav, or build a dataset to pick reference clips from.",
             hint="e.g. xttsft synth \"Olá\" --speaker-wav voice.wav",

@@ -580,6 +580,58 @@ def _callbacks(ts: TrainSettings, run: RunDir, res: Resolved, data: DataReport, 
 
 
 # --------------------------------------------------------------------------- train
+def _wrap_ddp(gpt, res: Resolved, distributed: bool) -> Any:
+    """The GPT in DistributedDataParallel when several processes train it, else itself."""
+    if not distributed:
+        return gpt
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(gpt, device_ids=[torch.device(res.device).index] if res.device.startswith("cuda") else None,
+               find_unused_parameters=res.mode == "full")
+
+
+def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, feats: Any, data: DataReport,
+                  optim: Optimization, *, distributed: bool, rank: int, world: int, callbacks: list[Any],
+                  hooks: TrainHooks, progress: Progress) -> Any:
+    """The loop over this run's parts: batches, loader, validation and checkpoint writers."""
+    from xttsft.train_data import ClipDataset, epoch_batches, make_loader
+    from xttsft.trainer import Trainer
+
+    train_ds, val_ds = ClipDataset(data.train, ts.seed, is_eval=False), ClipDataset(data.val, ts.seed, is_eval=True)
+    lengths = [s.n_samples for s in data.train]
+
+    def loader_of(epoch: int, batches: list[list[int]]) -> Any:
+        train_ds.epoch = epoch
+        return make_loader(train_ds, batches, ts.num_workers)
+
+    save, save_best = _checkpoint_writer(run, model, res, optim, ts.keep_last_checkpoints)
+    return Trainer(
+        gpt=model.gpt, model=_wrap_ddp(model.gpt, res, distributed), featurize=feats, loss_fn=gpt_loss,
+        optimizer=optim.optimizer, scheduler=optim.scheduler, scaler=optim.scaler,
+        batches_of=lambda epoch: epoch_batches(lengths, res.batch_size, ts.seed, epoch, rank, world),
+        loader_of=loader_of,
+        validate=lambda: _validate(model.gpt, val_ds, feats, res.batch_size, optim.device_type, optim.amp_dtype),
+        save_checkpoint=save, save_best=save_best, num_epochs=ts.num_epochs, grad_accum_steps=res.grad_accum_steps,
+        max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
+        amp_dtype=optim.amp_dtype, device_type=optim.device_type, main=rank == 0, distributed=distributed,
+        callbacks=callbacks, hooks=hooks, progress=progress, run_name=run.name,
+    )
+
+
+def _fit(trainer: Any, state: TrainState, res: Resolved, distributed: bool) -> str:
+    """Run the loop; out of memory becomes our message; the process group always goes."""
+    try:
+        with _oom_as_training_error(res):
+            return trainer.fit(state)
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+
 def train(
     settings: Settings,
     ws: Workspace,
@@ -595,15 +647,17 @@ def train(
     """
     import torch
 
-    from xttsft.model import TINY_NOISE_WARNING, is_tiny, list_checkpoints, resolve_base_model
-    from xttsft.train_data import ClipDataset, Featurizer, check_dataset_files, epoch_batches, make_loader
-    from xttsft.trainer import Trainer
+    from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
+    from xttsft.datasets import read_dataset
+    from xttsft.train_data import Featurizer, epoch_batches
 
     t0 = time.time()
     ts = settings.train
     hooks = hooks or TrainHooks()
     progress = progress or no_progress
-    ds_dir = check_dataset_files(Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir)
+    dataset = read_dataset(Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir, ts.language,
+                           settings.build.val_fraction, settings.build.seed)  # before the model loads: cheap
+    log.info("Dataset: %s", dataset.describe())
     base_dir = resolve_base_model(ts.base_model, progress=progress)
     tiny = is_tiny(base_dir)
     res = resolve_train_settings(ts, tiny=tiny)
@@ -612,9 +666,7 @@ def train(
         torch.cuda.set_device(torch.device(res.device))
     distributed = _init_distributed(res.device)
     rank, world = _dist()
-    main = rank == 0
     run = open_run(ws, ts, resume, distributed)
-
     if tiny:
         log.warning("!" * 20 + " " + TINY_NOISE_WARNING + " " + "!" * 20)
     torch.manual_seed(ts.seed)
@@ -622,53 +674,29 @@ def train(
     with _oom_as_training_error(res):
         model = build_model(base_dir, ts, res)
         feats = Featurizer.from_base(base_dir, res.device)
-    data = prepare_data(ds_dir, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
+    data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
-    train_ds, val_ds = ClipDataset(data.train, ts.seed, is_eval=False), ClipDataset(data.val, ts.seed, is_eval=True)
-    lengths = [s.n_samples for s in data.train]
-    n_batches = len(epoch_batches(lengths, res.batch_size, ts.seed, 0, rank, world))
+    n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
     optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
-    wrapped = model.gpt
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        wrapped = DDP(model.gpt, device_ids=[torch.device(res.device).index] if res.device.startswith("cuda") else None,
-                      find_unused_parameters=res.mode == "full")
     state, resumed_from = restore(run, model.gpt, res, optim) if resume else (TrainState(), None)
-    if main:
+    if rank == 0:
         _write_run_files(settings, run, res, data, base_dir)
     _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
     if tiny:
         log.warning(TINY_NOISE_WARNING)
-
-    def loader_of(epoch: int, batches: list[list[int]]) -> Any:
-        train_ds.epoch = epoch
-        return make_loader(train_ds, batches, ts.num_workers)
-
-    save, save_best = _checkpoint_writer(run, model, res, optim, ts.keep_last_checkpoints)
-    trainer = Trainer(
-        gpt=model.gpt, model=wrapped, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer,
-        scheduler=optim.scheduler, scaler=optim.scaler,
-        batches_of=lambda epoch: epoch_batches(lengths, res.batch_size, ts.seed, epoch, rank, world),
-        loader_of=loader_of,
-        validate=lambda: _validate(model.gpt, val_ds, feats, res.batch_size, optim.device_type, optim.amp_dtype),
-        save_checkpoint=save, save_best=save_best, num_epochs=ts.num_epochs, grad_accum_steps=res.grad_accum_steps,
-        max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
-        amp_dtype=optim.amp_dtype, device_type=optim.device_type, main=main, distributed=distributed,
-        callbacks=_callbacks(ts, run, res, data, base_dir, tiny, main, hooks), hooks=hooks, progress=progress,
-        run_name=run.name,
-    )
-    try:
-        with _oom_as_training_error(res):
-            status = trainer.fit(state)
-    finally:
-        if distributed:
-            import torch.distributed as dist
-
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+    trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
+                            callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
+                            progress=progress)
+    status = _fit(trainer, state, res, distributed)
     if status == "already finished":
         log.info("Run %s already trained %d of %d epochs; nothing to do.", run.name, state.epoch, ts.num_epochs)
+    return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank == 0, time.time() - t0)
+
+
+def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: DataReport, trainer: Any, status: str,
+            resumed_from: Path | None, tiny: bool, main: bool, seconds: float) -> TrainResult:
+    from xttsft.model import list_checkpoints
+
     st = trainer.state
     curve = _loss_curve(run.path / "loss_curve.png", st.history_train, st.history_val) if main and st.history_train else None
     return TrainResult(
@@ -680,7 +708,7 @@ def train(
         step_losses=trainer.step_losses, epoch_train_losses=st.history_train, epoch_val_losses=st.history_val,
         best_val_loss=st.best_val_loss, best_epoch=st.best_epoch, nan_skipped=trainer.nan_skipped, status=status,
         resumed_from=resumed_from, checkpoints=[c.path for c in list_checkpoints(run.path)], loss_curve=curve,
-        seconds=time.time() - t0,
+        seconds=seconds,
     )
 
 

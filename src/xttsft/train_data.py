@@ -1,7 +1,8 @@
 """The training data: the dataset read and checked, samples, batches and the features the GPT eats.
 
-* :func:`prepare_data` reads an LJSpeech dataset and counts every sample the model
-  cannot take (never replaced silently, unlike coqui's ``XTTSDataset``);
+* :func:`prepare_data` checks a dataset read by :mod:`xttsft.datasets` (any LJSpeech-style
+  layout) against the model and counts every sample it cannot take (never replaced
+  silently, unlike coqui's ``XTTSDataset``);
 * :class:`ClipDataset` gives a sample with its conditioning: a 3-6 s slice of another
   clip of the same speaker; all randomness is a pure function of (seed, epoch, index),
   so any number of DataLoader workers and a resumed run draw the same batches;
@@ -14,14 +15,13 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xttsft import datasets
 from xttsft.errors import DatasetError
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "Sample",
     "DataReport",
     "prepare_data",
-    "check_dataset_files",
+    "model_limits",
     "ClipDataset",
     "collate",
     "epoch_batches",
@@ -47,13 +47,7 @@ MIN_SAMPLES = int(0.5 * SAMPLE_RATE)  # coqui refuses clips shorter than 0.5 s
 BUCKET_BATCHES = 16
 
 
-@dataclass
-class Sample:
-    id: str
-    wav: Path
-    text: str
-    tokens: list[int]
-    n_samples: int
+Sample = datasets.Sample
 
 
 @dataclass
@@ -62,11 +56,13 @@ class DataReport:
 
     dataset_dir: Path
     language: str
-    max_wav_length: int  # samples at 22050 Hz
+    max_wav_length: int  # samples at 22050 Hz: the model's limit
     max_text_length: int  # tokens
     train: list[Sample]
     val: list[Sample]
     dropped: dict[str, list[str]]  # reason -> sample ids ("train:<id>")
+    layout: str = ""
+    resampled: int = 0  # clips converted to 22050 Hz mono on load
 
     @property
     def hours(self) -> float:
@@ -77,117 +73,40 @@ class DataReport:
         return sum(len(v) for v in self.dropped.values())
 
 
-def _read_metadata(path: Path) -> list[tuple[str, str]]:
-    rows = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="|", quoting=csv.QUOTE_NONE), 1):
-            if not row or not row[0].strip():
-                continue
-            if len(row) < 2:
-                raise DatasetError(
-                    f"{path}:{lineno}: expected `id|text|normalized_text`, got {'|'.join(row)!r}.",
-                    hint="Rebuild the dataset with `xttsft build`.",
-                )
-            text = row[2] if len(row) > 2 and row[2].strip() else row[1]
-            rows.append((row[0].strip(), text.strip()))
-    return rows
+def model_limits(gpt_max_audio_tokens: int) -> int:
+    """The longest clip (samples at 22050 Hz) the GPT's position table holds: codes + start/stop/pad."""
+    return (gpt_max_audio_tokens - 3) * 1024
 
 
-def check_dataset_files(dataset_dir: Path) -> Path:
-    """The dataset folder and its three files exist (cheap: checked before loading the model)."""
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise DatasetError(
-            f"Dataset folder {dataset_dir} does not exist.",
-            hint="Run `xttsft build` first, or point TRAIN_DATASET_DIR at an LJSpeech folder.",
-        )
-    missing = [n for n in ("metadata_train.csv", "metadata_val.csv", "stats.json") if not (dataset_dir / n).is_file()]
-    if missing:
-        raise DatasetError(
-            f"Dataset {dataset_dir} lacks {', '.join(missing)}.",
-            hint="Run `xttsft build` to (re)write the dataset.",
-        )
-    return dataset_dir
+def prepare_data(ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int, gpt_max_text_tokens: int) -> DataReport:
+    """Check every sample of a dataset (any layout, see :mod:`xttsft.datasets`) against the model;
+    count every sample it cannot take.
 
-
-def prepare_data(dataset_dir: Path, tokenizer, gpt_max_audio_tokens: int, gpt_max_text_tokens: int) -> DataReport:
-    """Read and check the build dataset; count every sample the model cannot take.
-
-    Refuses (DatasetError) a missing dataset or an empty train or val split, naming the cause.
+    Refuses (DatasetError) an empty train or val split, naming the cause.
     """
-    import soundfile as sf
-
-    dataset_dir = check_dataset_files(dataset_dir)
-    try:
-        stats = json.loads((dataset_dir / "stats.json").read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DatasetError(f"{dataset_dir / 'stats.json'} is not valid JSON ({exc}).", hint="Run `xttsft build`.") from None
-    language = str(stats.get("language") or "en")
-    max_audio_seconds = float(stats.get("max_audio_seconds") or 15.0)
-    model_wav_limit = (gpt_max_audio_tokens - 3) * 1024  # codes + start/stop/pad fit the position table
-    max_wav_length = min(int(max_audio_seconds * SAMPLE_RATE), model_wav_limit)
-    if int(max_audio_seconds * SAMPLE_RATE) > model_wav_limit:
-        log.warning(
-            "The dataset allows clips up to %.1f s but this model takes at most %.1f s; longer ones are dropped.",
-            max_audio_seconds, model_wav_limit / SAMPLE_RATE,
-        )
-    dropped: dict[str, list[str]] = {}
-    splits: dict[str, list[Sample]] = {}
-    for split in ("train", "val"):
-        kept: list[Sample] = []
-        for sid, text in _read_metadata(dataset_dir / f"metadata_{split}.csv"):
-            wav = dataset_dir / "wavs" / f"{sid}.wav"
-            reason = None
-            n = 0
-            tokens: list[int] = []
-            if not text:
-                reason = "empty text"
-            elif not wav.is_file():
-                reason = "missing wav"
-            else:
-                try:
-                    info = sf.info(str(wav))
-                    n = int(round(info.frames * SAMPLE_RATE / info.samplerate))
-                except Exception:  # noqa: BLE001 - soundfile raises several kinds
-                    reason = "unreadable wav"
-            if reason is None:
-                try:
-                    tokens = list(tokenizer.encode(text, language))
-                except Exception as exc:  # noqa: BLE001 - cleaners/tokenizer errors
-                    reason = f"text not tokenizable ({type(exc).__name__})"
-            if reason is None:
-                if n < MIN_SAMPLES:
-                    reason = "shorter than 0.5 s"
-                elif n > max_wav_length:
-                    reason = f"longer than {max_wav_length / SAMPLE_RATE:.1f} s"
-                elif 1 in tokens:
-                    reason = "[UNK] tokens (characters outside the vocabulary)"
-                elif 0 in tokens:
-                    reason = "[STOP] token in the text"
-                elif len(tokens) > gpt_max_text_tokens:
-                    reason = f"more than {gpt_max_text_tokens} text tokens"
-            if reason is not None:
-                dropped.setdefault(reason, []).append(f"{split}:{sid}")
-                log.warning("Skipping %s sample %s: %s", split, sid, reason)
-                continue
-            kept.append(Sample(sid, wav, text, tokens, n))
-        splits[split] = kept
-    for split in ("train", "val"):
-        if not splits[split]:
-            total = len(_read_metadata(dataset_dir / f"metadata_{split}.csv"))
-            why = (
-                f"metadata_{split}.csv has no rows"
-                if total == 0
-                else f"all {total} {split} samples were dropped: "
-                + "; ".join(f"{len([i for i in ids if i.startswith(split + ':')])} {r}" for r, ids in dropped.items()
-                            if any(i.startswith(split + ":") for i in ids))
-            )
+    max_wav_length = model_limits(gpt_max_audio_tokens)
+    found = datasets.inspect_samples(ds, tokenizer.encode if tokenizer is not None else None, max_wav_length,
+                                     gpt_max_text_tokens)
+    for reason, ids in found.dropped.items():
+        for sid in ids:
+            log.warning("Skipping sample %s: %s", sid, reason)
+    if found.resampled:
+        log.info("%d clips are not 22050 Hz mono: converted on load (soxr), the files are left as they are.",
+                 found.resampled)
+    for split, kept, rows in (("train", found.train, ds.train), ("val", found.val, ds.val)):
+        if not kept:
+            why = (f"it has no rows ({ds.layout})" if not rows else
+                   f"all {len(rows)} {split} samples were dropped: " + "; ".join(
+                       f"{sum(i.startswith(split + ':') for i in ids)} {r}" for r, ids in found.dropped.items()
+                       if any(i.startswith(split + ":") for i in ids)))
             raise DatasetError(
-                f"The {split} split of {dataset_dir} is empty: {why}.",
-                hint="Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again.",
+                f"The {split} split of {ds.root} is empty: {why}.",
+                hint="Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; "
+                "`xttsft build --check DIR` lists every row training would drop.",
             )
-    max_text = max(len(s.tokens) for s in splits["train"] + splits["val"])
-    return DataReport(dataset_dir, language, max_wav_length, max_text, splits["train"], splits["val"], dropped)
+    max_text = max(len(s.tokens) for s in found.train + found.val)
+    return DataReport(ds.root, ds.language, max_wav_length, max_text, found.train, found.val, found.dropped,
+                      ds.layout, found.resampled)
 
 
 class ClipDataset:

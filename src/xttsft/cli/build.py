@@ -47,13 +47,15 @@ def build(
     `durations.png`. Warns below 100 samples / 15 minutes (500-5000 samples, 15-60 minutes recommended).
     Unchanged inputs and settings: nothing is rewritten.
 
-    `--check PATH` validates any LJSpeech folder instead: missing or unreadable wavs, wrong sample rate,
-    duplicate ids or audio, empty text, paths that leave the folder (`../`, absolute, symlinks out).
+    `--check PATH` validates any dataset folder instead, exactly as `xttsft train` reads it (the same
+    code): every row training would refuse or drop (missing or unreadable wavs, too short or too long
+    for the model, characters the vocabulary lacks, duplicate ids or audio, empty text, `|` in the
+    text, paths that leave the folder), against the base model's limits (`--base-model` of train).
 
     Examples: `xttsft build --val-fraction 0.1 --seed 7` ; `xttsft build --check train/data/MyTTSDataset`
     """
     if check is not None:
-        _check(check)
+        _check(ctx, check, language)
         return
     from xttsft.build import build_dataset, find_vocab
 
@@ -87,14 +89,21 @@ def build(
         err_console.print(f"[yellow]Warning:[/] {escape(w)}")
 
 
-def _check(path: Path) -> None:
+def _check(ctx: typer.Context, path: Path, language: str | None) -> None:
     from xttsft.build import check_dataset
 
-    result = check_dataset(path)
+    settings, _ = state(ctx).load(file_logs=False)
+    result = check_dataset(path, base_model=settings.train.base_model,
+                           language=None if language in (None, "auto") else language,
+                           val_fraction=settings.build.val_fraction, seed=settings.build.seed)
+    for note in result.notes:
+        console.print(f"[dim]{escape(note)}[/]")
     if result.ok:
-        console.print(f"[green]OK[/] {escape(str(path))}: {result.rows} rows, every wav present and valid.")
+        console.print(f"[green]OK[/] {escape(str(path))}: {result.rows} rows; training would use "
+                      f"{result.train} train + {result.val} val samples and drop none.")
         return
-    err_console.print(f"[bold red]Invalid dataset[/] {escape(str(path))}: {len(result.problems)} problem(s)")
+    err_console.print(f"[bold red]Invalid dataset[/] {escape(str(path))}: {len(result.problems)} problem(s); "
+                      f"training would use {result.train} train + {result.val} val samples")
     for p in result.problems:
         err_console.print(f"  - {escape(p)}")
     raise typer.Exit(1)

@@ -22,7 +22,13 @@ def train(
     base_model: str | None = typer.Option(
         None, "--base-model", help="coqui/XTTS-v2 (downloaded once), a local model folder, or tiny (random test model: noise)."
     ),
-    dataset_dir: Path | None = typer.Option(None, "--dataset-dir", help="LJSpeech dataset (default: train/data/<dataset_name>)."),
+    dataset_dir: Path | None = typer.Option(
+        None, "--dataset-dir", help="Dataset folder: ours, an LJSpeech one, xtts-finetune-webui's or a bare metadata.csv "
+        "(default: train/data/<dataset_name>)."
+    ),
+    language: str | None = typer.Option(
+        None, "--language", help="Language of the dataset (pt, en, ...) [default: lang.txt, then stats.json of the dataset]."
+    ),
     run_name: str | None = typer.Option(None, "--run-name", help="Run folder name under train/checkpoints/ (default: a timestamp)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest complete checkpoint of --run-name (else the newest run)."),
     num_epochs: int | None = typer.Option(None, "--num-epochs", help="Epochs to train in total."),
@@ -39,9 +45,13 @@ def train(
 ) -> None:
     """Fine-tune the XTTS-v2 GPT on your dataset: PEFT LoRA (default) or in full.
 
-    **Reads** the `xttsft build` dataset (train/data/DATASET_NAME/: metadata_train.csv,
-    metadata_val.csv, wavs/, stats.json) and the base model (`--base-model`, default
-    coqui/XTTS-v2, downloaded once at a pinned revision).
+    **Reads** a dataset and the base model (`--base-model`, default coqui/XTTS-v2, downloaded once at a
+    pinned revision). The dataset is the `xttsft build` one (train/data/DATASET_NAME/) or any folder
+    given with `--dataset-dir`: LJSpeech `metadata_train.csv` + `metadata_val.csv` (or
+    `metadata_eval.csv`), xtts-finetune-webui's `audio_file|text|speaker_name` files with `lang.txt`,
+    or a single `metadata.csv` (split like `xttsft build` splits). Its language: `--language`, else
+    `lang.txt`, else `stats.json`. Clips at other rates are converted on load. Every row the model
+    cannot take is listed before training (`xttsft build --check DIR` lists the same rows).
 
     **Writes** train/checkpoints/RUN/: settings.json, run.json, checkpoint_epoch_N/
     (adapter or GPT weights as safetensors + training_state.pt + meta.json), best_model/
@@ -60,7 +70,8 @@ def train(
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 tells the story
         logging.getLogger("xttsft").setLevel(logging.WARNING)
     flags = {
-        "base_model": base_model, "dataset_dir": dataset_dir, "run_name": run_name, "num_epochs": num_epochs,
+        "base_model": base_model, "dataset_dir": dataset_dir, "language": language, "run_name": run_name,
+        "num_epochs": num_epochs,
         "batch_size": batch_size, "grad_accum_steps": grad_accum_steps, "learning_rate": learning_rate,
         "use_lora": use_lora, "lora_rank": lora_rank, "use_amp": use_amp,
         "gradient_checkpointing": gradient_checkpointing, "device": device,
