@@ -52,7 +52,17 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = _run(ws, "--demo", "--until", "build")
     assert res.exit_code == 0, res.output
     assert _statuses(res.output) == {s: "done" for s in ("doctor", "fetch", "segment", "screen", "transcribe", "build")}
+    _OUTPUT["demo"] = res.output
     return ws
+
+
+_OUTPUT: dict[str, str] = {}
+
+
+def test_each_message_once(demo_ws: Path) -> None:
+    out = _OUTPUT["demo"]
+    assert out.count("Hardware:") <= 1 and out.count("Recommended (") <= 1  # doctor and transcribe share it
+    assert "[transformers]" not in out and "bos_token_id" not in out
 
 
 def test_demo_builds_a_dataset(demo_ws: Path) -> None:

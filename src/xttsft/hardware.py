@@ -417,8 +417,10 @@ def current_recommendation(use_lora: bool = True) -> Recommendation:
     hw = hardware_facts()
     rec = recommend(hw, use_lora=use_lora)
     gpus = ", ".join(f"{g.name} {g.total_gib:.0f} GB" for g in hw.gpus) or "no GPU"
-    log.info("Hardware: %s, %d CPU cores, %.0f GB RAM", gpus, hw.cpu_count, hw.ram_total_gib)
-    log.info("Recommended (%s): %s", "LoRA" if use_lora else "full", rec.summary())
+    from xttsft.logs import log_once
+
+    log_once(log, logging.INFO, "Hardware: %s, %d CPU cores, %.0f GB RAM", gpus, hw.cpu_count, hw.ram_total_gib)
+    log_once(log, logging.INFO, "Recommended (%s): %s", "LoRA" if use_lora else "full", rec.summary())
     return rec
 
 
@@ -436,5 +438,7 @@ def resolve_device(setting: str, what: str = "--device ") -> str:
                                 hint=f"Use {what}auto or {what}cpu, or check `xttsft doctor`.")
         return "cuda"
     choice = "cuda" if torch.cuda.is_available() else "cpu"
-    log.info("device auto -> %s", choice)
+    from xttsft.logs import log_once
+
+    log_once(log, logging.INFO, "device auto -> %s", choice)
     return choice

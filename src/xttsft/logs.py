@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import logging.handlers
 import warnings
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
-__all__ = ["configure_logging", "add_file_logs", "CHATTY_LOGGERS"]
+__all__ = ["configure_logging", "add_file_logs", "log_once", "CHATTY_LOGGERS"]
 
 # Dependencies that log a lot at INFO; they are kept at WARNING on the console.
 CHATTY_LOGGERS = (
@@ -67,7 +68,9 @@ def configure_logging(console: Console, verbose: bool = False, quiet: bool = Fal
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
         # transformers warns about the tiny model's GPT-2 config (bos/eos ids) through
-        # its own handler; nothing a user can act on.
+        # its own handler; nothing a user can act on. Its import resets its logger's level
+        # from TRANSFORMERS_VERBOSITY, so that is what must say "error" (torch is not loaded yet).
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         logging.getLogger("transformers").setLevel(logging.ERROR)
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -90,3 +93,15 @@ def add_file_logs(logs_dir: Path) -> None:
         fh.setFormatter(logging.Formatter(_FILE_FORMAT))
         fh._xttsft_file = True  # type: ignore[attr-defined]
         root.addHandler(fh)
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def log_once(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log ``msg % args`` the first time this process sees it: stages that run one after the other
+    in run-all (or share a helper) tell the user a fact once, not once per stage."""
+    key = (logger.name, msg % args if args else msg)
+    if key not in _said:
+        _said.add(key)
+        logger.log(level, msg, *args)

@@ -502,10 +502,10 @@ def select_reference_clips(
     if fitting:
         chosen = sorted(fitting, key=lambda r: (-score(r), r["id"]))[:count]
     else:
-        log.warning(
-            "No clip of %.0f-%.0f s in %s; conditioning on the longest clips instead.",
-            min_seconds, max_seconds, samples_file,
-        )
+        from xttsft.logs import log_once
+
+        log_once(log, logging.WARNING, "No clip of %.0f-%.0f s in %s; conditioning on the longest clips instead.",
+                 min_seconds, max_seconds, Path(dataset_dir))
         chosen = sorted(rows, key=lambda r: (-float(r.get("duration", 0)), r["id"]))[:count]
     return [path_of(r) for r in chosen]
 
@@ -848,8 +848,6 @@ def synthesize(
     source = resolve_model(ws, model, default_base=default_base)
     progress(description="loading the model")
     voice = load_voice(ws, source, checkpoint=settings.checkpoint, device=settings.device, progress=progress)
-    if voice.tiny:
-        log.warning(TINY_MODEL_NOTE)
     language = normalize_language(settings.language or voice.language or "pt")
     if settings.language is None:
         log.info("language: %s (from the %s)", language, "run" if voice.language else "default")

@@ -668,7 +668,9 @@ def train(
     rank, world = _dist()
     run = open_run(ws, ts, resume, distributed)
     if tiny:
-        log.warning("!" * 20 + " " + TINY_NOISE_WARNING + " " + "!" * 20)
+        from xttsft.logs import log_once
+
+        log_once(log, logging.WARNING, TINY_NOISE_WARNING)
     torch.manual_seed(ts.seed)
     random.seed(ts.seed)
     with _oom_as_training_error(res):
@@ -682,8 +684,6 @@ def train(
     if rank == 0:
         _write_run_files(settings, run, res, data, base_dir)
     _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
-    if tiny:
-        log.warning(TINY_NOISE_WARNING)
     trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
                             callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
                             progress=progress)

@@ -65,7 +65,7 @@ def segment(
         result = segment_sources(settings.segment, ws, inputs=inputs or None, force=force, progress=bar)
 
     table = Table(title="segment", title_justify="left")
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     table.add_column("status")
     table.add_column("clips", justify="right")
     table.add_column("minutes", justify="right")
@@ -75,7 +75,7 @@ def segment(
     for s in result.sources:
         text = "; ".join(([s.reason] if s.reason else []) + s.notes)
         table.add_row(
-            escape(s.source), f"[{style[s.status]}]{s.status}[/]", str(s.segments),
+            escape(Path(s.source).name), f"[{style[s.status]}]{s.status}[/]", str(s.segments),
             f"{s.seconds / 60:.1f}", str(s.dropped), escape(text),
         )
     console.print(table)

@@ -324,5 +324,7 @@ def load_finetuned(
     xtts.eval()
     xtts.to(device)
     if info.tiny:
-        log.warning(TINY_NOISE_WARNING)
+        from xttsft.logs import log_once
+
+        log_once(log, logging.WARNING, TINY_NOISE_WARNING)
     return xtts, info
