@@ -36,7 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import DatasetError, XttsftError
-from xttsft.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from xttsft.io import atomic_write_text, read_json
+from xttsft.records import (
+    ClipRecord,
+    DatasetStats,
+    DropRecord,
+    SampleRecord,
+    TranscriptRecord,
+    read_records,
+    write_record,
+    write_records,
+)
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import BuildSettings
@@ -257,8 +267,8 @@ def build_dataset(
                 unchanged=True, token_check=old.get("token_check", "characters"),
             )
 
-    manifest = {r["id"]: r for r in read_jsonl(ws.segments_manifest)}
-    transcripts = read_jsonl(ws.transcripts_file)
+    manifest = {r["id"]: r for r in read_records(ws.segments_manifest, ClipRecord)}
+    transcripts = read_records(ws.transcripts_file, TranscriptRecord)
     dropped: list[dict[str, Any]] = []
 
     def drop(row: dict[str, Any], reason: str, detail: str = "") -> None:
@@ -356,7 +366,7 @@ def build_dataset(
         progress(advance=1)
     keep_ids = {r["id"] for r, *_ in kept}
     if not kept:
-        write_jsonl(out / "dropped.jsonl", dropped)
+        write_records(out / "dropped.jsonl", DropRecord, dropped)
         reasons = Counter(d["reason"] for d in dropped)
         raise DatasetError(
             "No sample is usable for XTTS-v2 fine-tuning ("
@@ -374,13 +384,13 @@ def build_dataset(
     atomic_write_text(out / "metadata.csv", "".join(line[r["id"]] for r, *_ in kept))
     atomic_write_text(out / "metadata_train.csv", "".join(line[i] for i in train_ids))
     atomic_write_text(out / "metadata_val.csv", "".join(line[i] for i in val_ids))
-    write_jsonl(out / "samples.jsonl", [
+    write_records(out / "samples.jsonl", SampleRecord, [
         {"id": r["id"], "wav": f"wavs/{r['id']}.wav", "text": text, "duration": round(d, 3),
          "split": split_of[r["id"]], "language": lang, "avg_logprob": r.get("avg_logprob"),
          "source": manifest.get(r["id"], {}).get("source")}
         for r, text, _, d in kept
     ])
-    write_jsonl(out / "dropped.jsonl", dropped)
+    write_records(out / "dropped.jsonl", DropRecord, dropped)
 
     durations = [d for *_, d in kept]
     cps = [len(text) / d for _, text, _, d in kept if d > 0]
@@ -426,7 +436,7 @@ def build_dataset(
         "input_hash": input_hash,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(stats_file, stats)  # written last: the dataset is complete
+    write_record(stats_file, DatasetStats, stats)  # written last: the dataset is complete
     return BuildResult(dataset_dir=out, language=lang, train=len(train_ids), val=len(val_ids), minutes=minutes,
                        dropped=drop_counts, warnings=warnings, token_check=stats["token_check"])
 

@@ -121,10 +121,14 @@ class _Records:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        from xttsft.records import RecordError, StageRecord
+
         try:
-            self.data: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            log.warning("Ignoring an unreadable stage record %s; every stage is checked again.", path)
+            raw = json.loads(path.read_text()) if path.is_file() else {}
+            self.data: dict[str, dict[str, Any]] = {k: StageRecord.check(v, f"{path}: {k}") for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError, RecordError) as exc:
+            log.warning("Ignoring an unreadable stage record %s (%s); every stage is checked again.", path,
+                        getattr(exc, "message", exc))
             self.data = {}
 
     def fresh(self, stage: str, fingerprint: str) -> bool:
@@ -480,11 +484,12 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
     Read from disk rather than from this run's results, so a re-run whose stages
     were all skipped shows the same summary.
     """
-    from xttsft.io import read_jsonl
+    from xttsft.records import ClipRecord, SourceRecord, TranscriptRecord, read_records
 
     out: dict[str, Any] = {}
-    sources = read_jsonl(ws.segment_sources_file)
-    manifest = read_jsonl(ws.segments_manifest)
+
+    sources = read_records(ws.segment_sources_file, SourceRecord)
+    manifest = read_records(ws.segments_manifest, ClipRecord)
     out["sources"] = {
         "files": len(sources),
         "failed": sum(1 for s in sources if s.get("status") == "failed"),
@@ -500,7 +505,7 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "dnsmos": str(ws.screen_dir / "dnsmos.png") if (ws.screen_dir / "dnsmos.png").is_file() else None,
     } if screen else None
     rejected: dict[str, float] = {}
-    for t in read_jsonl(ws.transcripts_file):
+    for t in read_records(ws.transcripts_file, TranscriptRecord):
         if t.get("status") == "rejected":
             reason = str(t.get("reason") or "rejected")
             rejected[reason] = rejected.get(reason, 0.0) + durations.get(t.get("id", ""), 0.0) / 60

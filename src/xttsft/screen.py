@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 
 from xttsft.errors import DatasetError, InputError
-from xttsft.io import atomic_path, atomic_write_json, read_json, read_jsonl, sha256_file, write_jsonl
+from xttsft.io import atomic_path, atomic_write_json, read_json, sha256_file
+from xttsft.records import ClipRecord, ScreenRecord, SourceRecord, read_records, write_records
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import ScreenSettings
@@ -430,7 +431,7 @@ def _input_hash(ws: Workspace, settings: ScreenSettings, refs: Sequence[Path]) -
 
 def _source_lengths(ws: Workspace, manifest: list[dict[str, Any]]) -> dict[str, float]:
     """Duration of each source (segment's record, else the end of its last clip)."""
-    lengths = {str(r.get("source")): float(r["duration"]) for r in read_jsonl(ws.segment_sources_file)
+    lengths = {str(r.get("source")): float(r["duration"]) for r in read_records(ws.segment_sources_file, SourceRecord)
                if r.get("duration")}
     for r in manifest:
         src = str(r.get("source"))
@@ -514,7 +515,7 @@ def screen_clips(
     previous outputs are then left as they were).
     """
     progress = progress or no_progress
-    manifest = read_jsonl(ws.segments_manifest)
+    manifest = read_records(ws.segments_manifest, ClipRecord)
     if not manifest:
         raise DatasetError(
             f"No clips to screen: {ws.segments_manifest} is missing or empty.",
@@ -568,7 +569,7 @@ def screen_clips(
         _plot_dnsmos(result.dnsmos_png, scores, settings)
     else:
         (ws.screen_dir / "dnsmos.png").unlink(missing_ok=True)
-    write_jsonl(ws.screen_file, [
+    write_records(ws.screen_file, ScreenRecord, [
         {"id": c.id, "wav": c.row.get("wav"), **{k: c.row.get(k) for k in ("source", "source_sha256", "start", "end")},
          "duration": c.duration, **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
         for c in clips
@@ -659,7 +660,7 @@ def read_decisions(ws: Workspace, manifest: list[dict[str, Any]] | None = None) 
     With ``manifest``, only the decisions about those very clips (same source, content and
     times): a clip segmented again after the screen ran has no decision yet.
     """
-    decisions = {str(r["id"]): r for r in read_jsonl(ws.screen_file) if "id" in r}
+    decisions = {str(r["id"]): r for r in read_records(ws.screen_file, ScreenRecord)}
     if manifest is None:
         return decisions
     rows = {str(r["id"]): r for r in manifest}

@@ -54,7 +54,8 @@ import numpy as np
 
 from xttsft import audio
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import read_jsonl, sha256_file, write_jsonl
+from xttsft.io import sha256_file
+from xttsft.records import ClipRecord, SourceRecord, read_records, write_records
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import SegmentSettings
@@ -642,8 +643,8 @@ def segment_sources(
     out_dir = ws.segments_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     shash = settings_hash(settings)
-    records = {r["source"]: r for r in read_jsonl(ws.segment_sources_file)}
-    manifest = read_jsonl(ws.segments_manifest)
+    records = {r["source"]: r for r in read_records(ws.segment_sources_file, SourceRecord)}
+    manifest = read_records(ws.segments_manifest, ClipRecord)
     used_stems = {r["stem"]: r["source"] for r in records.values() if "stem" in r}
 
     infos: dict[Path, audio.AudioInfo | XttsftError] = {}
@@ -700,7 +701,7 @@ def segment_sources(
         for old in old_ids - new_ids:
             (out_dir / f"{old}.wav").unlink(missing_ok=True)
         manifest = [r for r in manifest if r.get("source") != shown] + rows
-        write_jsonl(ws.segments_manifest, manifest)
+        write_records(ws.segments_manifest, ClipRecord, manifest)
         records[shown] = {
             "source": shown,
             "source_sha256": sha,
@@ -714,9 +715,9 @@ def segment_sources(
             "dropped": res.dropped,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        write_jsonl(ws.segment_sources_file, records.values())
+        write_records(ws.segment_sources_file, SourceRecord, records.values())
     if not ws.segments_manifest.exists():
-        write_jsonl(ws.segments_manifest, manifest)
+        write_records(ws.segments_manifest, ClipRecord, manifest)
     return SegmentResult(sources=results, manifest=ws.segments_manifest, segments_dir=out_dir)
 
 

@@ -480,7 +480,10 @@ def select_reference_clips(
     from xttsft.errors import DatasetError
 
     samples_file = Path(dataset_dir) / "samples.jsonl"
-    rows = read_jsonl(samples_file) if samples_file.is_file() else _rows_from_metadata(Path(dataset_dir))
+    from xttsft.records import SampleRecord, read_records
+
+    rows = (read_records(samples_file, SampleRecord) if samples_file.is_file()
+            else _rows_from_metadata(Path(dataset_dir)))
     if split is not None:
         rows = [r for r in rows if r.get("split") == split]
     rows = [r for r in rows if (Path(dataset_dir) / r.get("wav", "")).is_file() or (Path(dataset_dir) / "wavs" / f"{r.get('id')}.wav").is_file()]

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
-from xttsft.io import atomic_write_text, read_jsonl
+from xttsft.io import atomic_write_text
+from xttsft.records import ClipRecord, TranscriptRecord, read_records
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import TranscribeSettings
@@ -534,7 +535,7 @@ def transcribe_segments(
     so an interrupted run keeps what it finished.
     """
     progress = progress or no_progress
-    manifest = read_jsonl(ws.segments_manifest)
+    manifest = read_records(ws.segments_manifest, ClipRecord)
     if not manifest:
         raise DatasetError(
             f"No segments to transcribe: {ws.segments_manifest} is missing or empty.",
@@ -556,7 +557,7 @@ def transcribe_segments(
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()
 
-    old = {r["id"]: r for r in read_jsonl(ws.transcripts_file) if "id" in r}
+    old = {r["id"]: r for r in read_records(ws.transcripts_file, TranscriptRecord)}
     done: dict[str, dict[str, Any]] = {}
     todo: list[dict[str, Any]] = []
     for seg in manifest:
@@ -583,7 +584,8 @@ def transcribe_segments(
     def save() -> None:
         rows = [done[s["id"]] if s["id"] in done else aside[s["id"]] for s in full_manifest
                 if s["id"] in done or s["id"] in aside]
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        where = f"{ws.transcripts_file} (being written)"
+        text = "".join(json.dumps(TranscriptRecord.check(r, where), ensure_ascii=False) + "\n" for r in rows)
         current = ws.transcripts_file.read_text(encoding="utf-8") if ws.transcripts_file.exists() else None
         if text != current:  # an unchanged re-run rewrites nothing
             atomic_write_text(ws.transcripts_file, text)

@@ -108,7 +108,10 @@ def write_checkpoint(
             save_file(sd, str(tmp / "gpt.safetensors"))
         if training_state is not None:
             torch.save(training_state, tmp / "training_state.pt")
-        meta = {**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        from xttsft.records import CheckpointMeta
+
+        meta = CheckpointMeta.check({**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                                    str(dest / "meta.json"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
     return dest
 
@@ -267,10 +270,10 @@ def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train fir
 
 def write_run_info(info: RunInfo) -> Path:
     """Write ``run.json`` into ``info.run_dir`` (atomically)."""
-    from xttsft.io import atomic_write_json
+    from xttsft.records import RunRecord, write_record
 
     path = Path(info.run_dir) / "run.json"
-    atomic_write_json(path, info.to_json())
+    write_record(path, RunRecord, info.to_json())
     return path
 
 
@@ -287,6 +290,9 @@ def read_run_info(run_dir: Path) -> RunInfo:
         ) from None
     except ValueError as exc:
         raise InputError(f"{f} is corrupt ({exc}).", hint="Restore it or train again.") from None
+    from xttsft.records import RunRecord
+
+    d = RunRecord.check(d, str(f))
     return RunInfo(
         run_dir=run_dir,
         base_model=d["base_model"],
