@@ -24,9 +24,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Workspace", "DEFAULT_DATASET_NAME"]
+__all__ = ["Workspace", "RunPaths", "DEFAULT_DATASET_NAME"]
 
 DEFAULT_DATASET_NAME = "MyTTSDataset"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run folder (``train/checkpoints/<run>/``); only this class spells them."""
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def settings_json(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "best_model"
+
+    @property
+    def loss_curve(self) -> Path:
+        return self.root / "loss_curve.png"
+
+    @staticmethod
+    def checkpoint_name(epoch: int, step: int | None = None) -> str:
+        """``checkpoint_epoch_N`` (end of epoch N) or ``checkpoint_epoch_N_step_S`` (stopped inside epoch N+1)."""
+        return f"checkpoint_epoch_{epoch}" + (f"_step_{step}" if step is not None else "")
+
+    @staticmethod
+    def meta(checkpoint: Path) -> Path:
+        """A checkpoint's ``meta.json``, written last: a folder with it is complete."""
+        return Path(checkpoint) / "meta.json"
 
 
 @dataclass(frozen=True)
@@ -135,6 +168,10 @@ class Workspace:
     def run_dir(self, run: str) -> Path:
         """Checkpoints, best model and saved settings of one training run."""
         return self.checkpoints_dir / run
+
+    def run(self, run: str) -> RunPaths:
+        """The files of one training run's folder."""
+        return RunPaths(self.run_dir(run))
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import atomic_write_json, read_json, sha256_file
-from xttsft.paths import Workspace
+from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import Settings
 
@@ -386,7 +386,7 @@ def _dataset_dir(settings: Settings, ws: Workspace) -> Path:
 
 
 def _best_meta(run_dir: Path) -> Path:
-    return run_dir / "best_model" / "meta.json"
+    return RunPaths.meta(RunPaths(run_dir).best_model)
 
 
 def _train(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], p: Progress) -> StageOutcome:
@@ -429,7 +429,7 @@ def _run_for(ws: Workspace, records: _Records, ctx: dict[str, Any]) -> str:
 
 def _run_language(ws: Workspace, run: str) -> str:
     try:
-        return str(json.loads((ws.run_dir(run) / "run.json").read_text())["language"])
+        return str(json.loads(ws.run(run).run_json.read_text())["language"])
     except (OSError, ValueError, KeyError):
         return "pt"  # SynthSettings' documented default without a run
 
@@ -531,7 +531,7 @@ def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
             "best_epoch": best.get("epoch"),
             "seconds": _Records(ws.state_file).get("train").get("seconds"),
             "tensorboard": str(ws.tensorboard_run_dir(run)),
-            "loss_curve": str(run_dir / "loss_curve.png") if (run_dir / "loss_curve.png").is_file() else None,
+            "loss_curve": str(ws.run(run).loss_curve) if ws.run(run).loss_curve.is_file() else None,
         }
         export = ws.export_dir(run)
         out["export"] = str(export) if export.is_dir() else None

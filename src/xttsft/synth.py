@@ -278,9 +278,9 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
     if model == "base":
         run = ws.latest_run()
         spec = default_base
-        if run is not None and (ws.run_dir(run) / "run.json").is_file():
+        if run is not None and ws.run(run).run_json.is_file():
             try:
-                spec = json.loads((ws.run_dir(run) / "run.json").read_text(encoding="utf-8")).get("base_model", spec)
+                spec = json.loads(ws.run(run).run_json.read_text(encoding="utf-8")).get("base_model", spec)
             except (OSError, json.JSONDecodeError):
                 pass
         return ModelSource("base", spec, None, base_spec=spec)

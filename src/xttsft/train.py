@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import SettingsError
+from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 from xttsft.train_data import DataReport, prepare_data
 from xttsft.trainer import TrainHooks, TrainingError, TrainState
@@ -406,7 +407,7 @@ def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool) 
             f"Run {name!r} has no complete checkpoint to resume from ({path}).",
             hint="Start it again without --resume (or with another --run-name).",
         )
-    if not resume and path.exists() and (checkpoints or (path / "best_model").exists()):
+    if not resume and path.exists() and (checkpoints or RunPaths(path).best_model.exists()):
         raise SettingsError(
             f"Run {name!r} already exists with checkpoints in {path}.",
             hint="Continue it with --resume, or pick another --run-name.",
@@ -511,11 +512,11 @@ def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataR
     from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.path / "settings.json", {
+    atomic_write_json(RunPaths(run.path).settings_json, {
         **settings.to_dict(), "resolved": res.__dict__,
         "data": {"max_wav_length": data.max_wav_length, "max_text_length": data.max_text_length},
     })
-    if not (run.path / "run.json").exists():
+    if not RunPaths(run.path).run_json.exists():
         write_run_info(RunInfo(
             run_dir=run.path, base_model=settings.train.base_model, base_dir=base_dir, language=data.language,
             mode=res.mode, dataset_dir=data.dataset_dir, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -557,10 +558,10 @@ def _checkpoint_writer(run: RunDir, model: Model, res: Resolved, optim: Optimiza
         return p
 
     def save_best(st: TrainState, train_loss: float, val_loss: float) -> None:
-        model_io.write_checkpoint(run.path / "best_model", model.gpt, res.mode,
+        model_io.write_checkpoint(RunPaths(run.path).best_model, model.gpt, res.mode,
                                   {"epoch": st.epoch, "step": st.global_step, "val_loss": val_loss,
                                    "train_loss": train_loss, "run": run.name}, lora_config=model.lora_config)
-        log.info("New best model (val loss %.4f) -> %s", val_loss, run.path / "best_model")
+        log.info("New best model (val loss %.4f) -> %s", val_loss, RunPaths(run.path).best_model)
 
     return save, save_best
 
@@ -698,7 +699,7 @@ def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: D
     from xttsft.model import list_checkpoints
 
     st = trainer.state
-    curve = _loss_curve(run.path / "loss_curve.png", st.history_train, st.history_val) if main and st.history_train else None
+    curve = _loss_curve(RunPaths(run.path).loss_curve, st.history_train, st.history_val) if main and st.history_train else None
     return TrainResult(
         run_name=run.name, run_dir=run.path, tensorboard_dir=run.tensorboard, mode=res.mode, device=res.device,
         base_model=ts.base_model, tiny=tiny, num_epochs=ts.num_epochs, epochs_completed=len(st.history_train),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import XttsftError
+from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 
 __all__ = ["TrainState", "Trainer", "Callback", "ConsoleCallback", "TensorBoardCallback", "TrainingError",
@@ -351,7 +352,7 @@ class Trainer:
                 st.best_val_loss, st.best_epoch = val_loss, done
                 self.save_best(st, train_loss, val_loss)
             if done % self.save_every == 0 or done == self.num_epochs:
-                self.save_checkpoint(f"checkpoint_epoch_{done}", st, None)
+                self.save_checkpoint(RunPaths.checkpoint_name(done), st, None)
         self.applied = self._snapshot()
         if self.distributed:
             import torch.distributed as dist
@@ -364,7 +365,7 @@ class Trainer:
             return
         at = self.applied
         log.warning("Interrupted: saving a checkpoint (epoch %d, step %d)...", at.epoch + 1, at.batch_in_epoch)
-        name = f"checkpoint_epoch_{at.epoch}_step_{at.global_step}" if at.batch_in_epoch else f"checkpoint_epoch_{at.epoch}"
+        name = RunPaths.checkpoint_name(at.epoch, at.global_step if at.batch_in_epoch else None)
         try:
             saved = self.save_checkpoint(name, at, None)
         except Exception as exc:  # noqa: BLE001 - report it; the interrupt still ends the run

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, ModelNotFoundError
+from xttsft.paths import RunPaths
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
 from xttsft.progress import Progress
@@ -118,7 +119,7 @@ def write_checkpoint(
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        return json.loads(RunPaths.meta(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -142,7 +143,7 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
     """``best`` (best_model), ``latest`` (newest complete epoch checkpoint, else best) or a folder."""
     run_dir = Path(run_dir)
     if str(checkpoint) == "best":
-        p = run_dir / "best_model"
+        p = RunPaths(run_dir).best_model
         meta = _read_meta(p)
         if meta is None:
             # a kill between write_checkpoint's two renames leaves the previous best aside
@@ -259,7 +260,7 @@ def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train fir
     if "/" not in run and "\\" not in run and ws.run_dir(run).is_dir():
         return run, ws.run_dir(run)
     path = Path(run).expanduser()
-    if path.is_dir() and (path / "run.json").is_file():
+    if path.is_dir() and RunPaths(path).run_json.is_file():
         return path.name, path.resolve()
     runs = sorted(p.name for p in ws.checkpoints_dir.iterdir() if p.is_dir()) if ws.checkpoints_dir.is_dir() else []
     raise ModelNotFoundError(
@@ -272,7 +273,7 @@ def write_run_info(info: RunInfo) -> Path:
     """Write ``run.json`` into ``info.run_dir`` (atomically)."""
     from xttsft.records import RunRecord, write_record
 
-    path = Path(info.run_dir) / "run.json"
+    path = RunPaths(Path(info.run_dir)).run_json
     write_record(path, RunRecord, info.to_json())
     return path
 
@@ -280,7 +281,7 @@ def write_run_info(info: RunInfo) -> Path:
 def read_run_info(run_dir: Path) -> RunInfo:
     """Parse ``run.json`` of a run folder."""
     run_dir = Path(run_dir)
-    f = run_dir / "run.json"
+    f = RunPaths(run_dir).run_json
     try:
         d = json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:
