@@ -119,6 +119,7 @@ def _timed_batches() -> tuple[list[float], callable]:
 def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     import torch
 
+    from xttsft.datasets import read_dataset
     from xttsft.settings import TrainSettings
     from xttsft.train import build_model, build_optimization, gpt_loss, resolve_train_settings, set_threads
     from xttsft.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
@@ -132,7 +133,7 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     torch.manual_seed(0)
     model = build_model(base, ts, res)
     feats = Featurizer.from_base(base, "cpu")
-    data = prepare_data(ds, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
+    data = prepare_data(read_dataset(ds), model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
     train_ds = ClipDataset(data.train, ts.seed, is_eval=False)
     lengths = [s.n_samples for s in data.train]
