@@ -59,12 +59,12 @@ def make_dataset(root: Path, n: int) -> Path:
 
     from xttsft.audio import read_mono
 
-    ds = root / f"dataset-{n}"
+    ds = root / f"dataset-{n}-v2"
     if (ds / "stats.json").is_file():
         return ds
     (ds / "wavs").mkdir(parents=True, exist_ok=True)
     rows = []
-    for k in range(n):
+    for k in range(n + 2):
         text = SENTENCES[k % len(SENTENCES)]
         raw = ds / f"raw{k}.wav"
         rate = 130 + 15 * (k % 4)
@@ -73,8 +73,8 @@ def make_dataset(root: Path, n: int) -> Path:
         raw.unlink()
         sf.write(str(ds / "wavs" / f"c{k:03d}.wav"), x[: 15 * 22050], 22050, subtype="PCM_16")
         rows.append(f"c{k:03d}|{text}|{text}\n")
-    (ds / "metadata_train.csv").write_text("".join(rows))
-    (ds / "metadata_val.csv").write_text("".join(rows[:2]))
+    (ds / "metadata_train.csv").write_text("".join(rows[:-2]))
+    (ds / "metadata_val.csv").write_text("".join(rows[-2:]))  # train never sees them (an id in both is refused)
     (ds / "stats.json").write_text(json.dumps({"language": "en", "max_audio_seconds": 15.0}))
     return ds
 

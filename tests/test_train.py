@@ -382,7 +382,7 @@ def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
 
 def test_empty_val_split_is_refused_with_the_cause(tmp_path, speak) -> None:
     ds = _write_dataset(tmp_path / "ds", speak, n_train=2, n_val=0)
-    with pytest.raises(DatasetError, match="val split .* is empty: it has no rows"):
+    with pytest.raises(DatasetError, match="val split .* is empty: it has no usable rows"):
         _run(tmp_path / "ws", ds, num_epochs=1)
 
 

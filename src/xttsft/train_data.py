@@ -95,7 +95,9 @@ def prepare_data(ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int
                  found.resampled)
     for split, kept, rows in (("train", found.train, ds.train), ("val", found.val, ds.val)):
         if not kept:
-            why = (f"it has no rows ({ds.layout})" if not rows else
+            refused = [w for w, _ in ds.refused]
+            why = (f"it has no usable rows ({ds.layout}" + (f"; {len(refused)} refused: {', '.join(refused[:3])}"
+                                                             if refused else "") + ")" if not rows else
                    f"all {len(rows)} {split} samples were dropped: " + "; ".join(
                        f"{sum(i.startswith(split + ':') for i in ids)} {r}" for r, ids in found.dropped.items()
                        if any(i.startswith(split + ":") for i in ids)))
