@@ -59,7 +59,7 @@ def make_dataset(root: Path, n: int) -> Path:
 
     from xttsft.audio import read_mono
 
-    ds = root / f"dataset-{n}-v2"
+    ds = root / f"dataset-{n}-v3"
     if (ds / "stats.json").is_file():
         return ds
     (ds / "wavs").mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def make_dataset(root: Path, n: int) -> Path:
     for k in range(n + 2):
         text = SENTENCES[k % len(SENTENCES)]
         raw = ds / f"raw{k}.wav"
-        rate = 130 + 15 * (k % 4)
+        rate = 130 + 15 * (k % 4) + (7 if k >= n else 0)  # val clips: other audio than their train twins
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(rate), "-w", str(raw), text], check=True)
         x = read_mono(raw, 22050)
         raw.unlink()

@@ -1,4 +1,5 @@
-"""`make gpu-check`: everything that only a GPU can measure, in one command (at most ~8 minutes on one GPU).
+"""`make gpu-check`: everything that only a GPU can measure, in one command (about 8 minutes on one GPU; the
+step timeouts add up to 12).
 
 Without a CUDA GPU it prints what it would run and exits 0 (CI runs it that way). With one, in order:
 
@@ -57,7 +58,7 @@ def worker(mode: str, gc: bool) -> list[dict]:
 
     from xttsft.model import _new_dvae, attach_lora, xtts_v2_args
     from xttsft.settings import TrainSettings
-    from xttsft.train import _enable_gradient_checkpointing, gpt_loss
+    from xttsft.train import _enable_gradient_checkpointing, build_optimization, gpt_loss
     from xttsft.train_data import Featurizer
     from xttsft.trainer import Trainer, TrainState
 
@@ -76,19 +77,27 @@ def worker(mode: str, gc: bool) -> list[dict]:
     rows = []
     for precision in PRECISIONS:
         for batch in BATCHES:
-            rows.append(_time_config(torch, gpt, feats, gpt_loss, Trainer, TrainState, mode, gc, precision, batch))
+            rows.append(_time_config(torch, gpt, feats, gpt_loss, Trainer, TrainState, build_optimization, mode, gc,
+                                     precision, batch))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
-def _time_config(torch, gpt, feats, loss_fn, Trainer, TrainState, mode, gc, precision, batch) -> dict:  # noqa: N803
+def _time_config(torch, gpt, feats, loss_fn, Trainer, TrainState, build_optimization, mode, gc, precision,  # noqa: N803
+                 batch) -> dict:
+    """One configuration through the shipping parts: train.build_optimization (fused AdamW, decay on
+    weights only, the GradScaler for fp16) and Trainer.train_step + optimizer_step."""
+    from xttsft.settings import TrainSettings
+    from xttsft.train import Resolved
+
     row = {"mode": mode, "gc": gc, "precision": precision, "batch": batch}
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
-    opt = torch.optim.AdamW([p for p in gpt.parameters() if p.requires_grad], lr=1e-5, betas=(0.9, 0.96))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
-    trainer = Trainer(gpt=gpt, model=gpt, featurize=feats, loss_fn=loss_fn, optimizer=opt, scheduler=sched,
-                      scaler=scaler, batches_of=lambda e: [], loader_of=lambda e, b: [], validate=lambda: 0.0,
+    amp = None if precision == "float32" else precision
+    res = Resolved("cuda", mode, 1e-5, batch, 1, amp is not None, amp, gc)
+    optim = build_optimization(gpt, TrainSettings(use_lora=mode == "lora"), res, total_steps=1000)
+    opt = optim.optimizer
+    dtype = optim.amp_dtype
+    trainer = Trainer(gpt=gpt, model=gpt, featurize=feats, loss_fn=loss_fn, optimizer=opt, scheduler=optim.scheduler,
+                      scaler=optim.scaler, batches_of=lambda e: [], loader_of=lambda e, b: [], validate=lambda: 0.0,
                       save_checkpoint=lambda *a: Path(), save_best=lambda *a: None, num_epochs=1,
                       grad_accum_steps=1, max_grad_norm=1.0, max_nan_steps=5, save_every_n_epochs=1,
                       amp_dtype=dtype, device_type="cuda")
@@ -113,7 +122,7 @@ def _time_config(torch, gpt, feats, loss_fn, Trainer, TrainState, mode, gc, prec
     except torch.cuda.OutOfMemoryError:
         row["s_per_step"], row["peak_vram_gb"] = None, "OOM"
     finally:
-        del opt, trainer
+        del opt, optim, trainer
         gpt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
     return row
@@ -173,18 +182,18 @@ def main() -> int:
     from _common import machine
 
     report["machine"] = machine()
-    rc, out, secs = _run(*steps[0], timeout=240)
+    rc, out, secs = _run(*steps[0], timeout=180)
     tail = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or ["?"]
     report["ratios"]["pytest_gpu"] = f"exit {rc}: {tail[0]} ({secs:.0f} s)"
     for label, cmd in steps[1:5]:
-        rc, out, _ = _run(label, cmd, timeout=150)
+        rc, out, _ = _run(label, cmd, timeout=100)
         if rc == 0:
             report["rows"] += json.loads(out.strip().splitlines()[-1])
         else:
             report["rows"].append({"mode": label, "error": f"exit {rc}"})
     report["ratios"].update(_verdicts([r for r in report["rows"] if "precision" in r]))
     for label, cmd in steps[5:]:
-        rc, _, secs = _run(label, cmd, timeout=120)
+        rc, _, secs = _run(label, cmd, timeout=60)
         report["ratios"][label] = f"exit {rc} in {secs:.0f} s (figures in its own results file)"
     report["ratios"]["total_seconds"] = round(time.perf_counter() - t0)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

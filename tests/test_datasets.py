@@ -128,6 +128,16 @@ def test_bad_rows_are_refused_with_file_and_line_and_check_agrees_with_train(tmp
     assert (check.train, check.val) == (len(report.train), len(report.val))
 
 
+def test_a_byte_order_mark_is_ignored(tmp_path: Path, clips) -> None:
+    """Excel and Notepad start UTF-8 files with a BOM: the header and lang.txt still read."""
+    root = _layout(tmp_path / "bom", clips, "webui")
+    for name in ("metadata_train.csv", "metadata_eval.csv", "lang.txt"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    ds = read_dataset(root)
+    assert "coqui formatter" in ds.layout and ds.language == "en" and not ds.refused
+    assert all(r.wav.is_file() for r in ds.train + ds.val)
+
+
 def test_non_utf8_metadata_names_the_line(tmp_path: Path, clips) -> None:
     root = _layout(tmp_path / "latin1", clips, "ljspeech-val")
     (root / "metadata_train.csv").write_bytes("c0|ok|ok\nc1|caf\xe9|caf\xe9\n".encode("latin-1"))

@@ -61,7 +61,7 @@ _OUTPUT: dict[str, str] = {}
 
 def test_each_message_once(demo_ws: Path) -> None:
     out = _OUTPUT["demo"]
-    assert out.count("Hardware:") <= 1 and out.count("Recommended (") <= 1  # doctor and transcribe share it
+    assert out.count("Hardware:") == 1 and out.count("Recommended (") == 1  # doctor and transcribe share it
     assert "[transformers]" not in out and "bos_token_id" not in out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from xttsft.errors import DatasetError
+from xttsft.errors import DatasetError, SettingsError
 from xttsft.paths import Workspace
 from xttsft.settings import load_settings
 from xttsft.train import TrainHooks, TrainingError
@@ -378,6 +378,27 @@ def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
     assert rep.max_wav_length == model_limits(xtts.args.gpt_max_audio_tokens)
     assert not any(r.startswith("longer than") for r in rep.dropped)
     assert rep.max_text_length == max(len(s.tokens) for s in rep.train + rep.val)
+
+
+def test_data_loader_workers_draw_the_same_batches(tmp_path, dataset) -> None:
+    """TRAIN_NUM_WORKERS reads the clips in worker processes; every sample's randomness depends only
+    on (seed, epoch, index), so the losses are those of the in-process loader."""
+    inline, _ = _run(tmp_path / "a", dataset, num_epochs=1, run_name="w0", num_workers=0)
+    workers, _ = _run(tmp_path / "b", dataset, num_epochs=1, run_name="w2", num_workers=2)
+    assert workers.step_losses == pytest.approx(inline.step_losses, abs=1e-6)
+
+
+def test_resume_inside_an_epoch_refuses_other_batches(tmp_path, dataset) -> None:
+    flags = {"num_epochs": 1, "batch_size": 1, "grad_accum_steps": 1, "run_name": "lay"}
+
+    def interrupt(epoch, bi, step):
+        if epoch == 0 and bi == 1:
+            raise KeyboardInterrupt
+
+    first, _ = _run(tmp_path, dataset, hooks=TrainHooks(after_batch=interrupt), **flags)
+    assert first.status == "interrupted"
+    with pytest.raises(SettingsError, match=r"saved inside an epoch, and its batches would differ now \(batch_size 1 -> 2"):
+        _run(tmp_path, dataset, resume=True, **{**flags, "batch_size": 2})
 
 
 def test_empty_val_split_is_refused_with_the_cause(tmp_path, speak) -> None:

@@ -25,10 +25,11 @@ def test_batches_are_seeded_complete_and_bucketed_by_length() -> None:
     assert padding(a) < 0.25 * padding(plain)  # similar lengths share a batch
 
 
-@pytest.mark.parametrize("n", [5, 6, 7])
-def test_every_rank_gets_the_same_number_of_batches(n: int) -> None:
-    per_rank = [epoch_batches(list(range(1, n + 1)), 2, seed=3, epoch=0, rank=r, world=2) for r in (0, 1)]
-    assert len(per_rank[0]) == len(per_rank[1])  # a DDP step needs every rank
+@pytest.mark.parametrize("n,world", [(5, 2), (6, 2), (7, 2), (3, 3), (101, 3)])
+def test_every_rank_gets_the_same_number_of_batches(n: int, world: int) -> None:
+    # 101 samples, batch 2: several bucket spans of 32 samples per rank
+    per_rank = [epoch_batches(list(range(1, n + 1)), 2, seed=3, epoch=0, rank=r, world=world) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1  # a DDP step needs every rank
     assert {i for bs in per_rank for b in bs for i in b} == set(range(n))  # no sample left out
 
 

@@ -13,7 +13,8 @@ Output: ``ws.dataset_dir`` (``train/data/<build.dataset_name>/``)::
     durations.png          histogram of the durations
 
 Only samples that XTTS-v2 fine-tuning accepts are kept: 0.5 s up to
-``max_audio_seconds`` (the segment maximum, which ``train`` honours), text within
+``max_audio_seconds`` (the segment maximum; ``train`` itself takes up to the model's
+limit, 28 s for XTTS-v2, so that datasets made elsewhere fit), text within
 the tokenizer's per-language character limit and the GPT's text-token limit
 (:data:`TEXT_TOKEN_LIMIT`), no ``|`` and no line breaks. Every other item is
 listed in ``dropped.jsonl`` with its reason (:data:`DROP_REASONS`).
@@ -494,21 +495,25 @@ def check_dataset(path: Path, base_model: str = "coqui/XTTS-v2", language: str |
 
 
 def _check_limits(base_model: str) -> tuple[Any, int, int, str]:
-    """(tokenize, longest clip in samples, most text tokens, a note) of the base model, or XTTS-v2's."""
+    """(tokenize, longest clip in samples, most text tokens, a note): the base model's when it is on
+    this machine (the tiny model is built; nothing is downloaded), else XTTS-v2's limits and characters."""
     from xttsft.train_data import model_limits
 
     try:
-        from xttsft.model import is_tiny, load_xtts, resolve_base_model
-
         spec = Path(base_model).expanduser()
-        local = base_model == "tiny" or spec.is_dir() or find_vocab(base_model) is not None
-        if local:
-            base = resolve_base_model(base_model)
-            if is_tiny(base) or (base / "model.pth").is_file():
-                xtts = load_xtts(base, for_training=True, keep_decoder=False)
-                return (xtts.tokenizer.encode, model_limits(xtts.args.gpt_max_audio_tokens),
-                        xtts.args.gpt_max_text_tokens, f"limits and tokens of the base model {base_model}")
-    except XttsftError as exc:
-        log.debug("base model for --check unavailable: %s", exc.message)
+        if base_model == "tiny" or spec.is_dir():
+            from xttsft.model import load_xtts, resolve_base_model
+
+            xtts = load_xtts(resolve_base_model(base_model), for_training=True, keep_decoder=False)
+            return (xtts.tokenizer.encode, model_limits(xtts.args.gpt_max_audio_tokens),
+                    xtts.args.gpt_max_text_tokens, f"limits and tokens of the base model {base_model}")
+        vocab = find_vocab(base_model)
+        if vocab is not None:  # XTTS-v2's vocabulary is cached: its tokens, its limits
+            from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+            return (VoiceBpeTokenizer(vocab_file=str(vocab)).encode, model_limits(605), 402,
+                    f"limits and tokens of {base_model}")
+    except Exception as exc:  # noqa: BLE001 - a broken or partial model folder: say so, check on
+        log.warning("Cannot read the base model %s for --check (%s); checking by characters.", base_model, exc)
     return (None, model_limits(605), 402,
             f"{base_model} is not on this machine: XTTS-v2's limits, text length counted in characters")

@@ -96,15 +96,17 @@ class Inspection:
 # ------------------------------------------------------------------ layout
 
 
-def _read_rows(path: Path, refused: list[tuple[str, str]]) -> tuple[list[list[str]], bool]:
+def _read_rows(path: Path) -> tuple[list[list[str]], bool]:
     """The rows of a metadata file and whether it has the coqui header. Non-UTF-8 text is refused
-    with the line it is on."""
+    with the line it is on; a byte-order mark (Excel, Notepad) is dropped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DatasetError(f"{path}:{line}: not UTF-8 text ({exc.reason}).",
                            hint="Save the metadata as UTF-8 (most editors: 'Save with encoding').") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc}).", hint="Check the file's permissions.") from None
     rows = list(csv.reader(text.splitlines(), delimiter="|", quoting=csv.QUOTE_NONE))
     header = bool(rows) and tuple(c.strip() for c in rows[0][:3]) == COQUI_HEADER
     return rows, header
@@ -122,7 +124,7 @@ def _inside(root: Path, rel: str) -> Path | None:
 
 
 def _rows_of(root: Path, path: Path, coqui: bool, seen: set[str], refused: list[tuple[str, str]]) -> list[Row]:
-    raw, header = _read_rows(path, refused)
+    raw, header = _read_rows(path)
     out = []
     for n, cols in enumerate(raw, 1):
         if header and n == 1:
@@ -165,7 +167,7 @@ def _language(root: Path, flag: str | None) -> tuple[str, str]:
     if flag and flag != "auto":
         lang, source = flag, "--language"
     elif (root / "lang.txt").is_file():
-        lang, source = (root / "lang.txt").read_text(encoding="utf-8", errors="replace").strip(), "lang.txt"
+        lang, source = (root / "lang.txt").read_text(encoding="utf-8-sig", errors="replace").strip(), "lang.txt"
     elif read_json(root / "stats.json").get("language"):
         lang, source = str(read_json(root / "stats.json")["language"]), "stats.json"
     else:
@@ -193,13 +195,13 @@ def read_dataset(root: Path, language: str | None = None, val_fraction: float = 
     train_file = root / "metadata_train.csv"
     val_file = next((root / n for n in ("metadata_val.csv", "metadata_eval.csv") if (root / n).is_file()), None)
     if train_file.is_file() and val_file is not None:
-        coqui = _read_rows(train_file, refused)[1]
+        coqui = _read_rows(train_file)[1]
         layout = ("coqui formatter (audio_file|text|speaker_name)" if coqui
                   else f"LJSpeech metadata_train.csv + {val_file.name}")
         train = _rows_of(root, train_file, coqui, seen, refused)
         val = _rows_of(root, val_file, coqui, seen, refused)
     elif (root / "metadata.csv").is_file():
-        coqui = _read_rows(root / "metadata.csv", refused)[1]
+        coqui = _read_rows(root / "metadata.csv")[1]
         rows = _rows_of(root, root / "metadata.csv", coqui, seen, refused)
         train_ids, val_ids = split_ids([r.id for r in rows], val_fraction, seed)
         by_id = {r.id: r for r in rows}

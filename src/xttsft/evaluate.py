@@ -346,11 +346,12 @@ def evaluate(
     if not dataset.is_dir() and ws.dataset_dir.is_dir():  # the run's dataset was moved or deleted
         dataset = ws.dataset_dir
     try:
-        refs = select_reference_clips(dataset, count=settings.num_references, split="train")
+        refs = select_reference_clips(dataset, count=settings.num_references, split="train", split_rule=info.dataset_split)
     except DatasetError:
-        refs = select_reference_clips(dataset, count=settings.num_references)
+        refs = select_reference_clips(dataset, count=settings.num_references, split_rule=info.dataset_split)
     try:
-        heldout = select_reference_clips(dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val")
+        heldout = select_reference_clips(dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val",
+                                         split_rule=info.dataset_split)
     except DatasetError as exc:
         raise DatasetError(
             f"No held-out clips to measure speaker similarity against: {exc.message}",

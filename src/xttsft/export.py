@@ -186,7 +186,7 @@ def _dataset_references(info: Any, count: int) -> list[Path]:
         log.warning("No dataset for run %s: the export has no reference wavs.", info.run_dir.name)
         return []
     try:
-        return select_reference_clips(dataset, count=count)
+        return select_reference_clips(dataset, count=count, split_rule=info.dataset_split)
     except DatasetError as exc:
         log.warning("No reference wavs in the export: %s", exc.message)
         return []

@@ -33,10 +33,14 @@ CHATTY_LOGGERS = (
     "torio",
 )
 
+#: What log_once has said in this command.
+_said: set[tuple[str, str]] = set()
+
 _FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 
 
 def configure_logging(console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    _said.clear()  # log_once: once per command
     """Console logging through rich: INFO by default, DEBUG with -v, WARNING with -q."""
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -93,9 +97,6 @@ def add_file_logs(logs_dir: Path) -> None:
         fh.setFormatter(logging.Formatter(_FILE_FORMAT))
         fh._xttsft_file = True  # type: ignore[attr-defined]
         root.addHandler(fh)
-
-
-_said: set[tuple[str, str]] = set()
 
 
 def log_once(logger: logging.Logger, level: int, msg: str, *args: object) -> None:

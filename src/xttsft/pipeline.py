@@ -138,7 +138,10 @@ class _Records:
         return self.data.get(stage, {})
 
     def save(self, stage: str, fingerprint: str, **extra: Any) -> None:
-        self.data[stage] = {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        from xttsft.records import StageRecord
+
+        self.data[stage] = StageRecord.check(
+            {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}, f"{self.path}: {stage}")
         atomic_write_json(self.path, self.data)
 
     def note(self, stage: str, **extra: Any) -> None:

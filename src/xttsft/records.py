@@ -15,6 +15,7 @@ The classes are dataclasses, so code can also hold a row as an object
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -63,12 +64,12 @@ class Record:
         if not isinstance(data, dict):
             raise cls._error(where, None, f"expected a JSON object, got {type(data).__name__}")
         version = data.get("v", 1)
-        if version != cls.VERSION:
+        if type(version) is not int or version != cls.VERSION:
             raise RecordError(
                 f"{where}: version {version!r} of {cls.FILE}, but this xttsft reads version {cls.VERSION}.",
                 hint=f"It was written by another version of xttsft: run `xttsft {cls.STAGE}` again to rewrite it.",
             )
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         for f in dataclasses.fields(cls):
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if f.name not in data:
@@ -95,6 +96,11 @@ class Record:
             hint=f"The file was edited by hand or written by another program; run `xttsft {cls.STAGE}` again "
             "to rewrite it.",
         )
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _fits(value: Any, tp: Any) -> bool:
@@ -278,6 +284,7 @@ class RunRecord(Record):
     dataset_dir: str | None = None
     created: str | None = None
     base_identity: dict[str, Any] | None = None
+    dataset_split: dict[str, Any] | None = None
 
 
 @dataclass

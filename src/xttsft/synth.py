@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, MissingDependencyError, ModelNotFoundError, XttsftError
 from xttsft.io import atomic_path, read_jsonl, sha256_file, write_jsonl
-from xttsft.paths import Workspace
+from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -319,6 +319,7 @@ class Voice:
     identity: str  # hash of what the weights come from (for the latent cache)
     device: str
     checkpoint: str | None = None
+    dataset_split: dict[str, Any] | None = None  # how the run split a single metadata.csv
 
     @property
     def sample_rate(self) -> int:
@@ -378,7 +379,7 @@ def load_voice(
             ) from exc
         ckpt_dir = Path(info.checkpoint) if info.checkpoint else run_dir
         identity = _files_identity(
-            _weight_files(ckpt_dir) + [run_dir / "run.json", Path(info.base_dir) / "model.pth"]
+            _weight_files(ckpt_dir) + [RunPaths(run_dir).run_json, Path(info.base_dir) / "model.pth"]
         ) + ("" if merge_lora else "-unmerged")
         return Voice(
             model=model,
@@ -387,6 +388,7 @@ def load_voice(
             language=info.language,
             base_dir=Path(info.base_dir),
             dataset_dir=Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None,
+            dataset_split=info.dataset_split,
             tiny=xmodel.is_tiny(Path(info.base_dir)),
             identity=identity,
             device=device,
@@ -468,6 +470,7 @@ def select_reference_clips(
     min_seconds: float = 6.0,
     max_seconds: float = 12.0,
     split: str | None = None,
+    split_rule: dict[str, Any] | None = None,
 ) -> list[Path]:
     """The ``count`` clips of 6-12 s with the highest ``avg_logprob`` in the
     dataset (optionally only from one ``split``): its ``samples.jsonl`` when ``xttsft build``
@@ -483,7 +486,7 @@ def select_reference_clips(
     from xttsft.records import SampleRecord, read_records
 
     rows = (read_records(samples_file, SampleRecord) if samples_file.is_file()
-            else _rows_from_metadata(Path(dataset_dir)))
+            else _rows_from_metadata(Path(dataset_dir), split_rule or {}))
     if split is not None:
         rows = [r for r in rows if r.get("split") == split]
     rows = [r for r in rows if (Path(dataset_dir) / r.get("wav", "")).is_file() or (Path(dataset_dir) / "wavs" / f"{r.get('id')}.wav").is_file()]
@@ -513,15 +516,17 @@ def select_reference_clips(
     return [path_of(r) for r in chosen]
 
 
-def _rows_from_metadata(dataset_dir: Path) -> list[dict[str, Any]]:
-    """samples.jsonl-like rows of a dataset made elsewhere: id, wav, duration, split."""
+def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """samples.jsonl-like rows of a dataset made elsewhere: id, wav, duration, split (a single
+    metadata.csv is split with ``split_rule``, the run's: eval's held-out clips are the run's val)."""
     import soundfile as sf
 
     from xttsft.datasets import read_dataset
     from xttsft.errors import XttsftError
 
     try:
-        ds = read_dataset(dataset_dir, language="en")  # the language plays no part in picking clips
+        ds = read_dataset(dataset_dir, language="en",  # the language plays no part in picking clips
+                          val_fraction=float(split_rule.get("val_fraction", 0.1)), seed=int(split_rule.get("seed", 42)))
     except XttsftError:
         return []
     rows = []
@@ -918,6 +923,6 @@ def _default_references(ws: Workspace, voice: Voice, settings: SynthSettings) ->
             "No reference audio: pass --speaker-wav, or build a dataset to pick reference clips from.",
             hint="e.g. xttsft synth \"Olá\" --speaker-wav voice.wav",
         )
-    refs = select_reference_clips(dataset, count=settings.num_references)
+    refs = select_reference_clips(dataset, count=settings.num_references, split_rule=voice.dataset_split)
     log.info("reference clips: %s", ", ".join(r.name for r in refs))
     return refs

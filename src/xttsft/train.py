@@ -208,6 +208,11 @@ class _TestAudio:
         self.base_dir, self.language, self.speaker_wav, self.device = base_dir, language, speaker_wav, device
         self.xtts = None
 
+    def _cuda_devices(self) -> list[int]:
+        import torch
+
+        return [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+
     def __call__(self, gpt, mode: str, writer, step: int) -> int:
         import torch
 
@@ -215,8 +220,9 @@ class _TestAudio:
 
         done = 0
         try:
-            if self.xtts is None:
-                self.xtts = load_xtts(self.base_dir, device="cpu")
+            if self.xtts is None:  # built under a forked RNG: a resumed run draws what an uninterrupted one does
+                with torch.random.fork_rng(devices=self._cuda_devices()):
+                    self.xtts = load_xtts(self.base_dir, device="cpu")
                 if is_tiny(self.base_dir):  # a random GPT never stops: keep its noise short (~3 s)
                     self.xtts.gpt.max_gen_mel_tokens = min(self.xtts.gpt.max_gen_mel_tokens, 64)
             from xttsft.model import merged_gpt_state
@@ -226,7 +232,7 @@ class _TestAudio:
             self.xtts.to(self.device).eval()
             sr = int(self.xtts.args.output_sample_rate)
             for i, text in enumerate(TEST_SENTENCES.get(self.language, TEST_SENTENCES["en"])):
-                with torch.inference_mode():
+                with torch.inference_mode(), torch.random.fork_rng(devices=self._cuda_devices()):
                     out = self.xtts.synthesize(text, speaker_wav=str(self.speaker_wav), language=self.language,
                                                gpt_cond_len=3)
                 wav = torch.as_tensor(out["wav"], dtype=torch.float32).flatten().clamp(-1, 1)
@@ -468,8 +474,18 @@ def build_optimization(gpt, ts: TrainSettings, res: Resolved, total_steps: int) 
     return Optimization(opt, sched, scaler, amp_dtype, dev_type)
 
 
-def restore(run: RunDir, gpt, res: Resolved, optim: Optimization) -> tuple[TrainState, Path]:
-    """Weights, optimizer, schedule, scaler and RNG of the run's newest complete checkpoint."""
+def batch_layout(res: Resolved, ts: TrainSettings, world: int, train_samples: int) -> dict[str, int]:
+    """What decides which batches an epoch has: a resume inside an epoch needs the same."""
+    return {"batch_size": res.batch_size, "grad_accum_steps": res.grad_accum_steps, "processes": world,
+            "seed": ts.seed, "train_samples": train_samples}
+
+
+def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
+            layout: dict[str, int] | None = None) -> tuple[TrainState, Path]:
+    """Weights, optimizer, schedule, scaler and RNG of the run's newest complete checkpoint.
+
+    A checkpoint saved inside an epoch is refused when the batches would differ (batch size,
+    accumulation, processes, seed or samples changed, e.g. ``auto`` on another GPU)."""
     from xttsft.model import load_gpt_weights, safe_torch_load
     from xttsft.trainer import set_rng_state
 
@@ -482,6 +498,14 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization) -> tuple[Train
         )
     load_gpt_weights(gpt, ck.path, res.mode, error=SettingsError, hint=RESUME_HINT)
     saved = safe_torch_load(ck.path / "training_state.pt")
+    before = saved.get("layout")
+    if layout is not None and before and int(saved.get("batch_in_epoch", 0)) > 0 and before != layout:
+        diff = ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in layout.items() if before.get(k) != v)
+        raise SettingsError(
+            f"{ck.path.name} was saved inside an epoch, and its batches would differ now ({diff}).",
+            hint="Resume with the settings it was saved with (settings.json in the run folder: TRAIN_BATCH_SIZE, "
+            "TRAIN_GRAD_ACCUM_STEPS), or delete that checkpoint to resume from the last epoch's.",
+        )
     optim.optimizer.load_state_dict(saved["optimizer"])
     optim.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
@@ -521,6 +545,7 @@ def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataR
             run_dir=run.path, base_model=settings.train.base_model, base_dir=base_dir, language=data.language,
             mode=res.mode, dataset_dir=data.dataset_dir, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             base_identity=base_identity(base_dir),
+            dataset_split={"val_fraction": settings.build.val_fraction, "seed": settings.build.seed},
         ))
 
 
@@ -539,8 +564,8 @@ def _log_banner(ts: TrainSettings, res: Resolved, model: Model, data: DataReport
              f" x {world} GPUs" if world > 1 else "", res.learning_rate, ts.num_epochs, n_batches)
 
 
-def _checkpoint_writer(run: RunDir, model: Model, res: Resolved, optim: Optimization,
-                       keep: int) -> tuple[Callable[..., Path], Callable[..., None]]:
+def _checkpoint_writer(run: RunDir, model: Model, res: Resolved, optim: Optimization, keep: int,
+                       layout: dict[str, int]) -> tuple[Callable[..., Path], Callable[..., None]]:
     """save(name, state, _) for epoch/interrupt checkpoints, save_best(state, train, val) for best_model."""
     from xttsft import model as model_io
     from xttsft.trainer import prune_checkpoints
@@ -551,7 +576,7 @@ def _checkpoint_writer(run: RunDir, model: Model, res: Resolved, optim: Optimiza
                 "train_loss": st.history_train[-1] if st.history_train else None,
                 "val_loss": st.history_val[-1] if st.history_val else None, "run": run.name}
         p = model_io.write_checkpoint(run.path / name, model.gpt, res.mode, meta,
-                                      st.to_dict(optim.optimizer, optim.scheduler, optim.scaler),
+                                      {**st.to_dict(optim.optimizer, optim.scheduler, optim.scaler), "layout": layout},
                                       lora_config=model.lora_config)
         prune_checkpoints(run.path, keep)
         log.info("Saved %s", p)
@@ -606,7 +631,8 @@ def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, f
         train_ds.epoch = epoch
         return make_loader(train_ds, batches, ts.num_workers)
 
-    save, save_best = _checkpoint_writer(run, model, res, optim, ts.keep_last_checkpoints)
+    save, save_best = _checkpoint_writer(run, model, res, optim, ts.keep_last_checkpoints,
+                                         batch_layout(res, ts, world, len(data.train)))
     return Trainer(
         gpt=model.gpt, model=_wrap_ddp(model.gpt, res, distributed), featurize=feats, loss_fn=gpt_loss,
         optimizer=optim.optimizer, scheduler=optim.scheduler, scaler=optim.scaler,
@@ -679,9 +705,15 @@ def train(
         feats = Featurizer.from_base(base_dir, res.device)
     data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
+    if len(data.train) < world:
+        from xttsft.errors import DatasetError
+
+        raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
+                           hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
     n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
     optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
-    state, resumed_from = restore(run, model.gpt, res, optim) if resume else (TrainState(), None)
+    layout = batch_layout(res, ts, world, len(data.train))
+    state, resumed_from = restore(run, model.gpt, res, optim, layout) if resume else (TrainState(), None)
     if rank == 0:
         _write_run_files(settings, run, res, data, base_dir)
     _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)

@@ -23,6 +23,7 @@ from typing import Any
 
 from xttsft import datasets
 from xttsft.errors import DatasetError
+from xttsft.io import read_json
 
 __all__ = [
     "SAMPLE_RATE",
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402 - training and DVAE rate of XTTS-v2
 MIN_CONDITIONING = 66150  # 3 s
 MAX_CONDITIONING = 132300  # 6 s
-MIN_SAMPLES = int(0.5 * SAMPLE_RATE)  # coqui refuses clips shorter than 0.5 s
 #: Batches whose clips are sorted by length together: a bucket holds this many batches.
 BUCKET_BATCHES = 16
 
@@ -101,10 +101,12 @@ def prepare_data(ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int
                    f"all {len(rows)} {split} samples were dropped: " + "; ".join(
                        f"{sum(i.startswith(split + ':') for i in ids)} {r}" for r, ids in found.dropped.items()
                        if any(i.startswith(split + ":") for i in ids)))
+            ours = bool(read_json(ds.root / "stats.json").get("input_hash"))
             raise DatasetError(
                 f"The {split} split of {ds.root} is empty: {why}.",
-                hint="Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; "
-                "`xttsft build --check DIR` lists every row training would drop.",
+                hint=("Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; " if ours else
+                      f"Add rows to the {split} metadata file; ") + "`xttsft build --check DIR` lists every row "
+                "training would drop.",
             )
     max_text = max(len(s.tokens) for s in found.train + found.val)
     return DataReport(ds.root, ds.language, max_wav_length, max_text, found.train, found.val, found.dropped,

@@ -226,9 +226,9 @@ class Trainer:
         self.state = state
         state.rng = {}  # the live state's RNG is read when it is saved; the caller restored the saved one
         self.applied = self._snapshot()
-        if state.epoch >= self.num_epochs:
-            return "already finished"
         try:
+            if state.epoch >= self.num_epochs:
+                return "already finished"
             for epoch in range(state.epoch, self.num_epochs):
                 self.train_epoch(epoch)
                 self.end_epoch()

@@ -94,7 +94,7 @@ def _check(ctx: typer.Context, path: Path, language: str | None) -> None:
 
     settings, _ = state(ctx).load(file_logs=False)
     result = check_dataset(path, base_model=settings.train.base_model,
-                           language=None if language in (None, "auto") else language,
+                           language=language if language not in (None, "auto") else settings.train.language,
                            val_fraction=settings.build.val_fraction, seed=settings.build.seed)
     for note in result.notes:
         console.print(f"[dim]{escape(note)}[/]")

@@ -64,6 +64,7 @@ def train(
     Example: `xttsft train --run-name maria --num-epochs 50` then `xttsft train --run-name maria --resume`.
     Offline demo: `xttsft train --base-model tiny --num-epochs 2` (a random model: its output is noise).
     """
+    from xttsft.paths import RunPaths
     from xttsft.train import train as run_train
 
     st = state(ctx)
@@ -97,7 +98,7 @@ def train(
         table.add_row("val loss", f"{result.epoch_val_losses[0]:.4f} -> {result.epoch_val_losses[-1]:.4f}")
     if result.best_val_loss is not None:
         table.add_row("best model", f"epoch {result.best_epoch}, val loss {result.best_val_loss:.4f}: "
-                      f"{result.run_dir / 'best_model'}")
+                      f"{RunPaths(result.run_dir).best_model}")
     if result.nan_skipped:
         table.add_row("non-finite losses skipped", str(result.nan_skipped))
     table.add_row("checkpoints", ", ".join(p.name for p in result.checkpoints) or "none")

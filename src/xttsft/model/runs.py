@@ -43,6 +43,8 @@ class RunInfo:
     dataset_dir: Path
     created: str = ""
     base_identity: dict[str, Any] = field(default_factory=dict)
+    #: how a dataset with a single metadata.csv was split: {"val_fraction": .., "seed": ..}
+    dataset_split: dict[str, Any] | None = None
     checkpoint: Path | None = None  # the checkpoint applied by load_finetuned
 
     @property
@@ -112,8 +114,8 @@ def write_checkpoint(
         from xttsft.records import CheckpointMeta
 
         meta = CheckpointMeta.check({**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                    str(dest / "meta.json"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
+                                    str(RunPaths.meta(dest)))
+        RunPaths.meta(tmp).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
     return dest
 
 
@@ -303,6 +305,7 @@ def read_run_info(run_dir: Path) -> RunInfo:
         dataset_dir=Path(d.get("dataset_dir", "")),
         created=d.get("created", ""),
         base_identity=d.get("base_identity", {}),
+        dataset_split=d.get("dataset_split"),
     )
 
 
