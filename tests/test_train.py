@@ -471,3 +471,34 @@ def test_torchrun_nccl_single_gpu(tmp_path, dataset) -> None:
     assert p.returncode == 0, out[-3000:]
     assert "DDP: rank 0 of 1 (nccl)" in out
     assert (Workspace(tmp_path).run_dir("nccl") / "checkpoint_epoch_1" / "meta.json").is_file()
+
+
+def test_ctrl_c_during_an_optimizer_step_is_held_until_the_step_is_recorded(tmp_path, dataset, monkeypatch) -> None:
+    """A Ctrl-C that lands inside the optimizer step (after the weights moved, before the state that
+    records it) is held to the step's end: the interrupt checkpoint matches its weights, and the
+    resumed run ends as an uninterrupted one."""
+    import signal
+
+    import torch
+
+    flags = {"num_epochs": 1, "batch_size": 1, "grad_accum_steps": 2, "run_name": "sig"}
+    straight, _ = _run(tmp_path / "a", dataset, **flags)
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_then_ctrl_c(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second window: its weights have just moved
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_ctrl_c)
+    first, ws = _run(tmp_path / "b", dataset, **flags)
+    monkeypatch.undo()
+    assert first.status == "interrupted" and first.optimizer_steps == 2
+    meta = json.loads((ws.run_dir("sig") / "checkpoint_epoch_0_step_4" / "meta.json").read_text())
+    assert meta["optimizer_step"] == 2 and meta["batch_in_epoch"] == 4
+    second, _ = _run(tmp_path / "b", dataset, resume=True, **flags)
+    assert second.optimizer_steps == straight.optimizer_steps
+    assert second.epoch_train_losses == pytest.approx(straight.epoch_train_losses, abs=1e-5)

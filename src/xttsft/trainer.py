@@ -309,9 +309,16 @@ class Trainer:
 
     def optimizer_step(self, batches_done: int) -> None:
         """End of an accumulation window: apply it (or drop it after a non-finite loss)."""
+        st = self.state
+        with _ctrl_c_deferred():  # the weights, the optimizer and the snapshot change together, or not at all
+            grad_norm = self._apply_window(st, batches_done)
+        if grad_norm is not None:
+            for cb in self.callbacks:
+                cb.on_optimizer_step(self, float(grad_norm))
+
+    def _apply_window(self, st: TrainState, batches_done: int) -> Any:
         import torch
 
-        st = self.state
         grad_norm = None
         if self._window_bad:
             self.opt.zero_grad(set_to_none=True)
@@ -331,9 +338,7 @@ class Trainer:
         self._window_bad = False
         st.batch_in_epoch = batches_done
         self.applied = self._snapshot()
-        if grad_norm is not None:
-            for cb in self.callbacks:
-                cb.on_optimizer_step(self, float(grad_norm))
+        return grad_norm
 
     def end_epoch(self) -> None:
         """Validation, the best model and the epoch checkpoint."""
@@ -379,6 +384,26 @@ class Trainer:
         snap = self.state.copy()
         snap.rng = rng_state()
         return snap
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Any:
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: an interrupt never lands
+    between an optimizer step and the snapshot that records it (resume would apply it twice)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: pending.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
