@@ -84,3 +84,20 @@ def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
         gpt.gpt.config._attn_implementation = "eager"
         eager = gpt_loss(gpt, batch)["loss"]
     assert torch.isfinite(sdpa) and torch.allclose(sdpa, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_an_error_in_a_data_loader_worker_reaches_the_user_as_one_message() -> None:
+    from xttsft.errors import InputError
+    from xttsft.train_data import make_loader
+
+    class Broken:
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int):
+            raise InputError(f"clip {i}: cannot read audio.", hint="Re-create it.")
+
+    with pytest.raises(InputError) as exc:
+        list(make_loader(Broken(), [[0, 1]], num_workers=1))
+    assert exc.value.message == "clip 0: cannot read audio." and exc.value.hint == "Re-create it."
+    assert "Traceback" not in str(exc.value)

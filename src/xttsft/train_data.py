@@ -275,5 +275,25 @@ def make_loader(dataset: ClipDataset, batches: list[list[int]], num_workers: int
     import torch
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
-                      persistent_workers=False, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
+                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
+    return _worker_errors_unwrapped(loader) if num_workers else loader
+
+
+def _worker_errors_unwrapped(loader: Any) -> Any:
+    """Our errors raised in a worker come back as one message again (torch rebuilds them from the
+    worker's traceback text: "Caught InputError in DataLoader worker process 0 ... Original Traceback")."""
+    from xttsft.errors import XttsftError
+
+    try:
+        yield from loader
+    except XttsftError as exc:
+        if "DataLoader worker" not in exc.message:
+            raise
+        lines = [ln for ln in exc.message.strip().splitlines() if ln.strip()]
+        ours = [k for k, ln in enumerate(lines) if ln.startswith("xttsft.") and ": " in ln]
+        if not ours:
+            raise
+        k = ours[-1]
+        hint = lines[k + 1].removeprefix("Hint: ") if k + 1 < len(lines) and lines[k + 1].startswith("Hint: ") else None
+        raise type(exc)(lines[k].split(": ", 1)[1], hint=hint or "Or train with TRAIN_NUM_WORKERS=0.") from None
