@@ -158,10 +158,6 @@ class Interview:
     excerpt_offset: float  # the excerpt starts here in the recording
     turns: tuple[Turn, ...]
 
-    @property
-    def main_turns(self) -> list[Turn]:
-        return [t for t in self.turns if t.voice == INTERVIEW_MAIN_VOICE]
-
     def score(self, clips: list[tuple[str, float, float]], voice: str = INTERVIEW_MAIN_VOICE) -> dict[str, float]:
         """How pure a set of clips ``(source file name, start, end)`` is, against what is where.
 

@@ -161,9 +161,6 @@ class Dnsmos:
     bak: float  # background noise (5: none)
     ovrl: float  # overall
 
-    def as_dict(self) -> dict[str, float]:
-        return {"sig": round(self.sig, 3), "bak": round(self.bak, 3), "ovrl": round(self.ovrl, 3)}
-
 
 _dnsmos_session: Any = None
 
