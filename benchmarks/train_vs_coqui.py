@@ -20,6 +20,7 @@ the machine, with 1 and with all threads, and with 2 DataLoader workers.
 
     python benchmarks/train_vs_coqui.py              # 12 clips, 2 rounds
     python benchmarks/train_vs_coqui.py --quick      # 6 clips, 1 round, no extra rows
+    python benchmarks/train_vs_coqui.py --extras     # only the extra rows, 6 clips (about 15 min)
 """
 
 from __future__ import annotations
@@ -237,6 +238,54 @@ def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = Non
     return row
 
 
+def _extras(n: int, threads: int, idle: dict) -> tuple[list[dict], dict]:
+    """xttsft full on a busy machine, with 1 thread, with OMP_WAIT_POLICY=PASSIVE and with 2 workers."""
+    common = ["--worker", "full", "--clips", str(n)]
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    extra = [
+        _spawn([*common, "--threads", str(threads)], busy=True),
+        _spawn([*common, "--threads", "1"]),
+        _spawn([*common, "--threads", "1"], busy=True),
+        _spawn([*common, "--threads", str(threads)], env=passive),
+        _spawn([*common, "--threads", str(threads)], busy=True, env=passive),
+        _spawn([*common, "--threads", str(threads), "--workers", "2"]),
+    ]
+    for e in extra:
+        print(f"extra: {e}", file=sys.stderr, flush=True)
+        e["system"] += f" ({e['threads']} thread{'s' if e['threads'] > 1 else ''}, {e['workers']} workers"
+        e["system"] += ", OMP_WAIT_POLICY=PASSIVE" if e["omp_wait_policy"] == "PASSIVE" else ""
+        e["system"] += ", busy machine)" if e["busy_machine"] else ")"
+    ratios = {
+        "busy_vs_idle_step_all_threads": round(extra[0]["s_per_step"] / idle["s_per_step"], 2),
+        "busy_vs_idle_step_1_thread": round(extra[2]["s_per_step"] / extra[1]["s_per_step"], 2),
+        "passive_vs_default_step_idle": round(extra[3]["s_per_step"] / idle["s_per_step"], 2),
+        "busy_vs_idle_step_all_threads_passive": round(extra[4]["s_per_step"] / extra[3]["s_per_step"], 2),
+        "workers2_vs_workers0_epoch": round(extra[5]["epoch_s"] / idle["epoch_s"], 2),
+    }
+    return extra, ratios
+
+
+def extras_only(n: int, threads: int) -> int:
+    """Only the extra rows, against an idle xttsft full epoch of the same clips, merged into the results file."""
+    make_base(CACHE)
+    make_dataset(CACHE, n)
+    idle = _spawn(["--worker", "full", "--clips", str(n), "--threads", str(threads)])
+    extra, ratios = _extras(n, threads, idle)
+    idle["system"] += f" ({threads} threads, 0 workers, idle: the reference for these rows)"
+    path = HERE / "results" / "train_vs_coqui.json"
+    out = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"name": "train_vs_coqui"}
+    out["extras"] = {
+        "date": date.today().isoformat(), "machine": machine(),
+        "notes": f"xttsft full, {n} clips, one epoch each in its own process; busy = a second process spinning "
+                 "on every core", "rows": [idle, *extra], "ratios": ratios,
+    }
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    for row in [idle, *extra]:
+        print(row)
+    print(json.dumps(ratios, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -245,9 +294,13 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--clips", type=int, default=None)
+    ap.add_argument("--extras", action="store_true",
+                    help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)")
     args = ap.parse_args()
-    n = args.clips or (6 if args.quick else 12)
+    n = args.clips or (6 if args.quick or args.extras else 12)
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.extras and not args.worker:
+        return extras_only(n, args.threads)
     if args.worker:
         base, ds = make_base(CACHE), make_dataset(CACHE, n)
         if args.worker == "coqui":
@@ -277,25 +330,9 @@ def main() -> int:
         "ours_lora_peak_rss_vs_coqui": round(lo["peak_rss_gb"] / c["peak_rss_gb"], 2),
     }
     if not args.quick:
-        passive = {"OMP_WAIT_POLICY": "PASSIVE"}
-        extra = [
-            _spawn(["--worker", "full", *common], busy=True),
-            _spawn(["--worker", "full", "--clips", str(n), "--threads", "1"]),
-            _spawn(["--worker", "full", "--clips", str(n), "--threads", "1"], busy=True),
-            _spawn(["--worker", "full", *common], env=passive),
-            _spawn(["--worker", "full", *common], busy=True, env=passive),
-            _spawn(["--worker", "full", *common, "--workers", "2"]),
-        ]
-        for e in extra:
-            e["system"] += f" ({e['threads']} thread{'s' if e['threads'] > 1 else ''}, {e['workers']} workers"
-            e["system"] += ", OMP_WAIT_POLICY=PASSIVE" if e["omp_wait_policy"] == "PASSIVE" else ""
-            e["system"] += ", busy machine)" if e["busy_machine"] else ")"
+        extra, more = _extras(n, args.threads, f)
         rows += extra
-        ratios["busy_vs_idle_step_all_threads"] = round(extra[0]["s_per_step"] / f["s_per_step"], 2)
-        ratios["busy_vs_idle_step_1_thread"] = round(extra[2]["s_per_step"] / extra[1]["s_per_step"], 2)
-        ratios["passive_vs_default_step_idle"] = round(extra[3]["s_per_step"] / f["s_per_step"], 2)
-        ratios["busy_vs_idle_step_all_threads_passive"] = round(extra[4]["s_per_step"] / extra[3]["s_per_step"], 2)
-        ratios["workers2_vs_workers0_epoch"] = round(extra[5]["epoch_s"] / f["epoch_s"], 2)
+        ratios |= more
     for row in rows:
         print(row)
     print(json.dumps(ratios, indent=2))
