@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -218,17 +219,18 @@ def _row(system: str, epoch: float, marks: list[float], losses: list[float], cli
 # ------------------------------------------------------------------ the driver
 def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = None) -> dict:
     burner = None
-    if busy:  # another job on the machine: a process that keeps every core busy
+    if busy:  # another job on the machine: one spinning process per core, in a group of their own
         burner = subprocess.Popen([sys.executable, "-c", "import multiprocessing as m\n"
                                    "def f(_):\n    while True: pass\n"
-                                   "m.Pool(os_n:=__import__('os').cpu_count()).map(f, range(os_n))"])
+                                   "m.Pool(os_n:=__import__('os').cpu_count()).map(f, range(os_n))"],
+                                  start_new_session=True)
         time.sleep(1.0)
     try:
         p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                            env={**os.environ, **(env or {})})
     finally:
-        if burner is not None:
-            burner.kill()
+        if burner is not None:  # the pool's workers too: killing the parent alone left them spinning
+            os.killpg(burner.pid, signal.SIGKILL)
             burner.wait()
     if p.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{p.stderr[-3000:]}")
@@ -242,16 +244,19 @@ def _extras(n: int, threads: int, idle: dict) -> tuple[list[dict], dict]:
     """xttsft full on a busy machine, with 1 thread, with OMP_WAIT_POLICY=PASSIVE and with 2 workers."""
     common = ["--worker", "full", "--clips", str(n)]
     passive = {"OMP_WAIT_POLICY": "PASSIVE"}
-    extra = [
-        _spawn([*common, "--threads", str(threads)], busy=True),
-        _spawn([*common, "--threads", "1"]),
-        _spawn([*common, "--threads", "1"], busy=True),
-        _spawn([*common, "--threads", str(threads)], env=passive),
-        _spawn([*common, "--threads", str(threads)], busy=True, env=passive),
-        _spawn([*common, "--threads", str(threads), "--workers", "2"]),
+    plan = [
+        ([*common, "--threads", str(threads)], True, None),
+        ([*common, "--threads", "1"], False, None),
+        ([*common, "--threads", "1"], True, None),
+        ([*common, "--threads", str(threads)], False, passive),
+        ([*common, "--threads", str(threads)], True, passive),
+        ([*common, "--threads", str(threads), "--workers", "2"], False, None),
     ]
+    extra = []
+    for args, busy, env in plan:
+        extra.append(_spawn(args, busy=busy, env=env))
+        print(f"extra: {extra[-1]}", file=sys.stderr, flush=True)
     for e in extra:
-        print(f"extra: {e}", file=sys.stderr, flush=True)
         e["system"] += f" ({e['threads']} thread{'s' if e['threads'] > 1 else ''}, {e['workers']} workers"
         e["system"] += ", OMP_WAIT_POLICY=PASSIVE" if e["omp_wait_policy"] == "PASSIVE" else ""
         e["system"] += ", busy machine)" if e["busy_machine"] else ")"
@@ -270,6 +275,7 @@ def extras_only(n: int, threads: int) -> int:
     make_base(CACHE)
     make_dataset(CACHE, n)
     idle = _spawn(["--worker", "full", "--clips", str(n), "--threads", str(threads)])
+    print(f"idle: {idle}", file=sys.stderr, flush=True)
     extra, ratios = _extras(n, threads, idle)
     idle["system"] += f" ({threads} threads, 0 workers, idle: the reference for these rows)"
     path = HERE / "results" / "train_vs_coqui.json"
