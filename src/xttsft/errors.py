@@ -14,6 +14,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelNotFoundError",
     "DatasetError",
+    "ExportError",
 ]
 
 
@@ -47,3 +48,7 @@ class ModelNotFoundError(XttsftError):
 
 class DatasetError(XttsftError):
     """The dataset is missing, empty or invalid."""
+
+
+class ExportError(XttsftError):
+    """An export did not load back after it was written."""

@@ -15,16 +15,49 @@ The layout follows the guide this project comes from::
       train/runs/<run>/                train: TensorBoard event files
       train/exports/<run>/             export: merged XTTS-v2 model folder
       outputs/                         synth and eval audio
+      .locks/                          one lock per stage output and per run (see locks.py)
 
 No other module builds these paths by hand: they ask a :class:`Workspace`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-__all__ = ["Workspace", "RunPaths", "DEFAULT_DATASET_NAME"]
+__all__ = ["Workspace", "RunPaths", "DEFAULT_DATASET_NAME", "check_name"]
+
+#: a name that becomes one folder: no separator, no leading dot (hidden) or dash (an option), no control character
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f]|^[.\-]|^\s|\s$")
+MAX_NAME_CHARS = 100
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a folder name inside the workspace, or ``None`` when it can."""
+    if not value:
+        return "it is empty"
+    if len(value) > MAX_NAME_CHARS:
+        return f"it is longer than {MAX_NAME_CHARS} characters"
+    if _BAD_NAME.search(value):
+        return ("it must be a plain folder name: no '/' or '\\', no leading '.' or '-', no leading or trailing "
+                "space, no control character")
+    return None
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a plain folder name, else :class:`InputError` naming ``what`` (e.g. ``--run-name``).
+
+    Every name that becomes a path (run, dataset, export) passes here, so none can point
+    outside the workspace (``../x``, ``/abs``) or hide itself (``.x``)."""
+    problem = name_problem(value)
+    if problem is not None:
+        from xttsft.errors import InputError
+
+        raise InputError(f"{what} {value!r} cannot be used: {problem}.",
+                         hint="Use letters, digits, '-', '_' and '.', e.g. my-voice-v2.")
+    return value
 
 DEFAULT_DATASET_NAME = "MyTTSDataset"
 
@@ -32,6 +65,8 @@ DEFAULT_DATASET_NAME = "MyTTSDataset"
 @dataclass(frozen=True)
 class RunPaths:
     """The files of one run folder (``train/checkpoints/<run>/``); only this class spells them."""
+
+    RESUME_STATE: ClassVar[str] = "resume_state"
 
     root: Path
 
@@ -46,6 +81,12 @@ class RunPaths:
     @property
     def best_model(self) -> Path:
         return self.root / "best_model"
+
+    @property
+    def resume_state(self) -> Path:
+        """The newest training state saved by time or steps (TRAIN_SAVE_EVERY_N_MINUTES / _STEPS):
+        one folder, replaced each time, apart from the user's ``checkpoint_epoch_N``."""
+        return self.root / self.RESUME_STATE
 
     @property
     def loss_curve(self) -> Path:
@@ -158,7 +199,7 @@ class Workspace:
 
     @property
     def dataset_dir(self) -> Path:
-        return self.data_dir / self.dataset_name
+        return self.data_dir / check_name(self.dataset_name, "The dataset name")
 
     # -- training ------------------------------------------------------
     @property
@@ -167,7 +208,7 @@ class Workspace:
 
     def run_dir(self, run: str) -> Path:
         """Checkpoints, best model and saved settings of one training run."""
-        return self.checkpoints_dir / run
+        return self.checkpoints_dir / check_name(run, "The run name")
 
     def run(self, run: str) -> RunPaths:
         """The files of one training run's folder."""
@@ -178,14 +219,14 @@ class Workspace:
         return self.train_dir / "runs"
 
     def tensorboard_run_dir(self, run: str) -> Path:
-        return self.tensorboard_dir / run
+        return self.tensorboard_dir / check_name(run, "The run name")
 
     @property
     def exports_dir(self) -> Path:
         return self.train_dir / "exports"
 
     def export_dir(self, run: str) -> Path:
-        return self.exports_dir / run
+        return self.exports_dir / check_name(run, "The export name")
 
     @property
     def outputs_dir(self) -> Path:
@@ -198,7 +239,12 @@ class Workspace:
 
     def eval_dir(self, run: str) -> Path:
         """``xttsft eval`` of one run: eval.json and the audio of every sentence."""
-        return self.outputs_dir / "eval" / run
+        return self.outputs_dir / "eval" / check_name(run, "The run name")
+
+    @property
+    def locks_dir(self) -> Path:
+        """Lock files: one per stage output and per run (``locks.hold``)."""
+        return self.root / ".locks"
 
     @property
     def conditioning_cache_dir(self) -> Path:

@@ -53,10 +53,20 @@ Auto = Literal["auto"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
+def _folder_name(v: str) -> str:
+    from xttsft.paths import name_problem
+
+    problem = name_problem(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
 class Section(BaseSettings):
     """Base of every section. Values arrive only through :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    # inf and nan are never a setting (TRAIN_LEARNING_RATE=inf used to train into NaN)
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
     section: ClassVar[str]
 
     @classmethod
@@ -249,9 +259,7 @@ class BuildSettings(Section):
     @field_validator("dataset_name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
-        if "/" in v or "\\" in v or v in {".", ".."}:
-            raise ValueError("must be a plain folder name, not a path")
-        return v
+        return _folder_name(v)
 
 
 class TrainSettings(Section):
@@ -296,6 +304,11 @@ class TrainSettings(Section):
         "auto", description="CPU threads of torch; auto: one per physical core, less the DataLoader workers."
     )
     save_every_n_epochs: int = Field(10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
+    save_every_n_minutes: float = Field(
+        10.0, ge=0, description="Save the training state (resume_state/) every N minutes, so a kill loses at most "
+        "that much; 0 turns it off.")
+    save_every_n_steps: int = Field(
+        0, ge=0, description="Also save resume_state/ every N optimizer steps; 0 turns it off.")
     keep_last_checkpoints: int = Field(3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
     print_step: int = Field(25, ge=1, description="Print the loss line every N steps.")
     use_tensorboard: bool = Field(True, description="Write TensorBoard logs under train/runs/<run>/.")
@@ -306,6 +319,11 @@ class TrainSettings(Section):
     @classmethod
     def _split(cls, v: Any) -> Any:
         return _split_list(v)
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, v: str | None) -> str | None:
+        return None if v is None else _folder_name(v)
 
     @field_validator("batch_size", "grad_accum_steps", "num_threads")
     @classmethod
@@ -388,8 +406,17 @@ def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
     """Parse one .env file; bad lines become problems, not silent skips."""
     from dotenv.parser import parse_stream
 
+    import io
+
     values: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
+    raw = path.read_bytes()
+    try:
+        text_all = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problems.append(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")
+        return values
+    with io.StringIO(text_all) as fh:
         lineno = 1
         for binding in parse_stream(fh):
             text = binding.original.string
@@ -409,6 +436,9 @@ def _read_config_file(path: Path, problems: list[str]) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: not valid TOML ({exc})")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not UTF-8 text; save the file as UTF-8")
         return {}
     for key, value in data.items():
         if key not in SECTIONS:

@@ -95,10 +95,7 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except XttsftError as exc:
-            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}")
-            if exc.hint:
-                err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
-            _log_to_files(logging.ERROR, str(exc))
+            _report(exc)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to continue.")
@@ -106,6 +103,10 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence
             _log_to_files(logging.ERROR, f"unexpected error: {exc!r}", exc_info=True)
+            full = _disk_full(exc)
+            if full is not None:  # a full disk is the user's to fix, not a bug
+                _report(full)
+                raise typer.Exit(1) from None
             where = next(
                 (getattr(h, "baseFilename", None) for h in logging.getLogger().handlers
                  if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR),
@@ -122,6 +123,20 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: XttsftError) -> None:
+    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}")
+    if exc.hint:
+        err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
+    _log_to_files(logging.ERROR, str(exc))
+
+
+def _disk_full(exc: BaseException) -> XttsftError | None:
+    from xttsft.storage import disk_full_cause
+
+    st = _current_state()
+    return disk_full_cause(exc, Path(st.workdir) if st is not None else Path.cwd())
 
 
 def _current_state() -> AppState | None:
