@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xttsft.errors import SettingsError
+from xttsft.errors import SettingsError, XttsftError
 from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 from xttsft.train_data import DataReport, prepare_data
@@ -383,13 +384,19 @@ class RunDir:
     name: str
     path: Path
     tensorboard: Path
-    resumable: list[Any]  # CheckpointInfo with a training_state.pt, oldest first
+    resumable: list[Any]  # CheckpointInfo with a training_state.pt, oldest first (resume_state included)
+    resume: bool = False  # continue from ``resumable``; False: a fresh start
 
 
-def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool) -> RunDir:
-    """Name the run (a timestamp unless named; the latest run with --resume) and check that
-    ``resume`` fits what is on disk."""
-    from xttsft.model import list_checkpoints
+def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
+             lock: contextlib.ExitStack | None = None) -> RunDir:
+    """Name the run (a timestamp unless named; the latest run with --resume), take its lock
+    into ``lock`` (rank 0), tidy what a kill left behind, and check that ``resume`` fits what is on disk.
+
+    A run that stopped before its first saved state (a kill in its first minutes) cannot be
+    resumed: it starts again from the beginning, and says so."""
+    from xttsft.locks import hold
+    from xttsft.model import list_checkpoints, resumable_states, tidy_run_dir
 
     name = ts.run_name
     if resume and not name:
@@ -406,19 +413,36 @@ def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool) 
         dist.broadcast_object_list(names, src=0)
         name = names[0]
     path = ws.run_dir(name)
-    checkpoints = list_checkpoints(path)
-    resumable = [c for c in checkpoints if (c.path / "training_state.pt").is_file()]
-    if resume and not resumable:
-        raise SettingsError(
-            f"Run {name!r} has no complete checkpoint to resume from ({path}).",
-            hint="Start it again without --resume (or with another --run-name).",
-        )
-    if not resume and path.exists() and (checkpoints or RunPaths(path).best_model.exists()):
+    if lock is not None:
+        lock.enter_context(hold(ws.locks_dir / f"train-{name}.lock", f"Run {name!r}"))
+        tidy_run_dir(path)
+    run = RunDir(name, path, ws.tensorboard_run_dir(name), resumable_states(path), resume)
+    finished = list_checkpoints(path) or RunPaths(path).best_model.exists()
+    if resume and not run.resumable:
+        if finished:
+            raise SettingsError(
+                f"Run {name!r} has no checkpoint with a training state to resume from ({path}).",
+                hint="Export or evaluate it as it is, or train a new run (another --run-name).",
+            )
+        log.warning("Run %r has no saved training state yet (it stopped before its first save): starting it "
+                    "again from the beginning.", name)
+        run.resume = False
+    elif not resume and finished:
         raise SettingsError(
             f"Run {name!r} already exists with checkpoints in {path}.",
             hint="Continue it with --resume, or pick another --run-name.",
         )
-    return RunDir(name, path, ws.tensorboard_run_dir(name), resumable)
+    if not run.resume and lock is not None:
+        _forget_start(run)
+    return run
+
+
+def _forget_start(run: RunDir) -> None:
+    """The files of a start that saved no state: its run.json and settings.json are rewritten, its
+    TensorBoard events would overlap the new ones."""
+    for f in (RunPaths(run.path).run_json, RunPaths(run.path).settings_json):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(run.tensorboard, ignore_errors=True)
 
 
 @dataclass
@@ -482,22 +506,55 @@ def batch_layout(res: Resolved, ts: TrainSettings, world: int, train_samples: in
 
 def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
             layout: dict[str, int] | None = None) -> tuple[TrainState, Path]:
-    """Weights, optimizer, schedule, scaler and RNG of the run's newest complete checkpoint.
+    """Weights, optimizer, schedule, scaler and RNG of the run's newest loadable saved state.
 
-    A checkpoint saved inside an epoch is refused when the batches would differ (batch size,
-    accumulation, processes, seed or samples changed, e.g. ``auto`` on another GPU)."""
-    from xttsft.model import load_gpt_weights, safe_torch_load
-    from xttsft.trainer import set_rng_state
-
-    ck = run.resumable[-1]
-    meta_mode = ck.meta.get("mode")
+    A damaged newest state (a disk that filled up, a copy cut short) is skipped with a warning
+    for the one before it. A checkpoint saved inside an epoch is refused when the batches would
+    differ (batch size, accumulation, processes, seed or samples changed, e.g. ``auto`` on another GPU)."""
+    meta_mode = run.resumable[-1].meta.get("mode")
     if meta_mode != res.mode:
         raise SettingsError(
             f"Run {run.name!r} was trained with {meta_mode}; TRAIN_USE_LORA now asks for {res.mode}.",
             hint=f"Resume with TRAIN_USE_LORA={'true' if meta_mode == 'lora' else 'false'}, or start a new run.",
         )
+    failures = []
+    for ck in reversed(run.resumable):
+        try:
+            saved = _load_state(ck, gpt, res)
+        except (XttsftError, OSError, RuntimeError, ValueError, KeyError) as exc:
+            failures.append(f"{ck.path.name}: {getattr(exc, 'message', exc)}")
+            log.warning("Cannot resume from %s (%s); trying the state saved before it.", ck.path.name,
+                        getattr(exc, "message", exc))
+            continue
+        _check_layout(ck, saved, layout)
+        optim.optimizer.load_state_dict(saved["optimizer"])
+        optim.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            optim.scaler.load_state_dict(saved["scaler"])
+        from xttsft.trainer import set_rng_state
+
+        set_rng_state(saved["rng"])
+        state = TrainState.from_dict(saved)
+        log.info("Resuming %s from %s: continuing at epoch %d%s, step %d", run.name, ck.path.name, state.epoch + 1,
+                 f" batch {state.batch_in_epoch + 1}" if state.batch_in_epoch else "", state.global_step + 1)
+        return state, ck.path
+    raise SettingsError(f"No saved state of run {run.name!r} can be loaded: " + "; ".join(failures) + ".",
+                        hint=RESUME_HINT)
+
+
+def _load_state(ck: Any, gpt, res: Resolved) -> dict[str, Any]:
+    """Load ``ck``'s weights into ``gpt``; its ``training_state.pt``, checked for what resume needs."""
+    from xttsft.model import load_gpt_weights, safe_torch_load
+
     load_gpt_weights(gpt, ck.path, res.mode, error=SettingsError, hint=RESUME_HINT)
     saved = safe_torch_load(ck.path / "training_state.pt")
+    missing = [k for k in ("optimizer", "scheduler", "rng") if k not in saved]
+    if missing:
+        raise SettingsError(f"training_state.pt lacks {', '.join(missing)}")
+    return saved
+
+
+def _check_layout(ck: Any, saved: dict[str, Any], layout: dict[str, int] | None) -> None:
     before = saved.get("layout")
     if layout is not None and before and int(saved.get("batch_in_epoch", 0)) > 0 and before != layout:
         diff = ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in layout.items() if before.get(k) != v)
@@ -506,15 +563,6 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
             hint="Resume with the settings it was saved with (settings.json in the run folder: TRAIN_BATCH_SIZE, "
             "TRAIN_GRAD_ACCUM_STEPS), or delete that checkpoint to resume from the last epoch's.",
         )
-    optim.optimizer.load_state_dict(saved["optimizer"])
-    optim.scheduler.load_state_dict(saved["scheduler"])
-    if saved.get("scaler"):
-        optim.scaler.load_state_dict(saved["scaler"])
-    set_rng_state(saved["rng"])
-    state = TrainState.from_dict(saved)
-    log.info("Resuming %s from %s: continuing at epoch %d%s, step %d", run.name, ck.path.name, state.epoch + 1,
-             f" batch {state.batch_in_epoch + 1}" if state.batch_in_epoch else "", state.global_step + 1)
-    return state, ck.path
 
 
 def set_threads(ts: TrainSettings) -> int:
@@ -641,6 +689,7 @@ def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, f
         validate=lambda: _validate(model.gpt, val_ds, feats, res.batch_size, optim.device_type, optim.amp_dtype),
         save_checkpoint=save, save_best=save_best, num_epochs=ts.num_epochs, grad_accum_steps=res.grad_accum_steps,
         max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
+        state_every_minutes=ts.save_every_n_minutes, state_every_steps=ts.save_every_n_steps,
         amp_dtype=optim.amp_dtype, device_type=optim.device_type, main=rank == 0, distributed=distributed,
         callbacks=callbacks, hooks=hooks, progress=progress, run_name=run.name,
     )
@@ -693,37 +742,43 @@ def train(
         torch.cuda.set_device(torch.device(res.device))
     distributed = _init_distributed(res.device)
     rank, world = _dist()
-    run = open_run(ws, ts, resume, distributed)
-    if tiny:
-        from xttsft.logs import log_once
+    with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until the run ends
+        run = open_run(ws, ts, resume, distributed, held if rank == 0 else None)
+        if tiny:
+            from xttsft.logs import log_once
 
-        log_once(log, logging.WARNING, TINY_NOISE_WARNING)
-    torch.manual_seed(ts.seed)
-    random.seed(ts.seed)
-    with _oom_as_training_error(res):
-        model = build_model(base_dir, ts, res)
-        feats = Featurizer.from_base(base_dir, res.device)
-    data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
-                        model.xtts.args.gpt_max_text_tokens)
-    if len(data.train) < world:
-        from xttsft.errors import DatasetError
+            log_once(log, logging.WARNING, TINY_NOISE_WARNING)
+        torch.manual_seed(ts.seed)
+        random.seed(ts.seed)
+        with _oom_as_training_error(res):
+            model = build_model(base_dir, ts, res)
+            feats = Featurizer.from_base(base_dir, res.device)
+        if rank == 0:  # a checkpoint and the best model must fit, or the first save fails after minutes
+            from xttsft.model import checkpoint_bytes
+            from xttsft.storage import require_free_space
 
-        raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
-                           hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
-    n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
-    optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
-    layout = batch_layout(res, ts, world, len(data.train))
-    state, resumed_from = restore(run, model.gpt, res, optim, layout) if resume else (TrainState(), None)
-    if rank == 0:
-        _write_run_files(settings, run, res, data, base_dir)
-    _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
-    trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
-                            callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
-                            progress=progress)
-    status = _fit(trainer, state, res, distributed)
-    if status == "already finished":
-        log.info("Run %s already trained %d of %d epochs; nothing to do.", run.name, state.epoch, ts.num_epochs)
-    return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank == 0, time.time() - t0)
+            require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
+        data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
+                            model.xtts.args.gpt_max_text_tokens)
+        if len(data.train) < world:
+            from xttsft.errors import DatasetError
+
+            raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
+                               hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
+        n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
+        optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
+        layout = batch_layout(res, ts, world, len(data.train))
+        state, resumed_from = restore(run, model.gpt, res, optim, layout) if run.resume else (TrainState(), None)
+        if rank == 0:
+            _write_run_files(settings, run, res, data, base_dir)
+        _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
+        trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
+                                callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
+                                progress=progress)
+        status = _fit(trainer, state, res, distributed)
+        if status == "already finished":
+            log.info("Run %s already trained %d of %d epochs; nothing to do.", run.name, state.epoch, ts.num_epochs)
+        return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank == 0, time.time() - t0)
 
 
 def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: DataReport, trainer: Any, status: str,

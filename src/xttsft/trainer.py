@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import shutil
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ class Trainer:
         max_nan_steps: int,
         save_every_n_epochs: int,
         amp_dtype: Any,
+        state_every_minutes: float = 0.0,
+        state_every_steps: int = 0,
         device_type: str,
         main: bool = True,
         distributed: bool = False,
@@ -205,6 +208,8 @@ class Trainer:
         self.save_checkpoint, self.save_best = save_checkpoint, save_best
         self.num_epochs, self.accum, self.max_grad_norm = num_epochs, grad_accum_steps, max_grad_norm
         self.max_nan_steps, self.save_every = max_nan_steps, save_every_n_epochs
+        self.state_every_s, self.state_every_steps = state_every_minutes * 60, state_every_steps
+        self._state_saved_at, self._state_saved_step = time.monotonic(), 0
         self.amp_dtype, self.device_type = amp_dtype, device_type
         self.main, self.distributed = main, distributed
         self.callbacks = callbacks or []
@@ -259,6 +264,7 @@ class Trainer:
             loss = self.train_step(batch)
             if (bi + 1) % self.accum == 0 or bi + 1 == len(batches):
                 self.optimizer_step(bi + 1)
+                self._maybe_save_state()
             avg = st.run_loss / st.run_n if st.run_n else float("nan")
             for cb in self.callbacks:
                 cb.on_batch(self, loss, avg, self.opt.param_groups[0]["lr"], len(batches))
@@ -340,6 +346,16 @@ class Trainer:
         self.applied = self._snapshot()
         return grad_norm
 
+    def _maybe_save_state(self) -> None:
+        """``resume_state`` every N minutes or optimizer steps, so a kill never loses more than that."""
+        st = self.state
+        due_time = self.state_every_s > 0 and time.monotonic() - self._state_saved_at >= self.state_every_s
+        due_steps = self.state_every_steps > 0 and st.optimizer_step - self._state_saved_step >= self.state_every_steps
+        if not self.main or not (due_time or due_steps):
+            return
+        self.save_checkpoint(RunPaths.RESUME_STATE, self.applied, None)  # atomic: a kill keeps the previous one
+        self._state_saved_at, self._state_saved_step = time.monotonic(), st.optimizer_step
+
     def end_epoch(self) -> None:
         """Validation, the best model and the epoch checkpoint."""
         st = self.state
@@ -373,9 +389,12 @@ class Trainer:
         name = RunPaths.checkpoint_name(at.epoch, at.global_step if at.batch_in_epoch else None)
         try:
             saved = self.save_checkpoint(name, at, None)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, without this checkpoint
+            log.warning("Second Ctrl-C: stopped without saving; --resume continues from the last saved state "
+                        "(or starts the run again if it has none).")
         except Exception as exc:  # noqa: BLE001 - report it; the interrupt still ends the run
-            log.error("Could not save the interrupt checkpoint (%s: %s); --resume would continue from the "
-                      "last saved checkpoint, if any.", type(exc).__name__, exc)
+            log.error("Could not save the interrupt checkpoint (%s: %s); --resume continues from the last saved "
+                      "state (or starts the run again if it has none).", type(exc).__name__, exc)
         else:
             log.warning("Saved %s; continue with --resume%s", saved,
                         f" --run-name {self.run_name}" if self.run_name else "")

@@ -41,6 +41,10 @@ def train(
     gradient_checkpointing: str | None = typer.Option(None, "--gradient-checkpointing", help="true, false or auto."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     save_every_n_epochs: int | None = typer.Option(None, "--save-every-n-epochs", help="Write checkpoint_epoch_N every N epochs."),
+    save_every_n_minutes: float | None = typer.Option(
+        None, "--save-every-n-minutes",
+        help="Save the training state (resume_state/) every N minutes, so a kill or power cut loses at most that "
+        "much (default 10; 0: off)."),
     print_step: int | None = typer.Option(None, "--print-step", help="Print the loss line every N steps."),
 ) -> None:
     """Fine-tune the XTTS-v2 GPT on your dataset: PEFT LoRA (default) or in full.
@@ -55,10 +59,13 @@ def train(
 
     **Writes** train/checkpoints/RUN/: settings.json, run.json, checkpoint_epoch_N/
     (adapter or GPT weights as safetensors + training_state.pt + meta.json), best_model/
-    (lowest val loss), loss_curve.png; TensorBoard events in train/runs/RUN/; logs/info.log.
+    (lowest val loss), resume_state/ (the newest state, every 10 minutes), loss_curve.png;
+    TensorBoard events in train/runs/RUN/; logs/info.log.
 
     Every `auto` value (batch size, accumulation, AMP, gradient checkpointing) comes from
-    `xttsft doctor`. Ctrl-C saves a checkpoint; `--resume` continues exactly where it stopped.
+    `xttsft doctor`. Ctrl-C saves a checkpoint; `--resume` continues exactly where it stopped, and
+    after a kill or power cut from the newest state on disk (a run killed before its first save
+    starts again). One run is written by one process: a second `train` of the same run is refused.
     Multi-GPU: `torchrun --nproc_per_node N $(which xttsft) train ...` (data parallel).
 
     Example: `xttsft train --run-name maria --num-epochs 50` then `xttsft train --run-name maria --resume`.
@@ -76,7 +83,8 @@ def train(
         "batch_size": batch_size, "grad_accum_steps": grad_accum_steps, "learning_rate": learning_rate,
         "use_lora": use_lora, "lora_rank": lora_rank, "use_amp": use_amp,
         "gradient_checkpointing": gradient_checkpointing, "device": device,
-        "save_every_n_epochs": save_every_n_epochs, "print_step": print_step,
+        "save_every_n_epochs": save_every_n_epochs, "save_every_n_minutes": save_every_n_minutes,
+        "print_step": print_step,
     }
     settings, ws = st.load(train=flags)
     ws.ensure()

@@ -60,6 +60,9 @@ from xttsft.model.runs import (
     load_gpt_weights,
     read_run_info,
     resolve_run,
+    checkpoint_bytes,
+    resumable_states,
+    tidy_run_dir,
     write_checkpoint,
     write_run_info,
 )
@@ -98,5 +101,8 @@ __all__ = [
     "safe_torch_load",
     "load_gpt_weights",
     "resolve_run",
+    "checkpoint_bytes",
+    "resumable_states",
+    "tidy_run_dir",
     "merged_gpt_state",
 ]

@@ -38,6 +38,12 @@ def attach_lora(gpt, train_settings: TrainSettings):
     from peft import inject_adapter_in_model
 
     cfg = _lora_config(train_settings)
+    width = gpt.gpt.config.n_embd
+    if cfg.r > width:  # a rank above the width adds parameters and learns nothing more
+        from xttsft.errors import SettingsError
+
+        raise SettingsError(f"TRAIN_LORA_RANK={cfg.r} is larger than the GPT's width ({width}).",
+                            hint=f"Pick a rank of at most {width}; 8-64 is usual (the guide uses 8).")
     gpt.requires_grad_(False)
     try:
         inject_adapter_in_model(cfg, gpt.gpt)

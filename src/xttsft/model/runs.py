@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, ModelNotFoundError
 from xttsft.paths import RunPaths
+from xttsft.storage import require_free_space
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
 from xttsft.progress import Progress
@@ -96,6 +98,7 @@ def write_checkpoint(
     if mode not in ("lora", "full"):
         raise ValueError(f"mode must be 'lora' or 'full', not {mode!r}")
     dest = Path(dest)
+    require_free_space(dest.parent, checkpoint_bytes(gpt, training_state is not None), f"saving {dest.name}")
     with atomic_dir(dest) as tmp:
         if mode == "lora":
             from peft import get_peft_model_state_dict
@@ -119,11 +122,59 @@ def write_checkpoint(
     return dest
 
 
+_WEIGHTS = {"lora": "adapter_model.safetensors", "full": "gpt.safetensors"}
+
+
+def checkpoint_bytes(gpt, with_training_state: bool) -> int:
+    """About how many bytes a checkpoint of ``gpt`` takes: its trainable weights, and AdamW's two
+    moments of each with the training state."""
+    n = sum(p.numel() * p.element_size() for p in gpt.parameters() if p.requires_grad)
+    return n * (3 if with_training_state else 1)
+
+
 def _read_meta(path: Path) -> dict[str, Any] | None:
+    """``meta.json`` of a complete checkpoint folder: ``None`` when it or the weights it names are missing."""
     try:
-        return json.loads(RunPaths.meta(path).read_text(encoding="utf-8"))
+        meta = json.loads(RunPaths.meta(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    weights = _WEIGHTS.get(str(meta.get("mode")))
+    if not isinstance(meta, dict) or weights is None or not (path / weights).is_file():
+        return None
+    return meta
+
+
+def resumable_states(run_dir: Path) -> list[CheckpointInfo]:
+    """Every complete saved state with a ``training_state.pt`` (epoch checkpoints and
+    ``resume_state``), oldest first by training step."""
+    states = [c for c in list_checkpoints(run_dir) if (c.path / "training_state.pt").is_file()]
+    rs = RunPaths(run_dir).resume_state
+    meta = _read_meta(rs)
+    if meta is not None and (rs / "training_state.pt").is_file():
+        states.append(CheckpointInfo(rs, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta))
+    return sorted(states, key=lambda c: c.step)
+
+
+def tidy_run_dir(run_dir: Path) -> None:
+    """Clean what a kill left in a run folder (its writer holds the run's lock).
+
+    ``.NAME.tmp.*`` folders are half-written checkpoints: deleted. ``.NAME.old.*`` is the previous
+    ``NAME`` set aside for the instant of a swap: put back when ``NAME`` is missing and it is
+    complete, else deleted."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for p in sorted(run_dir.glob(".*.old.*")):
+        name = p.name[1:].split(".old.", 1)[0]
+        if not (run_dir / name).exists() and _read_meta(p) is not None:
+            os.replace(p, run_dir / name)
+            log.warning("Put back %s, left aside by an interrupted save.", run_dir / name)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in run_dir.glob(".*.tmp.*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
@@ -259,7 +310,9 @@ def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train fir
         if name is None:
             raise ModelNotFoundError(f"No training run in {ws.checkpoints_dir}.", hint=no_run_hint)
         return name, ws.run_dir(name)
-    if "/" not in run and "\\" not in run and ws.run_dir(run).is_dir():
+    from xttsft.paths import name_problem
+
+    if name_problem(run) is None and ws.run_dir(run).is_dir():
         return run, ws.run_dir(run)
     path = Path(run).expanduser()
     if path.is_dir() and RunPaths(path).run_json.is_file():
