@@ -70,6 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402
+from xttsft.locks import stage_lock
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5
 #: ``max_text_length`` of coqui's XTTS-v2 recipe: longer token sequences are skipped in training.
@@ -145,9 +146,13 @@ def char_limit(language: str) -> int:
 
 
 def normalize_text(text: str, language: str) -> str:
-    """Coqui's multilingual cleaner for ``language`` (what the XTTS tokenizer applies before BPE)."""
+    """``textnorm.expand`` (what coqui reads wrong in Portuguese), then coqui's multilingual cleaner
+    for ``language`` (what the XTTS tokenizer applies before BPE). Training reads this column."""
     from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
 
+    from xttsft.textnorm import expand
+
+    text = expand(text, language)
     try:
         return multilingual_cleaners(text, language.split("-")[0]).strip()
     except (KeyError, NotImplementedError):  # a language the cleaner does not know: lower-case only
@@ -225,6 +230,7 @@ def _distribution(values: list[float]) -> dict[str, float]:
             "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
 
 
+@stage_lock(lambda ws: f"build-{ws.dataset_name}")
 def build_dataset(
     settings: BuildSettings,
     ws: Workspace,
@@ -311,50 +317,79 @@ def build_dataset(
 
         tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file))
 
-    candidates: list[tuple[dict[str, Any], str, str, float]] = []
-    for row in ok_rows:
-        text = str(row.get("text") or "").strip()
-        duration = float(row["trim_end"]) - float(row["trim_start"])
-        if row.get("language") != lang:
-            drop(row, "other_language", f"{row.get('language')} (dataset: {lang})")
-        elif not (ws.segments_dir / str(row.get("wav"))).is_file():
-            drop(row, "missing_audio", f"{row['wav']} not found")
-        elif duration < MIN_AUDIO_SECONDS:
-            drop(row, "too_short", f"{duration:.2f} s < {MIN_AUDIO_SECONDS} s")
-        elif duration > max_audio_seconds + 1e-6:
-            drop(row, "too_long", f"{duration:.2f} s > {max_audio_seconds:g} s")
-        elif "|" in text or "\n" in text or "\r" in text:
-            drop(row, "bad_character", "'|' or a line break in the text")
-        elif not text:
-            drop(row, "empty_text")
-        else:
-            norm = normalize_text(text, lang)
-            if not norm:
-                drop(row, "empty_text", "nothing left after normalization")
-            elif len(norm) > limit_chars:
-                drop(row, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
-            elif tokenizer is not None:
-                tokens = tokenizer.encode(text, lang)
-                if len(tokens) > TEXT_TOKEN_LIMIT:
-                    drop(row, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
-                elif 1 in tokens:  # [UNK]
-                    drop(row, "unknown_tokens", "the base model's vocabulary lacks a character of the text")
-                else:
-                    candidates.append((row, text, norm, duration))
-            elif len(norm) + 1 > TEXT_TOKEN_LIMIT:
-                drop(row, "too_many_tokens", f"{len(norm) + 1} characters > {TEXT_TOKEN_LIMIT} (upper bound of tokens)")
-            else:
-                candidates.append((row, text, norm, duration))
+    candidates = [c for row in ok_rows if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drop))]
 
-    # cut the clips (trim_start..trim_end) into wavs/
+    from xttsft.io import atomic_dir
+    from xttsft.storage import require_free_space
+
+    # the new dataset is written beside the old one and swapped in whole: a failed build
+    # (full disk, Ctrl-C, no usable sample) leaves the previous dataset as it was
+    require_free_space(out.parent, sum(d for *_, d in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
+    with atomic_dir(out) as tmp:
+        kept = _cut_clips(ws, candidates, tmp / "wavs", drop, progress)
+        if not kept:
+            failed = ws.logs_dir / "build-dropped.jsonl"
+            write_records(failed, DropRecord, dropped)
+            reasons = Counter(d["reason"] for d in dropped)
+            raise DatasetError(
+                "No sample is usable for XTTS-v2 fine-tuning ("
+                + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
+                hint=f"Every dropped item and its reason is in {failed}.",
+            )
+        stats = _write_tables(tmp, ws, settings, kept, dropped, manifest, lang, max_audio_seconds,
+                              limit_chars, "bpe" if tokenizer is not None else "characters", input_hash)
+    return BuildResult(dataset_dir=out, language=lang, train=stats["samples"]["train"], val=stats["samples"]["val"],
+                       minutes=stats["minutes"], dropped=Counter(stats["dropped"]), warnings=stats["warnings"],
+                       token_check=stats["token_check"])
+
+
+def _candidate(row: dict[str, Any], ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,
+               tokenizer: Any, drop: Any) -> tuple[dict[str, Any], str, str, float] | None:
+    """``(row, text, normalized text, duration)`` when the transcript can be a sample, else ``drop`` it."""
+    text = str(row.get("text") or "").strip()
+    duration = float(row["trim_end"]) - float(row["trim_start"])
+    if row.get("language") != lang:
+        drop(row, "other_language", f"{row.get('language')} (dataset: {lang})")
+    elif not (ws.segments_dir / str(row.get("wav"))).is_file():
+        drop(row, "missing_audio", f"{row['wav']} not found")
+    elif duration < MIN_AUDIO_SECONDS:
+        drop(row, "too_short", f"{duration:.2f} s < {MIN_AUDIO_SECONDS} s")
+    elif duration > max_audio_seconds + 1e-6:
+        drop(row, "too_long", f"{duration:.2f} s > {max_audio_seconds:g} s")
+    elif "|" in text or "\n" in text or "\r" in text:
+        drop(row, "bad_character", "'|' or a line break in the text")
+    elif not text:
+        drop(row, "empty_text")
+    else:
+        norm = normalize_text(text, lang)
+        if not norm:
+            drop(row, "empty_text", "nothing left after normalization")
+        elif len(norm) > limit_chars:
+            drop(row, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
+        elif tokenizer is not None:
+            tokens = tokenizer.encode(text, lang)
+            if len(tokens) > TEXT_TOKEN_LIMIT:
+                drop(row, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
+            elif 1 in tokens:  # [UNK]
+                drop(row, "unknown_tokens", "the base model's vocabulary lacks a character of the text")
+            else:
+                return row, text, norm, duration
+        elif len(norm) + 1 > TEXT_TOKEN_LIMIT:
+            drop(row, "too_many_tokens", f"{len(norm) + 1} characters > {TEXT_TOKEN_LIMIT} (upper bound of tokens)")
+        else:
+            return row, text, norm, duration
+    return None
+
+
+def _cut_clips(ws: Workspace, candidates: list[tuple[dict[str, Any], str, str, float]], wavs: Path,
+               drop: Any, progress: Progress) -> list[tuple[dict[str, Any], str, str, float]]:
+    """Cut each candidate (trim_start..trim_end of its segment) into ``wavs/<id>.wav``; the kept ones."""
     from xttsft.audio import read_mono, write_wav
 
-    wavs = out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
-    stats_file.unlink(missing_ok=True)  # the folder is not complete again until stats.json is rewritten
     progress(total=len(candidates), completed=0, description="build")
     kept: list[tuple[dict[str, Any], str, str, float]] = []
-    for row, text, norm, duration in candidates:
+    for row, text, norm, _ in candidates:
         try:
             x = read_mono(ws.segments_dir / row["wav"], SAMPLE_RATE)
         except XttsftError as exc:
@@ -365,19 +400,32 @@ def build_dataset(
         write_wav(wavs / f"{row['id']}.wav", piece, SAMPLE_RATE)
         kept.append((row, text, norm, len(piece) / SAMPLE_RATE))
         progress(advance=1)
-    keep_ids = {r["id"] for r, *_ in kept}
-    if not kept:
-        write_records(out / "dropped.jsonl", DropRecord, dropped)
-        reasons = Counter(d["reason"] for d in dropped)
-        raise DatasetError(
-            "No sample is usable for XTTS-v2 fine-tuning ("
-            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
-            hint=f"Every dropped item and its reason is in {out / 'dropped.jsonl'}.",
-        )
+    return kept
 
-    for stale in wavs.glob("*.wav"):
-        if stale.stem not in keep_ids:
-            stale.unlink()
+
+def _warnings(n: int, minutes: float, has_val: bool, settings: BuildSettings) -> list[str]:
+    warnings = []
+    if n < settings.min_samples:
+        warnings.append(f"only {n} samples: at least {settings.min_samples} are needed for a usable voice "
+                        f"({TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} recommended)")
+    elif n < TARGET_MIN_SAMPLES_RECOMMENDED:
+        warnings.append(f"{n} samples: {TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} are recommended")
+    elif n > TARGET_MAX_SAMPLES_RECOMMENDED:
+        warnings.append(f"{n} samples: more than the recommended {TARGET_MAX_SAMPLES_RECOMMENDED}; training is slower")
+    if minutes < TARGET_MIN_MINUTES:
+        warnings.append(f"{minutes:.1f} minutes of audio: {TARGET_MIN_MINUTES:g}-{TARGET_MAX_MINUTES:g} are recommended")
+    elif minutes > TARGET_MAX_MINUTES:
+        warnings.append(f"{minutes:.1f} minutes of audio: more than the {TARGET_MAX_MINUTES:g} recommended")
+    if not has_val:
+        warnings.append("the val split is empty: 2 or more samples are needed")
+    return warnings
+
+
+def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[tuple[dict[str, Any], str, str, float]],
+                  dropped: list[dict[str, Any]], manifest: dict[str, dict[str, Any]], lang: str,
+                  max_audio_seconds: float, limit_chars: int, token_check: str, input_hash: str) -> dict[str, Any]:
+    """metadata*.csv, samples.jsonl, dropped.jsonl, durations.png and, last, stats.json of the kept clips."""
+    keep_ids = {r["id"] for r, *_ in kept}
     train_ids, val_ids = split_ids(sorted(keep_ids), settings.val_fraction, settings.seed)
     split_of = {i: "train" for i in train_ids} | {i: "val" for i in val_ids}
     kept.sort(key=lambda k: k[0]["id"])
@@ -397,24 +445,9 @@ def build_dataset(
     cps = [len(text) / d for _, text, _, d in kept if d > 0]
     minutes = sum(durations) / 60
     by_split = {s: sum(d for r, *_, d in kept if split_of[r["id"]] == s) / 60 for s in ("train", "val")}
-    warnings = []
-    n = len(kept)
-    if n < settings.min_samples:
-        warnings.append(f"only {n} samples: at least {settings.min_samples} are needed for a usable voice "
-                        f"({TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} recommended)")
-    elif n < TARGET_MIN_SAMPLES_RECOMMENDED:
-        warnings.append(f"{n} samples: {TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} are recommended")
-    elif n > TARGET_MAX_SAMPLES_RECOMMENDED:
-        warnings.append(f"{n} samples: more than the recommended {TARGET_MAX_SAMPLES_RECOMMENDED}; training is slower")
-    if minutes < TARGET_MIN_MINUTES:
-        warnings.append(f"{minutes:.1f} minutes of audio: {TARGET_MIN_MINUTES:g}-{TARGET_MAX_MINUTES:g} are recommended")
-    elif minutes > TARGET_MAX_MINUTES:
-        warnings.append(f"{minutes:.1f} minutes of audio: more than the {TARGET_MAX_MINUTES:g} recommended")
-    if not val_ids:
-        warnings.append("the val split is empty: 2 or more samples are needed")
+    warnings = _warnings(len(kept), minutes, bool(val_ids), settings)
     for w in warnings:
         log.warning("%s", w)
-    drop_counts = Counter(d["reason"] for d in dropped)
     _histogram(durations, max_audio_seconds, out / "durations.png")
     stats = {
         "language": lang,
@@ -422,13 +455,13 @@ def build_dataset(
         "min_audio_seconds": MIN_AUDIO_SECONDS,
         "char_limit": limit_chars,
         "text_token_limit": TEXT_TOKEN_LIMIT,
-        "token_check": "bpe" if tokenizer is not None else "characters",
-        "samples": {"train": len(train_ids), "val": len(val_ids), "total": n},
+        "token_check": token_check,
+        "samples": {"train": len(train_ids), "val": len(val_ids), "total": len(kept)},
         "minutes": round(minutes, 3),
         "minutes_per_split": {k: round(v, 3) for k, v in by_split.items()},
         "duration_seconds": _distribution(durations),
         "chars_per_second": _distribution(cps),
-        "dropped": dict(drop_counts),
+        "dropped": dict(Counter(d["reason"] for d in dropped)),
         "rejected_by_transcribe": dict(Counter(d["detail"] for d in dropped if d["reason"] == "rejected")),
         "screen": _screen_summary(ws),
         "val_fraction": settings.val_fraction,
@@ -437,9 +470,8 @@ def build_dataset(
         "input_hash": input_hash,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_record(stats_file, DatasetStats, stats)  # written last: the dataset is complete
-    return BuildResult(dataset_dir=out, language=lang, train=len(train_ids), val=len(val_ids), minutes=minutes,
-                       dropped=drop_counts, warnings=warnings, token_check=stats["token_check"])
+    write_record(out / "stats.json", DatasetStats, stats)  # written last: the dataset is complete
+    return stats
 
 
 def _screen_summary(ws: Workspace) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from xttsft.errors import InputError, ModelNotFoundError
+from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 
@@ -141,10 +141,16 @@ def export_run(
         identity = xmodel.base_identity(base)
 
     from xttsft.io import atomic_dir
+    from xttsft.storage import require_free_space
 
+    src = ck.path if adapter_only else base
+    require_free_space(out_dir.parent, sum(f.stat().st_size for f in src.iterdir() if f.is_file())
+                       + sum(r.stat().st_size for r in refs), "export")
     with atomic_dir(out_dir) as tmp:
         if adapter_only:
             progress(total=2, completed=0, description="copying the adapter")
+            _check_adapter(ck.path, InputError, "Export another checkpoint (--checkpoint latest or "
+                           "checkpoint_epoch_N), or resume the training to write a new one.")
             for fname in ("adapter_model.safetensors", "adapter_config.json"):
                 shutil.copy2(ck.path / fname, tmp / fname)
             progress(advance=1)
@@ -170,11 +176,46 @@ def export_run(
         }
         if adapter_only:
             record["adapter_target"] = "xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)"
+        _verify_written(tmp, adapter_only)  # what is shipped loads back, or nothing is shipped
         (tmp / marker.name).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         progress(advance=1)
     files = sorted(p for p in out_dir.iterdir() if p.is_file())
     log.info("Exported %s (%s) to %s", name, kind, out_dir)
     return ExportResult(out_dir, kind, name, ck.path.name, mode, files, tiny=info.tiny)
+
+
+def _check_adapter(folder: Path, error: type[XttsftError], hint: str) -> None:
+    """Read every tensor of ``folder``'s adapter and parse its config: a truncated or damaged file
+    raises ``error`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config = folder / "adapter_model.safetensors", folder / "adapter_config.json"
+    try:
+        tensors = load_file(str(weights))
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, SafetensorError) as exc:
+        bad = config if isinstance(exc, ValueError) and not isinstance(exc, SafetensorError) else weights
+        raise error(f"{bad} is damaged or missing ({exc}).", hint=hint) from None
+    if not tensors:
+        raise error(f"{weights} holds no tensor.", hint=hint)
+
+
+def _verify_written(tmp: Path, adapter_only: bool) -> None:
+    """Load the export back from ``tmp``; a write cut short (a full disk) fails here, before the swap."""
+    from xttsft import model as xmodel
+
+    hint = "Check the free space and the disk, then export again."
+    if adapter_only:
+        _check_adapter(tmp, ExportError, hint)
+        return
+    try:
+        sd = xmodel.safe_torch_load(tmp / "model.pth")
+        xmodel.safe_torch_load(tmp / "speakers_xtts.pth")
+    except XttsftError as exc:
+        raise ExportError(f"The export did not load back: {exc.message}", hint=hint) from None
+    if not isinstance(sd, dict) or not sd.get("model"):
+        raise ExportError(f"{tmp / 'model.pth'} holds no model weights.", hint=hint)
 
 
 def _dataset_references(info: Any, count: int) -> list[Path]:

@@ -31,6 +31,7 @@ from xttsft.io import atomic_path, atomic_write_json, sha256_file
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import FetchSettings
+from xttsft.locks import stage_lock
 
 __all__ = ["FetchItem", "FetchResult", "fetch", "read_source_list", "ytdlp_options"]
 
@@ -88,6 +89,51 @@ def read_source_list(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- local files
 
 
+def visible_name(name: str) -> str:
+    """``name`` without leading dots or dashes: a raw file must not be hidden (segment skips dot
+    files) or read as an option. ``.._.._evil.mp3`` -> ``evil.mp3``."""
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    clean = stem.lstrip(".-_") or "audio"
+    return f"{clean}{dot}{ext}"
+
+
+def _make_visible(fp: Path) -> Path:
+    """Rename a downloaded file (and nothing else) whose name would hide it."""
+    name = visible_name(fp.name)
+    if name == fp.name:
+        return fp
+    dest = fp.with_name(name)
+    if dest.exists():
+        dest = fp.with_name(f"{Path(name).stem}-{sha256_file(fp)[:8]}{fp.suffix}")
+    os.replace(fp, dest)
+    return dest
+
+
+def _not_audio(path: Path) -> str | None:
+    """Why ``path`` is not audio ffprobe can read (``None`` when it is)."""
+    try:
+        info = audio.probe(path)
+    except XttsftError as exc:
+        return exc.message.split(": ", 1)[-1].rstrip(".")
+    if not info.duration:
+        return "not audio: ffprobe measures no duration in it"
+    return None
+
+
+def _forget_download(archive: Path, info: dict[str, Any]) -> None:
+    """Take ``info``'s line out of yt-dlp's download archive, so the next run fetches it again."""
+    key = f"{str(info.get('extractor_key') or info.get('extractor') or '').lower()} {info.get('id')}"
+    try:
+        lines = archive.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    kept = [ln for ln in lines if ln.strip() != key]
+    if len(kept) != len(lines):
+        from xttsft.io import atomic_write_text
+
+        atomic_write_text(archive, "".join(f"{ln}\n" for ln in kept))
+
+
 def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
     ext = src.suffix.lower()
     if ext not in audio.AUDIO_EXTENSIONS:
@@ -97,7 +143,11 @@ def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
         ))
     if src.stat().st_size == 0:
         return FetchItem(shown, "skipped", reason="empty file (0 bytes)")
-    dest = raw_dir / src.name
+    not_audio = _not_audio(src)
+    if not_audio:
+        return FetchItem(shown, "failed", reason=not_audio, hint="Import audio files (the extension alone is not "
+                         "enough), or convert this one with ffmpeg.")
+    dest = raw_dir / visible_name(src.name)
     if dest.exists():
         if dest.resolve() == src.resolve() or dest.samefile(src):
             return FetchItem(shown, "present", path=str(dest), reason="already in the raw folder")
@@ -220,12 +270,15 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
                                    reason="yt-dlp reported no audio file for this item"))
             continue
         fp = Path(info["filepath"])
-        duration = info.get("duration")
-        if duration is None and fp.is_file():
-            try:
-                duration = audio.probe(fp).duration
-            except XttsftError:
-                duration = None
+        not_audio = _not_audio(fp)
+        if not_audio:  # an HTML error page, zeros, a broken stream: never archived as done
+            fp.unlink(missing_ok=True)
+            _forget_download(ws.download_archive, info)
+            items.append(FetchItem(url, "failed", title=info.get("title"), reason=f"the download is {not_audio}",
+                                   hint="Check the URL in a browser; the next run tries it again."))
+            continue
+        fp = _make_visible(fp)
+        duration = info.get("duration") or audio.probe(fp).duration
         sidecar = {
             "id": info.get("id"),
             "title": info.get("title"),
@@ -250,6 +303,7 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
 
 
 # --------------------------------------------------------------------------- driver
+@stage_lock("fetch")
 def fetch(
     sources: Sequence[str],
     settings: FetchSettings,
@@ -276,6 +330,11 @@ def fetch(
         path = Path(src).expanduser()
         if path.exists():
             result.items.extend(_import_local(path, ws.raw_dir))
+        elif src.lower().startswith("file:"):
+            result.items.append(FetchItem(
+                src, "failed", reason="file:// URLs are not downloaded",
+                hint="Import local files by their path: xttsft fetch /path/to/recording.mp3 (or a folder).",
+            ))
         elif src.startswith("-"):
             result.items.append(FetchItem(
                 src, "failed", reason="refused: looks like a command-line option, not a URL or a file",

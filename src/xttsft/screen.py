@@ -57,6 +57,7 @@ from xttsft.records import ClipRecord, ScreenRecord, SourceRecord, read_records,
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import ScreenSettings
+from xttsft.locks import stage_lock
 
 __all__ = [
     "DROP_REASONS",
@@ -501,6 +502,7 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
                       hint=f"To keep more, run `xttsft screen` with: {hint}.")
 
 
+@stage_lock("screen")
 def screen_clips(
     settings: ScreenSettings,
     ws: Workspace,

@@ -59,6 +59,7 @@ from xttsft.records import ClipRecord, SourceRecord, read_records, write_records
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import SegmentSettings
+from xttsft.locks import stage_lock
 
 __all__ = [
     "SAMPLE_RATE",
@@ -607,6 +608,19 @@ def _note_format(info: audio.AudioInfo) -> list[str]:
     return notes
 
 
+def _check_space(out_dir: Path, infos: dict[Path, Any], records: dict[str, dict[str, Any]], shash: str,
+                 root: Path) -> None:
+    """Refuse early when the clips of the sources still to segment (16-bit, 22050 Hz, about their
+    length again for the decoded copy) would not fit."""
+    from xttsft.storage import require_free_space
+
+    todo = sum(i.duration or 0.0 for f, i in infos.items() if isinstance(i, audio.AudioInfo)
+               and not ((r := records.get(_display(f, root))) and r.get("status") == "segmented"
+                        and r.get("settings_hash") == shash))
+    require_free_space(out_dir, todo * SAMPLE_RATE * 2 * 2, "segment")
+
+
+@stage_lock("segment")
 def segment_sources(
     settings: SegmentSettings,
     ws: Workspace,
@@ -655,6 +669,7 @@ def segment_sources(
             infos[f] = exc
     total = sum(2 * (i.duration or 0.0) for i in infos.values() if isinstance(i, audio.AudioInfo))
     progress(total=total or None, completed=0)
+    _check_space(out_dir, infos, records, shash, root)
 
     results: list[SourceResult] = []
     seen_hashes: dict[str, str] = {}
