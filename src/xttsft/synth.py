@@ -692,7 +692,11 @@ def speak(
         raise InputError(
             f"Language {language!r} is not supported by this model.", hint=f"Use one of: {', '.join(langs)}."
         )
-    chunks = split_text(text, language, _char_limit(language, model.tokenizer))
+    from xttsft.textnorm import expand
+
+    # what coqui reads wrong (pt: R$ 5,50, 14h30, "ponto" at a sentence end) is written out first,
+    # as build wrote the text the voice was trained on
+    chunks = split_text(expand(text, language), language, _char_limit(language, model.tokenizer))
     for chunk in chunks:
         check_text(model.tokenizer, chunk, language)
     if seed is not None:
