@@ -250,6 +250,11 @@ def test_rejection_rules() -> None:
     assert judge({**good, "avg_logprob": -1.5}, s, "en") == "low_confidence"
     assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "en") == "wrong_language"
     assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "auto") is None
+    # espeak pt-br heard as Thai (0.79) by Whisper base: not a language XTTS-v2 speaks, so never a rejection
+    assert judge({**good, "detected_language": "th", "detected_probability": 0.79}, s, "pt") is None
+    assert judge({**good, "detected_language": "en", "detected_probability": 0.6}, s, "pt") is None  # unsure
+    assert judge({**good, "detected_language": "en", "detected_probability": 0.9, "language": "pt",
+                  "language_probability": 0.3}, s, "pt") is None  # pt is still likely
     assert not has_repetition("I said no, no, I did not")
     assert has_repetition("no no no no")
     assert word_error_rate("the cat sat", "the cat sat") == 0

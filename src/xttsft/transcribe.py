@@ -37,7 +37,7 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from xttsft.records import ClipRecord, TranscriptRecord, read_records
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import TranscribeSettings
+from xttsft.locks import stage_lock
 
 __all__ = [
     "REASONS",
@@ -79,6 +80,21 @@ CHECKPOINT_CLIPS = 64
 WHISPER_SR = 16000  # = xttsft.audio.SPEECH_SR
 #: A detected language must be at least this probable to call a file "wrong language".
 LANGUAGE_CONFIDENCE = 0.5
+#: a clip is rejected as another language only when Whisper hears one XTTS-v2 speaks with this probability,
+#: and the requested one below WRONG_LANGUAGE_MAX_REQUESTED. Measured with Whisper base: espeak-ng English
+#: clips are en 0.89-0.92 (pt <= 0.001); espeak-ng pt-br clips scatter (th 0.79, ar 0.39, la 0.2, pt 0.32):
+#: a robotic voice leads the detector to languages XTTS-v2 does not speak, which never reject a clip.
+WRONG_LANGUAGE_CONFIDENCE = 0.7
+WRONG_LANGUAGE_MAX_REQUESTED = 0.2
+#: Whisper's code of each language XTTS-v2 speaks, and XTTS-v2's own (zh -> zh-cn)
+XTTS_LANGUAGES = {"en": "en", "es": "es", "fr": "fr", "de": "de", "it": "it", "pt": "pt", "pl": "pl", "tr": "tr",
+                  "ru": "ru", "nl": "nl", "cs": "cs", "ar": "ar", "zh": "zh-cn", "ja": "ja", "hu": "hu", "ko": "ko",
+                  "hi": "hi"}
+
+
+def xtts_language(whisper_code: str) -> str | None:
+    """XTTS-v2's code of a language Whisper detected, or ``None`` when XTTS-v2 does not speak it."""
+    return XTTS_LANGUAGES.get(whisper_code)
 #: Version of the packing/decoding procedure; part of the re-run key.
 ALGO_VERSION = 2
 
@@ -122,6 +138,7 @@ class TranscribeResult:
     load_seconds: float = 0.0
     languages: Counter = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (clip id, reason)
+    detected: dict[str, tuple[str, float]] = field(default_factory=dict)  # --language auto: source -> (code, p)
 
     @property
     def realtime(self) -> float:
@@ -157,13 +174,19 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
 
 
 def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> Any:
-    """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online) or a local folder.
+    """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online), a local folder, or
+    a model bundled in a Python package (``bundled-base``, ``bundled-tiny.en``: see ``bundled_whisper``).
 
     Raises :class:`ModelNotFoundError` naming the model and how to get it when it is
     neither on disk nor downloadable (offline).
     """
     from faster_whisper import WhisperModel
 
+    from xttsft.bundled_whisper import bundled_model_path
+
+    bundled = bundled_model_path(model)  # bundled-base, bundled-tiny.en: offline, for tests and the demo
+    if bundled is not None:
+        model = str(bundled)
     path = Path(model).expanduser()
     local = path.exists() or model.startswith((".", "/", "~")) or "\\" in model
     if local:
@@ -389,14 +412,19 @@ def has_repetition(text: str) -> bool:
     return False
 
 
+def _wrong_language(row: dict[str, Any], requested: str) -> bool:
+    """The row's clip was heard clearly as another language XTTS-v2 speaks (the rule of ``_Job._clip_languages``)."""
+    detected = row.get("detected_language")
+    if requested == "auto" or detected in (None, requested) or xtts_language(detected) is None:
+        return False
+    requested_p = 0.0 if row.get("language") == detected else float(row.get("language_probability") or 0.0)
+    return float(row.get("detected_probability") or 0.0) >= WRONG_LANGUAGE_CONFIDENCE and \
+        requested_p < WRONG_LANGUAGE_MAX_REQUESTED
+
+
 def judge(row: dict[str, Any], settings: TranscribeSettings, requested_language: str) -> str | None:
     """The rejection reason of a transcript row (one of :data:`REASONS`), or None to keep it."""
-    detected = row.get("detected_language")
-    if (
-        requested_language != "auto"
-        and detected not in (None, requested_language)
-        and (row.get("detected_probability") or 0.0) >= LANGUAGE_CONFIDENCE
-    ):
+    if _wrong_language(row, requested_language):
         return "wrong_language"
     text = (row.get("text") or "").strip()
     if not text:
@@ -519,6 +547,135 @@ def _detect(model: Any, clips: list[np.ndarray]) -> tuple[str, float, dict[str, 
     return lang, float(prob), dict(all_probs or [])
 
 
+@dataclass
+class _Language:
+    """The language a source's clips are transcribed in, and what Whisper detected."""
+
+    language: str
+    probability: float
+    detected: str
+    detected_probability: float
+    multilingual: bool
+    wrong: bool  # detected as another language than the requested one, confidently
+
+
+@dataclass
+class _Job:
+    """One transcribe run over sources: loads CHECKPOINT_CLIPS clips at a time, so memory stays
+    flat however long a source is."""
+
+    model: Any
+    settings: TranscribeSettings
+    runtime: Any
+    requested: str
+    multilingual: bool
+    ws: Workspace
+    result: TranscribeResult
+    progress: Progress
+
+    def source(self, source: str, segs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """The transcript rows of one source's clips, a part at a time."""
+        lang: _Language | None = None
+        for c0 in range(0, len(segs), CHECKPOINT_CLIPS):
+            part, audios = self._load(segs[c0 : c0 + CHECKPOINT_CLIPS])
+            if not part:
+                continue
+            if lang is None:
+                lang = self._source_language(source, audios)
+            langs = self._clip_languages(audios, lang)
+            yield [self._row(seg, a, out, cl)
+                   for seg, a, out, cl in zip(part, audios, self._decode(audios, langs), langs, strict=True)]
+
+    def _load(self, segs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        ok, audios = [], []
+        for seg in segs:
+            try:
+                audios.append(_load_clip(self.ws.segments_dir / seg["wav"]))
+                ok.append(seg)
+            except XttsftError as exc:
+                log.warning("%s: %s", seg["id"], exc.message)
+                self.result.failed.append((seg["id"], exc.message))
+                self.progress(advance=1)
+        return ok, audios
+
+    def _source_language(self, source: str, audios: list[np.ndarray]) -> _Language:
+        """``auto``: the source's language from its first 30 s, or a refusal when Whisper is unsure
+        or hears a language XTTS-v2 does not speak. A given language: that one."""
+        shown = source or "(no source)"
+        if not self.multilingual:
+            return _Language("en", 1.0, "en", 1.0, False, False)
+        if self.requested != "auto":
+            return _Language(self.requested, 1.0, self.requested, 1.0, True, False)
+        detected, prob, all_probs = _detect(self.model, audios)
+        self.result.detected[shown] = (detected, round(prob, 3))
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(all_probs.items(), key=lambda kv: -kv[1])[:3])
+        if prob < LANGUAGE_CONFIDENCE or xtts_language(detected) is None:
+            why = ("XTTS-v2 does not speak it" if xtts_language(detected) is None
+                   else f"below the {LANGUAGE_CONFIDENCE:g} needed to trust it")
+            raise SettingsError(
+                f"{shown}: Whisper is not sure which language this is (it heard {top}; {why}).",
+                hint="Say it with --language (pt, en, es, fr, de, it, ...); TRANSCRIBE_LANGUAGE=pt in .env keeps it.",
+            )
+        log.info("%s: language %s (p=%.2f)", shown, detected, prob)
+        return _Language(detected, prob, detected, prob, True, False)
+
+    def _clip_languages(self, audios: list[np.ndarray], lang: _Language) -> list[_Language]:
+        """With a language given and a multilingual model, each clip's own language: a clip Whisper
+        hears clearly as another language XTTS-v2 speaks (an English answer in a Portuguese interview)
+        is wrong (see WRONG_LANGUAGE_CONFIDENCE)."""
+        if self.requested == "auto" or not self.multilingual:
+            return [lang] * len(audios)
+        out = []
+        for a in audios:
+            detected, prob, all_probs = _detect(self.model, [a])
+            wrong = (detected != self.requested and xtts_language(detected) is not None
+                     and prob >= WRONG_LANGUAGE_CONFIDENCE
+                     and all_probs.get(self.requested, 0.0) < WRONG_LANGUAGE_MAX_REQUESTED)
+            out.append(_Language(self.requested, all_probs.get(self.requested, 0.0), detected, prob, True, wrong))
+        return out
+
+    def _decode(self, audios: list[np.ndarray], langs: list[_Language]) -> list[ClipTranscript | None]:
+        keep = [i for i, cl in enumerate(langs) if not cl.wrong]
+        self.progress(advance=len(audios) - len(keep))
+        outs: list[ClipTranscript | None] = [None] * len(audios)
+        if not keep:
+            return outs
+        st = self.settings
+        decoded = transcribe_clips(
+            self.model, [audios[i] for i in keep], langs[keep[0]].language, batch_size=self.runtime.batch_size,
+            beam_size=st.beam_size, window_seconds=st.window_seconds, retry_below=max(st.min_avg_logprob, -0.8),
+            retry_above_ratio=min(st.max_compression_ratio, 2.4), progress=self.progress,
+        )
+        for i, out in zip(keep, decoded, strict=True):
+            outs[i] = out
+        return outs
+
+    def _row(self, seg: dict[str, Any], audio_: np.ndarray, out: ClipTranscript | None, lang: _Language) -> dict[str, Any]:
+        duration = len(audio_) / WHISPER_SR
+        self.result.audio_seconds += duration
+        self.result.transcribed += 1
+        return {
+            "id": seg["id"],
+            "wav": seg["wav"],
+            "text": out.text if out else "",
+            "language": lang.detected if lang.wrong else lang.language,
+            "language_probability": round(lang.detected_probability if lang.wrong else lang.probability, 4),
+            "detected_language": lang.detected if lang.multilingual else None,
+            "detected_probability": round(lang.detected_probability, 4) if lang.multilingual else None,
+            "avg_logprob": out.avg_logprob if out else 0.0,
+            "no_speech_prob": out.no_speech_prob if out else 0.0,
+            "compression_ratio": out.compression_ratio if out else 0.0,
+            "window_clips": out.window_clips if out else 1,
+            "words": out.words if out else [],
+            "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
+            "duration": round(duration, 3),
+            "model": self.runtime.model,
+            "requested_language": self.requested,
+            "key": _key(seg, self.settings, self.requested),
+        }
+
+
+@stage_lock("transcribe")
 def transcribe_segments(
     settings: TranscribeSettings,
     ws: Workspace,
@@ -604,75 +761,14 @@ def transcribe_segments(
             )
         progress(total=len(todo), completed=0, description="transcribe")
         t1 = time.perf_counter()
-        # decode the clips of one source at a time; the language is per source file
-        by_source: dict[str, list[dict[str, Any]]] = {}
+        by_source: dict[str, list[dict[str, Any]]] = {}  # the language is decided per source file
         for seg in todo:
             by_source.setdefault(str(seg.get("source", "")), []).append(seg)
+        job = _Job(model, settings, runtime, requested, multilingual, ws, result, progress)
         for source, segs in by_source.items():
-            audios: list[np.ndarray] = []
-            ok: list[dict[str, Any]] = []
-            for seg in segs:
-                try:
-                    audios.append(_load_clip(ws.segments_dir / seg["wav"]))
-                    ok.append(seg)
-                except XttsftError as exc:
-                    log.warning("%s: %s", seg["id"], exc.message)
-                    result.failed.append((seg["id"], exc.message))
-                    progress(advance=1)
-            if not ok:
-                continue
-            if multilingual:
-                detected, det_prob, all_probs = _detect(model, audios)
-                log.info("%s: language %s (p=%.2f)", source or "(no source)", detected, det_prob)
-            else:
-                detected, det_prob, all_probs = "en", 1.0, {"en": 1.0}
-            if requested == "auto":
-                language, lang_prob = detected, det_prob
-            else:
-                language = requested
-                lang_prob = all_probs.get(requested, 0.0) if multilingual else 1.0
-            wrong = requested != "auto" and detected != requested and det_prob >= LANGUAGE_CONFIDENCE
-            if wrong:
-                log.warning("%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
-                            source, detected, det_prob, requested)
-            # Saved every CHECKPOINT_CLIPS clips, so Ctrl-C in an hour-long source keeps what was done.
-            for c0 in range(0, len(ok), CHECKPOINT_CLIPS):
-                part, part_audio = ok[c0 : c0 + CHECKPOINT_CLIPS], audios[c0 : c0 + CHECKPOINT_CLIPS]
-                outs: list[ClipTranscript | None]
-                if wrong:
-                    outs = [None] * len(part)
-                    progress(advance=len(part))
-                else:
-                    outs = list(transcribe_clips(
-                        model, part_audio, language, batch_size=runtime.batch_size, beam_size=settings.beam_size,
-                        window_seconds=settings.window_seconds, retry_below=max(settings.min_avg_logprob, -0.8),
-                        retry_above_ratio=min(settings.max_compression_ratio, 2.4),
-                        progress=progress,
-                    ))
-                for seg, audio_, out in zip(part, part_audio, outs, strict=True):
-                    duration = len(audio_) / WHISPER_SR
-                    row = {
-                        "id": seg["id"],
-                        "wav": seg["wav"],
-                        "text": out.text if out else "",
-                        "language": detected if wrong else language,
-                        "language_probability": round(det_prob if wrong else lang_prob, 4),
-                        "detected_language": detected if multilingual else None,
-                        "detected_probability": round(det_prob, 4) if multilingual else None,
-                        "avg_logprob": out.avg_logprob if out else 0.0,
-                        "no_speech_prob": out.no_speech_prob if out else 0.0,
-                        "compression_ratio": out.compression_ratio if out else 0.0,
-                        "window_clips": out.window_clips if out else 1,
-                        "words": out.words if out else [],
-                        "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
-                        "duration": round(duration, 3),
-                        "model": runtime.model,
-                        "requested_language": requested,
-                        "key": _key(seg, settings, requested),
-                    }
-                    done[seg["id"]] = finish(row, duration)
-                    result.audio_seconds += duration
-                    result.transcribed += 1
+            for rows in job.source(source, segs):  # CHECKPOINT_CLIPS clips at a time, then saved
+                for row in rows:
+                    done[row["id"]] = finish(row, row["duration"])
                 save()
         result.elapsed = time.perf_counter() - t1
 

@@ -52,8 +52,9 @@ def transcribe(
     Whisper windows, and the windows are decoded `--batch-size` at a time: several times faster than one
     call per clip on a CPU. Word timestamps give every clip its own words and tighten its edges to the first
     and last word plus the segment pad. Device, compute type and batch size default to `xttsft doctor`'s
-    recommendation. With `--language auto` the language is detected per source file; with a language given,
-    a file detected (p >= 0.5) as another language is rejected as wrong_language.
+    recommendation. With `--language auto` the language is detected per source file and shown; when Whisper
+    is unsure (p < 0.5) or hears a language XTTS-v2 does not speak, it stops and asks for `--language`. With a
+    language given, each clip heard confidently as another language is rejected as wrong_language.
 
     **Rejected** (with a count per reason): empty_text, no_letters, repetition (an n-gram repeated back to
     back), hallucination (no-speech probability or compression ratio too high), low_confidence (average
@@ -94,6 +95,8 @@ def transcribe(
                   f"{result.audio_seconds / 60:.1f} min in {result.elapsed:.0f} s"
                   + (f" = {result.realtime:.1f}x realtime" if result.realtime else ""))
     table.add_row("[dim]already done[/]", str(result.reused), "[dim]skipped[/]")
+    for source, (code, prob) in result.detected.items():  # --language auto: what Whisper heard, per file
+        table.add_row("[dim]detected[/]", "", f"{escape(source)}: {code} (p={prob:.2f})")
     console.print(table)
     langs = ", ".join(f"{k} ({v})" for k, v in result.languages.most_common())
     console.print(f"language: {escape(langs or '-')}; transcripts: {escape(str(result.transcripts))}")
