@@ -47,7 +47,8 @@ def test_run_all_without_sources_says_what_to_do(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo pipeline up to the dataset (real espeak-ng speech, Silero VAD, tiny.en Whisper)."""
+    """The default (Brazilian Portuguese) demo up to the dataset: real espeak-ng pt-br speech, Silero
+    VAD, the bundled multilingual Whisper base."""
     ws = tmp_path_factory.mktemp("runall") / "ws"
     res = _run(ws, "--demo", "--until", "build")
     assert res.exit_code == 0, res.output
@@ -68,14 +69,19 @@ def test_each_message_once(demo_ws: Path) -> None:
 def test_demo_builds_a_dataset(demo_ws: Path) -> None:
     ds = demo_ws / "train" / "data" / "MyTTSDataset"
     stats = json.loads((ds / "stats.json").read_text())
-    assert stats["language"] == "en"
+    assert stats["language"] == "pt"
     assert stats["samples"]["train"] >= 10 and stats["samples"]["val"] >= 1
-    rows = (ds / "metadata_train.csv").read_text().splitlines()
+    rows = (ds / "metadata.csv").read_text().splitlines()
     assert all(len(r.split("|")) == 3 for r in rows)
-    # tiny.en heard the demo sentences: a few of their words must be in the transcripts
-    text = " ".join(r.split("|")[1].lower() for r in rows)
-    for word in ("garden", "library", "river", "language"):
-        assert word in text
+    # Whisper base heard Portuguese: at least half of the known words of the kept clips come back
+    # (issue 13's bar: plain Whisper base recovers about half of espeak's pt-br words)
+    from xttsft.demo import demo_transcript
+    from xttsft.transcribe import normalize_words
+
+    known = set(normalize_words(" ".join(demo_transcript("pt"))))
+    heard = normalize_words(" ".join(r.split("|")[1] for r in rows))
+    assert sum(w in known for w in heard) / len(heard) >= 0.5, heard
+    assert len(set(heard) & known) >= 0.5 * len(known), sorted(known - set(heard))
     # one clean voice: the screen keeps every clip of the demo
     screen = json.loads((demo_ws / "train" / "data" / "processed" / "screen" / "stats.json").read_text())
     assert screen["kept"] == screen["clips"] > 0 and not screen["dropped"]

