@@ -136,5 +136,6 @@ def test_cli_errors(cli, workspace: Workspace, tmp_path: Path) -> None:
     (run / "run.json").write_text(json.dumps({"base_model": "tiny", "base_dir": "/x", "mode": "full"}))
     (run / "best_model").mkdir()
     (run / "best_model" / "meta.json").write_text(json.dumps({"mode": "full", "epoch": 1}))
+    (run / "best_model" / "gpt.safetensors").write_bytes(b"")  # a folder without its weights is never picked
     res = cli("export", "--run", "full", "--adapter-only")
     assert res.exit_code == 1 and "full fine-tuning: it has no LoRA adapter" in said(res)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, speak) -> Iterator[str]:
         '<html><head><title>My talk</title></head><body><audio src="talk.wav"></audio></body></html>'
     )
     (root / "nomedia.html").write_text("<html><head><title>Nothing</title></head><body>text only</body></html>")
+    (root / "noise.mp3").write_bytes(os.urandom(200_000))  # an "audio" URL that serves no audio
+    shutil.copyfile(root / "speech.wav", root / ".._.._evil.wav")  # a name that yt-dlp keeps with leading dots
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -134,3 +138,38 @@ def test_cli_summary_and_exit_codes(site: str, cli, tmp_path: Path) -> None:
 
     r = cli("fetch")
     assert r.exit_code == 1 and "No source given" in r.output
+
+
+def test_downloaded_non_audio_fails_and_is_tried_again(site: str, workspace) -> None:
+    res = fetch([f"{site}/noise.mp3"], _settings(), workspace)
+    (item,) = res.items
+    assert item.status == "failed" and "not audio" in item.reason, item
+    assert not list(workspace.raw_dir.glob("noise*")), "the bytes are not kept as audio"
+    archived = workspace.download_archive.read_text() if workspace.download_archive.exists() else ""
+    assert "noise" not in archived, "a failed download is not archived: the next run tries it again"
+    again = fetch([f"{site}/noise.mp3"], _settings(), workspace)
+    assert again.items[0].status == "failed" and "not audio" in again.items[0].reason
+
+
+def test_imported_non_audio_fails(tmp_path: Path, workspace) -> None:
+    fake = tmp_path / "zeros.mp3"
+    fake.write_bytes(bytes(300_000))
+    (item,) = fetch([str(fake)], _settings(), workspace).items
+    assert item.status == "failed" and "not audio" in item.reason
+    assert not list(workspace.raw_dir.glob("zeros*"))
+
+
+def test_file_url_points_to_import_by_path(workspace, tmp_path: Path) -> None:
+    (item,) = fetch([f"file://{tmp_path}/talk.mp3"], _settings(), workspace).items
+    assert item.status == "failed" and "file://" in item.reason
+    assert "--enable-file-urls" not in (item.reason + (item.hint or "")) and "by their path" in item.hint
+
+
+def test_hidden_names_become_visible(site: str, workspace, tmp_path: Path, speak) -> None:
+    (item,) = fetch([f"{site}/.._.._evil.wav"], _settings(), workspace).items
+    assert item.status == "fetched", item
+    path = Path(item.path)
+    assert path.parent == workspace.raw_dir and not path.name.startswith(".") and path.is_file()
+    local = speak("A hidden local file.", tmp_path / ".secret-talk.wav")
+    (imp,) = fetch([str(local)], _settings(), workspace).items
+    assert imp.status == "fetched" and Path(imp.path).name == "secret-talk.wav"
