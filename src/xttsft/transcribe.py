@@ -605,7 +605,9 @@ class _Job:
         if not self.multilingual:
             return _Language("en", 1.0, "en", 1.0, False, False)
         if self.requested != "auto":
-            return _Language(self.requested, 1.0, self.requested, 1.0, True, False)
+            if self.settings.check_clip_language:
+                return _Language(self.requested, 1.0, self.requested, 1.0, True, False)
+            return self._heard(_detect(self.model, audios), shown)  # the whole file, once
         detected, prob, all_probs = _detect(self.model, audios)
         self.result.detected[shown] = (detected, round(prob, 3))
         top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(all_probs.items(), key=lambda kv: -kv[1])[:3])
@@ -623,16 +625,20 @@ class _Job:
         """With a language given and a multilingual model, each clip's own language: a clip Whisper
         hears clearly as another language XTTS-v2 speaks (an English answer in a Portuguese interview)
         is wrong (see WRONG_LANGUAGE_CONFIDENCE)."""
-        if self.requested == "auto" or not self.multilingual:
+        if self.requested == "auto" or not self.multilingual or not self.settings.check_clip_language:
             return [lang] * len(audios)
-        out = []
-        for a in audios:
-            detected, prob, all_probs = _detect(self.model, [a])
-            wrong = (detected != self.requested and xtts_language(detected) is not None
-                     and prob >= WRONG_LANGUAGE_CONFIDENCE
-                     and all_probs.get(self.requested, 0.0) < WRONG_LANGUAGE_MAX_REQUESTED)
-            out.append(_Language(self.requested, all_probs.get(self.requested, 0.0), detected, prob, True, wrong))
-        return out
+        return [self._heard(_detect(self.model, [a])) for a in audios]
+
+    def _heard(self, detection: tuple[str, float, dict[str, float]], source: str | None = None) -> _Language:
+        """The requested language, and whether Whisper clearly heard another one XTTS-v2 speaks instead."""
+        detected, prob, all_probs = detection
+        requested_p = all_probs.get(self.requested, 0.0)
+        wrong = (detected != self.requested and xtts_language(detected) is not None
+                 and prob >= WRONG_LANGUAGE_CONFIDENCE and requested_p < WRONG_LANGUAGE_MAX_REQUESTED)
+        if wrong and source is not None:
+            log.warning("%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
+                        source, detected, prob, self.requested)
+        return _Language(self.requested, requested_p, detected, prob, True, wrong)
 
     def _decode(self, audios: list[np.ndarray], langs: list[_Language]) -> list[ClipTranscript | None]:
         keep = [i for i, cl in enumerate(langs) if not cl.wrong]
