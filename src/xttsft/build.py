@@ -230,7 +230,7 @@ def _distribution(values: list[float]) -> dict[str, float]:
             "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
 
 
-@stage_lock(lambda ws: f"build-{ws.dataset_name}")
+@stage_lock(lambda ws: f"build-{ws.dataset_dir.name}")  # dataset_dir checks the name
 def build_dataset(
     settings: BuildSettings,
     ws: Workspace,

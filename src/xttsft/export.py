@@ -35,6 +35,7 @@ from typing import Any
 from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.locks import stage_lock
 
 __all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "stock_state_dict"]
 
@@ -75,6 +76,7 @@ def _source_id(ck_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return {"checkpoint": str(ck_path), "saved": meta.get("saved"), "step": meta.get("step"), "epoch": meta.get("epoch")}
 
 
+@stage_lock("export")
 def export_run(
     ws: Workspace,
     run: str | None = None,

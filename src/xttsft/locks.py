@@ -5,8 +5,8 @@ Two ``xttsft train --run-name R`` at once used to mix their checkpoints in one f
 ``<workspace>/.locks/`` for as long as it writes:
 
 * ``train-<run>.lock``: one training run (rank 0 of a DDP job holds it for every rank);
-* ``build-<dataset>.lock``, ``export-<name>.lock``, ``fetch.lock``, ``segment.lock``,
-  ``screen.lock``, ``transcribe.lock``.
+* ``build-<dataset>.lock``, ``export.lock``, ``fetch.lock``, ``segment.lock``, ``screen.lock``,
+  ``transcribe.lock``.
 
 The lock is an OS file lock (``filelock``: ``flock`` on Linux and macOS, ``msvcrt`` on
 Windows), so the kernel drops it when its process dies, kill -9 and power cuts included:
