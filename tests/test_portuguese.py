@@ -126,3 +126,11 @@ def test_checking_each_file_once_makes_one_detection(tmp_path: Path, speak, base
     settings = _settings("pt").model_copy(update={"check_clip_language": False})
     res = transcribe_segments(settings, ws, model=base)
     assert len(calls) == 1 and res.rejected["wrong_language"] == 3
+
+
+def test_eval_finds_the_bundled_models() -> None:
+    """run-all --demo's eval stage asked the Hub for 'bundled-base' (found by running the pt demo)."""
+    from xttsft.evaluate import fetch_whisper
+
+    assert (Path(fetch_whisper("bundled-base")) / "model.bin").is_file()
+    assert (Path(fetch_whisper("bundled-tiny.en")) / "model.bin").is_file()

@@ -167,6 +167,10 @@ def fetch_whisper(name: str) -> str:
     """A local folder of Whisper model ``name``: the folder itself, or the Hub
     download (cached by faster-whisper). Called before any synthesis, so a missing
     model fails in seconds, not after minutes of work."""
+    from xttsft.bundled_whisper import bundled_model_path
+
+    if (bundled := bundled_model_path(name)) is not None:  # bundled-base, bundled-tiny.en
+        return str(bundled)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     from faster_whisper.utils import download_model
