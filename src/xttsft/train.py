@@ -416,20 +416,27 @@ def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
     if lock is not None:
         lock.enter_context(hold(ws.locks_dir / f"train-{name}.lock", f"Run {name!r}"))
         tidy_run_dir(path)
+    if distributed:  # the other ranks look at the folder once rank 0 has tidied it
+        import torch.distributed as dist
+
+        dist.barrier()
     run = RunDir(name, path, ws.tensorboard_run_dir(name), resumable_states(path), resume)
-    finished = list_checkpoints(path) or RunPaths(path).best_model.exists()
+    saved = list_checkpoints(path) or RunPaths(path).best_model.exists() or run.resumable
     if resume and not run.resumable:
-        if finished:
+        if saved:
             raise SettingsError(
                 f"Run {name!r} has no checkpoint with a training state to resume from ({path}).",
                 hint="Export or evaluate it as it is, or train a new run (another --run-name).",
             )
+        if not RunPaths(path).settings_json.exists() and not RunPaths(path).run_json.exists():
+            raise SettingsError(f"There is no run {name!r} to resume in {ws.checkpoints_dir}.",
+                                hint="Check the name (xttsft export and eval list the runs), or start it without --resume.")
         log.warning("Run %r has no saved training state yet (it stopped before its first save): starting it "
                     "again from the beginning.", name)
         run.resume = False
-    elif not resume and finished:
+    elif not resume and saved:
         raise SettingsError(
-            f"Run {name!r} already exists with checkpoints in {path}.",
+            f"Run {name!r} already exists with saved training in {path}.",
             hint="Continue it with --resume, or pick another --run-name.",
         )
     if not run.resume and lock is not None:
@@ -442,6 +449,7 @@ def _forget_start(run: RunDir) -> None:
     TensorBoard events would overlap the new ones."""
     for f in (RunPaths(run.path).run_json, RunPaths(run.path).settings_json):
         f.unlink(missing_ok=True)
+    shutil.rmtree(RunPaths(run.path).resume_state, ignore_errors=True)  # never a state of this start
     shutil.rmtree(run.tensorboard, ignore_errors=True)
 
 

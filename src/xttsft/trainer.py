@@ -229,6 +229,7 @@ class Trainer:
     def fit(self, state: TrainState) -> str:
         """Train from ``state`` to ``num_epochs``: "finished", "interrupted" or "already finished"."""
         self.state = state
+        self._state_saved_at, self._state_saved_step = time.monotonic(), state.optimizer_step
         state.rng = {}  # the live state's RNG is read when it is saved; the caller restored the saved one
         self.applied = self._snapshot()
         try:

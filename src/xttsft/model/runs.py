@@ -138,8 +138,10 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
         meta = json.loads(RunPaths.meta(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):
+        return None
     weights = _WEIGHTS.get(str(meta.get("mode")))
-    if not isinstance(meta, dict) or weights is None or not (path / weights).is_file():
+    if weights is None or not (path / weights).is_file():
         return None
     return meta
 
@@ -152,29 +154,16 @@ def resumable_states(run_dir: Path) -> list[CheckpointInfo]:
     meta = _read_meta(rs)
     if meta is not None and (rs / "training_state.pt").is_file():
         states.append(CheckpointInfo(rs, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta))
-    return sorted(states, key=lambda c: c.step)
+    # at equal steps the epoch checkpoint wins: it resumes at an epoch boundary (validation done)
+    return sorted(states, key=lambda c: (c.step, c.path.name != RunPaths.RESUME_STATE))
 
 
 def tidy_run_dir(run_dir: Path) -> None:
-    """Clean what a kill left in a run folder (its writer holds the run's lock).
+    """Clean what a kill left in a run folder (its writer holds the run's lock): half-written
+    ``.NAME.tmp.*`` folders go; a complete ``.best_model.old.*`` comes back when ``best_model`` is missing."""
+    from xttsft.io import tidy_swaps
 
-    ``.NAME.tmp.*`` folders are half-written checkpoints: deleted. ``.NAME.old.*`` is the previous
-    ``NAME`` set aside for the instant of a swap: put back when ``NAME`` is missing and it is
-    complete, else deleted."""
-    import shutil
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return
-    for p in sorted(run_dir.glob(".*.old.*")):
-        name = p.name[1:].split(".old.", 1)[0]
-        if not (run_dir / name).exists() and _read_meta(p) is not None:
-            os.replace(p, run_dir / name)
-            log.warning("Put back %s, left aside by an interrupted save.", run_dir / name)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-    for p in run_dir.glob(".*.tmp.*"):
-        shutil.rmtree(p, ignore_errors=True)
+    tidy_swaps(run_dir, complete=lambda p: _read_meta(p) is not None)
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
