@@ -97,7 +97,7 @@ TARGET_MIN_SAMPLES_RECOMMENDED = 500
 TARGET_MAX_SAMPLES_RECOMMENDED = 5000
 TARGET_MIN_MINUTES = 15.0
 TARGET_MAX_MINUTES = 60.0
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: the normalized text is textnorm.expand'ed (Portuguese) and its tokens counted
 
 
 @dataclass
@@ -249,6 +249,10 @@ def build_dataset(
     Raises :class:`DatasetError` when the inputs are missing or nothing is left.
     """
     progress = progress or no_progress
+    from xttsft.io import tidy_swaps
+
+    # what a killed build left: GBs of half-written wavs, or the previous dataset set aside
+    tidy_swaps(ws.data_dir, complete=lambda p: (p / "stats.json").is_file(), name=ws.dataset_dir.name)
     if not ws.transcripts_file.exists():
         raise DatasetError(
             f"No transcripts: {ws.transcripts_file} does not exist.",
@@ -367,7 +371,7 @@ def _candidate(row: dict[str, Any], ws: Workspace, lang: str, max_audio_seconds:
         elif len(norm) > limit_chars:
             drop(row, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
         elif tokenizer is not None:
-            tokens = tokenizer.encode(text, lang)
+            tokens = tokenizer.encode(norm, lang)  # the column training reads
             if len(tokens) > TEXT_TOKEN_LIMIT:
                 drop(row, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
             elif 1 in tokens:  # [UNK]

@@ -107,6 +107,9 @@ def export_run(
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
     marker = out_dir / (ADAPTER_MARKER if adapter_only else EXPORT_MARKER)
+    from xttsft.io import tidy_swaps
+
+    tidy_swaps(out_dir.parent, complete=lambda p: (p / marker.name).is_file(), name=out_dir.name)  # a killed export
     refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
     from xttsft.io import sha256_file
     from xttsft.synth import load_reference
@@ -193,12 +196,14 @@ def _check_adapter(folder: Path, error: type[XttsftError], hint: str) -> None:
     from safetensors.torch import load_file
 
     weights, config = folder / "adapter_model.safetensors", folder / "adapter_config.json"
-    try:
-        tensors = load_file(str(weights))
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, SafetensorError) as exc:
-        bad = config if isinstance(exc, ValueError) and not isinstance(exc, SafetensorError) else weights
-        raise error(f"{bad} is damaged or missing ({exc}).", hint=hint) from None
+    for path, read in ((weights, lambda: load_file(str(weights))),
+                       (config, lambda: json.loads(config.read_text(encoding="utf-8")))):
+        try:
+            value = read()
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise error(f"{path} is damaged or missing ({exc}).", hint=hint) from None
+        if path == weights:
+            tensors = value
     if not tensors:
         raise error(f"{weights} holds no tensor.", hint=hint)
 
@@ -211,8 +216,8 @@ def _verify_written(tmp: Path, adapter_only: bool) -> None:
     if adapter_only:
         _check_adapter(tmp, ExportError, hint)
         return
-    try:
-        sd = xmodel.safe_torch_load(tmp / "model.pth")
+    try:  # memory-mapped: the merged model is already in memory once
+        sd = xmodel.safe_torch_load(tmp / "model.pth", mmap=True)
         xmodel.safe_torch_load(tmp / "speakers_xtts.pth")
     except XttsftError as exc:
         raise ExportError(f"The export did not load back: {exc.message}", hint=hint) from None

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["sha256_file", "atomic_path", "atomic_dir", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
+__all__ = ["sha256_file", "atomic_path", "atomic_dir", "tidy_swaps", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -36,9 +40,12 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, final.parent)  # asked now: removing the partial file frees the space
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -63,13 +70,47 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, dest.parent)  # asked now: removing the partial folder frees the space
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and old.exists() and not dest.exists():
             os.replace(old, dest)
+        if full is not None:
+            raise full from exc
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _disk_full(exc: BaseException, where: Path) -> Exception | None:
+    if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: as they are
+        return None
+    from xttsft.storage import DiskFullError, disk_full_cause
+
+    full = disk_full_cause(exc, where)
+    return None if full is None or isinstance(exc, DiskFullError) else full
+
+
+def tidy_swaps(parent: Path, complete: Any, name: str | None = None) -> None:
+    """Clean what a kill left beside ``atomic_dir`` outputs in ``parent`` (``name``: only that one's).
+
+    ``.NAME.tmp.*`` is a half-written folder: deleted. ``.NAME.old.*`` is the previous ``NAME``,
+    set aside for the instant of a swap: put back when ``NAME`` is missing and ``complete(folder)``
+    says it is whole, else deleted. Call it holding the lock of whatever writes there."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    stem = re.escape(name) if name is not None else r".+?"
+    for p in sorted(parent.iterdir()):
+        m = re.fullmatch(rf"\.({stem})\.(old|tmp)\.[^/]+", p.name)
+        if m is None or not p.is_dir():
+            continue
+        dest = parent / m.group(1)
+        if m.group(2) == "old" and not dest.exists() and complete(p):
+            os.replace(p, dest)
+            log.warning("Put back %s, left aside by an interrupted write.", dest)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

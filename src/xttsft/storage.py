@@ -23,6 +23,9 @@ LOW_SPACE_BYTES = 16 << 20
 MARGIN_BYTES = 64 << 20
 
 _NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: the words of a full disk in errors that carry no errno (safetensors' Rust IoError, C++ and C libraries)
+_NO_SPACE_WORDS = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")
+#: write failures that do not say why: a full disk when the disk is (nearly) full at that moment
 _NO_ERRNO_WRITE_FAILURES = ("inline_container", "System error", "file write failed", "unexpected pos")
 
 
@@ -59,8 +62,10 @@ def require_free_space(path: Path, need_bytes: float, stage: str) -> None:
 def disk_full_cause(exc: BaseException, where: Path | None) -> DiskFullError | None:
     """A :class:`DiskFullError` when ``exc`` (or an exception it came from) is a failed write on a full disk.
 
-    An ``OSError`` with ``ENOSPC``/``EDQUOT`` always is; a write error that carries no errno
-    (libsndfile's "System error", torch's zip writer) is when ``where``'s disk is nearly full.
+    An ``OSError`` with ``ENOSPC``/``EDQUOT``, or an error that says "No space left on device" /
+    "os error 28" (safetensors), always is; a write error that carries no errno (libsndfile's
+    "System error", torch's zip writer) is when ``where``'s disk is nearly full. The atomic writers
+    (``io.atomic_path``/``atomic_dir``) ask before they delete their partial output, which frees the space.
     """
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -69,7 +74,7 @@ def disk_full_cause(exc: BaseException, where: Path | None) -> DiskFullError | N
         if isinstance(e, DiskFullError):
             return e
         path = getattr(e, "filename", None) or where
-        if isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS:
+        if (isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS) or any(w in str(e) for w in _NO_SPACE_WORDS):
             return _full(Path(path) if path else None)
         if where is not None and any(s in str(e) for s in _NO_ERRNO_WRITE_FAILURES) and \
                 free_bytes(where) < LOW_SPACE_BYTES:
