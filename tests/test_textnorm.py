@@ -30,7 +30,17 @@ PT_TABLE = [
      "escreva para ana ponto silva arroba exemplo ponto com ponto br agora ."),
     ("Olá, sou seu novo clone de voz. Faça o possível.", "olá, sou seu novo clone de voz . faça o possível ."),
     ("Tudo bem? Sim!", "tudo bem? sim!"),
-    ("Livros, cadernos etc.", "livros, cadernos etcétera"),
+    ("Livros, cadernos etc.", "livros, cadernos etcétera ."),
+    # what a first version got wrong (review): degrees, the word "no", feminine counts, scales, coqui's own list
+    ("Faz 30° hoje.", "faz trinta graus hoje ."),
+    ("Perdemos no 7 a 1.", "perdemos no sete a um ."),
+    ("São 2h.", "são duas horas ."),
+    ("Às 21h.", "às vinte e uma horas ."),
+    ("Custou £2 e £200.", "custou duas libras e duzentas libras ."),
+    ("R$ 5 milhões", "cinco milhões de reais"),
+    ("R$ 10 mil", "dez mil reais"),
+    ("João Jr. chegou.", "joão júnior chegou ."),
+    ("A Cia. abriu.", "a companhia abriu ."),
 ]
 
 
@@ -48,6 +58,10 @@ def test_coqui_alone_reads_these_wrong() -> None:
     assert "dólar" in multilingual_cleaners("R$ 5,50", "pt")
     assert "catorzehtrinta" in multilingual_cleaners("14h30", "pt")
     assert multilingual_cleaners("3ª vez", "pt").startswith("terceiro")
+
+
+def test_verse_and_chapter_numbers_are_not_times() -> None:
+    assert expand("Leia João 3:16 e o Capítulo 3: 10 dicas.", "pt") == "Leia João 3:16 e o Capítulo 3: 10 dicas ."
 
 
 def test_expansion_is_stable_and_other_languages_pass() -> None:
