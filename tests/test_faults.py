@@ -180,8 +180,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _fill(disk: Path, leave_bytes: int) -> Path:
     filler = disk / "filler.bin"
     free = shutil.disk_usage(disk).free
-    with open(filler, "wb") as fh:
-        fh.truncate(0)
+    with open(filler, "ab") as fh:  # appended: a second fill keeps the first
         chunk = b"\0" * (1 << 20)
         left = free - leave_bytes
         while left > 0:
@@ -220,6 +219,15 @@ def test_a_write_that_hits_a_full_disk_is_named_as_such(small_disk: Path) -> Non
         sf.write(str(small_disk / "x.wav"), np.zeros(22050 * 30, dtype="float32"), 22050)
     full = disk_full_cause(info.value, small_disk)
     assert full is not None and "Disk full" in full.message and str(small_disk) in full.message
+    # through our atomic writer: the partial file is removed (the space is free again), and still it says why
+    from xttsft.io import atomic_path
+    from xttsft.storage import DiskFullError
+
+    (small_disk / "x.wav").unlink(missing_ok=True)
+    _fill(small_disk, leave_bytes=0)
+    with pytest.raises(DiskFullError), atomic_path(small_disk / "y.wav") as tmp:
+        sf.write(str(tmp), np.zeros(22050 * 30, dtype="float32"), 22050)
+    assert not list(small_disk.glob(".y.*"))
     err = OSError(errno.ENOSPC, "No space left on device", str(small_disk / "y"))
     assert disk_full_cause(RuntimeError("wrapped"), None) is None
     wrapped = RuntimeError("save failed")
@@ -372,3 +380,36 @@ def test_transcribe_loads_one_part_of_a_source_at_a_time(tmp_path: Path, speak, 
     assert res.transcribed == 6 and len(read_jsonl(ws.transcripts_file)) == 6
     first_decode = events.index("decode")
     assert events[:first_decode].count("load") <= 2, events  # before: all 6 clips loaded up front
+
+
+def test_a_fresh_start_never_hides_a_saved_state_and_resume_needs_a_run(tmp_path: Path, trained: Path,
+                                                                        dataset: Path) -> None:
+    ws = _copy_ws(trained, tmp_path / "ws")
+    run = ws / "train" / "checkpoints" / "r"
+    # a run killed in its first long epoch: only resume_state/ was saved
+    os.replace(run / "checkpoint_epoch_1", run / "resume_state")
+    shutil.rmtree(run / "checkpoint_epoch_2")
+    shutil.rmtree(run / "best_model")
+    res = subprocess.run(_train_args(ws, dataset, "--run-name", "r", "--num-epochs", "1"),
+                         capture_output=True, text=True, timeout=600)
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1 and "already exists with saved training" in out and "--resume" in out, out
+    assert (run / "resume_state" / "training_state.pt").is_file()
+    typo = subprocess.run(_train_args(ws, dataset, "--run-name", "rr", "--num-epochs", "1", "--resume"),
+                          capture_output=True, text=True, timeout=600)
+    out = " ".join((typo.stdout + typo.stderr).split())
+    assert typo.returncode == 1 and "There is no run 'rr' to resume" in out, out
+    assert not (ws / "train" / "checkpoints" / "rr").exists()
+
+
+def test_build_cleans_what_a_killed_build_left(tmp_path: Path, speak) -> None:
+    from test_build import make_inputs
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_inputs(ws, [speak(f"Sentence number {i} of the test.", tmp_path / "bank" / f"s{i}.wav") for i in range(3)])
+    half = ws.data_dir / ".MyTTSDataset.tmp.k1ll3d"
+    (half / "wavs").mkdir(parents=True)
+    (half / "wavs" / "x.wav").write_bytes(b"0" * 1000)
+    res = _xttsft("--workdir", str(ws.root), "build", "--min-samples", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not half.exists() and (ws.dataset_dir / "stats.json").is_file()

@@ -55,9 +55,9 @@ def _complete(folder: Path) -> bool:
     marker = folder / "xttsft_bundled.json"
     try:
         ok = json.loads(marker.read_text(encoding="utf-8")).get("sha256") == BASE_MODEL_BIN_SHA256
-    except (OSError, ValueError):
+        return ok and (folder / "model.bin").stat().st_size == BASE_MODEL_BIN_SIZE
+    except (OSError, ValueError, AttributeError):
         return False
-    return ok and (folder / "model.bin").stat().st_size == BASE_MODEL_BIN_SIZE
 
 
 def multilingual_base_path(cache: Path | None = None) -> Path:

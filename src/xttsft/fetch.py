@@ -113,7 +113,7 @@ def _not_audio(path: Path) -> str | None:
     """Why ``path`` is not audio ffprobe can read (``None`` when it is)."""
     try:
         info = audio.probe(path)
-    except XttsftError as exc:
+    except InputError as exc:  # not MissingDependencyError: without ffprobe nothing is "not audio"
         return exc.message.split(": ", 1)[-1].rstrip(".")
     if not info.duration:
         return "not audio: ffprobe measures no duration in it"
@@ -154,7 +154,7 @@ def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
         sha = sha256_file(src)
         if sha256_file(dest) == sha:
             return FetchItem(shown, "present", path=str(dest), reason="already imported (same content)")
-        dest = raw_dir / f"{src.stem}-{sha[:8]}{src.suffix}"
+        dest = raw_dir / visible_name(f"{src.stem}-{sha[:8]}{src.suffix}")
         if dest.exists():
             return FetchItem(shown, "present", path=str(dest), reason="already imported (same content)")
     with atomic_path(dest) as tmp:

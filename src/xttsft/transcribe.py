@@ -96,7 +96,7 @@ def xtts_language(whisper_code: str) -> str | None:
     """XTTS-v2's code of a language Whisper detected, or ``None`` when XTTS-v2 does not speak it."""
     return XTTS_LANGUAGES.get(whisper_code)
 #: Version of the packing/decoding procedure; part of the re-run key.
-ALGO_VERSION = 2
+ALGO_VERSION = 3  # 3: the language is checked per clip (see _Job._clip_languages)
 
 
 @dataclass(frozen=True)
@@ -527,6 +527,7 @@ def _load_clip(path: Path) -> np.ndarray:
 def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str) -> str:
     data = {
         "algo": ALGO_VERSION, "model": settings.model, "language": language, "beam": settings.beam_size,
+        "clip_language": settings.check_clip_language if language != "auto" else None,
         "window": settings.window_seconds, "source_sha256": seg.get("source_sha256"),
         "start": seg.get("start"), "end": seg.get("end"), "wav": seg.get("wav"),
     }
