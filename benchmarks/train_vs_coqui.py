@@ -242,7 +242,8 @@ def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = Non
 
 def _extras(n: int, threads: int, idle: dict) -> tuple[list[dict], dict]:
     """xttsft full on a busy machine, with 1 thread, with OMP_WAIT_POLICY=PASSIVE and with 2 workers."""
-    common = ["--worker", "full", "--clips", str(n)]
+    # --untuned: OpenMP's default (spinning) wait policy and glibc's default heap, as before tune_process
+    common = ["--worker", "full", "--clips", str(n), "--untuned"]
     passive = {"OMP_WAIT_POLICY": "PASSIVE"}
     plan = [
         ([*common, "--threads", str(threads)], True, None),
@@ -274,7 +275,7 @@ def extras_only(n: int, threads: int) -> int:
     """Only the extra rows, against an idle xttsft full epoch of the same clips, merged into the results file."""
     make_base(CACHE)
     make_dataset(CACHE, n)
-    idle = _spawn(["--worker", "full", "--clips", str(n), "--threads", str(threads)])
+    idle = _spawn(["--worker", "full", "--clips", str(n), "--threads", str(threads), "--untuned"])
     print(f"idle: {idle}", file=sys.stderr, flush=True)
     extra, ratios = _extras(n, threads, idle)
     idle["system"] += f" ({threads} threads, 0 workers, idle: the reference for these rows)"
@@ -299,7 +300,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--untuned", action="store_true", help=argparse.SUPPRESS)  # without hardware.tune_process
     ap.add_argument("--clips", type=int, default=None)
+    ap.add_argument("--no-extras", action="store_true", help="the three systems only, without the extra rows")
     ap.add_argument("--extras", action="store_true",
                     help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)")
     args = ap.parse_args()
@@ -308,6 +311,10 @@ def main() -> int:
     if args.extras and not args.worker:
         return extras_only(n, args.threads)
     if args.worker:
+        if args.worker != "coqui" and not args.untuned:  # xttsft's process settings, as its CLI sets them
+            from xttsft.hardware import tune_process
+
+            tune_process()
         base, ds = make_base(CACHE), make_dataset(CACHE, n)
         if args.worker == "coqui":
             row = coqui(base, ds, args.threads, args.workers)
@@ -335,7 +342,7 @@ def main() -> int:
         "ours_full_peak_rss_vs_coqui": round(f["peak_rss_gb"] / c["peak_rss_gb"], 2),
         "ours_lora_peak_rss_vs_coqui": round(lo["peak_rss_gb"] / c["peak_rss_gb"], 2),
     }
-    if not args.quick:
+    if not args.quick and not args.no_extras:
         extra, more = _extras(n, args.threads, f)
         rows += extra
         ratios |= more

@@ -8,7 +8,6 @@ faster-whisper) are imported inside the commands, so ``xttsft --help`` and
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -92,8 +91,7 @@ _run_all.register(app)
 
 def main() -> None:
     """Console-script entry point."""
-    # OpenMP threads that wait by sleeping, not spinning: with another busy process on the machine a
-    # spinning torch step collapsed 4.1x (48 s vs 11.7 s); passive, 1.75x, for 5 % when idle
-    # (benchmarks/train_vs_coqui.py --extras). Read once, when torch loads: here, before any import of it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from xttsft.hardware import tune_process
+
+    tune_process()  # OpenMP's wait policy and glibc's heap, before any import of torch
     app()
