@@ -213,6 +213,7 @@ def _row(system: str, epoch: float, marks: list[float], losses: list[float], cli
         "epoch_s": round(epoch, 1), "s_per_step": round(statistics.median(steps), 2) if steps else None,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
         "finite_losses": sum(1 for v in losses if v == v and abs(v) != float("inf")),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),  # as the worker ran (tune_process sets it)
     }
 
 
@@ -236,7 +237,7 @@ def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = Non
         raise SystemExit(f"worker {args} failed:\n{p.stderr[-3000:]}")
     row = json.loads(p.stdout.strip().splitlines()[-1])
     row["busy_machine"] = busy
-    row["omp_wait_policy"] = (env or {}).get("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "default"))
+    row.setdefault("omp_wait_policy", "default")
     return row
 
 
