@@ -263,48 +263,18 @@ def build_dataset(
     extra = {"max_audio_seconds": max_audio_seconds,
              "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None}
     input_hash = _hash_inputs(ws, settings, extra)
-    stats_file = out / "stats.json"
-    if stats_file.exists() and all(p.exists() for p in _outputs(out)):
-        try:
-            old = json.loads(stats_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        wav_count = len(list((out / "wavs").glob("*.wav")))
-        if old.get("input_hash") == input_hash and wav_count == old.get("samples", {}).get("total"):
-            log.info("Dataset %s is up to date (inputs and settings unchanged); nothing rewritten.", out)
-            return BuildResult(
-                dataset_dir=out, language=old["language"], train=old["samples"]["train"], val=old["samples"]["val"],
-                minutes=old["minutes"], dropped=Counter(old.get("dropped", {})), warnings=old.get("warnings", []),
-                unchanged=True, token_check=old.get("token_check", "characters"),
-            )
+    done = _unchanged(out, input_hash)
+    if done is not None:
+        log.info("Dataset %s is up to date (inputs and settings unchanged); nothing rewritten.", out)
+        return done
 
     manifest = {r["id"]: r for r in read_records(ws.segments_manifest, ClipRecord)}
-    transcripts = read_records(ws.transcripts_file, TranscriptRecord)
     dropped: list[dict[str, Any]] = []
 
     def drop(row: dict[str, Any], reason: str, detail: str = "") -> None:
         dropped.append({"id": row.get("id"), "reason": reason, "detail": detail})
 
-    from xttsft.screen import read_decisions
-
-    screened = {i: d for i, d in read_decisions(ws, list(manifest.values())).items() if d.get("status") == "dropped"}
-    for cid, d in screened.items():
-        dropped.append({"id": cid, "reason": d["reason"], "detail": d.get("detail", ""),
-                        **({"duplicate_of": d["duplicate_of"]} if d.get("duplicate_of") else {})})
-    seen = set(screened)
-    ok_rows = []
-    for row in transcripts:
-        if row.get("id") in screened:  # transcribed before the screen dropped it
-            continue
-        seen.add(row.get("id"))
-        if row.get("status") != "ok":
-            drop(row, "rejected", str(row.get("reason")))
-        else:
-            ok_rows.append(row)
-    for cid in manifest:
-        if cid not in seen:
-            drop({"id": cid}, "not_transcribed", "run `xttsft transcribe` again")
-
+    ok_rows = _usable_transcripts(ws, manifest, dropped, drop)
     langs = Counter(r.get("language") for r in ok_rows)
     lang = language or (langs.most_common(1)[0][0] if langs else None)
     if lang is None:
@@ -321,7 +291,8 @@ def build_dataset(
 
         tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file))
 
-    candidates = [c for row in ok_rows if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drop))]
+    candidates = [c for row in ok_rows
+                  if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drop))]
 
     from xttsft.io import atomic_dir
     from xttsft.storage import require_free_space
@@ -345,6 +316,51 @@ def build_dataset(
     return BuildResult(dataset_dir=out, language=lang, train=stats["samples"]["train"], val=stats["samples"]["val"],
                        minutes=stats["minutes"], dropped=Counter(stats["dropped"]), warnings=stats["warnings"],
                        token_check=stats["token_check"])
+
+
+def _unchanged(out: Path, input_hash: str) -> BuildResult | None:
+    """The existing dataset's result when it was built from these very inputs and settings."""
+    stats_file = out / "stats.json"
+    if not (stats_file.exists() and all(p.exists() for p in _outputs(out))):
+        return None
+    try:
+        old = json.loads(stats_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    wav_count = len(list((out / "wavs").glob("*.wav")))
+    if old.get("input_hash") != input_hash or wav_count != old.get("samples", {}).get("total"):
+        return None
+    return BuildResult(
+        dataset_dir=out, language=old["language"], train=old["samples"]["train"], val=old["samples"]["val"],
+        minutes=old["minutes"], dropped=Counter(old.get("dropped", {})), warnings=old.get("warnings", []),
+        unchanged=True, token_check=old.get("token_check", "characters"),
+    )
+
+
+def _usable_transcripts(ws: Workspace, manifest: dict[str, dict[str, Any]], dropped: list[dict[str, Any]],
+                        drop: Any) -> list[dict[str, Any]]:
+    """The transcripts marked ok; every other clip of the manifest goes to ``dropped`` with its reason
+    (the screen's, transcribe's rejection, or never transcribed)."""
+    from xttsft.screen import read_decisions
+
+    screened = {i: d for i, d in read_decisions(ws, list(manifest.values())).items() if d.get("status") == "dropped"}
+    for cid, d in screened.items():
+        dropped.append({"id": cid, "reason": d["reason"], "detail": d.get("detail", ""),
+                        **({"duplicate_of": d["duplicate_of"]} if d.get("duplicate_of") else {})})
+    seen = set(screened)
+    ok_rows = []
+    for row in read_records(ws.transcripts_file, TranscriptRecord):
+        if row.get("id") in screened:  # transcribed before the screen dropped it
+            continue
+        seen.add(row.get("id"))
+        if row.get("status") != "ok":
+            drop(row, "rejected", str(row.get("reason")))
+        else:
+            ok_rows.append(row)
+    for cid in manifest:
+        if cid not in seen:
+            drop({"id": cid}, "not_transcribed", "run `xttsft transcribe` again")
+    return ok_rows
 
 
 def _candidate(row: dict[str, Any], ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,

@@ -705,18 +705,8 @@ def transcribe_segments(
             f"No segments to transcribe: {ws.segments_manifest} is missing or empty.",
             hint="Run `xttsft segment` first (it writes the clips and their manifest).",
         )
-    from xttsft.screen import kept_ids
-
-    screened = kept_ids(ws, manifest)
     full_manifest = manifest
-    if screened is not None:
-        skipped = len(manifest) - len(screened)
-        manifest = [seg for seg in manifest if seg["id"] in screened]
-        if skipped:
-            log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", skipped)
-        if not manifest:
-            raise DatasetError("Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
-                               hint=f"See {ws.screen_file} for the reasons.")
+    manifest, screened = _screened(ws, manifest)
     runtime = resolve_runtime(settings)
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()
@@ -755,17 +745,8 @@ def transcribe_segments(
             atomic_write_text(ws.transcripts_file, text)
 
     if todo:
-        t0 = time.perf_counter()
-        if model is None:
-            log.info("Loading Whisper %s on %s (%s)", runtime.model, runtime.device, runtime.compute_type)
-            model = load_whisper(runtime.model, runtime.device, runtime.compute_type)
-        result.load_seconds = time.perf_counter() - t0
+        model = _open_model(model, runtime, requested, result)
         multilingual = bool(model.model.is_multilingual)
-        if not multilingual and requested not in ("auto", "en"):
-            raise SettingsError(
-                f"Whisper model {runtime.model!r} is English-only, but --language is {requested!r}.",
-                hint="Use a multilingual model (medium, large-v3, turbo) or --language en.",
-            )
         progress(total=len(todo), completed=0, description="transcribe")
         t1 = time.perf_counter()
         by_source: dict[str, list[dict[str, Any]]] = {}  # the language is decided per source file
@@ -783,11 +764,46 @@ def transcribe_segments(
     for row in done.values():
         finish(row, float(row.get("duration") or 0.0))
     save()
-    for row in done.values():
+    _tally(result, done.values())
+    return result
+
+
+def _screened(ws: Workspace, manifest: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str] | None]:
+    """The clips ``xttsft screen`` kept (all of them when it has not run), and its kept ids."""
+    from xttsft.screen import kept_ids
+
+    screened = kept_ids(ws, manifest)
+    if screened is None:
+        return manifest, None
+    kept = [seg for seg in manifest if seg["id"] in screened]
+    if len(kept) < len(manifest):
+        log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", len(manifest) - len(kept))
+    if not kept:
+        raise DatasetError("Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
+                           hint=f"See {ws.screen_file} for the reasons.")
+    return kept, screened
+
+
+def _open_model(model: Any | None, runtime: WhisperRuntime, requested: str, result: TranscribeResult) -> Any:
+    """The given Whisper model, or the settings' one loaded (timed); an English-only one takes only en."""
+    t0 = time.perf_counter()
+    if model is None:
+        log.info("Loading Whisper %s on %s (%s)", runtime.model, runtime.device, runtime.compute_type)
+        model = load_whisper(runtime.model, runtime.device, runtime.compute_type)
+    result.load_seconds = time.perf_counter() - t0
+    if not model.model.is_multilingual and requested not in ("auto", "en"):
+        raise SettingsError(
+            f"Whisper model {runtime.model!r} is English-only, but --language is {requested!r}.",
+            hint="Use a multilingual model (medium, large-v3, turbo) or --language en.",
+        )
+    return model
+
+
+def _tally(result: TranscribeResult, rows: Any) -> None:
+    for row in rows:
         result.languages[row["language"]] += 1
         if row["status"] == "ok":
             result.kept += 1
             result.kept_seconds += row["trim_end"] - row["trim_start"]
         else:
             result.rejected[row["reason"]] += 1
-    return result
