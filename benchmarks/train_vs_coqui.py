@@ -118,6 +118,13 @@ def _timed_batches() -> tuple[list[float], callable]:
     return marks, lambda *a: marks.append(time.perf_counter())
 
 
+#: Our system with one of its choices undone, to show what that choice is worth (``--ablations``).
+ABLATIONS = {
+    "full-gelu_new": ("full", "transformers' gelu_new, not the fused GELU"),
+    "lora-dropout0": ("lora", "lora_dropout 0, not 0.05"),
+}
+
+
 def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     import torch
 
@@ -127,13 +134,21 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     from xttsft.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
     from xttsft.trainer import Trainer, TrainHooks, TrainState
 
+    system = f"xttsft {mode}" + (f" ({ABLATIONS[mode][1]})" if mode in ABLATIONS else "")
+    mode, ablation = ABLATIONS[mode][0] if mode in ABLATIONS else mode, mode
+    extra = {"lora_dropout": 0.0} if ablation == "lora-dropout0" else {}
     ts = TrainSettings(base_model=str(base), dataset_dir=ds, use_lora=mode == "lora", batch_size=2, grad_accum_steps=1,
                        device="cpu", use_amp=False, gradient_checkpointing=False, num_workers=workers,
-                       num_threads=threads, learning_rate=1e-5, use_tensorboard=False)
+                       num_threads=threads, learning_rate=1e-5, use_tensorboard=False, **extra)
     res = resolve_train_settings(ts)
     set_threads(ts)
     torch.manual_seed(0)
     model = build_model(base, ts, res)
+    if ablation == "full-gelu_new":
+        from transformers.activations import NewGELUActivation
+
+        for block in model.gpt.gpt.h:
+            block.mlp.act = NewGELUActivation()
     feats = Featurizer.from_base(base, "cpu")
     data = prepare_data(read_dataset(ds), model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
@@ -153,7 +168,7 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     t0 = time.perf_counter()
     trainer.train_epoch(0)
     epoch = time.perf_counter() - t0
-    return _row(f"xttsft {mode}", epoch, [t0, *marks], trainer.step_losses, len(data.train), threads, workers)
+    return _row(system, epoch, [t0, *marks], trainer.step_losses, len(data.train), threads, workers)
 
 
 def coqui(base: Path, ds: Path, threads: int, workers: int) -> dict:
@@ -304,6 +319,8 @@ def main() -> int:
     ap.add_argument("--untuned", action="store_true", help=argparse.SUPPRESS)  # without hardware.tune_process
     ap.add_argument("--clips", type=int, default=None)
     ap.add_argument("--no-extras", action="store_true", help="the three systems only, without the extra rows")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also xttsft with one choice undone each: " + "; ".join(d for _, d in ABLATIONS.values()))
     ap.add_argument("--extras", action="store_true",
                     help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)")
     args = ap.parse_args()
@@ -327,7 +344,7 @@ def main() -> int:
     make_dataset(CACHE, n)
     rounds = args.rounds or (1 if args.quick else 2)
     common = ["--clips", str(n), "--threads", str(args.threads)]
-    systems = ["coqui", "full", "lora"]
+    systems = ["coqui", "full", "lora", *(ABLATIONS if args.ablations else [])]
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for r in range(rounds):
         for s in (systems if r % 2 == 0 else systems[::-1]):
@@ -343,6 +360,11 @@ def main() -> int:
         "ours_full_peak_rss_vs_coqui": round(f["peak_rss_gb"] / c["peak_rss_gb"], 2),
         "ours_lora_peak_rss_vs_coqui": round(lo["peak_rss_gb"] / c["peak_rss_gb"], 2),
     }
+    for name, (_, what) in ABLATIONS.items():
+        row = by.get(f"xttsft {name.split('-')[0]} ({what})")
+        if row is not None:
+            ours_row = f if name.startswith("full") else lo
+            ratios[f"ours_{name.split('-')[0]}_vs_{name.replace('-', '_')}_epoch"] = round(ours_row["epoch_s"] / row["epoch_s"], 2)
     if not args.quick and not args.no_extras:
         extra, more = _extras(n, args.threads, f)
         rows += extra

@@ -86,6 +86,41 @@ def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
     assert torch.isfinite(sdpa) and torch.allclose(sdpa, eager, rtol=1e-4, atol=1e-5)
 
 
+def test_gpt_blocks_use_the_fused_gelu_and_it_gives_the_same_loss_and_gradients() -> None:
+    """load_xtts swaps transformers' gelu_new (five tensor ops) for PyTorch's fused tanh GELU;
+    the loss and the gradients must be those of the original activation."""
+    import torch
+    from transformers.activations import NewGELUActivation
+
+    from xttsft.model import build_tiny_model, load_xtts
+    from xttsft.train import gpt_loss
+
+    xtts = load_xtts(build_tiny_model(), for_training=True, keep_decoder=False)
+    gpt = xtts.gpt.eval()  # no dropout: the two passes must see the same network
+    blocks = gpt.gpt.h
+    assert len(blocks) > 0 and all(isinstance(b.mlp.act, torch.nn.GELU) for b in blocks)
+    assert all(b.mlp.act.approximate == "tanh" for b in blocks)
+    g = torch.Generator().manual_seed(1)
+    batch = {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
+             "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
+             "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
+             "cond_lens": torch.tensor([66150, 66150])}
+
+    def loss_and_grads():
+        gpt.zero_grad(set_to_none=True)
+        loss = gpt_loss(gpt, batch)["loss"]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in blocks.parameters()]
+
+    fused, fused_grads = loss_and_grads()
+    for b in blocks:
+        b.mlp.act = NewGELUActivation()
+    plain, plain_grads = loss_and_grads()
+    assert torch.isfinite(fused) and torch.allclose(fused, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
 def test_an_error_in_a_data_loader_worker_reaches_the_user_as_one_message() -> None:
     from xttsft.errors import InputError
     from xttsft.train_data import make_loader
