@@ -40,7 +40,7 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
-    from xttsft.model import _new_dvae, attach_lora, count_parameters, xtts_v2_args
+    from xttsft.model import _new_dvae, attach_lora, count_parameters, fuse_gelu, xtts_v2_args
     from xttsft.settings import TrainSettings
     from xttsft.train import _enable_gradient_checkpointing, build_optimization, gpt_loss, resolve_train_settings
     from xttsft.train_data import Featurizer
@@ -56,6 +56,7 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
     xtts.hifigan_decoder = None  # frozen and unused while training: not kept in memory
     gpt = xtts.gpt
     del xtts
+    fuse_gelu(gpt.gpt)  # as load_xtts does for `xttsft train`
     if mode == "lora":
         attach_lora(gpt, ts)
     if gc:

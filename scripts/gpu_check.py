@@ -56,7 +56,7 @@ def worker(mode: str, gc: bool) -> list[dict]:
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
-    from xttsft.model import _new_dvae, attach_lora, xtts_v2_args
+    from xttsft.model import _new_dvae, attach_lora, fuse_gelu, xtts_v2_args
     from xttsft.settings import TrainSettings
     from xttsft.train import _enable_gradient_checkpointing, build_optimization, gpt_loss
     from xttsft.train_data import Featurizer
@@ -66,6 +66,7 @@ def worker(mode: str, gc: bool) -> list[dict]:
     xtts.hifigan_decoder = None
     gpt = xtts.gpt
     del xtts
+    fuse_gelu(gpt.gpt)  # as load_xtts does for `xttsft train`
     if mode == "lora":
         attach_lora(gpt, TrainSettings())
     else:
@@ -119,6 +120,7 @@ def _time_config(torch, gpt, feats, loss_fn, Trainer, TrainState, build_optimiza
         torch.cuda.synchronize()
         row["s_per_step"] = round((time.perf_counter() - t) / 2, 3)
         row["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
+        row["featurize_share"] = _featurize_share(torch, feats, data, row["s_per_step"])
     except torch.cuda.OutOfMemoryError:
         row["s_per_step"], row["peak_vram_gb"] = None, "OOM"
     finally:
@@ -126,6 +128,17 @@ def _time_config(torch, gpt, feats, loss_fn, Trainer, TrainState, build_optimiza
         gpt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
     return row
+
+
+def _featurize_share(torch, feats, data: dict, s_per_step: float) -> float:
+    """The share of a step that goes to the conditioning mels and DVAE codes (what a per-clip cache
+    of them would save; on a CPU it is about 1 %)."""
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(2):
+        feats(data)
+    torch.cuda.synchronize()
+    return round((time.perf_counter() - t) / 2 / s_per_step, 3)
 
 
 def _run(label: str, cmd: list[str], timeout: int) -> tuple[int, str, float]:
@@ -144,16 +157,18 @@ def _run(label: str, cmd: list[str], timeout: int) -> tuple[int, str, float]:
 
 def _verdicts(rows: list[dict]) -> dict:
     """The 8 GB promise (LoRA, AMP, checkpointing, batch 2 as doctor picks for 8 GB) and the rest of doctor's table."""
-    def peak(mode: str, gc: bool, precision: str, batch: int):
-        r = next((r for r in rows if (r["mode"], r["gc"], r["precision"], r["batch"]) == (mode, gc, precision, batch)), None)
-        return None if r is None else r["peak_vram_gb"]
+    def row(mode: str, gc: bool, precision: str, batch: int) -> dict:
+        return next((r for r in rows if (r["mode"], r["gc"], r["precision"], r["batch"]) == (mode, gc, precision, batch)),
+                    {})
 
-    eight = peak("lora", True, "bfloat16", 2)
+    eight = row("lora", True, "bfloat16", 2).get("peak_vram_gb")
     return {
         "lora_bf16_gc_batch2_peak_gb": eight,
         "fits_8gb_card": isinstance(eight, float) and eight <= EIGHT_GB - 1.0,  # leave ~1 GB to CUDA's context
-        "full_fp32_batch1_peak_gb": peak("full", False, "float32", 1),
-        "lora_fp32_batch4_peak_gb": peak("lora", False, "float32", 4),
+        "full_fp32_batch1_peak_gb": row("full", False, "float32", 1).get("peak_vram_gb"),
+        "lora_fp32_batch4_peak_gb": row("lora", False, "float32", 4).get("peak_vram_gb"),
+        # above ~0.05, caching DVAE codes and conditioning mels per clip is worth building
+        "featurize_share_lora_bf16_batch2": row("lora", False, "bfloat16", 2).get("featurize_share"),
     }
 
 
