@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xttsft import audio
-from xttsft.errors import InputError, XttsftError
+from xttsft.errors import InputError
 from xttsft.io import atomic_path, atomic_write_json, sha256_file
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress

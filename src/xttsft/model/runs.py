@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import logging
 import re
 from dataclasses import asdict, dataclass, field
