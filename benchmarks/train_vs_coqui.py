@@ -118,11 +118,20 @@ def _timed_batches() -> tuple[list[float], callable]:
     return marks, lambda *a: marks.append(time.perf_counter())
 
 
-#: Our system with one of its choices undone, to show what that choice is worth (``--ablations``).
+#: Our system with one of its choices undone, to show what that choice is worth (``--ablations``):
+#: worker name -> (mode, what is undone, TrainSettings overrides).
 ABLATIONS = {
-    "full-gelu_new": ("full", "transformers' gelu_new, not the fused GELU"),
-    "lora-dropout0": ("lora", "lora_dropout 0, not 0.05"),
+    "full-gelu_new": ("full", "transformers' gelu_new, not the fused GELU", {}),
+    "lora-dropout0.05": ("lora", "lora_dropout 0.05, not 0", {"lora_dropout": 0.05}),
 }
+
+
+def system_name(worker: str) -> str:
+    """The row name of a worker: ``xttsft lora`` or ``xttsft lora (lora_dropout 0.05, not 0)``."""
+    if worker in ABLATIONS:
+        mode, what, _ = ABLATIONS[worker]
+        return f"xttsft {mode} ({what})"
+    return f"xttsft {worker}"
 
 
 def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
@@ -134,9 +143,8 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     from xttsft.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
     from xttsft.trainer import Trainer, TrainHooks, TrainState
 
-    system = f"xttsft {mode}" + (f" ({ABLATIONS[mode][1]})" if mode in ABLATIONS else "")
-    mode, ablation = ABLATIONS[mode][0] if mode in ABLATIONS else mode, mode
-    extra = {"lora_dropout": 0.0} if ablation == "lora-dropout0" else {}
+    system, ablation = system_name(mode), mode
+    mode, _, extra = ABLATIONS.get(mode, (mode, "", {}))
     ts = TrainSettings(base_model=str(base), dataset_dir=ds, use_lora=mode == "lora", batch_size=2, grad_accum_steps=1,
                        device="cpu", use_amp=False, gradient_checkpointing=False, num_workers=workers,
                        num_threads=threads, learning_rate=1e-5, use_tensorboard=False, **extra)
@@ -233,6 +241,26 @@ def _row(system: str, epoch: float, marks: list[float], losses: list[float], cli
 
 
 # ------------------------------------------------------------------ the driver
+def main_ratios(rows: list[dict]) -> dict:
+    """Our full and LoRA epochs and peak RSS against coqui's, and each ablation's cost: our epoch / its epoch."""
+    by = {r["system"]: r for r in rows}
+    c, f, lo = by["coqui full (GPTTrainer)"], by["xttsft full"], by["xttsft lora"]
+    ratios = {
+        "ours_full_epoch_vs_coqui_full": round(f["epoch_s"] / c["epoch_s"], 2),
+        "ours_lora_epoch_vs_coqui_full": round(lo["epoch_s"] / c["epoch_s"], 2),
+        "ours_full_peak_rss_vs_coqui": round(f["peak_rss_gb"] / c["peak_rss_gb"], 2),
+        "ours_lora_peak_rss_vs_coqui": round(lo["peak_rss_gb"] / c["peak_rss_gb"], 2),
+    }
+    for worker, (mode, _, _) in ABLATIONS.items():
+        row = by.get(system_name(worker))
+        if row is not None:
+            ours_row = by[f"xttsft {mode}"]
+            key = worker.replace("-", "_").replace(".", "")
+            ratios[f"ours_{mode}_vs_{key}_epoch"] = round(ours_row["epoch_s"] / row["epoch_s"], 2)
+            ratios[f"ours_{mode}_vs_{key}_peak_rss"] = round(ours_row["peak_rss_gb"] / row["peak_rss_gb"], 2)
+    return ratios
+
+
 def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = None) -> dict:
     burner = None
     if busy:  # another job on the machine: one spinning process per core, in a group of their own
@@ -320,7 +348,7 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=None)
     ap.add_argument("--no-extras", action="store_true", help="the three systems only, without the extra rows")
     ap.add_argument("--ablations", action="store_true",
-                    help="also xttsft with one choice undone each: " + "; ".join(d for _, d in ABLATIONS.values()))
+                    help="also xttsft with one choice undone each: " + "; ".join(d for _, d, _ in ABLATIONS.values()))
     ap.add_argument("--extras", action="store_true",
                     help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)")
     args = ap.parse_args()
@@ -352,20 +380,9 @@ def main() -> int:
             print(f"round {r + 1}: {runs[s][-1]}", file=sys.stderr, flush=True)
     rows = [min(rs, key=lambda x: x["epoch_s"]) | {"rounds": len(rs),
                                                     "epoch_s_each": [x["epoch_s"] for x in rs]} for rs in runs.values()]
-    by = {r["system"]: r for r in rows}
-    c, f, lo = by["coqui full (GPTTrainer)"], by["xttsft full"], by["xttsft lora"]
-    ratios = {
-        "ours_full_epoch_vs_coqui_full": round(f["epoch_s"] / c["epoch_s"], 2),
-        "ours_lora_epoch_vs_coqui_full": round(lo["epoch_s"] / c["epoch_s"], 2),
-        "ours_full_peak_rss_vs_coqui": round(f["peak_rss_gb"] / c["peak_rss_gb"], 2),
-        "ours_lora_peak_rss_vs_coqui": round(lo["peak_rss_gb"] / c["peak_rss_gb"], 2),
-    }
-    for name, (_, what) in ABLATIONS.items():
-        row = by.get(f"xttsft {name.split('-')[0]} ({what})")
-        if row is not None:
-            ours_row = f if name.startswith("full") else lo
-            ratios[f"ours_{name.split('-')[0]}_vs_{name.replace('-', '_')}_epoch"] = round(ours_row["epoch_s"] / row["epoch_s"], 2)
+    ratios = main_ratios(rows)
     if not args.quick and not args.no_extras:
+        f = next(r for r in rows if r["system"] == "xttsft full")
         extra, more = _extras(n, args.threads, f)
         rows += extra
         ratios |= more

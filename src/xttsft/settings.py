@@ -294,7 +294,11 @@ class TrainSettings(Section):
     use_lora: bool = Field(True, description="Train LoRA adapters (PEFT) instead of the whole GPT.")
     lora_rank: int = Field(8, ge=1, le=512, description="LoRA rank r (guide: 8).")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (guide: 16).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="Dropout on the adapters' input. 0: the GPT-2 blocks keep their own dropout (0.1); "
+        "0.05 costs about 15 % of a step and 10 % more memory (benchmarks/RESULTS.md).",
+    )
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
         description="GPT-2 block modules that get LoRA adapters (comma-separated in the environment).",
