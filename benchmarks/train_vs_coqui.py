@@ -21,6 +21,8 @@ the machine, with 1 and with all threads, and with 2 DataLoader workers.
     python benchmarks/train_vs_coqui.py              # 12 clips, 2 rounds
     python benchmarks/train_vs_coqui.py --quick      # 6 clips, 1 round, no extra rows
     python benchmarks/train_vs_coqui.py --extras     # only the extra rows, 6 clips (about 15 min)
+    python benchmarks/train_vs_coqui.py --no-extras --ablations
+        # the three systems, and xttsft with one choice undone each (gelu_new; lora_dropout 0.05)
 """
 
 from __future__ import annotations
@@ -381,7 +383,8 @@ def main() -> int:
     rows = [min(rs, key=lambda x: x["epoch_s"]) | {"rounds": len(rs),
                                                     "epoch_s_each": [x["epoch_s"] for x in rs]} for rs in runs.values()]
     ratios = main_ratios(rows)
-    if not args.quick and not args.no_extras:
+    measure_extras = not args.quick and not args.no_extras
+    if measure_extras:
         f = next(r for r in rows if r["system"] == "xttsft full")
         extra, more = _extras(n, args.threads, f)
         rows += extra
@@ -396,7 +399,11 @@ def main() -> int:
                   "rounds, each in its own process. coqui: GPTTrainer as its recipe configures it."),
         "rows": rows, "ratios": ratios,
     }
-    (HERE / "results" / "train_vs_coqui.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    path = HERE / "results" / "train_vs_coqui.json"
+    if path.exists():  # the history, and the --extras rows when this run did not measure them again
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        out |= {k: kept[k] for k in ("previous", *(() if measure_extras else ("extras",))) if k in kept}
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

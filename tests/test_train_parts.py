@@ -63,6 +63,17 @@ def test_gpu_check_without_a_gpu_says_what_it_would_run() -> None:
         assert step in p.stdout
 
 
+def _formatted_batch(seed: int) -> dict:
+    """A batch as Featurizer gives it, for the tiny GPT: two samples of 12 and 9 text tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
+            "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
+            "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
+            "cond_lens": torch.tensor([66150, 66150])}
+
+
 def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
     """coqui's GPT-2 runs PyTorch's scaled_dot_product_attention (flash on a GPU that has it);
     it must give the loss the plain attention gives."""
@@ -74,11 +85,7 @@ def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
     xtts = load_xtts(build_tiny_model(), for_training=True, keep_decoder=False)
     gpt = xtts.gpt.eval()
     assert gpt.gpt.config._attn_implementation == "sdpa"
-    g = torch.Generator().manual_seed(0)
-    batch = {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
-             "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
-             "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
-             "cond_lens": torch.tensor([66150, 66150])}
+    batch = _formatted_batch(seed=0)
     with torch.no_grad():
         sdpa = gpt_loss(gpt, batch)["loss"]
         gpt.gpt.config._attn_implementation = "eager"
@@ -100,11 +107,7 @@ def test_gpt_blocks_use_the_fused_gelu_and_it_gives_the_same_loss_and_gradients(
     blocks = gpt.gpt.h
     assert len(blocks) > 0 and all(isinstance(b.mlp.act, torch.nn.GELU) for b in blocks)
     assert all(b.mlp.act.approximate == "tanh" for b in blocks)
-    g = torch.Generator().manual_seed(1)
-    batch = {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
-             "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
-             "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
-             "cond_lens": torch.tensor([66150, 66150])}
+    batch = _formatted_batch(seed=1)
 
     def loss_and_grads():
         gpt.zero_grad(set_to_none=True)
