@@ -6,6 +6,7 @@ to keep the file within a few minutes on 2 cores."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -270,6 +271,25 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path, dataset) -> Non
     save_file(sd, str(f))
     with pytest.raises(SettingsError, match=r"1 unexpected weights"):
         _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="m")
+
+
+def test_resume_with_other_learning_settings_says_which_and_how_to_keep_them(tmp_path, dataset, caplog) -> None:
+    """A run started with the old LoRA dropout default (0.05) resumes with today's (0): said once, with the way back."""
+    from xttsft.io import read_json
+
+    _run(tmp_path, dataset, num_epochs=1, run_name="d", lora_dropout=0.05)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xttsft"):
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="d")
+    said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "lora_dropout 0.05 -> 0.0" in said[0] and "TRAIN_LORA_DROPOUT=0.05" in said[0]
+    assert "num_epochs" not in said[0]  # more epochs is what resume is for
+    assert read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["train"]["lora_dropout"] == 0.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xttsft"):  # the same settings again: nothing to say
+        _run(tmp_path, dataset, resume=True, num_epochs=3, run_name="d")
+    assert not [r for r in caplog.records if "other settings" in r.getMessage()]
 
 
 def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset, monkeypatch) -> None:

@@ -587,11 +587,31 @@ def set_threads(ts: TrainSettings) -> int:
     return n
 
 
+#: Settings that change what a resumed run learns (not only how fast or where it runs). A resume
+#: takes the settings given now, so a change is said once; more epochs are the usual reason to resume.
+LEARNING_SETTINGS = ("learning_rate", "weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "lora_dropout")
+
+
+def changed_learning_settings(settings_json: Path, ts: TrainSettings) -> list[tuple[str, Any, Any]]:
+    """(name, before, now) for each of :data:`LEARNING_SETTINGS` that differs from the run's last session."""
+    from xttsft.io import read_json
+
+    before = read_json(settings_json).get("train")  # {} when missing or damaged: nothing to compare
+    before = before if isinstance(before, dict) else {}
+    now = ts.model_dump(mode="json")
+    return [(k, before[k], now[k]) for k in LEARNING_SETTINGS if k in before and before[k] != now[k]]
+
+
 def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataReport, base_dir: Path) -> None:
     from xttsft.io import atomic_write_json
     from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
+    changed = changed_learning_settings(RunPaths(run.path).settings_json, settings.train) if run.resume else []
+    if changed:  # e.g. TRAIN_LORA_DROPOUT, whose default was 0.05 before 0 (a run from then resumes with 0)
+        log.warning("Run %s continues with other settings than its last session: %s. To train as before, set %s.",
+                    run.name, ", ".join(f"{k} {b} -> {n}" for k, b, n in changed),
+                    " ".join(f"TRAIN_{k.upper()}={b}" for k, b, _ in changed))
     atomic_write_json(RunPaths(run.path).settings_json, {
         **settings.to_dict(), "resolved": res.__dict__,
         "data": {"max_wav_length": data.max_wav_length, "max_text_length": data.max_text_length},
