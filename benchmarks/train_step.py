@@ -123,6 +123,9 @@ def main() -> None:
     args = ap.parse_args()
     batch, seconds, steps = (1, 3.0, 1) if args.quick else (2, 6.0, 2)
     if args.worker:
+        from xttsft.hardware import tune_process
+
+        tune_process()  # the process settings `xttsft train` runs with (OpenMP passive wait, glibc heap)
         print(json.dumps(worker(args.worker, batch, seconds, steps, args.amp, args.gc)))
         return
 
