@@ -22,7 +22,8 @@ the machine, with 1 and with all threads, and with 2 DataLoader workers.
     python benchmarks/train_vs_coqui.py --quick      # 6 clips, 1 round, no extra rows
     python benchmarks/train_vs_coqui.py --extras     # only the extra rows, 6 clips (about 15 min)
     python benchmarks/train_vs_coqui.py --no-extras --ablations
-        # the three systems, and xttsft with one choice undone each (gelu_new; lora_dropout 0.05)
+        # the three systems, and xttsft with one choice undone each (gelu_new, eager attention,
+        # no length buckets; lora_dropout 0.05)
 """
 
 from __future__ import annotations
@@ -124,8 +125,21 @@ def _timed_batches() -> tuple[list[float], callable]:
 #: worker name -> (mode, what is undone, TrainSettings overrides).
 ABLATIONS = {
     "full-gelu_new": ("full", "transformers' gelu_new, not the fused GELU", {}),
+    "full-eager": ("full", "transformers' eager attention, not SDPA", {}),
+    "full-unbucketed": ("full", "shuffled batches, not length-bucketed", {}),
     "lora-dropout0.05": ("lora", "lora_dropout 0.05, not 0", {"lora_dropout": 0.05}),
 }
+
+
+def undo(ablation: str, gpt) -> None:
+    """Put back in ``gpt`` (coqui's XTTS GPT, as build_model returns it) what the ablation undoes."""
+    if ablation == "full-gelu_new":
+        from transformers.activations import NewGELUActivation
+
+        for block in gpt.gpt.h:
+            block.mlp.act = NewGELUActivation()
+    elif ablation == "full-eager":
+        gpt.gpt.config._attn_implementation = "eager"
 
 
 def system_name(worker: str) -> str:
@@ -154,22 +168,19 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     set_threads(ts)
     torch.manual_seed(0)
     model = build_model(base, ts, res)
-    if ablation == "full-gelu_new":
-        from transformers.activations import NewGELUActivation
-
-        for block in model.gpt.gpt.h:
-            block.mlp.act = NewGELUActivation()
+    undo(ablation, model.gpt)
     feats = Featurizer.from_base(base, "cpu")
     data = prepare_data(read_dataset(ds), model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
                         model.xtts.args.gpt_max_text_tokens)
     train_ds = ClipDataset(data.train, ts.seed, is_eval=False)
     lengths = [s.n_samples for s in data.train]
     optim = build_optimization(model.gpt, ts, res, total_steps=100)
+    bucket = ablation != "full-unbucketed"
     marks, after = _timed_batches()
     trainer = Trainer(
         gpt=model.gpt, model=model.gpt, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer,
         scheduler=optim.scheduler, scaler=optim.scaler,
-        batches_of=lambda e: epoch_batches(lengths, 2, ts.seed, e), loader_of=lambda e, b: make_loader(train_ds, b, workers),
+        batches_of=lambda e: epoch_batches(lengths, 2, ts.seed, e, bucket=bucket), loader_of=lambda e, b: make_loader(train_ds, b, workers),
         validate=lambda: float("nan"), save_checkpoint=lambda *a: Path(), save_best=lambda *a: None, num_epochs=1,
         grad_accum_steps=1, max_grad_norm=0.0, max_nan_steps=10**6, save_every_n_epochs=1, amp_dtype=None,
         device_type="cpu", hooks=TrainHooks(after_batch=after),
