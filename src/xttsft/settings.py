@@ -297,7 +297,7 @@ class TrainSettings(Section):
     lora_dropout: float = Field(
         0.0, ge=0, lt=1,
         description="Dropout on the adapters' input. 0: the GPT-2 blocks keep their own dropout (0.1); "
-        "0.05 made a CPU LoRA epoch 1.3x slower and took 12 % more memory (benchmarks/RESULTS.md).",
+        "0.05 made a CPU LoRA epoch 1.2-1.3x slower and took 12 % more memory (benchmarks/RESULTS.md).",
     )
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
