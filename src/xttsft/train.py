@@ -592,13 +592,18 @@ def set_threads(ts: TrainSettings) -> int:
 LEARNING_SETTINGS = ("learning_rate", "weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "lora_dropout")
 
 
-def changed_learning_settings(settings_json: Path, ts: TrainSettings) -> list[tuple[str, Any, Any]]:
-    """(name, before, now) for each of :data:`LEARNING_SETTINGS` that differs from the run's last session."""
+def changed_learning_settings(settings_json: Path, ts: TrainSettings, res: Resolved) -> list[tuple[str, Any, Any]]:
+    """(name, before, now) for each of :data:`LEARNING_SETTINGS` that differs from the run's last session.
+
+    The learning rate is compared as resolved (``auto`` and the rate it stands for are the same)."""
     from xttsft.io import read_json
 
-    before = read_json(settings_json).get("train")  # {} when missing or damaged: nothing to compare
-    before = before if isinstance(before, dict) else {}
-    now = ts.model_dump(mode="json")
+    saved = read_json(settings_json)  # {} when missing or damaged: nothing to compare
+    before = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+    if "learning_rate" in resolved:
+        before = {**before, "learning_rate": resolved["learning_rate"]}
+    now = {**ts.model_dump(mode="json"), "learning_rate": res.learning_rate}
     return [(k, before[k], now[k]) for k in LEARNING_SETTINGS if k in before and before[k] != now[k]]
 
 
@@ -607,7 +612,7 @@ def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataR
     from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
-    changed = changed_learning_settings(RunPaths(run.path).settings_json, settings.train) if run.resume else []
+    changed = changed_learning_settings(RunPaths(run.path).settings_json, settings.train, res) if run.resume else []
     if changed:  # e.g. TRAIN_LORA_DROPOUT, whose default was 0.05 before 0 (a run from then resumes with 0)
         log.warning("Run %s continues with other settings than its last session: %s. To train as before, set %s.",
                     run.name, ", ".join(f"{k} {b} -> {n}" for k, b, n in changed),

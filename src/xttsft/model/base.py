@@ -520,10 +520,10 @@ def fuse_gelu(gpt2) -> int:
     ``gelu_new`` is the same function written as five elementwise tensor operations, each
     of which autograd keeps for the backward pass; ``nn.GELU(approximate="tanh")`` is one
     kernel (in fp32 the outputs agree to about 2e-7; under bf16/fp16 autocast the fused kernel
-    rounds once instead of five times). On the full-size GPT a fine-tune step (forward + backward)
-    took 0.84-0.88x the time and its epoch 0.85x the peak memory (benchmarks/RESULTS.md:
-    train_gelu, train_vs_coqui). Returns how many blocks
-    were changed; the weights are untouched, so checkpoints are the same either way.
+    rounds once instead of five times). On the full-size GPT a fine-tune step (forward +
+    backward) took 0.84-0.88x the time, and an epoch 0.85x the peak memory
+    (benchmarks/RESULTS.md: train_gelu, train_vs_coqui). Returns how many blocks were changed;
+    the weights are untouched, so checkpoints are the same either way.
     """
     import torch
     from transformers.activations import NewGELUActivation
