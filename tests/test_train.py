@@ -287,6 +287,11 @@ def test_resume_with_other_learning_settings_says_which_and_how_to_keep_them(tmp
     assert "num_epochs" not in said[0]  # more epochs is what resume is for
     assert read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["train"]["lora_dropout"] == 0.0
     caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xttsft"):  # nothing left to train: nothing said, nothing rewritten
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="d", lora_dropout=0.05)
+    assert not [r for r in caplog.records if "other settings" in r.getMessage()]
+    assert read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["train"]["lora_dropout"] == 0.0
+    caplog.clear()
     lr = read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["resolved"]["learning_rate"]
     with caplog.at_level(logging.WARNING, logger="xttsft"):  # the same settings, auto's rate spelled out: nothing to say
         _run(tmp_path, dataset, resume=True, num_epochs=3, run_name="d", learning_rate=lr)

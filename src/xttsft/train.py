@@ -802,7 +802,7 @@ def train(
         optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
         layout = batch_layout(res, ts, world, len(data.train))
         state, resumed_from = restore(run, model.gpt, res, optim, layout) if run.resume else (TrainState(), None)
-        if rank == 0:
+        if rank == 0 and state.epoch < ts.num_epochs:  # a finished run keeps the record of how it was trained
             _write_run_files(settings, run, res, data, base_dir)
         _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
         trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
