@@ -162,11 +162,25 @@ def test_split_is_deterministic_and_val_never_empty() -> None:
     ids = [f"c{i:03d}" for i in range(50)]
     a = split_ids(ids, 0.1, seed=1)
     assert a == split_ids(list(reversed(ids)), 0.1, seed=1)
-    assert len(a[1]) == 5 and not set(a[0]) & set(a[1])
+    assert 1 <= len(a[1]) <= 12 and not set(a[0]) & set(a[1]) and sorted(a[0] + a[1]) == ids
     assert split_ids(ids, 0.1, seed=2) != a
+    many = split_ids([f"x{i}" for i in range(2000)], 0.1, seed=0)
+    assert 150 <= len(many[1]) <= 250  # the fraction holds on average
     assert [len(x) for x in split_ids(["a", "b"], 0.1, seed=0)] == [1, 1]
-    assert [len(x) for x in split_ids(["a", "b", "c"], 0.9, seed=0)] == [1, 2]  # train never empty
+    train, val = split_ids(["a", "b", "c"], 0.99, seed=0)
+    assert len(train) == 1 and len(val) == 2  # train never empty
     assert split_ids(["a"], 0.1, seed=0) == (["a"], [])
+
+
+def test_split_keeps_every_clip_on_its_side_when_clips_are_added() -> None:
+    """Issue 18: adding one clip re-shuffled the split, so a clip trained on became a val clip."""
+    from xttsft.build import split_ids
+
+    ids = [f"clip_{i:04d}" for i in range(40)]
+    train, val = split_ids(ids, 0.1, seed=42)
+    for extra in (["clip_0040"], [f"new_{i}" for i in range(25)]):
+        train2, val2 = split_ids(ids + extra, 0.1, seed=42)
+        assert set(train) <= set(train2) and set(val) <= set(val2)
 
 
 def test_rerun_with_unchanged_inputs_rewrites_nothing(workspace: Workspace, inputs) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -181,17 +180,30 @@ def find_vocab(base_model: str) -> Path | None:
 
 
 def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic train/val split: the same ids, fraction and seed give the same split.
+    """Deterministic train/val split that stays put when clips are added or removed.
 
-    With 2 or more samples, val has at least one and train at least one.
+    Each id's side comes from a hash of the seed and the id alone: a clip goes to val when its
+    hash falls under ``val_fraction``. Adding a clip never moves another clip across, so a
+    resumed run never validates on what it trained on. With 2 or more samples, val has at least
+    one and train at least one (the clip nearest the threshold is moved to make it so).
     """
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    n = len(order)
-    if n < 2:
-        return sorted(order), []
-    n_val = min(max(1, round(n * val_fraction)), n - 1)
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    unique = sorted(set(ids))
+    if len(unique) < 2:
+        return unique, []
+    score = {i: _split_score(i, seed) for i in unique}
+    val = [i for i in unique if score[i] < val_fraction]
+    if not val:
+        val = [min(unique, key=score.__getitem__)]
+    elif len(val) == len(unique):
+        val.remove(max(val, key=score.__getitem__))
+    val_set = set(val)
+    return [i for i in unique if i not in val_set], sorted(val)
+
+
+def _split_score(clip_id: str, seed: int) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the clip id (the split's coin)."""
+    digest = hashlib.blake2b(f"{seed}:{clip_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 # ------------------------------------------------------------------ build
@@ -230,7 +242,7 @@ def _distribution(values: list[float]) -> dict[str, float]:
             "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
 
 
-@stage_lock(lambda ws: f"build-{ws.dataset_dir.name}")  # dataset_dir checks the name
+@stage_lock(lambda ws: f"build-{ws.dataset_dir.name}", after=("segment", "screen", "transcribe"))  # checks the name
 def build_dataset(
     settings: BuildSettings,
     ws: Workspace,
@@ -249,16 +261,18 @@ def build_dataset(
     Raises :class:`DatasetError` when the inputs are missing or nothing is left.
     """
     progress = progress or no_progress
-    from xttsft.io import tidy_swaps
+    from xttsft.io import swap_target, tidy_swaps
 
     # what a killed build left: GBs of half-written wavs, or the previous dataset set aside
-    tidy_swaps(ws.data_dir, complete=lambda p: (p / "stats.json").is_file(), name=ws.dataset_dir.name)
+    target = swap_target(ws.dataset_dir)  # beside a symlinked dataset's real folder
+    tidy_swaps(target.parent, complete=lambda p: (p / "stats.json").is_file(), name=target.name)
     if not ws.transcripts_file.exists():
         raise DatasetError(
             f"No transcripts: {ws.transcripts_file} does not exist.",
             hint="Run `xttsft segment` and `xttsft transcribe` first.",
         )
     out = ws.dataset_dir
+    _refuse_foreign(out)
     language = None if settings.language == "auto" else settings.language.strip().lower()
     extra = {"max_audio_seconds": max_audio_seconds,
              "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None}
@@ -266,6 +280,8 @@ def build_dataset(
     done = _unchanged(out, input_hash)
     if done is not None:
         log.info("Dataset %s is up to date (inputs and settings unchanged); nothing rewritten.", out)
+        for w in done.warnings:  # said once, as a written build says them
+            log.warning("%s", w)
         return done
 
     manifest = {r["id"]: r for r in read_records(ws.segments_manifest, ClipRecord)}
@@ -299,7 +315,7 @@ def build_dataset(
 
     # the new dataset is written beside the old one and swapped in whole: a failed build
     # (full disk, Ctrl-C, no usable sample) leaves the previous dataset as it was
-    require_free_space(out.parent, sum(d for *_, d in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
+    require_free_space(target.parent, sum(d for *_, d in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
     with atomic_dir(out) as tmp:
         kept = _cut_clips(ws, candidates, tmp / "wavs", drop, progress)
         if not kept:
@@ -316,6 +332,20 @@ def build_dataset(
     return BuildResult(dataset_dir=out, language=lang, train=stats["samples"]["train"], val=stats["samples"]["val"],
                        minutes=stats["minutes"], dropped=Counter(stats["dropped"]), warnings=stats["warnings"],
                        token_check=stats["token_check"])
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Refuse to replace a folder that ``build`` did not write: build swaps its dataset in whole."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and ("input_hash" in read_json(out / "stats.json") or not any(out.iterdir())):
+        return
+    raise DatasetError(
+        f"{out} exists and was not written by `xttsft build` (it has no build stats.json). Build replaces its "
+        "dataset folder whole, so it would delete what is there.",
+        hint="Choose another --dataset-name (BUILD_DATASET_NAME), or move that folder away. To train on a dataset "
+        "made elsewhere, give it to `xttsft train --dataset-dir PATH`.",
+    )
 
 
 def _unchanged(out: Path, input_hash: str) -> BuildResult | None:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["sha256_file", "atomic_path", "atomic_dir", "tidy_swaps", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
+__all__ = ["sha256_file", "atomic_path", "atomic_dir", "check_output_path", "swap_target", "tidy_swaps", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
 
 
 @contextlib.contextmanager
@@ -57,8 +57,11 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     put back if the swap fails; a crash, an exception or Ctrl-C inside the block leaves the
     previous ``dest`` untouched and removes the temporary folder. The folder gets the
     ordinary permissions of the umask (mkdtemp makes 0700).
+
+    When ``dest`` is a symlink (data kept on another disk), the folder it points to is the one
+    replaced, beside itself: the link stays, and the data stays on its disk.
     """
-    dest = Path(dest)
+    dest = swap_target(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
@@ -80,6 +83,40 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_path(path: Path, what: str, *, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a file where a folder is wanted
+    (or the reverse), a folder on the way that is a file, or a parent that is not writable.
+
+    ``what`` names the option in the message (``--out``). Returns ``path``."""
+    from xttsft.errors import InputError
+
+    path = Path(path)
+    kind = "folder" if folder else "file"
+    if path.is_dir() and not folder:
+        raise InputError(f"{what} {path} is a folder; a file name is needed there.",
+                         hint=f"Give a file inside it, e.g. {what} {path / 'out.wav'}.")
+    if path.exists() and folder and not path.is_dir():
+        raise InputError(f"{what} {path} is a file; a folder is needed there.",
+                         hint=f"Choose another {what}, or move that file away.")
+    for parent in path.parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise InputError(f"{what} {path} cannot be made: {parent} is a file, not a folder.",
+                             hint=f"Choose a {kind} under a folder, or move {parent} away.")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{what} {path} cannot be written: {parent} is not writable.",
+                             hint=f"Choose a {kind} in a folder you can write to.")
+        break
+    return path
+
+
+def swap_target(dest: Path) -> Path:
+    """The folder that :func:`atomic_dir` replaces for ``dest``: ``dest``, or where its symlink points."""
+    dest = Path(dest)
+    return dest.resolve() if dest.is_symlink() else dest
 
 
 def _disk_full(exc: BaseException, where: Path) -> Exception | None:

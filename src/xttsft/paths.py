@@ -46,12 +46,17 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-def check_name(value: str, what: str) -> str:
+def check_name(value: str, what: str, reserved: dict[str, str] | None = None) -> str:
     """``value`` if it is a plain folder name, else :class:`InputError` naming ``what`` (e.g. ``--run-name``).
 
     Every name that becomes a path (run, dataset, export) passes here, so none can point
-    outside the workspace (``../x``, ``/abs``) or hide itself (``.x``)."""
+    outside the workspace (``../x``, ``/abs``) or hide itself (``.x``). ``reserved`` maps the
+    names of folders that another stage owns in the same parent to what they hold: a dataset
+    called ``raw`` would have replaced the downloaded recordings."""
     problem = name_problem(value)
+    owner = (reserved or {}).get(value.strip().casefold()) if problem is None else None
+    if owner is not None:
+        problem = f"that folder holds {owner}, which the dataset would replace"
     if problem is not None:
         from xttsft.errors import InputError
 
@@ -199,7 +204,13 @@ class Workspace:
 
     @property
     def dataset_dir(self) -> Path:
-        return self.data_dir / check_name(self.dataset_name, "The dataset name")
+        return self.data_dir / check_name(self.dataset_name, "The dataset name", reserved=self.data_owned)
+
+    @property
+    def data_owned(self) -> dict[str, str]:
+        """The folders of ``train/data/`` that stages other than ``build`` own, and what they hold."""
+        return {self.raw_dir.name: "the fetched recordings (xttsft fetch)",
+                self.processed_dir.name: "the clips, screen and transcripts (segment, screen, transcribe)"}
 
     # -- training ------------------------------------------------------
     @property
