@@ -90,11 +90,16 @@ def hold(lock_file: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
-def stage_lock(stage: str | Callable[[Any], str]) -> Any:
+def stage_lock(stage: str | Callable[[Any], str], after: tuple[str, ...] = ()) -> Any:
     """Decorator: the stage function holds ``<ws>/.locks/<stage>.lock`` while it runs.
 
     The function takes the workspace as its ``ws`` argument; ``stage`` is a name or a function of
-    the workspace (``lambda ws: f"build-{ws.dataset_name}"``: one lock per dataset)."""
+    the workspace (``lambda ws: f"build-{ws.dataset_name}"``: one lock per dataset).
+
+    ``after`` names the stages whose output this one reads (``build`` after ``transcribe``): their
+    locks are held too, so this stage never reads what a running upstream stage is still writing
+    (a build beside a running transcription took 8 of 48 clips and said nothing), and that stage
+    cannot start under it."""
 
     def deco(fn: F) -> F:
         sig = inspect.signature(fn)  # type: ignore[arg-type]
@@ -103,9 +108,30 @@ def stage_lock(stage: str | Callable[[Any], str]) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ws = sig.bind_partial(*args, **kwargs).arguments["ws"]
             name = stage(ws) if callable(stage) else stage
-            with hold(ws.locks_dir / f"{name}.lock", f"The {name} stage of workspace {ws.root}"):
+            with contextlib.ExitStack() as stack:
+                for upstream in after:
+                    stack.enter_context(_upstream_idle(ws.locks_dir / f"{upstream}.lock", upstream, name))
+                stack.enter_context(hold(ws.locks_dir / f"{name}.lock", f"The {name} stage of workspace {ws.root}"))
                 return fn(*args, **kwargs)  # type: ignore[operator]
 
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+@contextlib.contextmanager
+def _upstream_idle(lock_file: Path, upstream: str, stage: str) -> Iterator[None]:
+    """Hold an upstream stage's lock, or refuse: that stage is running and its output is not whole yet."""
+    held = hold(lock_file, upstream)
+    try:
+        held.__enter__()
+    except InputError:
+        raise InputError(
+            f"`xttsft {stage.split('-')[0]}` reads what `xttsft {upstream}` writes, and {upstream} is running in "
+            f"this workspace: {_describe(holder_of(lock_file))}.",
+            hint=f"Wait for {upstream} to finish (or stop it), then run this command again; its output is not "
+            "complete yet.",
+        ) from None
+    with contextlib.ExitStack() as stack:
+        stack.push(held.__exit__)
+        yield

@@ -502,7 +502,7 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
                       hint=f"To keep more, run `xttsft screen` with: {hint}.")
 
 
-@stage_lock("screen")
+@stage_lock("screen", after=("segment",))
 def screen_clips(
     settings: ScreenSettings,
     ws: Workspace,

@@ -620,7 +620,7 @@ def _check_space(out_dir: Path, infos: dict[Path, Any], records: dict[str, dict[
     require_free_space(out_dir, todo * SAMPLE_RATE * 2 * 2, "segment")
 
 
-@stage_lock("segment")
+@stage_lock("segment", after=("fetch",))
 def segment_sources(
     settings: SegmentSettings,
     ws: Workspace,
