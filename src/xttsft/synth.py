@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, MissingDependencyError, ModelNotFoundError, XttsftError
-from xttsft.io import atomic_path, read_jsonl, sha256_file, write_jsonl
+from xttsft.io import atomic_path, check_output_path, read_jsonl, sha256_file, write_jsonl
 from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
 
@@ -857,6 +857,10 @@ def synthesize(
         normalize_language(settings.language)  # fail before loading anything
     for w in speaker_wavs or []:
         load_reference(Path(w))  # missing, corrupt, silent or too short: say so before loading a model
+    if out is not None:  # before the model loads, not after it has spoken
+        check_output_path(out, "--out")
+    if out_dir is not None:
+        check_output_path(out_dir, "--out-dir", folder=True)
     source = resolve_model(ws, model, default_base=default_base)
     progress(description="loading the model")
     voice = load_voice(ws, source, checkpoint=settings.checkpoint, device=settings.device, progress=progress)

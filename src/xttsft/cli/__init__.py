@@ -27,6 +27,13 @@ from xttsft.cli import build as _build
 from xttsft.cli import train as _train
 from xttsft.cli import run_all as _run_all
 
+# Exit codes (README, "Exit codes"): 0 done, 1 an error the user can fix (a bad flag or value
+# included), 2 done in part (fetch: some sources failed), 130 Ctrl-C, 143 SIGTERM. Click's
+# usage errors say 2; here every user error says 1, so 2 keeps one meaning. The class is typer's
+# own copy of click's (typer._click), reached through its public BadParameter.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_USAGE_ERROR.exit_code = 1
+
 app = typer.Typer(
     name="xttsft",
     help=(
@@ -68,10 +75,10 @@ def _global(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    from xttsft.cli._common import err_console
+    from xttsft.cli._common import err_console, set_state
     from xttsft.logs import configure_logging
 
-    ctx.obj = AppState(workdir=workdir, config_file=config, verbose=verbose, quiet=quiet and not verbose)
+    ctx.obj = set_state(AppState(workdir=workdir, config_file=config, verbose=verbose, quiet=quiet and not verbose))
     configure_logging(err_console, verbose=verbose, quiet=quiet and not verbose)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,14 +25,17 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from xttsft.errors import XttsftError
+from xttsft.errors import InputError, XttsftError
 from xttsft.paths import Workspace
 
 if TYPE_CHECKING:
     from xttsft.settings import Provenance, Settings
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: the terminal wraps long lines, rich does not cut them, so a path, URL or command stays
+# whole and can be copied at 80 columns. emoji=False: user text such as a clip id "zero" wrapped in
+# colons is printed as written, not as an emoji (markup in user text is escaped where it is printed).
+console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 log = logging.getLogger("xttsft.cli")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,18 +107,20 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence
             _log_to_files(logging.ERROR, f"unexpected error: {exc!r}", exc_info=True)
-            full = _disk_full(exc)
-            if full is not None:  # a full disk is the user's to fix, not a bug
-                _report(full)
+            mine = _disk_full(exc) or os_error_cause(exc)
+            if mine is not None:  # a full disk, a read-only folder, a file in the way: the user's to fix
+                _report(mine)
                 raise typer.Exit(1) from None
             where = next(
                 (getattr(h, "baseFilename", None) for h in logging.getLogger().handlers
                  if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR),
                 None,
             )
-            err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
+            err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}",
+                              soft_wrap=True)
             if where:
-                err_console.print(f"The full traceback is in {escape(str(where))}. Please include it in a bug report.")
+                err_console.print(f"The full traceback is in {escape(str(where))}. Please include it in a bug report.",
+                                  soft_wrap=True)
             else:
                 err_console.print("Run again with -v to see the traceback.")
             st = _current_state()
@@ -126,10 +132,36 @@ def handle_errors(fn: F) -> F:
 
 
 def _report(exc: XttsftError) -> None:
-    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}")
+    # soft_wrap: the terminal wraps the line, rich does not break it, so a path or command in it stays
+    # whole and can be copied (at 80 columns rich broke them mid-word)
+    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
+        err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}", soft_wrap=True)
     _log_to_files(logging.ERROR, str(exc))
+
+
+def os_error_cause(exc: BaseException) -> XttsftError | None:
+    """The user's side of an OS error on a path (permissions, a read-only disk, a file where a folder
+    should be): the path, the cause and the fix. ``None`` when ``exc`` is not such an error."""
+    import errno
+
+    if not isinstance(exc, OSError) or not exc.filename:
+        return None
+    path = str(exc.filename)
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        cause = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
+        return InputError(f"xttsft cannot use {path}: {cause}.",
+                          hint="Run xttsft on a folder you can write to (--workdir), or fix its permissions "
+                          f"(ls -ld {shlex.quote(path)}).")
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return InputError(f"Cannot use {path}: a file stands where a folder is needed on that path.",
+                          hint="Choose a path whose folders are folders, or move that file away.")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{path} is a folder, but a file is needed there.",
+                          hint="Give a file name (for example out.wav), or remove that folder.")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{path} does not exist.", hint="Check the path; it may have been moved or deleted.")
+    return None
 
 
 def _disk_full(exc: BaseException) -> XttsftError | None:
@@ -139,14 +171,20 @@ def _disk_full(exc: BaseException) -> XttsftError | None:
     return disk_full_cause(exc, Path(st.workdir) if st is not None else Path.cwd())
 
 
-def _current_state() -> AppState | None:
-    import click
+#: The global options of the command being run, set by the app's callback (``set_state``). Not
+#: looked up through click: typer ships its own copy of click, so ``click.get_current_context()``
+#: from the separate package saw no context, and -q and -v did nothing.
+_STATE: AppState | None = None
 
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return None
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, AppState) else None
+
+def set_state(st: AppState) -> AppState:
+    global _STATE
+    _STATE = st
+    return st
+
+
+def _current_state() -> AppState | None:
+    return _STATE
 
 
 @contextlib.contextmanager

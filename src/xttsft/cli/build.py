@@ -85,8 +85,6 @@ def build(
     )
     if result.dropped:
         console.print(f"every dropped item and its reason: {escape(str(result.dataset_dir / 'dropped.jsonl'))}")
-    for w in result.warnings:
-        err_console.print(f"[yellow]Warning:[/] {escape(w)}")
 
 
 def _check(ctx: typer.Context, path: Path, language: str | None) -> None:
