@@ -19,6 +19,11 @@ def said(res) -> str:
     return " ".join(res.output.split())
 
 
+def names_path(res, path: Path) -> bool:
+    """``path`` is in the output, even where the console folded it over two lines."""
+    return "".join(str(path).split()) in "".join(res.output.split())
+
+
 @pytest.fixture(scope="module")
 def run_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("export") / "ws")
@@ -139,3 +144,31 @@ def test_cli_errors(cli, workspace: Workspace, tmp_path: Path) -> None:
     (run / "best_model" / "gpt.safetensors").write_bytes(b"")  # a folder without its weights is never picked
     res = cli("export", "--run", "full", "--adapter-only")
     assert res.exit_code == 1 and "full fine-tuning: it has no LoRA adapter" in said(res)
+
+
+def test_export_replaces_only_what_an_export_wrote(cli, run_ws: Workspace, tmp_path: Path) -> None:
+    """A re-export never deletes the user's files; --out that is no export, or under a file, is refused."""
+    out = tmp_path / "shared"
+    res = cli("export", "--adapter-only", "--out", str(out), workdir=run_ws.root)
+    assert res.exit_code == 0, res.output
+    written = {p.name for p in out.iterdir()}
+    (out / "my_notes.txt").write_text("mine")
+    res = cli("export", "--adapter-only", "--force", "--out", str(out), workdir=run_ws.root)
+    assert res.exit_code == 1 and names_path(res, out / "my_notes.txt") and "Move it out" in said(res), res.output
+    assert (out / "my_notes.txt").read_text() == "mine" and written < {p.name for p in out.iterdir()}
+    (out / "my_notes.txt").unlink()
+    res = cli("export", "--adapter-only", "--force", "--out", str(out), workdir=run_ws.root)
+    assert res.exit_code == 0 and {p.name for p in out.iterdir()} == written, res.output
+    assert set(json.loads((out / "xttsft_adapter.json").read_text())["files"]) == written
+
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"meow")
+    res = cli("export", "--adapter-only", "--force", "--out", str(other), workdir=run_ws.root)
+    assert res.exit_code == 1 and names_path(res, other) and "not an xttsft export" in said(res), res.output
+    assert [p.name for p in other.iterdir()] == ["cat.jpg"]
+
+    (tmp_path / "somefile.txt").write_text("x")
+    res = cli("export", "--adapter-only", "--out", str(tmp_path / "somefile.txt" / "x"), workdir=run_ws.root)
+    assert res.exit_code == 1 and "Unexpected error" not in res.output, res.output
+    assert names_path(res, tmp_path / "somefile.txt") and "is a file" in said(res) and "Hint:" in said(res), res.output

@@ -19,13 +19,16 @@ Two forms:
   loads it on top of the base.
 
 Folders are written under a temporary name and renamed when complete; a re-run
-with the same checkpoint is skipped (``force`` writes again).
+with the same checkpoint is skipped (``force`` writes again). The marker lists the
+files the export wrote (``files``): a new export replaces a folder only when it holds
+nothing else, so a file the user put there is never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,6 +110,7 @@ def export_run(
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
     marker = out_dir / (ADAPTER_MARKER if adapter_only else EXPORT_MARKER)
+    _require_folder_path(out_dir)
     from xttsft.io import tidy_swaps
 
     tidy_swaps(out_dir.parent, complete=lambda p: (p / marker.name).is_file(), name=out_dir.name)  # a killed export
@@ -129,11 +133,7 @@ def export_run(
                 out_dir, kind, name, ck.path.name, mode, sorted(p for p in out_dir.iterdir() if p.is_file()),
                 skipped=True, tiny=info.tiny,
             )
-    if out_dir.exists() and any(out_dir.iterdir()) and not marker.is_file():
-        raise InputError(
-            f"{out_dir} exists and is not an xttsft export of this kind; not overwriting it.",
-            hint="Pick another --out folder, or remove that one.",
-        )
+    _require_replaceable(out_dir, marker)  # fails now, not after minutes of merging
 
     base: Path | None = None
     if adapter_only and info.base_identity:
@@ -182,11 +182,67 @@ def export_run(
         if adapter_only:
             record["adapter_target"] = "xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)"
         _verify_written(tmp, adapter_only)  # what is shipped loads back, or nothing is shipped
+        record["files"] = sorted([p.name for p in tmp.iterdir()] + [marker.name])
+        _require_replaceable(out_dir, marker)  # again: the user may have added a file while it merged
         (tmp / marker.name).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         progress(advance=1)
     files = sorted(p for p in out_dir.iterdir() if p.is_file())
     log.info("Exported %s (%s) to %s", name, kind, out_dir)
     return ExportResult(out_dir, kind, name, ck.path.name, mode, files, tiny=info.tiny)
+
+
+def _require_folder_path(out_dir: Path) -> None:
+    """Refuse an output path that is a file, or lies under one (``--out notes.txt/x``)."""
+    for p in (out_dir, *out_dir.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            raise InputError(f"{p} is a file, not a folder: cannot export to {out_dir}.",
+                             hint="Choose an --out folder that is not inside a file.")
+
+
+def _written_by_export(marker: Path) -> set[str] | None:
+    """The names ``marker``'s export wrote; ``None`` for a marker written before it listed them."""
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {str(f) for f in files} | {marker.name} if isinstance(files, list) else None
+
+
+_WRITTEN = (*_COPIED, "model.pth", "speakers_xtts.pth", "adapter_model.safetensors", "adapter_config.json",
+            EXPORT_MARKER, ADAPTER_MARKER)
+
+
+def _export_file(path: Path, written: set[str] | None) -> bool:
+    """True for a file the export wrote: by the marker's list, or by name for a marker from before it."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if written is not None:
+        return path.name in written
+    return path.name in _WRITTEN or re.fullmatch(r"reference(_\d+)?\.wav", path.name) is not None
+
+
+def _require_replaceable(out_dir: Path, marker: Path) -> None:
+    """Refuse to replace ``out_dir`` unless it is empty, or an export of this kind holding only what
+    the export wrote (by its marker's list; by name for a marker from before the list)."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not marker.is_file():
+        raise InputError(
+            f"{out_dir} exists and is not an xttsft export of this kind; not overwriting it.",
+            hint="Choose another --out folder (an empty or new one), or move that folder's contents elsewhere.",
+        )
+    written = _written_by_export(marker)
+    foreign = sorted(p for p in out_dir.iterdir() if not _export_file(p, written))
+    if foreign:
+        one = len(foreign) == 1
+        shown = ", ".join(str(p) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(
+            f"{out_dir} holds {'a file' if one else f'{len(foreign)} files'} that no export wrote: {shown}; "
+            f"exporting again would delete {'it' if one else 'them'}.",
+            hint=f"Move {'it' if one else 'them'} out of that folder, or choose another --out folder; then export again.",
+        )
 
 
 def _check_adapter(folder: Path, error: type[XttsftError], hint: str) -> None:
