@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from xttsft.fetch import fetch, read_source_list
+from xttsft.paths import Workspace
 from xttsft.settings import FetchSettings
 
 
@@ -34,6 +35,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, speak) -> Iterator[str]:
     (root / "nomedia.html").write_text("<html><head><title>Nothing</title></head><body>text only</body></html>")
     (root / "noise.mp3").write_bytes(os.urandom(200_000))  # an "audio" URL that serves no audio
     shutil.copyfile(root / "speech.wav", root / ".._.._evil.wav")  # a name that yt-dlp keeps with leading dots
+    speak("The first talk.", root / "a" / "talk.wav")  # two URLs, one file name
+    speak("A second, different talk.", root / "b" / "talk.wav")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -58,10 +61,11 @@ def test_downloads_media_and_page_reports_failures_and_skips_on_rerun(site: str,
     assert "option" in failed[sources[-1]]
     assert not (workspace.root.parent / "pwned").exists()
 
-    # files named by id, with a sidecar JSON
-    wav = workspace.raw_dir / "speech.wav"
+    # files named by id (a direct link's id: its name and a digest of the URL), with a sidecar JSON
+    wav = Path(next(i.path for i in res.items if i.source == f"{site}/speech.wav"))
+    assert wav.parent == workspace.raw_dir and wav.name.startswith("speech-") and wav.suffix == ".wav"
     assert wav.is_file() and wav.stat().st_size > 1000
-    side = json.loads((workspace.raw_dir / "speech.json").read_text())
+    side = json.loads(wav.with_suffix(".json").read_text())
     assert side["url"] == f"{site}/speech.wav" and side["title"] == "speech" and side["duration"] > 1
     page_files = [Path(i.path) for i in res.items if i.source.endswith("page.html") and i.path]
     assert page_files and page_files[0].is_file()
@@ -173,3 +177,26 @@ def test_hidden_names_become_visible(site: str, workspace, tmp_path: Path, speak
     local = speak("A hidden local file.", tmp_path / ".secret-talk.wav")
     (imp,) = fetch([str(local)], _settings(), workspace).items
     assert imp.status == "fetched" and Path(imp.path).name == "secret-talk.wav"
+
+
+def test_two_urls_with_one_file_name_are_both_kept(site: str, workspace) -> None:
+    """yt-dlp's generic extractor takes the file name as the id: the archive must still tell them apart."""
+    urls = [f"{site}/a/talk.wav", f"{site}/b/talk.wav"]
+    res = fetch(urls, _settings(), workspace)
+    assert [(i.source, i.status) for i in res.items] == [(u, "fetched") for u in urls], res.items
+    a, b = (Path(i.path) for i in res.items)
+    assert a != b and a.parent == b.parent == workspace.raw_dir and a.is_file() and b.is_file()
+    assert a.read_bytes() != b.read_bytes()
+    assert [json.loads(p.with_suffix(".json").read_text())["source"] for p in (a, b)] == urls
+    again = fetch(urls, _settings(), workspace)
+    assert [i.status for i in again.items] == ["present", "present"], again.items
+
+    # kept under the bare name by an earlier version: still done, and the other URL still fetched
+    old = Workspace(workspace.root.parent / "old")
+    old.raw_dir.mkdir(parents=True)
+    shutil.copyfile(a, old.raw_dir / "talk.wav")
+    (old.raw_dir / "talk.json").write_text(json.dumps({"id": "talk", "extractor": "Generic", "source": urls[0]}))
+    old.download_archive.write_text("generic talk\n")
+    res = fetch(urls, _settings(), old)
+    assert [i.status for i in res.items] == ["present", "fetched"], res.items
+

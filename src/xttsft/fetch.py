@@ -5,6 +5,9 @@
   (``FFmpegExtractAudio``) at the chosen quality, saved as ``<id>.<ext>`` with a
   sidecar ``<id>.json`` (title, uploader, duration, URL). yt-dlp's download
   archive (``raw/.download-archive.txt``) makes re-runs skip what is there.
+  yt-dlp's generic extractor (a direct link, a page with ``<audio>``) takes the
+  file name as the id, so ``a/talk.wav`` and ``b/talk.wav`` would share one
+  archive line and one file: its ids get a digest of the URL (``talk-1a2b3c4d``).
   Each failed item is reported with yt-dlp's reason; the others go on.
 * **Local files and folders** (MP3, WAV, M4A, OGG, OPUS, FLAC, WEBM) are
   hard-linked (or copied) into the raw folder. Other files are skipped with a
@@ -15,6 +18,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -134,6 +139,34 @@ def _forget_download(archive: Path, info: dict[str, Any]) -> None:
         atomic_write_text(archive, "".join(f"{ln}\n" for ln in kept))
 
 
+def _unique_generic_id(info: dict[str, Any], raw_dir: Path) -> dict[str, Any]:
+    """Give a generic-extractor download an id of its own: the name plus a digest of the URL.
+
+    That id is the archive line and the file name. A download kept under the bare name by an
+    earlier version (its sidecar names this URL, its line is in the archive) still counts as done.
+    """
+    if str(info.get("extractor_key") or "").lower() != "generic" or not info.get("id"):
+        return info
+    url = str(info.get("webpage_url") or info.get("original_url") or info.get("url") or "")
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:8]
+    bare = str(info["id"])
+    if bare.endswith(f"-{digest}"):
+        return info
+    info = {**info, "id": f"{bare}-{digest}"}
+    if any(_sidecar_of(p, bare, url) for p in raw_dir.glob("*.json")):
+        info["_old_archive_ids"] = [*(info.get("_old_archive_ids") or []), f"generic {bare}"]
+    return info
+
+
+def _sidecar_of(path: Path, bare_id: str, url: str) -> bool:
+    try:
+        side = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(side, dict) and str(side.get("extractor")).lower() == "generic"
+            and side.get("id") == bare_id and url in (side.get("url"), side.get("source")))
+
+
 def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
     ext = src.suffix.lower()
     if ext not in audio.AUDIO_EXTENSIONS:
@@ -245,6 +278,7 @@ def ytdlp_options(settings: FetchSettings, raw_dir: Path, archive: Path) -> dict
 
 def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchItem]:
     import yt_dlp
+    from yt_dlp.postprocessor import PostProcessor
 
     logger = _YtdlpLogger()
     done: list[dict[str, Any]] = []
@@ -253,11 +287,16 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
         if d.get("status") == "finished" and d.get("postprocessor") == "MoveFiles":
             done.append(d["info_dict"])
 
+    class UniqueGenericId(PostProcessor):
+        def run(self, info: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            return [], _unique_generic_id(info, ws.raw_dir)
+
     opts = ytdlp_options(settings, ws.raw_dir, ws.download_archive)
     opts["logger"] = logger
     opts["postprocessor_hooks"] = [on_pp]
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
+            ydl.add_post_processor(UniqueGenericId(ydl), when="pre_process")  # before the archive is asked
             ydl.extract_info(url, download=True)
     except yt_dlp.utils.DownloadError as exc:  # raised despite ignoreerrors for some failures
         logger.errors.append(_clean_error(str(exc)))
