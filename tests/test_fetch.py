@@ -129,7 +129,7 @@ def test_cli_summary_and_exit_codes(site: str, cli, tmp_path: Path) -> None:
     lst = tmp_path / "sources.txt"
     lst.write_text(f"# test\n{site}/speech.wav\n{site}/missing.mp3\n--exec=echo hi\n")
     r = cli("fetch", "--from-file", str(lst), "--retries", "0")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 2, r.output  # some sources failed
     assert "fetched 1, skipped 0, failed 2" in r.output
     assert "404" in r.output and "option" in r.output
 
@@ -200,3 +200,9 @@ def test_two_urls_with_one_file_name_are_both_kept(site: str, workspace) -> None
     res = fetch(urls, _settings(), old)
     assert [i.status for i in res.items] == ["present", "fetched"], res.items
 
+
+def test_cli_partial_failure_exits_2(site: str, cli) -> None:
+    r = cli("fetch", "--retries", "0", f"{site}/speech.wav", f"{site}/missing.mp3", f"{site}/nomedia.html")
+    assert r.exit_code == 2, r.output
+    assert "fetched 1, skipped 0, failed 2" in r.output and "404" in r.output  # the table is still printed
+    assert "2 of 3 sources failed" in " ".join(r.output.split())

@@ -68,6 +68,8 @@ class FetchItem:
 class FetchResult:
     items: list[FetchItem] = field(default_factory=list)
     raw_dir: Path | None = None
+    sources: int = 0  # how many sources were given
+    failed_sources: list[str] = field(default_factory=list)  # those with a failed item
 
     def count(self, status: Status) -> int:
         return sum(1 for i in self.items if i.status == status)
@@ -360,7 +362,7 @@ def fetch(
             hint="Pass URLs, files or folders (`xttsft fetch URL FILE DIR`) or --from-file LIST.txt.",
         )
     ws.raw_dir.mkdir(parents=True, exist_ok=True)
-    result = FetchResult(raw_dir=ws.raw_dir)
+    result = FetchResult(raw_dir=ws.raw_dir, sources=len(sources))
     progress(total=len(sources), completed=0)
     for src in sources:
         src = src.strip()
@@ -390,5 +392,7 @@ def fetch(
         for item in result.items[before:]:
             if item.status == "failed":
                 log.warning("%s: %s", item.source, item.reason)
+        if any(item.status == "failed" for item in result.items[before:]):
+            result.failed_sources.append(src)
         progress(advance=1)
     return result

@@ -44,7 +44,9 @@ def fetch(
     `raw/`; other files and empty files are listed as skipped with the reason.
 
     A failed item (404, private, no media, network error) is reported with yt-dlp's reason and the
-    others go on. Exit status 1 only if nothing could be fetched.
+    others go on. Exit status: 0 when every source was fetched (or was already there); 2 when some
+    sources failed and the rest was fetched (run the same command again to retry the failed ones);
+    1 when nothing could be fetched.
 
     Examples: `xttsft fetch https://www.youtube.com/watch?v=ID ~/recordings/`,
     `xttsft fetch --from-file sources.txt --quality 128k`
@@ -84,3 +86,11 @@ def fetch(
     if not result.ok:
         err_console.print("[bold red]Nothing could be fetched.[/] See the reasons above.")
         raise typer.Exit(1)
+    if result.failed_sources:  # a playlist with a bad item is one source, failed in part
+        n = len(result.failed_sources)
+        what = f"{n} of {result.sources} sources" if n < result.sources else f"{result.count('failed')} items"
+        err_console.print(
+            f"[bold yellow]{what} failed[/] (exit status 2); the rest was fetched. "
+            "See the reasons above; run the same command again to retry the failed ones."
+        )
+        raise typer.Exit(2)
