@@ -44,6 +44,8 @@ def export(
     the base weights. `xttsft synth --model FOLDER` loads it on top of the base.
 
     Default folder: `train/exports/<run>/` (`<run>-adapter/` with --adapter-only). Re-running with the same checkpoint skips the work (--force writes again).
+    An existing folder is replaced only when it holds nothing but the files an export wrote (listed in its
+    marker); anything else there (your notes, another folder's contents) stops the export with its path.
 
     Example: `xttsft export --run my-voice --out ~/xtts-models/my-voice`
     """
