@@ -167,3 +167,26 @@ def test_a_bad_flag_value_is_a_user_error_with_exit_1(cli) -> None:
     res = cli("build", "--val-fraction", "abc")
     assert res.exit_code == 1 and "--val-fraction" in res.output
     assert cli("no-such-command").exit_code == 1
+
+
+def test_own_datasets_drop_silent_audio_and_text_without_words(tmp_path: Path, speak) -> None:
+    import numpy as np
+
+    from xttsft.audio import write_wav
+    from xttsft.datasets import inspect_samples, read_dataset
+
+    d = tmp_path / "mine"
+    rows = []
+    for i, text in enumerate(["Good morning to you.", "The cat sat on the mat.", "We like green apples."]):
+        speak(text, d / "wavs" / f"ok_{i}.wav", rate=170)
+        rows.append(f"ok_{i}|{text}")
+    write_wav(d / "wavs" / "silent.wav", np.zeros(22050 * 3, dtype=np.float32), 22050)
+    rows.append("silent|A sentence spoken over nothing.")
+    speak("Some words here.", d / "wavs" / "dots.wav", rate=170)
+    rows.append("dots|... !?")
+    (d / "metadata.csv").write_text("\n".join(rows) + "\n")
+    seen = inspect_samples(read_dataset(d, "en"), None, 22050 * 12, 200)
+    kept = {s.id for s in seen.train + seen.val}
+    reasons = {where.split(":")[-1].strip(): why for why, wheres in seen.dropped.items() for where in wheres}
+    assert kept == {"ok_0", "ok_1", "ok_2"}, seen.dropped
+    assert "silent" in reasons["silent"] and "punctuation" in reasons["dots"], reasons

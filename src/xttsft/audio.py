@@ -318,6 +318,9 @@ def write_wav(path: str | Path, x: np.ndarray, sr: int) -> Path:
     return path
 
 
+SILENT_DBFS = -60.0  # a file or clip whose peak is under this holds no speech
+
+
 def rms_dbfs(x: np.ndarray) -> float:
     """Root-mean-square level in dBFS (a full-scale sine is -3 dBFS); ``-inf`` for silence."""
     if x.size == 0:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xttsft.audio import TRAIN_SR
+from xttsft.audio import SILENT_DBFS, TRAIN_SR, peak_dbfs
 from xttsft.errors import DatasetError
 from xttsft.io import read_json
 
@@ -158,6 +159,9 @@ def _rows_of(root: Path, path: Path, coqui: bool, seen: set[str], refused: list[
         if not text:
             refused.append((f"{where}: {sid}", "empty text"))
             continue
+        if not any(ch.isalnum() for ch in text):
+            refused.append((f"{where}: {sid}", "no words in the text (only punctuation)"))
+            continue
         seen.add(sid)
         out.append(Row(sid, wav, text, where))
     return out
@@ -253,13 +257,17 @@ def _measure(row: Row, language: str, tokenize: Any, max_wav: int, max_tokens: i
     if not row.wav.is_file():
         return "missing wav", None
     try:
-        info = sf.info(str(row.wav))
-        digest = hashlib.sha256(row.wav.read_bytes()).hexdigest()
+        data = row.wav.read_bytes()
+        info = sf.info(io.BytesIO(data))
+        samples, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception:  # noqa: BLE001 - soundfile raises several kinds
         return "unreadable wav", None
+    digest = hashlib.sha256(data).hexdigest()
     if digest in by_audio:
         return f"same audio as {by_audio[digest]}", None
     by_audio[digest] = row.id
+    if peak_dbfs(samples) < SILENT_DBFS:
+        return f"silent audio (peak under {SILENT_DBFS:.0f} dBFS)", None
     if info.samplerate != TRAIN_SR or info.channels != 1:
         out.resampled += 1
     n = int(round(info.frames * TRAIN_SR / info.samplerate))
