@@ -190,3 +190,15 @@ def test_own_datasets_drop_silent_audio_and_text_without_words(tmp_path: Path, s
     reasons = {where.split(":")[-1].strip(): why for why, wheres in seen.dropped.items() for where in wheres}
     assert kept == {"ok_0", "ok_1", "ok_2"}, seen.dropped
     assert "silent" in reasons["silent"] and "punctuation" in reasons["dots"], reasons
+
+
+def test_count_charts_have_whole_number_ticks(tmp_path: Path) -> None:
+    from xttsft.plots import figure, histogram
+
+    fig = figure()
+    ax = fig.add_subplot()
+    histogram(ax, [6.1, 7.3, 9.0], limit=12.0, limit_label="limit", xlabel="duration (s)", ylabel="clips",
+              title="3 clips", value_range=(0.0, 15.0))
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -26,8 +26,12 @@ def figure(width: float = 7.0, height: float = 3.5) -> Any:
 
 def histogram(ax: Any, values: Sequence[float], *, limit: float, limit_label: str, xlabel: str, ylabel: str,
               title: str, value_range: tuple[float, float]) -> None:
-    """A histogram of ``values`` with a dashed line at ``limit``."""
+    """A histogram of ``values`` with a dashed line at ``limit``; counts get whole-number ticks
+    (a few clips gave "0.2 clips")."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.hist(list(values), bins=30, range=value_range, color="#4477aa")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axvline(limit, color="#cc3311", linestyle="--", label=limit_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
