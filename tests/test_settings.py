@@ -4,6 +4,7 @@ parsing of environment strings, and validation messages that list every problem.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,35 @@ def test_empty_value_unsets_optional_settings(workspace):
     assert s.train.dataset_dir is None and s.train.run_name is None and s.synth.seed is None
     with pytest.raises(SettingsError, match="TRAIN_NUM_EPOCHS=''"):
         load_settings(workspace, environ={"TRAIN_NUM_EPOCHS": ""})  # required values stay required
+
+
+# ------------------------------------------------------------------ every mistake gets a message (issue 18)
+
+
+def test_unknown_names_are_warned_once_with_a_suggestion(workspace, caplog):
+    """TRAIN_NUM_EPOCH=5 (no S) used to train the default 1000 epochs without a word."""
+    workspace.root.mkdir(parents=True)
+    dotenv = workspace.root / ".env"
+    dotenv.write_text("XTTSFT_LORA_RANKK=4\nTRIAN_WARMUP_STEPS=3\nXTTSFT_CACHE_DIR=/tmp/c\nHF_TOKEN=x\n")
+    environ = {"TRAIN_NUM_EPOCH": "5", "XTTSFT_NOTHING_LIKE_IT": "1", "XTTSFT_CACHE_DIR": "/tmp/c",
+               "BUILD_ID": "77", "BUILD_NUMBER": "3", "BUILD_URL": "http://ci", "SYNTH_SOMETHING_ELSE": "x"}
+    with caplog.at_level(logging.WARNING, logger="xttsft.settings"):
+        settings, _ = load_settings(workspace, environ=environ)
+        load_settings(workspace, environ=environ)  # a second load in the same command says nothing new
+    warned = [r.getMessage() for r in caplog.records if r.name == "xttsft.settings"]
+    assert settings.train.num_epochs == 1000  # a warning, not an error: the command goes on
+    expected = [
+        "TRAIN_NUM_EPOCH (environment) is not an xttsft setting and is ignored; did you mean TRAIN_NUM_EPOCHS?",
+        "XTTSFT_NOTHING_LIKE_IT (environment) is not an xttsft setting and is ignored; settings are named "
+        "SECTION_SETTING, e.g. TRAIN_NUM_EPOCHS",
+        f"XTTSFT_LORA_RANKK (.env: {dotenv}) is not an xttsft setting and is ignored; did you mean TRAIN_LORA_RANK?",
+        f"TRIAN_WARMUP_STEPS (.env: {dotenv}) is not an xttsft setting and is ignored; did you mean "
+        "TRAIN_WARMUP_STEPS?",
+        f"XTTSFT_CACHE_DIR in {dotenv} is ignored: xttsft reads it from the environment only",
+    ]
+    for line in expected:
+        assert sum(w.startswith(line) for w in warned) == 1, (line, warned)
+    # other software's variables that merely share a prefix (CI's BUILD_*), HF_TOKEN, and the real
+    # XTTSFT_CACHE_DIR in the environment are left alone
+    assert len(warned) == len(expected), warned
+

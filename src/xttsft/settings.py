@@ -21,6 +21,7 @@ its source.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ __all__ = [
     "load_settings",
     "SECTIONS",
 ]
+
+log = logging.getLogger(__name__)
 
 Auto = Literal["auto"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -469,6 +472,66 @@ def _suggest(name: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+#: xttsft's own prefix, besides the sections'; these XTTSFT_ variables are read from the environment
+OWN_PREFIX = "XTTSFT_"
+OWN_VARIABLES = ("XTTSFT_CACHE_DIR",)
+
+
+def _closest_setting(name: str) -> str | None:
+    """The setting a misspelt variable most likely meant: ``TRAIN_NUM_EPOCH`` -> ``TRAIN_NUM_EPOCHS``,
+    ``XTTSFT_NUM_EPOCHS`` -> ``TRAIN_NUM_EPOCHS``, ``TRIAN_NUM_EPOCHS`` -> ``TRAIN_NUM_EPOCHS``."""
+    for cls in SECTIONS.values():  # under a section prefix: that section's settings, by their own name
+        prefix = f"{cls.section.upper()}_"
+        if name.startswith(prefix):
+            close = difflib.get_close_matches(name[len(prefix):].lower(), list(cls.model_fields), n=1, cutoff=0.75)
+            if close:
+                return cls.env_name(close[0])
+    if name.startswith(OWN_PREFIX):  # XTTSFT_<setting>: the section that has it
+        close = difflib.get_close_matches(name[len(OWN_PREFIX):].lower(), _all_fields(), n=1, cutoff=0.75)
+        if not close:
+            return None
+        return next(cls.env_name(close[0]) for cls in SECTIONS.values() if close[0] in cls.model_fields)
+    names = [cls.env_name(f) for cls in SECTIONS.values() for f in cls.model_fields]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)  # a misspelt prefix
+    return close[0] if close else None
+
+
+def _all_fields() -> list[str]:
+    return list(dict.fromkeys(f for cls in SECTIONS.values() for f in cls.model_fields))
+
+
+def _warn_unknown_names(environ: Mapping[str, str], dotenv: Mapping[str, tuple[str, Path]]) -> None:
+    """Warn (once per command) about variables that look like settings but are none, so a typo is not
+    silently ignored. Other software's variables only share a prefix now and then (Jenkins' BUILD_ID):
+    in the environment, a name under a section prefix is named only when it is close to a setting.
+    Unknown names under a section prefix in a .env file are errors (see :func:`load_settings`)."""
+    from xttsft.logs import log_once
+
+    known = {cls.env_name(f) for cls in SECTIONS.values() for f in cls.model_fields}
+    prefixes = tuple(f"{name.upper()}_" for name in SECTIONS)
+    found: list[tuple[str, str, str | None]] = []  # (name, where, closest setting)
+    for key in sorted(environ):
+        if key in known or key in OWN_VARIABLES or not key.startswith((*prefixes, OWN_PREFIX)):
+            continue
+        close = _closest_setting(key)
+        if close or key.startswith(OWN_PREFIX):
+            found.append((key, "environment", close))
+    for key, (_, path) in sorted(dotenv.items()):
+        if key in known or key.startswith(prefixes):
+            continue
+        if key in OWN_VARIABLES:
+            log_once(log, logging.WARNING, "%s in %s is ignored: xttsft reads it from the environment only "
+                     "(export %s=... in the shell).", key, path, key)
+            continue
+        close = _closest_setting(key)
+        if close or key.startswith(OWN_PREFIX):
+            found.append((key, f".env: {path}", close))
+    for key, where, close in found:
+        advice = f"did you mean {close}?" if close else "settings are named SECTION_SETTING, e.g. TRAIN_NUM_EPOCHS"
+        log_once(log, logging.WARNING, "%s (%s) is not an xttsft setting and is ignored; %s (`xttsft config` "
+                 "lists them all)", key, where, advice)
+
+
 def load_settings(
     workspace: Workspace,
     flags: Mapping[str, Mapping[str, Any]] | None = None,
@@ -508,6 +571,7 @@ def load_settings(
             for key, value in _read_env_file(env_file, problems).items():
                 dotenv[key.upper()] = (value, env_file)
 
+    _warn_unknown_names(environ, dotenv)
     raw: dict[str, dict[str, Any]] = {}
     provenance: Provenance = {}
     for name, cls in SECTIONS.items():
