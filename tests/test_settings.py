@@ -317,3 +317,18 @@ def test_unknown_names_are_warned_once_with_a_suggestion(workspace, caplog):
     # XTTSFT_CACHE_DIR in the environment are left alone
     assert len(warned) == len(expected), warned
 
+
+def test_every_language_setting_takes_regional_forms_and_refuses_unknown_codes(workspace):
+    s, _ = load_settings(workspace, flags={"transcribe": {"language": "pt-BR"}, "build": {"language": "en_US"}},
+                         environ={"TRAIN_LANGUAGE": "zh-CN", "SYNTH_LANGUAGE": "Portuguese"})
+    assert (s.transcribe.language, s.build.language, s.train.language, s.synth.language) == ("pt", "en", "zh-cn", "pt")
+    s, _ = load_settings(workspace, environ={"TRANSCRIBE_LANGUAGE": "AUTO", "BUILD_LANGUAGE": "auto",
+                                             "TRAIN_LANGUAGE": "auto", "SYNTH_LANGUAGE": "pt_br"})
+    assert (s.transcribe.language, s.build.language, s.train.language, s.synth.language) == ("auto", "auto", None, "pt")
+    with pytest.raises(SettingsError) as exc:
+        load_settings(workspace, flags={"transcribe": {"language": "xx"}}, environ={"SYNTH_LANGUAGE": "klingon"})
+    msg = flat(exc.value.message)
+    known = "en, es, fr, de, it, pt, pl, tr, ru, nl, cs, ar, zh-cn, hu, ko, ja, hi"
+    assert f"--language='xx' (flag): language 'xx' is not supported: XTTS-v2 speaks {known}, or auto" in msg
+    assert f"SYNTH_LANGUAGE='klingon' (environment): language 'klingon' is not supported: XTTS-v2 speaks {known}" in msg
+    assert "(2 problems)" in msg

@@ -287,6 +287,15 @@ def test_cli_offline_model_name_is_a_clear_error(cli, seg_ws: Workspace) -> None
     assert "Traceback" not in flat(res)
 
 
+def test_cli_unknown_language_is_refused_before_whisper_loads(cli, seg_ws: Workspace) -> None:
+    """`--language xx` used to reach Whisper and end in an internal error, after the segments were read."""
+    res = cli("transcribe", "--language", "xx", "--model", "bundled-base", "--device", "cpu", "--compute-type", "int8")
+    assert res.exit_code == 1, res.output
+    assert "--language='xx' (flag): language 'xx' is not supported: XTTS-v2 speaks en, es, fr," in flat(res)
+    assert flat(res).count("is not supported") == 1 and "Traceback" not in flat(res)
+    assert not seg_ws.transcripts_file.exists()
+
+
 def test_cli_errors_without_traceback(cli, workspace: Workspace, tmp_path: Path, seg_ws: Workspace) -> None:
     res = cli("transcribe", "--model", str(tmp_path), "--device", "cpu", "--compute-type", "int8", "--batch-size", "2")
     assert res.exit_code == 1 and "not a CTranslate2 model" in flat(res)

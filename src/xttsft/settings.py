@@ -27,9 +27,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from xttsft.errors import SettingsError
@@ -48,12 +56,55 @@ __all__ = [
     "Provenance",
     "load_settings",
     "SECTIONS",
+    "XTTS_LANGUAGES",
+    "parse_language",
 ]
 
 log = logging.getLogger(__name__)
 
 Auto = Literal["auto"]
 Device = Literal["auto", "cpu", "cuda"]
+
+#: The languages XTTS-v2 speaks, spelt as XTTS spells them (XttsConfig().languages of coqui-tts 0.28).
+XTTS_LANGUAGES: tuple[str, ...] = (
+    "en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi",
+)
+_LANGUAGE_NAMES = {
+    "english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt",
+    "polish": "pl", "turkish": "tr", "russian": "ru", "dutch": "nl", "czech": "cs", "arabic": "ar",
+    "chinese": "zh-cn", "mandarin": "zh-cn", "hungarian": "hu", "korean": "ko", "japanese": "ja", "hindi": "hi",
+}
+
+
+def parse_language(value: str, allow_auto: bool = False) -> str:
+    """XTTS-v2's code of a language: ``pt``, ``PT``, ``pt-BR``, ``pt_br``, ``portuguese`` -> ``pt``;
+    ``zh``, ``zh-CN``, ``zh_Hans`` -> ``zh-cn``; ``auto`` only with ``allow_auto``.
+
+    Raises ``ValueError`` naming the known codes, which settings validation turns into one line."""
+    code = value.strip().lower().replace("_", "-")
+    if allow_auto and code == "auto":
+        return "auto"
+    base = _LANGUAGE_NAMES.get(code, code.split("-")[0])
+    if base in ("zh", "zh-cn"):
+        return "zh-cn"
+    if base in XTTS_LANGUAGES:
+        return base
+    known = ", ".join(XTTS_LANGUAGES) + (", or auto" if allow_auto else "")
+    raise ValueError(f"language {value!r} is not supported: XTTS-v2 speaks {known} (regional forms such as "
+                     "pt-BR are fine)")
+
+
+def _language_or_unset(value: Any) -> Any:
+    """Optional languages: ``auto`` (and an empty value) means unset, the command's own default."""
+    if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+        return None
+    return parse_language(value) if isinstance(value, str) else value
+
+
+#: A language XTTS-v2 speaks, or ``auto``: transcribe and build detect it.
+LanguageOrAuto = Annotated[str, AfterValidator(lambda v: parse_language(v, allow_auto=True))]
+#: A language XTTS-v2 speaks, or unset (``auto`` too): the command finds it (dataset, run).
+OptionalLanguage = Annotated[str | None, BeforeValidator(_language_or_unset)]
 
 
 def _folder_name(v: str) -> str:
@@ -216,7 +267,8 @@ class TranscribeSettings(Section):
         "medium",
         description="Whisper model name (tiny, base, small, medium, large-v3, ...) or a local CTranslate2 model folder.",
     )
-    language: str = Field("auto", description="Language code of the speech (pt, en, ...) or auto to detect it per file.")
+    language: LanguageOrAuto = Field(
+        "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17) or auto to detect it per file.")
     check_clip_language: bool = Field(
         True, description="With a language given, check each clip's language and reject the ones clearly in "
         "another (the English answers of a Portuguese interview); one more encoder pass per clip. false: check "
@@ -259,8 +311,8 @@ class BuildSettings(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples in the validation split (guide: 0.1).")
     seed: int = Field(42, description="Seed of the train/val split; the same seed gives the same split.")
     min_samples: int = Field(100, ge=1, description="Warn below this many samples (guide: 100; 500-5000 recommended).")
-    language: str = Field(
-        "auto", description="Dataset language (pt, en, ...); auto: the language of most kept transcripts."
+    language: LanguageOrAuto = Field(
+        "auto", description="Dataset language (pt, en, pt-BR, ...); auto: the language of most kept transcripts."
     )
 
     @field_validator("dataset_name")
@@ -282,8 +334,9 @@ class TrainSettings(Section):
         None, description="LJSpeech dataset folder; default: the workspace's train/data/<dataset_name>."
     )
     run_name: str | None = Field(None, description="Name of the run folder; default: a timestamp.")
-    language: str | None = Field(
-        None, description="Language of the dataset (pt, en, ...); default: lang.txt, then stats.json of the dataset."
+    language: OptionalLanguage = Field(
+        None, description="Language of the dataset (pt, en, pt-BR, ...); unset or auto: lang.txt, then stats.json "
+        "of the dataset."
     )
     num_epochs: int = Field(1000, ge=1, description="Epochs to train (guide: 1000).")
     batch_size: int | Auto = Field("auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
@@ -356,8 +409,9 @@ class SynthSettings(Section):
 
     section: ClassVar[str] = "synth"
 
-    language: str | None = Field(
-        None, description="Language of the text (pt, en, es, ...); default: the run's language (pt without a run)."
+    language: OptionalLanguage = Field(
+        None, description="Language of the text (pt, en, pt-BR, ...); unset or auto: the run's language (pt without "
+        "a run)."
     )
     checkpoint: str = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
     temperature: float = Field(0.85, gt=0, description="Sampling temperature (XTTS default 0.85).")

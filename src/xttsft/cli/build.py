@@ -90,7 +90,8 @@ def build(
 def _check(ctx: typer.Context, path: Path, language: str | None) -> None:
     from xttsft.build import check_dataset
 
-    settings, _ = state(ctx).load(file_logs=False)
+    settings, _ = state(ctx).load(file_logs=False, build={"language": language})
+    language = settings.build.language if language is not None else None  # the flag parsed: pt-BR -> pt
     result = check_dataset(path, base_model=settings.train.base_model,
                            language=language if language not in (None, "auto") else settings.train.language,
                            val_fraction=settings.build.val_fraction, seed=settings.build.seed)
