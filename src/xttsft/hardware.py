@@ -34,6 +34,8 @@ __all__ = [
     "EFFECTIVE_BATCH_SIZE",
     "hardware_facts",
     "recommend",
+    "whisper_model_for",
+    "CPU_WHISPER_MODEL",
     "current_recommendation",
     "resolve_device",
     "tune_process",
@@ -325,6 +327,20 @@ def _whisper_for_gpu(gpu: GpuFacts) -> tuple[str, str, int]:
     return model, compute, batch
 
 
+#: The Whisper model doctor picks for a CPU.
+CPU_WHISPER_MODEL = "small"
+
+
+def whisper_model_for(hw: HardwareFacts, device: str) -> tuple[str, str]:
+    """The Whisper model ``TRANSCRIBE_MODEL=auto`` stands for on ``device`` (``cuda`` or ``cpu``), and why,
+    in words: the model :func:`recommend` picks, for the device actually used (TRANSCRIBE_DEVICE=cpu on a
+    GPU machine gets the CPU's model). Pure, like :func:`recommend`."""
+    if device.startswith("cuda") and hw.gpus:
+        gpu = hw.gpus[0]
+        return _whisper_for_gpu(gpu)[0], f"cuda, {gpu.name} {gpu.total_gib:.0f} GB"
+    return CPU_WHISPER_MODEL, f"cpu, {hw.ram_total_gib:.0f} GB RAM"
+
+
 def recommend(hw: HardwareFacts, use_lora: bool = True) -> Recommendation:
     """Training and transcription settings for ``hw``. Pure: same facts, same answer.
 
@@ -397,7 +413,7 @@ def recommend(hw: HardwareFacts, use_lora: bool = True) -> Recommendation:
                 f"{hw.ram_total_gib:.0f} GB of RAM is below the ~{need:.0f} GB XTTS-v2 {mode} needs on CPU; "
                 "gradient checkpointing is on and it may still run out of memory."
             )
-        whisper_model, whisper_compute = "small", "int8"
+        whisper_model, whisper_compute = CPU_WHISPER_MODEL, "int8"
         whisper_batch = 8 if hw.cpu_count >= 8 else 4
         whisper_device = "cpu"
     grad_accum = max(1, round(EFFECTIVE_BATCH_SIZE / batch))

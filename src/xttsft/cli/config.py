@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from xttsft.cli._common import console, handle_errors, state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +36,7 @@ def config(
     st = state(ctx)
     settings, provenance = load_settings(Workspace(st.workdir), config_file=st.config_file)
     data = settings.to_dict()
+    resolved = _resolved_autos(settings)
     if as_json:
         out = {
             section: {
@@ -40,6 +45,7 @@ def config(
                     "source": provenance[section][name].kind,
                     "detail": provenance[section][name].detail,
                     "env": SECTIONS[section].env_name(name),
+                    **({"resolved": resolved[section, name]} if (section, name) in resolved else {}),
                 }
                 for name, value in values.items()
             }
@@ -57,5 +63,18 @@ def config(
         for name, value in values.items():
             src = provenance[section][name]
             style = "dim" if src.kind == "default" else "bold green"
-            table.add_row(name, str(value), SECTIONS[section].env_name(name), f"[{style}]{src}[/]")
+            shown = f"{value} ({resolved[section, name]} here)" if (section, name) in resolved else str(value)
+            table.add_row(name, shown, SECTIONS[section].env_name(name), f"[{style}]{src}[/]")
         console.print(table)
+
+
+def _resolved_autos(settings: Settings) -> dict[tuple[str, str], str]:
+    """What an ``auto`` Whisper model stands for on this machine, as ``xttsft transcribe`` resolves it
+    (doctor's pick for the device used), so `config` and `doctor` tell the same story."""
+    if settings.transcribe.model != "auto":
+        return {}
+    from xttsft.hardware import hardware_facts, recommend, whisper_model_for
+
+    hw = hardware_facts()
+    device = settings.transcribe.device if settings.transcribe.device != "auto" else recommend(hw).whisper_device
+    return {("transcribe", "model"): whisper_model_for(hw, device)[0]}

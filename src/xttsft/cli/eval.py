@@ -29,7 +29,8 @@ def eval_(
     language: str | None = typer.Option(None, "--language", "-l", help="Language of the sentences. [default: the run's]"),
     whisper_model: str | None = typer.Option(
         None, "--whisper-model",
-        help="faster-whisper model name or local CTranslate2 folder for the CER. [default: transcribe.model]",
+        help="faster-whisper model name, local CTranslate2 folder, bundled-base / bundled-tiny.en (offline) or "
+        "auto (doctor's pick) for the CER. [default: TRANSCRIBE_MODEL, auto]",
     ),
     base: bool = typer.Option(True, "--base/--no-base", help="Also measure the base model, for comparison."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed: sentence i (from 1) uses seed+i. [default: 0]"),

@@ -17,12 +17,12 @@ def register(app: typer.Typer) -> None:
 def transcribe(
     ctx: typer.Context,
     model: str | None = typer.Option(
-        None, "--model", help="Whisper model name (tiny, small, medium, large-v3, turbo) or a local CTranslate2 "
-        "folder [default: medium]."
+        None, "--model", help="Whisper model name (tiny, small, medium, large-v3, turbo), a local CTranslate2 "
+        "folder, bundled-base / bundled-tiny.en (offline), or auto: doctor's pick for the device [default: auto]."
     ),
     language: str | None = typer.Option(
-        None, "--language", help="Language code of the speech (pt, en, ...) or auto (detected per source file) "
-        "[default: auto]."
+        None, "--language", help="Language of the speech (pt, en, pt-BR, ...; one XTTS-v2 speaks) or auto "
+        "(detected per source file) [default: auto]."
     ),
     batch_size: str | None = typer.Option(None, "--batch-size", help="Whisper windows per batch, or auto [default: auto]."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda [default: auto]."),
@@ -51,8 +51,8 @@ def transcribe(
     **How:** clips of one source file are packed side by side (1 s of silence between them) into 30 s
     Whisper windows, and the windows are decoded `--batch-size` at a time: several times faster than one
     call per clip on a CPU. Word timestamps give every clip its own words and tighten its edges to the first
-    and last word plus the segment pad. Device, compute type and batch size default to `xttsft doctor`'s
-    recommendation. With `--language auto` the language is detected per source file and shown; when Whisper
+    and last word plus the segment pad. Model, device, compute type and batch size default to `xttsft doctor`'s
+    recommendation (model: large-v3 on a GPU of 10 GB+, medium on 5 GB+, small on CPU). With `--language auto` the language is detected per source file and shown; when Whisper
     is unsure (p < 0.5) or hears a language XTTS-v2 does not speak, it stops and asks for `--language`. With a
     language given, each clip heard confidently as another language is rejected as wrong_language.
 
