@@ -102,7 +102,10 @@ def test_build_writes_an_ljspeech_dataset_and_explains_every_drop(workspace: Wor
     result = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
     assert d == workspace.data_dir / "MyTTSDataset"
-    assert (result.train, result.val, result.language) == (11, 1, "en")  # 10 % of 12, rounded, at least 1
+    from xttsft.build import split_ids
+
+    n_train, n_val = (len(x) for x in split_ids([f"talk_{i:04d}" for i in range(1, 13)], 0.1, seed=42))
+    assert (result.train, result.val, result.language) == (n_train, n_val, "en") and n_val >= 1
 
     dropped = {r["id"]: r["reason"] for r in read_jsonl(d / "dropped.jsonl")}
     assert dropped == inputs
@@ -130,7 +133,7 @@ def test_build_writes_an_ljspeech_dataset_and_explains_every_drop(workspace: Wor
     assert all(s["wav"] == f"wavs/{s['id']}.wav" and s["language"] == "en" and s["source"] for s in samples)
     stats = json.loads((d / "stats.json").read_text())
     assert stats["language"] == "en" and stats["max_audio_seconds"] == 15.0
-    assert stats["samples"] == {"train": 11, "val": 1, "total": 12}
+    assert stats["samples"] == {"train": n_train, "val": n_val, "total": 12}
     assert stats["minutes"] == pytest.approx(sum(s["duration"] for s in samples) / 60, rel=1e-3)
     assert stats["dropped"]["too_long"] == 1 and stats["token_check"] == "characters"
     assert any("samples" in w for w in stats["warnings"]) and any("minutes" in w for w in stats["warnings"])
@@ -186,12 +189,12 @@ def test_split_keeps_every_clip_on_its_side_when_clips_are_added() -> None:
 def test_rerun_with_unchanged_inputs_rewrites_nothing(workspace: Workspace, inputs) -> None:
     from xttsft.build import build_dataset
 
-    build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
+    first = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
     files = [p for p in d.rglob("*") if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
     again = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
-    assert again.unchanged and (again.train, again.val) == (11, 1)
+    assert again.unchanged and (again.train, again.val) == (first.train, first.val)
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
     other = build_dataset(BuildSettings(seed=7), workspace, max_audio_seconds=15.0)
@@ -271,7 +274,11 @@ def test_cli_build_and_check(cli, workspace: Workspace, inputs) -> None:
     assert res.exit_code == 0, res.output
     out = flat(res)
     assert "train" in out and "dropped: too_long" in out and "dropped.jsonl" in out
-    assert len(meta_rows(workspace.dataset_dir / "metadata_val.csv")) == 3
+    from xttsft.build import split_ids
+
+    ids = [r[0] for r in meta_rows(workspace.dataset_dir / "metadata.csv")]
+    val = sorted(r[0] for r in meta_rows(workspace.dataset_dir / "metadata_val.csv"))
+    assert val == split_ids(ids, 0.25, seed=3)[1] and 1 <= len(val) < len(ids)
     res = cli("build", "--val-fraction", "0.25", "--seed", "3")
     assert res.exit_code == 0 and "nothing rewritten" in flat(res)
 

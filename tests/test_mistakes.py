@@ -202,3 +202,20 @@ def test_count_charts_have_whole_number_ticks(tmp_path: Path) -> None:
     fig.canvas.draw()
     ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_user_text_is_printed_literally(cli, workspace: Workspace, speak) -> None:
+    """A clip id 'zero' between colons printed as an emoji, and '[b]' in a name vanished as markup."""
+    workspace.ensure()
+    name = ":zero: [b]talk"
+    speak("Good morning. This is a short recording for the test of names. It has three sentences.",
+          workspace.raw_dir / f"{name}.wav", rate=170)
+    res = cli("segment")
+    assert res.exit_code == 0, res.output
+    assert f"{name}.wav" in res.output and "0️⃣" not in res.output and "\N{KEYCAP TEN}" not in res.output
+
+
+def test_paths_stay_whole_at_80_columns(cli, workspace: Workspace) -> None:
+    deep = workspace.root / ("a-rather-long-folder-name-for-a-workspace-" * 2) / "dataset"
+    res = cli("build", "--check", str(deep), env={"COLUMNS": "80"})
+    assert res.exit_code == 1 and str(deep) in res.output, res.output

@@ -31,11 +31,21 @@ from xttsft.paths import Workspace
 if TYPE_CHECKING:
     from xttsft.settings import Provenance, Settings
 
-# soft_wrap: the terminal wraps long lines, rich does not cut them, so a path, URL or command stays
-# whole and can be copied at 80 columns. emoji=False: user text such as a clip id "zero" wrapped in
-# colons is printed as written, not as an emoji (markup in user text is escaped where it is printed).
-console = Console(soft_wrap=True, emoji=False)
-err_console = Console(stderr=True, soft_wrap=True, emoji=False)
+class _Console(Console):
+    """A rich console whose plain lines (``print("...")``) soft-wrap: the terminal wraps them and rich
+    does not cut them, so a path, URL or command stays whole and can be copied at 80 columns (rich broke
+    them mid-word). Tables and panels still fit the width. ``emoji=False``: user text such as a clip id
+    "zero" between colons is printed as written, not as an emoji; markup in user text is escaped
+    where it is printed."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if objects and all(isinstance(o, str) for o in objects):
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)
+
+
+console = _Console(emoji=False)
+err_console = _Console(stderr=True, emoji=False)
 log = logging.getLogger("xttsft.cli")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,11 +126,9 @@ def handle_errors(fn: F) -> F:
                  if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR),
                 None,
             )
-            err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}",
-                              soft_wrap=True)
+            err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
             if where:
-                err_console.print(f"The full traceback is in {escape(str(where))}. Please include it in a bug report.",
-                                  soft_wrap=True)
+                err_console.print(f"The full traceback is in {escape(str(where))}. Please include it in a bug report.")
             else:
                 err_console.print("Run again with -v to see the traceback.")
             st = _current_state()
@@ -132,11 +140,9 @@ def handle_errors(fn: F) -> F:
 
 
 def _report(exc: XttsftError) -> None:
-    # soft_wrap: the terminal wraps the line, rich does not break it, so a path or command in it stays
-    # whole and can be copied (at 80 columns rich broke them mid-word)
-    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", soft_wrap=True)
+    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}")
     if exc.hint:
-        err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}", soft_wrap=True)
+        err_console.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
     _log_to_files(logging.ERROR, str(exc))
 
 
@@ -192,7 +198,7 @@ def progress_bar(description: str, total: float | None = None, transient: bool =
     """A rich progress bar with an ETA, handed to the core as a ``progress`` callable."""
     columns = (
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),  # names files: literal
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

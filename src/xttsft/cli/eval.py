@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from xttsft.cli._common import console, handle_errors, progress_bar, state
@@ -69,7 +70,7 @@ def eval_(
     for col in ("system", "#", "text", "transcript", *numeric):
         rows.add_column(col, overflow="fold", justify="right" if col in {"#", *numeric} else "left")
     for r in result.rows:
-        rows.add_row(r.system, str(r.index), r.text, r.transcript or "[dim](nothing)[/]", _f(r.cer), _f(r.similarity),
+        rows.add_row(r.system, str(r.index), escape(r.text), escape(r.transcript) if r.transcript else "[dim](nothing)[/]", _f(r.cer), _f(r.similarity),
                      _f(r.similarity_ge2e), _f(r.dnsmos_ovrl, ".2f"), _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
     console.print(rows)
     summary = Table(title="summary (CER lower is better, similarity higher is better)", title_justify="left")
@@ -85,6 +86,6 @@ def eval_(
         f"GE2E {_f(result.heldout_self_similarity_ge2e)}) · "
         f"Whisper: {result.whisper_model}"
     )
-    console.print(f"results: {result.json_path}")
+    console.print(f"results: {escape(str(result.json_path))}")
     for note in result.notes:
         console.print(f"[bold yellow]Note:[/] {note}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from xttsft.cli._common import console, handle_errors, progress_bar, state
@@ -64,10 +65,10 @@ def export(
     table.add_column("file")
     table.add_column("size", justify="right")
     for f in result.files:
-        table.add_row(f.name, _size(f.stat().st_size))
+        table.add_row(escape(f.name), _size(f.stat().st_size))
     table.add_row("[bold]total[/]", f"[bold]{_size(result.size_bytes)}[/]")
     console.print(table)
-    console.print(f"folder: {result.out_dir}")
+    console.print(f"folder: {escape(str(result.out_dir))}")
     if result.kind == "merged":
         console.print(
             "load it with coqui-tts: TTS(model_path=FOLDER, config_path=FOLDER/config.json)"

@@ -160,7 +160,7 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     ds = s["dataset"]
     if ds["samples"]:
         table.add_row("dataset", f"{ds['samples'].get('train', 0)} train / {ds['samples'].get('val', 0)} val, "
-                      f"{ds['minutes'] or 0:.1f} min kept ({ds['language']}): {ds['dir']}")
+                      f"{ds['minutes'] or 0:.1f} min kept ({ds['language']}): {escape(ds['dir'])}")
     sc = s.get("screen")
     if sc and sc["speakers"]:
         who = ", ".join(f"{sp['label']}{' (target)' if sp['target'] else ''} {sp['minutes']:.1f} min, "
@@ -176,29 +176,29 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     if tr:
         secs = f", trained in {tr['seconds'] / 60:.1f} min" if tr.get("seconds") else ""
         best = f"best val loss {tr['best_val_loss']:.4f} (epoch {tr['best_epoch']})" if tr["best_val_loss"] is not None else "no best model yet"
-        table.add_row("training", f"run {tr['run']}: {best}{secs}")
-        table.add_row("checkpoints", tr["run_dir"])
-        table.add_row("TensorBoard", f"tensorboard --logdir {tr['tensorboard']}")
+        table.add_row("training", escape(f"run {tr['run']}: {best}{secs}"))
+        table.add_row("checkpoints", escape(tr["run_dir"]))
+        table.add_row("TensorBoard", escape(f"tensorboard --logdir {tr['tensorboard']}"))
         if tr.get("loss_curve"):
-            table.add_row("loss curve", tr["loss_curve"])
+            table.add_row("loss curve", escape(tr["loss_curve"]))
     if s.get("export"):
-        table.add_row("export", s["export"])
+        table.add_row("export", escape(s["export"]))
     if s.get("sample"):
-        table.add_row("sample audio", s["sample"])
+        table.add_row("sample audio", escape(s["sample"]))
     ev = s.get("eval")
     if ev and ev.get("summary"):
         parts = []
         for system, fig in ev["summary"].items():
             figs = ", ".join(f"{k} {fig[k]:.3f}" for k in ("cer", "similarity", "similarity_ge2e", "rtf") if isinstance(fig.get(k), (int, float)))
             parts.append(f"{system}: {figs}")
-        table.add_row("eval", "\n".join(parts + [ev["json"]]))
+        table.add_row("eval", escape("\n".join(parts + [ev["json"]])))
     if ds.get("histogram"):
-        table.add_row("durations", ds["histogram"])
+        table.add_row("durations", escape(ds["histogram"]))
     if sc and sc.get("map"):
-        table.add_row("speaker map", sc["map"])
+        table.add_row("speaker map", escape(sc["map"]))
     if sc and sc.get("dnsmos"):
-        table.add_row("DNSMOS", sc["dnsmos"])
-    table.add_row("logs", str(ws.info_log))
+        table.add_row("DNSMOS", escape(sc["dnsmos"]))
+    table.add_row("logs", escape(str(ws.info_log)))
     stages = " ".join(
         f"[{_STATUS_STYLE.get(done[n].status, '')}]{n}[/]" if n in done else f"[dim]{n}[/]" for n in STAGES
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from xttsft.cli._common import console, handle_errors, progress_bar, state
@@ -105,16 +106,16 @@ def synth(
     table.add_column("RTF", justify="right")
     for item in result.items:
         table.add_row(
-            str(item.path), item.text, f"{item.duration:.2f}",
+            escape(str(item.path)), escape(item.text), f"{item.duration:.2f}",
             "skipped" if item.skipped else f"{item.rtf:.2f}",
         )
     console.print(table)
-    refs = ", ".join(p.name for p in result.references)
+    refs = escape(", ".join(p.name for p in result.references))
     console.print(
         f"language {result.language} · device {result.device} · seed {result.seed} · references: {refs}"
         + (" (latents from cache)" if result.cached_latents else "")
     )
     if result.manifest is not None:
-        console.print(f"manifest: {result.manifest}")
+        console.print(f"manifest: {escape(str(result.manifest))}")
     for note in result.notes:
         console.print(f"[bold yellow]Note:[/] {note}")
