@@ -219,3 +219,14 @@ def test_paths_stay_whole_at_80_columns(cli, workspace: Workspace) -> None:
     deep = workspace.root / ("a-rather-long-folder-name-for-a-workspace-" * 2) / "dataset"
     res = cli("build", "--check", str(deep), env={"COLUMNS": "80"})
     assert res.exit_code == 1 and str(deep) in res.output, res.output
+
+
+def test_config_keeps_every_variable_name_whole_at_80_columns(cli) -> None:
+    from xttsft.settings import SECTIONS
+
+    res = cli("config", env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    for section in SECTIONS.values():
+        for name in section.model_fields:
+            assert section.env_name(name) in res.output, name
+    assert "…" not in res.output

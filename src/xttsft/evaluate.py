@@ -328,7 +328,6 @@ def evaluate(
     speaker similarity, duration and RTF (see the module docstring)."""
     from xttsft.model import resolve_run
     from xttsft.synth import (
-        TINY_MODEL_NOTE,
         ModelSource,
         conditioning,
         load_voice,
@@ -427,7 +426,8 @@ def evaluate(
     gc.collect()
 
     summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
-    notes = [TINY_MODEL_NOTE + " These numbers measure noise."] if tiny else []
+    # the tiny model's warning itself was logged once when it loaded; this says what it means here
+    notes = ["These numbers measure the tiny random model's noise, not a voice."] if tiny else []
     result = EvalResult(
         run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
         whisper_model=whisper_model, heldout_self_similarity=held_self, tiny=tiny,

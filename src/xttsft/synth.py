@@ -51,7 +51,6 @@ __all__ = [
     "OUTPUT_SAMPLE_RATE",
     "REFERENCE_SAMPLE_RATE",
     "SUPPORTED_LANGUAGES",
-    "TINY_MODEL_NOTE",
     "ModelSource",
     "Voice",
     "Conditioning",
@@ -89,11 +88,6 @@ _CHAR_LIMITS = {
     "en": 250, "de": 253, "fr": 273, "es": 239, "it": 213, "pt": 203, "pl": 224, "zh": 82, "ar": 166,
     "cs": 186, "ru": 182, "nl": 251, "tr": 226, "ja": 71, "hu": 224, "ko": 95, "hi": 150,
 }
-
-TINY_MODEL_NOTE = (
-    "This is the tiny random test model: its output is noise, not speech. "
-    "It checks the plumbing only; train on coqui/XTTS-v2 for a real voice."
-)
 
 _REF_MIN_SECONDS = 1.0  # XTTS needs 0.33 s; anything under a second carries no voice
 _REF_RECOMMENDED_SECONDS = 3.0
@@ -908,7 +902,7 @@ def synthesize(
         if manifest is not None:
             write_jsonl(manifest, rows + [r for n, r in previous.items() if n not in {x["wav"] for x in rows}])
         progress(advance=1)
-    notes = [TINY_MODEL_NOTE] if voice.tiny else []
+    notes: list[str] = []  # the tiny model's warning was logged once when it loaded
     return SynthResult(
         items=items, model=voice.description, language=language, references=refs, device=voice.device,
         tiny=voice.tiny, cached_latents=cond.cached, seed=settings.seed, sample_rate=voice.sample_rate,

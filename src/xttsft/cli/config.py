@@ -56,10 +56,12 @@ def config(
         return
     for section, values in data.items():
         table = Table(title=f"[bold]{section}[/]", title_justify="left", show_lines=False, expand=False)
-        table.add_column("setting")
-        table.add_column("value")
-        table.add_column("environment variable", style="dim")
-        table.add_column("source")
+        # names and variables stay whole at 80 columns (they are what a user copies); values fold
+        names = [(name, SECTIONS[section].env_name(name)) for name in values]
+        table.add_column("setting", no_wrap=True, min_width=max(len(n) for n, _ in names))
+        table.add_column("value", overflow="fold")
+        table.add_column("environment variable", style="dim", no_wrap=True, min_width=max(len(e) for _, e in names))
+        table.add_column("source", overflow="fold")
         for name, value in values.items():
             src = provenance[section][name]
             style = "dim" if src.kind == "default" else "bold green"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -65,14 +66,7 @@ def eval_(
             ws, settings.synth, settings.transcribe, run=run, sentences_file=sentences, include_base=base,
             whisper_model=whisper_model, progress=bar,
         )
-    rows = Table(title=f"eval of run {result.run} ({result.language})", title_justify="left")
-    numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s", "RTF")
-    for col in ("system", "#", "text", "transcript", *numeric):
-        rows.add_column(col, overflow="fold", justify="right" if col in {"#", *numeric} else "left")
-    for r in result.rows:
-        rows.add_row(r.system, str(r.index), escape(r.text), escape(r.transcript) if r.transcript else "[dim](nothing)[/]", _f(r.cer), _f(r.similarity),
-                     _f(r.similarity_ge2e), _f(r.dnsmos_ovrl, ".2f"), _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
-    console.print(rows)
+    _print_rows(result)
     summary = Table(title="summary (CER lower is better, similarity higher is better)", title_justify="left")
     for col in ("measure", *result.summary):
         summary.add_column(col, justify="right")
@@ -89,3 +83,23 @@ def eval_(
     console.print(f"results: {escape(str(result.json_path))}")
     for note in result.notes:
         console.print(f"[bold yellow]Note:[/] {note}")
+
+
+def _print_rows(result: Any) -> None:
+    """One row per sentence. Where the terminal is narrow (under 120 columns) the text and what Whisper
+    heard go on their own lines under the table: ten columns in 80 wrapped one word per line."""
+    wide = console.width >= 120
+    rows = Table(title=f"eval of run {escape(result.run)} ({result.language})", title_justify="left")
+    numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s", "RTF")
+    for col in ("system", "#", *(("text", "transcript") if wide else ()), *numeric):
+        texts = col in {"text", "transcript"}
+        rows.add_column(col, overflow="fold", no_wrap=not texts, justify="left" if texts or col == "system" else "right")
+    heard = lambda r: escape(r.transcript) if r.transcript else "[dim](nothing)[/]"  # noqa: E731
+    for r in result.rows:
+        words = (escape(r.text), heard(r)) if wide else ()
+        rows.add_row(r.system, str(r.index), *words, _f(r.cer), _f(r.similarity), _f(r.similarity_ge2e),
+                     _f(r.dnsmos_ovrl, ".2f"), _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
+    console.print(rows)
+    if not wide:
+        for r in result.rows:
+            console.print(f"{r.system} #{r.index}: {escape(r.text)}\n    heard: {heard(r)}")

@@ -74,8 +74,6 @@ def export(
             "load it with coqui-tts: TTS(model_path=FOLDER, config_path=FOLDER/config.json)"
             f".tts_to_file(text, speaker={result.run!r}, language=...)"
         )
-    if result.tiny:
-        console.print("[bold yellow]Note:[/] the tiny random test model was exported: its voice is noise.")
 
 
 def _size(n: int) -> str:
