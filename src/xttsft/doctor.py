@@ -188,7 +188,7 @@ def _cache_dir() -> Path:
 
 
 def _tiny_model_dir() -> Path | None:
-    """The tiny test XTTS in xttsft's cache, if it was built (``--base-model tiny`` builds it)."""
+    """The tiny test XTTS in xttsft's cache, if it was built (``xttsft train --base-model tiny`` builds it)."""
     root = _cache_dir()
     if not root.is_dir():
         return None
@@ -243,7 +243,7 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
             detail = f"{g.name}: {g.total_gib:.1f} GB{free}, compute {cc}, bf16 {'yes' if g.bf16 else 'no'}"
             if g.total_gib < 5.5:
                 checks.append(Check(f"gpu {g.index}", "warn", detail,
-                                    "XTTS-v2 LoRA training needs about 6 GB of VRAM; use a bigger card or --device cpu."))
+                                    "XTTS-v2 LoRA training needs about 6 GB of VRAM; use a bigger card, or train on the CPU: xttsft train --device cpu."))
             else:
                 checks.append(Check(f"gpu {g.index}", "ok", detail))
     else:
@@ -297,7 +297,7 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
             checks.append(Check("xtts-v2 base", "warn",
                                 f"not in the local Hugging Face cache (missing {', '.join(missing)})",
                                 "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local "
-                                "folder with --base-model."))
+                                "folder: xttsft train --base-model DIR."))
     except Exception as exc:  # noqa: BLE001 - huggingface_hub missing or cache unreadable
         missing, xtts_dir = list(_xtts_files()), None
         checks.append(Check("xtts-v2 base", "warn", f"cannot read the Hugging Face cache: {exc}",
@@ -316,7 +316,7 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
         checks.append(Check("dataset", "ok", f"{ds}: {n_train} train, {n_val} val samples"))
     else:
         checks.append(Check("dataset", "warn", f"no {meta}" if not meta.is_file() else f"{meta} is empty",
-                            "Build it: xttsft fetch, segment, transcribe, build (or pass --dataset-dir to train)."))
+                            "Build it: xttsft fetch, segment, transcribe, build (or train on a dataset of your own: xttsft train --dataset-dir DIR)."))
 
     if settings_error:
         checks.append(Check("settings", "fail", settings_error, "Fix the values; `xttsft config` shows their sources."))

@@ -50,7 +50,7 @@ def build(
     `--check PATH` validates any dataset folder instead, exactly as `xttsft train` reads it (the same
     code): every row training would refuse or drop (missing or unreadable wavs, too short or too long
     for the model, characters the vocabulary lacks, duplicate ids or audio, empty text, `|` in the
-    text, paths that leave the folder), against the base model's limits (`--base-model` of train).
+    text, paths that leave the folder), against the base model's limits (TRAIN_BASE_MODEL, as `xttsft train --base-model` sets it).
 
     Examples: `xttsft build --val-fraction 0.1 --seed 7` ; `xttsft build --check train/data/MyTTSDataset`
     """
