@@ -7,7 +7,8 @@
 * :meth:`Trainer.optimizer_step`: at the end of an accumulation window: unscale, clip, step,
   schedule (a window with a non-finite loss is dropped but still advances the schedule);
 * :meth:`Trainer.end_epoch`: validation, the best model, the epoch checkpoint;
-* :meth:`Trainer.on_interrupt`: Ctrl-C saves the state as of the last optimizer step.
+* :meth:`Trainer.on_interrupt`: Ctrl-C (SIGINT) or SIGTERM (a job scheduler, ``timeout``,
+  ``docker stop``, systemd) saves the state as of the last optimizer step.
 
 :class:`TrainState` is everything a resume needs besides the weights and the optimizer:
 counters, loss sums, best model, history and RNG, with ``to_dict``/``from_dict`` in the
@@ -35,13 +36,17 @@ from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 
 __all__ = ["TrainState", "Trainer", "Callback", "ConsoleCallback", "TensorBoardCallback", "TrainingError",
-           "TrainHooks", "rng_state", "set_rng_state"]
+           "TrainHooks", "Terminated", "rng_state", "set_rng_state"]
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(XttsftError):
     """Training cannot go on (NaN losses, out of memory)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training: handled as Ctrl-C is (the state is saved), and said as what it is."""
 
 
 @dataclass
@@ -235,12 +240,14 @@ class Trainer:
         try:
             if state.epoch >= self.num_epochs:
                 return "already finished"
-            for epoch in range(state.epoch, self.num_epochs):
-                self.train_epoch(epoch)
-                self.end_epoch()
-        except KeyboardInterrupt:
-            self.on_interrupt()
-            return "interrupted"
+            with _sigterm_as_interrupt():
+                for epoch in range(state.epoch, self.num_epochs):
+                    self.train_epoch(epoch)
+                    self.end_epoch()
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, Terminated)
+            self.on_interrupt(terminated)
+            return "terminated" if terminated else "interrupted"
         finally:
             for cb in self.callbacks:
                 cb.close()
@@ -381,15 +388,18 @@ class Trainer:
 
             dist.barrier()
 
-    def on_interrupt(self) -> None:
-        """Ctrl-C: save the state as of the last optimizer step, or say why it could not be saved."""
+    def on_interrupt(self, terminated: bool = False) -> None:
+        """Ctrl-C or SIGTERM: save the state as of the last optimizer step, or say why it could not be saved.
+        A second SIGTERM while it is written is ignored (the save is short; a scheduler's SIGKILL follows)."""
         if not self.main:
             return
         at = self.applied
-        log.warning("Interrupted: saving a checkpoint (epoch %d, step %d)...", at.epoch + 1, at.batch_in_epoch)
+        what = "Terminated (SIGTERM)" if terminated else "Interrupted"
+        log.warning("%s: saving a checkpoint (epoch %d, step %d)...", what, at.epoch + 1, at.batch_in_epoch)
         name = RunPaths.checkpoint_name(at.epoch, at.global_step if at.batch_in_epoch else None)
         try:
-            saved = self.save_checkpoint(name, at, None)
+            with _signals_ignored(("SIGTERM",)):
+                saved = self.save_checkpoint(name, at, None)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, without this checkpoint
             log.warning("Second Ctrl-C: stopped without saving; --resume continues from the last saved state "
                         "(or starts the run again if it has none).")
@@ -406,22 +416,65 @@ class Trainer:
         return snap
 
 
-@contextlib.contextmanager
-def _ctrl_c_deferred() -> Any:
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: an interrupt never lands
-    between an optimizer step and the snapshot that records it (resume would apply it twice)."""
-    import signal
+def _main_thread() -> bool:
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt): the loop saves as on Ctrl-C. Outside
+    this block (loading, the final save) SIGTERM keeps its default: the process ends."""
+    import signal
+
+    if not _main_thread():
         yield
         return
-    pending: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda sig, frame: pending.append(sig))
+
+    def terminate(sig: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored(names: tuple[str, ...]) -> Any:
+    import signal
+
+    if not _main_thread():
+        yield
+        return
+    previous = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Any:
+    """Hold a Ctrl-C (SIGINT) or SIGTERM until the block is done, then raise it: an interrupt never
+    lands between an optimizer step and the snapshot that records it (resume would apply it twice)."""
+    import signal
+
+    if not _main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, frame: pending.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGTERM in pending:
+        raise Terminated
     if pending:
         raise KeyboardInterrupt
 
