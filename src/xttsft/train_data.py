@@ -10,14 +10,19 @@
   grouped into the same batch (length buckets), so a batch pads little;
 * :func:`make_loader` wraps them in a ``torch.utils.data.DataLoader`` (``num_workers``);
 * :class:`Featurizer` turns a batch into conditioning mels and DVAE codes on the device,
-  as coqui's ``GPTTrainer.format_batch_on_device`` does.
+  as coqui's ``GPTTrainer.format_batch_on_device`` does;
+* :func:`dataset_fingerprint` records what a run trains on (each clip's id, text and audio
+  size, per split), :func:`dataset_changes` says what differs at a resume, and
+  :func:`keep_recorded_split` keeps a run's validation clips where they were.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,10 @@ __all__ = [
     "epoch_batches",
     "make_loader",
     "Featurizer",
+    "dataset_fingerprint",
+    "DatasetChanges",
+    "dataset_changes",
+    "keep_recorded_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,3 +306,76 @@ def _worker_errors_unwrapped(loader: Any) -> Any:
         k = ours[-1]
         hint = lines[k + 1].removeprefix("Hint: ") if k + 1 < len(lines) and lines[k + 1].startswith("Hint: ") else None
         raise type(exc)(lines[k].split(": ", 1)[1], hint=hint or "Or train with TRAIN_NUM_WORKERS=0.") from None
+
+
+# --------------------------------------------------------------------------- what a run trained on
+def dataset_fingerprint(ds: datasets.Dataset) -> dict[str, dict[str, list[Any]]]:
+    """``{"train": {id: [text hash, audio bytes]}, "val": {...}}``: the rows of each split, cheaply
+    (a stat per clip, no audio read). Recorded in run.json; a resume compares it."""
+
+    def clip(row: datasets.Row) -> list[Any]:
+        try:
+            size = row.wav.stat().st_size
+        except OSError:
+            size = -1
+        return [hashlib.sha1(row.text.encode("utf-8")).hexdigest()[:12], size]
+
+    return {"train": {r.id: clip(r) for r in ds.train}, "val": {r.id: clip(r) for r in ds.val}}
+
+
+@dataclass
+class DatasetChanges:
+    """What differs between a run's recorded dataset and the one read now (clip ids)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    audio: list[str] = field(default_factory=list)
+    to_val: list[str] = field(default_factory=list)  # trained on before, a validation clip now
+    to_train: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(dataclasses.astuple(self))
+
+    def describe(self) -> str:
+        """``3 clips added, 1 removed, 2 texts changed, 1 moved from train to val (e.g. clip_0007, ...)``."""
+
+        def n(ids: list[str], one: str, many: str) -> str:
+            return f"{len(ids)} {one if len(ids) == 1 else many}"
+
+        parts = [n(self.added, "clip added", "clips added") if self.added else "",
+                 (f"{len(self.removed)} removed" if self.added else n(self.removed, "clip removed", "clips removed"))
+                 if self.removed else "",
+                 n(self.texts, "text changed", "texts changed") if self.texts else "",
+                 n(self.audio, "audio file changed", "audio files changed") if self.audio else "",
+                 f"{len(self.to_val)} moved from train to val" if self.to_val else "",
+                 f"{len(self.to_train)} moved from val to train" if self.to_train else ""]
+        examples = (self.to_val + self.added + self.removed + self.texts + self.audio + self.to_train)[:3]
+        return ", ".join(p for p in parts if p) + f" (e.g. {', '.join(examples)})"
+
+
+def dataset_changes(before: dict[str, Any], now: dict[str, Any]) -> DatasetChanges:
+    """Compare two :func:`dataset_fingerprint` records."""
+    side_before = {i: s for s in ("train", "val") for i in (before.get(s) or {})}
+    side_now = {i: s for s in ("train", "val") for i in (now.get(s) or {})}
+    ch = DatasetChanges(added=sorted(set(side_now) - set(side_before)),
+                        removed=sorted(set(side_before) - set(side_now)))
+    for i in sorted(set(side_now) & set(side_before)):
+        (text0, size0), (text1, size1) = before[side_before[i]][i], now[side_now[i]][i]
+        if text0 != text1:
+            ch.texts.append(i)
+        if size0 != size1:
+            ch.audio.append(i)
+        if side_before[i] != side_now[i]:
+            (ch.to_val if side_now[i] == "val" else ch.to_train).append(i)
+    return ch
+
+
+def keep_recorded_split(ds: datasets.Dataset, before: dict[str, Any]) -> datasets.Dataset:
+    """``ds`` with every clip on the side ``before`` recorded it (validation clips stay validation
+    clips); clips new since then stay where the dataset puts them (the stable split)."""
+    recorded_val, recorded_train = set(before.get("val") or {}), set(before.get("train") or {})
+    rows = ds.train + ds.val
+    now_val = {r.id for r in ds.val}
+    in_val = lambda r: r.id in recorded_val or (r.id not in recorded_train and r.id in now_val)
+    return dataclasses.replace(ds, train=[r for r in rows if not in_val(r)], val=[r for r in rows if in_val(r)])

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from xttsft.paths import Workspace
 
-__all__ = ["RunInfo", "CheckpointInfo", "write_checkpoint", "list_checkpoints", "find_checkpoint", "load_gpt_weights", "apply_checkpoint", "resolve_run", "write_run_info", "read_run_info", "load_finetuned"]
+__all__ = ["RunInfo", "CheckpointInfo", "write_checkpoint", "list_checkpoints", "find_checkpoint", "weights_only_start", "load_gpt_weights", "apply_checkpoint", "resolve_run", "write_run_info", "read_run_info", "load_finetuned"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class RunInfo:
     base_identity: dict[str, Any] = field(default_factory=dict)
     #: how a dataset with a single metadata.csv was split: {"val_fraction": .., "seed": ..}
     dataset_split: dict[str, Any] | None = None
+    #: the clips trained on, per split (xttsft.train_data.dataset_fingerprint): a resume compares it
+    dataset_fingerprint: dict[str, Any] | None = None
     checkpoint: Path | None = None  # the checkpoint applied by load_finetuned
 
     @property
@@ -53,10 +55,36 @@ class RunInfo:
         return is_tiny(self.base_dir)
 
     def to_json(self) -> dict[str, Any]:
+        """run.json's fields; a path inside the run's workspace is written relative to the workspace
+        root, so a copied workspace reads its own dataset, not the original's."""
         d = asdict(self)
         d.pop("checkpoint", None)
-        d.pop("run_dir", None)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        run_dir = Path(d.pop("run_dir"))
+        return {k: (_workspace_relative(v, run_dir) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _workspace_root(run_dir: Path) -> Path | None:
+    """The workspace a run folder lives in (``<root>/train/checkpoints/<run>``), else None."""
+    p = Path(run_dir).absolute()
+    return p.parents[2] if p.parent.name == "checkpoints" and p.parent.parent.name == "train" else None
+
+
+def _workspace_relative(path: Path, run_dir: Path) -> str:
+    root = _workspace_root(run_dir)
+    if root is None or not str(path) or str(path) == ".":
+        return str(path)
+    try:
+        return Path(path).absolute().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _from_workspace(value: str | None, run_dir: Path) -> Path:
+    """A path of run.json: absolute as older versions wrote it, else relative to the run's workspace."""
+    if not value:
+        return Path("")
+    p = Path(value)
+    return p if p.is_absolute() else (_workspace_root(run_dir) or Path(run_dir).absolute()) / p
 
 
 @dataclass
@@ -155,6 +183,14 @@ def resumable_states(run_dir: Path) -> list[CheckpointInfo]:
         states.append(CheckpointInfo(rs, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta))
     # at equal steps the epoch checkpoint wins: it resumes at an epoch boundary (validation done)
     return sorted(states, key=lambda c: (c.step, c.path.name != RunPaths.RESUME_STATE))
+
+
+def weights_only_start(run_dir: Path) -> CheckpointInfo | None:
+    """``best_model`` (weights only) when it is complete: what a run killed after its first best model
+    and before its first training state resumes from. ``None`` when there is none."""
+    best = RunPaths(Path(run_dir)).best_model
+    meta = _read_meta(best)
+    return None if meta is None else CheckpointInfo(best, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta)
 
 
 def tidy_run_dir(run_dir: Path) -> None:
@@ -340,13 +376,14 @@ def read_run_info(run_dir: Path) -> RunInfo:
     return RunInfo(
         run_dir=run_dir,
         base_model=d["base_model"],
-        base_dir=Path(d["base_dir"]),
+        base_dir=_from_workspace(d.get("base_dir"), run_dir),
         language=d.get("language", "en"),
         mode=d.get("mode", "lora"),
-        dataset_dir=Path(d.get("dataset_dir", "")),
+        dataset_dir=_from_workspace(d.get("dataset_dir"), run_dir),
         created=d.get("created", ""),
         base_identity=d.get("base_identity", {}),
         dataset_split=d.get("dataset_split"),
+        dataset_fingerprint=d.get("dataset_fingerprint"),
     )
 
 
