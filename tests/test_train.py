@@ -59,13 +59,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, speak) -> Path:
 def _settings(ws: Workspace, dataset: Path, env: dict[str, str] | None = None, **flags_):
     flags = {"base_model": "tiny", "dataset_dir": str(dataset), "batch_size": 3, "grad_accum_steps": 1,
              "print_step": 1, "warmup_steps": 1, **flags_}
-    settings, _ = load_settings(ws, flags={"train": flags}, environ=env or {})
-    return settings
+    return load_settings(ws, flags={"train": flags}, environ=env or {})
 
 
-def _run(tmp: Path, dataset: Path, env=None, resume=False, hooks=None, **flags_):
+def _run(tmp: Path, dataset: Path, env=None, resume=False, hooks=None, allow_changed_dataset=False, **flags_):
+    """train() as the CLI calls it: these flags (and ``env``) set, the rest defaults."""
     ws = Workspace(tmp)
-    return run_train(_settings(ws, dataset, env, **flags_), ws, resume=resume, hooks=hooks), ws
+    settings, provenance = _settings(ws, dataset, env, **flags_)
+    return run_train(settings, ws, resume=resume, provenance=provenance, hooks=hooks,
+                     allow_changed_dataset=allow_changed_dataset), ws
 
 
 @pytest.fixture(scope="module")
@@ -280,10 +282,10 @@ def test_resume_with_other_learning_settings_says_which_and_how_to_keep_them(tmp
     _run(tmp_path, dataset, num_epochs=1, run_name="d", lora_dropout=0.05)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="xttsft"):
-        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="d")
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="d", lora_dropout=0.0)
     said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
     assert len(said) == 1, said
-    assert "lora_dropout 0.05 -> 0.0" in said[0] and "TRAIN_LORA_DROPOUT=0.05" in said[0]
+    assert "lora_dropout 0.05 -> 0.0 (--lora-dropout)" in said[0] and "TRAIN_LORA_DROPOUT=0.05" in said[0]
     assert "num_epochs" not in said[0]  # more epochs is what resume is for
     assert read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["train"]["lora_dropout"] == 0.0
     caplog.clear()
@@ -296,6 +298,147 @@ def test_resume_with_other_learning_settings_says_which_and_how_to_keep_them(tmp
     with caplog.at_level(logging.WARNING, logger="xttsft"):  # the same settings, auto's rate spelled out: nothing to say
         _run(tmp_path, dataset, resume=True, num_epochs=3, run_name="d", learning_rate=lr)
     assert not [r for r in caplog.records if "other settings" in r.getMessage()]
+
+
+def test_resume_on_a_changed_dataset_is_refused_naming_what_changed(tmp_path, dataset, speak) -> None:
+    """Issue 18: a clip added to the dataset re-shuffled the split and a resume silently validated on
+    clips it had trained on. Now the run records its clips and split; a resume on another version of
+    the dataset is refused naming what changed, and --allow-changed-dataset keeps the recorded split."""
+    ds = Path(shutil.copytree(dataset, tmp_path / "ds"))
+    _run(tmp_path / "ws", ds, num_epochs=1, run_name="c")
+    train_rows = (ds / "metadata_train.csv").read_text().splitlines()
+    val_rows = (ds / "metadata_val.csv").read_text().splitlines()
+    speak("A new clip appears here.", ds / "wavs" / "clip_0100.wav", rate=170)
+    train_rows[0] = train_rows[0].replace("my friend", "my dear friend")  # one text changed
+    moved = val_rows.pop(0)  # a clip validated on before is a training clip now
+    (ds / "metadata_train.csv").write_text("\n".join([*train_rows, moved, "clip_0100|A new clip appears here."]) + "\n")
+    (ds / "metadata_val.csv").write_text("\n".join(val_rows) + "\n")
+    with pytest.raises(DatasetError) as err:
+        _run(tmp_path / "ws", ds, resume=True, num_epochs=2, run_name="c")
+    assert "1 clip added, 1 text changed, 1 moved from val to train" in err.value.message, err.value.message
+    assert "--run-name" in err.value.hint and "--allow-changed-dataset" in err.value.hint
+    result, ws = _run(tmp_path / "ws", ds, resume=True, num_epochs=2, run_name="c", allow_changed_dataset=True)
+    assert result.status == "finished" and (result.train_samples, result.val_samples) == (7, 2)
+    recorded = json.loads((ws.run_dir("c") / "run.json").read_text())["dataset_fingerprint"]
+    assert moved.split("|")[0] in recorded["val"] and "clip_0100" in recorded["train"]
+
+
+def test_resume_reports_a_changed_batch_size_and_accumulation(tmp_path, dataset, caplog) -> None:
+    """Issue 18: the resume warning listed learning settings but not the batch: an accumulation of 1
+    became 16 without a word. Now both are compared (as resolved) and named with where they came from."""
+    _run(tmp_path, dataset, num_epochs=1, run_name="g", batch_size=3, grad_accum_steps=1)
+    with caplog.at_level(logging.WARNING, logger="xttsft"):
+        _run(tmp_path, dataset, resume=True, num_epochs=2, run_name="g", batch_size=2, grad_accum_steps=2)
+    said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "batch_size 3 -> 2 (--batch-size)" in said[0] and "grad_accum_steps 1 -> 2 (--grad-accum-steps)" in said[0]
+    assert "TRAIN_GRAD_ACCUM_STEPS=1" in said[0]
+
+
+def test_a_bare_resume_trains_as_the_run_did(tmp_path, dataset, caplog) -> None:
+    """Issue 18: `train --run-name R --resume` forgot the run's --base-model (and tried to download
+    XTTS-v2 offline), its epochs (a finished 5-epoch run went on towards 1000) and its batch. Now every
+    setting not given takes the run's own; one given is said once."""
+    from xttsft.io import read_json
+
+    ws = Workspace(tmp_path)
+    _run(tmp_path, dataset, num_epochs=2, run_name="own", batch_size=1, grad_accum_steps=2, lora_rank=4)
+    settings, provenance = load_settings(ws, flags={"train": {"run_name": "own"}}, environ={})  # HF offline
+    result = run_train(settings, ws, resume=True, provenance=provenance)
+    assert (result.status, result.base_model, result.num_epochs, result.epochs_completed) == (
+        "already finished", "tiny", 2, 2)
+    settings, provenance = load_settings(ws, flags={"train": {"run_name": "own", "num_epochs": 3}}, environ={})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="xttsft"):
+        result = run_train(settings, ws, resume=True, provenance=provenance)
+    assert result.status == "finished" and result.epochs_completed == 3 and result.global_step == 18
+    saved = read_json(ws.run_dir("own") / "settings.json")["train"]
+    assert (saved["base_model"], saved["batch_size"], saved["grad_accum_steps"], saved["lora_rank"]) == (
+        "tiny", 1, 2, 4)
+    changed = [r.getMessage() for r in caplog.records if "last session" in r.getMessage()]
+    assert changed == ["Run own continues with settings changed since its last session: num_epochs 2 -> 3 "
+                       "(--num-epochs). The learning-rate schedule is stretched to the new number of epochs."]
+
+
+def test_a_run_killed_after_its_first_best_model_resumes_from_it(tmp_path, dataset, caplog) -> None:
+    """Issue 18: a run killed during epoch 2 (best_model saved, no training state yet) could neither be
+    resumed ("no checkpoint with a training state") nor re-run ("continue it with --resume"). Now
+    --resume starts from best_model's weights and says once what it could not restore."""
+    from xttsft.model import resumable_states
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, bi, step):
+        if epoch == 1:
+            raise Killed
+
+    flags = {"num_epochs": 3, "save_every_n_epochs": 10, "save_every_n_minutes": 0, "run_name": "b"}
+    with pytest.raises(Killed):
+        _run(tmp_path, dataset, hooks=TrainHooks(after_batch=kill), **flags)
+    run = Workspace(tmp_path).run_dir("b")
+    assert (run / "best_model" / "meta.json").is_file() and not resumable_states(run)
+    with pytest.raises(SettingsError, match="already exists") as err:
+        _run(tmp_path, dataset, **flags)
+    assert "--resume (from its best_model of epoch 1" in err.value.hint
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xttsft"):
+        result, _ = _run(tmp_path, dataset, resume=True, **flags)
+    assert result.status == "finished" and result.resumed_from == run / "best_model"
+    assert result.epochs_completed == 3 and result.global_step == 6 and result.optimizer_steps == 6
+    said = [r.getMessage() for r in caplog.records if "no saved training state" in r.getMessage()]
+    assert len(said) == 1 and "AdamW" in said[0] and "meta.json" in said[0], said
+
+
+def test_a_copied_workspace_reads_its_own_dataset(tmp_path, dataset) -> None:
+    """Issue 18: run.json held the dataset's absolute path, so `eval` in a copy of the workspace read
+    the original's dataset. A path inside the workspace is now stored relative to it."""
+    from xttsft.model import read_run_info
+
+    a = Workspace(tmp_path / "a")
+    shutil.copytree(dataset, a.dataset_dir)
+    _run(a.root, a.dataset_dir, num_epochs=1, run_name="cp")
+    assert json.loads((a.run_dir("cp") / "run.json").read_text())["dataset_dir"] == "train/data/MyTTSDataset"
+    shutil.copytree(a.root, tmp_path / "b")
+    shutil.rmtree(a.root)  # the copy stands alone
+    b = Workspace(tmp_path / "b")
+    assert read_run_info(b.run_dir("cp")).dataset_dir == b.dataset_dir
+    settings, provenance = load_settings(b, flags={"train": {"run_name": "cp", "num_epochs": 2}}, environ={})
+    assert run_train(settings, b, resume=True, provenance=provenance).status == "finished"
+
+
+def test_sigterm_saves_a_resumable_state_like_ctrl_c(tmp_path, dataset) -> None:
+    """Issue 18: job schedulers, timeout, docker stop and systemd send SIGTERM, which saved nothing.
+    A real `xttsft train` process gets a real SIGTERM mid-epoch: it saves as on Ctrl-C and exits 143."""
+    import signal
+    import time
+
+    from xttsft.model import resumable_states
+
+    ws = tmp_path / "ws"
+    args = [sys.executable, "-m", "xttsft", "--workdir", str(ws), "train", "--base-model", "tiny", "--dataset-dir",
+            str(dataset), "--batch-size", "1", "--grad-accum-steps", "1", "--print-step", "1", "--num-epochs", "200",
+            "--run-name", "t", "--save-every-n-minutes", "0"]
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:  # a file, not a pipe: a full pipe would block the process
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    try:
+        info_log, t0 = ws / "logs" / "info.log", time.monotonic()
+        while not (info_log.is_file() and "Epoch 1/200 | Step 2/" in info_log.read_text()):
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() - t0 < 300, "training did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = " ".join(out.read_text().split())
+    assert rc == 143, text[-3000:]
+    assert "Terminated (SIGTERM)" in text and "Traceback" not in text
+    states = resumable_states(Workspace(ws).run_dir("t"))
+    assert states and states[-1].path.name.startswith("checkpoint_epoch_"), states
 
 
 def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path, dataset, monkeypatch) -> None:
@@ -462,7 +605,11 @@ def test_ddp_two_processes_gloo(tmp_path, dataset) -> None:
            "--num-epochs", "1", "--run-name", "ddp", "--device", "cpu"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "x 2 processes (DDP)" in p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert "x 2 processes (DDP)" in out
+    # issue 18: only rank 0 speaks to the user; another rank's warnings say whose they are
+    assert out.count("Run ddp (finished)") == 1, out[-3000:]
+    assert "[rank 1] " in out and "[rank 0]" not in out
     run = Workspace(tmp_path).run_dir("ddp")
     assert (run / "checkpoint_epoch_1" / "meta.json").is_file()
     meta = json.loads((run / "checkpoint_epoch_1" / "meta.json").read_text())

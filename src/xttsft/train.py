@@ -51,8 +51,9 @@ from xttsft.train_data import DataReport, prepare_data
 from xttsft.trainer import TrainHooks, TrainingError, TrainState
 
 if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.datasets import Dataset
     from xttsft.paths import Workspace
-    from xttsft.settings import Settings, TrainSettings
+    from xttsft.settings import Provenance, Settings, TrainSettings
 
 __all__ = [
     "gpt_loss",
@@ -66,6 +67,7 @@ __all__ = [
     "DataReport",
     "TrainResult",
     "resolve_train_settings",
+    "resume_settings",
     "prepare_data",
     "train",
     "TEST_SENTENCES",
@@ -276,11 +278,12 @@ class TrainResult:
     best_val_loss: float | None
     best_epoch: int | None
     nan_skipped: int
-    status: str  # finished | interrupted | already finished
+    status: str  # finished | interrupted (Ctrl-C) | terminated (SIGTERM) | already finished
     resumed_from: Path | None
     checkpoints: list[Path]
     loss_curve: Path | None
     seconds: float
+    rank: int = 0  # this process' rank under torchrun: only rank 0 speaks to the user
 
 
 def _decay_groups(gpt, weight_decay: float) -> list[dict[str, Any]]:
@@ -385,7 +388,19 @@ class RunDir:
     path: Path
     tensorboard: Path
     resumable: list[Any]  # CheckpointInfo with a training_state.pt, oldest first (resume_state included)
-    resume: bool = False  # continue from ``resumable``; False: a fresh start
+    resume: bool = False  # continue from ``resumable`` (or ``weights_only``); False: a fresh start
+    #: best_model's CheckpointInfo when no training state is saved (a kill after the first best model,
+    #: before the first checkpoint): what a resume starts from when ``resumable`` is empty
+    weights_only: Any = None
+
+
+def _resume_name(ws: Workspace, ts: TrainSettings) -> str:
+    """The run ``--resume`` continues: ``--run-name``, else the most recently modified run."""
+    name = ts.run_name or ws.latest_run()
+    if name is None:
+        raise SettingsError("--resume found no run to continue under " + str(ws.checkpoints_dir) + ".",
+                            hint="Start a run first, or name one with --run-name.")
+    return name
 
 
 def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
@@ -394,18 +409,13 @@ def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
     into ``lock`` (rank 0), tidy what a kill left behind, and check that ``resume`` fits what is on disk.
 
     A run that stopped before its first saved state (a kill in its first minutes) cannot be
-    resumed: it starts again from the beginning, and says so."""
+    resumed: it starts again from the beginning, and says so. One that saved a best model but no
+    training state yet resumes from the best model's weights (:func:`restore_weights`)."""
     from xttsft.locks import hold
-    from xttsft.model import list_checkpoints, resumable_states, tidy_run_dir
+    from xttsft.model import resumable_states, tidy_run_dir
+    from xttsft.model.runs import weights_only_start
 
-    name = ts.run_name
-    if resume and not name:
-        name = ws.latest_run()
-        if name is None:
-            raise SettingsError("--resume found no run to continue under " + str(ws.checkpoints_dir) + ".",
-                                hint="Start a run first, or name one with --run-name.")
-    if not name:
-        name = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    name = _resume_name(ws, ts) if resume else ts.run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     if distributed and not ts.run_name and not resume:  # every rank must agree on the timestamp
         import torch.distributed as dist
 
@@ -421,27 +431,38 @@ def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
 
         dist.barrier()
     run = RunDir(name, path, ws.tensorboard_run_dir(name), resumable_states(path), resume)
-    saved = list_checkpoints(path) or RunPaths(path).best_model.exists() or run.resumable
-    if resume and not run.resumable:
-        if saved:
-            raise SettingsError(
-                f"Run {name!r} has no checkpoint with a training state to resume from ({path}).",
-                hint="Export or evaluate it as it is, or train a new run (another --run-name).",
-            )
-        if not RunPaths(path).settings_json.exists() and not RunPaths(path).run_json.exists():
-            raise SettingsError(f"There is no run {name!r} to resume in {ws.checkpoints_dir}.",
-                                hint="Check the name (xttsft export and eval list the runs), or start it without --resume.")
-        log.warning("Run %r has no saved training state yet (it stopped before its first save): starting it "
-                    "again from the beginning.", name)
-        run.resume = False
-    elif not resume and saved:
-        raise SettingsError(
-            f"Run {name!r} already exists with saved training in {path}.",
-            hint="Continue it with --resume, or pick another --run-name.",
-        )
+    run.weights_only = None if run.resumable else weights_only_start(path)
+    if resume and not run.resumable and run.weights_only is None:
+        _no_state_to_resume(ws, run)
+    elif not resume and (run.resumable or run.weights_only is not None or RunPaths(path).best_model.exists()):
+        raise SettingsError(f"Run {name!r} already exists with saved training in {path}.", hint=_continue_hint(run))
     if not run.resume and lock is not None:
         _forget_start(run)
     return run
+
+
+def _continue_hint(run: RunDir) -> str:
+    """What continues a run that exists, for the re-run without --resume: what --resume would do."""
+    if run.resumable:
+        return "Continue it with --resume, or pick another --run-name."
+    if run.weights_only is not None:
+        return (f"Continue it with --resume (from its {run.weights_only.path.name} of epoch {run.weights_only.epoch}; "
+                "it has no training state yet, so the optimizer starts afresh), or pick another --run-name.")
+    return "Pick another --run-name: it has no complete checkpoint to continue from."
+
+
+def _no_state_to_resume(ws: Workspace, run: RunDir) -> None:
+    """``--resume`` of a run with nothing to resume from: refused when it does not exist, else it
+    starts again from the beginning (it stopped before its first save), and says so."""
+    if RunPaths(run.path).best_model.exists():  # there, but not loadable: never trained over
+        raise SettingsError(f"Run {run.name!r} has no complete checkpoint to resume from ({run.path}).",
+                            hint="Train a new run (another --run-name); the run folder is left as it is.")
+    if not RunPaths(run.path).settings_json.exists() and not RunPaths(run.path).run_json.exists():
+        raise SettingsError(f"There is no run {run.name!r} to resume in {ws.checkpoints_dir}.",
+                            hint="Check the name (xttsft export and eval list the runs), or start it without --resume.")
+    log.warning("Run %r has no saved training state yet (it stopped before its first save): starting it "
+                "again from the beginning.", run.name)
+    run.resume = False
 
 
 def _forget_start(run: RunDir) -> None:
@@ -519,12 +540,7 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
     A damaged newest state (a disk that filled up, a copy cut short) is skipped with a warning
     for the one before it. A checkpoint saved inside an epoch is refused when the batches would
     differ (batch size, accumulation, processes, seed or samples changed, e.g. ``auto`` on another GPU)."""
-    meta_mode = run.resumable[-1].meta.get("mode")
-    if meta_mode != res.mode:
-        raise SettingsError(
-            f"Run {run.name!r} was trained with {meta_mode}; TRAIN_USE_LORA now asks for {res.mode}.",
-            hint=f"Resume with TRAIN_USE_LORA={'true' if meta_mode == 'lora' else 'false'}, or start a new run.",
-        )
+    _check_mode(run, run.resumable[-1].meta.get("mode"), res)
     failures = []
     for ck in reversed(run.resumable):
         try:
@@ -548,6 +564,50 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
         return state, ck.path
     raise SettingsError(f"No saved state of run {run.name!r} can be loaded: " + "; ".join(failures) + ".",
                         hint=RESUME_HINT)
+
+
+def _check_mode(run: RunDir, meta_mode: Any, res: Resolved) -> None:
+    if meta_mode != res.mode:
+        raise SettingsError(
+            f"Run {run.name!r} was trained with {meta_mode}; TRAIN_USE_LORA now asks for {res.mode}.",
+            hint=f"Resume with TRAIN_USE_LORA={'true' if meta_mode == 'lora' else 'false'}, or start a new run.",
+        )
+
+
+def restore_weights(run: RunDir, gpt, res: Resolved, optim: Optimization,
+                    steps_per_epoch: int) -> tuple[TrainState, Path]:
+    """Resume a run that saved weights but no training state yet (killed after its first best model,
+    before its first checkpoint): the weights, and the epoch and step counters of their ``meta.json``;
+    the learning-rate schedule is moved to where those counters put it. AdamW's moments and the
+    random state were never saved: they start afresh, and that is said once."""
+    from xttsft.model import load_gpt_weights
+
+    ck = run.weights_only
+    _check_mode(run, ck.meta.get("mode"), res)
+    load_gpt_weights(gpt, ck.path, res.mode, error=SettingsError, hint=RESUME_HINT)
+    epoch, steps = ck.epoch, ck.epoch * steps_per_epoch
+    if steps:
+        import warnings
+
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            optim.scheduler.last_epoch = steps - 1
+            optim.scheduler.step()
+    best = ck.meta.get("val_loss")
+    unknown = [float("nan")] * max(0, epoch - 1)  # the losses of the epochs before it were not saved
+    state = TrainState(epoch=epoch, global_step=ck.step, optimizer_step=steps, best_val_loss=best,
+                       best_epoch=epoch if best is not None else None,
+                       history_train=unknown + [_loss(ck.meta.get("train_loss"))] if epoch else [],
+                       history_val=unknown + [_loss(best)] if epoch else [])
+    log.warning("Run %s has no saved training state (it stopped before its first checkpoint): continuing from its "
+                "%s (epoch %d). Its weights are restored; the optimizer's state (AdamW moments) and the random state "
+                "were never saved and start afresh; the epoch and step counters come from its meta.json, and the "
+                "learning-rate schedule is set from them.", run.name, ck.path.name, epoch)
+    return state, ck.path
+
+
+def _loss(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _load_state(ck: Any, gpt, res: Resolved) -> dict[str, Any]:
@@ -587,36 +647,153 @@ def set_threads(ts: TrainSettings) -> int:
     return n
 
 
-#: Settings that change what a resumed run learns (not only how fast or where it runs). A resume
-#: takes the settings given now, so a change is said once; more epochs are the usual reason to resume.
-LEARNING_SETTINGS = ("learning_rate", "weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "lora_dropout")
+#: Settings that change what a resumed run learns (not only how fast or where it runs): a change of
+#: one is a warning. Batch size and accumulation make the effective batch (and the schedule's length).
+LEARNING_SETTINGS = ("learning_rate", "batch_size", "grad_accum_steps", "weight_decay", "warmup_steps",
+                     "max_grad_norm", "lora_alpha", "lora_dropout")
+#: Compared as resolved: ``auto`` and what it stands for are the same.
+_COMPARED_RESOLVED = ("learning_rate", "batch_size", "grad_accum_steps")
+#: Taken as resolved by a resume: ``auto`` could pick other numbers on this machine than the run trained with.
+_TAKEN_RESOLVED = ("batch_size", "grad_accum_steps")
+#: Never taken from the run, nor reported: the name names the run; the dataset is compared clip by clip.
+_NOT_COMPARED = ("run_name", "dataset_dir")
+
+
+def _last_session(settings_json: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's train settings of its last session, as given and as resolved (``{}`` when unknown)."""
+    from xttsft.io import read_json
+
+    saved = read_json(settings_json)  # {} when missing or damaged: nothing to take or compare
+    given = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+    return given, resolved
+
+
+def _run_info(run_dir: Path) -> Any:
+    """run.json of a run folder, or ``None`` when it is missing or unreadable."""
+    from xttsft.model import read_run_info
+
+    try:
+        return read_run_info(run_dir) if RunPaths(run_dir).run_json.is_file() else None
+    except XttsftError as exc:
+        from xttsft.logs import log_once
+
+        log_once(log, logging.WARNING, "%s", exc.message)
+        return None
+
+
+def resume_settings(settings: Settings, provenance: Provenance | None,
+                    ws: Workspace) -> tuple[Settings, dict[str, str]]:
+    """The settings a resume trains with: the run's own (settings.json of its last session) for each
+    train setting that no flag, environment variable, .env or config file sets now, so a bare
+    ``--resume`` trains as the run did (base model, epochs, batch, ...); one set now wins, and
+    :func:`_say_changed_settings` reports it. The dataset folder comes from run.json (relative to this
+    workspace), the split's fraction and seed too. Returns the settings and, for each setting set
+    now, where it came from (without ``provenance`` every value counts as set, by the API's caller)."""
+    from pydantic import ValidationError
+
+    from xttsft.settings import TrainSettings
+
+    name = _resume_name(ws, settings.train)
+    src = (provenance or {}).get("train", {})
+    explicit = {f: (src[f].detail or src[f].kind) if f in src else "" for f in TrainSettings.model_fields
+                if provenance is None or (f in src and src[f].kind != "default")}
+    given, resolved = _last_session(ws.run(name).settings_json)
+    info = _run_info(ws.run_dir(name))
+    values = settings.train.model_dump(mode="json")
+    taken: dict[str, Any] = {}
+    for f, value in given.items():
+        if f in explicit or f not in values or f == "run_name":
+            continue
+        if f in _TAKEN_RESOLVED and value == "auto" and resolved.get(f) is not None:
+            value = resolved[f]
+        if f == "dataset_dir" and value is not None and info is not None and str(info.dataset_dir) not in ("", "."):
+            value = str(info.dataset_dir)  # a copied workspace trains on its own copy
+        try:
+            TrainSettings(**{**values, f: value})
+        except ValidationError:  # a value this version no longer takes: today's stays
+            continue
+        if value != values[f]:
+            taken[f] = value
+    if taken:
+        log.info("Run %s resumes with its own settings (settings.json) where none is given now: %s.", name,
+                 ", ".join(f"{k} {v}" for k, v in taken.items()))
+    split = (info.dataset_split if info is not None else None) or {}
+    bsrc = (provenance or {}).get("build", {})
+    build = {f: split[f] for f in ("val_fraction", "seed")
+             if f in split and provenance is not None and f in bsrc and bsrc[f].kind == "default"}
+    return settings.model_copy(update={"train": TrainSettings(**{**values, **taken, "run_name": name}),
+                                       "build": settings.build.model_copy(update=build)}), explicit
+
+
+def changed_settings(settings_json: Path, ts: TrainSettings, res: Resolved) -> list[tuple[str, Any, Any]]:
+    """(name, before, now) for each train setting that differs from the run's last session
+    (:data:`_NOT_COMPARED` aside); learning rate, batch size and accumulation as resolved."""
+    given, resolved = _last_session(settings_json)
+    before = {**given, **{k: resolved[k] for k in _COMPARED_RESOLVED if k in resolved}}
+    now = {**ts.model_dump(mode="json"), **{k: getattr(res, k) for k in _COMPARED_RESOLVED}}
+    return [(k, before[k], now[k]) for k in now if k in before and k not in _NOT_COMPARED and before[k] != now[k]]
 
 
 def changed_learning_settings(settings_json: Path, ts: TrainSettings, res: Resolved) -> list[tuple[str, Any, Any]]:
-    """(name, before, now) for each of :data:`LEARNING_SETTINGS` that differs from the run's last session.
-
-    The learning rate is compared as resolved (``auto`` and the rate it stands for are the same)."""
-    from xttsft.io import read_json
-
-    saved = read_json(settings_json)  # {} when missing or damaged: nothing to compare
-    before = saved.get("train") if isinstance(saved.get("train"), dict) else {}
-    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
-    if "learning_rate" in resolved:
-        before = {**before, "learning_rate": resolved["learning_rate"]}
-    now = {**ts.model_dump(mode="json"), "learning_rate": res.learning_rate}
-    return [(k, before[k], now[k]) for k in LEARNING_SETTINGS if k in before and before[k] != now[k]]
+    """(name, before, now) for each of :data:`LEARNING_SETTINGS` that differs from the run's last session."""
+    return [c for c in changed_settings(settings_json, ts, res) if c[0] in LEARNING_SETTINGS]
 
 
-def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataReport, base_dir: Path) -> None:
+def _say_changed_settings(run: RunDir, changed: list[tuple[str, Any, Any]], explicit: dict[str, str]) -> None:
+    """Once: a warning for the learning settings set now to other values than the run's last session
+    (e.g. TRAIN_LORA_DROPOUT, whose default was 0.05 before 0), a note for the others."""
+    def show(items: list[tuple[str, Any, Any]]) -> str:
+        return ", ".join(f"{k} {b} -> {n}" + (f" ({explicit[k]})" if explicit.get(k) else "") for k, b, n in items)
+
+    learning = [c for c in changed if c[0] in LEARNING_SETTINGS]
+    other = [c for c in changed if c[0] not in LEARNING_SETTINGS]
+    if learning:
+        log.warning("Run %s continues with other settings than its last session: %s. To train as before, leave them "
+                    "out (a resume takes the run's own) or set %s.", run.name, show(learning),
+                    " ".join(f"TRAIN_{k.upper()}={b}" for k, b, _ in learning))
+    if other:
+        log.info("Run %s continues with settings changed since its last session: %s.%s", run.name, show(other),
+                 " The learning-rate schedule is stretched to the new number of epochs."
+                 if any(k == "num_epochs" for k, _, _ in other) else "")
+
+
+def check_dataset(run: RunDir, dataset: Dataset, allow_changed: bool) -> Dataset:
+    """A resume trains on the dataset its run recorded (run.json's fingerprint). A changed one is refused,
+    naming what changed, unless ``allow_changed`` (--allow-changed-dataset): then every clip keeps the
+    side (train or val) the run recorded, and new clips go where the dataset's split puts them."""
+    from xttsft.errors import DatasetError
+    from xttsft.train_data import dataset_changes, dataset_fingerprint, keep_recorded_split
+
+    info = _run_info(run.path) if run.resume else None
+    before = info.dataset_fingerprint if info is not None else None
+    if not before:  # a new run, or one from before fingerprints: recorded from now on
+        return dataset
+    changes = dataset_changes(before, dataset_fingerprint(dataset))
+    if not changes:
+        return dataset
+    if not allow_changed:
+        raise DatasetError(
+            f"Run {run.name!r} was trained on another version of its dataset ({dataset.root}): {changes.describe()}.",
+            hint="Train a new run on it (--run-name OTHER), or continue this one with --allow-changed-dataset: every "
+            "clip keeps the side (train or val) the run recorded, new clips go where the split puts them.")
+    kept = keep_recorded_split(dataset, before)
+    new_val = [r.id for r in kept.val if r.id in changes.added]
+    log.warning("Run %s continues on a changed dataset (%s), as --allow-changed-dataset asks: every clip keeps its "
+                "recorded side%s.", run.name, changes.describe(),
+                f"; {len(new_val)} new clips validate, so the val loss (and the best model) counts them from now on"
+                if new_val else "")
+    return kept
+
+
+def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataReport, base_dir: Path,
+                     explicit: dict[str, str], fingerprint: dict[str, Any]) -> None:
     from xttsft.io import atomic_write_json
     from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
-    changed = changed_learning_settings(RunPaths(run.path).settings_json, settings.train, res) if run.resume else []
-    if changed:  # e.g. TRAIN_LORA_DROPOUT, whose default was 0.05 before 0 (a run from then resumes with 0)
-        log.warning("Run %s continues with other settings than its last session: %s. To train as before, set %s.",
-                    run.name, ", ".join(f"{k} {b} -> {n}" for k, b, n in changed),
-                    " ".join(f"TRAIN_{k.upper()}={b}" for k, b, _ in changed))
+    if run.resume:
+        _say_changed_settings(run, changed_settings(RunPaths(run.path).settings_json, settings.train, res), explicit)
     atomic_write_json(RunPaths(run.path).settings_json, {
         **settings.to_dict(), "resolved": res.__dict__,
         "data": {"max_wav_length": data.max_wav_length, "max_text_length": data.max_text_length},
@@ -627,7 +804,11 @@ def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataR
             mode=res.mode, dataset_dir=data.dataset_dir, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             base_identity=base_identity(base_dir),
             dataset_split={"val_fraction": settings.build.val_fraction, "seed": settings.build.seed},
+            dataset_fingerprint=fingerprint,
         ))
+    elif (info := _run_info(run.path)) is not None and info.dataset_fingerprint != fingerprint:
+        info.dataset_fingerprint = fingerprint  # a change allowed by --allow-changed-dataset, or a run from before
+        write_run_info(info)
 
 
 def _log_banner(ts: TrainSettings, res: Resolved, model: Model, data: DataReport, base_dir: Path, tiny: bool,
@@ -746,11 +927,16 @@ def train(
     ws: Workspace,
     *,
     resume: bool = False,
+    provenance: Provenance | None = None,
+    allow_changed_dataset: bool = False,
     progress: Progress | None = None,
     hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Fine-tune the XTTS-v2 GPT on the build dataset; see the module docstring.
 
+    ``resume`` continues a run with its own recorded settings wherever ``provenance`` (from
+    :func:`xttsft.settings.load_settings`) says a value is a default (:func:`resume_settings`), on the
+    dataset it recorded (:func:`check_dataset`; ``allow_changed_dataset`` keeps its split instead).
     Writes ``ws.run_dir(run)``: settings.json, run.json, checkpoint_epoch_N/, best_model/,
     loss_curve.png; TensorBoard events in ``ws.tensorboard_run_dir(run)``.
     """
@@ -758,9 +944,10 @@ def train(
 
     from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
     from xttsft.datasets import read_dataset
-    from xttsft.train_data import Featurizer, epoch_batches
+    from xttsft.train_data import Featurizer, dataset_fingerprint
 
     t0 = time.time()
+    settings, explicit = resume_settings(settings, provenance, ws) if resume else (settings, {})
     ts = settings.train
     hooks = hooks or TrainHooks()
     progress = progress or no_progress
@@ -777,6 +964,7 @@ def train(
     rank, world = _dist()
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until the run ends
         run = open_run(ws, ts, resume, distributed, held if rank == 0 else None)
+        dataset = check_dataset(run, dataset, allow_changed_dataset)
         if tiny:
             from xttsft.logs import log_once
 
@@ -791,35 +979,56 @@ def train(
             from xttsft.storage import require_free_space
 
             require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
-        data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
-                            model.xtts.args.gpt_max_text_tokens)
-        if len(data.train) < world:
-            from xttsft.errors import DatasetError
-
-            raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
-                               hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
-        n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
-        optim = build_optimization(model.gpt, ts, res, math.ceil(n_batches / res.grad_accum_steps) * ts.num_epochs)
-        layout = batch_layout(res, ts, world, len(data.train))
-        state, resumed_from = restore(run, model.gpt, res, optim, layout) if run.resume else (TrainState(), None)
+        data = _prepare(dataset, model, world)
+        n_batches, optim, state, resumed_from = _start(run, ts, res, model, data, rank, world)
         if rank == 0 and state.epoch < ts.num_epochs:  # a finished run keeps the record of how it was trained
-            _write_run_files(settings, run, res, data, base_dir)
+            _write_run_files(settings, run, res, data, base_dir, explicit, dataset_fingerprint(dataset))
         _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
         trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
                                 callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
                                 progress=progress)
         status = _fit(trainer, state, res, distributed)
         if status == "already finished":
-            log.info("Run %s already trained %d of %d epochs; nothing to do.", run.name, state.epoch, ts.num_epochs)
-        return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank == 0, time.time() - t0)
+            log.info("Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
+                     run.name, state.epoch, ts.num_epochs)
+        return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank, time.time() - t0)
+
+
+def _prepare(dataset: Dataset, model: Model, world: int) -> DataReport:
+    """The samples the model can take; every process needs one."""
+    data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
+                        model.xtts.args.gpt_max_text_tokens)
+    if len(data.train) < world:
+        from xttsft.errors import DatasetError
+
+        raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
+                           hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
+    return data
+
+
+def _start(run: RunDir, ts: TrainSettings, res: Resolved, model: Model, data: DataReport, rank: int,
+           world: int) -> tuple[int, Optimization, TrainState, Path | None]:
+    """Batches per epoch, the optimizer and the state to start from: a fresh one, the newest saved
+    training state, or (a run killed before its first one) the best model's weights."""
+    from xttsft.train_data import epoch_batches
+
+    n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
+    steps_per_epoch = math.ceil(n_batches / res.grad_accum_steps)
+    optim = build_optimization(model.gpt, ts, res, steps_per_epoch * ts.num_epochs)
+    if not run.resume:
+        return n_batches, optim, TrainState(), None
+    if not run.resumable:
+        return n_batches, optim, *restore_weights(run, model.gpt, res, optim, steps_per_epoch)
+    return n_batches, optim, *restore(run, model.gpt, res, optim, batch_layout(res, ts, world, len(data.train)))
 
 
 def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: DataReport, trainer: Any, status: str,
-            resumed_from: Path | None, tiny: bool, main: bool, seconds: float) -> TrainResult:
+            resumed_from: Path | None, tiny: bool, rank: int, seconds: float) -> TrainResult:
     from xttsft.model import list_checkpoints
 
     st = trainer.state
-    curve = _loss_curve(RunPaths(run.path).loss_curve, st.history_train, st.history_val) if main and st.history_train else None
+    curve = (_loss_curve(RunPaths(run.path).loss_curve, st.history_train, st.history_val)
+             if rank == 0 and st.history_train else None)
     return TrainResult(
         run_name=run.name, run_dir=run.path, tensorboard_dir=run.tensorboard, mode=res.mode, device=res.device,
         base_model=ts.base_model, tiny=tiny, num_epochs=ts.num_epochs, epochs_completed=len(st.history_train),
@@ -829,7 +1038,7 @@ def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: D
         step_losses=trainer.step_losses, epoch_train_losses=st.history_train, epoch_val_losses=st.history_val,
         best_val_loss=st.best_val_loss, best_epoch=st.best_epoch, nan_skipped=trainer.nan_skipped, status=status,
         resumed_from=resumed_from, checkpoints=[c.path for c in list_checkpoints(run.path)], loss_curve=curve,
-        seconds=seconds,
+        seconds=seconds, rank=rank,
     )
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.errors import XttsftError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.train import TrainResult
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +54,10 @@ def train(
         help="Save the training state (resume_state/) every N minutes, so a kill or power cut loses at most that "
         "much (default 10; 0: off)."),
     print_step: int | None = typer.Option(None, "--print-step", help="Print the loss line every N steps."),
+    allow_changed_dataset: bool = typer.Option(
+        False, "--allow-changed-dataset",
+        help="With --resume: continue on a dataset that changed since the run recorded it. Every clip keeps its "
+        "recorded side (train or val); new clips go where the split puts them."),
 ) -> None:
     """Fine-tune the XTTS-v2 GPT on your dataset: PEFT LoRA (default) or in full.
 
@@ -63,20 +75,21 @@ def train(
     TensorBoard events in train/runs/RUN/; logs/info.log.
 
     Every `auto` value (batch size, accumulation, AMP, gradient checkpointing) comes from
-    `xttsft doctor`. Ctrl-C saves a checkpoint; `--resume` continues exactly where it stopped, and
-    after a kill or power cut from the newest state on disk (a run killed before its first save
-    starts again). One run is written by one process: a second `train` of the same run is refused.
-    Multi-GPU: `torchrun --nproc_per_node N $(which xttsft) train ...` (data parallel).
+    `xttsft doctor`. Ctrl-C or SIGTERM (a job scheduler, `timeout`, `docker stop`) saves a checkpoint;
+    `--resume` continues exactly where it stopped, and after a kill or power cut from the newest state
+    on disk (a run killed before its first save starts again). A resume takes the run's own settings
+    (settings.json) for every setting not given now, and refuses a dataset that changed since the run
+    recorded it unless `--allow-changed-dataset`. One run is written by one process: a second `train`
+    of the same run is refused. Multi-GPU: `torchrun --nproc_per_node N $(which xttsft) train ...`
+    (data parallel; only rank 0 prints).
 
     Example: `xttsft train --run-name maria --num-epochs 50` then `xttsft train --run-name maria --resume`.
     Offline demo: `xttsft train --base-model tiny --num-epochs 2` (a random model: its output is noise).
     """
-    from xttsft.paths import RunPaths
     from xttsft.train import train as run_train
 
     st = state(ctx)
-    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 tells the story
-        logging.getLogger("xttsft").setLevel(logging.WARNING)
+    rank = int(os.environ.get("RANK", "0"))  # torchrun: only rank 0 tells the story
     flags = {
         "base_model": base_model, "dataset_dir": dataset_dir, "language": language, "run_name": run_name,
         "num_epochs": num_epochs,
@@ -86,10 +99,46 @@ def train(
         "save_every_n_epochs": save_every_n_epochs, "save_every_n_minutes": save_every_n_minutes,
         "print_step": print_step,
     }
-    settings, ws = st.load(train=flags)
-    ws.ensure()
-    with progress_bar("Training", total=None) as bar:
-        result = run_train(settings, ws, resume=resume, progress=bar)
+    try:
+        settings, provenance, ws = st.load_with_provenance(train=flags)
+        if rank > 0:
+            _quiet_rank(rank)
+        ws.ensure()
+        with progress_bar("Training", total=None) if rank == 0 else contextlib.nullcontext() as bar:
+            result = run_train(settings, ws, resume=resume, provenance=provenance,
+                               allow_changed_dataset=allow_changed_dataset, progress=bar)
+    except XttsftError as exc:
+        if rank > 0:
+            raise type(exc)(f"[rank {rank}] {exc.message}", hint=exc.hint) from None
+        raise
+    if rank == 0:
+        _summary(result)
+    code = {"interrupted": 130, "terminated": 143}.get(result.status)
+    if code is not None:
+        if rank == 0:
+            what = "Interrupted." if code == 130 else "Terminated (SIGTERM)."
+            err_console.print(f"[yellow]{what}[/] Continue with: xttsft train --run-name {result.run_name} --resume")
+        raise typer.Exit(code)
+
+
+def _quiet_rank(rank: int) -> None:
+    """A torchrun process other than rank 0: warnings and errors only, each prefixed with its rank."""
+    def prefix(record: logging.LogRecord) -> bool:
+        if not getattr(record, "_rank_prefixed", False):
+            record.msg, record._rank_prefixed = f"[rank {rank}] {record.msg}", True
+        return True
+
+    logging.getLogger("xttsft").setLevel(logging.WARNING)
+    for h in logging.getLogger().handlers:
+        h.addFilter(prefix)
+
+
+def _summary(result: TrainResult) -> None:
+    from xttsft.paths import RunPaths
+
+    def first_to_last(losses: list[float]) -> str:
+        known = [x for x in losses if math.isfinite(x)] or losses  # a resume from best_model knows no earlier ones
+        return f"{known[0]:.4f} -> {losses[-1]:.4f}"
 
     table = Table(title=f"[bold]Run {result.run_name}[/] ({result.status})", title_justify="left")
     table.add_column("")
@@ -102,20 +151,17 @@ def train(
         table.add_row("dropped", ", ".join(f"{n} {r}" for r, n in result.dropped.items()))
     table.add_row("epochs", f"{result.epochs_completed} of {result.num_epochs} (step {result.global_step})")
     if result.epoch_train_losses:
-        table.add_row("train loss", f"{result.epoch_train_losses[0]:.4f} -> {result.epoch_train_losses[-1]:.4f}")
-        table.add_row("val loss", f"{result.epoch_val_losses[0]:.4f} -> {result.epoch_val_losses[-1]:.4f}")
+        table.add_row("train loss", first_to_last(result.epoch_train_losses))
+        table.add_row("val loss", first_to_last(result.epoch_val_losses))
     if result.best_val_loss is not None:
         table.add_row("best model", f"epoch {result.best_epoch}, val loss {result.best_val_loss:.4f}: "
                       f"{RunPaths(result.run_dir).best_model}")
     if result.nan_skipped:
         table.add_row("non-finite losses skipped", str(result.nan_skipped))
-    table.add_row("checkpoints", ", ".join(p.name for p in result.checkpoints) or "none")
-    table.add_row("TensorBoard", f"tensorboard --logdir {result.tensorboard_dir}")
+    table.add_row("checkpoints", escape(", ".join(p.name for p in result.checkpoints)) or "none")
+    table.add_row("TensorBoard", escape(f"tensorboard --logdir {result.tensorboard_dir}"))
     if result.loss_curve:
-        table.add_row("loss curve", str(result.loss_curve))
+        table.add_row("loss curve", escape(str(result.loss_curve)))
     console.print(table)
     if result.tiny:
         err_console.print("[bold yellow]Tiny random base model: this run's output is noise, not a voice.[/]")
-    if result.status == "interrupted":
-        err_console.print(f"[yellow]Interrupted.[/] Continue with: xttsft train --run-name {result.run_name} --resume")
-        raise typer.Exit(130)
