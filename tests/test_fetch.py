@@ -206,3 +206,5 @@ def test_cli_partial_failure_exits_2(site: str, cli) -> None:
     assert r.exit_code == 2, r.output
     assert "fetched 1, skipped 0, failed 2" in r.output and "404" in r.output  # the table is still printed
     assert "2 of 3 sources failed" in " ".join(r.output.split())
+    assert r.output.count("404") == 1, r.output  # each reason once: in the table, not again as a warning
+    assert "…" not in r.output  # URLs whole (folded where narrow), never cut with an ellipsis

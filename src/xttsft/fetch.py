@@ -390,8 +390,8 @@ def fetch(
                 hint="Check the path, or give a full URL starting with https://.",
             ))
         for item in result.items[before:]:
-            if item.status == "failed":
-                log.warning("%s: %s", item.source, item.reason)
+            if item.status == "failed":  # to the log files: the caller shows the reasons once, its own way
+                log.warning("%s: %s", item.source, item.reason, extra={"console": False})
         if any(item.status == "failed" for item in result.items[before:]):
             result.failed_sources.append(src)
         progress(advance=1)

@@ -310,6 +310,9 @@ def _fetch(settings: Settings, ws: Workspace, sources: Sequence[str], records: _
         raise InputError(f"Nothing could be fetched ({reasons}).", hint="Check the URLs or paths; see logs/info.log.")
     if res.count("failed") == 0:  # a failed source (network, 404) is tried again next time
         records.save("fetch", fp)
+    for item in res.items:
+        if item.status == "failed":
+            log.warning("%s: %s", item.source, item.reason)
     detail = f"{res.count('fetched')} fetched, {res.count('present')} present, {res.count('failed')} failed"
     return StageOutcome("fetch", "done", detail=detail, result=res)
 

@@ -65,10 +65,10 @@ def fetch(
         result = run_fetch(items, settings.fetch, ws, progress=bar)
 
     table = Table(title="fetch", title_justify="left")
-    table.add_column("source")
+    table.add_column("source", overflow="fold")  # a URL is copied whole, never cut with an ellipsis
     table.add_column("status")
-    table.add_column("file")
-    table.add_column("reason")
+    table.add_column("file", overflow="fold")
+    table.add_column("reason", overflow="fold")
     style = {"fetched": "green", "present": "dim", "skipped": "yellow", "failed": "bold red"}
     for it in result.items:
         shown = "skipped" if it.status == "present" else it.status
