@@ -704,7 +704,7 @@ class _Job:
         }
 
 
-@stage_lock("transcribe")
+@stage_lock("transcribe", after=("segment", "screen"))
 def transcribe_segments(
     settings: TranscribeSettings,
     ws: Workspace,
