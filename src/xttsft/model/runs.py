@@ -70,11 +70,13 @@ def _workspace_root(run_dir: Path) -> Path | None:
 
 
 def _workspace_relative(path: Path, run_dir: Path) -> str:
-    root = _workspace_root(run_dir)
-    if root is None or not str(path) or str(path) == ".":
+    """``path`` relative to the run's workspace when inside it, else absolute (never relative to the
+    folder the command happened to run in)."""
+    if not str(path) or str(path) == ".":
         return str(path)
+    path, root = Path(path).absolute(), _workspace_root(run_dir)
     try:
-        return Path(path).absolute().relative_to(root).as_posix()
+        return path.relative_to(root).as_posix() if root is not None else str(path)
     except ValueError:
         return str(path)
 
