@@ -163,5 +163,3 @@ def _summary(result: TrainResult) -> None:
     if result.loss_curve:
         table.add_row("loss curve", escape(str(result.loss_curve)))
     console.print(table)
-    if result.tiny:
-        err_console.print("[bold yellow]Tiny random base model: this run's output is noise, not a voice.[/]")
