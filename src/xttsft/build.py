@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from xttsft.datasets import inspect_samples, read_dataset, split_ids
 from xttsft.errors import DatasetError, XttsftError
 from xttsft.io import atomic_write_text, read_json
 from xttsft.records import (
@@ -177,33 +178,6 @@ def find_vocab(base_model: str) -> Path | None:
 
 
 # ------------------------------------------------------------------ split
-
-
-def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic train/val split that stays put when clips are added or removed.
-
-    Each id's side comes from a hash of the seed and the id alone: a clip goes to val when its
-    hash falls under ``val_fraction``. Adding a clip never moves another clip across, so a
-    resumed run never validates on what it trained on. With 2 or more samples, val has at least
-    one and train at least one (the clip nearest the threshold is moved to make it so).
-    """
-    unique = sorted(set(ids))
-    if len(unique) < 2:
-        return unique, []
-    score = {i: _split_score(i, seed) for i in unique}
-    val = [i for i in unique if score[i] < val_fraction]
-    if not val:
-        val = [min(unique, key=score.__getitem__)]
-    elif len(val) == len(unique):
-        val.remove(max(val, key=score.__getitem__))
-    val_set = set(val)
-    return [i for i in unique if i not in val_set], sorted(val)
-
-
-def _split_score(clip_id: str, seed: int) -> float:
-    """A uniform number in [0, 1) fixed by the seed and the clip id (the split's coin)."""
-    digest = hashlib.blake2b(f"{seed}:{clip_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
 
 
 # ------------------------------------------------------------------ build
@@ -547,7 +521,6 @@ def check_dataset(path: Path, base_model: str = "coqui/XTTS-v2", language: str |
     machine (the tiny model is built when asked for); otherwise XTTS-v2's limits and a
     character count stand in for the tokenizer, and a note says so.
     """
-    from xttsft.datasets import inspect_samples, read_dataset
 
     root = Path(path).expanduser()
     result = CheckResult(dataset_dir=root)

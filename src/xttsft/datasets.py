@@ -9,7 +9,7 @@ Layouts, detected in this order (:func:`read_dataset` says which in one log line
   ``wavs/x.wav|text|speaker`` in ``metadata_train.csv`` + ``metadata_eval.csv``
   (xtts-finetune-webui, coqui's XTTS demo), with ``lang.txt``;
 * a single ``metadata.csv`` (downloaded corpora): split deterministically with the rules
-  of ``xttsft build`` (:func:`xttsft.build.split_ids`, validation fraction and seed).
+  of ``xttsft build`` (:func:`split_ids`, validation fraction and seed).
 
 The language comes from ``--language``, then ``lang.txt``, then ``stats.json``; a dataset
 with none, or with one XTTS-v2 does not speak, is refused with the fix.
@@ -184,10 +184,36 @@ def _language(root: Path, flag: str | None) -> tuple[str, str]:
     return lang, source
 
 
+def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/val split that stays put when clips are added or removed.
+
+    Each id's side comes from a hash of the seed and the id alone: a clip goes to val when its
+    hash falls under ``val_fraction``. Adding a clip never moves another clip across, so a
+    resumed run never validates on what it trained on. With 2 or more samples, val has at least
+    one and train at least one (the clip nearest the threshold is moved to make it so).
+    """
+    unique = sorted(set(ids))
+    if len(unique) < 2:
+        return unique, []
+    score = {i: _split_score(i, seed) for i in unique}
+    val = [i for i in unique if score[i] < val_fraction]
+    if not val:
+        val = [min(unique, key=score.__getitem__)]
+    elif len(val) == len(unique):
+        val.remove(max(val, key=score.__getitem__))
+    val_set = set(val)
+    return [i for i in unique if i not in val_set], sorted(val)
+
+
+def _split_score(clip_id: str, seed: int) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the clip id (the split's coin)."""
+    digest = hashlib.blake2b(f"{seed}:{clip_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def read_dataset(root: Path, language: str | None = None, val_fraction: float = 0.1, seed: int = 42) -> Dataset:
     """Read any supported layout (see the module docstring). Raises :class:`DatasetError` when
     the folder holds none, or its language is unknown or unsupported."""
-    from xttsft.build import split_ids
 
     root = Path(root).expanduser()
     if not root.is_dir():
