@@ -209,136 +209,147 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
+#: what one probe found: its checks (rows of doctor's table) and its facts (keys of ``--json``)
+Found = tuple[list[Check], dict[str, Any]]
+
+
 def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_error: str | None = None,
              use_lora: bool = True) -> DoctorReport:
-    """Gather the facts, the recommendation and the checks for ``workspace``.
+    """Gather the facts, the recommendation and the checks for ``workspace``: one probe per row.
 
     ``dataset_dir`` is the dataset the settings point at (default: the
     workspace's); ``settings_error`` is the message of invalid settings, shown
     as a failed check.
     """
-    checks: list[Check] = []
     hw = hardware_facts()
     rec = recommend(hw, use_lora=use_lora)
+    checks: list[Check] = []
+    facts: dict[str, Any] = {}
+    for found, known in (
+        _python(), _torch(hw), _gpus(hw), _memory(hw, use_lora), _disk(workspace), _ffmpeg(), _espeak(),
+        _xtts_base(), _tiny(), _dataset(workspace, dataset_dir), _settings(settings_error),
+    ):
+        checks += found
+        facts.update(known)
+    facts["workdir"] = str(workspace.root)
+    return DoctorReport(facts=facts, hardware=hw, recommendation=rec, checks=checks)
 
+
+def _python() -> Found:
     py = platform.python_version()
-    py_ok = sys.version_info >= (3, 10)
-    checks.append(Check("python", "ok" if py_ok else "fail", py, "" if py_ok else "Use Python 3.10-3.13."))
+    ok = sys.version_info >= (3, 10)
+    return ([Check("python", "ok" if ok else "fail", py, "" if ok else "Use Python 3.10-3.13.")],
+            {"python": py, "platform": platform.platform()})
 
-    torch_version, torch_cuda = _torch_build()
-    driver = _driver_version() if hw.gpus else None
-    if torch_version is None:
-        checks.append(Check("torch", "fail", "not installed", "pip install -e . (installs torch)"))
-    elif hw.gpus and torch_cuda is None:
-        checks.append(Check("torch", "warn", f"{torch_version} (CPU-only build) but a GPU is present",
-                            "Install a CUDA build of torch: https://pytorch.org/get-started/locally/"))
-    else:
-        cuda_txt = f"CUDA {torch_cuda}" if torch_cuda else "CPU build"
-        checks.append(Check("torch", "ok", f"{torch_version} ({cuda_txt})"))
 
-    if hw.gpus:
-        for g in hw.gpus:
-            free = "" if g.free_gib is None else f", {g.free_gib:.1f} GB free"
-            cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
-            detail = f"{g.name}: {g.total_gib:.1f} GB{free}, compute {cc}, bf16 {'yes' if g.bf16 else 'no'}"
-            if g.total_gib < 5.5:
-                checks.append(Check(f"gpu {g.index}", "warn", detail,
-                                    "XTTS-v2 LoRA training needs about 6 GB of VRAM; use a bigger card, or train on the CPU: xttsft train --device cpu."))
-            else:
-                checks.append(Check(f"gpu {g.index}", "ok", detail))
-    else:
-        checks.append(Check("gpu", "warn", "no CUDA GPU found",
-                            "Training works on CPU but is slow; use a machine with an NVIDIA GPU (8 GB+) "
-                            "and its driver (nvidia-smi) for a real voice."))
+def _torch(hw: HardwareFacts) -> Found:
+    version, cuda = _torch_build()
+    facts = {"torch": version, "torch_cuda": cuda, "nvidia_driver": _driver_version() if hw.gpus else None}
+    if version is None:
+        return [Check("torch", "fail", "not installed", "pip install -e . (installs torch)")], facts
+    if hw.gpus and cuda is None:
+        return [Check("torch", "warn", f"{version} (CPU-only build) but a GPU is present",
+                      "Install a CUDA build of torch: https://pytorch.org/get-started/locally/")], facts
+    return [Check("torch", "ok", f"{version} ({f'CUDA {cuda}' if cuda else 'CPU build'})")], facts
 
-    checks.append(Check("cpu", "ok", f"{hw.cpu_count} cores"))
-    ram_need = 9.0 if use_lora else 11.0
-    if hw.ram_total_gib and hw.ram_total_gib < ram_need and not hw.gpus:
+
+def _gpus(hw: HardwareFacts) -> Found:
+    if not hw.gpus:
+        return [Check("gpu", "warn", "no CUDA GPU found",
+                      "Training works on CPU but is slow; use a machine with an NVIDIA GPU (8 GB+) "
+                      "and its driver (nvidia-smi) for a real voice.")], {}
+    checks = []
+    for g in hw.gpus:
+        free = "" if g.free_gib is None else f", {g.free_gib:.1f} GB free"
+        cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
+        detail = f"{g.name}: {g.total_gib:.1f} GB{free}, compute {cc}, bf16 {'yes' if g.bf16 else 'no'}"
+        if g.total_gib < 5.5:
+            checks.append(Check(f"gpu {g.index}", "warn", detail, "XTTS-v2 LoRA training needs about 6 GB of VRAM; "
+                                "use a bigger card, or train on the CPU: xttsft train --device cpu."))
+        else:
+            checks.append(Check(f"gpu {g.index}", "ok", detail))
+    return checks, {}
+
+
+def _memory(hw: HardwareFacts, use_lora: bool) -> Found:
+    checks = [Check("cpu", "ok", f"{hw.cpu_count} cores")]
+    need = 9.0 if use_lora else 11.0
+    if hw.ram_total_gib and hw.ram_total_gib < need and not hw.gpus:
         checks.append(Check("ram", "warn", f"{hw.ram_total_gib:.1f} GB total",
-                            f"CPU training of XTTS-v2 peaks near {ram_need:.0f} GB; close other programs or add swap."))
+                            f"CPU training of XTTS-v2 peaks near {need:.0f} GB; close other programs or add swap."))
     else:
         avail = "" if hw.ram_available_gib is None else f", {hw.ram_available_gib:.1f} GB available"
         checks.append(Check("ram", "ok", f"{hw.ram_total_gib:.1f} GB total{avail}"))
+    return checks, {}
 
-    disk_at = _existing_parent(workspace.root)
-    free_gib = shutil.disk_usage(disk_at).free / GiB
-    disk_detail = f"{free_gib:.1f} GB free at {disk_at}"
+
+def _disk(workspace: Workspace) -> Found:
+    at = _existing_parent(workspace.root)
+    free_gib = shutil.disk_usage(at).free / GiB
+    detail = f"{free_gib:.1f} GB free at {at}"
+    facts = {"disk_free_gib": round(free_gib, 2), "disk_path": str(at)}
     if free_gib < 3:
-        checks.append(Check("disk", "fail", disk_detail,
-                            "XTTS-v2 (1.9 GB), the dataset and checkpoints need at least 3 GB; free space or use "
-                            "--workdir on a bigger disk."))
-    elif free_gib < 20:
-        checks.append(Check("disk", "warn", disk_detail,
-                            "Full fine-tune checkpoints are ~1.7 GB each; keep 20 GB free (fewer with LoRA)."))
-    else:
-        checks.append(Check("disk", "ok", disk_detail))
+        return [Check("disk", "fail", detail, "XTTS-v2 (1.9 GB), the dataset and checkpoints need at least 3 GB; "
+                      "free space or use --workdir on a bigger disk.")], facts
+    if free_gib < 20:
+        return [Check("disk", "warn", detail,
+                      "Full fine-tune checkpoints are ~1.7 GB each; keep 20 GB free (fewer with LoRA).")], facts
+    return [Check("disk", "ok", detail)], facts
 
-    ffmpeg = shutil.which("ffmpeg")
-    ffmpeg_version = _tool_version(ffmpeg, ["-version"], r"ffmpeg version (\S+)") if ffmpeg else None
-    if ffmpeg:
-        checks.append(Check("ffmpeg", "ok", f"{ffmpeg_version} ({ffmpeg})"))
-    else:
-        checks.append(Check("ffmpeg", "fail", "not found on PATH",
-                            "Install it: sudo apt-get install ffmpeg (macOS: brew install ffmpeg)."))
 
-    espeak = shutil.which("espeak-ng")
-    espeak_version = _tool_version(espeak, ["--version"], r"eSpeak NG text-to-speech:\s*(\S+)") if espeak else None
-    if espeak:
-        checks.append(Check("espeak-ng", "ok", f"{espeak_version} (optional: tests and demo)"))
-    else:
-        checks.append(Check("espeak-ng", "warn", "not found (optional: only tests and the demo use it)",
-                            "sudo apt-get install espeak-ng"))
+def _ffmpeg() -> Found:
+    exe = shutil.which("ffmpeg")
+    version = _tool_version(exe, ["-version"], r"ffmpeg version (\S+)") if exe else None
+    if exe:
+        return [Check("ffmpeg", "ok", f"{version} ({exe})")], {"ffmpeg": version}
+    return [Check("ffmpeg", "fail", "not found on PATH",
+                  "Install it: sudo apt-get install ffmpeg (macOS: brew install ffmpeg).")], {"ffmpeg": None}
 
+
+def _espeak() -> Found:
+    exe = shutil.which("espeak-ng")
+    version = _tool_version(exe, ["--version"], r"eSpeak NG text-to-speech:\s*(\S+)") if exe else None
+    if exe:
+        return [Check("espeak-ng", "ok", f"{version} (optional: tests and demo)")], {"espeak_ng": version}
+    return [Check("espeak-ng", "warn", "not found (optional: only tests and the demo use it)",
+                  "sudo apt-get install espeak-ng")], {"espeak_ng": None}
+
+
+def _xtts_base() -> Found:
     try:
-        missing, xtts_dir = _xtts_cache()
-        if not missing:
-            checks.append(Check("xtts-v2 base", "ok", f"cached in {xtts_dir}"))
-        else:
-            checks.append(Check("xtts-v2 base", "warn",
-                                f"not in the local Hugging Face cache (missing {', '.join(missing)})",
-                                "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local "
-                                "folder: xttsft train --base-model DIR."))
+        missing, where = _xtts_cache()
     except Exception as exc:  # noqa: BLE001 - huggingface_hub missing or cache unreadable
-        missing, xtts_dir = list(_xtts_files()), None
-        checks.append(Check("xtts-v2 base", "warn", f"cannot read the Hugging Face cache: {exc}",
-                            "pip install -e . (installs huggingface_hub)"))
+        return [Check("xtts-v2 base", "warn", f"cannot read the Hugging Face cache: {exc}",
+                      "pip install -e . (installs huggingface_hub)")], {"xtts_base_cached": False, "xtts_base_dir": None}
+    facts = {"xtts_base_cached": not missing, "xtts_base_dir": str(where) if where and not missing else None}
+    if not missing:
+        return [Check("xtts-v2 base", "ok", f"cached in {where}")], facts
+    return [Check("xtts-v2 base", "warn", f"not in the local Hugging Face cache (missing {', '.join(missing)})",
+                  "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local folder: "
+                  "xttsft train --base-model DIR.")], facts
 
+
+def _tiny() -> Found:
     tiny = _tiny_model_dir()
-    checks.append(Check("tiny test model", "ok",
-                        f"cached in {tiny}" if tiny else f"not built yet (built in {_cache_dir()} on first use)"))
+    detail = f"cached in {tiny}" if tiny else f"not built yet (built in {_cache_dir()} on first use)"
+    return [Check("tiny test model", "ok", detail)], {"tiny_model_cached": tiny is not None}
 
+
+def _dataset(workspace: Workspace, dataset_dir: Path | None) -> Found:
     ds = Path(dataset_dir) if dataset_dir is not None else workspace.dataset_dir
     meta = ds / "metadata_train.csv"
     n_train = _count_lines(meta) if meta.is_file() else 0
+    facts = {"dataset_dir": str(ds), "dataset_exists": bool(n_train), "dataset_train_samples": n_train}
     if n_train:
         val = ds / "metadata_val.csv"
         n_val = _count_lines(val) if val.is_file() else 0
-        checks.append(Check("dataset", "ok", f"{ds}: {n_train} train, {n_val} val samples"))
-    else:
-        checks.append(Check("dataset", "warn", f"no {meta}" if not meta.is_file() else f"{meta} is empty",
-                            "Build it: xttsft fetch, segment, transcribe, build (or train on a dataset of your own: xttsft train --dataset-dir DIR)."))
+        return [Check("dataset", "ok", f"{ds}: {n_train} train, {n_val} val samples")], facts
+    return [Check("dataset", "warn", f"no {meta}" if not meta.is_file() else f"{meta} is empty",
+                  "Build it: xttsft fetch, segment, transcribe, build (or train on a dataset of your own: "
+                  "xttsft train --dataset-dir DIR).")], facts
 
-    if settings_error:
-        checks.append(Check("settings", "fail", settings_error, "Fix the values; `xttsft config` shows their sources."))
-    else:
-        checks.append(Check("settings", "ok", "valid"))
 
-    facts = {
-        "python": py,
-        "platform": platform.platform(),
-        "torch": torch_version,
-        "torch_cuda": torch_cuda,
-        "nvidia_driver": driver,
-        "disk_free_gib": round(free_gib, 2),
-        "disk_path": str(disk_at),
-        "ffmpeg": ffmpeg_version,
-        "espeak_ng": espeak_version,
-        "xtts_base_cached": not missing,
-        "xtts_base_dir": str(xtts_dir) if xtts_dir and not missing else None,
-        "tiny_model_cached": tiny is not None,
-        "dataset_dir": str(ds),
-        "dataset_exists": bool(n_train),
-        "dataset_train_samples": n_train,
-        "workdir": str(workspace.root),
-    }
-    return DoctorReport(facts=facts, hardware=hw, recommendation=rec, checks=checks)
+def _settings(error: str | None) -> Found:
+    if error:
+        return [Check("settings", "fail", error, "Fix the values; `xttsft config` shows their sources.")], {}
+    return [Check("settings", "ok", "valid")], {}
