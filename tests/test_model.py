@@ -271,3 +271,23 @@ def test_full_size_xtts_v2_lora_fraction_and_one_step() -> None:
     opt.step()
     after = next(p for n, p in gpt.named_parameters() if "lora_B" in n)
     assert not torch.equal(lora_b, after.detach())
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+    ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "Cannot reach the Hugging Face Hub"),
+])
+def test_xtts_download_without_network_says_what_to_do(tmp_path, env: dict, says: str) -> None:
+    """The real download code (no Hub here): offline, and a Hub that does not answer, each give one
+    message that names the missing files and the `hf download` command."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from xttsft.model.base import resolve_base_model\n"
+            "from xttsft.errors import XttsftError\n"
+            "try:\n    resolve_base_model('coqui/XTTS-v2')\nexcept XttsftError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    out = " ".join(res.stdout.split())
+    assert says in out and "model.pth" in out and "hf download coqui/XTTS-v2 --revision" in out, res.stdout + res.stderr

@@ -167,38 +167,18 @@ def _download_hub(progress: Progress | None = None) -> Path:
     progress = progress or no_progress
     try:
         import huggingface_hub as hf
-        from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - a declared dependency
         from xttsft.errors import MissingDependencyError
 
         raise MissingDependencyError("huggingface_hub is not installed.", hint="pip install huggingface-hub") from None
 
-    how = (
-        f"Connect to the internet and run again, or download them yourself: "
-        f"`hf download {HF_REPO_ID} --revision {HF_REVISION} --local-dir DIR` "
-        f"(or from https://huggingface.co/{HF_REPO_ID}/tree/{HF_REVISION}) and pass --base-model DIR "
-        "(TRAIN_BASE_MODEL=DIR)."
-    )
-    # 1. what is already in the cache (works offline)
-    local: dict[str, Path] = {}
-    missing: list[str] = []
-    for name in XTTS_FILES:
-        try:
-            local[name] = Path(
-                hf.hf_hub_download(HF_REPO_ID, name, revision=HF_REVISION, local_files_only=True)
-            )
-        except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-            missing.append(name)
-        except Exception:  # noqa: BLE001 - any cache problem means: fetch it
-            missing.append(name)
+    local, missing = _cached_files(hf)  # works offline
     verified_file = cache_dir() / "verified" / f"xtts-v2-{HF_REVISION}.json"
     verified: dict[str, Any] = {}
     if verified_file.is_file():
         with contextlib.suppress(ValueError):
             verified = json.loads(verified_file.read_text())
-    if not missing and all(
-        verified.get(n, {}).get("size") == local[n].stat().st_size for n in XTTS_FILES
-    ):
+    if not missing and all(verified.get(n, {}).get("size") == local[n].stat().st_size for n in XTTS_FILES):
         return local["model.pth"].parent
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
@@ -208,53 +188,80 @@ def _download_hub(progress: Progress | None = None) -> Path:
     if offline:
         raise ModelNotFoundError(
             f"XTTS-v2 files missing from the local cache and HF_HUB_OFFLINE is set: {', '.join(missing)}.",
-            hint=how,
+            hint=_DOWNLOAD_HOW,
         )
-    # 2. expected sizes and hashes from the Hub, then download what is missing
+    expected = _expected_files(hf, missing)
+    progress(total=sum(int(e["size"] or 0) for e in expected.values()), completed=0,
+             description=f"Downloading {HF_REPO_ID}")
+    record: dict[str, Any] = {}
+    for name in XTTS_FILES:
+        exp = expected.get(name, {})
+        local[name] = _download_verified(hf, name, exp)
+        record[name] = {"size": local[name].stat().st_size, "sha256": exp.get("sha256")}
+        progress(advance=int(exp.get("size") or record[name]["size"]))
+    from xttsft.io import atomic_write_json
+
+    atomic_write_json(verified_file, record)
+    return local["model.pth"].parent
+
+
+_DOWNLOAD_HOW = (
+    f"Connect to the internet and run again, or download them yourself: "
+    f"`hf download {HF_REPO_ID} --revision {HF_REVISION} --local-dir DIR` "
+    f"(or from https://huggingface.co/{HF_REPO_ID}/tree/{HF_REVISION}) and pass --base-model DIR "
+    "(TRAIN_BASE_MODEL=DIR)."
+)
+
+
+def _cached_files(hf: Any) -> tuple[dict[str, Path], list[str]]:
+    """The XTTS-v2 files already in the Hugging Face cache, and the names of those that are not."""
+    local: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in XTTS_FILES:
+        try:
+            local[name] = Path(hf.hf_hub_download(HF_REPO_ID, name, revision=HF_REVISION, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached, or any cache problem: fetch it
+            missing.append(name)
+    return local, missing
+
+
+def _expected_files(hf: Any, missing: list[str]) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file, as the Hub lists them at :data:`HF_REVISION`."""
     try:
         infos = hf.HfApi().get_paths_info(HF_REPO_ID, list(XTTS_FILES), revision=HF_REVISION, expand=True)
     except Exception as exc:  # noqa: BLE001 - network, DNS, proxy, HTTP errors
         raise ModelNotFoundError(
             f"Cannot reach the Hugging Face Hub for {HF_REPO_ID} ({type(exc).__name__}); "
             f"missing here: {', '.join(missing) or 'none'}.",
-            hint=how,
+            hint=_DOWNLOAD_HOW,
         ) from None
     expected: dict[str, dict[str, Any]] = {}
     for info in infos:
         lfs = getattr(info, "lfs", None)
-        expected[info.path] = {
-            "size": getattr(info, "size", None),
-            "sha256": getattr(lfs, "sha256", None) if lfs is not None else None,
-        }
-    total = sum(int(e["size"] or 0) for e in expected.values())
-    progress(total=total, completed=0, description=f"Downloading {HF_REPO_ID}")
-    record: dict[str, Any] = {}
-    for name in XTTS_FILES:
-        exp = expected.get(name, {})
-        try:
-            path = Path(hf.hf_hub_download(HF_REPO_ID, name, revision=HF_REVISION))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelNotFoundError(f"Download of {HF_REPO_ID}/{name} failed: {exc}", hint=how) from None
-        size = path.stat().st_size
-        problems = []
-        if exp.get("size") is not None and size != exp["size"]:
-            problems.append(f"size {size} != {exp['size']}")
-        if exp.get("sha256") and _sha256(path) != exp["sha256"]:
-            problems.append("SHA-256 does not match the Hub's")
-        if problems:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise ModelNotFoundError(
-                f"Downloaded {name} is corrupt ({'; '.join(problems)}); it was deleted.",
-                hint="Run the command again to download it again.",
-            )
-        record[name] = {"size": size, "sha256": exp.get("sha256")}
-        local[name] = path
-        progress(advance=int(exp.get("size") or size))
-    from xttsft.io import atomic_write_json
+        expected[info.path] = {"size": getattr(info, "size", None),
+                               "sha256": getattr(lfs, "sha256", None) if lfs is not None else None}
+    return expected
 
-    atomic_write_json(verified_file, record)
-    return local["model.pth"].parent
+
+def _download_verified(hf: Any, name: str, exp: dict[str, Any]) -> Path:
+    """Download one file (or take it from the cache) and check it against the Hub's size and hash;
+    a corrupt file is deleted, so the next run downloads it again."""
+    try:
+        path = Path(hf.hf_hub_download(HF_REPO_ID, name, revision=HF_REVISION))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelNotFoundError(f"Download of {HF_REPO_ID}/{name} failed: {exc}", hint=_DOWNLOAD_HOW) from None
+    size = path.stat().st_size
+    problems = []
+    if exp.get("size") is not None and size != exp["size"]:
+        problems.append(f"size {size} != {exp['size']}")
+    if exp.get("sha256") and _sha256(path) != exp["sha256"]:
+        problems.append("SHA-256 does not match the Hub's")
+    if problems:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise ModelNotFoundError(f"Downloaded {name} is corrupt ({'; '.join(problems)}); it was deleted.",
+                                 hint="Run the command again to download it again.")
+    return path
 
 
 # --------------------------------------------------------------------------- tiny
