@@ -353,82 +353,80 @@ def recommend(hw: HardwareFacts, use_lora: bool = True) -> Recommendation:
       :data:`EFFECTIVE_BATCH_SIZE`.
     * Whisper: large-v3 on >= 10 GB, medium on >= 5 GB, small below or on CPU.
     """
+    return _recommend_gpu(hw, use_lora) if hw.gpus else _recommend_cpu(hw, use_lora)
+
+
+def _recommend_gpu(hw: HardwareFacts, use_lora: bool) -> Recommendation:
+    smallest = min(hw.gpus, key=lambda g: g.total_memory_mib)
+    _, lora_batch, lora_ckpt, full_batch, full_ckpt = _tier(smallest.total_gib)
+    batch, ckpt = (lora_batch, lora_ckpt) if use_lora else (full_batch, full_ckpt)
+    bf16 = all(g.bf16 for g in hw.gpus)
+    whisper_model, whisper_compute, whisper_batch = _whisper_for_gpu(hw.gpus[0])
+    return Recommendation(
+        device="cuda", train_batch_size=batch, grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
+        use_amp=True, amp_dtype="bfloat16" if bf16 else "float16", gradient_checkpointing=ckpt,
+        whisper_model=whisper_model, whisper_device="cuda", whisper_compute_type=whisper_compute,
+        whisper_batch_size=whisper_batch, notes=_gpu_notes(hw, smallest, use_lora, bf16, ckpt),
+    )
+
+
+def _gpu_notes(hw: HardwareFacts, smallest: GpuFacts, use_lora: bool, bf16: bool, ckpt: bool) -> list[str]:
+    """What a user of these cards should know: no bf16, too little VRAM, checkpointing, DDP, busy cards."""
     notes: list[str] = []
-    mode = "LoRA" if use_lora else "full fine-tune"
-    if hw.gpus:
-        smallest = min(hw.gpus, key=lambda g: g.total_memory_mib)
-        _, lora_batch, lora_ckpt, full_batch, full_ckpt = _tier(smallest.total_gib)
-        batch, ckpt = (lora_batch, lora_ckpt) if use_lora else (full_batch, full_ckpt)
-        bf16 = all(g.bf16 for g in hw.gpus)
-        amp_dtype: Literal["bfloat16", "float16"] | None = "bfloat16" if bf16 else "float16"
-        device: Literal["cuda", "cpu"] = "cuda"
-        use_amp = True
-        gib = smallest.total_gib
-        if not bf16:
-            notes.append(
-                f"{smallest.name} has no bfloat16 (compute capability "
-                f"{smallest.compute_capability[0]}.{smallest.compute_capability[1]} < 8.0): AMP uses float16 "
-                "with a gradient scaler."
-            )
-        if use_lora and gib < 5.5:
-            notes.append(
-                f"{gib:.1f} GB of VRAM is below what XTTS-v2 needs even with LoRA (about 6 GB); "
-                "expect out-of-memory errors, or train on CPU with --device cpu."
-            )
-        if not use_lora and gib < 10:
-            notes.append(
-                f"A full fine-tune keeps gradients and AdamW state for all 427 M GPT weights (about 7 GB before "
-                f"activations); {gib:.1f} GB will likely run out of memory. Use LoRA (TRAIN_USE_LORA=true)."
-            )
-        if ckpt:
-            notes.append(f"Gradient checkpointing on: it trades about 30% speed for memory on a {gib:.0f} GB card ({mode}).")
-        if len(hw.gpus) > 1:
-            notes.append(
-                f"{len(hw.gpus)} GPUs: DDP through torchrun is possible (one process per GPU); the batch is per GPU, "
-                f"sized by the smallest card ({smallest.name}, {gib:.0f} GB); divide grad_accum_steps by "
-                f"{len(hw.gpus)} to keep the effective batch. A plain run uses only TRAIN_CUDA_DEVICE_ID."
-            )
-        busy = [g for g in hw.gpus if g.free_gib is not None and g.free_gib < 0.8 * g.total_gib]
-        for g in busy:
+    gib = smallest.total_gib
+    if not bf16:
+        notes.append(
+            f"{smallest.name} has no bfloat16 (compute capability "
+            f"{smallest.compute_capability[0]}.{smallest.compute_capability[1]} < 8.0): AMP uses float16 "
+            "with a gradient scaler."
+        )
+    if use_lora and gib < 5.5:
+        notes.append(
+            f"{gib:.1f} GB of VRAM is below what XTTS-v2 needs even with LoRA (about 6 GB); "
+            "expect out-of-memory errors, or train on CPU with --device cpu."
+        )
+    if not use_lora and gib < 10:
+        notes.append(
+            f"A full fine-tune keeps gradients and AdamW state for all 427 M GPT weights (about 7 GB before "
+            f"activations); {gib:.1f} GB will likely run out of memory. Use LoRA (TRAIN_USE_LORA=true)."
+        )
+    if ckpt:
+        mode = "LoRA" if use_lora else "full fine-tune"
+        notes.append(f"Gradient checkpointing on: it trades about 30% speed for memory on a {gib:.0f} GB card ({mode}).")
+    if len(hw.gpus) > 1:
+        notes.append(
+            f"{len(hw.gpus)} GPUs: DDP through torchrun is possible (one process per GPU); the batch is per GPU, "
+            f"sized by the smallest card ({smallest.name}, {gib:.0f} GB); divide grad_accum_steps by "
+            f"{len(hw.gpus)} to keep the effective batch. A plain run uses only TRAIN_CUDA_DEVICE_ID."
+        )
+    for g in hw.gpus:
+        if g.free_gib is not None and g.free_gib < 0.8 * g.total_gib:
             notes.append(
                 f"GPU {g.index} ({g.name}) has only {g.free_gib:.1f} of {g.total_gib:.1f} GB free: other processes use "
                 "it; the batch assumes the whole card."
             )
-        whisper_gpu = hw.gpus[0]
-        whisper_model, whisper_compute, whisper_batch = _whisper_for_gpu(whisper_gpu)
-        whisper_device: Literal["cuda", "cpu"] = "cuda"
-    else:
-        device = "cpu"
-        use_amp, amp_dtype = False, None
-        # Measured: LoRA at batch 2 peaks at 8.7 GB RSS, a full fine-tune at 10.8 GB.
-        need = 9.0 if use_lora else 11.0
-        batch = 2 if hw.ram_total_gib >= need + 4 else 1
-        ckpt = hw.ram_total_gib < need
+    return notes
+
+
+def _recommend_cpu(hw: HardwareFacts, use_lora: bool) -> Recommendation:
+    # Measured: LoRA at batch 2 peaks at 8.7 GB RSS, a full fine-tune at 10.8 GB.
+    need = 9.0 if use_lora else 11.0
+    batch = 2 if hw.ram_total_gib >= need + 4 else 1
+    notes = [
+        "No CUDA GPU: training runs on CPU, about 10-20 s per step of 2 clips with the full XTTS-v2; "
+        "fine for tests and the tiny model, very slow for a real voice."
+    ]
+    if hw.ram_total_gib and hw.ram_total_gib < need:
         notes.append(
-            "No CUDA GPU: training runs on CPU, about 10-20 s per step of 2 clips with the full XTTS-v2; "
-            "fine for tests and the tiny model, very slow for a real voice."
+            f"{hw.ram_total_gib:.0f} GB of RAM is below the ~{need:.0f} GB XTTS-v2 "
+            f"{'LoRA' if use_lora else 'full fine-tune'} needs on CPU; "
+            "gradient checkpointing is on and it may still run out of memory."
         )
-        if hw.ram_total_gib and hw.ram_total_gib < need:
-            notes.append(
-                f"{hw.ram_total_gib:.0f} GB of RAM is below the ~{need:.0f} GB XTTS-v2 {mode} needs on CPU; "
-                "gradient checkpointing is on and it may still run out of memory."
-            )
-        whisper_model, whisper_compute = CPU_WHISPER_MODEL, "int8"
-        whisper_batch = 8 if hw.cpu_count >= 8 else 4
-        whisper_device = "cpu"
-    grad_accum = max(1, round(EFFECTIVE_BATCH_SIZE / batch))
     return Recommendation(
-        device=device,
-        train_batch_size=batch,
-        grad_accum_steps=grad_accum,
-        use_amp=use_amp,
-        amp_dtype=amp_dtype,
-        gradient_checkpointing=ckpt,
-        whisper_model=whisper_model,
-        whisper_device=whisper_device,
-        whisper_compute_type=whisper_compute,
-        whisper_batch_size=whisper_batch,
-        notes=notes,
+        device="cpu", train_batch_size=batch, grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
+        use_amp=False, amp_dtype=None, gradient_checkpointing=hw.ram_total_gib < need,
+        whisper_model=CPU_WHISPER_MODEL, whisper_device="cpu", whisper_compute_type="int8",
+        whisper_batch_size=8 if hw.cpu_count >= 8 else 4, notes=notes,
     )
 
 
