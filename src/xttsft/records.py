@@ -1,15 +1,16 @@
 """The files that pass between stages, declared once: their fields, types and version.
 
 Every stage writes these files with :func:`write_records` / :func:`write_record` and reads them
-with :func:`read_records` / :func:`read_record`, which check each row against its record class:
-a row of another version, a missing or mistyped field, or a line that is not JSON gets a
-:class:`RecordError` naming the file, the line and the field (a foreign or hand-edited file
-never gets half-read). Rows are written with their version (``"v"``); rows written before
-versions existed read as version 1. Fields a record does not declare are kept as they are.
+with :func:`read_records` / :func:`read_record`, which turn each row into an instance of its
+record class (and back): a row of another version, a missing, mistyped or undeclared field, or
+a line that is not JSON gets a :class:`RecordError` naming the file, the line and the field (a
+foreign or hand-edited file never gets half-read, and a misspelt optional field is never
+silently dropped). Rows are written with their version (``"v"``); rows written before versions
+existed read as version 1.
 
-The classes are dataclasses, so code can also hold a row as an object
-(``ClipRecord.from_dict(row, where)``); the readers hand plain dicts to the stages.
-``docs/formats.md`` describes every file.
+A record holds nested objects as :class:`Part` instances (a transcript's words, the DNSMOS
+scores of a clip), checked the same way. Closed sets of values are ``Literal`` types.
+``docs/formats.md`` is generated from these classes (``scripts/formats_doc.py``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from xttsft.errors import DatasetError
+from xttsft.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "RecordError",
+    "Part",
     "Record",
+    "Word",
+    "Dnsmos",
+    "SampleCounts",
+    "SpeakerRow",
+    "ExportSource",
     "ClipRecord",
     "SourceRecord",
     "ScreenRecord",
@@ -35,59 +44,122 @@ __all__ = [
     "SampleRecord",
     "DropRecord",
     "DatasetStats",
+    "ScreenStats",
     "RunRecord",
     "CheckpointMeta",
     "StageRecord",
+    "ExportMarker",
+    "AdapterMarker",
     "RECORDS",
+    "TranscriptReason",
+    "ScreenReason",
+    "DropReason",
     "read_records",
     "write_records",
+    "records_text",
     "read_record",
     "write_record",
+    "read_dataset_stats",
+    "stats_language",
+    "read_marker",
 ]
+
+P = TypeVar("P", bound="Part")
+R = TypeVar("R", bound="Record")
 
 
 class RecordError(DatasetError):
     """A stage file that does not match its declared format."""
 
 
-@dataclass
-class Record:
-    """Base of every record: a version and the check of a dict against the fields."""
+#: Why ``transcribe`` rejects a clip, in the order the rules are checked.
+TranscriptReason = Literal["wrong_language", "empty_text", "no_letters", "repetition", "hallucination",
+                           "low_confidence"]
+#: Why ``screen`` drops a clip.
+ScreenReason = Literal[
+    "other_speaker",  # not the target voice (detail: similarity and threshold)
+    "mixed_speakers",  # another voice inside the clip
+    "low_quality",  # DNSMOS under the threshold
+    "duplicate",  # the same audio as another clip (detail names it)
+]
+#: Why an item is not in ``build``'s dataset.
+DropReason = Literal[
+    ScreenReason,
+    "rejected",  # transcribe rejected it (detail: its reason)
+    "not_transcribed",  # in the manifest but not in transcripts.jsonl
+    "missing_audio",  # the clip is gone or unreadable
+    "other_language",  # transcribed in another language than the dataset's
+    "too_short",
+    "too_long",
+    "bad_character",  # '|' or a line break in the text
+    "empty_text",
+    "too_many_chars",  # over the tokenizer's character limit for the language
+    "too_many_tokens",  # over build.TEXT_TOKEN_LIMIT
+    "unknown_tokens",  # the base model's vocabulary has no token for a character
+]
+Mode = Literal["lora", "full"]
+
+
+# ------------------------------------------------------------------ checking
+
+
+@dataclass(kw_only=True)
+class Part:
+    """An object nested in a record (a word, a score set): its fields are checked like the record's."""
+
+
+@dataclass(kw_only=True)
+class Record(Part):
+    """Base of every file's record: a version, where the file lives, and the check of a dict against the fields."""
 
     VERSION: ClassVar[int] = 1
+    #: whether rows carry ``"v"``; files that never had it (screen's stats, export markers) keep their shape
+    VERSIONED: ClassVar[bool] = True
     FILE: ClassVar[str] = ""
     STAGE: ClassVar[str] = ""  # the command that writes it (for the hint)
+    PATH: ClassVar[str] = ""  # where it lives (docs/formats.md)
+    WRITTEN_BY: ClassVar[str] = ""
+    READ_BY: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls: type[R], data: Any, where: str = "") -> R:
+        """``data`` (a parsed JSON object) checked against the declared fields, as an instance."""
+        where = where or cls.FILE
+        if isinstance(data, Record):  # TRANSITION: an instance given where a dict was
+            data = data.to_dict()
+        if not isinstance(data, dict):
+            raise cls._error(where, None, f"expected a JSON object, got {type(data).__name__}")
+        if cls.VERSIONED:
+            version = data.get("v", 1)
+            if type(version) is not int or version != cls.VERSION:
+                raise RecordError(
+                    f"{where}: version {version!r} of {cls.FILE}, but this xttsft reads version {cls.VERSION}.",
+                    hint=f"It was written by another version of xttsft: run `xttsft {cls.STAGE}` again to rewrite it.",
+                )
+        return _build(cls, data, where, cls, "")
 
     @classmethod
     def check(cls, data: Any, where: str) -> dict[str, Any]:
-        """``data`` checked against the declared fields; returns it with the version set."""
-        if not isinstance(data, dict):
-            raise cls._error(where, None, f"expected a JSON object, got {type(data).__name__}")
-        version = data.get("v", 1)
-        if type(version) is not int or version != cls.VERSION:
-            raise RecordError(
-                f"{where}: version {version!r} of {cls.FILE}, but this xttsft reads version {cls.VERSION}.",
-                hint=f"It was written by another version of xttsft: run `xttsft {cls.STAGE}` again to rewrite it.",
-            )
-        hints = _hints(cls)
-        for f in dataclasses.fields(cls):
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if f.name not in data:
-                if required:
-                    raise cls._error(where, f.name, "missing")
-                continue
-            if not _fits(data[f.name], hints[f.name]):
-                raise cls._error(where, f.name, f"expected {_name(hints[f.name])}, got {data[f.name]!r:.60}")
-        return {"v": cls.VERSION, **{k: v for k, v in data.items() if k != "v"}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> Record:
-        data = cls.check(data, where or cls.FILE)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """``data`` checked against the declared fields; returns it as the file holds it (version set)."""
+        return cls.from_dict(data, where).to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": self.VERSION, **dataclasses.asdict(self)}
+        body = dataclasses.asdict(self)
+        return {"v": self.VERSION, **body} if self.VERSIONED else body
+
+    # TRANSITION: string-key access while the stages move to attributes (removed once none is left)
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key] if key == "v" else getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_dict() and getattr(self, key, None) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
 
     @classmethod
     def _error(cls, where: str, name: str | None, what: str) -> RecordError:
@@ -103,45 +175,154 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _fits(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _build(cls: type[P], data: Any, where: str, owner: type[Record], prefix: str) -> P:
+    """An instance of ``cls`` from ``data``; every problem is named by ``owner``'s file and the field's path."""
+    if not isinstance(data, dict):
+        raise owner._error(where, prefix.rstrip("."), f"expected an object, got {data!r:.60}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields and not (key == "v" and not prefix and owner.VERSIONED):
+            raise owner._error(where, prefix + str(key), "not a field of this file (misspelt?)")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _value(data[name], hints[name], where, owner, prefix + name)
+        elif _required(f):
+            raise owner._error(where, prefix + name, "missing")
+    return cls(**values)
+
+
+def _value(value: Any, tp: Any, where: str, owner: type[Record], name: str) -> Any:
+    """``value`` checked against the type ``tp`` (nested parts built, lists and objects copied)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, t) for t in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is Any:
-        return True
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _value(value, options[0], where, owner, name)
+        for option in options:
+            try:
+                return _value(value, option, where, owner, name)
+            except RecordError:
+                continue
+    elif tp is Any:
+        return value
+    elif origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+    elif isinstance(tp, type) and issubclass(tp, Part):
+        return _build(tp, value, where, owner, name + ".")
+    elif origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, list):
+            item = args[0] if args else Any
+            return [_value(v, item, where, owner, f"{name}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            item = args[1] if args else Any
+            return {k: _value(v, item, where, owner, f"{name}.{k}") for k, v in value.items()}
+    elif _fits(value, tp):
+        return value
+    raise owner._error(where, name, f"expected {_name(tp)}, got {value!r:.60}")
+
+
+def _fits(value: Any, tp: Any) -> bool:
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        return isinstance(value, list)
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
     return isinstance(value, tp)
 
 
 def _name(tp: Any) -> str:
-    args = typing.get_args(tp)
-    if args and typing.get_origin(tp) not in (list, dict, tuple):
+    """A type in words (messages and docs/formats.md)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if isinstance(tp, type) and issubclass(tp, Part):
+        return f"an object ({tp.__name__})"
+    if origin in (list, tuple) and args and isinstance(args[0], type) and issubclass(args[0], Part):
+        return f"a list of objects ({args[0].__name__})"
+    if args and origin not in (list, dict, tuple):
         return " or ".join(_name(a) for a in args)
     if tp is type(None):
         return "null"
-    origin = typing.get_origin(tp)
     return {list: "a list", dict: "an object", str: "text", float: "a number", int: "a whole number",
             bool: "true or false"}.get(origin or tp, str(tp))
+
+
+# ------------------------------------------------------------------ nested parts
+
+
+@dataclass(kw_only=True)
+class Word(Part):
+    """One word Whisper heard: its text and times in seconds inside the clip."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(kw_only=True)
+class Dnsmos(Part):
+    """DNSMOS P.835 scores of a clip (1-5)."""
+
+    sig: float
+    bak: float
+    ovrl: float
+
+
+@dataclass(kw_only=True)
+class SampleCounts(Part):
+    """Samples per split of a dataset."""
+
+    train: int
+    val: int
+    total: int
+
+
+@dataclass(kw_only=True)
+class SpeakerRow(Part):
+    """One voice ``screen`` found."""
+
+    label: str
+    clips: int
+    minutes: float
+    kept: int
+    kept_minutes: float = 0.0
+    similarity_to_target: float | None = None  # NaN when there is no target
+    target: bool = False
+
+
+@dataclass(kw_only=True)
+class ExportSource(Part):
+    """What an export was made from: a re-export of the same is skipped."""
+
+    checkpoint: str
+    saved: str | None = None
+    step: int | None = None
+    epoch: int | None = None
+    references: list[str] = field(default_factory=list)  # SHA-256 of each reference clip
 
 
 # ------------------------------------------------------------------ the records
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClipRecord(Record):
     """``segments/manifest.jsonl``: one clip cut by ``segment``."""
 
     FILE: ClassVar[str] = "manifest.jsonl"
     STAGE: ClassVar[str] = "segment --force"
+    PATH: ClassVar[str] = "train/data/processed/segments/manifest.jsonl"
+    WRITTEN_BY: ClassVar[str] = "segment"
+    READ_BY: ClassVar[str] = "screen, transcribe, build, run-all"
     id: str
     wav: str
     source: str
@@ -156,17 +337,20 @@ class ClipRecord(Record):
     flags: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SourceRecord(Record):
     """``segments/sources.jsonl``: what ``segment`` did with one source file."""
 
     FILE: ClassVar[str] = "sources.jsonl"
     STAGE: ClassVar[str] = "segment --force"
+    PATH: ClassVar[str] = "train/data/processed/segments/sources.jsonl"
+    WRITTEN_BY: ClassVar[str] = "segment"
+    READ_BY: ClassVar[str] = "segment (re-runs), screen, run-all"
     source: str
     source_sha256: str
     settings_hash: str
-    status: str
     stem: str | None = None
+    status: Literal["segmented", "failed"]
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
     duration: float | None = None
@@ -175,44 +359,45 @@ class SourceRecord(Record):
     date: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScreenRecord(Record):
     """``screen/screen.jsonl``: the screen's decision about one clip."""
 
     FILE: ClassVar[str] = "screen.jsonl"
     STAGE: ClassVar[str] = "screen --force"
+    PATH: ClassVar[str] = "train/data/processed/screen/screen.jsonl"
+    WRITTEN_BY: ClassVar[str] = "screen"
+    READ_BY: ClassVar[str] = "transcribe, build"
     id: str
-    status: str  # kept | dropped
-    reason: str | None = None
-    detail: str = ""
     wav: str | None = None
     source: str | None = None
     source_sha256: str | None = None
     start: float | None = None
     end: float | None = None
     duration: float | None = None
+    reason: ScreenReason | None = None
+    detail: str = ""
+    duplicate_of: str | None = None
+    status: Literal["kept", "dropped"]
     speaker: str | None = None
     similarity: float | None = None
     window_min_similarity: float | None = None
-    dnsmos: dict[str, float] | None = None
-    duplicate_of: str | None = None
+    dnsmos: Dnsmos | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TranscriptRecord(Record):
     """``transcriptions/transcripts.jsonl``: Whisper's output for one clip and the verdict."""
 
     FILE: ClassVar[str] = "transcripts.jsonl"
     STAGE: ClassVar[str] = "transcribe"
+    PATH: ClassVar[str] = "train/data/processed/transcriptions/transcripts.jsonl"
+    WRITTEN_BY: ClassVar[str] = "transcribe"
+    READ_BY: ClassVar[str] = "transcribe (re-runs), build, run-all"
     id: str
     wav: str
     text: str
     language: str
-    status: str  # ok | rejected
-    trim_start: float
-    trim_end: float
-    duration: float | None = None
-    reason: str | None = None
     language_probability: float | None = None
     detected_language: str | None = None
     detected_probability: float | None = None
@@ -220,114 +405,217 @@ class TranscriptRecord(Record):
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
     window_clips: int = 1
-    words: list[dict[str, Any]] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
     speech: list[float] | None = None
+    duration: float | None = None
     model: str | None = None
     requested_language: str | None = None
     key: str | None = None
+    trim_start: float
+    trim_end: float
+    status: Literal["ok", "rejected"]
+    reason: TranscriptReason | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SampleRecord(Record):
     """``<dataset>/samples.jsonl``: one sample ``build`` kept."""
 
     FILE: ClassVar[str] = "samples.jsonl"
     STAGE: ClassVar[str] = "build"
+    PATH: ClassVar[str] = "train/data/<dataset>/samples.jsonl"
+    WRITTEN_BY: ClassVar[str] = "build"
+    READ_BY: ClassVar[str] = "synth, export, eval (reference and held-out clips)"
     id: str
     wav: str
-    duration: float
-    split: str  # train | val
     text: str = ""
+    duration: float
+    split: Literal["train", "val"]
     language: str | None = None
     avg_logprob: float | None = None
     source: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DropRecord(Record):
     """``<dataset>/dropped.jsonl``: an item ``build`` (or ``screen``) left out, and why."""
 
     FILE: ClassVar[str] = "dropped.jsonl"
     STAGE: ClassVar[str] = "build"
+    PATH: ClassVar[str] = "train/data/<dataset>/dropped.jsonl"
+    WRITTEN_BY: ClassVar[str] = "build (screen's drops included)"
+    READ_BY: ClassVar[str] = "you"
     id: str | None
-    reason: str
+    reason: DropReason
     detail: str = ""
     duplicate_of: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DatasetStats(Record):
-    """``<dataset>/stats.json``: the dataset ``build`` wrote (the fields other stages read)."""
+    """``<dataset>/stats.json``: the dataset ``build`` wrote."""
 
     FILE: ClassVar[str] = "stats.json"
     STAGE: ClassVar[str] = "build"
+    PATH: ClassVar[str] = "train/data/<dataset>/stats.json"
+    WRITTEN_BY: ClassVar[str] = "build (last, so a dataset with it is complete)"
+    READ_BY: ClassVar[str] = "build (re-runs), train (language), run-all"
     language: str
-    samples: dict[str, int]
-    minutes: float
     max_audio_seconds: float | None = None
+    min_audio_seconds: float | None = None
+    char_limit: int | None = None
+    text_token_limit: int | None = None
+    token_check: Literal["bpe", "characters"] = "characters"
+    samples: SampleCounts
+    minutes: float
+    minutes_per_split: dict[str, float] = field(default_factory=dict)
+    duration_seconds: dict[str, float] = field(default_factory=dict)
+    chars_per_second: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    rejected_by_transcribe: dict[str, int] = field(default_factory=dict)
+    screen: dict[str, Any] | None = None  # screen's stats.json in short (clips, kept, speakers, thresholds ...)
+    val_fraction: float | None = None
+    seed: int | None = None
     warnings: list[str] = field(default_factory=list)
     input_hash: str | None = None
-    token_check: str | None = None
+    created: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
+class ScreenStats(Record):
+    """``screen/stats.json``: the voices ``screen`` found, its thresholds and drops."""
+
+    VERSIONED: ClassVar[bool] = False
+    FILE: ClassVar[str] = "screen/stats.json"
+    STAGE: ClassVar[str] = "screen --force"
+    PATH: ClassVar[str] = "train/data/processed/screen/stats.json"
+    WRITTEN_BY: ClassVar[str] = "screen"
+    READ_BY: ClassVar[str] = "screen (re-runs), build (its summary), run-all"
+    version: int
+    clips: int
+    kept: int
+    kept_minutes: float = 0.0
+    dropped: dict[str, int] = field(default_factory=dict)
+    dropped_minutes: dict[str, float] = field(default_factory=dict)
+    speakers: list[SpeakerRow] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    dnsmos_ovrl: dict[str, float] = field(default_factory=dict)
+    dnsmos_bak: dict[str, float] = field(default_factory=dict)
+    filters: dict[str, bool] = field(default_factory=dict)
+    speaker_refs: list[str] = field(default_factory=list)
+    speaker_encoder: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    input_hash: str | None = None
+    created: str | None = None
+
+
+@dataclass(kw_only=True)
 class RunRecord(Record):
     """``checkpoints/<run>/run.json``: what a training run was trained from."""
 
     FILE: ClassVar[str] = "run.json"
     STAGE: ClassVar[str] = "train"
+    PATH: ClassVar[str] = "train/checkpoints/<run>/run.json"
+    WRITTEN_BY: ClassVar[str] = "train"
+    READ_BY: ClassVar[str] = "synth, export, eval, run-all"
     base_model: str
-    language: str = "en"
-    mode: str = "lora"  # lora | full
     base_dir: str | None = None
+    language: str = "en"
+    mode: Mode = "lora"
     dataset_dir: str | None = None
     created: str | None = None
     base_identity: dict[str, Any] | None = None
-    dataset_split: dict[str, Any] | None = None
+    dataset_split: dict[str, Any] | None = None  # how a single metadata.csv was split: val_fraction, seed
+    dataset_fingerprint: dict[str, Any] | None = None  # the clips trained on, per split (a resume compares it)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckpointMeta(Record):
     """``checkpoints/<run>/<checkpoint>/meta.json``: written last, so a folder with it is complete."""
 
     FILE: ClassVar[str] = "meta.json"
     STAGE: ClassVar[str] = "train --resume"
+    PATH: ClassVar[str] = "train/checkpoints/<run>/<checkpoint>/meta.json"
+    WRITTEN_BY: ClassVar[str] = "train (last, so a folder with it is complete)"
+    READ_BY: ClassVar[str] = "train --resume, synth, export, eval"
     epoch: int
     step: int
-    mode: str | None = None
     optimizer_step: int | None = None
     batch_in_epoch: int | None = None
     train_loss: float | None = None
     val_loss: float | None = None
     run: str | None = None
+    mode: Mode | None = None
     saved: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageRecord(Record):
     """One stage's entry in ``.xttsft-state.json`` (run-all's memory of what ran on what)."""
 
     FILE: ClassVar[str] = ".xttsft-state.json"
     STAGE: ClassVar[str] = "run-all"
+    PATH: ClassVar[str] = "<workdir>/.xttsft-state.json (one entry per stage)"
+    WRITTEN_BY: ClassVar[str] = "run-all"
+    READ_BY: ClassVar[str] = "run-all"
     fingerprint: str | None = None
     finished: str | None = None
-    run: str | None = None
-    pending: str | None = None
+    run: str | None = None  # train: the run it trains (or trained)
+    pending: str | None = None  # train: the fingerprint of a run that has not finished yet
+    seconds: float | None = None  # train: how long it took
+    out: str | None = None  # export, synth: what it wrote
+    json: str | None = None  # eval: its eval.json
+
+
+@dataclass(kw_only=True)
+class ExportMarker(Record):
+    """``<export>/xttsft_export.json``: what a merged export holds (written last, so the folder is complete)."""
+
+    VERSIONED: ClassVar[bool] = False
+    FILE: ClassVar[str] = "xttsft_export.json"
+    STAGE: ClassVar[str] = "export --force"
+    PATH: ClassVar[str] = "train/exports/<run>/xttsft_export.json"
+    WRITTEN_BY: ClassVar[str] = "export"
+    READ_BY: ClassVar[str] = "export (re-runs), synth (language, dataset)"
+    format: Literal["xtts-v2", "xttsft-adapter"]
+    run: str
+    checkpoint: str
+    mode: Mode
+    language: str
+    base_model: str
+    base_identity: dict[str, Any]
+    dataset_dir: str
+    speaker: str
+    references: list[str]  # the reference wavs beside it
+    source: ExportSource
+    created: str
+    adapter_target: str | None = None
+    files: list[str] | None = None  # what the export wrote (exports before this field: None)
+
+
+@dataclass(kw_only=True)
+class AdapterMarker(ExportMarker):
+    """``<export>/xttsft_adapter.json``: what an adapter-only export holds, and the base model it needs."""
+
+    FILE: ClassVar[str] = "xttsft_adapter.json"
+    PATH: ClassVar[str] = "train/exports/<run>-adapter/xttsft_adapter.json"
+    WRITTEN_BY: ClassVar[str] = "export --adapter-only"
+    READ_BY: ClassVar[str] = "export (re-runs), synth (base model, language)"
 
 
 #: Every record, by the file it describes.
 RECORDS: dict[str, type[Record]] = {
     cls.FILE: cls for cls in (ClipRecord, SourceRecord, ScreenRecord, TranscriptRecord, SampleRecord, DropRecord,
-                              DatasetStats, RunRecord, CheckpointMeta, StageRecord)
+                              DatasetStats, ScreenStats, RunRecord, CheckpointMeta, StageRecord, ExportMarker,
+                              AdapterMarker)
 }
 
 
 # ------------------------------------------------------------------ reading and writing
 
 
-def read_records(path: Path, cls: type[Record]) -> list[dict[str, Any]]:
-    """The rows of a JSONL file, each checked against ``cls`` (a missing file reads as empty)."""
+def read_records(path: Path, cls: type[R]) -> list[R]:
+    """The rows of a JSONL file as ``cls`` instances (a missing file reads as empty)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -344,19 +632,29 @@ def read_records(path: Path, cls: type[Record]) -> list[dict[str, Any]]:
             data = json.loads(line)
         except ValueError as exc:
             raise cls._error(f"{path}:{n}", None, f"not JSON ({exc.msg})") from None
-        rows.append(cls.check(data, f"{path}:{n}"))
+        rows.append(cls.from_dict(data, f"{path}:{n}"))
     return rows
 
 
-def write_records(path: Path, cls: type[Record], rows: typing.Iterable[dict[str, Any]]) -> None:
+def _checked(cls: type[R], row: R | dict[str, Any], where: str) -> dict[str, Any]:
+    """A row about to be written, checked (an instance is checked too: dataclasses do not check types)."""
+    data = row.to_dict() if isinstance(row, Record) else row
+    return cls.from_dict(data, where).to_dict()
+
+
+def records_text(path: Path, cls: type[R], rows: Iterable[R | dict[str, Any]]) -> str:
+    """The JSONL text :func:`write_records` writes (to compare with what is on disk)."""
+    return "".join(json.dumps(_checked(cls, r, f"{path} (row {k} being written)"), ensure_ascii=False, default=str)
+                   + "\n" for k, r in enumerate(rows, 1))
+
+
+def write_records(path: Path, cls: type[R], rows: Iterable[R | dict[str, Any]]) -> None:
     """Check every row against ``cls`` and write them as JSONL, atomically."""
-    from xttsft.io import write_jsonl
-
-    write_jsonl(path, [cls.check(r, f"{path} (row {k} being written)") for k, r in enumerate(rows, 1)])
+    atomic_write_text(path, records_text(path, cls, rows))
 
 
-def read_record(path: Path, cls: type[Record]) -> dict[str, Any]:
-    """A JSON file checked against ``cls``. Raises :class:`RecordError` when it is missing or malformed."""
+def read_record(path: Path, cls: type[R]) -> R:
+    """A JSON file as a ``cls`` instance. Raises :class:`RecordError` when it is missing or malformed."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -364,11 +662,47 @@ def read_record(path: Path, cls: type[Record]) -> dict[str, Any]:
         raise cls._error(str(path), None, "missing") from None
     except (OSError, ValueError) as exc:
         raise cls._error(str(path), None, f"not readable JSON ({exc})") from None
-    return cls.check(data, str(path))
+    return cls.from_dict(data, str(path))
 
 
-def write_record(path: Path, cls: type[Record], data: dict[str, Any]) -> None:
+def write_record(path: Path, cls: type[R], data: R | dict[str, Any]) -> None:
     """Check ``data`` against ``cls`` and write it as indented JSON, atomically."""
-    from xttsft.io import atomic_write_json
+    atomic_write_json(path, _checked(cls, data, f"{path} (being written)"))
 
-    atomic_write_json(path, cls.check(data, f"{path} (being written)"))
+
+def _raw(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_dataset_stats(folder: Path) -> DatasetStats | None:
+    """``folder/stats.json`` when ``xttsft build`` wrote it (it has an ``input_hash``); ``None`` when it is
+    missing, unreadable, another program's, or no longer matches its record (a hand-edited file: the
+    dataset is then treated as one made elsewhere, and rebuilt by ``build``)."""
+    data = _raw(Path(folder) / DatasetStats.FILE)
+    if not isinstance(data, dict) or "input_hash" not in data:
+        return None
+    try:
+        return DatasetStats.from_dict(data, str(Path(folder) / DatasetStats.FILE))
+    except RecordError:
+        return None
+
+
+def stats_language(folder: Path) -> str | None:
+    """The ``language`` of a dataset's ``stats.json``, build's or another program's (datasets made
+    elsewhere may have a stats.json of their own: only its language is read)."""
+    data = _raw(Path(folder) / DatasetStats.FILE)
+    lang = data.get("language") if isinstance(data, dict) else None
+    return str(lang) if lang else None
+
+
+def read_marker(folder: Path, cls: type[ExportMarker]) -> ExportMarker | None:
+    """The export marker ``cls.FILE`` in ``folder``; ``None`` when there is none or it is not one an export
+    wrote (an export folder is also read by hand-made copies and other tools)."""
+    data = _raw(Path(folder) / cls.FILE)
+    try:
+        return cls.from_dict(data, str(Path(folder) / cls.FILE)) if data is not None else None
+    except RecordError:
+        return None
