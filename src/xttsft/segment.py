@@ -44,7 +44,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,11 +55,11 @@ import numpy as np
 from xttsft import audio
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import sha256_file
-from xttsft.records import ClipRecord, SourceRecord, read_records, write_records
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import ClipRecord, SourceRecord, read_records, write_records
 from xttsft.settings import SegmentSettings
-from xttsft.locks import stage_lock
 
 __all__ = [
     "SAMPLE_RATE",
@@ -463,33 +463,40 @@ def plan_segments(
     """
     if envelope_db is None:
         envelope_db = np.zeros(int(duration / HOP) + 1, dtype=np.float32)
-    pad, lo_d, hi_d = settings.pad, settings.min_duration, settings.max_duration
-    speech_limit = hi_d - 2 * pad
+    speech_limit = settings.max_duration - 2 * settings.pad
     regs: list[Region] = []
     for r in regions:
-        regs.extend(_force_split(r, speech_limit, lo_d, envelope_db) if r.duration > speech_limit else [r])
-    n = len(regs)
-    if n == 0:
+        regs.extend(_force_split(r, speech_limit, settings.min_duration, envelope_db)
+                    if r.duration > speech_limit else [r])
+    if not regs:
         return [], []
+    pads = _Pads(regs, duration, settings.pad)
+    return _planned(regs, _group(regs, pads, settings), pads, duration, settings.min_duration)
 
-    def gap_before(i: int) -> float:
-        return regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
 
-    def gap_after(i: int) -> float:
-        return (regs[i + 1].start if i + 1 < n else duration) - regs[i].end
+@dataclass
+class _Pads:
+    """The context each clip gets: half the pause to a neighbour, the whole of it to the file's ends."""
 
-    def pads(i: int, j: int) -> tuple[float, float]:
-        # half the pause to a neighbour, the whole of it to the file's ends
-        gb = gap_before(i) / (2 if i > 0 else 1)
-        ga = gap_after(j - 1) / (2 if j < n else 1)
-        return min(pad, max(gb, 0.0)), min(pad, max(ga, 0.0))
+    regs: list[Region]
+    duration: float
+    pad: float
 
-    def cut_cost(k: int) -> float:  # cost of cutting between regs[k-1] and regs[k]
-        g = regs[k].start - regs[k - 1].end
-        return CUT_PAUSE_REF - min(g, 2.0)
+    def __call__(self, i: int, j: int) -> tuple[float, float]:
+        """(left, right) pad of the clip of regions ``i`` to ``j - 1``."""
+        regs, n = self.regs, len(self.regs)
+        before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
+        after = (regs[j].start if j < n else self.duration) - regs[j - 1].end
+        gb = before / (2 if i > 0 else 1)
+        ga = after / (2 if j < n else 1)
+        return min(self.pad, max(gb, 0.0)), min(self.pad, max(ga, 0.0))
 
-    inf = math.inf
-    best = [inf] * (n + 1)
+
+def _group(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> list[tuple[int, int]]:
+    """Dynamic programming over the cuts between regions: the ``(i, j)`` region spans of the cheapest clips
+    (cuts at long pauses pay, short clips cost DROP_COST; see the module docstring)."""
+    n = len(regs)
+    best = [math.inf] * (n + 1)
     back = [0] * (n + 1)
     best[0] = 0.0
     for j in range(1, n + 1):
@@ -498,10 +505,11 @@ def plan_segments(
                 break  # the clip would hold too long a silence, or a change of voice
             pl, pr = pads(i, j)
             dur = regs[j - 1].end - regs[i].start + pl + pr
-            if dur > hi_d + 1e-6 and i < j - 1:
+            if dur > settings.max_duration + 1e-6 and i < j - 1:
                 break
-            cost = best[i] + (cut_cost(i) if i > 0 else 0.0)
-            if dur < lo_d - 1e-6:
+            # cutting between regs[i-1] and regs[i] at a pause of g seconds costs CUT_PAUSE_REF - min(g, 2)
+            cost = best[i] + (CUT_PAUSE_REF - min(regs[i].start - regs[i - 1].end, 2.0) if i > 0 else 0.0)
+            if dur < settings.min_duration - 1e-6:
                 cost += DROP_COST + (regs[j - 1].end - regs[i].start)
             if cost < best[j]:
                 best[j], back[j] = cost, i
@@ -510,9 +518,16 @@ def plan_segments(
     while j > 0:
         bounds.append((back[j], j))
         j = back[j]
+    return bounds[::-1]
+
+
+def _planned(regs: list[Region], bounds: list[tuple[int, int]], pads: _Pads, duration: float,
+             min_duration: float) -> tuple[list[PlannedSegment], list[PlannedSegment]]:
+    """The clips of the region spans, with their pads and flags: (kept, too short)."""
+    n = len(regs)
     kept: list[PlannedSegment] = []
     dropped: list[PlannedSegment] = []
-    for i, j in reversed(bounds):
+    for i, j in bounds:
         pl, pr = pads(i, j)
         flags = []
         group = regs[i:j]
@@ -529,7 +544,7 @@ def plan_segments(
             speech_end=group[-1].end,
             flags=tuple(flags),
         )
-        (kept if seg.duration >= lo_d - 1e-6 else dropped).append(seg)
+        (kept if seg.duration >= min_duration - 1e-6 else dropped).append(seg)
     return kept, dropped
 
 
@@ -541,11 +556,12 @@ def _cut_and_write(
     out_dir: Path,
     settings: SegmentSettings,
     progress: Progress,
-) -> list[dict[str, Any]]:
-    """Pass 2: stream ``path`` at 22050 Hz and write each planned clip."""
+    source: tuple[str, str],
+) -> list[ClipRecord]:
+    """Pass 2: stream ``path`` at 22050 Hz and write each planned clip; ``source``: (shown path, content hash)."""
     sr = SAMPLE_RATE
     spans = [(int(round(p.start * sr)), int(round(p.end * sr))) for p in plans]
-    rows: list[dict[str, Any]] = []
+    rows: list[ClipRecord] = []
     k = 0  # next clip to complete
     buf: list[np.ndarray] = []
     offset = 0
@@ -561,18 +577,20 @@ def _cut_and_write(
         y = (x * np.float32(audio.db_to_gain(gain))).astype(np.float32)
         wav = f"{ids[idx]}.wav"
         audio.write_wav(out_dir / wav, y, sr)
-        rows.append({
-            "id": ids[idx],
-            "wav": wav,
-            "start": round(p.start, 3),
-            "end": round(p.start + len(x) / sr, 3),
-            "duration": round(len(x) / sr, 3),
-            "sample_rate": sr,
-            "peak_dbfs": round(audio.peak_dbfs(y), 2),
-            "loudness_dbfs": round(audio.rms_dbfs(y), 2),
-            "gain_db": round(gain, 2),
-            "flags": flags,
-        })
+        rows.append(ClipRecord(
+            id=ids[idx],
+            wav=wav,
+            source=source[0],
+            source_sha256=source[1],
+            start=round(p.start, 3),
+            end=round(p.start + len(x) / sr, 3),
+            duration=round(len(x) / sr, 3),
+            sample_rate=sr,
+            peak_dbfs=round(audio.peak_dbfs(y), 2),
+            loudness_dbfs=round(audio.rms_dbfs(y), 2),
+            gain_db=round(gain, 2),
+            flags=flags,
+        ))
 
     for block in audio.stream_blocks(path, sr=sr, block_seconds=BLOCK_SECONDS):
         b_start, b_end = offset, offset + len(block)
@@ -608,15 +626,12 @@ def _note_format(info: audio.AudioInfo) -> list[str]:
     return notes
 
 
-def _check_space(out_dir: Path, infos: dict[Path, Any], records: dict[str, dict[str, Any]], shash: str,
-                 root: Path) -> None:
+def _check_space(out_dir: Path, infos: dict[Path, Any], done: Callable[[Path], bool]) -> None:
     """Refuse early when the clips of the sources still to segment (16-bit, 22050 Hz, about their
     length again for the decoded copy) would not fit."""
     from xttsft.storage import require_free_space
 
-    todo = sum(i.duration or 0.0 for f, i in infos.items() if isinstance(i, audio.AudioInfo)
-               and not ((r := records.get(_display(f, root))) and r.get("status") == "segmented"
-                        and r.get("settings_hash") == shash))
+    todo = sum(i.duration or 0.0 for f, i in infos.items() if isinstance(i, audio.AudioInfo) and not done(f))
     require_free_space(out_dir, todo * SAMPLE_RATE * 2 * 2, "segment")
 
 
@@ -636,7 +651,26 @@ def segment_sources(
     ``force``; ``force`` replaces that source's old clips.
     """
     audio.require_ffmpeg()
-    root = ws.root
+    files = _plan(ws, inputs)
+    ws.segments_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run.load(ws, settings, force, progress)
+    infos: dict[Path, audio.AudioInfo | XttsftError] = {}
+    for f in files:
+        try:
+            infos[f] = audio.probe(f)
+        except XttsftError as exc:
+            infos[f] = exc
+    total = sum(2 * (i.duration or 0.0) for i in infos.values() if isinstance(i, audio.AudioInfo))
+    progress(total=total or None, completed=0)
+    _check_space(ws.segments_dir, infos, run.recorded)
+    results = [run.source(f, infos[f]) for f in files]
+    if not ws.segments_manifest.exists():
+        write_records(ws.segments_manifest, ClipRecord, run.manifest)
+    return SegmentResult(sources=results, manifest=ws.segments_manifest, segments_dir=ws.segments_dir)
+
+
+def _plan(ws: Workspace, inputs: Sequence[Path] | None) -> list[Path]:
+    """The source files to segment (default: the raw folder); refuses inputs that are missing or hold no file."""
     if inputs is None:
         if not ws.raw_dir.is_dir():
             raise InputError(
@@ -654,86 +688,93 @@ def segment_sources(
             f"No audio files found in {where}.",
             hint="Run `xttsft fetch URL_OR_FILE` first, or pass audio files to `xttsft segment`.",
         )
-    out_dir = ws.segments_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shash = settings_hash(settings)
-    records = {r["source"]: r for r in read_records(ws.segment_sources_file, SourceRecord)}
-    manifest = read_records(ws.segments_manifest, ClipRecord)
-    used_stems = {r["stem"]: r["source"] for r in records.values() if "stem" in r}
+    return files
 
-    infos: dict[Path, audio.AudioInfo | XttsftError] = {}
-    for f in files:
-        try:
-            infos[f] = audio.probe(f)
-        except XttsftError as exc:
-            infos[f] = exc
-    total = sum(2 * (i.duration or 0.0) for i in infos.values() if isinstance(i, audio.AudioInfo))
-    progress(total=total or None, completed=0)
-    _check_space(out_dir, infos, records, shash, root)
 
-    results: list[SourceResult] = []
-    seen_hashes: dict[str, str] = {}
-    for f in files:
-        shown = _display(f, root)
-        info = infos[f]
-        progress(description=f"segment {f.name}")
+@dataclass
+class _Run:
+    """One :func:`segment_sources` call: the sources' records and the manifest, updated source by source."""
+
+    ws: Workspace
+    settings: SegmentSettings
+    force: bool
+    progress: Progress
+    shash: str
+    records: dict[str, SourceRecord]  # by the source as shown
+    manifest: list[ClipRecord]
+    used_stems: dict[str, str]  # clip id stem -> the source that has it
+    seen: dict[str, str] = field(default_factory=dict)  # content hash -> the source shown with it
+
+    @classmethod
+    def load(cls, ws: Workspace, settings: SegmentSettings, force: bool, progress: Progress) -> _Run:
+        records = {r.source: r for r in read_records(ws.segment_sources_file, SourceRecord)}
+        return cls(ws, settings, force, progress, settings_hash(settings), records,
+                   read_records(ws.segments_manifest, ClipRecord),
+                   {r.stem: r.source for r in records.values() if r.stem is not None})
+
+    def recorded(self, f: Path) -> bool:
+        """Whether ``f`` was segmented with these settings (as its record says)."""
+        r = self.records.get(_display(f, self.ws.root))
+        return r is not None and r.status == "segmented" and r.settings_hash == self.shash
+
+    def source(self, f: Path, info: audio.AudioInfo | XttsftError) -> SourceResult:
+        """Segment one source, or say why it is skipped or failed."""
+        shown = _display(f, self.ws.root)
+        self.progress(description=f"segment {f.name}")
         if isinstance(info, XttsftError):
-            results.append(SourceResult(shown, "failed", reason=_reason(info, f)))
-            log.warning("%s: %s", shown, results[-1].reason)
-            continue
+            res = SourceResult(shown, "failed", reason=_reason(info, f))
+            log.warning("%s: %s", shown, res.reason)
+            return res
         sha = sha256_file(f)
-        if sha in seen_hashes:
-            results.append(SourceResult(shown, "skipped", duration=info.duration,
-                                        reason=f"same content as {seen_hashes[sha]}"))
-            progress(advance=2 * (info.duration or 0.0))
-            continue
-        seen_hashes[sha] = shown
-        rec = records.get(shown)
-        if (
-            rec is not None and not force and rec.get("status") == "segmented"
-            and rec.get("source_sha256") == sha and rec.get("settings_hash") == shash
-            and all((out_dir / f"{i}.wav").is_file() for i in rec.get("segments", []))
-        ):
-            rows = [r for r in manifest if r.get("source") == shown]
-            results.append(SourceResult(
-                shown, "skipped", segments=len(rows), seconds=sum(r["duration"] for r in rows),
-                duration=info.duration, reason="already segmented with these settings (--force redoes it)",
-            ))
-            progress(advance=2 * (info.duration or 0.0))
-            continue
-        stem = rec.get("stem") if rec and rec.get("stem") else _stem(f)
-        if used_stems.get(stem, shown) != shown:
+        skipped = self._skip(shown, sha, info)
+        if skipped is not None:
+            self.progress(advance=2 * (info.duration or 0.0))
+            return skipped
+        return self._segment(f, shown, sha, info)
+
+    def _skip(self, shown: str, sha: str, info: audio.AudioInfo) -> SourceResult | None:
+        """A skipped result for a copy of an earlier source, or one already segmented with these settings."""
+        if sha in self.seen:
+            return SourceResult(shown, "skipped", duration=info.duration, reason=f"same content as {self.seen[sha]}")
+        self.seen[sha] = shown
+        rec = self.records.get(shown)
+        if (rec is None or self.force or rec.status != "segmented" or rec.source_sha256 != sha
+                or rec.settings_hash != self.shash
+                or not all((self.ws.segments_dir / f"{i}.wav").is_file() for i in rec.segments)):
+            return None
+        rows = [r for r in self.manifest if r.source == shown]
+        return SourceResult(shown, "skipped", segments=len(rows), seconds=sum(r.duration for r in rows),
+                            duration=info.duration, reason="already segmented with these settings (--force redoes it)")
+
+    def _segment(self, f: Path, shown: str, sha: str, info: audio.AudioInfo) -> SourceResult:
+        rec = self.records.get(shown)
+        stem = rec.stem if rec and rec.stem else _stem(f)
+        if self.used_stems.get(stem, shown) != shown:
             stem = f"{stem}-{sha[:8]}"
-        used_stems[stem] = shown
-        res, rows = _segment_one(f, shown, sha, stem, info, settings, out_dir, progress)
-        results.append(res)
+        self.used_stems[stem] = shown
+        res, rows = _segment_one(f, shown, sha, stem, info, self.settings, self.ws.segments_dir, self.progress)
         if res.status == "failed":
             log.warning("%s: %s", shown, res.reason)
-        # Replace this source's old clips (a changed file, changed settings or --force).
-        old_ids = set(rec.get("segments", [])) if rec else set()
-        old_ids |= {r["id"] for r in manifest if r.get("source") == shown}
-        new_ids = {r["id"] for r in rows}
-        for old in old_ids - new_ids:
-            (out_dir / f"{old}.wav").unlink(missing_ok=True)
-        manifest = [r for r in manifest if r.get("source") != shown] + rows
-        write_records(ws.segments_manifest, ClipRecord, manifest)
-        records[shown] = {
-            "source": shown,
-            "source_sha256": sha,
-            "settings_hash": shash,
-            "stem": stem,
-            "status": res.status,
-            "reason": res.reason,
-            "notes": res.notes,
-            "duration": res.duration,
-            "segments": sorted(new_ids),
-            "dropped": res.dropped,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        write_records(ws.segment_sources_file, SourceRecord, records.values())
-    if not ws.segments_manifest.exists():
-        write_records(ws.segments_manifest, ClipRecord, manifest)
-    return SegmentResult(sources=results, manifest=ws.segments_manifest, segments_dir=out_dir)
+        self._commit(SourceRecord(
+            source=shown, source_sha256=sha, settings_hash=self.shash, stem=stem,
+            status="failed" if res.status == "failed" else "segmented", reason=res.reason, notes=res.notes,
+            duration=res.duration, segments=sorted(r.id for r in rows), dropped=res.dropped,
+            date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ), rows)
+        return res
+
+    def _commit(self, record: SourceRecord, rows: list[ClipRecord]) -> None:
+        """Replace the source's old clips (a changed file, changed settings or --force) with ``rows``, and
+        write the manifest and the source's record."""
+        shown, old = record.source, self.records.get(record.source)
+        old_ids = set(old.segments) if old else set()
+        old_ids |= {r.id for r in self.manifest if r.source == shown}
+        for gone in old_ids - set(record.segments):
+            (self.ws.segments_dir / f"{gone}.wav").unlink(missing_ok=True)
+        self.manifest = [r for r in self.manifest if r.source != shown] + rows
+        write_records(self.ws.segments_manifest, ClipRecord, self.manifest)
+        self.records[shown] = record
+        write_records(self.ws.segment_sources_file, SourceRecord, self.records.values())
 
 
 def _reason(exc: XttsftError, path: Path) -> str:
@@ -751,7 +792,7 @@ def _segment_one(
     settings: SegmentSettings,
     out_dir: Path,
     progress: Progress,
-) -> tuple[SourceResult, list[dict[str, Any]]]:
+) -> tuple[SourceResult, list[ClipRecord]]:
     notes = _note_format(info)
     try:
         an = analyze(f, settings, progress=progress)
@@ -776,24 +817,19 @@ def _segment_one(
                 f"the longest {max(d.duration for d in dropped):.1f} s."
             )
         ids = [f"{stem}_{k:04d}" for k in range(1, len(kept) + 1)]
-        rows = _cut_and_write(f, kept, ids, out_dir, settings, progress)
+        rows = _cut_and_write(f, kept, ids, out_dir, settings, progress, (shown, sha))
     except XttsftError as exc:
         return SourceResult(shown, "failed", duration=info.duration, reason=_reason(exc, f), notes=notes), []
-    full = [
-        {"id": r["id"], "wav": r["wav"], "source": shown, "source_sha256": sha,
-         **{k: v for k, v in r.items() if k not in ("id", "wav")}}
-        for r in rows
-    ]
     for note in notes:
         log.warning("%s: %s", shown, note)
     if dropped:
         log.info("%s: dropped %d speech piece(s) shorter than %g s", shown, len(dropped), settings.min_duration)
     return (
         SourceResult(
-            shown, "segmented", segments=len(full), seconds=sum(r["duration"] for r in full),
+            shown, "segmented", segments=len(rows), seconds=sum(r.duration for r in rows),
             dropped=len(dropped), duration=an.duration, notes=notes,
         ),
-        full,
+        rows,
     )
 
 
