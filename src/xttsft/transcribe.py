@@ -202,35 +202,30 @@ def model_unavailable(model: str, exc: BaseException, flag: str = "--model") -> 
     )
 
 
+#: What CTranslate2 says when CUDA is present but cannot run it (a library, the driver): the CPU takes over.
+_CUDA_FAILURE = re.compile(r"cuda|cublas|cudnn|libcu|\.so\b|driver", re.IGNORECASE)
+
+
 def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0,
                  flag: str = "--model") -> Any:
     """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online), a local folder, or
     a model bundled in a Python package (``bundled-base``, ``bundled-tiny.en``: see ``bundled_whisper``).
+
+    On ``cuda`` the model also runs one encoder pass: CTranslate2 loads cuBLAS and cuDNN only then.
+    When CUDA cannot run it, at load or at that pass (CTranslate2 4.x needs CUDA 12's libcublas.so.12,
+    which a CUDA 13 system lacks), the model is loaded on the CPU in int8 instead, with one warning.
 
     Raises :class:`ModelNotFoundError` naming the model and how to get it when it is
     neither on disk nor downloadable (offline).
     """
     from faster_whisper import WhisperModel
 
-    from xttsft.bundled_whisper import bundled_model_path
-
-    bundled = bundled_model_path(model)  # bundled-base, bundled-tiny.en: offline, for tests and the demo
-    if bundled is not None:
-        model = str(bundled)
-    path = Path(model).expanduser()
-    local = path.exists() or model.startswith((".", "/", "~")) or "\\" in model
-    if local:
-        if not path.is_dir() or not (path / "model.bin").is_file():
-            raise ModelNotFoundError(
-                f"Whisper model folder {path} is not a CTranslate2 model (no model.bin in it).",
-                hint="Pass a folder made by ct2-transformers-converter (model.bin, config.json, tokenizer.json), "
-                "or a model name such as medium or large-v3.",
-            )
-        target = str(path)
-    else:
-        target = model
+    target = _whisper_target(model)
     try:
-        return WhisperModel(target, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        loaded = WhisperModel(target, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        if device.startswith("cuda"):
+            loaded.encode(np.zeros((loaded.model.n_mels, 3000), dtype=np.float32))  # 30 s: loads cuBLAS, cuDNN
+        return loaded
     except ValueError as exc:
         if "Invalid model size" in str(exc) or "Repo id" in str(exc):
             raise model_unavailable(model, exc, flag) from None
@@ -238,9 +233,50 @@ def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cp
                             hint="Try --device cpu and --compute-type int8.") from None
     except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and network errors
         raise model_unavailable(model, exc, flag) from None
-    except RuntimeError as exc:  # CTranslate2: unsupported device / compute type
+    except RuntimeError as exc:  # CTranslate2: a CUDA library or driver, an unsupported device / compute type
+        if device.startswith("cuda") and _CUDA_FAILURE.search(str(exc)):
+            return _whisper_on_cpu(WhisperModel, target, model, exc, cpu_threads)
         raise SettingsError(f"Whisper cannot run {model!r} on {device} with {compute_type}: {exc}",
                             hint="Try --device cpu and --compute-type int8.") from None
+
+
+def _whisper_target(model: str) -> str:
+    """What ``WhisperModel`` is given: a bundled model's folder, a checked local folder, or the name."""
+    from xttsft.bundled_whisper import bundled_model_path
+
+    bundled = bundled_model_path(model)  # bundled-base, bundled-tiny.en: offline, for tests and the demo
+    if bundled is not None:
+        model = str(bundled)
+    path = Path(model).expanduser()
+    local = path.exists() or model.startswith((".", "/", "~")) or "\\" in model
+    if not local:
+        return model
+    if not path.is_dir() or not (path / "model.bin").is_file():
+        raise ModelNotFoundError(
+            f"Whisper model folder {path} is not a CTranslate2 model (no model.bin in it).",
+            hint="Pass a folder made by ct2-transformers-converter (model.bin, config.json, tokenizer.json), "
+            "or a model name such as medium or large-v3.",
+        )
+    return str(path)
+
+
+def _whisper_on_cpu(whisper_model: Any, target: str, model: str, exc: RuntimeError, cpu_threads: int) -> Any:
+    """CUDA cannot run Whisper here: the same model on the CPU in int8, with one warning saying why."""
+    from xttsft.logs import log_once
+
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if re.search(r"cublas|cudnn|\.so\b", why, re.IGNORECASE):
+        todo = ("CTranslate2 4.x needs CUDA 12's cuBLAS and cuDNN 9, which a CUDA 13 system does not have: install "
+                "them (pip install nvidia-cublas-cu12 nvidia-cudnn-cu12, their lib folders on LD_LIBRARY_PATH)")
+    else:
+        todo = "Check that nvidia-smi sees the GPU and that its driver runs CUDA 12"
+    log_once(log, logging.WARNING, "Whisper cannot use CUDA here (%s): it transcribes on the CPU in int8 instead, "
+             "several times slower. %s, or pass --device cpu to skip the attempt.", why, todo)
+    try:
+        return whisper_model(target, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+    except (RuntimeError, ValueError) as cpu_exc:
+        raise SettingsError(f"Whisper cannot run {model!r} on cuda ({why}) nor on the CPU ({cpu_exc}).",
+                            hint="Check the model folder, or try another model (--model small).") from None
 
 
 # ------------------------------------------------------------------ decoding
@@ -812,6 +848,10 @@ def _open_model(model: Any | None, runtime: WhisperRuntime, requested: str, resu
     if model is None:
         log.info("Loading Whisper %s on %s (%s)", runtime.model, runtime.device, runtime.compute_type)
         model = load_whisper(runtime.model, runtime.device, runtime.compute_type)
+        if model.model.device != runtime.device.split(":")[0]:  # CUDA could not run it: on the CPU, int8
+            from dataclasses import replace
+
+            result.runtime = replace(runtime, device=str(model.model.device), compute_type="int8")
     result.load_seconds = time.perf_counter() - t0
     if not model.model.is_multilingual and requested not in ("auto", "en"):
         raise SettingsError(
