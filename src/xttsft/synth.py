@@ -35,12 +35,22 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from xttsft.errors import InputError, MissingDependencyError, ModelNotFoundError, XttsftError
 from xttsft.io import atomic_path, check_output_path, read_jsonl, sha256_file, write_jsonl
 from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import (
+    AdapterMarker,
+    ExportMarker,
+    RecordError,
+    RunRecord,
+    SampleRecord,
+    read_marker,
+    read_record,
+    read_records,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -64,6 +74,7 @@ __all__ = [
     "select_reference_clips",
     "load_reference",
     "conditioning",
+    "prepare_text",
     "speak",
     "write_audio",
     "read_text_file",
@@ -273,10 +284,8 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
         run = ws.latest_run()
         spec = default_base
         if run is not None and ws.run(run).run_json.is_file():
-            try:
-                spec = json.loads(ws.run(run).run_json.read_text(encoding="utf-8")).get("base_model", spec)
-            except (OSError, json.JSONDecodeError):
-                pass
+            with contextlib.suppress(RecordError):
+                spec = read_record(ws.run(run).run_json, RunRecord).base_model
         return ModelSource("base", spec, None, base_spec=spec)
     with contextlib.suppress(ModelNotFoundError):  # a run, by name or folder
         return ModelSource("run", *resolve_run(ws, model))
@@ -284,9 +293,9 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
     if path.is_dir():
         if _is_model_folder(path):
             return ModelSource("folder", str(path), path.resolve())
-        marker = _read_json(path / "xttsft_adapter.json")
+        marker = read_marker(path, AdapterMarker)
         if marker is not None and (path / "adapter_model.safetensors").is_file():
-            return ModelSource("adapter", str(path), path.resolve(), base_spec=marker.get("base_model"))
+            return ModelSource("adapter", str(path), path.resolve(), base_spec=marker.base_model)
         raise ModelNotFoundError(
             f"{path} is neither a training run (no run.json) nor an XTTS-v2 model folder (no model.pth + config.json).",
             hint="Pass a run name from train/checkpoints/, an `xttsft export` folder, or `base`.",
@@ -390,7 +399,7 @@ def load_voice(
         )
     if source.kind == "adapter":
         assert source.path is not None
-        marker = _read_json(source.path / "xttsft_adapter.json") or {}
+        marker = read_marker(source.path, AdapterMarker)
         base_dir = xmodel.resolve_base_model(source.base_spec or "coqui/XTTS-v2", progress=progress)
         try:
             model = xmodel.load_xtts(base_dir, device="cpu", for_training=True)
@@ -407,7 +416,7 @@ def load_voice(
         model.to(device)
         return Voice(
             model=model, source=source, description=f"adapter {source.path.name} on {source.base_spec}",
-            language=marker.get("language"), base_dir=source.path, dataset_dir=None, tiny=xmodel.is_tiny(base_dir),
+            language=marker.language if marker else None, base_dir=source.path, dataset_dir=None, tiny=xmodel.is_tiny(base_dir),
             identity=_files_identity(_weight_files(source.path) + [base_dir / "model.pth"])
             + ("" if merge_lora else "-unmerged"),
             device=device,
@@ -428,14 +437,14 @@ def load_voice(
             f"{base_dir} does not hold a loadable XTTS-v2 model: {_short(exc)}",
             hint="Export it again with `xttsft export`, or check that model.pth and config.json belong together.",
         ) from exc
-    export_info = _read_json(base_dir / "xttsft_export.json") or {}
+    export_info = read_marker(base_dir, ExportMarker)
     return Voice(
         model=model,
         source=source,
         description=desc,
-        language=export_info.get("language"),
+        language=export_info.language if export_info else None,
         base_dir=base_dir,
-        dataset_dir=Path(export_info["dataset_dir"]) if export_info.get("dataset_dir") else None,
+        dataset_dir=Path(export_info.dataset_dir) if export_info and export_info.dataset_dir else None,
         tiny=xmodel.is_tiny(base_dir),
         identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
         device=device,
@@ -445,13 +454,6 @@ def load_voice(
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ---------------------------------------------------------------------------
@@ -476,41 +478,38 @@ def select_reference_clips(
     """
     from xttsft.errors import DatasetError
 
-    samples_file = Path(dataset_dir) / "samples.jsonl"
-    from xttsft.records import SampleRecord, read_records
-
+    samples_file = Path(dataset_dir) / SampleRecord.FILE
     rows = (read_records(samples_file, SampleRecord) if samples_file.is_file()
             else _rows_from_metadata(Path(dataset_dir), split_rule or {}))
     if split is not None:
-        rows = [r for r in rows if r.get("split") == split]
-    rows = [r for r in rows if (Path(dataset_dir) / r.get("wav", "")).is_file() or (Path(dataset_dir) / "wavs" / f"{r.get('id')}.wav").is_file()]
+        rows = [r for r in rows if r.split == split]
+    rows = [r for r in rows if (Path(dataset_dir) / r.wav).is_file() or (Path(dataset_dir) / "wavs" / f"{r.id}.wav").is_file()]
     if not rows:
         raise DatasetError(
             f"No clips to condition on in {samples_file}" + (f" (split {split})" if split else "") + ".",
             hint="Build the dataset first (xttsft build), or pass reference audio with --speaker-wav.",
         )
 
-    def path_of(r: dict[str, Any]) -> Path:
-        p = Path(dataset_dir) / r.get("wav", "")
-        return p if p.is_file() else Path(dataset_dir) / "wavs" / f"{r['id']}.wav"
+    def path_of(r: SampleRecord) -> Path:
+        p = Path(dataset_dir) / r.wav
+        return p if p.is_file() else Path(dataset_dir) / "wavs" / f"{r.id}.wav"
 
-    def score(r: dict[str, Any]) -> float:
-        v = r.get("avg_logprob")
-        return float(v) if isinstance(v, (int, float)) else -1e9
+    def score(r: SampleRecord) -> float:
+        return float(r.avg_logprob) if r.avg_logprob is not None else -1e9
 
-    fitting = [r for r in rows if min_seconds <= float(r.get("duration", 0)) <= max_seconds]
+    fitting = [r for r in rows if min_seconds <= r.duration <= max_seconds]
     if fitting:
-        chosen = sorted(fitting, key=lambda r: (-score(r), r["id"]))[:count]
+        chosen = sorted(fitting, key=lambda r: (-score(r), r.id))[:count]
     else:
         from xttsft.logs import log_once
 
         log_once(log, logging.WARNING, "No clip of %.0f-%.0f s in %s; conditioning on the longest clips instead.",
                  min_seconds, max_seconds, Path(dataset_dir))
-        chosen = sorted(rows, key=lambda r: (-float(r.get("duration", 0)), r["id"]))[:count]
+        chosen = sorted(rows, key=lambda r: (-r.duration, r.id))[:count]
     return [path_of(r) for r in chosen]
 
 
-def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[SampleRecord]:
     """samples.jsonl-like rows of a dataset made elsewhere: id, wav, duration, split (a single
     metadata.csv is split with ``split_rule``, the run's: eval's held-out clips are the run's val)."""
     import soundfile as sf
@@ -524,13 +523,14 @@ def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[d
     except XttsftError:
         return []
     rows = []
-    for split, items in (("train", ds.train), ("val", ds.val)):
+    splits: tuple[tuple[Literal["train", "val"], list[Any]], ...] = (("train", ds.train), ("val", ds.val))
+    for split, items in splits:
         for r in items:
             try:
                 duration = sf.info(str(r.wav)).duration
             except (RuntimeError, OSError, sf.LibsndfileError):
                 continue
-            rows.append({"id": r.id, "wav": str(r.wav.relative_to(ds.root)), "duration": duration, "split": split})
+            rows.append(SampleRecord(id=r.id, wav=str(r.wav.relative_to(ds.root)), duration=duration, split=split))
     return rows
 
 
@@ -666,6 +666,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_text(model: Any, text: str, language: str) -> list[str]:
+    """The sentences ``model`` will speak for ``text`` in ``language`` (already normalized):
+    the language checked against the model's, the text expanded (:mod:`xttsft.textnorm`), split
+    under the tokenizer's character limit and checked for characters it cannot encode.
+    ``speak`` and ``xttsft serve`` both go through it."""
+    langs = list(getattr(model.config, "languages", []) or SUPPORTED_LANGUAGES)
+    if language not in langs and not (language == "zh-cn" and "zh" in langs):
+        raise InputError(
+            f"Language {language!r} is not supported by this model.", hint=f"Use one of: {', '.join(langs)}."
+        )
+    from xttsft.textnorm import expand
+
+    # what coqui reads wrong (pt: R$ 5,50, 14h30, "ponto" at a sentence end) is written out first,
+    # as build wrote the text the voice was trained on
+    chunks = split_text(expand(text, language), language, _char_limit(language, model.tokenizer))
+    for chunk in chunks:
+        check_text(model.tokenizer, chunk, language)
+    return chunks
+
+
 def speak(
     voice: Voice,
     cond: Conditioning,
@@ -681,18 +701,7 @@ def speak(
 
     language = normalize_language(language)
     model = voice.model
-    langs = list(getattr(model.config, "languages", []) or SUPPORTED_LANGUAGES)
-    if language not in langs and not (language == "zh-cn" and "zh" in langs):
-        raise InputError(
-            f"Language {language!r} is not supported by this model.", hint=f"Use one of: {', '.join(langs)}."
-        )
-    from xttsft.textnorm import expand
-
-    # what coqui reads wrong (pt: R$ 5,50, 14h30, "ponto" at a sentence end) is written out first,
-    # as build wrote the text the voice was trained on
-    chunks = split_text(expand(text, language), language, _char_limit(language, model.tokenizer))
-    for chunk in chunks:
-        check_text(model.tokenizer, chunk, language)
+    chunks = prepare_text(model, text, language)
     if seed is not None:
         seed_everything(seed)
     gpt = model.gpt
