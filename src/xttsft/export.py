@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
+from xttsft.records import AdapterMarker, ExportMarker, ExportSource, read_marker, write_record
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.locks import stage_lock
@@ -44,8 +45,8 @@ __all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "sto
 
 log = logging.getLogger(__name__)
 
-EXPORT_MARKER = "xttsft_export.json"
-ADAPTER_MARKER = "xttsft_adapter.json"
+EXPORT_MARKER = ExportMarker.FILE
+ADAPTER_MARKER = AdapterMarker.FILE
 _COPIED = ("config.json", "vocab.json", "dvae.pth", "mel_stats.pth")
 
 
@@ -75,8 +76,9 @@ def stock_state_dict(xtts: Any) -> dict[str, Any]:
     return {k: v.detach().cpu().contiguous() for k, v in xtts.state_dict().items() if not k.startswith(skip)}
 
 
-def _source_id(ck_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    return {"checkpoint": str(ck_path), "saved": meta.get("saved"), "step": meta.get("step"), "epoch": meta.get("epoch")}
+def _source_id(ck_path: Path, meta: dict[str, Any], references: list[str]) -> ExportSource:
+    return ExportSource(checkpoint=str(ck_path), saved=meta.get("saved"), step=meta.get("step"),
+                        epoch=meta.get("epoch"), references=references)
 
 
 @stage_lock("export")
@@ -109,7 +111,8 @@ def export_run(
             hint="Export the merged model instead (xttsft export without --adapter-only).",
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
-    marker = out_dir / (ADAPTER_MARKER if adapter_only else EXPORT_MARKER)
+    marker_cls = AdapterMarker if adapter_only else ExportMarker
+    marker = out_dir / marker_cls.FILE
     _require_folder_path(out_dir)
     from xttsft.io import tidy_swaps
 
@@ -121,13 +124,10 @@ def export_run(
     for r in refs:  # a bad reference fails now, not after minutes of merging
         load_reference(r)
     # new reference clips make a new export, even from the same checkpoint
-    source = {**_source_id(ck.path, ck.meta), "references": [sha256_file(r) for r in refs]}
+    source = _source_id(ck.path, ck.meta, [sha256_file(r) for r in refs])
     if not force and marker.is_file():
-        try:
-            done = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            done = {}
-        if done.get("source") == source:
+        done = read_marker(out_dir, marker_cls)
+        if done is not None and done.source == source:
             log.info("%s already holds this export; skipping (force to write again).", out_dir)
             return ExportResult(
                 out_dir, kind, name, ck.path.name, mode, sorted(p for p in out_dir.iterdir() if p.is_file()),
@@ -165,26 +165,25 @@ def export_run(
             _write_merged(tmp, base, ck.path, mode, name, refs, info, progress)
         for i, ref in enumerate(refs):
             shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
-        record = {
-            "format": "xttsft-adapter" if adapter_only else "xtts-v2",
-            "run": name,
-            "checkpoint": ck.path.name,
-            "mode": mode,
-            "language": info.language,
-            "base_model": info.base_model,
-            "base_identity": identity,
-            "dataset_dir": str(info.dataset_dir),
-            "speaker": name,
-            "references": [p.name for p in sorted(tmp.glob("reference*.wav"))],
-            "source": source,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        if adapter_only:
-            record["adapter_target"] = "xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)"
+        record = marker_cls(
+            format="xttsft-adapter" if adapter_only else "xtts-v2",
+            run=name,
+            checkpoint=ck.path.name,
+            mode=mode,
+            language=info.language,
+            base_model=info.base_model,
+            base_identity=identity,
+            dataset_dir=str(info.dataset_dir),
+            speaker=name,
+            references=[p.name for p in sorted(tmp.glob("reference*.wav"))],
+            source=source,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            adapter_target="xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)" if adapter_only else None,
+        )
         _verify_written(tmp, adapter_only)  # what is shipped loads back, or nothing is shipped
-        record["files"] = sorted([p.name for p in tmp.iterdir()] + [marker.name])
+        record.files = sorted([p.name for p in tmp.iterdir()] + [marker.name])
         _require_replaceable(out_dir, marker)  # again: the user may have added a file while it merged
-        (tmp / marker.name).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_record(tmp / marker.name, marker_cls, record)
         progress(advance=1)
     files = sorted(p for p in out_dir.iterdir() if p.is_file())
     log.info("Exported %s (%s) to %s", name, kind, out_dir)
@@ -203,11 +202,8 @@ def _require_folder_path(out_dir: Path) -> None:
 
 def _written_by_export(marker: Path) -> set[str] | None:
     """The names ``marker``'s export wrote; ``None`` for a marker written before it listed them."""
-    try:
-        files = json.loads(marker.read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return {str(f) for f in files} | {marker.name} if isinstance(files, list) else None
+    record = read_marker(marker.parent, AdapterMarker if marker.name == AdapterMarker.FILE else ExportMarker)
+    return set(record.files) | {marker.name} if record is not None and record.files is not None else None
 
 
 _WRITTEN = (*_COPIED, "model.pth", "speakers_xtts.pth", "adapter_model.safetensors", "adapter_config.json",

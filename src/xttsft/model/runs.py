@@ -374,18 +374,18 @@ def read_run_info(run_dir: Path) -> RunInfo:
         raise InputError(f"{f} is corrupt ({exc}).", hint="Restore it or train again.") from None
     from xttsft.records import RunRecord
 
-    d = RunRecord.check(d, str(f))
+    rec = RunRecord.from_dict(d, str(f))
     return RunInfo(
         run_dir=run_dir,
-        base_model=d["base_model"],
-        base_dir=_from_workspace(d.get("base_dir"), run_dir),
-        language=d.get("language", "en"),
-        mode=d.get("mode", "lora"),
-        dataset_dir=_from_workspace(d.get("dataset_dir"), run_dir),
-        created=d.get("created", ""),
-        base_identity=d.get("base_identity", {}),
-        dataset_split=d.get("dataset_split"),
-        dataset_fingerprint=d.get("dataset_fingerprint"),
+        base_model=rec.base_model,
+        base_dir=_from_workspace(rec.base_dir, run_dir),
+        language=rec.language,
+        mode=rec.mode,
+        dataset_dir=_from_workspace(rec.dataset_dir, run_dir),
+        created=rec.created or "",
+        base_identity=rec.base_identity or {},
+        dataset_split=rec.dataset_split,
+        dataset_fingerprint=rec.dataset_fingerprint,
     )
 
 
