@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import math
+import typing
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -52,12 +53,25 @@ from typing import Any
 import numpy as np
 
 from xttsft.errors import DatasetError, InputError
-from xttsft.io import atomic_path, atomic_write_json, read_json, sha256_file
-from xttsft.records import ClipRecord, ScreenRecord, SourceRecord, read_records, write_records
+from xttsft.io import atomic_path, sha256_file
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import (
+    ClipRecord,
+    Dnsmos,
+    RecordError,
+    ScreenReason,
+    ScreenRecord,
+    ScreenStats,
+    SourceRecord,
+    SpeakerRow,
+    read_record,
+    read_records,
+    write_record,
+    write_records,
+)
 from xttsft.settings import ScreenSettings
-from xttsft.locks import stage_lock
 
 __all__ = [
     "DROP_REASONS",
@@ -73,7 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Why screen drops a clip.
-DROP_REASONS = ("other_speaker", "mixed_speakers", "low_quality", "duplicate")
+DROP_REASONS: tuple[ScreenReason, ...] = typing.get_args(ScreenReason)
 FEATURES_VERSION = 1
 SCREEN_VERSION = 1
 #: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
@@ -263,21 +277,27 @@ def _longest_run(mask: np.ndarray) -> int:
 
 @dataclass
 class _Clip:
-    row: dict[str, Any]
+    """A clip of the manifest, its measures, and the decision about it (kept until a filter drops it)."""
+
+    row: ClipRecord
     features: ClipFeatures
-    duration: float
-    decision: dict[str, Any] = field(default_factory=dict)
+    decision: ScreenRecord
 
     @property
     def id(self) -> str:
-        return str(self.row["id"])
+        return self.row.id
 
-    def drop(self, reason: str, detail: str, **extra: Any) -> None:
-        self.decision.update(status="dropped", reason=reason, detail=detail, **extra)
+    @property
+    def duration(self) -> float:
+        return self.row.duration
+
+    def drop(self, reason: ScreenReason, detail: str, duplicate_of: str | None = None) -> None:
+        d = self.decision
+        d.status, d.reason, d.detail, d.duplicate_of = "dropped", reason, detail, duplicate_of
 
     @property
     def kept(self) -> bool:
-        return self.decision.get("status") == "kept"
+        return self.decision.status == "kept"
 
 
 def _screen_speakers(
@@ -319,9 +339,9 @@ def _screen_speakers(
     w_threshold = _robust_threshold(np.concatenate(win_sims) if win_sims else np.zeros(0),
                                     settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING)
     for i, c in enumerate(clips):
-        c.decision.update(speaker=f"S{labels[i] + 1}", similarity=round(float(sims[i]), 4))
+        c.decision.speaker, c.decision.similarity = f"S{labels[i] + 1}", round(float(sims[i]), 4)
         w = c.features.windows @ centroid  # type: ignore[operator]
-        c.decision["window_min_similarity"] = round(float(w.min()), 4)
+        c.decision.window_min_similarity = round(float(w.min()), 4)
         if sims[i] < threshold:
             c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
         elif _longest_run(w < w_threshold) >= MIXED_WINDOWS:
@@ -340,7 +360,7 @@ def _screen_speakers(
 def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
     for c in clips:
         sig, bak, ovrl = c.features.dnsmos  # type: ignore[misc]
-        c.decision["dnsmos"] = {"sig": round(sig, 3), "bak": round(bak, 3), "ovrl": round(ovrl, 3)}
+        c.decision.dnsmos = Dnsmos(sig=round(sig, 3), bak=round(bak, 3), ovrl=round(ovrl, 3))
         if c.kept and ovrl < settings.min_dnsmos:
             c.drop("low_quality", f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f})")
         elif c.kept and bak < settings.min_dnsmos_bak:
@@ -353,8 +373,7 @@ def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> N
     from xttsft.encoders import match_fingerprints
 
     kept = [c for c in clips if c.kept]
-    kept.sort(key=lambda c: (-source_length.get(str(c.row.get("source")), 0.0), str(c.row.get("source")),
-                             float(c.row.get("start", 0.0))))
+    kept.sort(key=lambda c: (-source_length.get(c.row.source, 0.0), c.row.source, c.row.start))
     matches = match_fingerprints([c.features.fingerprint for c in kept])  # type: ignore[misc]
     partners: dict[int, list[tuple[int, Any]]] = {}
     for m in matches:
@@ -430,14 +449,12 @@ def _input_hash(ws: Workspace, settings: ScreenSettings, refs: Sequence[Path]) -
     return h.hexdigest()
 
 
-def _source_lengths(ws: Workspace, manifest: list[dict[str, Any]]) -> dict[str, float]:
+def _source_lengths(ws: Workspace, manifest: list[ClipRecord]) -> dict[str, float]:
     """Duration of each source (segment's record, else the end of its last clip)."""
-    lengths = {str(r.get("source")): float(r["duration"]) for r in read_records(ws.segment_sources_file, SourceRecord)
-               if r.get("duration")}
+    lengths = {r.source: r.duration for r in read_records(ws.segment_sources_file, SourceRecord) if r.duration}
     for r in manifest:
-        src = str(r.get("source"))
-        if src not in lengths or lengths[src] < float(r.get("end", 0.0)):
-            lengths[src] = float(r.get("end", 0.0))
+        if r.source not in lengths or lengths[r.source] < r.end:
+            lengths[r.source] = r.end
     return lengths
 
 
@@ -453,7 +470,7 @@ def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progre
         need_voice = settings.speaker_filter and (c.features.embedding is None or c.features.windows is None)
         need_print = settings.duplicate_filter and c.features.fingerprint is None
         if need_voice or need_print:
-            x = audio.read_mono(ws.segments_dir / str(c.row["wav"]), SR)
+            x = audio.read_mono(ws.segments_dir / c.row.wav, SR)
             changed = (m.voice(c.features, x) if need_voice else False) | (m.print_(c.features, x) if need_print else False)
             if changed:
                 _save_features(_features_path(ws, c.id), c.features)
@@ -469,22 +486,23 @@ def _measure_quality(clips: list[_Clip], ws: Workspace, progress: Progress) -> i
     todo = [c for c in clips if c.kept and c.features.dnsmos is None]
     progress(total=len(todo) or None, completed=0, description="screen: DNSMOS")
     for c in todo:
-        _Measurer.quality(c.features, audio.read_mono(ws.segments_dir / str(c.row["wav"]), SR))
+        _Measurer.quality(c.features, audio.read_mono(ws.segments_dir / c.row.wav, SR))
         _save_features(_features_path(ws, c.id), c.features)
         progress(advance=1)
     return len(todo)
 
 
-def _load_clips(ws: Workspace, manifest: list[dict[str, Any]]) -> list[_Clip]:
+def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
     clips = []
     for row in manifest:
-        wav = ws.segments_dir / str(row.get("wav"))
+        wav = ws.segments_dir / row.wav
         if not wav.is_file():
             raise DatasetError(f"Clip {wav} of the segment manifest is missing.",
                                hint="Run `xttsft segment` again (it re-creates missing clips).")
         key = f"{FEATURES_VERSION}:{sha256_file(wav)[:32]}"
-        clips.append(_Clip(row, _load_features(_features_path(ws, str(row["id"])), key), float(row.get("duration", 0.0)),
-                           {"status": "kept", "reason": None, "detail": ""}))
+        decision = ScreenRecord(id=row.id, wav=row.wav, source=row.source, source_sha256=row.source_sha256,
+                                start=row.start, end=row.end, duration=row.duration, status="kept")
+        clips.append(_Clip(row, _load_features(_features_path(ws, row.id), key), decision))
     return clips
 
 
@@ -530,8 +548,8 @@ def screen_clips(
     input_hash = _input_hash(ws, settings, refs)
     result = ScreenResult(screen_file=ws.screen_file, total=len(manifest))
     if not force and ws.screen_file.is_file() and ws.screen_stats.is_file():
-        old = read_json(ws.screen_stats)
-        if old.get("input_hash") == input_hash:
+        old = _read_stats(ws)
+        if old is not None and old.input_hash == input_hash:
             log.info("Screen decisions are up to date (clips and settings unchanged).")
             return _result_from_stats(ws, old, unchanged=True)
 
@@ -565,18 +583,14 @@ def screen_clips(
         _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
     else:
         (ws.screen_dir / "speakers.png").unlink(missing_ok=True)  # not this run's: it would mislead
-    scores = [(c.decision["dnsmos"]["ovrl"], c.decision["dnsmos"]["bak"]) for c in clips if "dnsmos" in c.decision]
+    scores = [(d.ovrl, d.bak) for c in clips if (d := c.decision.dnsmos) is not None]
     if scores:
         result.dnsmos_png = ws.screen_dir / "dnsmos.png"
         _plot_dnsmos(result.dnsmos_png, scores, settings)
     else:
         (ws.screen_dir / "dnsmos.png").unlink(missing_ok=True)
-    write_records(ws.screen_file, ScreenRecord, [
-        {"id": c.id, "wav": c.row.get("wav"), **{k: c.row.get(k) for k in ("source", "source_sha256", "start", "end")},
-         "duration": c.duration, **{"reason": None, "detail": "", "duplicate_of": None}, **c.decision}
-        for c in clips
-    ])
-    atomic_write_json(ws.screen_stats, _stats(result, settings, refs, scores, input_hash))
+    write_records(ws.screen_file, ScreenRecord, [c.decision for c in clips])
+    write_record(ws.screen_stats, ScreenStats, _stats(result, settings, refs, scores, input_hash))
     _forget_stale_features(ws, {c.id for c in clips})
     return result
 
@@ -587,38 +601,37 @@ def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
             result.kept += 1
             result.kept_minutes += c.duration / 60
         else:
-            result.dropped[c.decision["reason"]] += 1
-            result.dropped_minutes[c.decision["reason"]] += c.duration / 60
+            result.dropped[c.decision.reason] += 1
+            result.dropped_minutes[c.decision.reason] += c.duration / 60
 
 
 def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]],
-           input_hash: str) -> dict[str, Any]:
+           input_hash: str) -> ScreenStats:
     from xttsft.encoders import SPEAKER_ENCODER_NAME
 
-    return {
-        "version": SCREEN_VERSION,
-        "clips": result.total,
-        "kept": result.kept,
-        "kept_minutes": round(result.kept_minutes, 3),
-        "dropped": dict(result.dropped),
-        "dropped_minutes": {k: round(v, 3) for k, v in result.dropped_minutes.items()},
-        "speakers": [
-            {"label": s.label, "clips": s.clips, "minutes": round(s.minutes, 3), "kept": s.kept,
-             "kept_minutes": round(s.kept_minutes, 3), "similarity_to_target": s.similarity, "target": s.target}
+    return ScreenStats(
+        version=SCREEN_VERSION,
+        clips=result.total,
+        kept=result.kept,
+        kept_minutes=round(result.kept_minutes, 3),
+        dropped=dict(result.dropped),
+        dropped_minutes={k: round(v, 3) for k, v in result.dropped_minutes.items()},
+        speakers=[
+            SpeakerRow(label=s.label, clips=s.clips, minutes=round(s.minutes, 3), kept=s.kept,
+                       kept_minutes=round(s.kept_minutes, 3), similarity_to_target=s.similarity, target=s.target)
             for s in result.speakers
         ],
-        "thresholds": {**result.thresholds, "min_dnsmos": settings.min_dnsmos,
-                       "min_dnsmos_bak": settings.min_dnsmos_bak},
-        "dnsmos_ovrl": _quantiles([s[0] for s in scores]),
-        "dnsmos_bak": _quantiles([s[1] for s in scores]),
-        "filters": {"speaker": settings.speaker_filter, "quality": settings.quality_filter,
-                    "duplicate": settings.duplicate_filter},
-        "speaker_refs": [str(r) for r in refs],
-        "speaker_encoder": SPEAKER_ENCODER_NAME,
-        "settings": settings.model_dump(mode="json"),
-        "input_hash": input_hash,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        thresholds={**result.thresholds, "min_dnsmos": settings.min_dnsmos, "min_dnsmos_bak": settings.min_dnsmos_bak},
+        dnsmos_ovrl=_quantiles([s[0] for s in scores]),
+        dnsmos_bak=_quantiles([s[1] for s in scores]),
+        filters={"speaker": settings.speaker_filter, "quality": settings.quality_filter,
+                 "duplicate": settings.duplicate_filter},
+        speaker_refs=[str(r) for r in refs],
+        speaker_encoder=SPEAKER_ENCODER_NAME,
+        settings=settings.model_dump(mode="json"),
+        input_hash=input_hash,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -628,14 +641,22 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return dict(zip(("min", "p10", "median", "p90", "max"), (round(float(v), 3) for v in q), strict=True))
 
 
-def _result_from_stats(ws: Workspace, stats: dict[str, Any], unchanged: bool) -> ScreenResult:
-    res = ScreenResult(screen_file=ws.screen_file, total=int(stats.get("clips", 0)), kept=int(stats.get("kept", 0)),
-                       kept_minutes=float(stats.get("kept_minutes", 0.0)), dropped=Counter(stats.get("dropped", {})),
-                       dropped_minutes=Counter(stats.get("dropped_minutes", {})),
-                       thresholds=dict(stats.get("thresholds", {})), unchanged=unchanged)
-    res.speakers = [Speaker(s["label"], s["clips"], s["minutes"], s["kept"], s.get("kept_minutes", 0.0),
-                            s.get("similarity_to_target", math.nan), s.get("target", False))
-                    for s in stats.get("speakers", [])]
+def _read_stats(ws: Workspace) -> ScreenStats | None:
+    """The last screen's stats.json; ``None`` when it is missing or damaged (the screen then runs again)."""
+    try:
+        return read_record(ws.screen_stats, ScreenStats)
+    except RecordError as exc:
+        log.info("Screening again: %s", exc.message)
+        return None
+
+
+def _result_from_stats(ws: Workspace, stats: ScreenStats, unchanged: bool) -> ScreenResult:
+    res = ScreenResult(screen_file=ws.screen_file, total=stats.clips, kept=stats.kept, kept_minutes=stats.kept_minutes,
+                       dropped=Counter(stats.dropped), dropped_minutes=Counter(stats.dropped_minutes),
+                       thresholds=dict(stats.thresholds), unchanged=unchanged)
+    res.speakers = [Speaker(s.label, s.clips, s.minutes, s.kept, s.kept_minutes,
+                            math.nan if s.similarity_to_target is None else s.similarity_to_target, s.target)
+                    for s in stats.speakers]
     for name, attr in (("speakers.png", "map_png"), ("dnsmos.png", "dnsmos_png")):
         if (ws.screen_dir / name).is_file():
             setattr(res, attr, ws.screen_dir / name)
@@ -652,33 +673,41 @@ def _forget_stale_features(ws: Workspace, ids: set[str]) -> None:
 # ------------------------------------------------------------------ readers
 
 
-def _same_clip(decision: dict[str, Any], row: dict[str, Any]) -> bool:
-    return all(decision.get(k) == row.get(k) for k in ("source", "source_sha256", "start", "end"))
+def _same_clip(decision: ScreenRecord, row: ClipRecord) -> bool:
+    return (decision.source, decision.source_sha256, decision.start, decision.end) == (
+        row.source, row.source_sha256, row.start, row.end)
 
 
-def read_decisions(ws: Workspace, manifest: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def _clip_rows(manifest: Sequence[ClipRecord | dict[str, Any]]) -> list[ClipRecord]:
+    """The manifest's rows as records (a caller may hold them as the JSON it read)."""
+    return [r if isinstance(r, ClipRecord) else ClipRecord.from_dict(r) for r in manifest]
+
+
+def read_decisions(ws: Workspace, manifest: Sequence[ClipRecord | dict[str, Any]] | None = None,
+                   ) -> dict[str, ScreenRecord]:
     """Screen decisions by clip id ({} when the screen has not run).
 
     With ``manifest``, only the decisions about those very clips (same source, content and
     times): a clip segmented again after the screen ran has no decision yet.
     """
-    decisions = {str(r["id"]): r for r in read_records(ws.screen_file, ScreenRecord)}
+    decisions = {r.id: r for r in read_records(ws.screen_file, ScreenRecord)}
     if manifest is None:
         return decisions
-    rows = {str(r["id"]): r for r in manifest}
+    rows = {r.id: r for r in _clip_rows(manifest)}
     return {i: d for i, d in decisions.items() if i in rows and _same_clip(d, rows[i])}
 
 
-def kept_ids(ws: Workspace, manifest: list[dict[str, Any]]) -> set[str] | None:
+def kept_ids(ws: Workspace, manifest: Sequence[ClipRecord | dict[str, Any]]) -> set[str] | None:
     """Ids of the manifest's clips that the screen did not drop; ``None`` when the screen has not run.
 
     A clip the screen has no decision for (segmented after it ran) counts as kept, with a warning.
     """
     if not ws.screen_file.is_file():
         return None
-    decisions = read_decisions(ws, manifest)
-    unscreened = [r["id"] for r in manifest if str(r["id"]) not in decisions]
+    rows = _clip_rows(manifest)
+    decisions = read_decisions(ws, rows)
+    unscreened = [r.id for r in rows if r.id not in decisions]
     if unscreened:
         log.warning("%d clip(s) are newer than the last `xttsft screen` and were not screened; run it again.",
                     len(unscreened))
-    return {str(r["id"]) for r in manifest if decisions.get(str(r["id"]), {}).get("status") != "dropped"}
+    return {r.id for r in rows if (d := decisions.get(r.id)) is None or d.status != "dropped"}
