@@ -35,9 +35,11 @@ import logging
 import math
 import re
 import time
+import typing
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ import numpy as np
 
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
 from xttsft.io import atomic_write_text
-from xttsft.records import ClipRecord, TranscriptRecord, read_records
+from xttsft.records import ClipRecord, TranscriptReason, TranscriptRecord, Word, read_records, records_text
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import TranscribeSettings
@@ -72,7 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Rejection reasons, in the order they are checked.
-REASONS = ("wrong_language", "empty_text", "no_letters", "repetition", "hallucination", "low_confidence")
+REASONS: tuple[TranscriptReason, ...] = typing.get_args(TranscriptReason)
 #: Silence between two packed clips, seconds: long enough that Whisper never runs words together.
 GAP_SECONDS = 1.0
 # transcripts.jsonl is rewritten after this many clips of a source (resumable long sources)
@@ -114,7 +116,7 @@ class ClipTranscript:
     """Whisper's output for one clip (times in seconds inside the clip)."""
 
     text: str
-    words: list[dict[str, Any]]
+    words: list[Word]
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
@@ -397,7 +399,7 @@ def _decode_windows(
             batch_size=batch_size,
             vad_filter=False,
         )
-        words: dict[int, list[dict[str, Any]]] = {i: [] for win in group for i in win}
+        words: dict[int, list[Word]] = {i: [] for win in group for i in win}
         stats: dict[int, tuple[float, float]] = {}  # window index in group -> (avg_logprob, no_speech_prob)
         starts = [e["start"] for e in edges]
         for seg in segments:
@@ -407,25 +409,25 @@ def _decode_windows(
             # windows are GAP_SECONDS apart, so half a gap of slack is unambiguous.
             wi = max(0, bisect.bisect_right(starts, seg.start + GAP_SECONDS / 2) - 1)
             stats.setdefault(wi, (float(seg.avg_logprob), float(seg.no_speech_prob)))
-            for w in seg.words or []:
+            for w in seg.words or []:  # faster-whisper's Word, in the window's time: the clip's Word record
                 mid = (w.start + w.end) / 2
                 owner = min(group[wi], key=lambda i: _distance(mid, spans[i]))
                 c0, c1 = spans[owner]
                 dur = c1 - c0
-                words[owner].append({
-                    "word": w.word,
-                    "start": round(min(max(w.start - c0, 0.0), dur), 3),
-                    "end": round(min(max(w.end - c0, 0.0), dur), 3),
-                    "probability": round(float(w.probability), 4),
-                })
+                words[owner].append(Word(
+                    word=w.word,
+                    start=round(min(max(w.start - c0, 0.0), dur), 3),
+                    end=round(min(max(w.end - c0, 0.0), dur), 3),
+                    probability=round(float(w.probability), 4),
+                ))
         for wi, win in enumerate(group):
             avg_logprob, no_speech = stats.get(wi, (0.0, 1.0))
             for i in win:
                 ws_ = words[i]
-                text = "".join(w["word"] for w in ws_).strip()
+                text = "".join(w.word for w in ws_).strip()
                 if len(win) > 1:  # packed: this clip's share of the window
                     avg_logprob = (
-                        float(np.mean([math.log(max(w["probability"], 1e-6)) for w in ws_])) if ws_ else -math.inf
+                        float(np.mean([math.log(max(w.probability, 1e-6)) for w in ws_])) if ws_ else -math.inf
                     )
                 out[i] = ClipTranscript(
                     text=text,
@@ -469,38 +471,63 @@ def has_repetition(text: str) -> bool:
     return False
 
 
-def _wrong_language(row: dict[str, Any], requested: str) -> bool:
+@dataclass
+class Heard:
+    """What :func:`judge` weighs: Whisper's figures of one clip (a :class:`TranscriptRecord` has them all)."""
+
+    text: str = ""
+    language: str | None = None
+    language_probability: float | None = None
+    detected_language: str | None = None
+    detected_probability: float | None = None
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+    window_clips: int = 1
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Heard:
+        """The figures a mapping holds (the rest at their defaults)."""
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})
+
+
+def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
     """The row's clip was heard clearly as another language XTTS-v2 speaks (the rule of ``_Job._clip_languages``)."""
-    detected = row.get("detected_language")
+    detected = row.detected_language
     if requested == "auto" or detected in (None, requested) or xtts_language(detected) is None:
         return False
-    requested_p = 0.0 if row.get("language") == detected else float(row.get("language_probability") or 0.0)
-    return float(row.get("detected_probability") or 0.0) >= WRONG_LANGUAGE_CONFIDENCE and \
+    requested_p = 0.0 if row.language == detected else float(row.language_probability or 0.0)
+    return float(row.detected_probability or 0.0) >= WRONG_LANGUAGE_CONFIDENCE and \
         requested_p < WRONG_LANGUAGE_MAX_REQUESTED
 
 
-def judge(row: dict[str, Any], settings: TranscribeSettings, requested_language: str) -> str | None:
-    """The rejection reason of a transcript row (one of :data:`REASONS`), or None to keep it."""
+def judge(row: TranscriptRecord | Heard | Mapping[str, Any], settings: TranscribeSettings,
+          requested_language: str) -> TranscriptReason | None:
+    """The rejection reason of a transcript row (one of :data:`REASONS`), or None to keep it.
+
+    ``row`` is a record, or a mapping of some of its fields (the others at their defaults)."""
+    if isinstance(row, Mapping):
+        row = Heard.of(row)
     if _wrong_language(row, requested_language):
         return "wrong_language"
-    text = (row.get("text") or "").strip()
+    text = (row.text or "").strip()
     if not text:
         return "empty_text"
     if not _LETTER.search(text):
         return "no_letters"
     if has_repetition(text):
         return "repetition"
-    alone = (row.get("window_clips") or 1) == 1  # a packed clip's no_speech_prob is its window's
-    if (alone and row["no_speech_prob"] > settings.max_no_speech_prob) or (
-        row["compression_ratio"] > settings.max_compression_ratio
+    alone = (row.window_clips or 1) == 1  # a packed clip's no_speech_prob is its window's
+    if (alone and row.no_speech_prob > settings.max_no_speech_prob) or (
+        row.compression_ratio > settings.max_compression_ratio
     ):
         return "hallucination"
-    if row["avg_logprob"] < settings.min_avg_logprob:
+    if row.avg_logprob < settings.min_avg_logprob:
         return "low_confidence"
     return None
 
 
-def _speech_edges(x: np.ndarray, words: list[dict[str, Any]], sr: int = WHISPER_SR) -> tuple[float, float] | None:
+def _speech_edges(x: np.ndarray, words: list[Word], sr: int = WHISPER_SR) -> tuple[float, float] | None:
     """First and last word edges, corrected with the clip's energy so no sound is cut.
 
     Whisper's word timestamps are off by up to a few tenths of a second (the first
@@ -513,16 +540,16 @@ def _speech_edges(x: np.ndarray, words: list[dict[str, Any]], sr: int = WHISPER_
     hop = sr // 100  # 10 ms frames
     n = len(x) // hop
     if n == 0:
-        return words[0]["start"], words[-1]["end"]
+        return words[0].start, words[-1].end
     frames = x[: n * hop].reshape(n, hop).astype(np.float64)
     db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     floor = max(float(db.max()) - 45.0, float(np.percentile(db, 10)) + 6.0, -70.0)
     voiced = db > floor
     bridge = 5
-    first = min(int(words[0]["start"] * 100), n - 1)
-    last = min(max(int(math.ceil(words[-1]["end"] * 100)) - 1, 0), n - 1)
-    first_end = min(max(int(words[0]["end"] * 100), first), n - 1)
-    last_start = max(min(int(words[-1]["start"] * 100), last), 0)
+    first = min(int(words[0].start * 100), n - 1)
+    last = min(max(int(math.ceil(words[-1].end * 100)) - 1, 0), n - 1)
+    first_end = min(max(int(words[0].end * 100), first), n - 1)
+    last_start = max(min(int(words[-1].start * 100), last), 0)
     if not voiced[first] and voiced[first : first_end + 1].any():  # edge in silence: step onto the word
         first += int(np.argmax(voiced[first : first_end + 1]))
     while first > 0 and voiced[max(0, first - bridge) : first].any():  # gaps under 50 ms are bridged
@@ -532,7 +559,7 @@ def _speech_edges(x: np.ndarray, words: list[dict[str, Any]], sr: int = WHISPER_
     while last < n - 1 and voiced[last + 1 : last + 1 + bridge].any():
         last += 1
     if last < first:
-        return words[0]["start"], words[-1]["end"]
+        return words[0].start, words[-1].end
     return first / 100, (last + 1) / 100
 
 
@@ -581,13 +608,13 @@ def _load_clip(path: Path) -> np.ndarray:
     return x
 
 
-def _key(seg: dict[str, Any], settings: TranscribeSettings, language: str, model: str) -> str:
+def _key(seg: ClipRecord, settings: TranscribeSettings, language: str, model: str) -> str:
     """The re-run key of one clip; ``model`` is the resolved one (never ``auto``)."""
     data = {
         "algo": ALGO_VERSION, "model": model, "language": language, "beam": settings.beam_size,
         "clip_language": settings.check_clip_language if language != "auto" else None,
-        "window": settings.window_seconds, "source_sha256": seg.get("source_sha256"),
-        "start": seg.get("start"), "end": seg.get("end"), "wav": seg.get("wav"),
+        "window": settings.window_seconds, "source_sha256": seg.source_sha256,
+        "start": seg.start, "end": seg.end, "wav": seg.wav,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -625,14 +652,15 @@ class _Job:
 
     model: Any
     settings: TranscribeSettings
-    runtime: Any
+    runtime: WhisperRuntime
     requested: str
     multilingual: bool
     ws: Workspace
     result: TranscribeResult
     progress: Progress
+    pad: float
 
-    def source(self, source: str, segs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    def source(self, source: str, segs: list[ClipRecord]) -> Iterator[list[TranscriptRecord]]:
         """The transcript rows of one source's clips, a part at a time."""
         lang: _Language | None = None
         for c0 in range(0, len(segs), CHECKPOINT_CLIPS):
@@ -645,15 +673,15 @@ class _Job:
             yield [self._row(seg, a, out, cl)
                    for seg, a, out, cl in zip(part, audios, self._decode(audios, langs), langs, strict=True)]
 
-    def _load(self, segs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    def _load(self, segs: list[ClipRecord]) -> tuple[list[ClipRecord], list[np.ndarray]]:
         ok, audios = [], []
         for seg in segs:
             try:
-                audios.append(_load_clip(self.ws.segments_dir / seg["wav"]))
+                audios.append(_load_clip(self.ws.segments_dir / seg.wav))
                 ok.append(seg)
             except XttsftError as exc:
-                log.warning("%s: %s", seg["id"], exc.message)
-                self.result.failed.append((seg["id"], exc.message))
+                log.warning("%s: %s", seg.id, exc.message)
+                self.result.failed.append((seg.id, exc.message))
                 self.progress(advance=1)
         return ok, audios
 
@@ -715,29 +743,31 @@ class _Job:
             outs[i] = out
         return outs
 
-    def _row(self, seg: dict[str, Any], audio_: np.ndarray, out: ClipTranscript | None, lang: _Language) -> dict[str, Any]:
+    def _row(self, seg: ClipRecord, audio_: np.ndarray, out: ClipTranscript | None, lang: _Language) -> TranscriptRecord:
         duration = len(audio_) / WHISPER_SR
         self.result.audio_seconds += duration
         self.result.transcribed += 1
-        return {
-            "id": seg["id"],
-            "wav": seg["wav"],
-            "text": out.text if out else "",
-            "language": lang.detected if lang.wrong else lang.language,
-            "language_probability": round(lang.detected_probability if lang.wrong else lang.probability, 4),
-            "detected_language": lang.detected if lang.multilingual else None,
-            "detected_probability": round(lang.detected_probability, 4) if lang.multilingual else None,
-            "avg_logprob": out.avg_logprob if out else 0.0,
-            "no_speech_prob": out.no_speech_prob if out else 0.0,
-            "compression_ratio": out.compression_ratio if out else 0.0,
-            "window_clips": out.window_clips if out else 1,
-            "words": out.words if out else [],
-            "speech": _round_edges(_speech_edges(audio_, out.words if out else [])),
-            "duration": round(duration, 3),
-            "model": self.runtime.model,
-            "requested_language": self.requested,
-            "key": _key(seg, self.settings, self.requested, self.runtime.model),
-        }
+        row = TranscriptRecord(
+            id=seg.id,
+            wav=seg.wav,
+            text=out.text if out else "",
+            language=lang.detected if lang.wrong else lang.language,
+            language_probability=round(lang.detected_probability if lang.wrong else lang.probability, 4),
+            detected_language=lang.detected if lang.multilingual else None,
+            detected_probability=round(lang.detected_probability, 4) if lang.multilingual else None,
+            avg_logprob=out.avg_logprob if out else 0.0,
+            no_speech_prob=out.no_speech_prob if out else 0.0,
+            compression_ratio=out.compression_ratio if out else 0.0,
+            window_clips=out.window_clips if out else 1,
+            words=out.words if out else [],
+            speech=_round_edges(_speech_edges(audio_, out.words if out else [])),
+            duration=round(duration, 3),
+            model=self.runtime.model,
+            requested_language=self.requested,
+            key=_key(seg, self.settings, self.requested, self.runtime.model),
+            trim_start=0.0, trim_end=round(duration, 3), status="ok",  # the verdict: _finish
+        )
+        return _finish(row, self.settings, self.requested, self.pad)
 
 
 @stage_lock("transcribe", after=("segment", "screen"))
@@ -757,83 +787,99 @@ def transcribe_segments(
     so an interrupted run keeps what it finished.
     """
     progress = progress or no_progress
-    manifest = read_records(ws.segments_manifest, ClipRecord)
-    if not manifest:
+    full_manifest = read_records(ws.segments_manifest, ClipRecord)
+    if not full_manifest:
         raise DatasetError(
             f"No segments to transcribe: {ws.segments_manifest} is missing or empty.",
             hint="Run `xttsft segment` first (it writes the clips and their manifest).",
         )
-    full_manifest = manifest
-    manifest, screened = _screened(ws, manifest)
+    manifest, screened = _screened(ws, full_manifest)
     runtime = resolve_runtime(settings)
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()
-
-    old = {r["id"]: r for r in read_records(ws.transcripts_file, TranscriptRecord)}
-    done: dict[str, dict[str, Any]] = {}
-    todo: list[dict[str, Any]] = []
-    for seg in manifest:
-        prev = old.get(seg["id"])
-        if prev is not None and prev.get("key") == _key(seg, settings, requested, runtime.model):
-            done[seg["id"]] = prev
-        else:
-            todo.append(seg)
-    result.reused = len(done)
+    store, todo = _Transcripts.load(ws.transcripts_file, full_manifest, manifest, screened,
+                                    lambda seg: _key(seg, settings, requested, runtime.model))
+    result.reused = len(store.done)
     if todo:
-        log.info("%d of %d clips to transcribe (%d already done)", len(todo), len(manifest), len(done))
-
-    def finish(row: dict[str, Any], duration: float) -> dict[str, Any]:
-        row["trim_start"], row["trim_end"] = _trim(row.get("speech"), duration, pad)
-        reason = judge(row, settings, requested)
-        row["status"] = "rejected" if reason else "ok"
-        row["reason"] = reason
-        return row
-
-    # rows of clips the screen drops now stay on disk: a looser screen later reuses them
-    aside = {s["id"]: old[s["id"]] for s in full_manifest if s["id"] not in done and s["id"] in old
-             and (screened is not None and s["id"] not in screened)}
-
-    def save() -> None:
-        rows = [done[s["id"]] if s["id"] in done else aside[s["id"]] for s in full_manifest
-                if s["id"] in done or s["id"] in aside]
-        where = f"{ws.transcripts_file} (being written)"
-        text = "".join(json.dumps(TranscriptRecord.check(r, where), ensure_ascii=False) + "\n" for r in rows)
-        current = ws.transcripts_file.read_text(encoding="utf-8") if ws.transcripts_file.exists() else None
-        if text != current:  # an unchanged re-run rewrites nothing
-            atomic_write_text(ws.transcripts_file, text)
-
-    if todo:
+        log.info("%d of %d clips to transcribe (%d already done)", len(todo), len(manifest), len(store.done))
         model = _open_model(model, runtime, requested, result)
-        multilingual = bool(model.model.is_multilingual)
-        progress(total=len(todo), completed=0, description="transcribe")
-        t1 = time.perf_counter()
-        by_source: dict[str, list[dict[str, Any]]] = {}  # the language is decided per source file
-        for seg in todo:
-            by_source.setdefault(str(seg.get("source", "")), []).append(seg)
-        job = _Job(model, settings, runtime, requested, multilingual, ws, result, progress)
-        for source, segs in by_source.items():
-            for rows in job.source(source, segs):  # CHECKPOINT_CLIPS clips at a time, then saved
-                for row in rows:
-                    done[row["id"]] = finish(row, row["duration"])
-                save()
-        result.elapsed = time.perf_counter() - t1
-
-    # re-apply the (possibly changed) rejection rules and pad to reused rows
-    for row in done.values():
-        finish(row, float(row.get("duration") or 0.0))
-    save()
-    _tally(result, done.values())
+        job = _Job(model, settings, runtime, requested, bool(model.model.is_multilingual), ws, result, progress, pad)
+        _run_job(job, todo, store)
+    for row in store.done.values():  # the (possibly changed) rejection rules and pad, on reused rows too
+        _finish(row, settings, requested, pad)
+    store.save()
+    _tally(result, store.done.values())
     return result
 
 
-def _screened(ws: Workspace, manifest: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str] | None]:
+def _finish(row: TranscriptRecord, settings: TranscribeSettings, requested: str, pad: float) -> TranscriptRecord:
+    """The row's trimmed edges (its speech plus ``pad``) and verdict (:func:`judge`)."""
+    row.trim_start, row.trim_end = _trim(row.speech, row.duration or 0.0, pad)
+    reason = judge(row, settings, requested)
+    row.status = "rejected" if reason else "ok"
+    row.reason = reason
+    return row
+
+
+@dataclass
+class _Transcripts:
+    """``transcripts.jsonl`` as this run keeps it: the rows done (reused or new) and, set aside, the rows of
+    clips the screen drops now (a looser screen later reuses them), in the manifest's order."""
+
+    path: Path
+    order: list[ClipRecord]
+    done: dict[str, TranscriptRecord]
+    aside: dict[str, TranscriptRecord]
+
+    @classmethod
+    def load(cls, path: Path, full_manifest: list[ClipRecord], manifest: list[ClipRecord], screened: set[str] | None,
+             key: Callable[[ClipRecord], str]) -> tuple[_Transcripts, list[ClipRecord]]:
+        """The rows on disk that still fit their clip (same ``key``), and the clips left to transcribe."""
+        old = {r.id: r for r in read_records(path, TranscriptRecord)}
+        done: dict[str, TranscriptRecord] = {}
+        todo: list[ClipRecord] = []
+        for seg in manifest:
+            prev = old.get(seg.id)
+            if prev is not None and prev.key == key(seg):
+                done[seg.id] = prev
+            else:
+                todo.append(seg)
+        aside = {s.id: old[s.id] for s in full_manifest if s.id not in done and s.id in old
+                 and (screened is not None and s.id not in screened)}
+        return cls(path, full_manifest, done, aside), todo
+
+    def save(self) -> None:
+        """Write the file; an unchanged re-run rewrites nothing."""
+        rows = [self.done.get(s.id) or self.aside[s.id] for s in self.order if s.id in self.done or s.id in self.aside]
+        text = records_text(self.path, TranscriptRecord, rows)
+        current = self.path.read_text(encoding="utf-8") if self.path.exists() else None
+        if text != current:
+            atomic_write_text(self.path, text)
+
+
+def _run_job(job: _Job, todo: list[ClipRecord], store: _Transcripts) -> None:
+    """Transcribe ``todo``, source by source (the language is decided per source file), saving as it goes."""
+    job.progress(total=len(todo), completed=0, description="transcribe")
+    t1 = time.perf_counter()
+    by_source: dict[str, list[ClipRecord]] = {}
+    for seg in todo:
+        by_source.setdefault(seg.source, []).append(seg)
+    for source, segs in by_source.items():
+        for rows in job.source(source, segs):  # CHECKPOINT_CLIPS clips at a time, then saved
+            for row in rows:
+                store.done[row.id] = row
+            store.save()
+    job.result.elapsed = time.perf_counter() - t1
+
+
+def _screened(ws: Workspace, manifest: list[ClipRecord]) -> tuple[list[ClipRecord], set[str] | None]:
     """The clips ``xttsft screen`` kept (all of them when it has not run), and its kept ids."""
     from xttsft.screen import kept_ids
 
     screened = kept_ids(ws, manifest)
     if screened is None:
         return manifest, None
-    kept = [seg for seg in manifest if seg["id"] in screened]
+    kept = [seg for seg in manifest if seg.id in screened]
     if len(kept) < len(manifest):
         log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", len(manifest) - len(kept))
     if not kept:
@@ -861,11 +907,11 @@ def _open_model(model: Any | None, runtime: WhisperRuntime, requested: str, resu
     return model
 
 
-def _tally(result: TranscribeResult, rows: Any) -> None:
+def _tally(result: TranscribeResult, rows: Iterable[TranscriptRecord]) -> None:
     for row in rows:
-        result.languages[row["language"]] += 1
-        if row["status"] == "ok":
+        result.languages[row.language] += 1
+        if row.status == "ok":
             result.kept += 1
-            result.kept_seconds += row["trim_end"] - row["trim_start"]
+            result.kept_seconds += row.trim_end - row.trim_start
         else:
-            result.rejected[row["reason"]] += 1
+            result.rejected[row.reason] += 1
