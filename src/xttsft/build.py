@@ -29,27 +29,36 @@ import hashlib
 import json
 import logging
 import statistics
+import typing
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from xttsft.datasets import inspect_samples, read_dataset, split_ids
 from xttsft.errors import DatasetError, XttsftError
-from xttsft.io import atomic_write_text, read_json
+from xttsft.io import atomic_write_text
+from xttsft.paths import Workspace
+from xttsft.progress import Progress, no_progress
 from xttsft.records import (
     ClipRecord,
     DatasetStats,
+    DropReason,
     DropRecord,
+    RecordError,
+    SampleCounts,
     SampleRecord,
+    ScreenStats,
+    ScreenSummary,
     TranscriptRecord,
+    read_dataset_stats,
+    read_record,
     read_records,
     write_record,
     write_records,
 )
-from xttsft.paths import Workspace
-from xttsft.progress import Progress, no_progress
 from xttsft.settings import BuildSettings
 
 __all__ = [
@@ -71,28 +80,13 @@ log = logging.getLogger(__name__)
 
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402
 from xttsft.locks import stage_lock
+
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5
 #: ``max_text_length`` of coqui's XTTS-v2 recipe: longer token sequences are skipped in training.
 TEXT_TOKEN_LIMIT = 200
-#: Why an item is not in the dataset.
-DROP_REASONS = (
-    "other_speaker",  # screen: not the target voice (detail: similarity and threshold)
-    "mixed_speakers",  # screen: another voice inside the clip
-    "low_quality",  # screen: DNSMOS under the threshold
-    "duplicate",  # screen: the same audio as another clip (detail names it)
-    "rejected",  # transcribe rejected it (detail: its reason)
-    "not_transcribed",  # in the manifest but not in transcripts.jsonl
-    "missing_audio",  # the clip is gone or unreadable
-    "other_language",  # transcribed in another language than the dataset's
-    "too_short",
-    "too_long",
-    "bad_character",  # '|' or a line break in the text
-    "empty_text",
-    "too_many_chars",  # over the tokenizer's character limit for the language
-    "too_many_tokens",  # over TEXT_TOKEN_LIMIT
-    "unknown_tokens",  # the base model's vocabulary has no token for a character
-)
+#: Why an item is not in the dataset (each one explained in :data:`xttsft.records.DropReason`).
+DROP_REASONS: tuple[DropReason, ...] = typing.get_args(DropReason)
 TARGET_MIN_SAMPLES_RECOMMENDED = 500
 TARGET_MAX_SAMPLES_RECOMMENDED = 5000
 TARGET_MIN_MINUTES = 15.0
@@ -216,6 +210,31 @@ def _distribution(values: list[float]) -> dict[str, float]:
             "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
 
 
+class _Sample(NamedTuple):
+    """A transcript that can be a sample: its text, the normalized text training reads, and its length."""
+
+    row: TranscriptRecord
+    text: str
+    norm: str
+    duration: float
+
+
+@dataclass
+class _Drops:
+    """What is left out of the dataset, and why (``dropped.jsonl``)."""
+
+    rows: list[DropRecord] = field(default_factory=list)
+
+    def add(self, cid: str | None, reason: DropReason, detail: str = "", duplicate_of: str | None = None) -> None:
+        self.rows.append(DropRecord(id=cid, reason=reason, detail=detail, duplicate_of=duplicate_of))
+
+    def reasons(self) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in Counter(d.reason for d in self.rows).most_common())
+
+
+Drop = Callable[..., None]  # _Drops.add
+
+
 @stage_lock(lambda ws: f"build-{ws.dataset_dir.name}", after=("segment", "screen", "transcribe"))  # checks the name
 def build_dataset(
     settings: BuildSettings,
@@ -235,19 +254,8 @@ def build_dataset(
     Raises :class:`DatasetError` when the inputs are missing or nothing is left.
     """
     progress = progress or no_progress
-    from xttsft.io import swap_target, tidy_swaps
-
-    # what a killed build left: GBs of half-written wavs, or the previous dataset set aside
-    target = swap_target(ws.dataset_dir)  # beside a symlinked dataset's real folder
-    tidy_swaps(target.parent, complete=lambda p: (p / "stats.json").is_file(), name=target.name)
-    if not ws.transcripts_file.exists():
-        raise DatasetError(
-            f"No transcripts: {ws.transcripts_file} does not exist.",
-            hint="Run `xttsft segment` and `xttsft transcribe` first.",
-        )
+    target = _start(ws)
     out = ws.dataset_dir
-    _refuse_foreign(out)
-    language = None if settings.language == "auto" else settings.language.strip().lower()
     extra = {"max_audio_seconds": max_audio_seconds,
              "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None}
     input_hash = _hash_inputs(ws, settings, extra)
@@ -258,61 +266,81 @@ def build_dataset(
             log.warning("%s", w)
         return done
 
-    manifest = {r["id"]: r for r in read_records(ws.segments_manifest, ClipRecord)}
-    dropped: list[dict[str, Any]] = []
-
-    def drop(row: dict[str, Any], reason: str, detail: str = "") -> None:
-        dropped.append({"id": row.get("id"), "reason": reason, "detail": detail})
-
-    ok_rows = _usable_transcripts(ws, manifest, dropped, drop)
-    langs = Counter(r.get("language") for r in ok_rows)
-    lang = language or (langs.most_common(1)[0][0] if langs else None)
-    if lang is None:
-        reasons = Counter(d["reason"] + (f" ({d['detail']})" if d["reason"] == "rejected" else "") for d in dropped)
-        raise DatasetError(
-            "No usable transcripts: every clip was rejected or is missing ("
-            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
-            hint="See transcripts.jsonl for the reasons; try a larger Whisper model or check the audio.",
-        )
+    manifest = {r.id: r for r in read_records(ws.segments_manifest, ClipRecord)}
+    drops = _Drops()
+    ok_rows = _usable_transcripts(ws, manifest, drops)
+    lang = _dataset_language(settings, ok_rows, drops)
     limit_chars = char_limit(lang)
     tokenizer = None
     if vocab_file is not None:
         from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
 
         tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file))
-
     candidates = [c for row in ok_rows
-                  if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drop))]
+                  if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drops.add))]
 
     from xttsft.io import atomic_dir
     from xttsft.storage import require_free_space
 
     # the new dataset is written beside the old one and swapped in whole: a failed build
     # (full disk, Ctrl-C, no usable sample) leaves the previous dataset as it was
-    require_free_space(target.parent, sum(d for *_, d in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
+    require_free_space(target.parent, sum(c.duration for c in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
     with atomic_dir(out) as tmp:
-        kept = _cut_clips(ws, candidates, tmp / "wavs", drop, progress)
+        kept = _cut_clips(ws, candidates, tmp / "wavs", drops.add, progress)
         if not kept:
             failed = ws.logs_dir / "build-dropped.jsonl"
-            write_records(failed, DropRecord, dropped)
-            reasons = Counter(d["reason"] for d in dropped)
-            raise DatasetError(
-                "No sample is usable for XTTS-v2 fine-tuning ("
-                + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
-                hint=f"Every dropped item and its reason is in {failed}.",
-            )
-        stats = _write_tables(tmp, ws, settings, kept, dropped, manifest, lang, max_audio_seconds,
+            write_records(failed, DropRecord, drops.rows)
+            raise DatasetError(f"No sample is usable for XTTS-v2 fine-tuning ({drops.reasons()}).",
+                               hint=f"Every dropped item and its reason is in {failed}.")
+        stats = _write_tables(tmp, ws, settings, kept, drops.rows, manifest, lang, max_audio_seconds,
                               limit_chars, "bpe" if tokenizer is not None else "characters", input_hash)
-    return BuildResult(dataset_dir=out, language=lang, train=stats["samples"]["train"], val=stats["samples"]["val"],
-                       minutes=stats["minutes"], dropped=Counter(stats["dropped"]), warnings=stats["warnings"],
-                       token_check=stats["token_check"])
+    return _result(out, stats)
+
+
+def _start(ws: Workspace) -> Path:
+    """Clean what a killed build left, and refuse to start without transcripts or over a folder build did not
+    write. Returns the folder the dataset is swapped into (beside a symlinked dataset's real folder)."""
+    from xttsft.io import swap_target, tidy_swaps
+
+    # what a killed build left: GBs of half-written wavs, or the previous dataset set aside
+    target = swap_target(ws.dataset_dir)
+    tidy_swaps(target.parent, complete=lambda p: (p / "stats.json").is_file(), name=target.name)
+    if not ws.transcripts_file.exists():
+        raise DatasetError(
+            f"No transcripts: {ws.transcripts_file} does not exist.",
+            hint="Run `xttsft segment` and `xttsft transcribe` first.",
+        )
+    _refuse_foreign(ws.dataset_dir)
+    return target
+
+
+def _dataset_language(settings: BuildSettings, ok_rows: list[TranscriptRecord], drops: _Drops) -> str:
+    """``settings.language``, or (``auto``) the language of most kept transcripts; refuses when none is kept."""
+    forced = None if settings.language == "auto" else settings.language.strip().lower()
+    if forced:
+        return forced
+    langs = Counter(r.language for r in ok_rows)
+    if not langs:
+        reasons = Counter(d.reason + (f" ({d.detail})" if d.reason == "rejected" else "") for d in drops.rows)
+        raise DatasetError(
+            "No usable transcripts: every clip was rejected or is missing ("
+            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
+            hint="See transcripts.jsonl for the reasons; try a larger Whisper model or check the audio.",
+        )
+    return langs.most_common(1)[0][0]
+
+
+def _result(out: Path, stats: DatasetStats, unchanged: bool = False) -> BuildResult:
+    return BuildResult(dataset_dir=out, language=stats.language, train=stats.samples.train, val=stats.samples.val,
+                       minutes=stats.minutes, dropped=Counter(stats.dropped), warnings=list(stats.warnings),
+                       unchanged=unchanged, token_check=stats.token_check)
 
 
 def _refuse_foreign(out: Path) -> None:
     """Refuse to replace a folder that ``build`` did not write: build swaps its dataset in whole."""
     if not out.exists() and not out.is_symlink():
         return
-    if out.is_dir() and ("input_hash" in read_json(out / "stats.json") or not any(out.iterdir())):
+    if out.is_dir() and (read_dataset_stats(out) is not None or not any(out.iterdir())):
         return
     raise DatasetError(
         f"{out} exists and was not written by `xttsft build` (it has no build stats.json). Build replaces its "
@@ -324,105 +352,97 @@ def _refuse_foreign(out: Path) -> None:
 
 def _unchanged(out: Path, input_hash: str) -> BuildResult | None:
     """The existing dataset's result when it was built from these very inputs and settings."""
-    stats_file = out / "stats.json"
-    if not (stats_file.exists() and all(p.exists() for p in _outputs(out))):
+    if not all(p.exists() for p in _outputs(out)):
         return None
-    try:
-        old = json.loads(stats_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    old = read_dataset_stats(out)
+    if old is None or old.input_hash != input_hash or len(list((out / "wavs").glob("*.wav"))) != old.samples.total:
         return None
-    wav_count = len(list((out / "wavs").glob("*.wav")))
-    if old.get("input_hash") != input_hash or wav_count != old.get("samples", {}).get("total"):
-        return None
-    return BuildResult(
-        dataset_dir=out, language=old["language"], train=old["samples"]["train"], val=old["samples"]["val"],
-        minutes=old["minutes"], dropped=Counter(old.get("dropped", {})), warnings=old.get("warnings", []),
-        unchanged=True, token_check=old.get("token_check", "characters"),
-    )
+    return _result(out, old, unchanged=True)
 
 
-def _usable_transcripts(ws: Workspace, manifest: dict[str, dict[str, Any]], dropped: list[dict[str, Any]],
-                        drop: Any) -> list[dict[str, Any]]:
-    """The transcripts marked ok; every other clip of the manifest goes to ``dropped`` with its reason
+def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _Drops) -> list[TranscriptRecord]:
+    """The transcripts marked ok; every other clip of the manifest goes to ``drops`` with its reason
     (the screen's, transcribe's rejection, or never transcribed)."""
     from xttsft.screen import read_decisions
 
-    screened = {i: d for i, d in read_decisions(ws, list(manifest.values())).items() if d.get("status") == "dropped"}
-    for cid, d in screened.items():
-        dropped.append({"id": cid, "reason": d["reason"], "detail": d.get("detail", ""),
-                        **({"duplicate_of": d["duplicate_of"]} if d.get("duplicate_of") else {})})
+    screened = set()
+    for cid, d in read_decisions(ws, list(manifest.values())).items():
+        if d.status == "dropped" and d.reason is not None:
+            drops.add(cid, d.reason, d.detail, d.duplicate_of or None)
+            screened.add(cid)
     seen = set(screened)
     ok_rows = []
     for row in read_records(ws.transcripts_file, TranscriptRecord):
-        if row.get("id") in screened:  # transcribed before the screen dropped it
+        if row.id in screened:  # transcribed before the screen dropped it
             continue
-        seen.add(row.get("id"))
-        if row.get("status") != "ok":
-            drop(row, "rejected", str(row.get("reason")))
+        seen.add(row.id)
+        if row.status != "ok":
+            drops.add(row.id, "rejected", str(row.reason))
         else:
             ok_rows.append(row)
     for cid in manifest:
         if cid not in seen:
-            drop({"id": cid}, "not_transcribed", "run `xttsft transcribe` again")
+            drops.add(cid, "not_transcribed", "run `xttsft transcribe` again")
     return ok_rows
 
 
-def _candidate(row: dict[str, Any], ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,
-               tokenizer: Any, drop: Any) -> tuple[dict[str, Any], str, str, float] | None:
-    """``(row, text, normalized text, duration)`` when the transcript can be a sample, else ``drop`` it."""
-    text = str(row.get("text") or "").strip()
-    duration = float(row["trim_end"]) - float(row["trim_start"])
-    if row.get("language") != lang:
-        drop(row, "other_language", f"{row.get('language')} (dataset: {lang})")
-    elif not (ws.segments_dir / str(row.get("wav"))).is_file():
-        drop(row, "missing_audio", f"{row['wav']} not found")
+def _candidate(row: TranscriptRecord, ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,
+               tokenizer: Any, drop: Drop) -> _Sample | None:
+    """The transcript as a :class:`_Sample` when it can be one, else ``drop`` it with the reason."""
+    text = (row.text or "").strip()
+    duration = row.trim_end - row.trim_start
+    if row.language != lang:
+        drop(row.id, "other_language", f"{row.language} (dataset: {lang})")
+    elif not (ws.segments_dir / row.wav).is_file():
+        drop(row.id, "missing_audio", f"{row.wav} not found")
     elif duration < MIN_AUDIO_SECONDS:
-        drop(row, "too_short", f"{duration:.2f} s < {MIN_AUDIO_SECONDS} s")
+        drop(row.id, "too_short", f"{duration:.2f} s < {MIN_AUDIO_SECONDS} s")
     elif duration > max_audio_seconds + 1e-6:
-        drop(row, "too_long", f"{duration:.2f} s > {max_audio_seconds:g} s")
+        drop(row.id, "too_long", f"{duration:.2f} s > {max_audio_seconds:g} s")
     elif "|" in text or "\n" in text or "\r" in text:
-        drop(row, "bad_character", "'|' or a line break in the text")
+        drop(row.id, "bad_character", "'|' or a line break in the text")
     elif not text:
-        drop(row, "empty_text")
+        drop(row.id, "empty_text")
     else:
         norm = normalize_text(text, lang)
         if not norm:
-            drop(row, "empty_text", "nothing left after normalization")
+            drop(row.id, "empty_text", "nothing left after normalization")
         elif len(norm) > limit_chars:
-            drop(row, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
+            drop(row.id, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
         elif tokenizer is not None:
             tokens = tokenizer.encode(norm, lang)  # the column training reads
             if len(tokens) > TEXT_TOKEN_LIMIT:
-                drop(row, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
+                drop(row.id, "too_many_tokens", f"{len(tokens)} > {TEXT_TOKEN_LIMIT} BPE tokens")
             elif 1 in tokens:  # [UNK]
-                drop(row, "unknown_tokens", "the base model's vocabulary lacks a character of the text")
+                drop(row.id, "unknown_tokens", "the base model's vocabulary lacks a character of the text")
             else:
-                return row, text, norm, duration
+                return _Sample(row, text, norm, duration)
         elif len(norm) + 1 > TEXT_TOKEN_LIMIT:
-            drop(row, "too_many_tokens", f"{len(norm) + 1} characters > {TEXT_TOKEN_LIMIT} (upper bound of tokens)")
+            drop(row.id, "too_many_tokens", f"{len(norm) + 1} characters > {TEXT_TOKEN_LIMIT} (upper bound of tokens)")
         else:
-            return row, text, norm, duration
+            return _Sample(row, text, norm, duration)
     return None
 
 
-def _cut_clips(ws: Workspace, candidates: list[tuple[dict[str, Any], str, str, float]], wavs: Path,
-               drop: Any, progress: Progress) -> list[tuple[dict[str, Any], str, str, float]]:
-    """Cut each candidate (trim_start..trim_end of its segment) into ``wavs/<id>.wav``; the kept ones."""
+def _cut_clips(ws: Workspace, candidates: list[_Sample], wavs: Path, drop: Drop, progress: Progress) -> list[_Sample]:
+    """Cut each candidate (trim_start..trim_end of its segment) into ``wavs/<id>.wav``; the kept ones, with
+    their length as cut."""
     from xttsft.audio import read_mono, write_wav
 
     wavs.mkdir(parents=True, exist_ok=True)
     progress(total=len(candidates), completed=0, description="build")
-    kept: list[tuple[dict[str, Any], str, str, float]] = []
-    for row, text, norm, _ in candidates:
+    kept: list[_Sample] = []
+    for c in candidates:
+        row = c.row
         try:
-            x = read_mono(ws.segments_dir / row["wav"], SAMPLE_RATE)
+            x = read_mono(ws.segments_dir / row.wav, SAMPLE_RATE)
         except XttsftError as exc:
-            drop(row, "missing_audio", exc.message)
+            drop(row.id, "missing_audio", exc.message)
             progress(advance=1)
             continue
-        piece = x[int(round(row["trim_start"] * SAMPLE_RATE)) : int(round(row["trim_end"] * SAMPLE_RATE))]
-        write_wav(wavs / f"{row['id']}.wav", piece, SAMPLE_RATE)
-        kept.append((row, text, norm, len(piece) / SAMPLE_RATE))
+        piece = x[int(round(row.trim_start * SAMPLE_RATE)) : int(round(row.trim_end * SAMPLE_RATE))]
+        write_wav(wavs / f"{row.id}.wav", piece, SAMPLE_RATE)
+        kept.append(c._replace(duration=len(piece) / SAMPLE_RATE))
         progress(advance=1)
     return kept
 
@@ -445,68 +465,61 @@ def _warnings(n: int, minutes: float, has_val: bool, settings: BuildSettings) ->
     return warnings
 
 
-def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[tuple[dict[str, Any], str, str, float]],
-                  dropped: list[dict[str, Any]], manifest: dict[str, dict[str, Any]], lang: str,
-                  max_audio_seconds: float, limit_chars: int, token_check: str, input_hash: str) -> dict[str, Any]:
+def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[_Sample], dropped: list[DropRecord],
+                  manifest: dict[str, ClipRecord], lang: str, max_audio_seconds: float, limit_chars: int,
+                  token_check: typing.Literal["bpe", "characters"], input_hash: str) -> DatasetStats:
     """metadata*.csv, samples.jsonl, dropped.jsonl, durations.png and, last, stats.json of the kept clips."""
-    keep_ids = {r["id"] for r, *_ in kept}
-    train_ids, val_ids = split_ids(sorted(keep_ids), settings.val_fraction, settings.seed)
-    split_of = {i: "train" for i in train_ids} | {i: "val" for i in val_ids}
-    kept.sort(key=lambda k: k[0]["id"])
-    line = {r["id"]: f"{r['id']}|{text}|{norm}\n" for r, text, norm, _ in kept}
-    atomic_write_text(out / "metadata.csv", "".join(line[r["id"]] for r, *_ in kept))
+    train_ids, val_ids = split_ids(sorted(k.row.id for k in kept), settings.val_fraction, settings.seed)
+    split_of: dict[str, typing.Literal["train", "val"]] = {i: "train" for i in train_ids} | {i: "val" for i in val_ids}
+    kept.sort(key=lambda k: k.row.id)
+    line = {k.row.id: f"{k.row.id}|{k.text}|{k.norm}\n" for k in kept}
+    atomic_write_text(out / "metadata.csv", "".join(line[k.row.id] for k in kept))
     atomic_write_text(out / "metadata_train.csv", "".join(line[i] for i in train_ids))
     atomic_write_text(out / "metadata_val.csv", "".join(line[i] for i in val_ids))
     write_records(out / "samples.jsonl", SampleRecord, [
-        {"id": r["id"], "wav": f"wavs/{r['id']}.wav", "text": text, "duration": round(d, 3),
-         "split": split_of[r["id"]], "language": lang, "avg_logprob": r.get("avg_logprob"),
-         "source": manifest.get(r["id"], {}).get("source")}
-        for r, text, _, d in kept
+        SampleRecord(id=k.row.id, wav=f"wavs/{k.row.id}.wav", text=k.text, duration=round(k.duration, 3),
+                     split=split_of[k.row.id], language=lang, avg_logprob=k.row.avg_logprob,
+                     source=clip.source if (clip := manifest.get(k.row.id)) else None)
+        for k in kept
     ])
     write_records(out / "dropped.jsonl", DropRecord, dropped)
 
-    durations = [d for *_, d in kept]
-    cps = [len(text) / d for _, text, _, d in kept if d > 0]
+    durations = [k.duration for k in kept]
     minutes = sum(durations) / 60
-    by_split = {s: sum(d for r, *_, d in kept if split_of[r["id"]] == s) / 60 for s in ("train", "val")}
+    by_split = {s: sum(k.duration for k in kept if split_of[k.row.id] == s) / 60 for s in ("train", "val")}
     warnings = _warnings(len(kept), minutes, bool(val_ids), settings)
     for w in warnings:
         log.warning("%s", w)
     _histogram(durations, max_audio_seconds, out / "durations.png")
-    stats = {
-        "language": lang,
-        "max_audio_seconds": max_audio_seconds,
-        "min_audio_seconds": MIN_AUDIO_SECONDS,
-        "char_limit": limit_chars,
-        "text_token_limit": TEXT_TOKEN_LIMIT,
-        "token_check": token_check,
-        "samples": {"train": len(train_ids), "val": len(val_ids), "total": len(kept)},
-        "minutes": round(minutes, 3),
-        "minutes_per_split": {k: round(v, 3) for k, v in by_split.items()},
-        "duration_seconds": _distribution(durations),
-        "chars_per_second": _distribution(cps),
-        "dropped": dict(Counter(d["reason"] for d in dropped)),
-        "rejected_by_transcribe": dict(Counter(d["detail"] for d in dropped if d["reason"] == "rejected")),
-        "screen": _screen_summary(ws),
-        "val_fraction": settings.val_fraction,
-        "seed": settings.seed,
-        "warnings": warnings,
-        "input_hash": input_hash,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    stats = DatasetStats(
+        language=lang, max_audio_seconds=max_audio_seconds, min_audio_seconds=MIN_AUDIO_SECONDS,
+        char_limit=limit_chars, text_token_limit=TEXT_TOKEN_LIMIT, token_check=token_check,
+        samples=SampleCounts(train=len(train_ids), val=len(val_ids), total=len(kept)),
+        minutes=round(minutes, 3),
+        minutes_per_split={k: round(v, 3) for k, v in by_split.items()},
+        duration_seconds=_distribution(durations),
+        chars_per_second=_distribution([len(k.text) / k.duration for k in kept if k.duration > 0]),
+        dropped=dict(Counter(d.reason for d in dropped)),
+        rejected_by_transcribe=dict(Counter(d.detail for d in dropped if d.reason == "rejected")),
+        screen=_screen_summary(ws), val_fraction=settings.val_fraction, seed=settings.seed,
+        warnings=warnings, input_hash=input_hash, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     write_record(out / "stats.json", DatasetStats, stats)  # written last: the dataset is complete
     return stats
 
 
-def _screen_summary(ws: Workspace) -> dict[str, Any] | None:
+def _screen_summary(ws: Workspace) -> ScreenSummary | None:
     """What ``screen`` found (speakers, thresholds, drops, DNSMOS), for stats.json."""
-    stats = read_json(ws.screen_stats)
-    if not stats:
+    if not ws.screen_stats.is_file():
         return None
-    keys = ("clips", "kept", "kept_minutes", "dropped", "dropped_minutes", "speakers", "thresholds", "dnsmos_ovrl",
-            "dnsmos_bak",
-            "filters", "speaker_refs", "speaker_encoder")
-    return {k: stats.get(k) for k in keys}
+    try:
+        s = read_record(ws.screen_stats, ScreenStats)
+    except RecordError:
+        return None
+    return ScreenSummary(clips=s.clips, kept=s.kept, kept_minutes=s.kept_minutes, dropped=s.dropped,
+                         dropped_minutes=s.dropped_minutes, speakers=s.speakers, thresholds=s.thresholds,
+                         dnsmos_ovrl=s.dnsmos_ovrl, dnsmos_bak=s.dnsmos_bak, filters=s.filters,
+                         speaker_refs=s.speaker_refs, speaker_encoder=s.speaker_encoder)
 
 
 # ------------------------------------------------------------------ check

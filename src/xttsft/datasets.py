@@ -34,7 +34,7 @@ from typing import Any
 
 from xttsft.audio import SILENT_DBFS, TRAIN_SR, peak_dbfs
 from xttsft.errors import DatasetError
-from xttsft.io import read_json
+from xttsft.records import stats_language
 
 __all__ = ["XTTS_LANGUAGES", "Row", "Dataset", "Sample", "Inspection", "read_dataset", "inspect_samples"]
 
@@ -172,8 +172,8 @@ def _language(root: Path, flag: str | None) -> tuple[str, str]:
         lang, source = flag, "--language"
     elif (root / "lang.txt").is_file():
         lang, source = (root / "lang.txt").read_text(encoding="utf-8-sig", errors="replace").strip(), "lang.txt"
-    elif read_json(root / "stats.json").get("language"):
-        lang, source = str(read_json(root / "stats.json")["language"]), "stats.json"
+    elif (from_stats := stats_language(root)) is not None:
+        lang, source = from_stats, "stats.json"
     else:
         raise DatasetError(f"{root}: the dataset's language is unknown (no lang.txt, no language in stats.json).",
                            hint="Pass --language (pt, en, ...), or write it in lang.txt in the dataset folder.")

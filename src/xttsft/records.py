@@ -36,6 +36,7 @@ __all__ = [
     "Dnsmos",
     "SampleCounts",
     "SpeakerRow",
+    "ScreenSummary",
     "ExportSource",
     "ClipRecord",
     "SourceRecord",
@@ -301,6 +302,24 @@ class SpeakerRow(Part):
 
 
 @dataclass(kw_only=True)
+class ScreenSummary(Part):
+    """What ``screen`` found, in short, as the dataset was built from it (a copy of its stats.json's figures)."""
+
+    clips: int | None = None
+    kept: int | None = None
+    kept_minutes: float | None = None
+    dropped: dict[str, int] | None = None
+    dropped_minutes: dict[str, float] | None = None
+    speakers: list[SpeakerRow] | None = None
+    thresholds: dict[str, float] | None = None
+    dnsmos_ovrl: dict[str, float] | None = None
+    dnsmos_bak: dict[str, float] | None = None
+    filters: dict[str, bool] | None = None
+    speaker_refs: list[str] | None = None
+    speaker_encoder: str | None = None
+
+
+@dataclass(kw_only=True)
 class ExportSource(Part):
     """What an export was made from: a re-export of the same is skipped."""
 
@@ -473,7 +492,7 @@ class DatasetStats(Record):
     chars_per_second: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     rejected_by_transcribe: dict[str, int] = field(default_factory=dict)
-    screen: dict[str, Any] | None = None  # screen's stats.json in short (clips, kept, speakers, thresholds ...)
+    screen: ScreenSummary | None = None
     val_fraction: float | None = None
     seed: int | None = None
     warnings: list[str] = field(default_factory=list)

@@ -28,7 +28,7 @@ from typing import Any
 
 from xttsft import datasets
 from xttsft.errors import DatasetError
-from xttsft.io import read_json
+from xttsft.records import read_dataset_stats
 
 __all__ = [
     "SAMPLE_RATE",
@@ -50,6 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402 - training and DVAE rate of XTTS-v2
+
 MIN_CONDITIONING = 66150  # 3 s
 MAX_CONDITIONING = 132300  # 6 s
 #: Batches whose clips are sorted by length together: a bucket holds this many batches.
@@ -110,7 +111,7 @@ def prepare_data(ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int
                    f"all {len(rows)} {split} samples were dropped: " + "; ".join(
                        f"{sum(i.startswith(split + ':') for i in ids)} {r}" for r, ids in found.dropped.items()
                        if any(i.startswith(split + ":") for i in ids)))
-            ours = bool(read_json(ds.root / "stats.json").get("input_hash"))
+            ours = (stats := read_dataset_stats(ds.root)) is not None and bool(stats.input_hash)
             raise DatasetError(
                 f"The {split} split of {ds.root} is empty: {why}.",
                 hint=("Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; " if ours else
