@@ -10,6 +10,7 @@ The layout follows the guide this project comes from::
       train/data/processed/segments/   segment: 22050 Hz mono clips + manifest.jsonl
       train/data/processed/screen/     screen: screen.jsonl, stats.json, speakers.png, dnsmos.png
       train/data/processed/transcriptions/   transcribe: transcripts.jsonl
+      train/data/processed/review/     review: review.jsonl (edits made in the review page)
       train/data/<dataset_name>/       build: LJSpeech dataset
       train/checkpoints/<run>/         train: checkpoints, best model, settings
       train/runs/<run>/                train: TensorBoard event files
@@ -201,6 +202,15 @@ class Workspace:
     @property
     def transcripts_file(self) -> Path:
         return self.transcriptions_dir / "transcripts.jsonl"
+
+    @property
+    def review_dir(self) -> Path:
+        """``review``: what a person decided per clip (never the transcripts or the screen's files)."""
+        return self.processed_dir / "review"
+
+    @property
+    def review_file(self) -> Path:
+        return self.review_dir / "review.jsonl"
 
     @property
     def dataset_dir(self) -> Path:

@@ -29,6 +29,7 @@ from xttsft.errors import DatasetError
 from xttsft.io import atomic_write_json, atomic_write_text
 
 __all__ = [
+    "ReviewRecord",
     "RecordError",
     "Part",
     "Record",
@@ -97,6 +98,7 @@ DropReason = Literal[
     "too_many_chars",  # over the tokenizer's character limit for the language
     "too_many_tokens",  # over build.TEXT_TOKEN_LIMIT
     "unknown_tokens",  # the base model's vocabulary has no token for a character
+    "review",  # dropped by hand in `xttsft review`
 ]
 Mode = Literal["lora", "full"]
 
@@ -126,8 +128,6 @@ class Record(Part):
     def from_dict(cls: type[R], data: Any, where: str = "") -> R:
         """``data`` (a parsed JSON object) checked against the declared fields, as an instance."""
         where = where or cls.FILE
-        if isinstance(data, Record):  # TRANSITION: an instance given where a dict was
-            data = data.to_dict()
         if not isinstance(data, dict):
             raise cls._error(where, None, f"expected a JSON object, got {type(data).__name__}")
         if cls.VERSIONED:
@@ -147,20 +147,6 @@ class Record(Part):
     def to_dict(self) -> dict[str, Any]:
         body = dataclasses.asdict(self)
         return {"v": self.VERSION, **body} if self.VERSIONED else body
-
-    # TRANSITION: string-key access while the stages move to attributes (removed once none is left)
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key] if key == "v" else getattr(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.to_dict() and getattr(self, key, None) is not None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None)
-        return default if value is None else value
 
     @classmethod
     def _error(cls, where: str, name: str | None, what: str) -> RecordError:
@@ -471,6 +457,25 @@ class DropRecord(Record):
 
 
 @dataclass(kw_only=True)
+class ReviewRecord(Record):
+    """``review.jsonl``: what a person decided for one clip in `xttsft review` (the latest edit wins).
+
+    ``text`` replaces the transcript (normalised for the language by build); ``decision`` keeps a
+    clip the screen or transcribe dropped, or drops a kept one. Neither ever rewrites the
+    transcripts or the screen's files."""
+
+    FILE: ClassVar[str] = "review.jsonl"
+    STAGE: ClassVar[str] = "review"
+    PATH: ClassVar[str] = "train/data/processed/review/review.jsonl"
+    WRITTEN_BY: ClassVar[str] = "review"
+    READ_BY: ClassVar[str] = "build, run-all"
+    id: str
+    text: str | None = None
+    decision: Literal["keep", "drop"] | None = None
+    time: str
+
+
+@dataclass(kw_only=True)
 class DatasetStats(Record):
     """``<dataset>/stats.json``: the dataset ``build`` wrote."""
 
@@ -624,8 +629,8 @@ class AdapterMarker(ExportMarker):
 
 #: Every record, by the file it describes.
 RECORDS: dict[str, type[Record]] = {
-    cls.FILE: cls for cls in (ClipRecord, SourceRecord, ScreenRecord, TranscriptRecord, SampleRecord, DropRecord,
-                              DatasetStats, ScreenStats, RunRecord, CheckpointMeta, StageRecord, ExportMarker,
+    cls.FILE: cls for cls in (ClipRecord, SourceRecord, ScreenRecord, TranscriptRecord, ReviewRecord, SampleRecord,
+                              DropRecord, DatasetStats, ScreenStats, RunRecord, CheckpointMeta, StageRecord, ExportMarker,
                               AdapterMarker)
 }
 
