@@ -25,6 +25,7 @@ A re-run whose inputs and settings have not changed (same hash as in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from xttsft.records import (
     DatasetStats,
     DropReason,
     DropRecord,
+    ReviewRecord,
     RecordError,
     SampleCounts,
     SampleRecord,
@@ -179,7 +181,7 @@ def find_vocab(base_model: str) -> Path | None:
 
 def _hash_inputs(ws: Workspace, settings: BuildSettings, extra: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    for path in (ws.segments_manifest, ws.screen_file, ws.transcripts_file):
+    for path in (ws.segments_manifest, ws.screen_file, ws.transcripts_file, ws.review_file):
         h.update(path.read_bytes() if path.exists() else b"")
     h.update(json.dumps({"v": BUILD_VERSION, **settings.model_dump(mode="json"), **extra}, sort_keys=True,
                         default=str).encode())
@@ -362,12 +364,16 @@ def _unchanged(out: Path, input_hash: str) -> BuildResult | None:
 
 def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _Drops) -> list[TranscriptRecord]:
     """The transcripts marked ok; every other clip of the manifest goes to ``drops`` with its reason
-    (the screen's, transcribe's rejection, or never transcribed)."""
+    (the screen's, transcribe's rejection, the review's, or never transcribed). The review's edits
+    (``xttsft review``) win: its text replaces the transcript's, its keep overrides the screen and
+    transcribe, its drop leaves the clip out with the reason ``review``."""
+    from xttsft.review import overrides
     from xttsft.screen import read_decisions
 
+    review = overrides(ws).rows
     screened = set()
     for cid, d in read_decisions(ws, list(manifest.values())).items():
-        if d.status == "dropped" and d.reason is not None:
+        if d.status == "dropped" and d.reason is not None and _decision(review, cid) != "keep":
             drops.add(cid, d.reason, d.detail, d.duplicate_of or None)
             screened.add(cid)
     seen = set(screened)
@@ -376,14 +382,26 @@ def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _
         if row.id in screened:  # transcribed before the screen dropped it
             continue
         seen.add(row.id)
-        if row.status != "ok":
+        edit = review.get(row.id)
+        if edit is not None and edit.decision == "drop":
+            drops.add(row.id, "review", "dropped in xttsft review")
+        elif row.status != "ok" and (edit is None or edit.decision != "keep"):
             drops.add(row.id, "rejected", str(row.reason))
         else:
-            ok_rows.append(row)
+            ok_rows.append(row if edit is None or edit.text is None else dataclasses.replace(row, text=edit.text))
     for cid in manifest:
         if cid not in seen:
             drops.add(cid, "not_transcribed", "run `xttsft transcribe` again")
+    if review:
+        log.info("review: %d clip(s) changed by xttsft review (%d edited, %d kept, %d dropped)", len(review),
+                 sum(r.text is not None for r in review.values()), sum(r.decision == "keep" for r in review.values()),
+                 sum(r.decision == "drop" for r in review.values()))
     return ok_rows
+
+
+def _decision(review: dict[str, ReviewRecord], cid: str) -> str | None:
+    edit = review.get(cid)
+    return edit.decision if edit is not None else None
 
 
 def _candidate(row: TranscriptRecord, ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,

@@ -1,0 +1,185 @@
+"""``xttsft review`` in a real browser (Debian's chromium driven by Playwright) against a live
+server on 127.0.0.1, over a small transcribed workspace; then ``build`` applies the edits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xttsft.io import read_jsonl
+from xttsft.paths import Workspace
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _screen_rows(ws: Workspace) -> None:
+    """screen.jsonl as screen writes it: talk_0003 dropped as another voice, the rest kept."""
+    from xttsft.records import ClipRecord, ScreenRecord, read_records, write_records
+
+    rows = []
+    for c in read_records(ws.segments_manifest, ClipRecord):
+        dropped = c.id == "talk_0003"
+        rows.append(ScreenRecord(id=c.id, wav=c.wav, source=c.source, start=c.start, end=c.end, duration=c.duration,
+                                 status="dropped" if dropped else "kept", reason="other_speaker" if dropped else None,
+                                 detail="similarity 0.31 < 0.62" if dropped else "", speaker="S2" if dropped else "S1",
+                                 similarity=0.31 if dropped else 0.9))
+    write_records(ws.screen_file, ScreenRecord, rows)
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory, speak) -> Workspace:
+    from test_build import make_inputs
+
+    from xttsft.records import TranscriptRecord, read_records, write_records
+
+    ws = Workspace(tmp_path_factory.mktemp("review") / "ws").ensure()
+    bank = tmp_path_factory.mktemp("bank")
+    clips = [speak(f"Sentence number {i} of the review test.", bank / f"s{i}.wav", rate=170) for i in range(12)]
+    make_inputs(ws, clips)
+    rows = read_records(ws.transcripts_file, TranscriptRecord)
+    for r in rows:
+        if r.id == "talk_0005":
+            r.avg_logprob = -2.5  # Whisper was unsure: the most doubtful clip
+    write_records(ws.transcripts_file, TranscriptRecord, rows)
+    _screen_rows(ws)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(reviewed: Workspace) -> Iterator[str]:
+    import uvicorn
+
+    from xttsft.review_app import create_app
+
+    token = "t0k3n-for-the-test"
+    config = uvicorn.Config(create_app(reviewed, token), host="127.0.0.1", port=0, log_level="warning")
+    srv = uvicorn.Server(config)
+    sock = config.bind_socket()
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    while not srv.started:
+        assert time.monotonic() - t0 < 30, "the review server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/?token={token}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("chromium is not installed; `make test` installs it (scripts/install-system-deps.sh)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_without_the_token_every_request_is_refused(server: str) -> None:
+    base = server.split("?")[0]
+    assert _status(server) == 200
+    for path in ("", "api/clips", "api/clips/talk_0001/audio"):
+        assert _status(base + path) == 403, path
+    assert _status(base + "api/clips?token=wrong") == 403
+
+
+def test_a_clip_is_served_by_id_never_by_path(server: str) -> None:
+    base, token = server.split("?")
+    assert _status(f"{base}api/clips/talk_0001/audio?{token}") == 200
+    for bad in ("..%2F..%2F..%2Fetc%2Fpasswd", "talk_0001.wav", "%2Fetc%2Fpasswd", "manifest.jsonl"):
+        assert _status(f"{base}api/clips/{bad}/audio?{token}") == 404, bad
+
+
+def test_the_page_lists_plays_edits_and_build_applies_it(server: str, browser, reviewed: Workspace,
+                                                        tmp_path: Path) -> None:
+    from xttsft.review import clip_views
+
+    page = browser.new_page()
+    page.on("dialog", lambda d: d.accept())
+    page.goto(server)
+    page.wait_for_selector("#rows tr")
+    ids = page.eval_on_selector_all("#rows tr", "rows => rows.map(r => r.dataset.id)")
+    assert ids == [v.id for v in clip_views(reviewed)] and ids[0] == "talk_0005", ids  # most doubtful first
+
+    # a clip plays: its audio element's time advances
+    row = page.locator('tr[data-id="talk_0001"]')
+    row.locator("audio").evaluate("a => a.play()")
+    page.wait_for_function("""() => document.querySelector('tr[data-id="talk_0001"] audio').currentTime > 0.2""",
+                           timeout=15000)
+
+    # edit a transcript (Enter saves), drop a clip (key d), keep the clip the screen dropped (button)
+    row.locator("textarea").fill("Edited words for the first clip.")
+    row.locator("textarea").press("Enter")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('saved')")
+    page.locator('tr[data-id="talk_0002"] td.id').click()
+    page.keyboard.press("d")
+    page.wait_for_function("""() => document.querySelector('tr[data-id="talk_0002"] td.decision')
+                              .textContent.includes('review: drop')""")
+    page.locator('tr[data-id="talk_0003"] button.keep').click()
+    page.wait_for_function("""() => document.querySelector('tr[data-id="talk_0003"] td.decision')
+                              .textContent.includes('review: keep')""")
+    page.screenshot(path=str(tmp_path / "review-page.png"), full_page=False)
+
+    page.reload()
+    page.wait_for_selector('tr[data-id="talk_0001"]')
+    assert page.locator('tr[data-id="talk_0001"] textarea').input_value() == "Edited words for the first clip."
+    assert "review: drop" in page.locator('tr[data-id="talk_0002"] td.decision').inner_text()
+    assert page.locator('tr[data-id="talk_0003"]').get_attribute("class") == "kept"
+    page.close()
+
+    from xttsft.build import build_dataset
+    from xttsft.settings import BuildSettings
+
+    build_dataset(BuildSettings(), reviewed, max_audio_seconds=15.0)
+    rows = {r[0]: r for r in (line.split("|") for line in
+                              (reviewed.dataset_dir / "metadata.csv").read_text(encoding="utf-8").splitlines())}
+    assert rows["talk_0001"][1] == "Edited words for the first clip." and "edited" in rows["talk_0001"][2]
+    assert "talk_0002" not in rows and "talk_0003" in rows
+    dropped = {d["id"]: d["reason"] for d in read_jsonl(reviewed.dataset_dir / "dropped.jsonl")}
+    assert dropped["talk_0002"] == "review"
+
+
+def test_two_pages_editing_at_once_lose_neither_edit(server: str, browser, reviewed: Workspace) -> None:
+    pages = [browser.new_page() for _ in range(2)]
+    for p in pages:
+        p.goto(server)
+        p.wait_for_selector("#rows tr")
+    script = """async ([ids, word]) => Promise.all(ids.map(id => fetch(
+        `/api/clips/${id}${location.search}`, {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({text: `${word} ${id}`})})))"""
+    ids = [f"talk_{i:04d}" for i in range(6, 13)]
+    a = pages[0].evaluate_handle(script, [ids[:4], "left"])
+    b = pages[1].evaluate_handle(script, [ids[4:], "right"])
+    del a, b
+    deadline = time.monotonic() + 20
+    texts: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        texts = {r["id"]: r.get("text") for r in read_jsonl(reviewed.review_file)}
+        if all(i in texts for i in ids):
+            break
+        time.sleep(0.1)
+    assert {i: texts.get(i) for i in ids} == {i: f"{'left' if n < 4 else 'right'} {i}" for n, i in enumerate(ids)}
+    assert json.loads(reviewed.review_file.read_text().splitlines()[0])["v"] == 1
+    for p in pages:
+        p.close()
