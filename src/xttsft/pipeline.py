@@ -14,6 +14,7 @@ checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -27,9 +28,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import atomic_write_json, read_json, sha256_file
+from xttsft.io import atomic_write_json, sha256_file
 from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import (
+    CheckpointMeta,
+    ClipRecord,
+    RecordError,
+    RunRecord,
+    SampleCounts,
+    ScreenStats,
+    SourceRecord,
+    SpeakerRow,
+    StageRecord,
+    TranscriptRecord,
+    read_dataset_stats,
+    read_record,
+    read_records,
+)
 from xttsft.settings import Settings
 
 __all__ = [
@@ -40,6 +56,7 @@ __all__ = [
     "demo_settings",
     "stage_range",
     "run_all",
+    "RunSummary",
     "summarize",
     "free_accelerator_memory",
 ]
@@ -115,37 +132,43 @@ def _file_fingerprint(path: Path) -> str:
 
 
 class _Records:
-    """``ws.state_file``: {stage: {"fingerprint": ..., "finished": ..., ...}}."""
+    """``ws.state_file``: a :class:`StageRecord` per stage (its fingerprint, when it finished, ...)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        from xttsft.records import RecordError, StageRecord
-
         try:
             raw = json.loads(path.read_text()) if path.is_file() else {}
-            self.data: dict[str, dict[str, Any]] = {k: StageRecord.check(v, f"{path}: {k}") for k, v in raw.items()}
+            self.data = {k: StageRecord.from_dict(v, f"{path}: {k}") for k, v in raw.items()}
         except (OSError, ValueError, AttributeError, RecordError) as exc:
             log.warning("Ignoring an unreadable stage record %s (%s); every stage is checked again.", path,
                         getattr(exc, "message", exc))
             self.data = {}
 
     def fresh(self, stage: str, fingerprint: str) -> bool:
-        return self.data.get(stage, {}).get("fingerprint") == fingerprint
+        return self.of(stage).fingerprint == fingerprint
 
-    def get(self, stage: str) -> dict[str, Any]:
-        return self.data.get(stage, {})
+    def of(self, stage: str) -> StageRecord:
+        return self.data.get(stage) or StageRecord()
 
     def save(self, stage: str, fingerprint: str, **extra: Any) -> None:
-        from xttsft.records import StageRecord
-
-        self.data[stage] = StageRecord.check(
-            {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}, f"{self.path}: {stage}")
-        atomic_write_json(self.path, self.data)
+        """The stage finished on these inputs; ``extra``: other :class:`StageRecord` fields (run, out, ...)."""
+        self.data[stage] = StageRecord(fingerprint=fingerprint, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
+        self._write()
 
     def note(self, stage: str, **extra: Any) -> None:
         """Remember something about a stage before it finishes (e.g. the run name)."""
-        self.data.setdefault(stage, {}).update(extra)
-        atomic_write_json(self.path, self.data)
+        self.data[stage] = dataclasses.replace(self.of(stage), **extra)
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, {k: r.to_dict() for k, r in self.data.items()})
+
+
+@dataclass
+class _Context:
+    """What one stage hands to the next within a run-all."""
+
+    run: str | None = None  # the training run train made or found up to date
 
 
 # ---------------------------------------------------------------- settings
@@ -238,7 +261,7 @@ def run_all(
     ws.ensure()
     records = _Records(ws.state_file)
     result = PipelineResult(demo=demo, tiny=settings.train.base_model == "tiny")
-    ctx: dict[str, Any] = {}
+    ctx = _Context()
 
     runners: dict[str, Callable[[Progress], StageOutcome]] = {
         "doctor": lambda p: _doctor(settings, ws),
@@ -398,20 +421,20 @@ def _best_meta(run_dir: Path) -> Path:
     return RunPaths.meta(RunPaths(run_dir).best_model)
 
 
-def _train(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], p: Progress) -> StageOutcome:
+def _train(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
     from xttsft.train import train
 
     ds = _dataset_dir(settings, ws)
     train_cfg = settings.train.model_dump(mode="json", exclude={"run_name"})
     fp = _hash(_file_fingerprint(ds / "metadata_train.csv"), _file_fingerprint(ds / "metadata_val.csv"),
                _file_fingerprint(ds / "stats.json"), train_cfg)
-    rec = records.get("train")
-    run = settings.train.run_name or (rec.get("run") if rec.get("pending") == fp or rec.get("fingerprint") == fp else None)
+    rec = records.of("train")
+    run = settings.train.run_name or (rec.run if fp in (rec.pending, rec.fingerprint) else None)
     if records.fresh("train", fp) and run and _best_meta(ws.run_dir(run)).is_file():
-        ctx["run"] = run
+        ctx.run = run
         return StageOutcome("train", "skipped", detail=f"run {run} is up to date")
     # A run that started with these inputs and settings and did not finish is resumed.
-    resume = bool(run and ws.run_dir(run).is_dir() and rec.get("pending") == fp)
+    resume = bool(run and ws.run_dir(run).is_dir() and rec.pending == fp)
     if run is None:
         run = time.strftime("run-%Y%m%d-%H%M%S")
     records.note("train", run=run, pending=fp)
@@ -422,15 +445,15 @@ def _train(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, 
             f"Training stopped ({res.status}) after epoch {res.epochs_completed}.",
             hint="Run the same command again to resume from the last checkpoint.",
         )
-    ctx["run"] = res.run_name
+    ctx.run = res.run_name
     records.save("train", fp, run=res.run_name, seconds=round(res.seconds, 1))
     best = f", best val loss {res.best_val_loss:.4f}" if res.best_val_loss is not None else ""
     verb = "resumed and finished" if resume else "finished"
     return StageOutcome("train", "done", detail=f"run {res.run_name} {verb}{best}", result=res)
 
 
-def _run_for(ws: Workspace, records: _Records, ctx: dict[str, Any]) -> str:
-    run = ctx.get("run") or records.get("train").get("run") or ws.latest_run()
+def _run_for(ws: Workspace, records: _Records, ctx: _Context) -> str:
+    run = ctx.run or records.of("train").run or ws.latest_run()
     if not run:
         raise InputError("No training run found.", hint="Run the train stage first (`--from train`).")
     return run
@@ -438,12 +461,12 @@ def _run_for(ws: Workspace, records: _Records, ctx: dict[str, Any]) -> str:
 
 def _run_language(ws: Workspace, run: str) -> str:
     try:
-        return str(json.loads(ws.run(run).run_json.read_text())["language"])
-    except (OSError, ValueError, KeyError):
+        return read_record(ws.run(run).run_json, RunRecord).language
+    except RecordError:
         return "pt"  # SynthSettings' documented default without a run
 
 
-def _export(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], p: Progress) -> StageOutcome:
+def _export(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
     from xttsft.export import export_run
 
     run = _run_for(ws, records, ctx)
@@ -456,7 +479,7 @@ def _export(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str,
     return StageOutcome("export", "done", detail=str(res.out_dir), result=res)
 
 
-def _synth(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], text: str | None,
+def _synth(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, text: str | None,
            p: Progress) -> StageOutcome:
     from xttsft.synth import synthesize
 
@@ -472,13 +495,13 @@ def _synth(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, 
     return StageOutcome("synth", "done", detail=str(out), result=res)
 
 
-def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, Any], p: Progress) -> StageOutcome:
+def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
     from xttsft.evaluate import evaluate
 
     run = _run_for(ws, records, ctx)
     fp = _hash(run, _file_fingerprint(_best_meta(ws.run_dir(run))), settings.synth.model_dump(mode="json"),
                settings.transcribe.model)
-    prev = records.get("eval").get("json")
+    prev = records.of("eval").json
     if records.fresh("eval", fp) and prev and Path(prev).is_file():
         return StageOutcome("eval", "skipped", detail=f"{prev} is up to date")
     res = evaluate(ws, settings.synth, settings.transcribe, run=run, progress=p)
@@ -487,65 +510,138 @@ def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: dict[str, A
 
 
 # ---------------------------------------------------------------- summary
-def summarize(settings: Settings, ws: Workspace) -> dict[str, Any]:
+@dataclass
+class SourcesSummary:
+    files: int
+    failed: int
+    clip_minutes: float
+    clips: int
+
+
+@dataclass
+class ScreenFindings:
+    speakers: list[SpeakerRow]
+    dropped_minutes: dict[str, float]
+    map: str | None  # speakers.png
+    dnsmos: str | None  # dnsmos.png
+
+
+@dataclass
+class DatasetSummary:
+    dir: str
+    language: str | None
+    samples: SampleCounts | None
+    minutes: float | None
+    dropped_by_build: dict[str, int]
+    rejected_minutes_by_transcribe: dict[str, float]
+    histogram: str | None  # durations.png
+
+
+@dataclass
+class TrainSummary:
+    run: str
+    run_dir: str
+    best_val_loss: float | None
+    best_epoch: int | None
+    seconds: float | None
+    tensorboard: str
+    loss_curve: str | None
+
+
+@dataclass
+class EvalSummary:
+    json: str
+    summary: dict[str, dict[str, Any]]  # eval.json's figures per system (cer, similarity, rtf, ...)
+
+
+@dataclass
+class RunSummary:
+    """The figures of run-all's end-of-run table, read from the workspace's files (see :func:`summarize`)."""
+
+    sources: SourcesSummary
+    screen: ScreenFindings | None
+    dataset: DatasetSummary
+    train: TrainSummary | None = None
+    export: str | None = None
+    sample: str | None = None  # the sample synthesis
+    eval: EvalSummary | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize(settings: Settings, ws: Workspace) -> RunSummary:
     """The figures of the end-of-run table, read from the workspace's files.
 
     Read from disk rather than from this run's results, so a re-run whose stages
     were all skipped shows the same summary.
     """
-    from xttsft.records import ClipRecord, SourceRecord, TranscriptRecord, read_records
-
-    out: dict[str, Any] = {}
-
     sources = read_records(ws.segment_sources_file, SourceRecord)
     manifest = read_records(ws.segments_manifest, ClipRecord)
-    out["sources"] = {
-        "files": len(sources),
-        "failed": sum(1 for s in sources if s.get("status") == "failed"),
-        "clip_minutes": round(sum(float(r.get("duration", 0)) for r in manifest) / 60, 2),
-        "clips": len(manifest),
-    }
-    durations = {r["id"]: float(r.get("duration", 0)) for r in manifest if "id" in r}
-    screen = read_json(ws.screen_stats)
-    out["screen"] = {
-        "speakers": screen.get("speakers", []),
-        "dropped_minutes": screen.get("dropped_minutes", {}),
-        "map": str(ws.screen_dir / "speakers.png") if (ws.screen_dir / "speakers.png").is_file() else None,
-        "dnsmos": str(ws.screen_dir / "dnsmos.png") if (ws.screen_dir / "dnsmos.png").is_file() else None,
-    } if screen else None
+    summary = RunSummary(
+        sources=SourcesSummary(files=len(sources), failed=sum(1 for s in sources if s.status == "failed"),
+                               clip_minutes=round(sum(r.duration for r in manifest) / 60, 2), clips=len(manifest)),
+        screen=_screen_findings(ws),
+        dataset=_dataset_summary(settings, ws, {r.id: r.duration for r in manifest}),
+    )
+    stages = _Records(ws.state_file)
+    run = stages.of("train").run or ws.latest_run()
+    if run:
+        summary.train = _train_summary(ws, run, stages.of("train").seconds)
+        export = ws.export_dir(run)
+        summary.export = str(export) if export.is_dir() else None
+        sample = ws.outputs_dir / "run-all" / f"sample-{run}.wav"
+        summary.sample = str(sample) if sample.is_file() else None
+        ev = stages.of("eval").json
+        summary.eval = EvalSummary(json=ev, summary=_eval_figures(Path(ev))) if ev else None
+    return summary
+
+
+def _file(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+def _screen_findings(ws: Workspace) -> ScreenFindings | None:
+    try:
+        screen = read_record(ws.screen_stats, ScreenStats)
+    except RecordError:
+        return None
+    return ScreenFindings(speakers=screen.speakers, dropped_minutes=screen.dropped_minutes,
+                          map=_file(ws.screen_dir / "speakers.png"), dnsmos=_file(ws.screen_dir / "dnsmos.png"))
+
+
+def _dataset_summary(settings: Settings, ws: Workspace, durations: dict[str, float]) -> DatasetSummary:
     rejected: dict[str, float] = {}
     for t in read_records(ws.transcripts_file, TranscriptRecord):
-        if t.get("status") == "rejected":
-            reason = str(t.get("reason") or "rejected")
-            rejected[reason] = rejected.get(reason, 0.0) + durations.get(t.get("id", ""), 0.0) / 60
+        if t.status == "rejected":
+            reason = str(t.reason or "rejected")
+            rejected[reason] = rejected.get(reason, 0.0) + durations.get(t.id, 0.0) / 60
     ds = _dataset_dir(settings, ws)
-    stats = read_json(ds / "stats.json")
-    out["dataset"] = {
-        "dir": str(ds),
-        "language": stats.get("language"),
-        "samples": stats.get("samples", {}),
-        "minutes": stats.get("minutes"),
-        "dropped_by_build": stats.get("dropped", {}),
-        "rejected_minutes_by_transcribe": {k: round(v, 2) for k, v in rejected.items()},
-        "histogram": str(ds / "durations.png") if (ds / "durations.png").is_file() else None,
-    }
-    run = _Records(ws.state_file).get("train").get("run") or ws.latest_run()
-    if run:
-        run_dir = ws.run_dir(run)
-        best = read_json(_best_meta(run_dir))
-        out["train"] = {
-            "run": run,
-            "run_dir": str(run_dir),
-            "best_val_loss": best.get("val_loss"),
-            "best_epoch": best.get("epoch"),
-            "seconds": _Records(ws.state_file).get("train").get("seconds"),
-            "tensorboard": str(ws.tensorboard_run_dir(run)),
-            "loss_curve": str(ws.run(run).loss_curve) if ws.run(run).loss_curve.is_file() else None,
-        }
-        export = ws.export_dir(run)
-        out["export"] = str(export) if export.is_dir() else None
-        sample = ws.outputs_dir / "run-all" / f"sample-{run}.wav"
-        out["sample"] = str(sample) if sample.is_file() else None
-        ev = _Records(ws.state_file).get("eval").get("json")
-        out["eval"] = {"json": ev, "summary": read_json(Path(ev)).get("summary", {})} if ev else None
-    return out
+    stats = read_dataset_stats(ds)
+    return DatasetSummary(
+        dir=str(ds), language=stats.language if stats else None, samples=stats.samples if stats else None,
+        minutes=stats.minutes if stats else None, dropped_by_build=dict(stats.dropped) if stats else {},
+        rejected_minutes_by_transcribe={k: round(v, 2) for k, v in rejected.items()},
+        histogram=_file(ds / "durations.png"),
+    )
+
+
+def _train_summary(ws: Workspace, run: str, seconds: float | None) -> TrainSummary:
+    run_dir = ws.run_dir(run)
+    try:
+        best: CheckpointMeta | None = read_record(_best_meta(run_dir), CheckpointMeta)
+    except RecordError:
+        best = None
+    return TrainSummary(run=run, run_dir=str(run_dir), best_val_loss=best.val_loss if best else None,
+                        best_epoch=best.epoch if best else None, seconds=seconds,
+                        tensorboard=str(ws.tensorboard_run_dir(run)), loss_curve=_file(ws.run(run).loss_curve))
+
+
+def _eval_figures(path: Path) -> dict[str, dict[str, Any]]:
+    """The per-system figures of an ``eval.json`` (written by :mod:`xttsft.evaluate`, read here only for them)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    figures = data.get("summary") if isinstance(data, dict) else None
+    return figures if isinstance(figures, dict) else {}

@@ -154,50 +154,48 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     table = Table(title="[bold]run-all[/]", title_justify="left", show_header=False)
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", overflow="fold")  # paths must stay whole, to copy them
-    src = s["sources"]
-    table.add_row("sources", f"{src['files']} file(s), {src['failed']} failed; {src['clips']} clips, "
-                  f"{src['clip_minutes']:.1f} min of speech")
-    ds = s["dataset"]
-    if ds["samples"]:
-        table.add_row("dataset", f"{ds['samples'].get('train', 0)} train / {ds['samples'].get('val', 0)} val, "
-                      f"{ds['minutes'] or 0:.1f} min kept ({ds['language']}): {escape(ds['dir'])}")
-    sc = s.get("screen")
-    if sc and sc["speakers"]:
-        who = ", ".join(f"{sp['label']}{' (target)' if sp['target'] else ''} {sp['minutes']:.1f} min, "
-                        f"{sp['kept']}/{sp['clips']} kept" for sp in sc["speakers"])
+    src = s.sources
+    table.add_row("sources", f"{src.files} file(s), {src.failed} failed; {src.clips} clips, "
+                  f"{src.clip_minutes:.1f} min of speech")
+    ds, sc = s.dataset, s.screen
+    if ds.samples:
+        table.add_row("dataset", f"{ds.samples.train} train / {ds.samples.val} val, "
+                      f"{ds.minutes or 0:.1f} min kept ({ds.language}): {escape(ds.dir)}")
+    if sc and sc.speakers:
+        who = ", ".join(f"{sp.label}{' (target)' if sp.target else ''} {sp.minutes:.1f} min, "
+                        f"{sp.kept}/{sp.clips} kept" for sp in sc.speakers)
         table.add_row("speakers", who)
-    dropped = [f"{m:.1f} min {r}" for r, m in (sc["dropped_minutes"] if sc else {}).items() if m]
-    dropped += [f"{m:.1f} min {r}" for r, m in ds["rejected_minutes_by_transcribe"].items()]
-    screen_reasons = set(sc["dropped_minutes"]) if sc else set()
-    dropped += [f"{n} {r}" for r, n in ds["dropped_by_build"].items() if n and r not in screen_reasons]
+    dropped = [f"{m:.1f} min {r}" for r, m in (sc.dropped_minutes if sc else {}).items() if m]
+    dropped += [f"{m:.1f} min {r}" for r, m in ds.rejected_minutes_by_transcribe.items()]
+    screen_reasons = set(sc.dropped_minutes) if sc else set()
+    dropped += [f"{n} {r}" for r, n in ds.dropped_by_build.items() if n and r not in screen_reasons]
     if dropped:
         table.add_row("dropped", ", ".join(dropped))
-    tr = s.get("train")
-    if tr:
-        secs = f", trained in {tr['seconds'] / 60:.1f} min" if tr.get("seconds") else ""
-        best = f"best val loss {tr['best_val_loss']:.4f} (epoch {tr['best_epoch']})" if tr["best_val_loss"] is not None else "no best model yet"
-        table.add_row("training", escape(f"run {tr['run']}: {best}{secs}"))
-        table.add_row("checkpoints", escape(tr["run_dir"]))
-        table.add_row("TensorBoard", escape(f"tensorboard --logdir {tr['tensorboard']}"))
-        if tr.get("loss_curve"):
-            table.add_row("loss curve", escape(tr["loss_curve"]))
-    if s.get("export"):
-        table.add_row("export", escape(s["export"]))
-    if s.get("sample"):
-        table.add_row("sample audio", escape(s["sample"]))
-    ev = s.get("eval")
-    if ev and ev.get("summary"):
+    if tr := s.train:
+        secs = f", trained in {tr.seconds / 60:.1f} min" if tr.seconds else ""
+        best = f"best val loss {tr.best_val_loss:.4f} (epoch {tr.best_epoch})" if tr.best_val_loss is not None else "no best model yet"
+        table.add_row("training", escape(f"run {tr.run}: {best}{secs}"))
+        table.add_row("checkpoints", escape(tr.run_dir))
+        table.add_row("TensorBoard", escape(f"tensorboard --logdir {tr.tensorboard}"))
+        if tr.loss_curve:
+            table.add_row("loss curve", escape(tr.loss_curve))
+    if s.export:
+        table.add_row("export", escape(s.export))
+    if s.sample:
+        table.add_row("sample audio", escape(s.sample))
+    if s.eval and s.eval.summary:
         parts = []
-        for system, fig in ev["summary"].items():
-            figs = ", ".join(f"{k} {fig[k]:.3f}" for k in ("cer", "similarity", "similarity_ge2e", "rtf") if isinstance(fig.get(k), (int, float)))
+        for system, fig in s.eval.summary.items():  # eval.json's figures, by name
+            figs = ", ".join(f"{k} {v:.3f}" for k in ("cer", "similarity", "similarity_ge2e", "rtf")
+                             if isinstance(v := fig.get(k), (int, float)))
             parts.append(f"{system}: {figs}")
-        table.add_row("eval", escape("\n".join(parts + [ev["json"]])))
-    if ds.get("histogram"):
-        table.add_row("durations", escape(ds["histogram"]))
-    if sc and sc.get("map"):
-        table.add_row("speaker map", escape(sc["map"]))
-    if sc and sc.get("dnsmos"):
-        table.add_row("DNSMOS", escape(sc["dnsmos"]))
+        table.add_row("eval", escape("\n".join(parts + [s.eval.json])))
+    if ds.histogram:
+        table.add_row("durations", escape(ds.histogram))
+    if sc and sc.map:
+        table.add_row("speaker map", escape(sc.map))
+    if sc and sc.dnsmos:
+        table.add_row("DNSMOS", escape(sc.dnsmos))
     table.add_row("logs", escape(str(ws.info_log)))
     stages = " ".join(
         f"[{_STATUS_STYLE.get(done[n].status, '')}]{n}[/]" if n in done else f"[dim]{n}[/]" for n in STAGES
