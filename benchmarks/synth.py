@@ -10,13 +10,17 @@ the cap and the rows are comparable):
   cached (what ``xttsft synth`` does on every call after the first);
 * LoRA (r=8 on c_attn, c_proj, c_fc) **unmerged** (PEFT layers at inference)
   vs **merged** into the GPT (what ``load_finetuned`` and ``xttsft export`` do);
-* on a GPU only: first-chunk latency of ``Xtts.inference_stream`` vs the time
-  to the whole audio with ``inference`` (skipped with a note on CPU).
+* first-chunk latency of ``Xtts.inference_stream`` (``--stream-chunk`` tokens, 20 as
+  coqui's default) vs the time to the whole audio; it runs only when ``--tokens`` exceeds
+  the chunk, or the "first chunk" would be the whole utterance.
 
-RTF = synthesis seconds / audio seconds (lower is faster).
+One untimed synthesis runs first (``--no-warmup`` skips it), so CUDA's start-up is not
+billed to the first row. RTF = synthesis seconds / audio seconds (lower is faster).
 
     python benchmarks/synth.py            # 24 audio tokens (~1.1 s of audio), best of 2
     python benchmarks/synth.py --quick    # 12 tokens, 1 repeat
+    python benchmarks/synth.py --device cuda --tokens 120 --repeats 1   # what gpu_check runs:
+                                          # results/synth_cuda.json, never the CPU's synth.json
 
 On a shared CPU the load average is recorded with the figures: compare ratios, not seconds.
 """
@@ -38,8 +42,6 @@ from _common import machine
 
 HERE = Path(__file__).resolve().parent
 TEXT = "The quick brown fox jumps over the lazy dog, and then it rests in the shade."
-
-
 
 
 def full_size_xtts(device: str):
@@ -87,38 +89,117 @@ def timed(fn, repeats: int) -> tuple[float, int]:
     return best, n
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="12 audio tokens, 1 repeat")
     parser.add_argument("--tokens", type=int, default=None, help="audio tokens per synthesis (default 24, quick 12)")
     parser.add_argument("--repeats", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda when torch sees a GPU, else cpu")
+    parser.add_argument("--stream-chunk", type=int, default=20,
+                        help="inference_stream's stream_chunk_size; the first-chunk row runs when --tokens exceeds it")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the untimed synthesis that pays CUDA's start-up before the first timed row")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="reference clip (WAV); default: spoken by espeak-ng (needs espeak-ng and ffmpeg)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default results/synth.json on cpu, results/synth_cuda.json on cuda)")
+    return parser.parse_args()
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        from xttsft.errors import SettingsError
+
+        raise SettingsError("--device cuda, but torch sees no CUDA GPU.", hint="Use --device cpu or auto.")
+    return choice
+
+
+def _stock_row(model, ref: Path, settings, repeats: int, row) -> None:
+    """coqui's own call, latents recomputed per call; it reads the clip with torchaudio.load, which needs
+    torchcodec and FFmpeg's libraries: where they are missing the row says so instead of failing the run."""
+    import torch
+
+    def stock():
+        torch.manual_seed(0)
+        return model.synthesize(TEXT, speaker_wav=str(ref), language="en", temperature=settings.temperature,
+                                top_p=settings.top_p, top_k=settings.top_k,
+                                repetition_penalty=settings.repetition_penalty)["wav"]
+
+    try:
+        secs, n = timed(stock, repeats)
+    except Exception as exc:  # noqa: BLE001 - ImportError/RuntimeError from torchaudio's loader
+        row("stock Xtts.synthesize (latents per call)", float("nan"), 0,
+            error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        return
+    row("stock Xtts.synthesize (latents per call)", secs, n)
+
+
+def _first_chunk(model, cond, chunk: int, repeats: int, sync) -> tuple[float, int]:
+    """(best seconds to the first chunk of ``inference_stream``, that chunk's samples)."""
+    import torch
+
+    best, samples = float("inf"), 0
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        for wav in model.inference_stream(TEXT.lower(), "en", cond.gpt_cond_latent, cond.speaker_embedding,
+                                          stream_chunk_size=chunk):
+            sync()
+            best, samples = min(best, time.perf_counter() - t0), len(wav)
+            break
+    return best, samples
+
+
+def main() -> None:
+    args = _arguments()
     tokens = args.tokens or (12 if args.quick else 24)
     repeats = args.repeats or (1 if args.quick else 2)
 
-    import numpy as np
     import torch
     from rich.console import Console
-    from rich.table import Table
 
-    from xttsft import model as xm
     from xttsft import synth
-    from xttsft.settings import SynthSettings, TrainSettings
+    from xttsft.settings import SynthSettings
 
     console = Console()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device(args.device)
     console.print(f"building the full-size XTTS-v2 architecture (random weights) on {device} ...")
     t0 = time.perf_counter()
     model = full_size_xtts(device)
     build_s = time.perf_counter() - t0
-    params = sum(p.numel() for p in model.parameters())
-    gpt_params = sum(p.numel() for p in model.gpt.parameters())
     model.gpt.max_gen_mel_tokens = tokens
     settings = SynthSettings(max_audio_tokens=tokens, language="en", seed=0)
     tmp = Path(tempfile.mkdtemp(prefix="xttsft-bench-"))
-    ref = make_reference(tmp / "ref.wav")
+    ref = args.reference or make_reference(tmp / "ref.wav")
     voice = synth.Voice(model=model, source=synth.ModelSource("base", "random", None), description="random full-size",
                         language="en", base_dir=None, dataset_dir=None, tiny=False, identity="bench", device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows, notes, ratios = _measure(model, voice, ref, tmp, settings, tokens, repeats, args, sync)
+    notes[:0] = [f"cap of {tokens} audio tokens per sentence; best of {repeats}; model build {build_s:.1f} s; "
+                 f"warm-up {'on' if args.warmup else 'off'}"]
+    _print(console, rows, ratios, notes, device)
+    result = {"name": "synth" + ("_cuda" if device == "cuda" else ""), "date": date.today().isoformat(),
+              "machine": machine(), "device": device, "rows": rows, "ratios": ratios, "notes": notes}
+    out = args.out or HERE / "results" / ("synth_cuda.json" if device == "cuda" else "synth.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats: int, args, sync):
+    """Every row in one process, same text, seed and token cap: (rows, notes, ratios)."""
+    import torch
+
+    from xttsft import model as xm
+    from xttsft import synth
+    from xttsft.settings import TrainSettings
+
     sr = voice.sample_rate
     rows: list[dict] = []
 
@@ -127,20 +208,17 @@ def main() -> None:
         rows.append({"method": name, "seconds": round(secs, 3), "audio_s": round(audio, 3),
                      "rtf": round(secs / audio, 3) if audio else None, **extra})
 
-    # 1. stock coqui call (latents every call) vs xttsft (latents cached once)
-    def stock():
-        torch.manual_seed(0)
-        return model.synthesize(TEXT, speaker_wav=str(ref), language="en", temperature=settings.temperature,
-                                top_p=settings.top_p, top_k=settings.top_k,
-                                repetition_penalty=settings.repetition_penalty)["wav"]
-
-    secs, n = timed(stock, repeats)
-    row("stock Xtts.synthesize (latents per call)", secs, n)
-    t0 = time.perf_counter()
     cond = synth.conditioning(voice, [ref], cache_dir=tmp / "cache")
+    if args.warmup:  # CUDA's start-up (kernels, allocator, cuBLAS) is paid here, not by the first timed row
+        synth.speak(voice, cond, TEXT, "en", settings, seed=0)
+        sync()
+    # 1. stock coqui call (latents every call) vs xttsft (latents cached once)
+    _stock_row(model, ref, settings, repeats, row)
+    t0 = time.perf_counter()
+    cond = synth.conditioning(voice, [ref], cache_dir=tmp / "fresh")
     first_cond = time.perf_counter() - t0
     t0 = time.perf_counter()
-    synth.conditioning(voice, [ref], cache_dir=tmp / "cache")
+    synth.conditioning(voice, [ref], cache_dir=tmp / "fresh")
     cached_cond = time.perf_counter() - t0
     secs, n = timed(lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats)
     row("xttsft speak (cached latents)", secs, n, latents_first_s=round(first_cond, 3),
@@ -160,56 +238,42 @@ def main() -> None:
     secs, n = timed(lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats)
     row("LoRA merged (export / load_finetuned)", secs, n)
 
-    # 3. GPU: streaming first chunk vs whole audio
-    notes = [f"cap of {tokens} audio tokens per sentence; best of {repeats}; model build {build_s:.1f} s",
-             f"{params / 1e6:.1f} M parameters ({gpt_params / 1e6:.1f} M GPT before LoRA, "
-             f"LoRA r={lora_cfg.r}: {lora_params / 1e6:.2f} M)",
+    params = sum(p.numel() for p in model.parameters())
+    notes = [f"{params / 1e6:.1f} M parameters (LoRA r={lora_cfg.r}: {lora_params / 1e6:.2f} M)",
+             f"latents: {first_cond:.2f} s computed, {cached_cond * 1000:.1f} ms from the cache",
              "load average (1 min) at the end: %.1f on %d CPUs" % (os.getloadavg()[0], os.cpu_count() or 0)]
-    ratios = {
-        "stock_over_cached_latents": round(rows[0]["seconds"] / rows[1]["seconds"], 3),
-        "unmerged_over_merged": round(rows[2]["seconds"] / rows[3]["seconds"], 3),
-    }
-    if device == "cuda":
-        text_tokens = TEXT.lower()
-
-        def first_chunk() -> float:
-            torch.manual_seed(0)
-            t0 = time.perf_counter()
-            for _chunk in model.inference_stream(text_tokens, "en", cond.gpt_cond_latent, cond.speaker_embedding,
-                                                 stream_chunk_size=20):
-                torch.cuda.synchronize()
-                return time.perf_counter() - t0
-            return float("nan")
-
-        first = min(first_chunk() for _ in range(repeats))
-        whole = next(r for r in rows if r["method"].startswith("LoRA merged"))["seconds"]
-        rows.append({"method": "inference_stream first chunk (20 tokens)", "seconds": round(first, 3),
-                     "audio_s": None, "rtf": None})
-        ratios["whole_over_first_chunk"] = round(whole / first, 3)
+    by = {r["method"].split(" (")[0]: r for r in rows}
+    stock, cached = by["stock Xtts.synthesize"], by["xttsft speak"]
+    ratios = {"stock_over_cached_latents": round(stock["seconds"] / cached["seconds"], 3) if "error" not in stock
+              else None,
+              "unmerged_over_merged": round(by["LoRA unmerged"]["seconds"] / by["LoRA merged"]["seconds"], 3)}
+    # 3. streaming: time to the first chunk of stream_chunk_size tokens vs the whole audio
+    if tokens > args.stream_chunk:
+        first, samples = _first_chunk(model, cond, args.stream_chunk, repeats, sync)
+        rows.append({"method": f"inference_stream first chunk ({args.stream_chunk} of {tokens} tokens)",
+                     "seconds": round(first, 3), "audio_s": round(samples / sr, 3), "rtf": None})
+        ratios["whole_over_first_chunk"] = round(by["LoRA merged"]["seconds"] / first, 3)
     else:
-        notes.append("no GPU: streaming first-chunk latency (inference_stream) skipped")
+        notes.append(f"streaming first chunk skipped: {tokens} tokens do not exceed stream_chunk_size "
+                     f"{args.stream_chunk}, so the first chunk would be the whole utterance")
+    return rows, notes, ratios
+
+
+def _print(console, rows: list[dict], ratios: dict, notes: list[str], device: str) -> None:
+    from rich.table import Table
 
     table = Table(title=f"synthesis, full-size XTTS-v2 architecture (random weights) on {device}")
     for col in ("method", "seconds", "audio s", "RTF"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
-        table.add_row(r["method"], f"{r['seconds']:.2f}", "-" if r["audio_s"] is None else f"{r['audio_s']:.2f}",
-                      "-" if r["rtf"] is None else f"{r['rtf']:.2f}")
+        secs = "-" if r["seconds"] != r["seconds"] else f"{r['seconds']:.2f}"  # NaN: the row failed
+        table.add_row(r["method"] + (f" [{r['error']}]" if r.get("error") else ""), secs,
+                      "-" if not r["audio_s"] else f"{r['audio_s']:.2f}", "-" if r["rtf"] is None else f"{r['rtf']:.2f}")
     console.print(table)
-    console.print(f"latents: {first_cond:.2f} s computed, {cached_cond * 1000:.1f} ms from the cache")
     for k, v in ratios.items():
-        console.print(f"ratio {k}: [bold]{v:.2f}x[/]")
+        console.print(f"ratio {k}: [bold]{'-' if v is None else f'{v:.2f}x'}[/]")
     for note in notes:
         console.print(f"note: {note}")
-
-    result = {"name": "synth", "date": date.today().isoformat(), "machine": machine(), "device": device,
-              "rows": rows, "ratios": ratios, "notes": notes}
-    out = HERE / "results" / "synth.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {out}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _ = np  # numpy is imported for torch interop only
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ With ``--language pt`` one more row times the per-clip language check that
     python benchmarks/transcribe.py                 # 24 clips, 3 interleaved rounds (median)
     python benchmarks/transcribe.py --quick         # 10 clips, 1 round, beam 5 only
     python benchmarks/transcribe.py --language pt   # Portuguese, multilingual base
+    python benchmarks/transcribe.py --quick --device cuda --clips-dir DIR --out FILE   # gpu_check's run
+
+On ``--device cuda`` a CTranslate2 that cannot use CUDA (ctranslate2 4.x on a CUDA 13 system) falls
+back to the CPU in int8 (``load_whisper``); the result says which device ran (``device_used``).
+``--clips-dir`` takes clips spoken elsewhere (``scripts/gpu_bundle.sh`` writes them with their
+texts in ``texts.json``) where espeak-ng and ffmpeg are missing.
 """
 
 from __future__ import annotations
@@ -128,6 +134,12 @@ def make_clips(n: int, folder: Path, language: str = "en") -> list[tuple[Path, s
     return clips
 
 
+def read_clips(folder: Path, n: int) -> list[tuple[Path, str]]:
+    """Up to ``n`` clips of ``folder`` with their texts (``texts.json``: file name -> text)."""
+    texts = json.loads((folder / "texts.json").read_text(encoding="utf-8"))
+    return [(folder / name, text) for name, text in sorted(texts.items())][:n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 clips instead of 24")
@@ -137,6 +149,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds, median kept (default 3, --quick 1)")
     ap.add_argument("--language", choices=sorted(CORPORA), default="en",
                     help="en: tiny.en on English; pt: the multilingual base on Brazilian Portuguese")
+    ap.add_argument("--model", default=None, help="Whisper model (default: the bundled one of --language)")
+    ap.add_argument("--clips-dir", type=Path, default=None, help="ready clips and texts.json instead of espeak-ng")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default results/transcribe[_pt][_cuda].json)")
     args = ap.parse_args()
     n = args.clips or (10 if args.quick else 24)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -148,16 +163,20 @@ def main() -> None:
 
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        clips = make_clips(n, Path(tmp), args.language)
+        clips = read_clips(args.clips_dir, n) if args.clips_dir else make_clips(n, Path(tmp), args.language)
         audios = [_load_clip(p) for p, _ in clips]
+    n = len(clips)
     refs = [t for _, t in clips]
     seconds = sum(len(a) for a in audios) / WHISPER_SR
     lengths = [len(a) / WHISPER_SR for a in audios]
     console.print(f"{n} clips, {seconds:.0f} s of speech ({min(lengths):.1f}-{max(lengths):.1f} s each)")
     on_gpu = args.device == "cuda"
-    lang, model_name = args.language, CORPORA[args.language][2]
+    lang, model_name = args.language, args.model or CORPORA[args.language][2]
     model = load_whisper(model_name, device=args.device,
                          compute_type="float16" if on_gpu else "int8", cpu_threads=0 if on_gpu else 2)
+    used = f"{model.model.device} {model.model.compute_type}"
+    fallback = None if model.model.device == args.device else f"{args.device} could not run it: {used} instead"
+    console.print(f"Whisper {model_name} on {used}" + (f" ({fallback})" if fallback else ""))
     transcribe_clips(model, audios[:1], lang, batch_size=1)  # warm-up
 
     def per_clip(beam: int) -> list[str]:
@@ -236,13 +255,16 @@ def main() -> None:
         "date": date.today().isoformat(),
         "machine": machine(),
         "notes": f"{n} espeak-ng {lang} clips of {min(lengths):.1f}-{max(lengths):.1f} s; {model_name} (CTranslate2 "
-                 f"{'float16 on the GPU' if on_gpu else 'int8, cpu_threads=2'}); median of {args.rounds} interleaved rounds; the machine is shared with other "
+                 f"{used}{', cpu_threads=2' if not on_gpu else ''}); median of {args.rounds} interleaved rounds; the machine is shared with other "
                  "jobs, so speeds vary between runs (see wall_s_each_round).",
         "rows": rows,
         "ratios": ratios,
+        "model": model_name,
+        "device_used": used,
+        "fallback": fallback,
     }
-    out = HERE / "results" / f"transcribe{suffix}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out or HERE / "results" / f"transcribe{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {out}")
 
