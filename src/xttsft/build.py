@@ -48,8 +48,8 @@ from xttsft.records import (
     DatasetStats,
     DropReason,
     DropRecord,
-    ReviewRecord,
     RecordError,
+    ReviewRecord,
     SampleCounts,
     SampleRecord,
     ScreenStats,
@@ -488,7 +488,8 @@ def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[
                   token_check: typing.Literal["bpe", "characters"], input_hash: str) -> DatasetStats:
     """metadata*.csv, samples.jsonl, dropped.jsonl, durations.png and, last, stats.json of the kept clips."""
     train_ids, val_ids = split_ids(sorted(k.row.id for k in kept), settings.val_fraction, settings.seed)
-    split_of: dict[str, typing.Literal["train", "val"]] = {i: "train" for i in train_ids} | {i: "val" for i in val_ids}
+    split_of: dict[str, typing.Literal["train", "val"]] = {i: "train" for i in train_ids}
+    split_of.update((i, "val") for i in val_ids)
     kept.sort(key=lambda k: k.row.id)
     line = {k.row.id: f"{k.row.id}|{k.text}|{k.norm}\n" for k in kept}
     atomic_write_text(out / "metadata.csv", "".join(line[k.row.id] for k in kept))

@@ -16,7 +16,6 @@ scores of a clip), checked the same way. Closed sets of values are ``Literal`` t
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import types
 import typing
@@ -157,9 +156,14 @@ class Record(Part):
         )
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved field types of a record or part (resolved once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:
@@ -171,7 +175,7 @@ def _build(cls: type[P], data: Any, where: str, owner: type[Record], prefix: str
     if not isinstance(data, dict):
         raise owner._error(where, prefix.rstrip("."), f"expected an object, got {data!r:.60}")
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields and not (key == "v" and not prefix and owner.VERSIONED):
             raise owner._error(where, prefix + str(key), "not a field of this file (misspelt?)")
@@ -647,14 +651,14 @@ def read_records(path: Path, cls: type[R]) -> list[R]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise cls._error(f"{path}:{line}", None, "not UTF-8 text") from None
+        at = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise cls._error(f"{path}:{at}", None, "not UTF-8 text") from None
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise cls._error(f"{path}:{n}", None, f"not JSON ({exc.msg})") from None
         rows.append(cls.from_dict(data, f"{path}:{n}"))
     return rows

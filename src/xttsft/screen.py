@@ -134,8 +134,8 @@ class ScreenResult:
     total: int = 0
     kept: int = 0
     kept_minutes: float = 0.0
-    dropped: Counter = field(default_factory=Counter)
-    dropped_minutes: Counter = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    dropped_minutes: dict[str, float] = field(default_factory=dict)  # by reason
     speakers: list[Speaker] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     measured: int = 0  # clips whose measures were computed in this run (the rest came from the cache)
@@ -601,8 +601,9 @@ def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
             result.kept += 1
             result.kept_minutes += c.duration / 60
         else:
-            result.dropped[c.decision.reason] += 1
-            result.dropped_minutes[c.decision.reason] += c.duration / 60
+            reason = str(c.decision.reason)
+            result.dropped[reason] += 1
+            result.dropped_minutes[reason] = result.dropped_minutes.get(reason, 0.0) + c.duration / 60
 
 
 def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]],
@@ -652,7 +653,7 @@ def _read_stats(ws: Workspace) -> ScreenStats | None:
 
 def _result_from_stats(ws: Workspace, stats: ScreenStats, unchanged: bool) -> ScreenResult:
     res = ScreenResult(screen_file=ws.screen_file, total=stats.clips, kept=stats.kept, kept_minutes=stats.kept_minutes,
-                       dropped=Counter(stats.dropped), dropped_minutes=Counter(stats.dropped_minutes),
+                       dropped=Counter(stats.dropped), dropped_minutes=dict(stats.dropped_minutes),
                        thresholds=dict(stats.thresholds), unchanged=unchanged)
     res.speakers = [Speaker(s.label, s.clips, s.minutes, s.kept, s.kept_minutes,
                             math.nan if s.similarity_to_target is None else s.similarity_to_target, s.target)
