@@ -204,3 +204,56 @@ def test_cli_undeclared_field_gets_one_clear_message(cli, workspace) -> None:
     res = cli("transcribe", "--language", "en")
     out = " ".join(res.output.split())
     assert res.exit_code == 1 and "manifest.jsonl:1: field 'duraton': not a field" in out and "Traceback" not in out
+
+
+def test_run_all_summary_is_read_from_the_records(workspace) -> None:
+    """summarize reads every file through its record and hands the CLI typed parts (no nested dicts to dig)."""
+    from xttsft.paths import RunPaths
+    from xttsft.pipeline import RunSummary, _Records, summarize
+    from xttsft.records import (
+        CheckpointMeta,
+        ClipRecord,
+        DatasetStats,
+        SampleCounts,
+        ScreenStats,
+        SourceRecord,
+        SpeakerRow,
+        TranscriptRecord,
+    )
+    from xttsft.settings import load_settings
+
+    ws = workspace.ensure()
+    write_records(ws.segment_sources_file, SourceRecord, [
+        SourceRecord(source="a.wav", source_sha256="0", settings_hash="h", status="segmented", segments=["a_1", "a_2"]),
+        SourceRecord(source="b.wav", source_sha256="1", settings_hash="h", status="failed", reason="no speech")])
+    write_records(ws.segments_manifest, ClipRecord, [
+        ClipRecord(id=f"a_{i}", wav=f"a_{i}.wav", source="a.wav", source_sha256="0", start=0.0, end=30.0, duration=30.0)
+        for i in (1, 2)])
+    write_records(ws.transcripts_file, TranscriptRecord, [
+        TranscriptRecord(id="a_2", wav="a_2.wav", text="", language="en", trim_start=0.0, trim_end=30.0,
+                         status="rejected", reason="empty_text")])
+    write_record(ws.screen_stats, ScreenStats, ScreenStats(
+        version=1, clips=2, kept=2, speakers=[SpeakerRow(label="S1", clips=2, minutes=1.0, kept=2, target=True)]))
+    write_record(ws.dataset_dir / "stats.json", DatasetStats, DatasetStats(
+        language="en", samples=SampleCounts(train=1, val=0, total=1), minutes=0.5, dropped={"rejected": 1},
+        input_hash="x"))
+    states = _Records(ws.state_file)
+    states.save("train", "fp", run="r1", seconds=90.0)
+    write_record(RunPaths.meta(RunPaths(ws.run_dir("r1")).best_model), CheckpointMeta,
+                 CheckpointMeta(epoch=3, step=30, val_loss=1.25))
+
+    s = summarize(load_settings(ws, environ={})[0], ws)
+    assert isinstance(s, RunSummary)
+    assert (s.sources.files, s.sources.failed, s.sources.clips, s.sources.clip_minutes) == (2, 1, 2, 1.0)
+    assert s.screen is not None and s.screen.speakers[0].target and s.screen.map is None
+    assert s.dataset.samples == SampleCounts(train=1, val=0, total=1) and s.dataset.language == "en"
+    assert s.dataset.rejected_minutes_by_transcribe == {"empty_text": 0.5}
+    assert s.train is not None and (s.train.run, s.train.best_epoch, s.train.best_val_loss, s.train.seconds) == \
+        ("r1", 3, 1.25, 90.0)
+    assert json.loads(json.dumps(s.to_dict()))["dataset"]["samples"]["train"] == 1
+    # the stage memory round-trips through StageRecord; a field it does not declare makes it start afresh
+    assert _Records(ws.state_file).of("train").run == "r1"
+    raw = json.loads(ws.state_file.read_text())
+    raw["train"]["runn"] = "r2"
+    ws.state_file.write_text(json.dumps(raw))
+    assert _Records(ws.state_file).of("train").run is None
