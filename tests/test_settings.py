@@ -40,8 +40,7 @@ CASES: dict[str, tuple[list[str], Any, list[Any]]] = {
     "TRAIN_USE_TENSORBOARD": (["false", "true", "false", "true"], False, [False, True, False, True, False]),
 }
 
-GUIDE_DEFAULTS = {
-    "TRAIN_NUM_EPOCHS": 1000,
+GUIDE_DEFAULTS = {  # the guide's 1000 epochs: num_epochs is auto (sized from the data), and 1000 still works
     "TRAIN_USE_LORA": True,
     "TRAIN_LORA_RANK": 8,
     "TRAIN_LORA_ALPHA": 16,
@@ -113,8 +112,11 @@ def test_guide_defaults(workspace, env_name, default):
 def test_other_defaults_of_the_guide(workspace):
     s, _ = load_settings(workspace, environ={})
     assert (s.segment.min_duration, s.segment.max_duration, s.segment.silence_threshold) == (5.0, 15.0, -40.0)
-    for auto in (s.train.batch_size, s.train.use_amp, s.train.device, s.transcribe.compute_type, s.transcribe.model):
+    for auto in (s.train.batch_size, s.train.use_amp, s.train.device, s.transcribe.compute_type, s.transcribe.model,
+                 s.train.num_epochs):
         assert auto == "auto"
+    guide, _ = load_settings(workspace, environ={"TRAIN_NUM_EPOCHS": "1000"})
+    assert guide.train.num_epochs == 1000 and s.train.early_stopping_patience == 10
 
 
 def test_other_sections_follow_the_pattern(workspace):

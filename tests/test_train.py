@@ -675,3 +675,33 @@ def test_ctrl_c_during_an_optimizer_step_is_held_until_the_step_is_recorded(tmp_
     second, _ = _run(tmp_path / "b", dataset, resume=True, **flags)
     assert second.optimizer_steps == straight.optimizer_steps
     assert second.epoch_train_losses == pytest.approx(straight.epoch_train_losses, abs=1e-5)
+
+
+def test_early_stopping_ends_a_run_whose_val_loss_rises(tmp_path, dataset, caplog) -> None:
+    """Issue 22: the demo's val loss rose from 5.16 to 5.21 while training went on. A full fine-tune
+    of the tiny model at a rate far too high overfits its 6 clips at once; patience 2 stops it."""
+    caplog.set_level(logging.INFO, logger="xttsft")
+    result, ws = _run(tmp_path, dataset, num_epochs=40, run_name="es", early_stopping_patience=2, use_lora=False,
+                      learning_rate=0.05, warmup_steps=0, save_every_n_epochs=100)
+    val = result.epoch_val_losses
+    assert result.status == "stopped early" and result.epochs_completed < 40, (result.status, val)
+    assert result.best_epoch == result.epochs_completed - 2 and min(val) == val[result.best_epoch - 1]
+    assert all(v > min(val) for v in val[result.best_epoch:])
+    assert "Early stopping after epoch" in caplog.text and f"best {min(val):.4f}" in caplog.text
+    last = ws.run_dir("es") / f"checkpoint_epoch_{result.epochs_completed}"
+    assert (last / "meta.json").is_file(), "the last epoch stays resumable"
+
+
+def test_auto_epochs_are_sized_from_the_training_audio() -> None:
+    from xttsft.datasets import Sample
+    from xttsft.settings import TrainSettings
+    from xttsft.train import resolve_epochs
+    from xttsft.train_data import DataReport
+
+    def report(minutes: float) -> DataReport:
+        n = int(minutes * 60 * 22050)
+        return DataReport(Path("."), "en", 0, 0, [Sample("a", Path("a.wav"), "a", [1], n)], [], {})
+
+    auto = TrainSettings(num_epochs="auto")
+    assert [resolve_epochs(auto, report(m)).num_epochs for m in (60, 30, 6, 0.1)] == [10, 20, 100, 1000]
+    assert resolve_epochs(TrainSettings(num_epochs=1000), report(60)).num_epochs == 1000  # the guide's value

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xttsft.audio import TRAIN_SR as SAMPLE_RATE
 from xttsft.errors import SettingsError, XttsftError
 from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
@@ -904,6 +905,7 @@ def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, f
         save_checkpoint=save, save_best=save_best, num_epochs=ts.num_epochs, grad_accum_steps=res.grad_accum_steps,
         max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
         state_every_minutes=ts.save_every_n_minutes, state_every_steps=ts.save_every_n_steps,
+        patience=ts.early_stopping_patience,
         amp_dtype=optim.amp_dtype, device_type=optim.device_type, main=rank == 0, distributed=distributed,
         callbacks=callbacks, hooks=hooks, progress=progress, run_name=run.name,
     )
@@ -980,6 +982,8 @@ def train(
 
             require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
         data = _prepare(dataset, model, world)
+        ts = resolve_epochs(ts, data)
+        settings = settings.model_copy(update={"train": ts})  # settings.json records the number of epochs
         n_batches, optim, state, resumed_from = _start(run, ts, res, model, data, rank, world)
         if rank == 0 and state.epoch < ts.num_epochs:  # a finished run keeps the record of how it was trained
             _write_run_files(settings, run, res, data, base_dir, explicit, dataset_fingerprint(dataset))
@@ -992,6 +996,24 @@ def train(
             log.info("Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
                      run.name, state.epoch, ts.num_epochs)
         return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank, time.time() - t0)
+
+
+#: ``TRAIN_NUM_EPOCHS=auto`` trains until the model has heard about this much audio (10 hours)
+AUTO_EPOCHS_AUDIO_MINUTES = 600.0
+AUTO_EPOCHS_RANGE = (10, 1000)
+
+
+def resolve_epochs(ts: TrainSettings, data: DataReport) -> TrainSettings:
+    """``num_epochs=auto``: sized from the training audio's minutes, and said once with why."""
+    if ts.num_epochs != "auto":
+        return ts
+    minutes = sum(s.n_samples for s in data.train) / SAMPLE_RATE / 60
+    lo, hi = AUTO_EPOCHS_RANGE
+    epochs = max(lo, min(hi, math.ceil(AUTO_EPOCHS_AUDIO_MINUTES / max(minutes, 1e-6))))
+    log.info("num_epochs: auto -> %d (%.1f minutes of training audio, about %.0f hours heard; early stopping after "
+             "%d epochs without a better val loss; TRAIN_NUM_EPOCHS=1000 as in the guide trains longer)", epochs,
+             minutes, epochs * minutes / 60, ts.early_stopping_patience)
+    return ts.model_copy(update={"num_epochs": epochs})
 
 
 def _prepare(dataset: Dataset, model: Model, world: int) -> DataReport:

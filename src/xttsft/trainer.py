@@ -206,6 +206,7 @@ class Trainer:
         hooks: TrainHooks | None = None,
         progress: Progress = no_progress,
         run_name: str = "",
+        patience: int = 0,
     ) -> None:
         self.gpt, self.model, self.featurize, self.loss_fn = gpt, model, featurize, loss_fn
         self.opt, self.sched, self.scaler = optimizer, scheduler, scaler
@@ -221,6 +222,7 @@ class Trainer:
         self.hooks = hooks or TrainHooks()
         self.progress = progress
         self.run_name = run_name
+        self.patience = patience  # epochs without a better val loss before stopping; 0: never
         self.state = TrainState()
         self.applied = TrainState()  # the state as of the last optimizer step (what an interrupt saves)
         self.step_losses: list[float] = []
@@ -242,6 +244,8 @@ class Trainer:
                 return "already finished"
             with _sigterm_as_interrupt():
                 for epoch in range(state.epoch, self.num_epochs):
+                    if self.stale_epochs() >= self.patience > 0:
+                        return self.stop_early()
                     self.train_epoch(epoch)
                     self.end_epoch()
         except KeyboardInterrupt as stop:
@@ -387,6 +391,21 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def stale_epochs(self) -> int:
+        """Epochs since the best validation loss (0 before any finite one: nothing to compare yet)."""
+        st = self.state
+        return 0 if st.best_epoch is None else st.epoch - st.best_epoch
+
+    def stop_early(self) -> str:
+        """Validation loss has not improved for ``patience`` epochs: keep the last epoch resumable and stop."""
+        st = self.state
+        log.info("Early stopping after epoch %d: the validation loss has not improved for %d epochs (best %.4f at "
+                 "epoch %d, kept as best_model). TRAIN_EARLY_STOPPING_PATIENCE=0 trains all %d epochs.",
+                 st.epoch, self.stale_epochs(), st.best_val_loss, st.best_epoch, self.num_epochs)
+        if self.main and st.epoch % self.save_every != 0:  # the end-of-epoch save did not write this one
+            self.save_checkpoint(RunPaths.checkpoint_name(st.epoch), st, None)
+        return "stopped early"
 
     def on_interrupt(self, terminated: bool = False) -> None:
         """Ctrl-C or SIGTERM: save the state as of the last optimizer step, or say why it could not be saved.
