@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticUndefined
 
+from xttsft.cli._command import flag_decls  # the flags the CLI generates, as it generates them
 from xttsft.settings import SECTIONS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -42,10 +43,11 @@ def table() -> str:
     lines = []
     for name, cls in SECTIONS.items():
         lines += [f"### `{name}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
-        lines += ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+        lines += ["| setting | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
         for field, info in cls.model_fields.items():
             desc = (info.description or "").replace("|", "\\|")
-            lines.append(f"| `{field}` | `{cls.env_name(field)}` | `{_default(info)}` | {desc} |")
+            flags = ", ".join(f"`{d}`" for d in flag_decls(name, field))
+            lines.append(f"| `{field}` | `{cls.env_name(field)}` | {flags} | `{_default(info)}` | {desc} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

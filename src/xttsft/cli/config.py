@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from xttsft.cli._command import command
 from xttsft.cli._common import console, handle_errors, state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def register(app: typer.Typer) -> None:
-    app.command("config")(config)
+    command(app, "config")(config)
 
 
 @handle_errors

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, Setting, command, load
+from xttsft.cli._common import console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.evaluate import EvalResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_)
+    command(
+        app,
+        "eval",
+        "synth.language",
+        "synth.checkpoint",
+        "synth.seed",
+        "synth.device",
+        "synth.max_audio_tokens",
+        Setting("transcribe.model", flag="--whisper-model"),
+    )(eval_)
 
 
 def _f(v: float, fmt: str = ".3f") -> str:
@@ -23,23 +36,15 @@ def _f(v: float, fmt: str = ".3f") -> str:
 @handle_errors
 def eval_(
     ctx: typer.Context,
-    run: str | None = typer.Option(None, "--run", "-r", help="Run name or folder. [default: the most recent run]"),
-    checkpoint: str | None = typer.Option(None, "--checkpoint", help="best, latest or a checkpoint folder. [default: best]"),
+    run: str | None = typer.Option(None, "--run", "-r", help="Run name or folder. Default: the most recent run."),
     sentences: Path | None = typer.Option(
-        None, "--sentences", dir_okay=False, help="UTF-8 file, one sentence per line. [default: built-in list (pt, en, es)]"
-    ),
-    language: str | None = typer.Option(None, "--language", "-l", help="Language of the sentences. [default: the run's]"),
-    whisper_model: str | None = typer.Option(
-        None, "--whisper-model",
-        help="faster-whisper model name, local CTranslate2 folder, bundled-base / bundled-tiny.en (offline) or "
-        "auto (doctor's pick) for the CER. [default: TRANSCRIBE_MODEL, auto]",
+        None,
+        "--sentences",
+        dir_okay=False,
+        help="UTF-8 file, one sentence per line. Default: a built-in list (pt, en, es).",
     ),
     base: bool = typer.Option(True, "--base/--no-base", help="Also measure the base model, for comparison."),
-    seed: int | None = typer.Option(None, "--seed", help="Base seed: sentence i (from 1) uses seed+i. [default: 0]"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda. [default: auto]"),
-    max_audio_tokens: int | None = typer.Option(
-        None, "--max-audio-tokens", help="Cap on audio tokens per sentence. [default: the model's]"
-    ),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure the fine-tuned voice against its base model.
 
@@ -47,7 +52,8 @@ def eval_(
     seeds. For every audio: **CER** (faster-whisper transcript vs the sentence, punctuation and
     case ignored), **speaker similarity** (cosine of the 512-d embeddings of XTTS' HiFi-GAN
     decoder speaker encoder, vs held-out real clips of the val split; 1.0 = same), duration
-    and **RTF** (synthesis time / audio time). Lower CER and higher similarity are better. A second,
+    and **RTF** (synthesis time / audio time). Sentence i (from 1) is spoken with seed `--seed` + i
+    (0 + i when unset). Lower CER and higher similarity are better. A second,
     independent similarity comes from the GE2E encoder (the one `xttsft screen` uses), and DNSMOS
     P.835 scores the synthesized audio's quality (1-5).
 
@@ -57,22 +63,36 @@ def eval_(
     """
     from xttsft.evaluate import evaluate
 
-    settings, ws = state(ctx).load(
-        synth={"language": language, "checkpoint": checkpoint, "seed": seed, "device": device,
-               "max_audio_tokens": max_audio_tokens}
-    )
+    settings, ws = load(ctx)
     with progress_bar("evaluating") as bar:
         result = evaluate(
-            ws, settings.synth, settings.transcribe, run=run, sentences_file=sentences, include_base=base,
-            whisper_model=whisper_model, progress=bar,
+            ws,
+            settings.synth,
+            settings.transcribe,
+            run=run,
+            sentences_file=sentences,
+            include_base=base,
+            progress=bar,
         )
+    if as_json:
+        print_json(result)
+        return
     _print_rows(result)
+    _summary(result)
+
+
+def _summary(result: EvalResult) -> None:
     summary = Table(title="summary (CER lower is better, similarity higher is better)", title_justify="left")
     for col in ("measure", *result.summary):
         summary.add_column(col, justify="right")
-    for key, label in (("cer", "CER"), ("similarity", "speaker similarity (XTTS encoder)"),
-                       ("similarity_ge2e", "speaker similarity (GE2E, independent)"), ("dnsmos_ovrl", "DNSMOS OVRL"),
-                       ("duration", "audio s"), ("rtf", "RTF")):
+    for key, label in (
+        ("cer", "CER"),
+        ("similarity", "speaker similarity (XTTS encoder)"),
+        ("similarity_ge2e", "speaker similarity (GE2E, independent)"),
+        ("dnsmos_ovrl", "DNSMOS OVRL"),
+        ("duration", "audio s"),
+        ("rtf", "RTF"),
+    ):
         summary.add_row(label, *(_f(result.summary[s][key]) for s in result.summary))
     console.print(summary)
     console.print(
@@ -93,12 +113,23 @@ def _print_rows(result: Any) -> None:
     numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s", "RTF")
     for col in ("system", "#", *(("text", "transcript") if wide else ()), *numeric):
         texts = col in {"text", "transcript"}
-        rows.add_column(col, overflow="fold", no_wrap=not texts, justify="left" if texts or col == "system" else "right")
+        rows.add_column(
+            col, overflow="fold", no_wrap=not texts, justify="left" if texts or col == "system" else "right"
+        )
     heard = lambda r: escape(r.transcript) if r.transcript else "[dim](nothing)[/]"  # noqa: E731
     for r in result.rows:
         words = (escape(r.text), heard(r)) if wide else ()
-        rows.add_row(r.system, str(r.index), *words, _f(r.cer), _f(r.similarity), _f(r.similarity_ge2e),
-                     _f(r.dnsmos_ovrl, ".2f"), _f(r.duration, ".2f"), _f(r.rtf, ".2f"))
+        rows.add_row(
+            r.system,
+            str(r.index),
+            *words,
+            _f(r.cer),
+            _f(r.similarity),
+            _f(r.similarity_ge2e),
+            _f(r.dnsmos_ovrl, ".2f"),
+            _f(r.duration, ".2f"),
+            _f(r.rtf, ".2f"),
+        )
     console.print(rows)
     if not wide:
         for r in result.rows:

@@ -3,34 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, load
+from xttsft.cli._common import console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.export import ExportResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    command(app, "export", "synth.checkpoint", "synth.num_references")(export)
 
 
 @handle_errors
 def export(
     ctx: typer.Context,
-    run: str | None = typer.Option(None, "--run", "-r", help="Run name or folder. [default: the most recent run]"),
-    checkpoint: str | None = typer.Option(None, "--checkpoint", help="best, latest or a checkpoint folder. [default: best]"),
+    run: str | None = typer.Option(None, "--run", "-r", help="Run name or folder. Default: the most recent run."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder. [default: train/exports/RUN/, or train/exports/RUN-adapter/ with --adapter-only]",
+        None,
+        "--out",
+        "-o",
+        file_okay=False,
+        help="Output folder. Default: train/exports/RUN/, or train/exports/RUN-adapter/ with --adapter-only.",
     ),
     adapter_only: bool = typer.Option(
         False, "--adapter-only", help="Write only the LoRA adapter (a few MB) + the base model's identity."
     ),
     speaker_wav: list[Path] | None = typer.Option(
-        None, "--speaker-wav", "-s", help="Reference wavs to ship. [default: the dataset's best 6-12 s clips]"
+        None, "--speaker-wav", "-s", help="Reference wavs to ship. Default: the dataset's best 6-12 s clips."
     ),
     force: bool = typer.Option(False, "--force", help="Write again even if the folder holds this checkpoint's export."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a trained voice for other XTTS-v2 tools.
 
@@ -52,12 +60,26 @@ def export(
     """
     from xttsft.export import export_run
 
-    settings, ws = state(ctx).load(synth={"checkpoint": checkpoint})
+    settings, ws = load(ctx)
     with progress_bar("exporting") as bar:
         result = export_run(
-            ws, run=run, checkpoint=settings.synth.checkpoint, out=out, adapter_only=adapter_only,
-            references=speaker_wav, num_references=settings.synth.num_references, force=force, progress=bar,
+            ws,
+            run=run,
+            checkpoint=settings.synth.checkpoint,
+            out=out,
+            adapter_only=adapter_only,
+            references=speaker_wav,
+            num_references=settings.synth.num_references,
+            force=force,
+            progress=bar,
         )
+    if as_json:
+        print_json(result)
+    else:
+        _summary(result)
+
+
+def _summary(result: ExportResult) -> None:
     title = f"export ({result.kind}) of run {result.run}, {result.checkpoint}"
     if result.skipped:
         title += ": already done, skipped"
@@ -76,7 +98,7 @@ def export(
         )
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

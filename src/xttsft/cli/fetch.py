@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, load
+from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.fetch import FetchResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fetch")(fetch)
+    command(app, "fetch", "fetch")(fetch)
 
 
 @handle_errors
 def fetch(
     ctx: typer.Context,
     sources: list[str] | None = typer.Argument(
-        None, help="URLs (video, playlist, channel: anything yt-dlp supports), audio files or folders.",
+        None,
+        help="URLs (video, playlist, channel: anything yt-dlp supports), audio files or folders.",
         show_default=False,
     ),
     from_file: Path | None = typer.Option(
-        None, "--from-file", help="Text file with one URL or path per line (# comments and blank lines ignored).",
+        None,
+        "--from-file",
+        help="Text file with one URL or path per line (# comments and blank lines ignored).",
         dir_okay=False,
     ),
-    quality: str | None = typer.Option(None, "--quality", help="best, 128k or 64k [default: best]."),
-    playlist: bool | None = typer.Option(
-        None, "--playlist/--no-playlist", help="Download every item of a playlist URL [default: --playlist].",
-        show_default=False,
-    ),
-    retries: int | None = typer.Option(None, "--retries", help="Retries per download [default: 3]."),
-    socket_timeout: float | None = typer.Option(None, "--socket-timeout", help="Network timeout, seconds [default: 30]."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Download audio with yt-dlp, or import local audio, into `train/data/raw/`.
 
@@ -54,16 +56,30 @@ def fetch(
     from xttsft.fetch import fetch as run_fetch
     from xttsft.fetch import read_source_list
 
-    st = state(ctx)
-    settings, ws = st.load(fetch={
-        "quality": quality, "playlist": playlist, "retries": retries, "socket_timeout": socket_timeout,
-    })
+    settings, ws = load(ctx)
     items = list(sources or [])
     if from_file is not None:
         items += read_source_list(from_file)
     with progress_bar("fetch", total=len(items) or None) as bar:
         result = run_fetch(items, settings.fetch, ws, progress=bar)
+    if as_json:
+        print_json(result)
+    else:
+        _summary(result)
+    if not result.ok:
+        err_console.print("[bold red]Nothing could be fetched.[/] See the reasons above.")
+        raise typer.Exit(1)
+    if result.failed_sources:  # a playlist with a bad item is one source, failed in part
+        n = len(result.failed_sources)
+        what = f"{n} of {result.sources} sources" if n < result.sources else f"{result.count('failed')} items"
+        err_console.print(
+            f"[bold yellow]{what} failed[/] (exit status 2); the rest was fetched. "
+            "See the reasons above; run the same command again to retry the failed ones."
+        )
+        raise typer.Exit(2)
 
+
+def _summary(result: FetchResult) -> None:
     table = Table(title="fetch", title_justify="left")
     table.add_column("source", overflow="fold")  # a URL is copied whole, never cut with an ellipsis
     table.add_column("status")
@@ -83,14 +99,3 @@ def fetch(
         f"fetched {result.count('fetched')}, skipped {skipped}, failed {result.count('failed')}; "
         f"audio in {escape(str(result.raw_dir))}"
     )
-    if not result.ok:
-        err_console.print("[bold red]Nothing could be fetched.[/] See the reasons above.")
-        raise typer.Exit(1)
-    if result.failed_sources:  # a playlist with a bad item is one source, failed in part
-        n = len(result.failed_sources)
-        what = f"{n} of {result.sources} sources" if n < result.sources else f"{result.count('failed')} items"
-        err_console.print(
-            f"[bold yellow]{what} failed[/] (exit status 2); the rest was fetched. "
-            "See the reasons above; run the same command again to retry the failed ones."
-        )
-        raise typer.Exit(2)

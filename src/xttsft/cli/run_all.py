@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
-from xttsft.cli.screen import SPEAKER_REF_HELP, screen_flags
+from xttsft.cli._command import JSON_OPTION, Setting, command, flags, load_with_provenance
+from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from xttsft.pipeline import PipelineResult, StageOutcome
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run-all")(run_all)
+    command(
+        app, "run-all", Setting("transcribe.language", also=("build.language", "synth.language")),
+        "screen.speaker_refs", "screen.speaker_filter", "screen.quality_filter", "screen.duplicate_filter",
+    )(run_all)
 
 
 _STATUS_STYLE = {"done": "green", "skipped": "dim", "failed": "bold red", "not run": "dim"}
@@ -28,9 +37,6 @@ def run_all(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(None, help="URLs (anything yt-dlp supports), audio files or folders."),
     from_file: Path | None = typer.Option(None, "--from-file", help="A text file of sources, one per line.", dir_okay=False),
-    language: str | None = typer.Option(
-        None, "--language", help="Language of the speech (pt, en, ...); default: detected by Whisper."
-    ),
     from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval)."),
     until_stage: str | None = typer.Option(None, "--until", help="Last stage to run."),
     demo: bool = typer.Option(
@@ -39,9 +45,7 @@ def run_all(
         "downloaded).",
     ),
     sample_text: str | None = typer.Option(None, "--sample-text", help="Text of the sample synthesis."),
-    speaker_ref: list[Path] | None = typer.Option(None, "--speaker-ref", help=SPEAKER_REF_HELP, dir_okay=False),
-    no_speaker_filter: bool = typer.Option(False, "--no-speaker-filter", help="screen: keep every voice."),
-    no_quality_filter: bool = typer.Option(False, "--no-quality-filter", help="screen: keep clips whatever their DNSMOS score."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Run every stage in one go: doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval.
 
@@ -67,53 +71,59 @@ def run_all(
     `xttsft run-all --demo --language en` (the English demo, with the smaller tiny.en Whisper)
     """
     from xttsft.fetch import read_source_list
-    from xttsft.pipeline import PipelineStopped, run_all as run_pipeline, stage_range
+    from xttsft.pipeline import PipelineStopped, stage_range
+    from xttsft.pipeline import run_all as run_pipeline
 
-    st = state(ctx)
     stages = stage_range(from_stage, until_stage)
     items = list(sources or [])
     if from_file is not None:
         items += read_source_list(from_file)
-    lang_flags = {"language": language}
-    # `auto` means "detect it" for transcribe and build; synth then follows the run's language.
-    synth_lang = {"language": None if (language or "").lower() == "auto" else language}
-    settings, provenance, ws = st.load_with_provenance(
-        transcribe=lang_flags, build=lang_flags, synth=synth_lang,
-        screen=screen_flags(speaker_ref, no_speaker_filter, no_quality_filter),
-    )
-    tiny_banner = False
+    given = flags(ctx).get("synth", {})
+    if str(given.get("language", "")).lower() == "auto":  # detect it (transcribe, build); synth follows the run
+        del given["language"]
+    settings, provenance, ws = load_with_provenance(ctx)
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
-        tiny_banner = settings.train.base_model == "tiny"
-    elif settings.train.base_model == "tiny":
-        tiny_banner = True
-    if tiny_banner:
+    if settings.train.base_model == "tiny":
         err_console.print(Panel(
             "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
             "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
             "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
             title="demo" if demo else "tiny model", border_style="yellow",
         ))
-
-    @contextlib.contextmanager
-    def stage_bar(name: str) -> Iterator[Any]:
-        with progress_bar(name, total=None, transient=True) as bar:
-            yield bar
-
-    def on_stage(outcome: Any) -> None:
-        style = _STATUS_STYLE.get(outcome.status, "")
-        console.print(f"[{style}]{outcome.name:>10} {outcome.status}[/] [dim]{outcome.seconds:5.1f} s[/] "
-                      f"{escape(outcome.detail)}")
-
     try:
         result = run_pipeline(
             settings, ws, items, stages=stages, demo=demo, sample_text=sample_text,
-            stage_progress=stage_bar, on_stage=on_stage,
+            stage_progress=_stage_bar, on_stage=functools.partial(_on_stage, err_console if as_json else console),
         )
     except PipelineStopped as stopped:
-        _summary(settings, ws, stopped.result.stages)
+        _report(settings, ws, stopped.result, as_json)
         raise
-    _summary(settings, ws, result.stages)
+    _report(settings, ws, result, as_json)
+
+
+@contextlib.contextmanager
+def _stage_bar(name: str) -> Iterator[Any]:
+    with progress_bar(name, total=None, transient=True) as bar:
+        yield bar
+
+
+def _on_stage(out: Console, outcome: StageOutcome) -> None:
+    """One line per stage as it ends (on stderr with --json: stdout holds the JSON alone)."""
+    style = _STATUS_STYLE.get(outcome.status, "")
+    out.print(f"[{style}]{outcome.name:>10} {outcome.status}[/] [dim]{outcome.seconds:5.1f} s[/] "
+              f"{escape(outcome.detail)}")
+
+
+def _report(settings: Any, ws: Any, result: PipelineResult, as_json: bool) -> None:
+    """The end of a run: the summary table, or with --json this run's result and the summary, read from
+    the workspace."""
+    if as_json:
+        from xttsft.pipeline import summarize
+
+        print_json({"pipeline": result, "summary": summarize(settings, ws)})
+    else:
+        _summary(settings, ws, result.stages)
 
 
 def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]) -> tuple[list[str], Any]:

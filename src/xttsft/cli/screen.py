@@ -2,58 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, load
+from xttsft.cli._common import console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.screen import ScreenResult
+    from xttsft.settings import ScreenSettings
 
 
 def register(app: typer.Typer) -> None:
-    app.command("screen")(screen)
-
-
-def screen_flags(
-    speaker_ref: list[Path] | None,
-    no_speaker_filter: bool,
-    no_quality_filter: bool,
-    keep_duplicates: bool = False,
-    **values: Any,
-) -> dict[str, Any]:
-    """The ``screen`` section's flags (``None``: not given), shared with run-all."""
-    return {
-        "speaker_refs": list(speaker_ref) if speaker_ref else None,
-        "speaker_filter": False if no_speaker_filter else None,
-        "quality_filter": False if no_quality_filter else None,
-        "duplicate_filter": False if keep_duplicates else None,
-        **values,
-    }
-
-
-SPEAKER_REF_HELP = (
-    "A recording of the target voice (repeatable); default: the speaker with the most minutes. "
-    "Any format ffmpeg reads, at least 2 s of speech."
-)
+    command(app, "screen", "screen")(screen)
 
 
 @handle_errors
 def screen(
     ctx: typer.Context,
-    speaker_ref: list[Path] | None = typer.Option(None, "--speaker-ref", help=SPEAKER_REF_HELP, dir_okay=False),
-    no_speaker_filter: bool = typer.Option(False, "--no-speaker-filter", help="Keep every voice (a one-speaker recording)."),
-    no_quality_filter: bool = typer.Option(False, "--no-quality-filter", help="Keep clips whatever their DNSMOS score."),
-    keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Keep speech that arrived twice."),
-    min_similarity: float | None = typer.Option(
-        None, "--min-similarity", help="Below this similarity to the target a clip is always another voice [default: 0.70]."
-    ),
-    min_dnsmos: float | None = typer.Option(None, "--min-dnsmos", help="Lowest DNSMOS overall score (OVRL) kept, 1-5 [default: 2.0]."),
-    min_dnsmos_bak: float | None = typer.Option(
-        None, "--min-dnsmos-bak", help="Lowest DNSMOS background score (BAK) kept, 1-5 [default: 2.8]."
-    ),
     force: bool = typer.Option(False, "--force", help="Decide again even when nothing changed."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Keep only the target speaker's clean speech, once: drop other voices, mixed clips, noise and duplicates.
 
@@ -77,14 +48,17 @@ def screen(
     """
     from xttsft.screen import screen_clips
 
-    st = state(ctx)
-    settings, ws = st.load(screen=screen_flags(
-        speaker_ref, no_speaker_filter, no_quality_filter, keep_duplicates,
-        min_similarity=min_similarity, min_dnsmos=min_dnsmos, min_dnsmos_bak=min_dnsmos_bak,
-    ))
+    settings, ws = load(ctx)
     with progress_bar("screen", total=None) as bar:
         result = screen_clips(settings.screen, ws, force=force, progress=bar)
+    if as_json:
+        print_json(result)
+        return
     print_speakers(result.speakers)
+    _summary(result, settings.screen)
+
+
+def _summary(result: ScreenResult, settings: ScreenSettings) -> None:
     table = Table(title="screen", title_justify="left")
     table.add_column("")
     table.add_column("clips", justify="right")
@@ -95,10 +69,12 @@ def screen(
     console.print(table)
     th = result.thresholds
     if th:
-        console.print(f"thresholds: similarity {th.get('similarity', float('nan')):.2f} (clip), "
-                      f"{th.get('window_similarity', float('nan')):.2f} (1.6 s window), "
-                      f"DNSMOS OVRL {settings.screen.min_dnsmos:g}, BAK {settings.screen.min_dnsmos_bak:g}"
-                      + ("; [dim]inputs unchanged, nothing re-decided[/]" if result.unchanged else ""))
+        console.print(
+            f"thresholds: similarity {th.get('similarity', float('nan')):.2f} (clip), "
+            f"{th.get('window_similarity', float('nan')):.2f} (1.6 s window), "
+            f"DNSMOS OVRL {settings.min_dnsmos:g}, BAK {settings.min_dnsmos_bak:g}"
+            + ("; [dim]inputs unchanged, nothing re-decided[/]" if result.unchanged else "")
+        )
     for label, path in (("speaker map", result.map_png), ("DNSMOS histogram", result.dnsmos_png)):
         if path is not None:
             console.print(f"{label}: {escape(str(path))}")
@@ -110,8 +86,13 @@ def print_speakers(speakers: list[Any]) -> None:
     if not speakers:
         return
     table = Table(title="speakers found", title_justify="left")
-    for col, just in (("speaker", "left"), ("minutes", "right"), ("clips", "right"), ("kept", "right"),
-                      ("similarity to target", "right")):
+    for col, just in (
+        ("speaker", "left"),
+        ("minutes", "right"),
+        ("clips", "right"),
+        ("kept", "right"),
+        ("similarity to target", "right"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in speakers:
         label = f"[bold]{s.label} (target)[/]" if s.target else s.label

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, load
+from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.segment import SegmentResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("segment")(segment)
+    command(app, "segment", "segment")(segment)
 
 
 @handle_errors
 def segment(
     ctx: typer.Context,
     inputs: list[Path] | None = typer.Argument(
-        None, help="Audio files or folders to segment (default: the workspace's train/data/raw/).",
+        None,
+        help="Audio files or folders to segment (default: the workspace's train/data/raw/).",
         show_default=False,
     ),
-    min_duration: float | None = typer.Option(None, "--min-duration", help="Shortest clip kept, seconds [default: 5]."),
-    max_duration: float | None = typer.Option(None, "--max-duration", help="Longest clip, pads included, seconds [default: 15]."),
-    method: str | None = typer.Option(None, "--method", help="vad (Silero, robust to noise) or energy [default: vad]."),
-    silence_threshold: float | None = typer.Option(
-        None, "--silence-threshold", help="energy method: level below which audio is silence, dBFS [default: -40]."
-    ),
-    pad: float | None = typer.Option(None, "--pad", help="Silence kept at each end of a clip, seconds [default: 0.2]."),
-    target_loudness: float | None = typer.Option(None, "--target-loudness", help="Clip loudness, dBFS RMS [default: -20]."),
-    peak_limit: float | None = typer.Option(None, "--peak-limit", help="Highest sample peak, dBFS [default: -1]."),
-    vad_threshold: float | None = typer.Option(None, "--vad-threshold", help="VAD speech probability threshold [default: 0.5]."),
-    max_pause: float | None = typer.Option(None, "--max-pause", help="Longest silence kept inside a clip, seconds [default: 2]."),
     force: bool = typer.Option(False, "--force", help="Redo sources already segmented; their old clips are replaced."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Cut recordings into 22050 Hz mono clips at the pauses, between --min-duration and --max-duration.
 
@@ -55,15 +51,22 @@ def segment(
     """
     from xttsft.segment import segment_sources
 
-    st = state(ctx)
-    settings, ws = st.load(segment={
-        "min_duration": min_duration, "max_duration": max_duration, "method": method,
-        "silence_threshold": silence_threshold, "pad": pad, "target_loudness": target_loudness,
-        "peak_limit": peak_limit, "vad_threshold": vad_threshold, "max_pause": max_pause,
-    })
+    settings, ws = load(ctx)
     with progress_bar("segment", total=None) as bar:
         result = segment_sources(settings.segment, ws, inputs=inputs or None, force=force, progress=bar)
+    if as_json:
+        print_json(result)
+    else:
+        _summary(result)
+    if result.failed:
+        err_console.print(
+            f"[bold red]{len(result.failed)} of {len(result.sources)} file(s) failed[/] (see above); "
+            "the others were segmented."
+        )
+        raise typer.Exit(1)
 
+
+def _summary(result: SegmentResult) -> None:
     table = Table(title="segment", title_justify="left")
     table.add_column("source", no_wrap=True)
     table.add_column("status")
@@ -75,17 +78,15 @@ def segment(
     for s in result.sources:
         text = "; ".join(([s.reason] if s.reason else []) + s.notes)
         table.add_row(
-            escape(Path(s.source).name), f"[{style[s.status]}]{s.status}[/]", str(s.segments),
-            f"{s.seconds / 60:.1f}", str(s.dropped), escape(text),
+            escape(Path(s.source).name),
+            f"[{style[s.status]}]{s.status}[/]",
+            str(s.segments),
+            f"{s.seconds / 60:.1f}",
+            str(s.dropped),
+            escape(text),
         )
     console.print(table)
     console.print(
         f"{result.total_segments} clips, {result.total_seconds / 60:.1f} min in {escape(str(result.segments_dir))}; "
         f"manifest: {escape(str(result.manifest))}"
     )
-    if result.failed:
-        err_console.print(
-            f"[bold red]{len(result.failed)} of {len(result.sources)} file(s) failed[/] (see above); "
-            "the others were segmented."
-        )
-        raise typer.Exit(1)

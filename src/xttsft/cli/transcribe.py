@@ -2,48 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xttsft.cli._common import console, err_console, handle_errors, progress_bar, state
+from xttsft.cli._command import JSON_OPTION, command, load
+from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xttsft.transcribe import TranscribeResult
 
 
 def register(app: typer.Typer) -> None:
-    app.command("transcribe")(transcribe)
+    command(app, "transcribe", "transcribe")(transcribe)
 
 
 @handle_errors
-def transcribe(
-    ctx: typer.Context,
-    model: str | None = typer.Option(
-        None, "--model", help="Whisper model name (tiny, small, medium, large-v3, turbo), a local CTranslate2 "
-        "folder, bundled-base / bundled-tiny.en (offline), or auto: doctor's pick for the device [default: auto]."
-    ),
-    language: str | None = typer.Option(
-        None, "--language", help="Language of the speech (pt, en, pt-BR, ...; one XTTS-v2 speaks) or auto "
-        "(detected per source file) [default: auto]."
-    ),
-    batch_size: str | None = typer.Option(None, "--batch-size", help="Whisper windows per batch, or auto [default: auto]."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda [default: auto]."),
-    compute_type: str | None = typer.Option(
-        None, "--compute-type", help="int8, int8_float16, float16, float32 or auto [default: auto]."
-    ),
-    beam_size: int | None = typer.Option(None, "--beam-size", help="Beam size of the decoder [default: 5]."),
-    window_seconds: float | None = typer.Option(
-        None, "--window-seconds", help="Pack clips into Whisper windows of up to this many seconds; 0: one clip "
-        "per window [default: 30]."
-    ),
-    max_no_speech_prob: float | None = typer.Option(
-        None, "--max-no-speech-prob", help="Reject above this no-speech probability [default: 0.6]."
-    ),
-    max_compression_ratio: float | None = typer.Option(
-        None, "--max-compression-ratio", help="Reject above this gzip compression ratio [default: 2.4]."
-    ),
-    min_avg_logprob: float | None = typer.Option(
-        None, "--min-avg-logprob", help="Reject below this average log-probability [default: -1.0]."
-    ),
-) -> None:
+def transcribe(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Transcribe every segment clip with faster-whisper, in batches, and reject bad transcripts.
 
     **Input:** the clips and `manifest.jsonl` in `train/data/processed/segments/` (run `xttsft segment` first).
@@ -68,21 +45,21 @@ def transcribe(
     """
     from xttsft.transcribe import transcribe_segments
 
-    bs: int | str | None = batch_size
-    if batch_size is not None and batch_size.strip().isdigit():
-        bs = int(batch_size)
-    st = state(ctx)
-    settings, ws = st.load(transcribe={
-        "model": model, "language": language, "batch_size": bs, "device": device, "compute_type": compute_type,
-        "beam_size": beam_size, "window_seconds": window_seconds, "max_no_speech_prob": max_no_speech_prob,
-        "max_compression_ratio": max_compression_ratio, "min_avg_logprob": min_avg_logprob,
-    })
+    settings, ws = load(ctx)
     with progress_bar("transcribe", total=None) as bar:
         result = transcribe_segments(settings.transcribe, ws, pad=settings.segment.pad, progress=bar)
+    print_json(result) if as_json else _summary(result)
+    if result.failed:
+        err_console.print(f"[bold red]{len(result.failed)} clip(s) could not be read[/]; the others were transcribed.")
+        raise typer.Exit(1)
 
+
+def _summary(result: TranscribeResult) -> None:
     rt = result.runtime
-    table = Table(title=f"transcribe ({escape(rt.model)}, {rt.device} {rt.compute_type}, batch {rt.batch_size})",
-                  title_justify="left")
+    table = Table(
+        title=f"transcribe ({escape(rt.model)}, {rt.device} {rt.compute_type}, batch {rt.batch_size})",
+        title_justify="left",
+    )
     table.add_column("")
     table.add_column("clips", justify="right")
     table.add_column("")
@@ -91,15 +68,15 @@ def transcribe(
         table.add_row(f"[yellow]rejected: {reason}[/]", str(n), "")
     if result.failed:
         table.add_row("[bold red]failed[/]", str(len(result.failed)), "unreadable clips (see above)")
-    table.add_row("transcribed now", str(result.transcribed),
-                  f"{result.audio_seconds / 60:.1f} min in {result.elapsed:.0f} s"
-                  + (f" = {result.realtime:.1f}x realtime" if result.realtime else ""))
+    table.add_row(
+        "transcribed now",
+        str(result.transcribed),
+        f"{result.audio_seconds / 60:.1f} min in {result.elapsed:.0f} s"
+        + (f" = {result.realtime:.1f}x realtime" if result.realtime else ""),
+    )
     table.add_row("[dim]already done[/]", str(result.reused), "[dim]skipped[/]")
     for source, (code, prob) in result.detected.items():  # --language auto: what Whisper heard, per file
         table.add_row("[dim]detected[/]", "", f"{escape(source)}: {code} (p={prob:.2f})")
     console.print(table)
     langs = ", ".join(f"{k} ({v})" for k, v in result.languages.most_common())
     console.print(f"language: {escape(langs or '-')}; transcripts: {escape(str(result.transcripts))}")
-    if result.failed:
-        err_console.print(f"[bold red]{len(result.failed)} clip(s) could not be read[/]; the others were transcribed.")
-        raise typer.Exit(1)
