@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
-from xttsft.records import AdapterMarker, ExportMarker, ExportSource, read_marker, write_record
+from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, read_marker, write_record
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.locks import stage_lock
@@ -76,9 +76,9 @@ def stock_state_dict(xtts: Any) -> dict[str, Any]:
     return {k: v.detach().cpu().contiguous() for k, v in xtts.state_dict().items() if not k.startswith(skip)}
 
 
-def _source_id(ck_path: Path, meta: dict[str, Any], references: list[str]) -> ExportSource:
-    return ExportSource(checkpoint=str(ck_path), saved=meta.get("saved"), step=meta.get("step"),
-                        epoch=meta.get("epoch"), references=references)
+def _source_id(ck_path: Path, meta: CheckpointMeta, references: list[str]) -> ExportSource:
+    return ExportSource(checkpoint=str(ck_path), saved=meta.saved, step=meta.step, epoch=meta.epoch,
+                        references=references)
 
 
 @stage_lock("export")
@@ -103,7 +103,7 @@ def export_run(
     name, run_dir = xmodel.resolve_run(ws, run)
     info = xmodel.read_run_info(run_dir)
     ck = xmodel.find_checkpoint(run_dir, checkpoint)
-    mode = ck.meta.get("mode", info.mode)
+    mode = ck.record.mode or info.mode
     kind = "adapter" if adapter_only else "merged"
     if adapter_only and mode != "lora":
         raise InputError(
@@ -124,7 +124,7 @@ def export_run(
     for r in refs:  # a bad reference fails now, not after minutes of merging
         load_reference(r)
     # new reference clips make a new export, even from the same checkpoint
-    source = _source_id(ck.path, ck.meta, [sha256_file(r) for r in refs])
+    source = _source_id(ck.path, ck.record, [sha256_file(r) for r in refs])
     if not force and marker.is_file():
         done = read_marker(out_dir, marker_cls)
         if done is not None and done.source == source:

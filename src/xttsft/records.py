@@ -566,8 +566,8 @@ class CheckpointMeta(Record):
     PATH: ClassVar[str] = "train/checkpoints/<run>/<checkpoint>/meta.json"
     WRITTEN_BY: ClassVar[str] = "train (last, so a folder with it is complete)"
     READ_BY: ClassVar[str] = "train --resume, synth, export, eval"
-    epoch: int
-    step: int
+    epoch: int | None = None  # epoch checkpoints without it: the N of checkpoint_epoch_N
+    step: int = 0
     optimizer_step: int | None = None
     batch_in_epoch: int | None = None
     train_loss: float | None = None

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, ModelNotFoundError
+from xttsft.logs import log_once
 from xttsft.paths import RunPaths
 from xttsft.storage import require_free_space
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
 from xttsft.progress import Progress
+from xttsft.records import CheckpointMeta, RecordError, RunRecord, read_record, write_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from TTS.tts.models.xtts import Xtts
@@ -94,9 +97,20 @@ class CheckpointInfo:
     """One complete checkpoint folder and its ``meta.json``."""
 
     path: Path
-    epoch: int
-    step: int
-    meta: dict[str, Any]
+    record: CheckpointMeta
+
+    @property
+    def epoch(self) -> int:
+        return self.record.epoch or 0
+
+    @property
+    def step(self) -> int:
+        return self.record.step
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """``meta.json`` as the file holds it."""
+        return self.record.to_dict()
 
 
 #: ``checkpoint_epoch_N`` (end of epoch N) or ``checkpoint_epoch_N_step_S`` (Ctrl-C during epoch N+1)
@@ -143,8 +157,6 @@ def write_checkpoint(
             save_file(sd, str(tmp / "gpt.safetensors"))
         if training_state is not None:
             torch.save(training_state, tmp / "training_state.pt")
-        from xttsft.records import CheckpointMeta
-
         meta = CheckpointMeta.check({**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                                     str(RunPaths.meta(dest)))
         RunPaths.meta(tmp).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
@@ -161,15 +173,17 @@ def checkpoint_bytes(gpt, with_training_state: bool) -> int:
     return n * (3 if with_training_state else 1)
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    """``meta.json`` of a complete checkpoint folder: ``None`` when it or the weights it names are missing."""
+def _read_meta(path: Path) -> CheckpointMeta | None:
+    """``meta.json`` of a complete checkpoint folder: ``None`` when it or the weights it names are missing
+    (or it is not a meta.json train wrote: said once, and the folder is passed over)."""
+    if not RunPaths.meta(path).is_file():
+        return None
     try:
-        meta = json.loads(RunPaths.meta(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = read_record(RunPaths.meta(path), CheckpointMeta)
+    except RecordError as exc:
+        log_once(log, logging.WARNING, "%s %s is not used as a checkpoint.", exc.message, path)
         return None
-    if not isinstance(meta, dict):
-        return None
-    weights = _WEIGHTS.get(str(meta.get("mode")))
+    weights = _WEIGHTS.get(str(meta.mode))
     if weights is None or not (path / weights).is_file():
         return None
     return meta
@@ -182,7 +196,7 @@ def resumable_states(run_dir: Path) -> list[CheckpointInfo]:
     rs = RunPaths(run_dir).resume_state
     meta = _read_meta(rs)
     if meta is not None and (rs / "training_state.pt").is_file():
-        states.append(CheckpointInfo(rs, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta))
+        states.append(CheckpointInfo(rs, meta))
     # at equal steps the epoch checkpoint wins: it resumes at an epoch boundary (validation done)
     return sorted(states, key=lambda c: (c.step, c.path.name != RunPaths.RESUME_STATE))
 
@@ -192,7 +206,7 @@ def weights_only_start(run_dir: Path) -> CheckpointInfo | None:
     and before its first training state resumes from. ``None`` when there is none."""
     best = RunPaths(Path(run_dir)).best_model
     meta = _read_meta(best)
-    return None if meta is None else CheckpointInfo(best, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta)
+    return None if meta is None else CheckpointInfo(best, meta)
 
 
 def tidy_run_dir(run_dir: Path) -> None:
@@ -214,7 +228,9 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
         if m and p.is_dir():
             meta = _read_meta(p)
             if meta is not None:
-                out.append(CheckpointInfo(p, int(meta.get("epoch", m.group(1))), int(meta.get("step", 0)), meta))
+                if meta.epoch is None:
+                    meta = dataclasses.replace(meta, epoch=int(m.group(1)))
+                out.append(CheckpointInfo(p, meta))
     return sorted(out, key=lambda c: (c.epoch, c.step))
 
 
@@ -229,7 +245,7 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
             for aside in sorted(run_dir.glob(".best_model.old.*")):
                 if (aside_meta := _read_meta(aside)) is not None:
                     log.warning("best_model is missing; using the previous one left at %s", aside)
-                    return CheckpointInfo(aside, int(aside_meta.get("epoch", 0)), int(aside_meta.get("step", 0)), aside_meta)
+                    return CheckpointInfo(aside, aside_meta)
         if meta is None:
             latest = list_checkpoints(run_dir)
             if latest:
@@ -238,7 +254,7 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
                 f"Run {run_dir} has no complete best_model or checkpoint.",
                 hint="Train it first (`xttsft train`), or let a running training save one.",
             )
-        return CheckpointInfo(p, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta)
+        return CheckpointInfo(p, meta)
     if str(checkpoint) == "latest":
         cks = list_checkpoints(run_dir)
         if cks:
@@ -253,7 +269,7 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path = "best") -> Checkpoin
             f"{p} is not a complete checkpoint (no meta.json).",
             hint="Pick best, latest or a checkpoint_epoch_N folder that has meta.json.",
         )
-    return CheckpointInfo(p, int(meta.get("epoch", 0)), int(meta.get("step", 0)), meta)
+    return CheckpointInfo(p, meta)
 
 
 def load_gpt_weights(
@@ -352,8 +368,6 @@ def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train fir
 
 def write_run_info(info: RunInfo) -> Path:
     """Write ``run.json`` into ``info.run_dir`` (atomically)."""
-    from xttsft.records import RunRecord, write_record
-
     path = RunPaths(Path(info.run_dir)).run_json
     write_record(path, RunRecord, info.to_json())
     return path
@@ -372,8 +386,6 @@ def read_run_info(run_dir: Path) -> RunInfo:
         ) from None
     except ValueError as exc:
         raise InputError(f"{f} is corrupt ({exc}).", hint="Restore it or train again.") from None
-    from xttsft.records import RunRecord
-
     rec = RunRecord.from_dict(d, str(f))
     return RunInfo(
         run_dir=run_dir,
@@ -407,7 +419,7 @@ def load_finetuned(
         base = resolve_base_model(info.base_model, progress=progress)
     info.base_dir = base
     info.checkpoint = ck.path
-    mode = ck.meta.get("mode", info.mode)
+    mode = ck.record.mode or info.mode
     xtts = load_xtts(base, device="cpu", for_training=True)
     apply_checkpoint(xtts, ck.path, mode, merge=merge)
     xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
