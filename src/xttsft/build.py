@@ -38,9 +38,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from xttsft.audio import TRAIN_SR as SAMPLE_RATE
 from xttsft.datasets import inspect_samples, read_dataset, split_ids
 from xttsft.errors import DatasetError, XttsftError
 from xttsft.io import atomic_write_text
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.records import (
@@ -79,9 +81,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402
-from xttsft.locks import stage_lock
 
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
-from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, read_marker, write_record
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
-from xttsft.locks import stage_lock
+from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, read_marker, write_record
 
 __all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "stock_state_dict"]
 

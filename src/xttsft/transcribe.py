@@ -28,6 +28,7 @@ a re-run; only the rejection rules are applied again.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -39,7 +40,6 @@ import typing
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,11 @@ import numpy as np
 
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
 from xttsft.io import atomic_write_text
-from xttsft.records import ClipRecord, TranscriptReason, TranscriptRecord, Word, read_records, records_text
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import ClipRecord, TranscriptReason, TranscriptRecord, Word, read_records, records_text
 from xttsft.settings import TranscribeSettings
-from xttsft.locks import stage_lock
 
 __all__ = [
     "REASONS",

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, ModelNotFoundError
 from xttsft.logs import log_once
-from xttsft.paths import RunPaths
-from xttsft.storage import require_free_space
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
+from xttsft.paths import RunPaths
 from xttsft.progress import Progress
 from xttsft.records import CheckpointMeta, RecordError, RunRecord, read_record, write_record
+from xttsft.storage import require_free_space
 
 if TYPE_CHECKING:  # pragma: no cover
     from TTS.tts.models.xtts import Xtts
