@@ -440,7 +440,7 @@ def _train(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, 
     records.note("train", run=run, pending=fp)
     train_settings = settings.model_copy(update={"train": settings.train.model_copy(update={"run_name": run})})
     res = train(train_settings, ws, resume=resume, progress=p)
-    if res.status not in ("finished", "already finished"):
+    if res.status not in ("finished", "already finished", "stopped early"):
         raise XttsftError(
             f"Training stopped ({res.status}) after epoch {res.epochs_completed}.",
             hint="Run the same command again to resume from the last checkpoint.",
