@@ -183,3 +183,32 @@ def test_two_pages_editing_at_once_lose_neither_edit(server: str, browser, revie
     assert json.loads(reviewed.review_file.read_text().splitlines()[0])["v"] == 1
     for p in pages:
         p.close()
+
+
+def test_the_command_prints_a_tokened_address_on_loopback(reviewed: Workspace, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "xttsft", "--workdir", str(reviewed.root), "review",
+                                 "--no-browser", "--port", "0"], stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 60
+        while "Open: " not in out.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out.read_text()
+            time.sleep(0.1)
+        url = out.read_text().split("Open: ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and "token=" in url
+        assert _status(url) == 200 and _status(url.split("?")[0]) == 403
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_review_without_clips_says_what_to_run_first(cli, workspace: Workspace) -> None:
+    res = cli("review", "--no-browser")
+    assert res.exit_code == 1 and "xttsft segment" in res.output and "Traceback" not in res.output

@@ -49,8 +49,7 @@ def review(
     token = secrets.token_urlsafe(24)
     config = uvicorn.Config(create_app(ws, token), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
-    server.config.setup_event_loop()
-    sockets = [config.bind_socket()]
+    sockets = [config.bind_socket()]  # bound now: the address printed is the one that answers
     url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/?token={token}"
     doubtful = sum(1 for c in clips if c.doubt > 1.0)
     console.print(f"Reviewing {len(clips)} clips ({doubtful} doubtful) of {ws.root}")
