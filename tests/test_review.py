@@ -212,3 +212,21 @@ def test_the_command_prints_a_tokened_address_on_loopback(reviewed: Workspace, t
 def test_review_without_clips_says_what_to_run_first(cli, workspace: Workspace) -> None:
     res = cli("review", "--no-browser")
     assert res.exit_code == 1 and "xttsft segment" in res.output and "Traceback" not in res.output
+
+
+def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(tmp_path: Path, speak) -> None:
+    from test_build import make_inputs
+
+    from xttsft.pipeline import run_all
+    from xttsft.review import ReviewStore
+    from xttsft.settings import load_settings
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_inputs(ws, [speak(f"Clip number {i} for run all.", tmp_path / f"s{i}.wav", rate=170) for i in range(4)])
+    settings, _ = load_settings(ws, flags={"build": {"min_samples": 1}}, environ={})
+    first = run_all(settings, ws, stages=["build"]).outcome("build")
+    assert first is not None and first.status == "done" and "review" not in first.detail
+    assert run_all(settings, ws, stages=["build"]).outcome("build").status == "skipped"
+    ReviewStore(ws).edit("talk_0002", decision="drop")
+    again = run_all(settings, ws, stages=["build"]).outcome("build")
+    assert again.status == "done" and "the review changed 1 clip(s)" in again.detail, again.detail

@@ -399,6 +399,7 @@ def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) ->
         _file_fingerprint(ws.transcripts_file),
         _file_fingerprint(ws.segments_manifest),
         _file_fingerprint(ws.screen_file),
+        _file_fingerprint(ws.review_file),  # an edit in `xttsft review` builds again
         settings.build.model_dump(mode="json"),
         settings.segment.max_duration,
         settings.train.base_model,
@@ -410,7 +411,12 @@ def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) ->
         vocab_file=find_vocab(settings.train.base_model), progress=p,
     )
     records.save("build", fp)
-    return StageOutcome("build", "done", detail=f"{res.train} train / {res.val} val, {res.minutes:.1f} min", result=res)
+    from xttsft.review import overrides
+
+    changed = overrides(ws).changed
+    reviewed = f"; the review changed {changed} clip(s)" if changed else ""
+    return StageOutcome("build", "done", detail=f"{res.train} train / {res.val} val, {res.minutes:.1f} min{reviewed}",
+                        result=res)
 
 
 def _dataset_dir(settings: Settings, ws: Workspace) -> Path:
