@@ -230,3 +230,19 @@ def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(
     ReviewStore(ws).edit("talk_0002", decision="drop")
     again = run_all(settings, ws, stages=["build"]).outcome("build")
     assert again.status == "done" and "the review changed 1 clip(s)" in again.detail, again.detail
+
+
+def test_an_edit_whose_clip_is_gone_is_reported_and_never_applied(tmp_path: Path, speak, caplog) -> None:
+    from test_build import make_inputs
+
+    from xttsft.records import ReviewRecord, write_records
+    from xttsft.review import overrides
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_inputs(ws, [speak("A clip that stays.", tmp_path / "s0.wav", rate=170)])
+    write_records(ws.review_file, ReviewRecord, [ReviewRecord(id="talk_0001", text="Kept text.", time="t"),
+                                                 ReviewRecord(id="gone_0001", decision="drop", time="t")])
+    caplog.set_level("WARNING")
+    found = overrides(ws)
+    assert set(found.rows) == {"talk_0001"} and found.stale == ["gone_0001"]
+    assert "no longer exist" in caplog.text and "gone_0001" in caplog.text
