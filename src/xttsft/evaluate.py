@@ -312,6 +312,20 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass
+class _Plan:
+    """What eval will measure, every input checked before a model loads."""
+
+    run: str
+    run_dir: Path
+    language: str
+    sentences: list[str]
+    refs: list[Path]
+    heldout: list[Path]
+    whisper_model: str
+    whisper_path: Any
+
+
 def evaluate(
     ws: Workspace,
     settings: SynthSettings,
@@ -326,26 +340,48 @@ def evaluate(
 ) -> EvalResult:
     """Speak the sentences with the run and its base model, then measure CER,
     speaker similarity, duration and RTF (see the module docstring)."""
-    from xttsft.model import resolve_run
-    from xttsft.synth import (
-        ModelSource,
-        conditioning,
-        load_voice,
-        normalize_language,
-        select_reference_clips,
-        speak,
-        write_audio,
-    )
-
     progress = progress or no_progress
+    plan = _plan(ws, settings, transcribe_settings, run, sentences_file, whisper_model, num_heldout)
+    out_dir = ws.eval_dir(plan.run)
+    seed = settings.seed if settings.seed is not None else 0
+    systems = ["finetuned"] + (["base"] if include_base else [])
+    progress(total=len(plan.sentences) * len(systems) * 2, completed=0, description="synthesizing")
+    rows, voice = _synthesize(ws, plan, settings, systems, out_dir, seed, progress)
+    tiny = voice.tiny
+    # speaker similarity with the base model's encoder (the last voice loaded is the base
+    # when include_base; otherwise the fine-tuned model's decoder, which training leaves frozen)
+    progress(description="speaker similarity")
+    held_self = _xtts_similarity(voice.model, rows, plan.heldout, out_dir)
+    voice = None
+    _release()
+    held_self_ge2e = _independent_measures(rows, plan.heldout, out_dir)
+    _transcribe_rows(rows, transcribe_settings, plan, out_dir, progress)
+
+    summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
+    # the tiny model's warning itself was logged once when it loaded; this says what it means here
+    notes = ["These numbers measure the tiny random model's noise, not a voice."] if tiny else []
+    result = EvalResult(
+        run=plan.run, language=plan.language, out_dir=out_dir, rows=rows, summary=summary, references=plan.refs,
+        heldout=plan.heldout, whisper_model=plan.whisper_model, heldout_self_similarity=held_self, tiny=tiny,
+        seed=seed, notes=notes, heldout_self_similarity_ge2e=held_self_ge2e,
+    )
+    atomic_write_json(result.json_path, _to_json(result))
+    return result
+
+
+def _plan(ws: Workspace, settings: SynthSettings, transcribe_settings: TranscribeSettings, run: str | None,
+          sentences_file: Path | None, whisper_model: str | None, num_heldout: int) -> _Plan:
+    """The run, language, sentences, reference and held-out clips and the Whisper model: all checked
+    (and Whisper fetched) before a TTS model loads."""
+    from xttsft.model import read_run_info, resolve_run
+    from xttsft.synth import normalize_language
+
     if settings.language is not None:
         normalize_language(settings.language)
     sentences = read_sentences(sentences_file) if sentences_file else None
     name, run_dir = resolve_run(ws, run)
     whisper_model = whisper_name(transcribe_settings, whisper_model)
     whisper_path = fetch_whisper(whisper_model)
-    from xttsft.model import read_run_info
-
     info = read_run_info(run_dir)  # cheap: every input is checked before a model loads
     language = normalize_language(settings.language or info.language or "pt")
     if sentences is None:
@@ -358,13 +394,21 @@ def evaluate(
     dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else ws.dataset_dir
     if not dataset.is_dir() and ws.dataset_dir.is_dir():  # the run's dataset was moved or deleted
         dataset = ws.dataset_dir
+    refs, heldout = _clips(dataset, settings.num_references, num_heldout, info.dataset_split)
+    return _Plan(name, run_dir, language, list(sentences), refs, heldout, whisper_model, whisper_path)
+
+
+def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any) -> tuple[list[Path], list[Path]]:
+    """Conditioning clips (train split first) and held-out clips (val split) the outputs are compared with."""
+    from xttsft.synth import select_reference_clips
+
     try:
-        refs = select_reference_clips(dataset, count=settings.num_references, split="train", split_rule=info.dataset_split)
+        refs = select_reference_clips(dataset, count=num_references, split="train", split_rule=split_rule)
     except DatasetError:
-        refs = select_reference_clips(dataset, count=settings.num_references, split_rule=info.dataset_split)
+        refs = select_reference_clips(dataset, count=num_references, split_rule=split_rule)
     try:
         heldout = select_reference_clips(dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val",
-                                         split_rule=info.dataset_split)
+                                         split_rule=split_rule)
     except DatasetError as exc:
         raise DatasetError(
             f"No held-out clips to measure speaker similarity against: {exc.message}",
@@ -374,67 +418,59 @@ def evaluate(
     if not unseen:
         log.warning("Every held-out clip is also a conditioning clip; speaker similarity will read high. "
                     "A larger val split (BUILD_VAL_FRACTION) gives an honest figure.")
-    heldout = unseen or heldout
-    progress(description="loading the fine-tuned model")
-    voice = load_voice(ws, ModelSource("run", name, run_dir), checkpoint=settings.checkpoint, device=settings.device)
+    return refs, unseen or heldout
 
-    out_dir = ws.eval_dir(name)
-    seed = settings.seed if settings.seed is not None else 0
-    systems = ["finetuned"] + (["base"] if include_base else [])
-    total = len(sentences) * len(systems)
-    progress(total=total * 2, completed=0, description="synthesizing")
-    rows: list[EvalRow] = []
-    tiny = voice.tiny
+
+def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: list[str], out_dir: Path, seed: int,
+                progress: Progress) -> tuple[list[EvalRow], Any]:
+    """Every sentence with every system (the fine-tuned run, then its base); the last voice loaded."""
+    from xttsft.synth import ModelSource, conditioning, load_voice, speak, write_audio
+
+    progress(description="loading the fine-tuned model")
+    voice = load_voice(ws, ModelSource("run", plan.run, plan.run_dir), checkpoint=settings.checkpoint,
+                       device=settings.device)
     base_spec = str(voice.base_dir)
+    rows: list[EvalRow] = []
     for system in systems:
         if system == "base":
-            voice = cond = None  # the fine-tuned model must be gone before the base loads
+            voice = None  # the fine-tuned model must be gone before the base loads
             _release()
             progress(description="loading the base model")
             voice = load_voice(ws, ModelSource("base", base_spec, None, base_spec=base_spec), device=settings.device)
-        cond = conditioning(voice, refs, ws.conditioning_cache_dir)
+        cond = conditioning(voice, plan.refs, ws.conditioning_cache_dir)
         progress(description=f"synthesizing ({system})")
-        for i, text in enumerate(sentences, 1):
+        for i, text in enumerate(plan.sentences, 1):
             t0 = time.perf_counter()
-            wav, _ = speak(voice, cond, text, language, settings, seed=seed + i)
+            wav, _ = speak(voice, cond, text, plan.language, settings, seed=seed + i)
             elapsed = time.perf_counter() - t0
             rel = f"{system}/s{i:02d}.wav"
             write_audio(wav, out_dir / rel, voice.sample_rate)
             rows.append(EvalRow(system, i, text, rel, duration=len(wav) / voice.sample_rate, seconds=elapsed))
             progress(advance=1)
+    return rows, voice
 
-    # speaker similarity with the base model's encoder (the last voice loaded is the base
-    # when include_base; otherwise the fine-tuned model's decoder, which training leaves frozen)
-    progress(description="speaker similarity")
-    held_emb = [speaker_embedding(voice.model, h) for h in heldout]
-    pairs = [cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1:]]
-    held_self = _mean(pairs)
+
+def _xtts_similarity(model: Any, rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float | None:
+    """Each output's mean cosine to the held-out clips (XTTS's speaker encoder); the held-out clips' own."""
+    held_emb = [speaker_embedding(model, h) for h in heldout]
+    held_self = _mean([cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1:]])
     for row in rows:
-        emb = speaker_embedding(voice.model, out_dir / row.wav)
+        emb = speaker_embedding(model, out_dir / row.wav)
         row.similarity = _mean([cosine(emb, h) for h in held_emb])
-    voice = cond = None
-    _release()
-    held_self_ge2e = _independent_measures(rows, heldout, out_dir)
+    return held_self
 
+
+def _transcribe_rows(rows: list[EvalRow], transcribe_settings: TranscribeSettings, plan: _Plan, out_dir: Path,
+                     progress: Progress) -> None:
+    """What Whisper hears in every output, and its character error rate against the sentence."""
     progress(description="transcribing with Whisper")
-    whisper = load_whisper(transcribe_settings, whisper_path)
+    whisper = load_whisper(transcribe_settings, plan.whisper_path)
     for row in rows:
-        row.transcript = transcribe_file(whisper, out_dir / row.wav, language)
+        row.transcript = transcribe_file(whisper, out_dir / row.wav, plan.language)
         row.cer = character_error_rate(row.text, row.transcript)
         progress(advance=1)
     del whisper
     gc.collect()
-
-    summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
-    # the tiny model's warning itself was logged once when it loaded; this says what it means here
-    notes = ["These numbers measure the tiny random model's noise, not a voice."] if tiny else []
-    result = EvalResult(
-        run=name, language=language, out_dir=out_dir, rows=rows, summary=summary, references=refs, heldout=heldout,
-        whisper_model=whisper_model, heldout_self_similarity=held_self, tiny=tiny,
-        seed=seed, notes=notes, heldout_self_similarity_ge2e=held_self_ge2e,
-    )
-    atomic_write_json(result.json_path, _to_json(result))
-    return result
 
 
 def _to_json(result: EvalResult) -> dict[str, Any]:
