@@ -81,6 +81,34 @@ def _source_id(ck_path: Path, meta: CheckpointMeta, references: list[str]) -> Ex
                         references=references)
 
 
+@dataclass
+class _Job:
+    """One export: what is written where, from which checkpoint."""
+
+    name: str
+    kind: str
+    mode: str
+    info: Any
+    checkpoint: Any
+    out_dir: Path
+    marker_cls: type[ExportMarker] | type[AdapterMarker]
+    refs: list[Path]
+    source: str
+
+    @property
+    def adapter_only(self) -> bool:
+        return self.kind == "adapter"
+
+    @property
+    def marker(self) -> Path:
+        return self.out_dir / self.marker_cls.FILE
+
+    def result(self, skipped: bool = False) -> ExportResult:
+        files = sorted(p for p in self.out_dir.iterdir() if p.is_file())
+        return ExportResult(self.out_dir, self.kind, self.name, self.checkpoint.path.name, self.mode, files,
+                            skipped=skipped, tiny=self.info.tiny)
+
+
 @stage_lock("export")
 def export_run(
     ws: Workspace,
@@ -97,14 +125,39 @@ def export_run(
 
     Default ``out``: ``train/exports/<run>/`` (merged) or ``train/exports/<run>-adapter/``.
     """
-    from xttsft import model as xmodel
+    from xttsft.io import atomic_dir
+    from xttsft.storage import require_free_space
 
     progress = progress or no_progress
+    job = _plan(ws, run, checkpoint, out, adapter_only, references, num_references)
+    if not force and job.marker.is_file():
+        done = read_marker(job.out_dir, job.marker_cls)
+        if done is not None and done.source == job.source:
+            log.info("%s already holds this export; skipping (force to write again).", job.out_dir)
+            return job.result(skipped=True)
+    _require_replaceable(job.out_dir, job.marker)  # fails now, not after minutes of merging
+    base, identity = _base_of(job, progress)
+    src = job.checkpoint.path if adapter_only else base
+    assert src is not None
+    require_free_space(job.out_dir.parent, sum(f.stat().st_size for f in src.iterdir() if f.is_file())
+                       + sum(r.stat().st_size for r in job.refs), "export")
+    with atomic_dir(job.out_dir) as tmp:
+        _write(tmp, job, base, identity, progress)
+    log.info("Exported %s (%s) to %s", job.name, job.kind, job.out_dir)
+    return job.result()
+
+
+def _plan(ws: Workspace, run: str | None, checkpoint: str, out: Path | None, adapter_only: bool,
+          references: list[Path] | None, num_references: int) -> _Job:
+    """The run, checkpoint, folder and reference clips, each checked before anything is merged."""
+    from xttsft import model as xmodel
+    from xttsft.io import sha256_file, tidy_swaps
+    from xttsft.synth import load_reference
+
     name, run_dir = xmodel.resolve_run(ws, run)
     info = xmodel.read_run_info(run_dir)
     ck = xmodel.find_checkpoint(run_dir, checkpoint)
     mode = ck.record.mode or info.mode
-    kind = "adapter" if adapter_only else "merged"
     if adapter_only and mode != "lora":
         raise InputError(
             f"Run {name!r} was trained with full fine-tuning: it has no LoRA adapter to export.",
@@ -112,82 +165,58 @@ def export_run(
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
     marker_cls = AdapterMarker if adapter_only else ExportMarker
-    marker = out_dir / marker_cls.FILE
     _require_folder_path(out_dir)
-    from xttsft.io import tidy_swaps
-
-    tidy_swaps(out_dir.parent, complete=lambda p: (p / marker.name).is_file(), name=out_dir.name)  # a killed export
+    tidy_swaps(out_dir.parent, complete=lambda p: (p / marker_cls.FILE).is_file(), name=out_dir.name)  # a killed export
     refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
-    from xttsft.io import sha256_file
-    from xttsft.synth import load_reference
-
     for r in refs:  # a bad reference fails now, not after minutes of merging
         load_reference(r)
     # new reference clips make a new export, even from the same checkpoint
     source = _source_id(ck.path, ck.record, [sha256_file(r) for r in refs])
-    if not force and marker.is_file():
-        done = read_marker(out_dir, marker_cls)
-        if done is not None and done.source == source:
-            log.info("%s already holds this export; skipping (force to write again).", out_dir)
-            return ExportResult(
-                out_dir, kind, name, ck.path.name, mode, sorted(p for p in out_dir.iterdir() if p.is_file()),
-                skipped=True, tiny=info.tiny,
-            )
-    _require_replaceable(out_dir, marker)  # fails now, not after minutes of merging
+    return _Job(name, "adapter" if adapter_only else "merged", mode, info, ck, out_dir, marker_cls, refs, source)
 
-    base: Path | None = None
-    if adapter_only and info.base_identity:
-        identity = info.base_identity  # sharing an adapter must not need (or download) the base
-    else:
-        try:
-            base = xmodel.validate_base_dir(info.base_dir)
-        except ModelNotFoundError:
-            base = xmodel.resolve_base_model(info.base_model, progress=progress)
-        identity = xmodel.base_identity(base)
 
-    from xttsft.io import atomic_dir
-    from xttsft.storage import require_free_space
+def _base_of(job: _Job, progress: Progress) -> tuple[Path | None, Any]:
+    """The base model folder (none for an adapter that knows its base's identity) and its identity."""
+    from xttsft import model as xmodel
 
-    src = ck.path if adapter_only else base
-    require_free_space(out_dir.parent, sum(f.stat().st_size for f in src.iterdir() if f.is_file())
-                       + sum(r.stat().st_size for r in refs), "export")
-    with atomic_dir(out_dir) as tmp:
-        if adapter_only:
-            progress(total=2, completed=0, description="copying the adapter")
-            _check_adapter(ck.path, InputError, "Export another checkpoint (--checkpoint latest or "
-                           "checkpoint_epoch_N), or resume the training to write a new one.")
-            for fname in ("adapter_model.safetensors", "adapter_config.json"):
-                shutil.copy2(ck.path / fname, tmp / fname)
-            progress(advance=1)
-        else:
-            progress(total=4, completed=0, description="merging the adapter into the GPT")
-            assert base is not None
-            _write_merged(tmp, base, ck.path, mode, name, refs, info, progress)
-        for i, ref in enumerate(refs):
-            shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
-        record = marker_cls(
-            format="xttsft-adapter" if adapter_only else "xtts-v2",
-            run=name,
-            checkpoint=ck.path.name,
-            mode=mode,
-            language=info.language,
-            base_model=info.base_model,
-            base_identity=identity,
-            dataset_dir=str(info.dataset_dir),
-            speaker=name,
-            references=[p.name for p in sorted(tmp.glob("reference*.wav"))],
-            source=source,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            adapter_target="xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)" if adapter_only else None,
-        )
-        _verify_written(tmp, adapter_only)  # what is shipped loads back, or nothing is shipped
-        record.files = sorted([p.name for p in tmp.iterdir()] + [marker.name])
-        _require_replaceable(out_dir, marker)  # again: the user may have added a file while it merged
-        write_record(tmp / marker.name, marker_cls, record)
+    if job.adapter_only and job.info.base_identity:
+        return None, job.info.base_identity  # sharing an adapter must not need (or download) the base
+    try:
+        base = xmodel.validate_base_dir(job.info.base_dir)
+    except ModelNotFoundError:
+        base = xmodel.resolve_base_model(job.info.base_model, progress=progress)
+    return base, xmodel.base_identity(base)
+
+
+def _write(tmp: Path, job: _Job, base: Path | None, identity: Any, progress: Progress) -> None:
+    """The export's files into ``tmp`` (swapped in whole by the caller), verified, marker last."""
+    ck, info = job.checkpoint, job.info
+    if job.adapter_only:
+        progress(total=2, completed=0, description="copying the adapter")
+        _check_adapter(ck.path, InputError, "Export another checkpoint (--checkpoint latest or "
+                       "checkpoint_epoch_N), or resume the training to write a new one.")
+        for fname in ("adapter_model.safetensors", "adapter_config.json"):
+            shutil.copy2(ck.path / fname, tmp / fname)
         progress(advance=1)
-    files = sorted(p for p in out_dir.iterdir() if p.is_file())
-    log.info("Exported %s (%s) to %s", name, kind, out_dir)
-    return ExportResult(out_dir, kind, name, ck.path.name, mode, files, tiny=info.tiny)
+    else:
+        progress(total=4, completed=0, description="merging the adapter into the GPT")
+        assert base is not None
+        _write_merged(tmp, base, ck.path, job.mode, job.name, job.refs, info, progress)
+    for i, ref in enumerate(job.refs):
+        shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
+    record = job.marker_cls(
+        format="xttsft-adapter" if job.adapter_only else "xtts-v2", run=job.name, checkpoint=ck.path.name,
+        mode=job.mode, language=info.language, base_model=info.base_model, base_identity=identity,
+        dataset_dir=str(info.dataset_dir), speaker=job.name,
+        references=[p.name for p in sorted(tmp.glob("reference*.wav"))], source=job.source,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        adapter_target="xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)" if job.adapter_only else None,
+    )
+    _verify_written(tmp, job.adapter_only)  # what is shipped loads back, or nothing is shipped
+    record.files = sorted([p.name for p in tmp.iterdir()] + [job.marker.name])
+    _require_replaceable(job.out_dir, job.marker)  # again: the user may have added a file while it merged
+    write_record(tmp / job.marker.name, job.marker_cls, record)
+    progress(advance=1)
 
 
 def _require_folder_path(out_dir: Path) -> None:
