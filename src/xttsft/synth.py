@@ -360,67 +360,80 @@ def load_voice(
     folder); LoRA adapters are merged into the GPT unless ``merge_lora`` is
     False (then they run as separate PEFT layers: same output, a bit slower).
     """
-    from xttsft import model as xmodel
-
     from xttsft.hardware import resolve_device
 
     device = resolve_device(device)
     if source.kind == "run":
-        run_dir = source.path
-        assert run_dir is not None
-        try:
-            model, info = xmodel.load_finetuned(
-                run_dir, checkpoint=checkpoint, device=device, progress=progress, merge=merge_lora
-            )
-        except XttsftError:
-            raise
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise InputError(
-                f"The weights of run {source.name!r} do not fit its base model: {_short(exc)}",
-                hint="The adapter or GPT weights were trained on another base model (shape or base mismatch). "
-                "Check run.json's base_model, or train the run again.",
-            ) from exc
-        ckpt_dir = Path(info.checkpoint) if info.checkpoint else run_dir
-        identity = _files_identity(
-            _weight_files(ckpt_dir) + [RunPaths(run_dir).run_json, Path(info.base_dir) / "model.pth"]
-        ) + ("" if merge_lora else "-unmerged")
-        return Voice(
-            model=model,
-            source=source,
-            description=f"run {source.name} ({ckpt_dir.name}, {info.mode})",
-            language=info.language,
-            base_dir=Path(info.base_dir),
-            dataset_dir=Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None,
-            dataset_split=info.dataset_split,
-            tiny=xmodel.is_tiny(Path(info.base_dir)),
-            identity=identity,
-            device=device,
-            checkpoint=ckpt_dir.name,
-        )
+        return _load_run(source, checkpoint, device, progress, merge_lora)
     if source.kind == "adapter":
-        assert source.path is not None
-        marker = read_marker(source.path, AdapterMarker)
-        base_dir = xmodel.resolve_base_model(source.base_spec or "coqui/XTTS-v2", progress=progress)
-        try:
-            model = xmodel.load_xtts(base_dir, device="cpu", for_training=True)
-            xmodel.apply_checkpoint(model, source.path, "lora", merge=merge_lora)
-        except XttsftError:
-            raise
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise InputError(
-                f"The adapter in {source.path} does not fit the base model {source.base_spec}: {_short(exc)}",
-                hint="Use the base model the adapter was trained on (see base_model in xttsft_adapter.json).",
-            ) from exc
-        model.gpt.init_gpt_for_inference(kv_cache=model.args.kv_cache, use_deepspeed=False)
-        model.eval()
-        model.to(device)
-        return Voice(
-            model=model, source=source, description=f"adapter {source.path.name} on {source.base_spec}",
-            language=marker.language if marker else None, base_dir=source.path, dataset_dir=None, tiny=xmodel.is_tiny(base_dir),
-            identity=_files_identity(_weight_files(source.path) + [base_dir / "model.pth"])
-            + ("" if merge_lora else "-unmerged"),
-            device=device,
-        )
+        return _load_adapter(source, device, progress, merge_lora)
+    return _load_folder(source, device, progress)
+
+
+def _load_run(source: ModelSource, checkpoint: str, device: str, progress: Progress | None, merge_lora: bool) -> Voice:
+    """A run: its base model and the chosen checkpoint's adapter or GPT weights."""
+    from xttsft import model as xmodel
+
+    run_dir = source.path
+    assert run_dir is not None
+    try:
+        model, info = xmodel.load_finetuned(run_dir, checkpoint=checkpoint, device=device, progress=progress,
+                                            merge=merge_lora)
+    except XttsftError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"The weights of run {source.name!r} do not fit its base model: {_short(exc)}",
+            hint="The adapter or GPT weights were trained on another base model (shape or base mismatch). "
+            "Check run.json's base_model, or train the run again.",
+        ) from exc
+    ckpt_dir = Path(info.checkpoint) if info.checkpoint else run_dir
+    identity = _files_identity(
+        _weight_files(ckpt_dir) + [RunPaths(run_dir).run_json, Path(info.base_dir) / "model.pth"]
+    ) + ("" if merge_lora else "-unmerged")
+    return Voice(
+        model=model, source=source, description=f"run {source.name} ({ckpt_dir.name}, {info.mode})",
+        language=info.language, base_dir=Path(info.base_dir),
+        dataset_dir=Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None,
+        dataset_split=info.dataset_split, tiny=xmodel.is_tiny(Path(info.base_dir)), identity=identity,
+        device=device, checkpoint=ckpt_dir.name,
+    )
+
+
+def _load_adapter(source: ModelSource, device: str, progress: Progress | None, merge_lora: bool) -> Voice:
+    """An adapter-only export on top of its base model."""
+    from xttsft import model as xmodel
+
+    assert source.path is not None
+    marker = read_marker(source.path, AdapterMarker)
+    base_dir = xmodel.resolve_base_model(source.base_spec or "coqui/XTTS-v2", progress=progress)
+    try:
+        model = xmodel.load_xtts(base_dir, device="cpu", for_training=True)
+        xmodel.apply_checkpoint(model, source.path, "lora", merge=merge_lora)
+    except XttsftError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"The adapter in {source.path} does not fit the base model {source.base_spec}: {_short(exc)}",
+            hint="Use the base model the adapter was trained on (see base_model in xttsft_adapter.json).",
+        ) from exc
+    model.gpt.init_gpt_for_inference(kv_cache=model.args.kv_cache, use_deepspeed=False)
+    model.eval()
+    model.to(device)
+    return Voice(
+        model=model, source=source, description=f"adapter {source.path.name} on {source.base_spec}",
+        language=marker.language if marker else None, base_dir=source.path, dataset_dir=None,
+        tiny=xmodel.is_tiny(base_dir),
+        identity=_files_identity(_weight_files(source.path) + [base_dir / "model.pth"])
+        + ("" if merge_lora else "-unmerged"),
+        device=device,
+    )
+
+
+def _load_folder(source: ModelSource, device: str, progress: Progress | None) -> Voice:
+    """The base model (a name) or a model folder (a merged export, or any XTTS-v2 folder)."""
+    from xttsft import model as xmodel
+
     if source.kind == "base":
         base_dir = xmodel.resolve_base_model(source.base_spec or source.name, progress=progress)
         desc = f"base {source.name}"
@@ -439,14 +452,10 @@ def load_voice(
         ) from exc
     export_info = read_marker(base_dir, ExportMarker)
     return Voice(
-        model=model,
-        source=source,
-        description=desc,
-        language=export_info.language if export_info else None,
+        model=model, source=source, description=desc, language=export_info.language if export_info else None,
         base_dir=base_dir,
         dataset_dir=Path(export_info.dataset_dir) if export_info and export_info.dataset_dir else None,
-        tiny=xmodel.is_tiny(base_dir),
-        identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
+        tiny=xmodel.is_tiny(base_dir), identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
         device=device,
     )
 
@@ -854,69 +863,73 @@ def synthesize(
     dataset (:func:`select_reference_clips`).
     """
     progress = progress or no_progress
-    if not texts or not any(t.strip() for t in texts):
-        raise InputError("The text is empty.", hint='Give the words to speak, e.g. xttsft synth "Olá, tudo bem?"')
-    if settings.language is not None:
-        normalize_language(settings.language)  # fail before loading anything
-    for w in speaker_wavs or []:
-        load_reference(Path(w))  # missing, corrupt, silent or too short: say so before loading a model
-    if out is not None:  # before the model loads, not after it has spoken
-        check_output_path(out, "--out")
-    if out_dir is not None:
-        check_output_path(out_dir, "--out-dir", folder=True)
+    _check_inputs(settings, texts, speaker_wavs, out, out_dir)
     source = resolve_model(ws, model, default_base=default_base)
     progress(description="loading the model")
     voice = load_voice(ws, source, checkpoint=settings.checkpoint, device=settings.device, progress=progress)
     language = normalize_language(settings.language or voice.language or "pt")
     if settings.language is None:
         log.info("language: %s (from the %s)", language, "run" if voice.language else "default")
-
     refs = [Path(w) for w in speaker_wavs] if speaker_wavs else _default_references(ws, voice, settings)
     progress(description="conditioning on the references")
     cond = conditioning(voice, refs, ws.conditioning_cache_dir)
-
-    single = len(texts) == 1 and out_dir is None
-    if single:
-        targets = [Path(out) if out else ws.outputs_dir / "synth" / f"{_slug(texts[0])}.wav"]
-        manifest = None
-        previous: dict[str, dict[str, Any]] = {}
-    else:
-        folder = Path(out_dir) if out_dir else ws.outputs_dir / "synth" / time.strftime("%Y%m%d-%H%M%S")
-        ext = Path(out).suffix if out else ".wav"
-        targets = [folder / f"{i:04d}{ext}" for i in range(1, len(texts) + 1)]
-        manifest = folder / "manifest.jsonl"
-        previous = {r["wav"]: r for r in read_jsonl(manifest)}
-
+    targets, manifest = _targets(ws, texts, out, out_dir)
+    previous = {r["wav"]: r for r in read_jsonl(manifest)} if manifest is not None else {}
     items: list[SynthItem] = []
     rows: list[dict[str, Any]] = []
     progress(total=len(texts), completed=0, description="synthesizing")
-    for text, target in zip(texts, targets):
+    for text, target in zip(texts, targets, strict=True):
         key = _item_key(voice.identity, refs, text, language, settings)
         prev = previous.get(target.name)
-        if prev and prev.get("key") == key and target.is_file():
-            items.append(SynthItem(text, target, float(prev.get("duration", 0)), 0.0, int(prev.get("sentences", 1)), skipped=True))
+        if prev and prev.get("key") == key and target.is_file():  # a re-run skips what is done
+            items.append(SynthItem(text, target, float(prev.get("duration", 0)), 0.0, int(prev.get("sentences", 1)),
+                                   skipped=True))
             rows.append(prev)
-            progress(advance=1)
-            continue
-        t0 = time.perf_counter()
-        wav, sentences = speak(voice, cond, text, language, settings, seed=settings.seed)
-        elapsed = time.perf_counter() - t0
-        write_audio(wav, target, voice.sample_rate)
-        duration = len(wav) / voice.sample_rate
-        items.append(SynthItem(text, target, duration, elapsed, len(sentences)))
-        rows.append({
-            "wav": target.name, "text": text, "language": language, "duration": round(duration, 3),
-            "sentences": len(sentences), "seed": settings.seed, "key": key,
-        })
-        if manifest is not None:
-            write_jsonl(manifest, rows + [r for n, r in previous.items() if n not in {x["wav"] for x in rows}])
+        else:
+            item = _speak_to(voice, cond, text, language, settings, target)
+            items.append(item)
+            rows.append({"wav": target.name, "text": text, "language": language, "duration": round(item.duration, 3),
+                         "sentences": item.sentences, "seed": settings.seed, "key": key})
+            if manifest is not None:
+                write_jsonl(manifest, rows + [r for n, r in previous.items() if n not in {x["wav"] for x in rows}])
         progress(advance=1)
-    notes: list[str] = []  # the tiny model's warning was logged once when it loaded
     return SynthResult(
         items=items, model=voice.description, language=language, references=refs, device=voice.device,
         tiny=voice.tiny, cached_latents=cond.cached, seed=settings.seed, sample_rate=voice.sample_rate,
-        manifest=manifest, notes=notes,
+        manifest=manifest, notes=[],  # the tiny model's warning was logged once when it loaded
     )
+
+
+def _check_inputs(settings: SynthSettings, texts: list[str], speaker_wavs: list[Path] | None, out: Path | None,
+                  out_dir: Path | None) -> None:
+    """Everything a user gave, checked before a model loads (not after it has spoken)."""
+    if not texts or not any(t.strip() for t in texts):
+        raise InputError("The text is empty.", hint='Give the words to speak, e.g. xttsft synth "Olá, tudo bem?"')
+    if settings.language is not None:
+        normalize_language(settings.language)
+    for w in speaker_wavs or []:
+        load_reference(Path(w))  # missing, corrupt, silent or too short
+    if out is not None:
+        check_output_path(out, "--out")
+    if out_dir is not None:
+        check_output_path(out_dir, "--out-dir", folder=True)
+
+
+def _targets(ws: Workspace, texts: list[str], out: Path | None, out_dir: Path | None) -> tuple[list[Path], Path | None]:
+    """One file for one text; numbered files and their manifest.jsonl for a text file."""
+    if len(texts) == 1 and out_dir is None:
+        return [Path(out) if out else ws.outputs_dir / "synth" / f"{_slug(texts[0])}.wav"], None
+    folder = Path(out_dir) if out_dir else ws.outputs_dir / "synth" / time.strftime("%Y%m%d-%H%M%S")
+    ext = Path(out).suffix if out else ".wav"
+    return [folder / f"{i:04d}{ext}" for i in range(1, len(texts) + 1)], folder / "manifest.jsonl"
+
+
+def _speak_to(voice: Voice, cond: Any, text: str, language: str, settings: SynthSettings, target: Path) -> SynthItem:
+    t0 = time.perf_counter()
+    wav, sentences = speak(voice, cond, text, language, settings, seed=settings.seed)
+    elapsed = time.perf_counter() - t0
+    write_audio(wav, target, voice.sample_rate)
+    return SynthItem(text, target, len(wav) / voice.sample_rate, elapsed, len(sentences))
 
 
 def _default_references(ws: Workspace, voice: Voice, settings: SynthSettings) -> list[Path]:
