@@ -63,7 +63,7 @@ COND_SAMPLES = 132300  # 6 s of conditioning, XTTS-v2's max_conditioning_length
 #: seconds (least to try a part, most it may take) on a GPU / in the CPU rehearsal
 ESTIMATES = {
     "cuda": {"worker": (45, 150), "config": 12, "pytest": (40, 200), "synth": (60, 150), "whisper": (30, 120)},
-    "cpu": {"worker": (15, 240), "config": 8, "pytest": (20, 240), "synth": (40, 300), "whisper": (15, 180)},
+    "cpu": {"worker": (15, 300), "config": 8, "pytest": (20, 300), "synth": (40, 600), "whisper": (15, 300)},
 }
 
 
@@ -127,7 +127,7 @@ def plan(rec_batch: int = 32, rec_gc: bool = False) -> list[Step]:
             _worker("fp32", "lora", [_config("fp32", "lora", FP32, False, 2)]),
             _worker("fp32", "full", [_config("fp32", "full", FP32, False, 2)])]),
         Step("pytest", "GPU tests: pytest -m gpu (tiny model)", [Part("GPU tests: pytest -m gpu", "pytest")]),
-        Step("synth", "synth: warm-up, 120 tokens, streaming first chunk", [
+        Step("synth", "synth: warm-up, 120 audio tokens, streaming first chunk", [
             Part("synth RTF and streaming first chunk (20 of 120 tokens), after a warm-up", "synth")]),
         Step("whisper", "Whisper: batched faster-whisper on CUDA", [
             Part("batched faster-whisper on the GPU (CPU int8 when CUDA cannot load)", "whisper")]),
@@ -633,20 +633,30 @@ def _reference(ctx: Ctx) -> list[str]:
     return ["--reference", str(ctx.audio / "ref.wav")]
 
 
+def run_benchmark(ctx: Ctx, cmd: list[str], dest: Path, timeout: float) -> tuple[dict | None, str]:
+    """A benchmark script: (its result file, "ok" or what went wrong). A result written during this run
+    counts even when the process was then killed at the timeout (on its way out)."""
+    t0 = time.time()
+    ran = run_group(cmd, timeout, ctx.out.log, _env_for_children())
+    how = f"exit {ran.rc}{' (timed out)' if ran.timed_out else ''}"
+    if not dest.exists() or dest.stat().st_mtime < t0:
+        return None, f"{how}: {ran.tail.strip()[-300:]}"
+    return json.loads(dest.read_text()), "ok" if ran.rc == 0 else f"{how} after writing {dest.name}"
+
+
 def run_synth(ctx: Ctx, timeout: float) -> str:
     dest = ctx.out.folder / f"synth_{ctx.device}.json"
     tokens, chunk = (120, 20) if ctx.device == "cuda" else (8, 4)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "synth.py"), "--device", ctx.device, "--tokens", str(tokens),
            "--stream-chunk", str(chunk), "--repeats", "1", "--out", str(dest), *_reference(ctx)]
-    ran = run_group(cmd, timeout, ctx.out.log, _env_for_children())
-    if ran.rc != 0 or not dest.exists():
-        return f"exit {ran.rc}{' (timed out)' if ran.timed_out else ''}: {ran.tail.strip()[-300:]}"
-    res = json.loads(dest.read_text())
+    res, status = run_benchmark(ctx, cmd, dest, timeout)
+    if res is None:
+        return status
     rows = ", ".join(f"{r['method'].split(' (')[0]} {r.get('rtf') if r.get('rtf') is not None else r.get('seconds')}"
                      for r in res["rows"])
     ctx.out.report.setdefault("step_results", {})["synth"] = f"{dest.name}: {res.get('ratios')}"
     ctx.say(f"    RTF / s: {rows}"[:600])
-    return "ok"
+    return status
 
 
 def run_whisper(ctx: Ctx, timeout: float) -> str:
@@ -658,16 +668,15 @@ def run_whisper(ctx: Ctx, timeout: float) -> str:
         cmd += ["--clips", "2"]
     if not (ctx.tools["espeak-ng"] and ctx.tools["ffmpeg"]):
         cmd += ["--clips-dir", str(ctx.audio / "clips")]
-    ran = run_group(cmd, timeout, ctx.out.log, _env_for_children())
-    if ran.rc != 0 or not dest.exists():
-        return f"exit {ran.rc}{' (timed out)' if ran.timed_out else ''}: {ran.tail.strip()[-300:]}"
-    res = json.loads(dest.read_text())
+    res, status = run_benchmark(ctx, cmd, dest, timeout)
+    if res is None:
+        return status
     best = max(res["rows"], key=lambda r: r["x_realtime"])
     line = (f"on {res.get('device_used', '?')} ({res.get('fallback') or 'no fallback'}): best {best['x_realtime']}x "
             f"realtime ({best['method']})")
     ctx.out.report.setdefault("step_results", {})["whisper"] = line
     ctx.say("    " + line[:500])
-    return "ok"
+    return status
 
 
 def _skip_reason(ctx: Ctx, step: Step) -> str | None:
@@ -805,10 +814,11 @@ def _measured_notes(ctx: Ctx, facts: dict) -> list[str]:
     v = facts["versions"]
     return [f"training rows: {arch}; shipping step (build_optimization, Trainer.train_step + optimizer_step); "
             f"{ctx.timed_steps} timed steps after a warm-up; conditioning 6 s",
-            f"clips: 6 s ({SIX_S} samples, {SIX_S_TEXT_TOKENS} text tokens) and the longest the model takes "
-            "(model_limits(gpt_max_audio_tokens) samples, build's 200-token text limit)",
-            "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, 120 audio "
-            f"tokens; Whisper: {whisper}",
+            f"clips: 6 s ({SIX_S} samples, {SIX_S_TEXT_TOKENS} text tokens) and the longest training takes "
+            "(model_limits(gpt_max_audio_tokens): 616,448 samples, 28.0 s for XTTS-v2; build's 200-token text "
+            "limit); each row has its clip_s and text_tokens",
+            "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, "
+            f"{120 if ctx.device == 'cuda' else 8} audio tokens; Whisper: {whisper}",
             f"torch {v['torch']} (CUDA {facts['torch_cuda']}, cuDNN {facts['cudnn']}), driver/card: "
             f"{facts['driver_and_card']}; transformers {v['transformers']}, coqui-tts {v['coqui-tts']}, "
             f"python {facts['python']}",
