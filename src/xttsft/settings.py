@@ -35,6 +35,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "BuildSettings",
     "TrainSettings",
     "SynthSettings",
+    "ServeSettings",
     "Settings",
     "Source",
     "Provenance",
@@ -485,9 +487,78 @@ class SynthSettings(Section):
     )
 
 
+class ServeSettings(Section):
+    """``xttsft serve``: the voice behind an OpenAI-compatible speech API.
+
+    Sampling, device, checkpoint and the pause between sentences come from the ``synth`` section."""
+
+    section: ClassVar[str] = "serve"
+    panel: ClassVar[str] = "Server"
+
+    host: str = Field(
+        "127.0.0.1", description="Address to listen on: 127.0.0.1 (this machine only) by default; any other address "
+        "(0.0.0.0: every interface) needs an API key.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    api_key: Annotated[str | None, BeforeValidator(lambda v: v or None)] = Field(
+        None, repr=False, description="Key clients must send (Authorization: Bearer KEY); compared in constant time. "
+        "Set it with SERVE_API_KEY rather than a flag, which other users can see in the process list.")
+    voices_dir: Annotated[Path | None, Cli("Voices", flag="--voices")] = Field(
+        None, description="Folder of extra voices: NAME.wav, or NAME/ with wavs and an optional voice.json "
+        "(language, description).")
+    aliases: Annotated[list[str], Cli("Voices", flag="--alias")] = Field(
+        default_factory=list, description="NAME=VOICE: a voice name clients may send and the voice it speaks with "
+        "(repeat the flag; comma-separated in the environment); OpenAI's names not mapped speak with the default "
+        "voice.")
+    language: Annotated[OptionalLanguage, Cli("Voices")] = Field(
+        None, description="Language of requests that name none and whose voice has none; unset: synth.language, then "
+        "the model's, then en.")
+    max_queue: Annotated[int, Cli("Limits")] = Field(
+        16, ge=0, le=10000, description="Requests that may wait for a turn; more get 429 with Retry-After.")
+    max_streams: Annotated[int, Cli("Limits")] = Field(
+        4, ge=1, le=64, description="Requests spoken at once, taking turns sentence by sentence.")
+    max_input_chars: Annotated[int, Cli("Limits")] = Field(
+        4096, ge=1, le=100000, description="Longest input text, in characters (OpenAI's limit: 4096).")
+    max_body_bytes: Annotated[int, Cli("Limits")] = Field(
+        65536, ge=1024, description="Largest request body, in bytes; a larger one gets 413.")
+    stream_chunk_size: Annotated[int, Cli("Limits")] = Field(
+        20, ge=0, le=1000, description="Audio tokens per streamed chunk within a sentence (about 21.5 per second); "
+        "0: one chunk per sentence.")
+
+    @field_serializer("api_key")
+    def _hide_key(self, v: str | None) -> str | None:
+        return None if v is None else "*" * 8  # xttsft config and saved settings never show it
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a.count("=") != 1 or not all(p.strip() for p in a.split("=")) or "/" in a or "\\" in a]
+        if bad:
+            raise ValueError(f"write each alias as NAME=VOICE, voice names and never paths: {', '.join(bad)}")
+        return v
+
+    @property
+    def alias_map(self) -> dict[str, str]:
+        """``{"alloy": "ana"}`` from ``["alloy=ana"]``."""
+        return {k.strip(): t.strip() for k, t in (a.split("=") for a in self.aliases)}
+
+    @model_validator(mode="after")
+    def _body_fits_input(self) -> ServeSettings:
+        need = 12 * self.max_input_chars + 1024  # JSON writes a character outside the BMP as 12 bytes
+        if self.max_body_bytes < need:
+            raise ValueError(f"max_body_bytes ({self.max_body_bytes}) must be at least {need} for max_input_chars "
+                             f"{self.max_input_chars}")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
-    for cls in (FetchSettings, SegmentSettings, ScreenSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings)
+    for cls in (FetchSettings, SegmentSettings, ScreenSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings,
+                ServeSettings)
 }
 
 
@@ -501,6 +572,7 @@ class Settings(BaseModel):
     build: BuildSettings
     train: TrainSettings
     synth: SynthSettings
+    serve: ServeSettings
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values, to save next to the artifacts a run produces."""
