@@ -24,6 +24,7 @@ from xttsft.cli import review as _review
 from xttsft.cli import run_all as _run_all
 from xttsft.cli import screen as _screen
 from xttsft.cli import segment as _segment
+from xttsft.cli import serve as _serve
 from xttsft.cli import synth as _synth
 from xttsft.cli import train as _train
 from xttsft.cli import transcribe as _transcribe
@@ -95,6 +96,7 @@ _synth.register(app)
 _export.register(app)
 _eval.register(app)
 _run_all.register(app)
+_serve.register(app)
 
 
 def main() -> None:
