@@ -164,27 +164,44 @@ class Loaded:
 
 
 def model_voices(ws: Workspace, voice: Voice, num_references: int) -> list[VoiceEntry]:
-    """The model's own voice (first), or the speakers stored in its ``speakers_xtts.pth``."""
-    source = voice.source
-    name = _voice_name(source.name if source.kind == "run" else source.path.name if source.path else source.name)
-    if source.kind in {"folder", "adapter"} and voice.base_dir is not None:
-        refs = tuple(sorted(voice.base_dir.glob("reference*.wav")))[:num_references]
-        if refs:
-            return [VoiceEntry(name, f"the voice of {voice.description}", voice.language, refs, origin="model")]
-    if source.kind == "run":
-        from xttsft.errors import DatasetError
-        from xttsft.synth import select_reference_clips
+    """The model's own voice first, then, for a model folder or ``base``, the other speakers stored in
+    its ``speakers_xtts.pth`` (XTTS-v2's studio speakers; a run lists only its own voice).
 
-        dataset = voice.dataset_dir if voice.dataset_dir is not None else ws.dataset_dir
-        try:
-            refs = tuple(select_reference_clips(dataset, count=num_references, split_rule=voice.dataset_split))
-        except DatasetError as exc:
-            raise InputError(
-                f"Run {source.name} has no reference clips for its voice: {exc.message}",
-                hint="Pass --voices DIR with reference wavs, or serve an export (xttsft export).",
-            ) from None
-        return [VoiceEntry(name, f"the voice of {voice.description}", voice.language, refs, origin="model")]
-    return _stored_speakers(voice)
+    The own voice: a run's reference clips (from its dataset, as ``synth`` picks them); a folder's
+    ``reference*.wav`` (an export ships them), named after the export's speaker; or its entry in
+    ``speakers_xtts.pth``."""
+    source = voice.source
+    if source.kind == "run":
+        return [
+            VoiceEntry(
+                _voice_name(source.name),
+                f"the voice of {voice.description}",
+                voice.language,
+                _run_references(ws, voice, num_references),
+                origin="model",
+            )
+        ]
+    own_name, stored = _stored_speakers(voice)
+    refs = tuple(sorted(voice.base_dir.glob("reference*.wav")))[:num_references] if voice.base_dir else ()
+    if not refs:
+        return stored
+    name = own_name or _voice_name(source.path.name if source.path else source.name)
+    own = VoiceEntry(name, f"the voice of {voice.description}", voice.language, refs, origin="model")
+    return [own, *(v for v in stored if v.name.casefold() != name.casefold())]
+
+
+def _run_references(ws: Workspace, voice: Voice, num_references: int) -> tuple[Path, ...]:
+    from xttsft.errors import DatasetError
+    from xttsft.synth import select_reference_clips
+
+    dataset = voice.dataset_dir if voice.dataset_dir is not None else ws.dataset_dir
+    try:
+        return tuple(select_reference_clips(dataset, count=num_references, split_rule=voice.dataset_split))
+    except DatasetError as exc:
+        raise InputError(
+            f"Run {voice.source.name} has no reference clips for its voice: {exc.message}",
+            hint="Pass --voices DIR with reference wavs, or serve an export (xttsft export).",
+        ) from None
 
 
 def _voice_name(text: str) -> str:
@@ -194,14 +211,15 @@ def _voice_name(text: str) -> str:
     return name if check_voice_name(name) is None else f"voice-{name}"[:64]
 
 
-def _stored_speakers(voice: Voice) -> list[VoiceEntry]:
-    """Voices from ``speakers_xtts.pth`` (XTTS-v2's studio speakers, or an export's own voice first)."""
+def _stored_speakers(voice: Voice) -> tuple[str | None, list[VoiceEntry]]:
+    """The export's own speaker name (None if not an export), and the voices of ``speakers_xtts.pth``
+    (the export's own first)."""
     import json
 
     from xttsft.model import safe_torch_load
 
     if voice.base_dir is None or not (voice.base_dir / "speakers_xtts.pth").is_file():
-        return []
+        return None, []
     speakers = safe_torch_load(voice.base_dir / "speakers_xtts.pth")
     marker = voice.base_dir / "xttsft_export.json"
     own = json.loads(marker.read_text(encoding="utf-8")).get("speaker") if marker.is_file() else None
@@ -223,7 +241,7 @@ def _stored_speakers(voice: Voice) -> list[VoiceEntry]:
                 origin="model" if n == own else "speakers",
             )
         )
-    return out
+    return (_voice_name(str(own)) if own else None), out
 
 
 def load_xtts_speaker(
@@ -250,7 +268,7 @@ def load_xtts_speaker(
             hint="Pass --voices DIR: one NAME.wav, or one NAME/ folder of wavs, per voice.",
         )
     speaker = XttsSpeaker(voice, synth, cache_dir=ws.conditioning_cache_dir, stream_chunk_size=serve.stream_chunk_size)
-    catalog = VoiceCatalog(everything, default=everything[0].name, aliases=serve.aliases)
+    catalog = VoiceCatalog(everything, default=everything[0].name, aliases=serve.alias_map)
     language = normalize_language(serve.language or synth.language or voice.language or "en")
     name = source.name if source.kind == "run" else (source.path.name if source.path else source.name)
     return Loaded(
