@@ -135,7 +135,7 @@ def probe(path: str | Path) -> AudioInfo:
     duration = None
     for candidate in (st.get("duration"), fmt.get("duration")):
         try:
-            duration = float(candidate)
+            duration = float(candidate)  # type: ignore[arg-type]  # None raises TypeError: the next one
             break
         except (TypeError, ValueError):
             continue
@@ -222,7 +222,8 @@ def stream_blocks(
 
     err_chunks: list[bytes] = []
     # Drain stderr in the background so a chatty ffmpeg never blocks on a full pipe.
-    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    stderr = proc.stderr
+    reader = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
     reader.start()
     pending = b""
     try:

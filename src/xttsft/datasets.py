@@ -141,7 +141,7 @@ def _rows_of(root: Path, path: Path, coqui: bool, seen: set[str], refused: list[
             continue
         if coqui:
             rel: str | None = cols[0].strip()
-            sid, text = Path(rel).stem, cols[1].strip()
+            sid, text = Path(cols[0].strip()).stem, cols[1].strip()
         else:
             sid = cols[0].strip()
             text = (cols[2] if len(cols) > 2 and cols[2].strip() else cols[1]).strip()

@@ -352,7 +352,7 @@ def evaluate(
     # when include_base; otherwise the fine-tuned model's decoder, which training leaves frozen)
     progress(description="speaker similarity")
     held_self = _xtts_similarity(voice.model, rows, plan.heldout, out_dir)
-    voice = None
+    del voice  # its memory goes back before GE2E and Whisper load
     _release()
     held_self_ge2e = _independent_measures(rows, plan.heldout, out_dir)
     _transcribe_rows(rows, transcribe_settings, plan, out_dir, progress)
@@ -427,8 +427,8 @@ def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: li
     from xttsft.synth import ModelSource, conditioning, load_voice, speak, write_audio
 
     progress(description="loading the fine-tuned model")
-    voice = load_voice(ws, ModelSource("run", plan.run, plan.run_dir), checkpoint=settings.checkpoint,
-                       device=settings.device)
+    voice: Any = load_voice(ws, ModelSource("run", plan.run, plan.run_dir), checkpoint=settings.checkpoint,
+                            device=settings.device)
     base_spec = str(voice.base_dir)
     rows: list[EvalRow] = []
     for system in systems:
@@ -450,7 +450,7 @@ def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: li
     return rows, voice
 
 
-def _xtts_similarity(model: Any, rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float | None:
+def _xtts_similarity(model: Any, rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
     """Each output's mean cosine to the held-out clips (XTTS's speaker encoder); the held-out clips' own."""
     held_emb = [speaker_embedding(model, h) for h in heldout]
     held_self = _mean([cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1:]])

@@ -39,7 +39,7 @@ from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftErr
 from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
-from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, read_marker, write_record
+from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, Mode, read_marker, write_record
 
 __all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "stock_state_dict"]
 
@@ -87,13 +87,13 @@ class _Job:
 
     name: str
     kind: str
-    mode: str
+    mode: Mode
     info: Any
     checkpoint: Any
     out_dir: Path
     marker_cls: type[ExportMarker] | type[AdapterMarker]
     refs: list[Path]
-    source: str
+    source: ExportSource
 
     @property
     def adapter_only(self) -> bool:
@@ -157,7 +157,7 @@ def _plan(ws: Workspace, run: str | None, checkpoint: str, out: Path | None, ada
     name, run_dir = xmodel.resolve_run(ws, run)
     info = xmodel.read_run_info(run_dir)
     ck = xmodel.find_checkpoint(run_dir, checkpoint)
-    mode = ck.record.mode or info.mode
+    mode: Mode = ck.record.mode or ("full" if info.mode == "full" else "lora")
     if adapter_only and mode != "lora":
         raise InputError(
             f"Run {name!r} was trained with full fine-tuning: it has no LoRA adapter to export.",

@@ -312,7 +312,7 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
             continue
         fp = Path(info["filepath"])
         info_audio, not_audio = _probe_audio(fp)
-        if not_audio:  # an HTML error page, zeros, a broken stream: never archived as done
+        if not_audio or info_audio is None:  # an HTML error page, zeros, a broken stream: never archived as done
             fp.unlink(missing_ok=True)
             _forget_download(ws.download_archive, info)
             items.append(FetchItem(url, "failed", title=info.get("title"), reason=f"the download is {not_audio}",

@@ -102,6 +102,7 @@ def clip_views(ws: Workspace) -> list[ClipView]:
 
 def _view(c: ClipRecord, t: TranscriptRecord | None, s: ScreenRecord | None, r: ReviewRecord | None) -> ClipView:
     stage, reason, detail = _stage_decision(t, s)
+    decision: Literal["kept", "dropped", "pending"]
     if r is not None and r.decision == "drop":
         decision, stage_now, reason_now = "dropped", "review", "review"
     elif r is not None and r.decision == "keep":

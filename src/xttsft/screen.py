@@ -307,7 +307,7 @@ def _screen_speakers(
     thresholds, the embeddings, the cluster index per clip and the target centroid."""
     from xttsft.encoders import cosine, unit
 
-    emb = np.stack([c.features.embedding for c in clips]).astype(np.float32)
+    emb = np.stack([c.features.embedding for c in clips]).astype(np.float32)  # type: ignore[misc]  # measured first
     dur = np.array([c.duration for c in clips])
     labels = _clusters(emb, settings.cluster_similarity)
     order = sorted(set(labels.tolist()), key=lambda k: -dur[labels == k].sum())
@@ -335,12 +335,12 @@ def _screen_speakers(
     threshold = _robust_threshold(sims[core], settings.similarity_sigmas,
                                   settings.min_similarity, settings.sure_similarity)
     passing = [i for i, c in enumerate(clips) if sims[i] >= threshold]
-    win_sims = [clips[i].features.windows @ centroid for i in passing]  # type: ignore[operator]
+    win_sims = [clips[i].features.windows @ centroid for i in passing]
     w_threshold = _robust_threshold(np.concatenate(win_sims) if win_sims else np.zeros(0),
                                     settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING)
     for i, c in enumerate(clips):
         c.decision.speaker, c.decision.similarity = f"S{labels[i] + 1}", round(float(sims[i]), 4)
-        w = c.features.windows @ centroid  # type: ignore[operator]
+        w = c.features.windows @ centroid
         c.decision.window_min_similarity = round(float(w.min()), 4)
         if sims[i] < threshold:
             c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
@@ -561,7 +561,9 @@ def screen_clips(
         ref_embs = [embed_reference(r, enc) for r in refs]
     clips = _load_clips(ws, manifest)
     result.measured = _measure(clips, ws, settings, progress)
-    emb = labels = centroid = None
+    emb: Any = None
+    labels: Any = None
+    centroid: Any = None
     if settings.speaker_filter:
         result.speakers, result.thresholds, emb, labels, centroid = _screen_speakers(clips, settings, ref_embs)
     if settings.quality_filter:
@@ -578,7 +580,7 @@ def screen_clips(
         for k, sp in enumerate(result.speakers):
             sel = labels == k
             sp.kept = int((sel & kept_mask).sum())
-            sp.kept_minutes = float(sum(c.duration for c, s in zip(clips, sel, strict=True) if s and c.kept)) / 60
+            sp.kept_minutes = sum(c.duration for c, s in zip(clips, sel, strict=True) if s and c.kept) / 60
         result.map_png = ws.screen_dir / "speakers.png"
         _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
     else:

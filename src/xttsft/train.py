@@ -210,7 +210,7 @@ class _TestAudio:
 
     def __init__(self, base_dir: Path, language: str, speaker_wav: Path, device: str) -> None:
         self.base_dir, self.language, self.speaker_wav, self.device = base_dir, language, speaker_wav, device
-        self.xtts = None
+        self.xtts: Any = None
 
     def _cuda_devices(self) -> list[int]:
         import torch
@@ -665,8 +665,8 @@ def _last_session(settings_json: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from xttsft.io import read_json
 
     saved = read_json(settings_json)  # {} when missing or damaged: nothing to take or compare
-    given = saved.get("train") if isinstance(saved.get("train"), dict) else {}
-    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+    given: dict[str, Any] = saved["train"] if isinstance(saved.get("train"), dict) else {}
+    resolved: dict[str, Any] = saved["resolved"] if isinstance(saved.get("resolved"), dict) else {}
     return given, resolved
 
 
@@ -721,7 +721,7 @@ def resume_settings(settings: Settings, provenance: Provenance | None,
                  ", ".join(f"{k} {v}" for k, v in taken.items()))
     split = (info.dataset_split if info is not None else None) or {}
     bsrc = (provenance or {}).get("build", {})
-    build = {f: split[f] for f in ("val_fraction", "seed")
+    build: dict[str, Any] = {f: split[f] for f in ("val_fraction", "seed")
              if f in split and provenance is not None and f in bsrc and bsrc[f].kind == "default"}
     return settings.model_copy(update={"train": TrainSettings(**{**values, **taken, "run_name": name}),
                                        "build": settings.build.model_copy(update=build)}), explicit
@@ -858,7 +858,7 @@ def _callbacks(ts: TrainSettings, run: RunDir, res: Resolved, data: DataReport, 
                main: bool, hooks: TrainHooks) -> list[Any]:
     from xttsft.trainer import ConsoleCallback, TensorBoardCallback
 
-    cbs: list[Any] = [ConsoleCallback(ts.print_step, ts.num_epochs)] if main else []
+    cbs: list[Any] = [ConsoleCallback(ts.print_step, epochs(ts))] if main else []
     if main and ts.use_tensorboard:
         speak = None
         if not tiny or hooks.force_test_audio:
@@ -902,7 +902,7 @@ def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, f
         batches_of=lambda epoch: epoch_batches(lengths, res.batch_size, ts.seed, epoch, rank, world),
         loader_of=loader_of,
         validate=lambda: _validate(model.gpt, val_ds, feats, res.batch_size, optim.device_type, optim.amp_dtype),
-        save_checkpoint=save, save_best=save_best, num_epochs=ts.num_epochs, grad_accum_steps=res.grad_accum_steps,
+        save_checkpoint=save, save_best=save_best, num_epochs=epochs(ts), grad_accum_steps=res.grad_accum_steps,
         max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
         state_every_minutes=ts.save_every_n_minutes, state_every_steps=ts.save_every_n_steps,
         patience=ts.early_stopping_patience,
@@ -985,7 +985,7 @@ def train(
         ts = resolve_epochs(ts, data)
         settings = settings.model_copy(update={"train": ts})  # settings.json records the number of epochs
         n_batches, optim, state, resumed_from = _start(run, ts, res, model, data, rank, world)
-        if rank == 0 and state.epoch < ts.num_epochs:  # a finished run keeps the record of how it was trained
+        if rank == 0 and state.epoch < epochs(ts):  # a finished run keeps the record of how it was trained
             _write_run_files(settings, run, res, data, base_dir, explicit, dataset_fingerprint(dataset))
         _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
         trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
@@ -1001,6 +1001,13 @@ def train(
 #: ``TRAIN_NUM_EPOCHS=auto`` trains until the model has heard about this much audio (10 hours)
 AUTO_EPOCHS_AUDIO_MINUTES = 600.0
 AUTO_EPOCHS_RANGE = (10, 1000)
+
+
+def epochs(ts: TrainSettings) -> int:
+    """The number of epochs, once :func:`resolve_epochs` has settled ``auto``."""
+    if not isinstance(ts.num_epochs, int):
+        raise TypeError("num_epochs is still 'auto': resolve_epochs(ts, data) first")
+    return ts.num_epochs
 
 
 def resolve_epochs(ts: TrainSettings, data: DataReport) -> TrainSettings:
@@ -1036,7 +1043,7 @@ def _start(run: RunDir, ts: TrainSettings, res: Resolved, model: Model, data: Da
 
     n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
     steps_per_epoch = math.ceil(n_batches / res.grad_accum_steps)
-    optim = build_optimization(model.gpt, ts, res, steps_per_epoch * ts.num_epochs)
+    optim = build_optimization(model.gpt, ts, res, steps_per_epoch * epochs(ts))
     if not run.resume:
         return n_batches, optim, TrainState(), None
     if not run.resumable:
@@ -1053,7 +1060,7 @@ def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: D
              if rank == 0 and st.history_train else None)
     return TrainResult(
         run_name=run.name, run_dir=run.path, tensorboard_dir=run.tensorboard, mode=res.mode, device=res.device,
-        base_model=ts.base_model, tiny=tiny, num_epochs=ts.num_epochs, epochs_completed=len(st.history_train),
+        base_model=ts.base_model, tiny=tiny, num_epochs=epochs(ts), epochs_completed=len(st.history_train),
         global_step=st.global_step, optimizer_steps=st.optimizer_step, learning_rate=res.learning_rate,
         trainable_params=model.trainable, total_params=model.total, train_samples=len(data.train),
         val_samples=len(data.val), hours=data.hours, dropped={k: len(v) for k, v in data.dropped.items()},

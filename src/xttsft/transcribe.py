@@ -155,7 +155,8 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
     """Replace every ``auto`` (model, device, compute type, batch size) by doctor's pick, and log it once."""
     from xttsft.logs import log_once
 
-    values = {"device": settings.device, "compute_type": settings.compute_type, "batch_size": settings.batch_size}
+    values: dict[str, Any] = {"device": settings.device, "compute_type": settings.compute_type,
+                              "batch_size": settings.batch_size}
     if "auto" in values.values():
         from xttsft.hardware import current_recommendation
 

@@ -91,5 +91,6 @@ def merged_gpt_state(gpt, mode: str) -> dict[str, Any]:
             for name, m in gpt.gpt.named_modules():
                 if isinstance(m, LoraLayer):
                     key = f"gpt.{name}.weight"
-                    sd[key] = sd[key] + m.get_delta_weight("default").to(sd[key].dtype)
+                    delta = m.get_delta_weight("default")  # type: ignore[attr-defined]  # on PEFT's Linear, not the base
+                    sd[key] = sd[key] + delta.to(sd[key].dtype)
     return sd

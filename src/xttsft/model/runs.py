@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xttsft.errors import InputError, ModelNotFoundError
+from xttsft.errors import InputError, ModelNotFoundError, XttsftError
 from xttsft.logs import log_once
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
@@ -219,7 +219,7 @@ def tidy_run_dir(run_dir: Path) -> None:
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     """Complete epoch checkpoints (``meta.json`` present) of a run, oldest first."""
-    out = []
+    out: list[CheckpointInfo] = []
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return out
@@ -278,7 +278,7 @@ def load_gpt_weights(
     mode: str,
     *,
     inject: bool = False,
-    error: type[Exception] = ModelNotFoundError,
+    error: type[XttsftError] = ModelNotFoundError,
     hint: str = "Load it with the base model it was trained on (see run.json).",
 ) -> None:
     """Load a checkpoint's GPT weights into ``gpt``: the LoRA adapter (``inject``: add its layers
@@ -322,7 +322,7 @@ def load_gpt_weights(
         )
 
 
-def _read_lora_config(ckpt_dir: Path, error: type[Exception], hint: str):
+def _read_lora_config(ckpt_dir: Path, error: type[XttsftError], hint: str):
     from peft import LoraConfig
 
     cfg_file = ckpt_dir / "adapter_config.json"
