@@ -72,7 +72,7 @@ def test_config_json_shows_environment_value(cli):
     epochs = data["train"]["num_epochs"]
     assert epochs == {"value": 7, "source": "environment", "detail": "TRAIN_NUM_EPOCHS", "env": "TRAIN_NUM_EPOCHS"}
     assert data["train"]["lora_rank"]["source"] == "default"
-    assert set(data) == {"fetch", "segment", "screen", "transcribe", "build", "train", "synth"}
+    assert set(data) == {"fetch", "segment", "screen", "transcribe", "build", "train", "synth", "serve"}
 
 
 def test_config_table_shows_sources(cli, workspace):
