@@ -28,7 +28,6 @@ from datetime import date
 from pathlib import Path
 
 from _common import machine
-
 from xttsft.demo import make_interview
 from xttsft.io import read_jsonl
 from xttsft.paths import Workspace

@@ -47,7 +47,7 @@ def make_speech(out: Path, minutes: float, seed: int = 0) -> list[tuple[float, f
     tmp = out.parent / "s.wav"
     parts, spans, t = [np.zeros(int(0.5 * SR), np.float32)], [], 0.5
     sentences: list[np.ndarray] = []
-    for i in range(12):  # a pool of distinct sentences, reused in random order
+    for _ in range(12):  # a pool of distinct sentences, reused in random order
         words = rng.choice(WORDS, size=int(rng.integers(5, 14)))
         subprocess.run(["espeak-ng", "-s", str(int(rng.integers(140, 190))), "-w", str(tmp), " ".join(words)],
                        check=True)

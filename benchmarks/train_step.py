@@ -129,10 +129,9 @@ def main() -> None:
         print(json.dumps(worker(args.worker, batch, seconds, steps, args.amp, args.gc)))
         return
 
+    import torch
     from rich.console import Console
     from rich.table import Table
-
-    import torch
 
     console = Console()
     # (mode, AMP, gradient checkpointing); AMP rows only where a GPU exists

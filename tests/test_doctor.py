@@ -357,6 +357,6 @@ def test_nvidia_smi_facts_match_torch():
     cheap = hardware_facts().gpus
     exact = _gpus_from_torch()
     assert [g.name for g in cheap] == [g.name for g in exact]
-    for a, b in zip(cheap, exact):
+    for a, b in zip(cheap, exact, strict=True):
         assert a.compute_capability == b.compute_capability
         assert abs(a.total_memory_mib - b.total_memory_mib) <= 0.03 * b.total_memory_mib

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from synth_helpers import make_dataset, make_run
-from xttsft.paths import Workspace
 from xttsft import evaluate
+from xttsft.paths import Workspace
 
 
 def said(res) -> str:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from synth_helpers import make_dataset, make_run
+from xttsft import synth
 from xttsft.paths import Workspace
 from xttsft.settings import SynthSettings
-from xttsft import synth
 
 
 def said(res) -> str:

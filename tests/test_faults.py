@@ -357,7 +357,6 @@ def test_infinite_learning_rate_and_oversized_lora_rank_are_refused(tmp_path: Pa
 def test_transcribe_loads_one_part_of_a_source_at_a_time(tmp_path: Path, speak, monkeypatch) -> None:
     """A 10-hour source must not sit in memory whole: clips load CHECKPOINT_CLIPS at a time."""
     from test_transcribe import tiny_en_path  # the bundled tiny.en Whisper
-
     from xttsft import transcribe as tr
     from xttsft.settings import TranscribeSettings
 

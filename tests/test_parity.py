@@ -117,7 +117,6 @@ def _coqui_run(base: Path, args, samples: list[dict], steps: int) -> tuple[list[
 
 def _ours_run(base: Path, raws: list[dict]) -> tuple[list[tuple[float, float]], dict, dict]:
     """xttsft's step on the same raw batches: Featurizer, gpt_loss, the fused AdamW of build_optimization."""
-    import torch
 
     from xttsft.settings import TrainSettings
     from xttsft.train import build_model, build_optimization, gpt_loss, resolve_train_settings

@@ -39,7 +39,6 @@ def _screen_rows(ws: Workspace) -> None:
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory, speak) -> Workspace:
     from test_build import make_inputs
-
     from xttsft.records import TranscriptRecord, read_records, write_records
 
     ws = Workspace(tmp_path_factory.mktemp("review") / "ws").ensure()
@@ -216,7 +215,6 @@ def test_review_without_clips_says_what_to_run_first(cli, workspace: Workspace) 
 
 def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(tmp_path: Path, speak) -> None:
     from test_build import make_inputs
-
     from xttsft.pipeline import run_all
     from xttsft.review import ReviewStore
     from xttsft.settings import load_settings
@@ -234,7 +232,6 @@ def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(
 
 def test_an_edit_whose_clip_is_gone_is_reported_and_never_applied(tmp_path: Path, speak, caplog) -> None:
     from test_build import make_inputs
-
     from xttsft.records import ReviewRecord, write_records
     from xttsft.review import overrides
 

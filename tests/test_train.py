@@ -476,8 +476,7 @@ def test_test_sentences_reach_tensorboard(tmp_path, dataset) -> None:
 def test_merged_state_equals_peft_merge(tiny_gpt_pair) -> None:
     import torch
 
-    from xttsft.model import merge_lora
-    from xttsft.model import merged_gpt_state
+    from xttsft.model import merge_lora, merged_gpt_state
 
     gpt = tiny_gpt_pair
     sd = merged_gpt_state(gpt, "lora")

@@ -159,7 +159,7 @@ def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress 
         inputs: list[str] = []
         filters = []
         n = 0
-        for j, part in enumerate(parts):
+        for part in parts:
             inputs += ["-i", str(part)]
             filters.append(f"[{n}:a]aresample=22050,aformat=channel_layouts=mono[s{n}]")
             n += 1

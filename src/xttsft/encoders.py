@@ -218,7 +218,7 @@ def fingerprint(x: np.ndarray) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(FP_FFT, 1 / SR)
     bands = np.stack(
-        [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(FP_BANDS[:-1], FP_BANDS[1:])], axis=1
+        [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(FP_BANDS[:-1], FP_BANDS[1:], strict=True)], axis=1
     )
     energy = np.log10(bands + 1e-10)
     d = energy[:, :-1] - energy[:, 1:]  # (n, 16)

@@ -197,7 +197,8 @@ def whisper_name(settings: TranscribeSettings, model: str | None = None) -> str:
 def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
     """faster-whisper model ``model`` (or ``settings.model``) on the settings' device, ``auto``
     resolved as ``xttsft transcribe`` resolves it."""
-    from xttsft.transcribe import load_whisper as load, resolve_runtime
+    from xttsft.transcribe import load_whisper as load
+    from xttsft.transcribe import resolve_runtime
 
     rt = resolve_runtime(settings)
     return load(whisper_name(settings, model), rt.device, rt.compute_type, flag="--whisper-model")

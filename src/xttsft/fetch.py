@@ -33,10 +33,10 @@ from typing import Any, Literal
 from xttsft import audio
 from xttsft.errors import InputError
 from xttsft.io import atomic_path, atomic_write_json, sha256_file
+from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.settings import FetchSettings
-from xttsft.locks import stage_lock
 
 __all__ = ["FetchItem", "FetchResult", "fetch", "read_source_list", "ytdlp_options"]
 

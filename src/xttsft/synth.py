@@ -132,7 +132,7 @@ def _char_limit(language: str, tokenizer: Any = None) -> int:
 _ABBREVIATIONS = {
     "sr", "sra", "srs", "sras", "dr", "dra", "drs", "dras", "prof", "profa", "eng", "exmo", "exma", "av", "pág",
     "pag", "nº", "no", "núm", "num", "cap", "art", "fig", "vol", "ed", "etc", "ex", "obs", "tel", "mr", "mrs",
-    "ms", "st", "jr", "sr", "vs", "approx", "dept", "est", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "capt",
+    "ms", "st", "jr", "vs", "approx", "dept", "est", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "capt",
     "rev", "hon", "mme", "mlle", "m", "sres", "ud", "uds", "hr", "fr", "frau", "nr", "bzw", "ca", "usw", "z.b",
     "e.g", "i.e", "a.c", "d.c",
 }

@@ -944,8 +944,8 @@ def train(
     """
     import torch
 
-    from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
     from xttsft.datasets import read_dataset
+    from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
     from xttsft.train_data import Featurizer, dataset_fingerprint
 
     t0 = time.time()

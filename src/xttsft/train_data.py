@@ -378,5 +378,8 @@ def keep_recorded_split(ds: datasets.Dataset, before: dict[str, Any]) -> dataset
     recorded_val, recorded_train = set(before.get("val") or {}), set(before.get("train") or {})
     rows = ds.train + ds.val
     now_val = {r.id for r in ds.val}
-    in_val = lambda r: r.id in recorded_val or (r.id not in recorded_train and r.id in now_val)
+
+    def in_val(r: Any) -> bool:
+        return r.id in recorded_val or (r.id not in recorded_train and r.id in now_val)
+
     return dataclasses.replace(ds, train=[r for r in rows if not in_val(r)], val=[r for r in rows if in_val(r)])

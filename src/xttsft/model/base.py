@@ -462,8 +462,8 @@ def load_xtts(base_dir: Path, device: str = "cpu", *, for_training: bool = False
     """
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import Xtts
     from TTS.tts.layers.xtts.xtts_manager import SpeakerManager
+    from TTS.tts.models.xtts import Xtts
 
     base_dir = validate_base_dir(base_dir)
     config = XttsConfig()
