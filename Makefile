@@ -9,14 +9,16 @@ XTTSFT  := $(VENV)/bin/xttsft
 STAMP   := $(VENV)/.xttsft-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test test-heavy demo bench gpu-check clean
+.PHONY: help install system-deps test test-heavy demo bench gpu-check gpu-bundle gpu-dryrun clean
 
 help:
 	@echo "make demo   - install, then run the pipeline offline on the bundled demo voice"
 	@echo "make test   - install, then run the test suite"
 	@echo "make test-heavy - the full-size-architecture tests (parity with coqui's recipe; ~12 GB RAM)"
 	@echo "make bench  - install, then run every benchmark and write benchmarks/RESULTS.md"
-	@echo "make gpu-check - on a CUDA GPU: GPU tests, VRAM/speed matrix, synth and Whisper on the GPU (~8 min)"
+	@echo "make gpu-check - on a CUDA GPU: VRAM/speed matrix, GPU tests, synth and Whisper on the GPU (8 min at most)"
+	@echo "make gpu-bundle - wheels, audio and a model for the offline lent GPU machine, in .whl/ (docs/gpu-check.md)"
+	@echo "make gpu-dryrun - rehearse the lent machine here: its Python 3.12 image plus .whl/, one CPU row per step"
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -43,7 +45,15 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 gpu-check: install
-	$(PY) scripts/gpu_check.py
+	$(PY) scripts/gpu_check.py --deadline 480
+
+# the offline lent GPU machine (docs/gpu-check.md): what it lacks, in .whl/ (git-ignored, 64 MiB at most)
+gpu-bundle: install
+	bash scripts/gpu_bundle.sh
+
+# that machine rehearsed here on the CPU (a Python 3.12 venv in ~/.cache, ~3 GB): not in CI
+gpu-dryrun: install
+	bash scripts/gpu_dryrun.sh
 
 clean:
 	rm -rf demo-workspace .pytest_cache build src/*.egg-info
