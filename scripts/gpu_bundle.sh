@@ -41,8 +41,10 @@ TRAIN=(coqui-tts==0.28.0 coqui-tts-trainer==0.4.0 coqpit-config==0.2.5 anyascii=
        num2words==0.5.14 monotonic-alignment-search==0.2.1 pysbd==0.3.4 torchcodec==0.11.1
        librosa==0.11.0 audioread==3.1.0 decorator==5.3.2 pooch==1.9.0 platformdirs==4.14.9)
 # What xttsft itself needs that the image lacks (settings, audio I/O): the Whisper run needs it too.
+# typing-extensions travels although the image has one: pydantic 2.14 needs >= 4.16, the image's is unread.
 BASE=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-      pydantic-settings==2.16.3 python-dotenv==1.2.4 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 soxr==1.1.0)
+      typing-extensions==4.16.0 pydantic-settings==2.16.3 python-dotenv==1.2.4 soundfile==0.14.0 cffi==2.1.1
+      pycparser==3.12 soxr==1.1.0)
 WHISPER=(faster-whisper==1.2.1 ctranslate2==4.8.5 av==18.1.0)
 
 download() {  # download DIR SPEC...: cp312 manylinux wheels, no dependencies (each one is named)
@@ -50,7 +52,8 @@ download() {  # download DIR SPEC...: cp312 manylinux wheels, no dependencies (e
   "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    -d "$dir" "$@"
+    -d "$dir" "$@" 2>&1 | { grep -v 'is ignored: it is neither a file' || true; }  # local index folders it skips
+  return "${PIPESTATUS[0]}"
 }
 
 whisper_tarball() {  # the three Whisper packages as an unpacked, stripped, xz-compressed site folder

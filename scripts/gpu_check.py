@@ -755,8 +755,9 @@ def _smi_query(fields: str) -> str | None:
 def _versions() -> dict:
     from importlib import metadata
 
-    names = ("torch", "torchaudio", "transformers", "tokenizers", "peft", "coqui-tts", "coqui-tts-trainer", "numpy",
-             "pydantic", "pydantic-settings", "librosa", "soundfile", "faster-whisper", "ctranslate2", "av", "typer")
+    names = ("torch", "torchaudio", "torchcodec", "transformers", "tokenizers", "huggingface-hub", "peft", "accelerate",
+             "coqui-tts", "coqui-tts-trainer", "numpy", "scipy", "numba", "typing-extensions", "pydantic",
+             "pydantic-settings", "librosa", "soundfile", "faster-whisper", "ctranslate2", "av", "typer")
     out = {}
     for n in names:
         try:
