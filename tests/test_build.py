@@ -72,7 +72,7 @@ def make_inputs(ws: Workspace, bank: list[Path]) -> dict[str, str]:
     extra("bad_0002", "too_short", trim_start=0.5, trim_end=0.9)
     extra("bad_0003", "too_long", trim_start=0.0, trim_end=16.0)
     extra("bad_0004", "bad_character", text="left | right")
-    extra("bad_0005", "too_many_chars", text="word " * 60)
+    extra("bad_0005", "too_many_tokens", text="word " * 90)  # 450 characters: over the GPT's 402 text tokens
     extra("bad_0006", "other_language", language="pt")
     extra("bad_0007", "empty_text", text="   ")
     extra("bad_0008", "missing_audio")
@@ -296,3 +296,30 @@ def test_cli_build_without_transcripts_and_bad_settings(cli, tmp_path: Path) -> 
     assert res.exit_code == 1 and "--val-fraction" in flat(res)
     res = cli("build", "--check", str(tmp_path / "nowhere"))
     assert res.exit_code == 1 and "not a folder" in flat(res)
+
+
+def test_a_long_fluent_clip_is_kept_by_build_and_taken_by_train(workspace: Workspace, speech_bank) -> None:
+    """Issue 22: without a local vocabulary build dropped a fluent 13.3 s clip ("244 characters > 200"),
+    which train's 402-token limit accepts. One limit now, the model's: build keeps it, and build --check
+    (train's own reading of the dataset) takes it."""
+    from test_build import make_inputs
+
+    from xttsft.build import build_dataset, check_dataset
+    from xttsft.records import TranscriptRecord, read_records, write_records
+
+    workspace.ensure()
+    make_inputs(workspace, speech_bank)
+    long_text = ("Numa tarde de domingo, a família inteira se reuniu na casa da avó para comer bolo de fubá, "
+                 "contar histórias antigas e ouvir as músicas que tocavam no rádio quando todos eram jovens, "
+                 "até que o sol se pôs devagar atrás das montanhas azuis.")
+    assert 230 < len(long_text) < 260
+    rows = read_records(workspace.transcripts_file, TranscriptRecord)
+    for r in rows:
+        if r.id == "talk_0004":
+            r.text, r.language = long_text, "en"
+    write_records(workspace.transcripts_file, TranscriptRecord, rows)
+    result = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
+    kept = {r[0]: r for r in meta_rows(workspace.dataset_dir / "metadata.csv")}
+    assert result.token_check == "characters" and "talk_0004" in kept
+    check = check_dataset(workspace.dataset_dir, base_model="tiny", language="en")
+    assert check.ok, check.problems

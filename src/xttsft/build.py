@@ -84,8 +84,9 @@ log = logging.getLogger(__name__)
 
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5
-#: ``max_text_length`` of coqui's XTTS-v2 recipe: longer token sequences are skipped in training.
-TEXT_TOKEN_LIMIT = 200
+#: The GPT's text positions (``gpt_max_text_tokens`` of XTTS-v2's config): the one limit ``train`` applies
+#: too (:func:`xttsft.train_data.prepare_data`). coqui's recipe cut at 200, which dropped fluent 13 s clips.
+TEXT_TOKEN_LIMIT = 402
 #: Why an item is not in the dataset (each one explained in :data:`xttsft.records.DropReason`).
 DROP_REASONS: tuple[DropReason, ...] = typing.get_args(DropReason)
 TARGET_MIN_SAMPLES_RECOMMENDED = 500
@@ -424,8 +425,6 @@ def _candidate(row: TranscriptRecord, ws: Workspace, lang: str, max_audio_second
         norm = normalize_text(text, lang)
         if not norm:
             drop(row.id, "empty_text", "nothing left after normalization")
-        elif len(norm) > limit_chars:
-            drop(row.id, "too_many_chars", f"{len(norm)} > {limit_chars} characters ({lang})")
         elif tokenizer is not None:
             tokens = tokenizer.encode(norm, lang)  # the column training reads
             if len(tokens) > TEXT_TOKEN_LIMIT:

@@ -35,8 +35,8 @@ def build(
 
     **Input:** `train/data/processed/transcriptions/transcripts.jsonl` (`xttsft transcribe`) and the segment
     clips. **Kept:** transcripts with status ok, 0.5 s up to the segment maximum (`segment.max_duration`,
-    which `train` honours) after the word-based trim, text within the XTTS tokenizer's character limit for the
-    language and the GPT's 200 text-token limit, no `|` or line break. Everything else is listed with its
+    which `train` honours) after the word-based trim, text within
+    the GPT's 402 text-token limit (what `train` applies), no `|` or line break. Everything else is listed with its
     reason in `dropped.jsonl` and in the table below.
 
     **Output:** `train/data/MyTTSDataset/`: `wavs/<id>.wav` (22050 Hz mono 16-bit, trimmed), `metadata.csv`,
