@@ -257,3 +257,14 @@ def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_a
     damaged.write_bytes(b"PK\x03\x04 not a zip")
     again = screen_clips(ScreenSettings(), ws, force=True)
     assert again.measured >= 1 and again.kept == again.total
+
+
+def test_a_near_tie_between_the_two_largest_voices_is_said(caplog) -> None:
+    """Issue 22: the top two speakers had 0.488 and 0.461 minutes, and the target was picked without a word."""
+    from xttsft.screen import _warn_near_tie
+
+    caplog.set_level("WARNING")
+    _warn_near_tie([0.488, 0.2])
+    assert "close" not in caplog.text
+    _warn_near_tie([0.488, 0.461])
+    assert "The two largest voices are close" in caplog.text and "--speaker-ref" in caplog.text

@@ -255,6 +255,18 @@ def _clusters(emb: np.ndarray, similarity: float) -> np.ndarray:
     return fcluster(z, t=1.0 - similarity, criterion="distance") - 1
 
 
+#: the two largest voices within this share of each other: the target was close to a coin toss
+NEAR_TIE = 0.8
+
+
+def _warn_near_tie(minutes: list[float]) -> None:
+    """Say so when the second voice has nearly as many minutes as the first (the target is the larger)."""
+    if len(minutes) == 2 and minutes[0] > 0 and minutes[1] >= NEAR_TIE * minutes[0]:
+        log.warning("The two largest voices are close: S1 has %.2f min and S2 %.2f min; S1 is the target. If the "
+                    "voice you want is S2, pass --speaker-ref with a clip of it (speakers.png shows both).",
+                    minutes[0], minutes[1])
+
+
 def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -> float:
     """median - sigmas * max(1.4826 * MAD, MIN_SIGMA), kept within [lo, hi].
 
@@ -330,6 +342,7 @@ def _screen_speakers(
     else:
         core = labels == 0
         target = 0
+        _warn_near_tie([float(dur[labels == k].sum()) / 60 for k in range(min(2, len(order)))])
     centroid = unit((emb[core] * dur[core, None]).sum(axis=0))
     sims = emb @ centroid
     threshold = _robust_threshold(sims[core], settings.similarity_sigmas,
