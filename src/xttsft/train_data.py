@@ -285,8 +285,11 @@ def make_loader(dataset: ClipDataset, batches: list[list[int]], num_workers: int
     import torch
     from torch.utils.data import DataLoader
 
-    loader: Any = DataLoader(dataset, batch_sampler=batches,  # type: ignore[arg-type]  # a map-style dataset of dicts collate_fn=collate, num_workers=num_workers,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
+    loader: Any = DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset of dicts
+        batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
+        persistent_workers=False, generator=torch.Generator().manual_seed(0),
+    )
     return _worker_errors_unwrapped(loader) if num_workers else loader
 
 
