@@ -221,3 +221,22 @@ def test_cli_incompatible_adapter(cli, voice_ws: Workspace, tmp_path: Path) -> N
     res = cli("synth", "Olá", "--speaker-wav", str(voice_ws.dataset_dir / "wavs" / "clip_0000.wav"), workdir=ws.root)
     assert res.exit_code == 1 and "does not fit this model" in said(res) and "size mismatch" in said(res), res.output
     assert "Traceback" not in res.output
+
+
+def test_sampling_auto_takes_the_base_models_own_config(tmp_path: Path, voice_ws: Workspace) -> None:
+    """Issue 22: synth, eval and serve sampled with XttsConfig's class defaults (temperature 0.85, repetition
+    penalty 2.0), while XTTS-v2's config.json, and the apps people use, say 0.75 and 5.0."""
+    import json
+    import shutil
+
+    from xttsft.model import build_tiny_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(build_tiny_model(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(temperature=0.75, repetition_penalty=5.0, top_k=40)
+    (folder / "config.json").write_text(json.dumps(config))
+    voice = synth.load_voice(voice_ws, synth.ModelSource("folder", str(folder), folder), device="cpu")
+    chosen = synth.sampling(voice, SynthSettings())
+    assert (chosen["temperature"], chosen["repetition_penalty"], chosen["top_k"]) == (0.75, 5.0, 40)
+    assert synth.sampling(voice, SynthSettings(temperature=0.3))["temperature"] == 0.3  # a setting given wins

@@ -469,11 +469,19 @@ class SynthSettings(Section):
         "a run)."
     )
     checkpoint: Annotated[str, Cli("Voice")] = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
-    temperature: float = Field(0.85, gt=0, description="Sampling temperature (XTTS default 0.85).")
-    top_p: float = Field(0.85, gt=0, le=1, description="Nucleus sampling (XTTS default 0.85).")
-    top_k: int = Field(50, ge=1, description="Top-k sampling (XTTS default 50).")
-    repetition_penalty: float = Field(2.0, gt=0, description="Repetition penalty (XTTS default 2.0).")
-    length_penalty: float = Field(1.0, description="Length penalty (XTTS default 1.0).")
+    # auto: the base model's own config.json (XTTS-v2's: temperature 0.75, repetition penalty 5.0, top-k 50,
+    # top-p 0.85, length penalty 1.0), which is what the apps people use pass; XttsConfig's class defaults
+    # (0.85 and 2.0) are not what the model ships with
+    temperature: Annotated[float, Field(gt=0)] | Auto = Field(
+        "auto", description="Sampling temperature; auto: the base model's config.json (XTTS-v2: 0.75).")
+    top_p: Annotated[float, Field(gt=0, le=1)] | Auto = Field(
+        "auto", description="Nucleus sampling; auto: the base model's config.json (XTTS-v2: 0.85).")
+    top_k: Annotated[int, Field(ge=1)] | Auto = Field(
+        "auto", description="Top-k sampling; auto: the base model's config.json (XTTS-v2: 50).")
+    repetition_penalty: Annotated[float, Field(gt=0)] | Auto = Field(
+        "auto", description="Repetition penalty; auto: the base model's config.json (XTTS-v2: 5.0).")
+    length_penalty: float | Auto = Field(
+        "auto", description="Length penalty; auto: the base model's config.json (XTTS-v2: 1.0).")
     speed: Annotated[float, Cli("Output")] = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
     seed: int | None = Field(None, description="Seed for reproducible output: the same seed gives the same audio.")
     device: Annotated[Device, Cli("Voice")] = Field(

@@ -71,6 +71,7 @@ __all__ = [
     "check_text",
     "resolve_model",
     "load_voice",
+    "sampling",
     "select_reference_clips",
     "load_reference",
     "conditioning",
@@ -460,6 +461,21 @@ def _load_folder(source: ModelSource, device: str, progress: Progress | None) ->
     )
 
 
+#: the sampling settings that ``auto`` takes from the base model's config.json
+SAMPLING = ("temperature", "length_penalty", "repetition_penalty", "top_k", "top_p")
+
+
+def sampling(voice: Voice, settings: SynthSettings) -> dict[str, float]:
+    """Temperature, penalties, top-k and top-p for ``model.inference``: a setting given wins, ``auto`` takes the
+    base model's own config.json (XTTS-v2 ships 0.75 and 5.0, not XttsConfig's class defaults 0.85 and 2.0)."""
+    config = getattr(voice.model, "config", None)
+    chosen: dict[str, float] = {}
+    for name in SAMPLING:
+        value = getattr(settings, name)
+        chosen[name] = getattr(config, name) if value == "auto" else value
+    return chosen
+
+
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -726,11 +742,7 @@ def speak(
                 "zh-cn" if language == "zh-cn" else language,
                 cond.gpt_cond_latent.to(model.device),
                 cond.speaker_embedding.to(model.device),
-                temperature=settings.temperature,
-                length_penalty=settings.length_penalty,
-                repetition_penalty=settings.repetition_penalty,
-                top_k=settings.top_k,
-                top_p=settings.top_p,
+                **sampling(voice, settings),
                 speed=settings.speed,
                 enable_text_splitting=False,
             )

@@ -77,20 +77,22 @@ class XttsSpeaker:
         at speed 4 into a zero-length tensor and the request fails)."""
         import torch
 
-        model, s = self.model, self.sampling
+        from xttsft.synth import sampling
+
+        model, s = self.model, sampling(self.voice, self.sampling)  # auto: the base model's config.json
         cond, speaker_embedding = (t.to(model.device) for t in latents)
         with torch.inference_mode():
             tokens = torch.IntTensor(model.tokenizer.encode(text.strip().lower(), lang=language)).unsqueeze(0)
             generator = model.gpt.get_generator(
                 fake_inputs=model.gpt.compute_embeddings(cond, tokens.to(model.device)),
-                top_k=s.top_k,
-                top_p=s.top_p,
-                temperature=s.temperature,
+                top_k=int(s["top_k"]),
+                top_p=s["top_p"],
+                temperature=s["temperature"],
                 do_sample=True,
                 num_beams=1,
                 num_return_sequences=1,
-                length_penalty=float(s.length_penalty),
-                repetition_penalty=float(s.repetition_penalty),
+                length_penalty=float(s["length_penalty"]),
+                repetition_penalty=float(s["repetition_penalty"]),
                 output_attentions=False,
                 output_hidden_states=True,
                 return_dict_in_generate=True,
