@@ -391,7 +391,8 @@ def restarted(live: Live, voice_ws: tuple[Workspace, Path], tmp_path_factory: py
     """The same workspace served again (streaming within sentences this time); a request is sent
     the moment it listens, long before it is ready."""
     ws, voices = voice_ws
-    server = _start(ws, voices, tmp_path_factory.mktemp("logs2") / "serve.log", {"SERVE_STREAM_CHUNK_SIZE": "4"})
+    extra = {"SERVE_STREAM_CHUNK_SIZE": "4", "SERVE_ALIASES": "echo=ana,narrator=bruno"}
+    server = _start(ws, voices, tmp_path_factory.mktemp("logs2") / "serve.log", extra)
     try:
         early = threading.Thread(target=_speak_before_ready, args=(server,))
         early.start()
@@ -411,6 +412,18 @@ def test_latents_survive_a_restart(restarted: Live) -> None:
     m = restarted.metrics()
     assert metric(m, 'xttsft_latent_cache_lookups_total{source="computed"}') == 0
     assert metric(m, 'xttsft_latent_cache_lookups_total{source="disk"}') == 3  # run1, ana (changed), bruno
+
+
+def test_aliases_name_voices_and_openai_names_fall_back_to_the_default(restarted: Live) -> None:
+    voices = httpx2.get(restarted.url + "/v1/audio/voices", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert voices["aliases"]["echo"] == "ana" and voices["aliases"]["narrator"] == "bruno"
+    assert voices["aliases"]["alloy"] == voices["aliases"]["nova"] == "run1"
+    m = restarted.metrics()
+    restarted.client().audio.speech.create(model="tts-1", voice="narrator", input="Oi.", response_format="pcm", **FAST)
+    assert (
+        metric(restarted.metrics(), 'xttsft_requests_total{outcome="ok"}')
+        == metric(m, 'xttsft_requests_total{outcome="ok"}') + 1
+    )
 
 
 def test_xtts_streams_chunks_within_a_sentence(restarted: Live) -> None:
