@@ -702,8 +702,7 @@ def run_step(ctx: Ctx, step: Step) -> None:
     status: list[str] = []
     reason = _skip_reason(ctx, step)
     for part in step.parts:
-        kind = "worker" if part.kind == "worker" else part.kind
-        least, most = ctx.budget(kind)
+        least, most = ctx.budget(part.kind)
         if reason is None and ctx.left < least:
             reason = f"{ctx.left:.0f} s left of the deadline, it needs at least ~{least} s"
         if reason is not None:
@@ -854,7 +853,9 @@ def _selected(steps: list[Step], names: str) -> list[Step]:
     want = {n.strip() for n in names.split(",") if n.strip()}
     unknown = want - set(STEPS)
     if unknown:
-        raise SystemExit(f"gpu_check: unknown step(s) {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}")
+        print(f"gpu_check: unknown step(s) {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}",
+              file=sys.stderr)
+        raise SystemExit(2)
     return [s for s in steps if s.name in want or s.name == "env"]
 
 
