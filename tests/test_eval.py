@@ -68,10 +68,15 @@ def test_cli_eval_end_to_end(cli, eval_ws: Workspace, tmp_path: Path) -> None:
         assert -1.0 <= row["similarity"] <= 1.0
         assert -1.0 <= row["similarity_ge2e"] <= 1.0 and 1.0 <= row["dnsmos_ovrl"] <= 5.0
         assert row["duration"] > 0 and row["rtf"] > 0
+        # issue 22: the length against the voice's own pace (its dataset's characters per second)
+        assert row["expected"] == pytest.approx(len(row["text"]) / evaluate.speaking_rate(eval_ws.dataset_dir), rel=1e-3)
+        assert row["length_ratio"] == pytest.approx(row["duration"] / row["expected"], rel=1e-3)
     # an independent judge: GE2E, not the model's own encoder; held-out espeak clips resemble each other
     assert data["independent_speaker_encoder"].startswith("GE2E")
     assert data["heldout_self_similarity_ge2e"] > 0.8
     assert data["summary"]["finetuned"]["sentences"] == 1
+    short = data["summary"]["finetuned"]["short_length_ratio"]  # "Hello world." is a short prompt
+    assert short == pytest.approx(data["rows"][0]["length_ratio"], rel=1e-3)
 
 
 def _tiny_en() -> Path:

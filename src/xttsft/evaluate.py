@@ -80,6 +80,8 @@ DEFAULT_SENTENCES: dict[str, list[str]] = {
         "Eu gosto de ler um bom livro antes de dormir.",
         "Precisamos comprar pão, leite e frutas no mercado.",
         "Obrigado pela ajuda, foi muito importante para mim.",
+        "Sim.",  # short prompts: a fine-tuned XTTS often babbles after them (coqui-ai/TTS #3204, #3516)
+        "Até amanhã.",
     ],
     "en": [
         "Good morning, the sky is clear and the sun is shining over the city.",
@@ -88,6 +90,8 @@ DEFAULT_SENTENCES: dict[str, list[str]] = {
         "I like to read a good book before going to sleep.",
         "We need to buy bread, milk and fruit at the market.",
         "Thank you for your help, it meant a lot to me.",
+        "Yes.",  # short prompts: a fine-tuned XTTS often babbles after them (coqui-ai/TTS #3204, #3516)
+        "See you tomorrow.",
     ],
     "es": [
         "Buenos días, hoy el cielo está despejado y el sol brilla sobre la ciudad.",
@@ -239,10 +243,16 @@ class EvalRow:
     dnsmos_ovrl: float = float("nan")
     duration: float = 0.0
     seconds: float = 0.0
+    expected: float = float("nan")  # seconds the text takes at the voice's own pace (its dataset's)
 
     @property
     def rtf(self) -> float:
         return self.seconds / self.duration if self.duration > 0 else float("nan")
+
+    @property
+    def length_ratio(self) -> float:
+        """Output length over the expected length: well over 1 on a short prompt is a tail of babble."""
+        return self.duration / self.expected if self.expected > 0 else float("nan")
 
 
 @dataclass
@@ -286,7 +296,27 @@ def _summarize(rows: list[EvalRow]) -> dict[str, float]:
         "duration": dur,
         "seconds": secs,
         "rtf": secs / dur if dur > 0 else float("nan"),
+        "length_ratio": _mean([r.length_ratio for r in rows]),
+        "short_length_ratio": _mean([r.length_ratio for r in rows if len(r.text) <= SHORT_PROMPT_CHARS]),
     }
+
+
+#: a prompt this short is where a fine-tuned XTTS babbles (eval reports its length apart)
+SHORT_PROMPT_CHARS = 20
+#: characters per second when the dataset does not say (Portuguese and English read speech)
+DEFAULT_CHARS_PER_SECOND = 14.0
+
+
+def speaking_rate(dataset: Path) -> float:
+    """The voice's own pace, in characters per second: the median over the dataset's samples."""
+    from xttsft.records import SampleRecord, read_records
+
+    try:
+        rows = read_records(dataset / "samples.jsonl", SampleRecord)
+    except DatasetError:
+        rows = []
+    rates = sorted(len(r.text) / r.duration for r in rows if r.duration > 0 and r.text)
+    return rates[len(rates) // 2] if rates else DEFAULT_CHARS_PER_SECOND
 
 
 def _independent_measures(rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
@@ -320,6 +350,7 @@ class _Plan:
     run: str
     run_dir: Path
     language: str
+    chars_per_second: float
     sentences: list[str]
     refs: list[Path]
     heldout: list[Path]
@@ -361,6 +392,7 @@ def evaluate(
     summary = {s: _summarize([r for r in rows if r.system == s]) for s in systems}
     # the tiny model's warning itself was logged once when it loaded; this says what it means here
     notes = ["These numbers measure the tiny random model's noise, not a voice."] if tiny else []
+    notes += _babble_notes(summary)
     result = EvalResult(
         run=plan.run, language=plan.language, out_dir=out_dir, rows=rows, summary=summary, references=plan.refs,
         heldout=plan.heldout, whisper_model=plan.whisper_model, heldout_self_similarity=held_self, tiny=tiny,
@@ -368,6 +400,18 @@ def evaluate(
     )
     atomic_write_json(result.json_path, _to_json(result))
     return result
+
+
+def _babble_notes(summary: dict[str, dict[str, float]]) -> list[str]:
+    """Say when short prompts come out much longer than their words: the babble users report."""
+    out = []
+    for system, figs in summary.items():
+        ratio = figs.get("short_length_ratio", float("nan"))
+        if ratio == ratio and ratio > 1.5:
+            out.append(f"{system}: short prompts came out {ratio:.1f}x as long as their words take: a tail of noise "
+                       "or babble after short sentences. Training on short clips too helps (issue of every XTTS "
+                       "fine-tune: coqui-ai/TTS #3204).")
+    return out
 
 
 def _plan(ws: Workspace, settings: SynthSettings, transcribe_settings: TranscribeSettings, run: str | None,
@@ -396,7 +440,8 @@ def _plan(ws: Workspace, settings: SynthSettings, transcribe_settings: Transcrib
     if not dataset.is_dir() and ws.dataset_dir.is_dir():  # the run's dataset was moved or deleted
         dataset = ws.dataset_dir
     refs, heldout = _clips(dataset, settings.num_references, num_heldout, info.dataset_split)
-    return _Plan(name, run_dir, language, list(sentences), refs, heldout, whisper_model, whisper_path)
+    return _Plan(name, run_dir, language, speaking_rate(dataset), list(sentences), refs, heldout, whisper_model,
+                 whisper_path)
 
 
 def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any) -> tuple[list[Path], list[Path]]:
@@ -446,7 +491,8 @@ def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: li
             elapsed = time.perf_counter() - t0
             rel = f"{system}/s{i:02d}.wav"
             write_audio(wav, out_dir / rel, voice.sample_rate)
-            rows.append(EvalRow(system, i, text, rel, duration=len(wav) / voice.sample_rate, seconds=elapsed))
+            rows.append(EvalRow(system, i, text, rel, duration=len(wav) / voice.sample_rate, seconds=elapsed,
+                                expected=len(text) / plan.chars_per_second))
             progress(advance=1)
     return rows, voice
 
@@ -494,6 +540,7 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
         "independent_speaker_encoder": SPEAKER_ENCODER_NAME + ", independent of XTTS",
         "heldout_self_similarity_ge2e": clean(result.heldout_self_similarity_ge2e),
         "summary": {s: {k: clean(v) for k, v in d.items()} for s, d in result.summary.items()},
-        "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf)} for r in result.rows],
+        "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf),
+                  "length_ratio": clean(r.length_ratio)} for r in result.rows],
         "notes": result.notes,
     }

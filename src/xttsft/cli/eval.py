@@ -91,6 +91,8 @@ def _summary(result: EvalResult) -> None:
         ("similarity_ge2e", "speaker similarity (GE2E, independent)"),
         ("dnsmos_ovrl", "DNSMOS OVRL"),
         ("duration", "audio s"),
+        ("length_ratio", "length / expected at the voice's pace"),
+        ("short_length_ratio", "the same, short prompts (babble shows here)"),
         ("rtf", "RTF"),
     ):
         summary.add_row(label, *(_f(result.summary[s][key]) for s in result.summary))
@@ -110,7 +112,7 @@ def _print_rows(result: Any) -> None:
     heard go on their own lines under the table: ten columns in 80 wrapped one word per line."""
     wide = console.width >= 120
     rows = Table(title=f"eval of run {escape(result.run)} ({result.language})", title_justify="left")
-    numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s", "RTF")
+    numeric = ("CER", "sim XTTS", "sim GE2E", "DNSMOS", "audio s (x exp.)", "RTF")
     for col in ("system", "#", *(("text", "transcript") if wide else ()), *numeric):
         texts = col in {"text", "transcript"}
         rows.add_column(
@@ -127,7 +129,7 @@ def _print_rows(result: Any) -> None:
             _f(r.similarity),
             _f(r.similarity_ge2e),
             _f(r.dnsmos_ovrl, ".2f"),
-            _f(r.duration, ".2f"),
+            f"{_f(r.duration, '.2f')} (x{_f(r.length_ratio, '.1f')})",
             _f(r.rtf, ".2f"),
         )
     console.print(rows)
