@@ -815,8 +815,9 @@ def _measured_notes(ctx: Ctx, facts: dict) -> list[str]:
     return [f"training rows: {arch}; shipping step (build_optimization, Trainer.train_step + optimizer_step); "
             f"{ctx.timed_steps} timed steps after a warm-up; conditioning 6 s",
             f"clips: 6 s ({SIX_S} samples, {SIX_S_TEXT_TOKENS} text tokens) and the longest training takes "
-            "(model_limits(gpt_max_audio_tokens): 616,448 samples, 28.0 s for XTTS-v2; build's 200-token text "
-            "limit); each row has its clip_s and text_tokens",
+            "(model_limits(gpt_max_audio_tokens): 616,448 samples, 28.0 s for XTTS-v2) with the most text tokens "
+            "build and train take (build.TEXT_TOKEN_LIMIT within the GPT's 402: 400); each row has its clip_s and "
+            "text_tokens",
             "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, "
             f"{120 if ctx.device == 'cuda' else 8} audio tokens; Whisper: {whisper}",
             f"torch {v['torch']} (CUDA {facts['torch_cuda']}, cuDNN {facts['cudnn']}), driver/card: "
