@@ -119,16 +119,14 @@ def _device(choice: str) -> str:
     return choice
 
 
-def _stock_row(model, ref: Path, settings, repeats: int, row) -> None:
+def _stock_row(model, ref: Path, sampling: dict, repeats: int, row) -> None:
     """coqui's own call, latents recomputed per call; it reads the clip with torchaudio.load, which needs
     torchcodec and FFmpeg's libraries: where they are missing the row says so instead of failing the run."""
     import torch
 
     def stock():
         torch.manual_seed(0)
-        return model.synthesize(TEXT, speaker_wav=str(ref), language="en", temperature=settings.temperature,
-                                top_p=settings.top_p, top_k=settings.top_k,
-                                repetition_penalty=settings.repetition_penalty)["wav"]
+        return model.synthesize(TEXT, speaker_wav=str(ref), language="en", **sampling)["wav"]
 
     try:
         secs, n = timed(stock, repeats)
@@ -213,7 +211,7 @@ def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats:
         synth.speak(voice, cond, TEXT, "en", settings, seed=0)
         sync()
     # 1. stock coqui call (latents every call) vs xttsft (latents cached once)
-    _stock_row(model, ref, settings, repeats, row)
+    _stock_row(model, ref, synth.sampling(voice, settings), repeats, row)  # the values speak uses
     t0 = time.perf_counter()
     cond = synth.conditioning(voice, [ref], cache_dir=tmp / "fresh")
     first_cond = time.perf_counter() - t0
