@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from xttsft.paths import Workspace
 
 # Settings must come from the test, not from the developer's shell.
-_SECTION_PREFIXES = ("FETCH_", "SEGMENT_", "SCREEN_", "TRANSCRIBE_", "BUILD_", "TRAIN_", "SYNTH_")
+_SECTION_PREFIXES = ("FETCH_", "SEGMENT_", "SCREEN_", "TRANSCRIBE_", "BUILD_", "TRAIN_", "SYNTH_", "SERVE_", "XTTSFT_")
 
 
 @pytest.fixture(autouse=True)

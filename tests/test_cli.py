@@ -210,6 +210,7 @@ STAGE_COMMANDS = {
     "build": "build",
     "train": "train",
     "synth": "synth",
+    "serve": "serve",
 }
 
 
