@@ -52,20 +52,34 @@ def _pipeline(root: Path, iv, screened: bool, whisper) -> dict:
         screen_clips(ScreenSettings(), ws)
         times["screen_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    transcribe_segments(TranscribeSettings(model="unused", language="en", beam_size=1, device="cpu",
-                                           compute_type="int8", batch_size=4), ws, model=whisper)
+    transcribe_segments(
+        TranscribeSettings(model="unused", language="en", beam_size=1, device="cpu", compute_type="int8", batch_size=4),
+        ws,
+        model=whisper,
+    )
     times["transcribe_s"] = time.perf_counter() - t
     t = time.perf_counter()
     build_dataset(BuildSettings(min_samples=1), ws, max_audio_seconds=15.0)
     times["build_s"] = time.perf_counter() - t
     man = {r["id"]: r for r in read_jsonl(ws.segments_manifest)}
     trims = {r["id"]: r for r in read_jsonl(ws.transcripts_file)}
-    spans = [(man[s["id"]]["source"], man[s["id"]]["start"] + trims[s["id"]]["trim_start"],
-              man[s["id"]]["start"] + trims[s["id"]]["trim_end"]) for s in read_jsonl(ws.dataset_dir / "samples.jsonl")]
+    spans = [
+        (
+            man[s["id"]]["source"],
+            man[s["id"]]["start"] + trims[s["id"]]["trim_start"],
+            man[s["id"]]["start"] + trims[s["id"]]["trim_end"],
+        )
+        for s in read_jsonl(ws.dataset_dir / "samples.jsonl")
+    ]
     score = iv.score(spans)
     pure = sum(iv.score([s])["main_share"] >= 0.9 for s in spans)
-    return {**times, **score, "samples": len(spans), "pure_samples": pure, "clip_audio_s": sum(
-        float(r["duration"]) for r in man.values())}
+    return {
+        **times,
+        **score,
+        "samples": len(spans),
+        "pure_samples": pure,
+        "clip_audio_s": sum(float(r["duration"]) for r in man.values()),
+    }
 
 
 def _measure_speed(root: Path) -> dict:
@@ -87,8 +101,12 @@ def _measure_speed(root: Path) -> dict:
     for c in clips:
         dnsmos(c)
     dns = time.perf_counter() - t
-    return {"clips": len(clips), "audio_s": round(seconds, 1), "ge2e_x_realtime": round(seconds / ge2e, 1),
-            "dnsmos_x_realtime": round(seconds / dns, 1)}
+    return {
+        "clips": len(clips),
+        "audio_s": round(seconds, 1),
+        "ge2e_x_realtime": round(seconds / ge2e, 1),
+        "dnsmos_x_realtime": round(seconds / dns, 1),
+    }
 
 
 def main() -> int:
@@ -112,24 +130,34 @@ def main() -> int:
     for way, results in runs.items():
         med = {k: statistics.median(x[k] for x in results) for k in results[0]}
         stage_s = sum(v for k, v in med.items() if k.endswith("_s") and k != "clip_audio_s")
-        rows.append({
-            "way": way, "main_share": round(med["main_share"], 3), "main_words": round(med["main_words"], 3),
-            "duplicate_s": round(med["duplicate_seconds"], 1), "dataset_min": round(med["minutes"], 2),
-            "samples": int(med["samples"]), "pure_samples": int(med["pure_samples"]),
-            "segment_s": round(med["segment_s"], 1), "screen_s": round(med.get("screen_s", 0.0), 1),
-            "transcribe_s": round(med["transcribe_s"], 1), "build_s": round(med["build_s"], 1),
-            "total_s": round(stage_s, 1),
-        })
+        rows.append(
+            {
+                "way": way,
+                "main_share": round(med["main_share"], 3),
+                "main_words": round(med["main_words"], 3),
+                "duplicate_s": round(med["duplicate_seconds"], 1),
+                "dataset_min": round(med["minutes"], 2),
+                "samples": int(med["samples"]),
+                "pure_samples": int(med["pure_samples"]),
+                "segment_s": round(med["segment_s"], 1),
+                "screen_s": round(med.get("screen_s", 0.0), 1),
+                "transcribe_s": round(med["transcribe_s"], 1),
+                "build_s": round(med["build_s"], 1),
+                "total_s": round(stage_s, 1),
+            }
+        )
     speed = _measure_speed(tmp / "screened-0")
     s, u = rows
     result = {
         "name": "purity",
         "date": date.today().isoformat(),
         "machine": machine(),
-        "notes": (f"espeak-ng interview, {iv.turns[-1].end / 60:.1f} min + a 50 s re-encoded excerpt; tiny.en Whisper, "
-                  f"beam 1; median of {args.rounds} alternating rounds. GE2E on the clips: "
-                  f"{speed['ge2e_x_realtime']}x realtime, DNSMOS {speed['dnsmos_x_realtime']}x realtime "
-                  f"({speed['clips']} clips, {speed['audio_s']} s). No real human recordings are available offline."),
+        "notes": (
+            f"espeak-ng interview, {iv.turns[-1].end / 60:.1f} min + a 50 s re-encoded excerpt; tiny.en Whisper, "
+            f"beam 1; median of {args.rounds} alternating rounds. GE2E on the clips: "
+            f"{speed['ge2e_x_realtime']}x realtime, DNSMOS {speed['dnsmos_x_realtime']}x realtime "
+            f"({speed['clips']} clips, {speed['audio_s']} s). No real human recordings are available offline."
+        ),
         "rows": rows,
         "ratios": {
             "screened_main_share_vs_unscreened": round(s["main_share"] / max(u["main_share"], 1e-9), 3),

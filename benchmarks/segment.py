@@ -49,12 +49,13 @@ def make_speech(out: Path, minutes: float, seed: int = 0) -> list[tuple[float, f
     sentences: list[np.ndarray] = []
     for _ in range(12):  # a pool of distinct sentences, reused in random order
         words = rng.choice(WORDS, size=int(rng.integers(5, 14)))
-        subprocess.run(["espeak-ng", "-s", str(int(rng.integers(140, 190))), "-w", str(tmp), " ".join(words)],
-                       check=True)
+        subprocess.run(
+            ["espeak-ng", "-s", str(int(rng.integers(140, 190))), "-w", str(tmp), " ".join(words)], check=True
+        )
         x, sr = sf.read(tmp, dtype="float32")
         x = np.interp(np.arange(0, len(x), sr / SR), np.arange(len(x)), x).astype(np.float32)
         voiced = np.flatnonzero(np.abs(x) > 0.01)
-        sentences.append(x[voiced[0]: voiced[-1] + 1])
+        sentences.append(x[voiced[0] : voiced[-1] + 1])
     while t < minutes * 60:
         x = sentences[int(rng.integers(len(sentences)))]
         spans.append((t, t + len(x) / SR))
@@ -89,8 +90,6 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
 """
 
 
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 min of speech, 10 min for the RSS test")
@@ -120,9 +119,16 @@ def main() -> None:
             an = analyze(wav, st)
             kept, _ = plan_segments(an.regions, an.duration, st, an.envelope_db)
             sec = time.perf_counter() - t0
-            rows.append({"method": name, "seconds": round(sec, 2), "x_realtime": round(dur / sec, 1),
-                         "speech_regions": len(an.regions), "clips": len(kept),
-                         "edges_inside_sentences": int(sum(inside(k.start, spans) + inside(k.end, spans) for k in kept))})
+            rows.append(
+                {
+                    "method": name,
+                    "seconds": round(sec, 2),
+                    "x_realtime": round(dur / sec, 1),
+                    "speech_regions": len(an.regions),
+                    "clips": len(kept),
+                    "edges_inside_sentences": int(sum(inside(k.start, spans) + inside(k.end, spans) for k in kept)),
+                }
+            )
 
         librosa.effects.split(np.zeros(SR, np.float32) + 0.1, top_db=40)  # warm up (numba JIT)
         t0 = time.perf_counter()
@@ -131,22 +137,55 @@ def main() -> None:
         regions = [Region(a / SR, b / SR) for a, b in iv]
         kept, _ = plan_segments(regions, len(y) / SR, st_en)
         sec = time.perf_counter() - t0
-        rows.append({"method": "naive librosa.effects.split(top_db=40), whole file", "seconds": round(sec, 2),
-                     "x_realtime": round(dur / sec, 1), "speech_regions": len(iv), "clips": len(kept),
-                     "edges_inside_sentences": int(sum(inside(k.start, spans) + inside(k.end, spans) for k in kept))})
+        rows.append(
+            {
+                "method": "naive librosa.effects.split(top_db=40), whole file",
+                "seconds": round(sec, 2),
+                "x_realtime": round(dur / sec, 1),
+                "speech_regions": len(iv),
+                "clips": len(kept),
+                "edges_inside_sentences": int(sum(inside(k.start, spans) + inside(k.end, spans) for k in kept)),
+            }
+        )
 
         long = Path(d) / "long.wav"
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(wav),
-                        "-t", str(rss_minutes * 60), "-ar", "44100", str(long)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(wav),
+                "-t",
+                str(rss_minutes * 60),
+                "-ar",
+                "44100",
+                str(long),
+            ],
+            check=True,
+        )
         rss = {}
         for mode in ("whole", "stream"):
-            out = subprocess.run([sys.executable, "-c", _RSS, mode, str(long)], capture_output=True, text=True,
-                                 check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS, mode, str(long)], capture_output=True, text=True, check=True
+            ).stdout.split()
             rss[mode] = (int(out[1]) - int(out[2])) / 1024  # above the same imports
-        rows.append({"method": f"decode {rss_minutes} min 44.1 kHz -> 22050: librosa.load whole file",
-                     "peak_rss_mb_above_imports": round(rss["whole"], 1)})
-        rows.append({"method": f"decode {rss_minutes} min 44.1 kHz -> 22050: xttsft stream_blocks (30 s)",
-                     "peak_rss_mb_above_imports": round(rss["stream"], 1)})
+        rows.append(
+            {
+                "method": f"decode {rss_minutes} min 44.1 kHz -> 22050: librosa.load whole file",
+                "peak_rss_mb_above_imports": round(rss["whole"], 1),
+            }
+        )
+        rows.append(
+            {
+                "method": f"decode {rss_minutes} min 44.1 kHz -> 22050: xttsft stream_blocks (30 s)",
+                "peak_rss_mb_above_imports": round(rss["stream"], 1),
+            }
+        )
 
     ratios = {
         "vad_speed_vs_naive_energy": round(rows[0]["x_realtime"] / rows[2]["x_realtime"], 2),
@@ -155,7 +194,15 @@ def main() -> None:
         "whole_decode_extra_rss_vs_streamed_floor_1mb": round(rss["whole"] / max(rss["stream"], 1.0), 1),
     }
     table = Table(title=f"segment benchmark: {dur / 60:.1f} min of noisy espeak-ng speech, {len(spans)} sentences")
-    cols = ["method", "seconds", "x_realtime", "speech_regions", "clips", "edges_inside_sentences", "peak_rss_mb_above_imports"]
+    cols = [
+        "method",
+        "seconds",
+        "x_realtime",
+        "speech_regions",
+        "clips",
+        "edges_inside_sentences",
+        "peak_rss_mb_above_imports",
+    ]
     for c in cols:
         table.add_column(c, justify="left" if c == "method" else "right")
     for r in rows:
@@ -163,8 +210,15 @@ def main() -> None:
     console.print(table)
     for k, v in ratios.items():
         console.print(f"{k}: [bold]{v}x[/]")
-    result = {"name": "segment", "date": date.today().isoformat(), "machine": machine(),
-              "audio_minutes": round(dur / 60, 2), "sentences": len(spans), "rows": rows, "ratios": ratios}
+    result = {
+        "name": "segment",
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "audio_minutes": round(dur / 60, 2),
+        "sentences": len(spans),
+        "rows": rows,
+        "ratios": ratios,
+    }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "segment.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     console.print(f"wrote {HERE / 'results' / 'segment.json'}")

@@ -48,8 +48,14 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
-    ts = TrainSettings(use_lora=mode == "lora", use_amp=amp and cuda, gradient_checkpointing=gc, batch_size=batch,
-                       grad_accum_steps=1, device="cuda" if cuda else "cpu")
+    ts = TrainSettings(
+        use_lora=mode == "lora",
+        use_amp=amp and cuda,
+        gradient_checkpointing=gc,
+        batch_size=batch,
+        grad_accum_steps=1,
+        device="cuda" if cuda else "cpu",
+    )
     res = resolve_train_settings(ts)  # AMP dtype chosen exactly as `xttsft train` chooses it
     dev = res.device
     xtts = Xtts(XttsConfig(model_args=xtts_v2_args()))
@@ -66,10 +72,24 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
     optim = build_optimization(gpt, ts, res, total_steps=1000)
     feats = Featurizer(_new_dvae(), torch.ones(80), dev)
     trainer = Trainer(
-        gpt=gpt, model=gpt, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer, scheduler=optim.scheduler,
-        scaler=optim.scaler, batches_of=lambda e: [], loader_of=lambda e, b: [], validate=lambda: float("nan"),
-        save_checkpoint=lambda *a: Path(), save_best=lambda *a: None, num_epochs=1, grad_accum_steps=1,
-        max_grad_norm=1.0, max_nan_steps=5, save_every_n_epochs=1, amp_dtype=optim.amp_dtype,
+        gpt=gpt,
+        model=gpt,
+        featurize=feats,
+        loss_fn=gpt_loss,
+        optimizer=optim.optimizer,
+        scheduler=optim.scheduler,
+        scaler=optim.scaler,
+        batches_of=lambda e: [],
+        loader_of=lambda e, b: [],
+        validate=lambda: float("nan"),
+        save_checkpoint=lambda *a: Path(),
+        save_best=lambda *a: None,
+        num_epochs=1,
+        grad_accum_steps=1,
+        max_grad_norm=1.0,
+        max_nan_steps=5,
+        save_every_n_epochs=1,
+        amp_dtype=optim.amp_dtype,
         device_type=optim.device_type,
     )
     trainer.state = TrainState()
@@ -78,8 +98,10 @@ def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: boo
     text_len = int(seconds * 12)
     data = {
         "padded_text": torch.randint(5, 6000, (batch, text_len), generator=g),
-        "text_lengths": torch.full((batch,), text_len), "wav": torch.randn(batch, 1, n, generator=g) * 0.1,
-        "wav_lengths": torch.full((batch,), n), "conditioning": torch.randn(batch, 1, 1, 132300, generator=g) * 0.1,
+        "text_lengths": torch.full((batch,), text_len),
+        "wav": torch.randn(batch, 1, n, generator=g) * 0.1,
+        "wav_lengths": torch.full((batch,), n),
+        "conditioning": torch.randn(batch, 1, 1, 132300, generator=g) * 0.1,
         "cond_lens": torch.full((batch,), 132300),
     }
 
@@ -141,8 +163,15 @@ def main() -> None:
     rows = []
     load_before = os.getloadavg()[0]
     for mode, amp, gc in modes:
-        console.print(f"running {mode}{'+amp' if amp else ''}{'+gc' if gc else ''} ({batch} x {seconds:g} s, {steps} timed steps)...")
-        cmd = [sys.executable, __file__, "--worker", mode] + (["--quick"] if args.quick else []) + (["--amp"] if amp else []) + (["--gc"] if gc else [])
+        console.print(
+            f"running {mode}{'+amp' if amp else ''}{'+gc' if gc else ''} ({batch} x {seconds:g} s, {steps} timed steps)..."
+        )
+        cmd = (
+            [sys.executable, __file__, "--worker", mode]
+            + (["--quick"] if args.quick else [])
+            + (["--amp"] if amp else [])
+            + (["--gc"] if gc else [])
+        )
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             console.print(f"[red]{mode} failed:[/]\n{p.stderr[-2000:]}")
@@ -164,8 +193,16 @@ def main() -> None:
     if amp_row is not None:
         ratios["lora_amp_over_lora_vram"] = round(by[amp_row]["peak_vram_gb"] / by["lora"]["peak_vram_gb"], 2)
     table = Table(title=f"XTTS-v2 training step ({machine()})")
-    heads = {"mode": "mode", "device": "device", "batch": "batch", "s_per_step": "s/step", "peak_rss_gb": "peak RSS GB",
-             "peak_vram_gb": "peak VRAM GB", "trainable_params": "trainable", "trainable_pct": "trainable %"}
+    heads = {
+        "mode": "mode",
+        "device": "device",
+        "batch": "batch",
+        "s_per_step": "s/step",
+        "peak_rss_gb": "peak RSS GB",
+        "peak_vram_gb": "peak VRAM GB",
+        "trainable_params": "trainable",
+        "trainable_pct": "trainable %",
+    }
     cols = [c for c in heads if any(c in r for r in rows)]
     for c in cols:
         table.add_column(heads[c])
@@ -173,17 +210,33 @@ def main() -> None:
         table.add_row(*[f"{r[c]:,}" if isinstance(r.get(c), int) else str(r.get(c, "")) for c in cols])
     if by["lora"]["device"] == "cpu" and not args.quick:
         for m in ("lora", "full"):
-            ref = {"mode": f"{m} (FACTS.md)", "device": "cpu", "batch": "2 x 6 s",
-                   "s_per_step": FACTS_CPU[m]["s_per_step"], "peak_rss_gb": FACTS_CPU[m]["peak_gb"]}
+            ref = {
+                "mode": f"{m} (FACTS.md)",
+                "device": "cpu",
+                "batch": "2 x 6 s",
+                "s_per_step": FACTS_CPU[m]["s_per_step"],
+                "peak_rss_gb": FACTS_CPU[m]["peak_gb"],
+            }
             table.add_row(*[str(ref.get(c, "")) for c in cols])
     console.print(table)
     for k, v in ratios.items():
         console.print(f"{k}: {v}x")
-    out = {"name": "train_step", "date": date.today().isoformat(), "machine": machine(),
-           "config": {"batch": batch, "clip_seconds": seconds, "timed_steps": steps, "quick": args.quick,
-                      # other work on a shared machine inflates s/step: the 1-min load average
-                      "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
-           "rows": rows, "reference_facts_cpu": FACTS_CPU, "ratios": ratios}
+    out = {
+        "name": "train_step",
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "config": {
+            "batch": batch,
+            "clip_seconds": seconds,
+            "timed_steps": steps,
+            "quick": args.quick,
+            # other work on a shared machine inflates s/step: the 1-min load average
+            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
+        "rows": rows,
+        "reference_facts_cpu": FACTS_CPU,
+        "ratios": ratios,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     console.print(f"wrote {args.out}")

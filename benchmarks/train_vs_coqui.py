@@ -97,8 +97,10 @@ def make_base(root: Path) -> Path:
         return base
     base.mkdir(parents=True, exist_ok=True)
     _build_tiny_vocab(base / "vocab.json")
-    config = XttsConfig(model_args=xtts_v2_args(), audio=XttsAudioConfig(sample_rate=22050, output_sample_rate=24000,
-                                                                          dvae_sample_rate=22050))
+    config = XttsConfig(
+        model_args=xtts_v2_args(),
+        audio=XttsAudioConfig(sample_rate=22050, output_sample_rate=24000, dvae_sample_rate=22050),
+    )
     config.model_args.tokenizer_file = ""
     torch.manual_seed(0)
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
@@ -110,8 +112,10 @@ def make_base(root: Path) -> Path:
     config.save_json(str(base / "config.json"))
     torch.save(_new_dvae().state_dict(), base / "dvae.pth")
     torch.save(torch.ones(80), base / "mel_stats.pth")
-    torch.save({"Random": {"gpt_cond_latent": torch.randn(1, 32, 1024), "speaker_embedding": torch.randn(1, 512, 1)}},
-               base / "speakers_xtts.pth")
+    torch.save(
+        {"Random": {"gpt_cond_latent": torch.randn(1, 32, 1024), "speaker_embedding": torch.randn(1, 512, 1)}},
+        base / "speakers_xtts.pth",
+    )
     return base
 
 
@@ -161,29 +165,59 @@ def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
 
     system, ablation = system_name(mode), mode
     mode, _, extra = ABLATIONS.get(mode, (mode, "", {}))
-    ts = TrainSettings(base_model=str(base), dataset_dir=ds, use_lora=mode == "lora", batch_size=2, grad_accum_steps=1,
-                       device="cpu", use_amp=False, gradient_checkpointing=False, num_workers=workers,
-                       num_threads=threads, learning_rate=1e-5, use_tensorboard=False, **extra)
+    ts = TrainSettings(
+        base_model=str(base),
+        dataset_dir=ds,
+        use_lora=mode == "lora",
+        batch_size=2,
+        grad_accum_steps=1,
+        device="cpu",
+        use_amp=False,
+        gradient_checkpointing=False,
+        num_workers=workers,
+        num_threads=threads,
+        learning_rate=1e-5,
+        use_tensorboard=False,
+        **extra,
+    )
     res = resolve_train_settings(ts)
     set_threads(ts)
     torch.manual_seed(0)
     model = build_model(base, ts, res)
     undo(ablation, model.gpt)
     feats = Featurizer.from_base(base, "cpu")
-    data = prepare_data(read_dataset(ds), model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
-                        model.xtts.args.gpt_max_text_tokens)
+    data = prepare_data(
+        read_dataset(ds),
+        model.xtts.tokenizer,
+        model.xtts.args.gpt_max_audio_tokens,
+        model.xtts.args.gpt_max_text_tokens,
+    )
     train_ds = ClipDataset(data.train, ts.seed, is_eval=False)
     lengths = [s.n_samples for s in data.train]
     optim = build_optimization(model.gpt, ts, res, total_steps=100)
     bucket = ablation != "full-unbucketed"
     marks, after = _timed_batches()
     trainer = Trainer(
-        gpt=model.gpt, model=model.gpt, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer,
-        scheduler=optim.scheduler, scaler=optim.scaler,
-        batches_of=lambda e: epoch_batches(lengths, 2, ts.seed, e, bucket=bucket), loader_of=lambda e, b: make_loader(train_ds, b, workers),
-        validate=lambda: float("nan"), save_checkpoint=lambda *a: Path(), save_best=lambda *a: None, num_epochs=1,
-        grad_accum_steps=1, max_grad_norm=0.0, max_nan_steps=10**6, save_every_n_epochs=1, amp_dtype=None,
-        device_type="cpu", hooks=TrainHooks(after_batch=after),
+        gpt=model.gpt,
+        model=model.gpt,
+        featurize=feats,
+        loss_fn=gpt_loss,
+        optimizer=optim.optimizer,
+        scheduler=optim.scheduler,
+        scaler=optim.scaler,
+        batches_of=lambda e: epoch_batches(lengths, 2, ts.seed, e, bucket=bucket),
+        loader_of=lambda e, b: make_loader(train_ds, b, workers),
+        validate=lambda: float("nan"),
+        save_checkpoint=lambda *a: Path(),
+        save_best=lambda *a: None,
+        num_epochs=1,
+        grad_accum_steps=1,
+        max_grad_norm=0.0,
+        max_nan_steps=10**6,
+        save_every_n_epochs=1,
+        amp_dtype=None,
+        device_type="cpu",
+        hooks=TrainHooks(after_batch=after),
     )
     trainer.state = TrainState()
     t0 = time.perf_counter()
@@ -203,26 +237,63 @@ def coqui(base: Path, ds: Path, threads: int, workers: int) -> dict:
     torch.manual_seed(0)
     v2 = xtts_v2_args()
     args = GPTArgs(
-        max_conditioning_length=132300, min_conditioning_length=66150, debug_loading_failures=False,
-        max_wav_length=15 * 22050 + 10, max_text_length=200, mel_norm_file=str(base / "mel_stats.pth"),
-        dvae_checkpoint=str(base / "dvae.pth"), xtts_checkpoint="", tokenizer_file=str(base / "vocab.json"),
-        **{k: getattr(v2, k) for k in ("gpt_layers", "gpt_n_model_channels", "gpt_n_heads", "gpt_max_audio_tokens",
-                                        "gpt_max_text_tokens", "gpt_max_prompt_tokens", "gpt_number_text_tokens",
-                                        "gpt_start_text_token", "gpt_stop_text_token", "gpt_num_audio_tokens",
-                                        "gpt_start_audio_token", "gpt_stop_audio_token", "gpt_code_stride_len",
-                                        "gpt_use_masking_gt_prompt_approach", "gpt_use_perceiver_resampler")},
+        max_conditioning_length=132300,
+        min_conditioning_length=66150,
+        debug_loading_failures=False,
+        max_wav_length=15 * 22050 + 10,
+        max_text_length=200,
+        mel_norm_file=str(base / "mel_stats.pth"),
+        dvae_checkpoint=str(base / "dvae.pth"),
+        xtts_checkpoint="",
+        tokenizer_file=str(base / "vocab.json"),
+        **{
+            k: getattr(v2, k)
+            for k in (
+                "gpt_layers",
+                "gpt_n_model_channels",
+                "gpt_n_heads",
+                "gpt_max_audio_tokens",
+                "gpt_max_text_tokens",
+                "gpt_max_prompt_tokens",
+                "gpt_number_text_tokens",
+                "gpt_start_text_token",
+                "gpt_stop_text_token",
+                "gpt_num_audio_tokens",
+                "gpt_start_audio_token",
+                "gpt_stop_audio_token",
+                "gpt_code_stride_len",
+                "gpt_use_masking_gt_prompt_approach",
+                "gpt_use_perceiver_resampler",
+            )
+        },
     )
     config = GPTTrainerConfig(
-        model_args=args, audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
-        batch_size=2, eval_batch_size=2, num_loader_workers=workers, num_eval_loader_workers=0,
-        optimizer="AdamW", optimizer_wd_only_on_weights=True,
-        optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": 1e-2}, lr=5e-06,
-        lr_scheduler="MultiStepLR", lr_scheduler_params={"milestones": [50000], "gamma": 0.5, "last_epoch": -1},
+        model_args=args,
+        audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
+        batch_size=2,
+        eval_batch_size=2,
+        num_loader_workers=workers,
+        num_eval_loader_workers=0,
+        optimizer="AdamW",
+        optimizer_wd_only_on_weights=True,
+        optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": 1e-2},
+        lr=5e-06,
+        lr_scheduler="MultiStepLR",
+        lr_scheduler_params={"milestones": [50000], "gamma": 0.5, "last_epoch": -1},
     )
     model = GPTTrainer.init_from_config(config)
     rows = [ln.split("|") for ln in (ds / "metadata_train.csv").read_text().splitlines()]
-    samples = [{"text": r[1], "audio_file": str(ds / "wavs" / f"{r[0]}.wav"), "speaker_name": "s", "language": "en",
-                "root_path": str(ds), "audio_unique_name": r[0]} for r in rows]
+    samples = [
+        {
+            "text": r[1],
+            "audio_file": str(ds / "wavs" / f"{r[0]}.wav"),
+            "speaker_name": "s",
+            "language": "en",
+            "root_path": str(ds),
+            "audio_unique_name": r[0],
+        }
+        for r in rows
+    ]
     loader = model.get_data_loader(config, is_eval=False, samples=samples, verbose=False)
     opt = model.get_optimizer()
     model.eval()
@@ -241,12 +312,18 @@ def coqui(base: Path, ds: Path, threads: int, workers: int) -> dict:
     return _row("coqui full (GPTTrainer)", epoch, [t0, *marks], losses, len(samples), threads, workers)
 
 
-def _row(system: str, epoch: float, marks: list[float], losses: list[float], clips: int, threads: int,
-         workers: int) -> dict:
+def _row(
+    system: str, epoch: float, marks: list[float], losses: list[float], clips: int, threads: int, workers: int
+) -> dict:
     steps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
     return {
-        "system": system, "clips": clips, "threads": threads, "workers": workers, "steps": len(steps),
-        "epoch_s": round(epoch, 1), "s_per_step": round(statistics.median(steps), 2) if steps else None,
+        "system": system,
+        "clips": clips,
+        "threads": threads,
+        "workers": workers,
+        "steps": len(steps),
+        "epoch_s": round(epoch, 1),
+        "s_per_step": round(statistics.median(steps), 2) if steps else None,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
         "finite_losses": sum(1 for v in losses if v == v and abs(v) != float("inf")),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),  # as the worker ran (tune_process sets it)
@@ -277,14 +354,21 @@ def main_ratios(rows: list[dict]) -> dict:
 def _spawn(args: list[str], busy: bool = False, env: dict[str, str] | None = None) -> dict:
     burner = None
     if busy:  # another job on the machine: one spinning process per core, in a group of their own
-        burner = subprocess.Popen([sys.executable, "-c", "import multiprocessing as m\n"
-                                   "def f(_):\n    while True: pass\n"
-                                   "m.Pool(os_n:=__import__('os').cpu_count()).map(f, range(os_n))"],
-                                  start_new_session=True)
+        burner = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import multiprocessing as m\n"
+                "def f(_):\n    while True: pass\n"
+                "m.Pool(os_n:=__import__('os').cpu_count()).map(f, range(os_n))",
+            ],
+            start_new_session=True,
+        )
         time.sleep(1.0)
     try:
-        p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                           env={**os.environ, **(env or {})})
+        p = subprocess.run(
+            [sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
     finally:
         if burner is not None:  # the pool's workers too: killing the parent alone left them spinning
             os.killpg(burner.pid, signal.SIGKILL)
@@ -339,9 +423,12 @@ def extras_only(n: int, threads: int) -> int:
     path = HERE / "results" / "train_vs_coqui.json"
     out = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"name": "train_vs_coqui"}
     out["extras"] = {
-        "date": date.today().isoformat(), "machine": machine(),
+        "date": date.today().isoformat(),
+        "machine": machine(),
         "notes": f"xttsft full, {n} clips, one epoch each in its own process; busy = a second process spinning "
-                 "on every core", "rows": [idle, *extra], "ratios": ratios,
+        "on every core",
+        "rows": [idle, *extra],
+        "ratios": ratios,
     }
     path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     for row in [idle, *extra]:
@@ -360,10 +447,16 @@ def main() -> int:
     ap.add_argument("--untuned", action="store_true", help=argparse.SUPPRESS)  # without hardware.tune_process
     ap.add_argument("--clips", type=int, default=None)
     ap.add_argument("--no-extras", action="store_true", help="the three systems only, without the extra rows")
-    ap.add_argument("--ablations", action="store_true",
-                    help="also xttsft with one choice undone each: " + "; ".join(d for _, d, _ in ABLATIONS.values()))
-    ap.add_argument("--extras", action="store_true",
-                    help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)")
+    ap.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also xttsft with one choice undone each: " + "; ".join(d for _, d, _ in ABLATIONS.values()),
+    )
+    ap.add_argument(
+        "--extras",
+        action="store_true",
+        help="only the busy-machine, thread, OMP_WAIT_POLICY and worker rows (6 clips unless --clips)",
+    )
     args = ap.parse_args()
     n = args.clips or (6 if args.quick or args.extras else 12)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -388,11 +481,13 @@ def main() -> int:
     systems = ["coqui", "full", "lora", *(ABLATIONS if args.ablations else [])]
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for r in range(rounds):
-        for s in (systems if r % 2 == 0 else systems[::-1]):
+        for s in systems if r % 2 == 0 else systems[::-1]:
             runs[s].append(_spawn(["--worker", s, *common]))
             print(f"round {r + 1}: {runs[s][-1]}", file=sys.stderr, flush=True)
-    rows = [min(rs, key=lambda x: x["epoch_s"]) | {"rounds": len(rs),
-                                                    "epoch_s_each": [x["epoch_s"] for x in rs]} for rs in runs.values()]
+    rows = [
+        min(rs, key=lambda x: x["epoch_s"]) | {"rounds": len(rs), "epoch_s_each": [x["epoch_s"] for x in rs]}
+        for rs in runs.values()
+    ]
     ratios = main_ratios(rows)
     measure_extras = not args.quick and not args.no_extras
     if measure_extras:
@@ -404,11 +499,16 @@ def main() -> int:
         print(row)
     print(json.dumps(ratios, indent=2))
     out = {
-        "name": "train_vs_coqui", "date": date.today().isoformat(), "machine": machine(),
-        "notes": (f"full-size XTTS-v2 (random weights), {n} espeak-ng clips of 3-15 s, batch 2, fp32, "
-                  f"{args.threads} threads for both; one epoch, validation excluded; best of {rounds} alternating "
-                  "rounds, each in its own process. coqui: GPTTrainer as its recipe configures it."),
-        "rows": rows, "ratios": ratios,
+        "name": "train_vs_coqui",
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "notes": (
+            f"full-size XTTS-v2 (random weights), {n} espeak-ng clips of 3-15 s, batch 2, fp32, "
+            f"{args.threads} threads for both; one epoch, validation excluded; best of {rounds} alternating "
+            "rounds, each in its own process. coqui: GPTTrainer as its recipe configures it."
+        ),
+        "rows": rows,
+        "ratios": ratios,
     }
     path = HERE / "results" / "train_vs_coqui.json"
     if path.exists():  # the history, and the --extras rows when this run did not measure them again

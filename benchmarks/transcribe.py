@@ -113,8 +113,6 @@ SENTENCES_PT = [
 CORPORA = {"en": (SENTENCES, "en-us", "bundled-tiny.en"), "pt": (SENTENCES_PT, "pt-br", "bundled-base")}
 
 
-
-
 def make_clips(n: int, folder: Path, language: str = "en") -> list[tuple[Path, str]]:
     """``n`` clips of 5-12 s: one or two sentences each, spoken by espeak-ng at 22050 Hz."""
     sentences, voice, _ = CORPORA[language]
@@ -128,8 +126,10 @@ def make_clips(n: int, folder: Path, language: str = "en") -> list[tuple[Path, s
             text += " " + pool[(i + 7) % len(pool)]
         raw, out = folder / f"{i}.raw.wav", folder / f"{i}.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", str(raw), text], check=True)
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050",
-                        str(out)], check=True)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050", str(out)],
+            check=True,
+        )
         clips.append((out, text))
     return clips
 
@@ -147,8 +147,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu", help="cpu (int8, 2 threads) or cuda (float16)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds, median kept (default 3, --quick 1)")
-    ap.add_argument("--language", choices=sorted(CORPORA), default="en",
-                    help="en: tiny.en on English; pt: the multilingual base on Brazilian Portuguese")
+    ap.add_argument(
+        "--language",
+        choices=sorted(CORPORA),
+        default="en",
+        help="en: tiny.en on English; pt: the multilingual base on Brazilian Portuguese",
+    )
     ap.add_argument("--model", default=None, help="Whisper model (default: the bundled one of --language)")
     ap.add_argument("--clips-dir", type=Path, default=None, help="ready clips and texts.json instead of espeak-ng")
     ap.add_argument("--out", type=Path, default=None, help="result file (default results/transcribe[_pt][_cuda].json)")
@@ -172,8 +176,9 @@ def main() -> None:
     console.print(f"{n} clips, {seconds:.0f} s of speech ({min(lengths):.1f}-{max(lengths):.1f} s each)")
     on_gpu = args.device == "cuda"
     lang, model_name = args.language, args.model or CORPORA[args.language][2]
-    model = load_whisper(model_name, device=args.device,
-                         compute_type="float16" if on_gpu else "int8", cpu_threads=0 if on_gpu else 2)
+    model = load_whisper(
+        model_name, device=args.device, compute_type="float16" if on_gpu else "int8", cpu_threads=0 if on_gpu else 2
+    )
     used = f"{model.model.device} {model.model.compute_type}"
     fallback = None if model.model.device == args.device else f"{args.device} could not run it: {used} instead"
     console.print(f"Whisper {model_name} on {used}" + (f" ({fallback})" if fallback else ""))
@@ -220,9 +225,18 @@ def main() -> None:
     rows = []
     for k, (name, beam, _) in enumerate(runs):
         wall = statistics.median(walls[k])
-        rows.append({"method": name, "beam": beam, "clips": n, "audio_s": round(seconds, 1), "wall_s": round(wall, 2),
-                     "wall_s_each_round": [round(w, 2) for w in walls[k]],
-                     "x_realtime": round(seconds / wall, 2), "wer": round(word_error_rate(refs, hyps_of[k]), 4)})
+        rows.append(
+            {
+                "method": name,
+                "beam": beam,
+                "clips": n,
+                "audio_s": round(seconds, 1),
+                "wall_s": round(wall, 2),
+                "wall_s_each_round": [round(w, 2) for w in walls[k]],
+                "x_realtime": round(seconds / wall, 2),
+                "wer": round(word_error_rate(refs, hyps_of[k]), 4),
+            }
+        )
 
     base, alone, mine = rows[:3]
     ratios = {
@@ -241,22 +255,33 @@ def main() -> None:
     for col in ("method", "beam", "clips", "audio s", "wall s", "x realtime", "WER"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
-        table.add_row(r["method"], str(r["beam"]), str(r["clips"]), f"{r['audio_s']:.0f}", f"{r['wall_s']:.1f}",
-                      f"{r['x_realtime']:.1f}", f"{r['wer']:.3f}")
+        table.add_row(
+            r["method"],
+            str(r["beam"]),
+            str(r["clips"]),
+            f"{r['audio_s']:.0f}",
+            f"{r['wall_s']:.1f}",
+            f"{r['x_realtime']:.1f}",
+            f"{r['wer']:.3f}",
+        )
     console.print(table)
-    console.print(f"ours vs one call per clip, beam 5: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
-                  f"WER {mine['wer']:.3f} vs {base['wer']:.3f}")
+    console.print(
+        f"ours vs one call per clip, beam 5: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
+        f"WER {mine['wer']:.3f} vs {base['wer']:.3f}"
+    )
     if greedy:
-        console.print(f"ours vs one call per clip, greedy: [bold]{ratios['ours_vs_one_call_per_clip_speed_greedy']:.2f}x[/]"
-                      f" faster, WER {greedy[1]['wer']:.3f} vs {greedy[0]['wer']:.3f}")
+        console.print(
+            f"ours vs one call per clip, greedy: [bold]{ratios['ours_vs_one_call_per_clip_speed_greedy']:.2f}x[/]"
+            f" faster, WER {greedy[1]['wer']:.3f} vs {greedy[0]['wer']:.3f}"
+        )
     suffix = ("" if lang == "en" else f"_{lang}") + ("_cuda" if on_gpu else "")
     result = {
         "name": "transcribe" + suffix,
         "date": date.today().isoformat(),
         "machine": machine(),
         "notes": f"{n} espeak-ng {lang} clips of {min(lengths):.1f}-{max(lengths):.1f} s; {model_name} (CTranslate2 "
-                 f"{used}{', cpu_threads=2' if not on_gpu else ''}); median of {args.rounds} interleaved rounds; the machine is shared with other "
-                 "jobs, so speeds vary between runs (see wall_s_each_round).",
+        f"{used}{', cpu_threads=2' if not on_gpu else ''}); median of {args.rounds} interleaved rounds; the machine is shared with other "
+        "jobs, so speeds vary between runs (see wall_s_each_round).",
         "rows": rows,
         "ratios": ratios,
         "model": model_name,

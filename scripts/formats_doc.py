@@ -77,9 +77,15 @@ def _parts(cls: type[Part], seen: set[type]) -> list[type[Part]]:
 
 
 def _section(cls: type[Record]) -> list[str]:
-    lines = [f"## `{cls.FILE}`: {_title(cls)}", "",
-             f"- where: `{cls.PATH}`", f"- written by: {cls.WRITTEN_BY}", f"- read by: {cls.READ_BY}",
-             f"- version: {cls.VERSION}" + ("" if cls.VERSIONED else " (not written in the file)"), ""]
+    lines = [
+        f"## `{cls.FILE}`: {_title(cls)}",
+        "",
+        f"- where: `{cls.PATH}`",
+        f"- written by: {cls.WRITTEN_BY}",
+        f"- read by: {cls.READ_BY}",
+        f"- version: {cls.VERSION}" + ("" if cls.VERSIONED else " (not written in the file)"),
+        "",
+    ]
     lines += _table(cls) + [""]
     for part in _parts(cls, set()):
         lines += [f"### `{part.__name__}`: {_title(part)}", ""] + _table(part) + [""]

@@ -67,7 +67,20 @@ def speak() -> Callable[..., Path]:
         raw = out.with_suffix(".espeak.wav")
         subprocess.run([espeak, "-v", voice, "-s", str(rate), "-w", str(raw), text], check=True)
         subprocess.run(
-            [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", str(sample_rate), str(out)],
+            [
+                ffmpeg,
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(raw),
+                "-ac",
+                "1",
+                "-ar",
+                str(sample_rate),
+                str(out),
+            ],
             check=True,
         )
         raw.unlink()

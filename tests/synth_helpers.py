@@ -34,10 +34,18 @@ def make_dataset(ws: Workspace, voice: str = "en-us") -> Path:
             check=True,
         )
         raw.unlink()
-        rows.append({
-            "id": out.stem, "wav": f"wavs/{out.name}", "text": text, "duration": sf.info(str(out)).duration,
-            "split": "train" if i < 2 else "val", "language": "en", "avg_logprob": -0.1 * (i + 1), "source": "x.wav",
-        })
+        rows.append(
+            {
+                "id": out.stem,
+                "wav": f"wavs/{out.name}",
+                "text": text,
+                "duration": sf.info(str(out)).duration,
+                "split": "train" if i < 2 else "val",
+                "language": "en",
+                "avg_logprob": -0.1 * (i + 1),
+                "source": "x.wav",
+            }
+        )
     (ds / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return ds
 
@@ -60,9 +68,17 @@ def make_run(ws: Workspace, name: str = "run1", mode: str = "lora", language: st
                 p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     run_dir = ws.run_dir(name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({
-        "base_model": "tiny", "base_dir": str(base), "language": language, "mode": mode,
-        "dataset_dir": str(ws.dataset_dir), "created": "2026-01-01T00:00:00+00:00",
-    }))
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "base_model": "tiny",
+                "base_dir": str(base),
+                "language": language,
+                "mode": mode,
+                "dataset_dir": str(ws.dataset_dir),
+                "created": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
     xm.write_checkpoint(run_dir / "best_model", xtts.gpt, mode, {"epoch": 1, "step": 1}, lora_config=cfg)
     return run_dir

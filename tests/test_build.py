@@ -24,16 +24,26 @@ WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lim
 def speech_bank(tmp_path_factory, speak) -> list[Path]:
     """Twelve distinct espeak-ng sentences (about 2-3 s each)."""
     d = tmp_path_factory.mktemp("bank")
-    return [speak(f"Sentence {WORDS[i]} is number {i + 1} of the test.", d / f"s{i}.wav", rate=170)
-            for i in range(12)]
+    return [speak(f"Sentence {WORDS[i]} is number {i + 1} of the test.", d / f"s{i}.wav", rate=170) for i in range(12)]
 
 
 def transcript_row(cid: str, text: str, duration: float, **kw) -> dict:
     """A transcripts.jsonl row as `transcribe` writes it (docs/transcribe.md)."""
     row = {
-        "id": cid, "wav": f"{cid}.wav", "text": text, "language": "en", "language_probability": 1.0,
-        "avg_logprob": -0.2, "no_speech_prob": 0.01, "compression_ratio": 1.2, "words": [],
-        "trim_start": 0.1, "trim_end": round(duration - 0.1, 3), "status": "ok", "reason": None, "model": "tiny.en",
+        "id": cid,
+        "wav": f"{cid}.wav",
+        "text": text,
+        "language": "en",
+        "language_probability": 1.0,
+        "avg_logprob": -0.2,
+        "no_speech_prob": 0.01,
+        "compression_ratio": 1.2,
+        "words": [],
+        "trim_start": 0.1,
+        "trim_end": round(duration - 0.1, 3),
+        "status": "ok",
+        "reason": None,
+        "model": "tiny.en",
     }
     row.update(kw)
     return row
@@ -49,9 +59,21 @@ def make_inputs(ws: Workspace, bank: list[Path]) -> dict[str, str]:
     def clip(cid: str, x: np.ndarray) -> float:
         write_wav(ws.segments_dir / f"{cid}.wav", x, SR)
         dur = len(x) / SR
-        manifest.append({"id": cid, "wav": f"{cid}.wav", "source": "train/data/raw/talk.wav",
-                         "source_sha256": "0" * 64, "start": 0.0, "end": dur, "duration": dur,
-                         "sample_rate": SR, "peak_dbfs": -1.0, "loudness_dbfs": -20.0, "flags": []})
+        manifest.append(
+            {
+                "id": cid,
+                "wav": f"{cid}.wav",
+                "source": "train/data/raw/talk.wav",
+                "source_sha256": "0" * 64,
+                "start": 0.0,
+                "end": dur,
+                "duration": dur,
+                "sample_rate": SR,
+                "peak_dbfs": -1.0,
+                "loudness_dbfs": -20.0,
+                "flags": [],
+            }
+        )
         return dur
 
     for i, path in enumerate(bank):
@@ -125,7 +147,7 @@ def test_build_writes_an_ljspeech_dataset_and_explains_every_drop(workspace: Wor
     out, _ = read_wav(d / "wavs" / "talk_0001.wav")
     t = next(r for r in read_jsonl(workspace.transcripts_file) if r["id"] == "talk_0001")
     assert len(out) == round(t["trim_end"] * SR) - round(t["trim_start"] * SR) < len(src)
-    np.testing.assert_allclose(out[:100], src[round(0.1 * SR): round(0.1 * SR) + 100], atol=1e-4)
+    np.testing.assert_allclose(out[:100], src[round(0.1 * SR) : round(0.1 * SR) + 100], atol=1e-4)
     assert sorted(p.stem for p in (d / "wavs").glob("*.wav")) == sorted(r[0] for r in all_rows)
 
     samples = read_jsonl(d / "samples.jsonl")
@@ -149,10 +171,18 @@ def test_coqui_ljspeech_formatter_reads_every_row(workspace: Workspace, inputs) 
 
     build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
-    cfg = BaseTTSConfig(datasets=[BaseDatasetConfig(
-        formatter="ljspeech", dataset_name="mine", path=str(d), meta_file_train="metadata_train.csv",
-        meta_file_val="metadata_val.csv", language="en",
-    )])
+    cfg = BaseTTSConfig(
+        datasets=[
+            BaseDatasetConfig(
+                formatter="ljspeech",
+                dataset_name="mine",
+                path=str(d),
+                meta_file_train="metadata_train.csv",
+                meta_file_val="metadata_val.csv",
+                language="en",
+            )
+        ]
+    )
     train, val = load_tts_samples(cfg, eval_split=True)
     assert len(train) == len(meta_rows(d / "metadata_train.csv")) and len(val) == len(meta_rows(d / "metadata_val.csv"))
     for s in train + val:
@@ -303,15 +333,16 @@ def test_a_long_fluent_clip_is_kept_by_build_and_taken_by_train(workspace: Works
     which train's 402-token limit accepts. One limit now, the model's: build keeps it, and build --check
     (train's own reading of the dataset) takes it."""
     from test_build import make_inputs
-
     from xttsft.build import build_dataset, check_dataset
     from xttsft.records import TranscriptRecord, read_records, write_records
 
     workspace.ensure()
     make_inputs(workspace, speech_bank)
-    long_text = ("Numa tarde de domingo, a família inteira se reuniu na casa da avó para comer bolo de fubá, "
-                 "contar histórias antigas e ouvir as músicas que tocavam no rádio quando todos eram jovens, "
-                 "até que o sol se pôs devagar atrás das montanhas azuis.")
+    long_text = (
+        "Numa tarde de domingo, a família inteira se reuniu na casa da avó para comer bolo de fubá, "
+        "contar histórias antigas e ouvir as músicas que tocavam no rádio quando todos eram jovens, "
+        "até que o sol se pôs devagar atrás das montanhas azuis."
+    )
     assert 230 < len(long_text) < 260
     rows = read_records(workspace.transcripts_file, TranscriptRecord)
     for r in rows:

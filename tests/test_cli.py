@@ -105,15 +105,27 @@ def test_missing_config_option_file(cli, tmp_path):
 def test_invalid_settings_exit_1_with_every_problem(cli, workspace):
     workspace.root.mkdir(parents=True)
     (workspace.root / ".env").write_text("TRAIN_LORA_RANK=0\nnot a setting line\n")
-    res = cli("config", env={"TRAIN_NUM_EPOCHS": "-1", "TRAIN_DEVICE": "tpu",
-                             "SEGMENT_MIN_DURATION": "20", "SEGMENT_MAX_DURATION": "10"})
+    res = cli(
+        "config",
+        env={
+            "TRAIN_NUM_EPOCHS": "-1",
+            "TRAIN_DEVICE": "tpu",
+            "SEGMENT_MIN_DURATION": "20",
+            "SEGMENT_MAX_DURATION": "10",
+        },
+    )
     assert res.exit_code == 1
     err = flat(res.stderr)
     assert "Traceback" not in res.output
     assert "Invalid settings (5 problems)" in err
-    for piece in ("TRAIN_NUM_EPOCHS='-1' (environment)", "TRAIN_DEVICE='tpu' (environment)",
-                  "TRAIN_LORA_RANK='0' (.env:", "cannot parse 'not a setting line'",
-                  "SEGMENT_MIN_DURATION='20' (environment)", "Hint:"):
+    for piece in (
+        "TRAIN_NUM_EPOCHS='-1' (environment)",
+        "TRAIN_DEVICE='tpu' (environment)",
+        "TRAIN_LORA_RANK='0' (.env:",
+        "cannot parse 'not a setting line'",
+        "SEGMENT_MIN_DURATION='20' (environment)",
+        "Hint:",
+    ):
         assert piece in err, piece
     assert res.stdout == ""
 

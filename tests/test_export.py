@@ -45,13 +45,23 @@ def test_merged_folder_has_the_stock_files_and_key_layout(merged: Path) -> None:
     import torch
 
     names = {p.name for p in merged.iterdir()}
-    assert {"model.pth", "config.json", "vocab.json", "dvae.pth", "mel_stats.pth", "speakers_xtts.pth",
-            "reference.wav", "xttsft_export.json"} <= names
+    assert {
+        "model.pth",
+        "config.json",
+        "vocab.json",
+        "dvae.pth",
+        "mel_stats.pth",
+        "speakers_xtts.pth",
+        "reference.wav",
+        "xttsft_export.json",
+    } <= names
     ckpt = torch.load(merged / "model.pth", map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model"}  # weights only: no optimizer, no config object
     keys = list(ckpt["model"])
     assert not [k for k in keys if "lora_" in k or k.startswith(("dvae.", "gpt.gpt_inference."))]
-    assert any(k.startswith("gpt.gpt.h.0.attn.c_attn") for k in keys) and any(k.startswith("hifigan_decoder.") for k in keys)
+    assert any(k.startswith("gpt.gpt.h.0.attn.c_attn") for k in keys) and any(
+        k.startswith("hifigan_decoder.") for k in keys
+    )
     speakers = torch.load(merged / "speakers_xtts.pth", map_location="cpu", weights_only=True)
     assert "run1" in speakers and list(speakers["run1"]) == ["gpt_cond_latent", "speaker_embedding"]
     meta = json.loads((merged / "xttsft_export.json").read_text())
@@ -80,7 +90,9 @@ def test_stock_coqui_loads_the_export_and_synthesizes(merged: Path) -> None:
     assert len(wav) > 0
 
 
-def test_merged_export_sounds_like_the_run_and_base_plus_adapter(run_ws: Workspace, merged: Path, tmp_path: Path) -> None:
+def test_merged_export_sounds_like_the_run_and_base_plus_adapter(
+    run_ws: Workspace, merged: Path, tmp_path: Path
+) -> None:
     import torch
 
     from xttsft.export import export_run
@@ -103,16 +115,28 @@ def test_merged_export_sounds_like_the_run_and_base_plus_adapter(run_ws: Workspa
     latents = []
     for v in (folder_voice, unmerged):
         with torch.inference_mode():
-            latents.append(v.model.gpt(
-                text, torch.tensor([text.shape[-1]]), codes, torch.tensor([codes.shape[-1] * 1024]),
-                cond_latents=cond.gpt_cond_latent, return_attentions=False, return_latent=True,
-            ))
+            latents.append(
+                v.model.gpt(
+                    text,
+                    torch.tensor([text.shape[-1]]),
+                    codes,
+                    torch.tensor([codes.shape[-1] * 1024]),
+                    cond_latents=cond.gpt_cond_latent,
+                    return_attentions=False,
+                    return_latent=True,
+                )
+            )
     assert torch.allclose(latents[0], latents[1], atol=1e-4), (latents[0] - latents[1]).abs().max()
     base = synth.load_voice(run_ws, synth.ModelSource("base", "tiny", None, base_spec="tiny"), device="cpu")
     with torch.inference_mode():
         base_lat = base.model.gpt(
-            text, torch.tensor([text.shape[-1]]), codes, torch.tensor([codes.shape[-1] * 1024]),
-            cond_latents=cond.gpt_cond_latent, return_attentions=False, return_latent=True,
+            text,
+            torch.tensor([text.shape[-1]]),
+            codes,
+            torch.tensor([codes.shape[-1] * 1024]),
+            cond_latents=cond.gpt_cond_latent,
+            return_attentions=False,
+            return_latent=True,
         )
     assert not torch.allclose(base_lat, latents[0], atol=1e-4)  # the adapter does change the GPT
 
@@ -122,8 +146,14 @@ def test_cli_adapter_only_is_small_and_rerun_skips(cli, run_ws: Workspace) -> No
     assert res.exit_code == 0, res.output
     out = run_ws.export_dir("run1-adapter")
     names = {p.name for p in out.iterdir()}
-    assert names == {"adapter_model.safetensors", "adapter_config.json", "xttsft_adapter.json",
-                     "reference.wav", "reference_2.wav", "reference_3.wav"}  # synth.num_references = 3
+    assert names == {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "xttsft_adapter.json",
+        "reference.wav",
+        "reference_2.wav",
+        "reference_3.wav",
+    }  # synth.num_references = 3
     assert (out / "adapter_model.safetensors").stat().st_size < 5_000_000
     ident = json.loads((out / "xttsft_adapter.json").read_text())
     assert ident["base_model"] == "tiny" and ident["base_identity"]["tiny"] is True

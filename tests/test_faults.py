@@ -24,8 +24,16 @@ from xttsft.io import read_jsonl
 from xttsft.paths import Workspace
 
 XTTSFT = [sys.executable, "-m", "xttsft"]
-TEXTS = ["Hello there, my friend.", "The cat sat on the mat.", "Good morning to you.", "It is a sunny day.",
-         "We like green apples.", "Open the red door now.", "Birds fly over the sea.", "This is the last one."]
+TEXTS = [
+    "Hello there, my friend.",
+    "The cat sat on the mat.",
+    "Good morning to you.",
+    "It is a sunny day.",
+    "We like green apples.",
+    "Open the red door now.",
+    "Birds fly over the sea.",
+    "This is the last one.",
+]
 
 
 def _dataset(root: Path, speak) -> Path:
@@ -45,24 +53,47 @@ def dataset(tmp_path_factory, speak) -> Path:
 
 
 def _train_args(ws: Path, dataset: Path, *more: str) -> list[str]:
-    return [*XTTSFT, "--workdir", str(ws), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
-            "--batch-size", "1", "--grad-accum-steps", "1", "--print-step", "1", *more]
+    return [
+        *XTTSFT,
+        "--workdir",
+        str(ws),
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(dataset),
+        "--batch-size",
+        "1",
+        "--grad-accum-steps",
+        "1",
+        "--print-step",
+        "1",
+        *more,
+    ]
 
 
 def _xttsft(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*XTTSFT, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*XTTSFT, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 @contextlib.contextmanager
-def _running(args: list[str], ready: Path, timeout: float = 240.0,
-             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def _running(
+    args: list[str], ready: Path, timeout: float = 240.0, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """Start ``args``; yield once ``ready`` exists; SIGKILL the process at the end (if it still runs)."""
     fd, name = tempfile.mkstemp(suffix=".out")  # a file, not a pipe: a full pipe would block the process
     out = Path(name)
     with os.fdopen(fd, "w") as fh:
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                env={**(env or os.environ), "COLUMNS": "200"})
+        proc = subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, text=True, env={**(env or os.environ), "COLUMNS": "200"}
+        )
     try:
         t0 = time.monotonic()
         while not ready.exists():
@@ -94,8 +125,12 @@ def test_kill_before_the_first_save_restarts_the_run(tmp_path: Path, dataset: Pa
         p.send_signal(signal.SIGKILL)
     assert not (run / "resume_state").exists() and not list(run.glob("checkpoint_epoch_*"))
     # before: "no complete checkpoint... start it again without --resume", and run-all failed forever
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", "k", "--num-epochs", "1", "--resume"),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "k", "--num-epochs", "1", "--resume"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "starting it again from the beginning" in _info_log(ws)
     assert (run / "best_model" / "meta.json").is_file()
@@ -129,10 +164,18 @@ def test_a_second_writer_is_refused_and_a_kill_resumes_from_resume_state(tmp_pat
 def test_build_is_refused_while_another_holds_the_dataset(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws").ensure()
     lock = ws.locks_dir / "build-MyTTSDataset.lock"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom xttsft.locks import hold\n"
-        f"with hold(Path({str(lock)!r}), 'x'):\n    print('held', flush=True)\n    time.sleep(600)\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom pathlib import Path\nfrom xttsft.locks import hold\n"
+                f"with hold(Path({str(lock)!r}), 'x'):\n    print('held', flush=True)\n    time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         res = _xttsft("--workdir", str(ws.root), "build")
@@ -152,8 +195,9 @@ def test_build_is_refused_while_another_holds_the_dataset(tmp_path: Path) -> Non
 def test_run_names_stay_inside_the_workspace(tmp_path: Path, dataset: Path, name: str) -> None:
     ws = tmp_path / "deep" / "ws"
     name = str(tmp_path / "evil-abs") if name == "ABSOLUTE" else name
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", name, "--num-epochs", "1"),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", name, "--num-epochs", "1"), capture_output=True, text=True, timeout=600
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "--run-name" in out and "plain folder name" in " ".join(out.split()), out
     assert not (tmp_path / "evil").exists() and not (tmp_path / "evil-abs").exists()
@@ -172,8 +216,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 80 MB tmpfs (needs root, as in CI's container); skipped where mounting is not allowed."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         yield mnt
@@ -197,8 +243,9 @@ def test_build_on_a_full_disk_keeps_the_previous_dataset(small_disk: Path, speak
     from test_build import make_inputs  # the inputs of a real build
 
     ws = Workspace(small_disk / "ws").ensure()
-    bank = [speak(f"Sentence number {i} of the disk test.", small_disk / "bank" / f"s{i}.wav", rate=170)
-            for i in range(6)]
+    bank = [
+        speak(f"Sentence number {i} of the disk test.", small_disk / "bank" / f"s{i}.wav", rate=170) for i in range(6)
+    ]
     make_inputs(ws, bank)
     ok = _xttsft("--workdir", str(ws.root), "build", "--min-samples", "1")
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -243,8 +290,9 @@ def test_training_on_a_full_disk_refuses_before_it_starts(small_disk: Path, data
     ws = small_disk / "ws"
     ws.mkdir()
     _fill(small_disk, leave_bytes=1 << 20)
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", "d", "--num-epochs", "1"),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "d", "--num-epochs", "1"), capture_output=True, text=True, timeout=600
+    )
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1 and "Disk full: training needs about" in out and "MB" in out, out
     assert not list((ws / "train" / "checkpoints").glob("d/checkpoint_*"))
@@ -255,8 +303,12 @@ def test_training_on_a_full_disk_refuses_before_it_starts(small_disk: Path, data
 def trained(tmp_path_factory, dataset: Path) -> Path:
     """A finished LoRA run "r" (2 epochs, a checkpoint each) in a workspace."""
     ws = tmp_path_factory.mktemp("trained") / "ws"
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", "r", "--num-epochs", "2", "--save-every-n-epochs",
-                                     "1"), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "r", "--num-epochs", "2", "--save-every-n-epochs", "1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return ws
 
@@ -281,8 +333,12 @@ def test_resume_falls_back_to_the_newest_loadable_state(tmp_path: Path, trained:
     run = ws / "train" / "checkpoints" / "r"
     newest = run / "checkpoint_epoch_2" / "training_state.pt"
     newest.write_bytes(newest.read_bytes()[:1000])
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", "r", "--num-epochs", "3", "--save-every-n-epochs",
-                                     "1", "--resume"), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "r", "--num-epochs", "3", "--save-every-n-epochs", "1", "--resume"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     log = _info_log(ws)
     assert "Cannot resume from checkpoint_epoch_2" in log and "Resuming r from checkpoint_epoch_1" in log
@@ -303,21 +359,37 @@ def test_leftovers_of_a_kill_are_cleaned_and_never_picked(tmp_path: Path, traine
     assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads((ws / "train" / "exports" / "r-adapter" / "xttsft_adapter.json").read_text())
     assert record["checkpoint"] == "checkpoint_epoch_2", "the incomplete folder is never picked"
-    again = subprocess.run(_train_args(ws, dataset, "--run-name", "r", "--num-epochs", "2", "--resume"),
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "r", "--num-epochs", "2", "--resume"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert not aside.exists() and not (run / ".checkpoint_epoch_3.tmp.abcd").exists()
 
 
-def test_second_ctrl_c_during_the_interrupt_save_still_ends_cleanly(tmp_path: Path, dataset: Path,
-                                                                     monkeypatch, caplog) -> None:
+def test_second_ctrl_c_during_the_interrupt_save_still_ends_cleanly(
+    tmp_path: Path, dataset: Path, monkeypatch, caplog
+) -> None:
     from xttsft.settings import load_settings
     from xttsft.train import TrainHooks, train
 
     ws = Workspace(tmp_path / "ws")
-    settings, _ = load_settings(ws, flags={"train": {
-        "base_model": "tiny", "dataset_dir": str(dataset), "batch_size": 1, "grad_accum_steps": 1,
-        "run_name": "cc", "num_epochs": 3}}, environ={})
+    settings, _ = load_settings(
+        ws,
+        flags={
+            "train": {
+                "base_model": "tiny",
+                "dataset_dir": str(dataset),
+                "batch_size": 1,
+                "grad_accum_steps": 1,
+                "run_name": "cc",
+                "num_epochs": 3,
+            }
+        },
+        environ={},
+    )
 
     def first_ctrl_c(epoch, bi, step):
         if bi == 1:
@@ -350,8 +422,12 @@ def test_non_utf8_env_file_names_the_file_and_line(cli, workspace) -> None:
 def test_infinite_learning_rate_and_oversized_lora_rank_are_refused(tmp_path: Path, dataset: Path, cli) -> None:
     res = cli("config", env={"TRAIN_LEARNING_RATE": "inf"})
     assert res.exit_code == 1 and "TRAIN_LEARNING_RATE" in res.output and "finite" in res.output
-    res = subprocess.run(_train_args(tmp_path / "ws", dataset, "--run-name", "big", "--num-epochs", "1",
-                                     "--lora-rank", "512"), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(tmp_path / "ws", dataset, "--run-name", "big", "--num-epochs", "1", "--lora-rank", "512"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1 and "TRAIN_LORA_RANK=512 is larger than the GPT's width" in out, out
 
@@ -368,38 +444,57 @@ def test_transcribe_loads_one_part_of_a_source_at_a_time(tmp_path: Path, speak, 
     rows = []
     for i in range(6):
         shutil.copy(wav, ws.segments_dir / f"long_{i:04d}.wav")
-        rows.append({"id": f"long_{i:04d}", "wav": f"long_{i:04d}.wav", "source": "train/data/raw/long.wav",
-                     "source_sha256": "0" * 64, "start": 2.0 * i, "end": 2.0 * i + 1.9, "duration": 1.9,
-                     "sample_rate": 22050, "peak_dbfs": -1.0, "loudness_dbfs": -20.0, "flags": []})
+        rows.append(
+            {
+                "id": f"long_{i:04d}",
+                "wav": f"long_{i:04d}.wav",
+                "source": "train/data/raw/long.wav",
+                "source_sha256": "0" * 64,
+                "start": 2.0 * i,
+                "end": 2.0 * i + 1.9,
+                "duration": 1.9,
+                "sample_rate": 22050,
+                "peak_dbfs": -1.0,
+                "loudness_dbfs": -20.0,
+                "flags": [],
+            }
+        )
     ws.segments_manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     events: list[str] = []
     load, decode = tr._load_clip, tr.transcribe_clips
     monkeypatch.setattr(tr, "CHECKPOINT_CLIPS", 2)
     monkeypatch.setattr(tr, "_load_clip", lambda p: events.append("load") or load(p))
     monkeypatch.setattr(tr, "transcribe_clips", lambda *a, **k: events.append("decode") or decode(*a, **k))
-    settings = TranscribeSettings(model=str(tiny_en_path()), language="en", device="cpu", compute_type="int8",
-                                  batch_size=4)
+    settings = TranscribeSettings(
+        model=str(tiny_en_path()), language="en", device="cpu", compute_type="int8", batch_size=4
+    )
     res = tr.transcribe_segments(settings, ws)
     assert res.transcribed == 6 and len(read_jsonl(ws.transcripts_file)) == 6
     first_decode = events.index("decode")
     assert events[:first_decode].count("load") <= 2, events  # before: all 6 clips loaded up front
 
 
-def test_a_fresh_start_never_hides_a_saved_state_and_resume_needs_a_run(tmp_path: Path, trained: Path,
-                                                                        dataset: Path) -> None:
+def test_a_fresh_start_never_hides_a_saved_state_and_resume_needs_a_run(
+    tmp_path: Path, trained: Path, dataset: Path
+) -> None:
     ws = _copy_ws(trained, tmp_path / "ws")
     run = ws / "train" / "checkpoints" / "r"
     # a run killed in its first long epoch: only resume_state/ was saved
     os.replace(run / "checkpoint_epoch_1", run / "resume_state")
     shutil.rmtree(run / "checkpoint_epoch_2")
     shutil.rmtree(run / "best_model")
-    res = subprocess.run(_train_args(ws, dataset, "--run-name", "r", "--num-epochs", "1"),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "r", "--num-epochs", "1"), capture_output=True, text=True, timeout=600
+    )
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1 and "already exists with saved training" in out and "--resume" in out, out
     assert (run / "resume_state" / "training_state.pt").is_file()
-    typo = subprocess.run(_train_args(ws, dataset, "--run-name", "rr", "--num-epochs", "1", "--resume"),
-                          capture_output=True, text=True, timeout=600)
+    typo = subprocess.run(
+        _train_args(ws, dataset, "--run-name", "rr", "--num-epochs", "1", "--resume"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = " ".join((typo.stdout + typo.stderr).split())
     assert typo.returncode == 1 and "There is no run 'rr' to resume" in out, out
     assert not (ws / "train" / "checkpoints" / "rr").exists()

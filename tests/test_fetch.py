@@ -49,8 +49,13 @@ def _settings(**kw: object) -> FetchSettings:
 
 
 def test_downloads_media_and_page_reports_failures_and_skips_on_rerun(site: str, workspace) -> None:
-    sources = [f"{site}/speech.wav", f"{site}/page.html", f"{site}/missing.mp3", f"{site}/nomedia.html",
-               f"--exec=touch {workspace.root.parent / 'pwned'}"]
+    sources = [
+        f"{site}/speech.wav",
+        f"{site}/page.html",
+        f"{site}/missing.mp3",
+        f"{site}/nomedia.html",
+        f"--exec=touch {workspace.root.parent / 'pwned'}",
+    ]
     res = fetch(sources, _settings(), workspace)
     by = {(i.source, i.status) for i in res.items}
     assert (f"{site}/speech.wav", "fetched") in by

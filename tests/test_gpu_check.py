@@ -32,8 +32,9 @@ def gc():
 def _check(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     full = {**os.environ, **(env or {})}
     full.pop("OUT", None)
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=full, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=full, cwd=ROOT
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -57,7 +58,9 @@ def test_the_steps_run_in_the_issues_order(gc) -> None:
     assert [s.name for s in gc.plan()] == ["env", "8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "whisper"]
     eight = gc.plan()[1].parts[0].configs
     assert [(c["mode"], c["gc"], c["precision"], c["batch"], c["clip"]) for c in eight] == [
-        ("lora", True, "bfloat16", 2, "6s"), ("lora", True, "bfloat16", 2, "longest")]
+        ("lora", True, "bfloat16", 2, "6s"),
+        ("lora", True, "bfloat16", 2, "longest"),
+    ]
     lora = gc.plan(rec_batch=32)[2].parts[0].configs
     assert [c["batch"] for c in lora] == [1, 2, 4, 32] and lora[-1]["recommended"]
     assert [c.get("recommended", False) for c in gc.plan(rec_batch=2)[2].parts[0].configs] == [False, True, False]
@@ -85,10 +88,12 @@ def test_the_deadline_skips_what_cannot_fit_and_says_why(tmp_path) -> None:
 def test_rows_written_before_a_timeout_survive(gc, tmp_path) -> None:
     """A step appends a row, then hangs: the timeout kills it and the row is in the report."""
     out = gc.Out(tmp_path)
-    child = (f"import sys, time; sys.path.insert(0, {str(SCRIPT.parent)!r}); import gpu_check; "
-             f"gpu_check.append_row(__import__('pathlib').Path({str(out.jsonl)!r}), "
-             "{'id': 'a', 'step': '8gb', 'clip': '6s', 'status': 'ok', 'peak_allocated_gib': 5.1, "
-             "'peak_reserved_gib': 5.9}); print('measured', flush=True); time.sleep(120)")
+    child = (
+        f"import sys, time; sys.path.insert(0, {str(SCRIPT.parent)!r}); import gpu_check; "
+        f"gpu_check.append_row(__import__('pathlib').Path({str(out.jsonl)!r}), "
+        "{'id': 'a', 'step': '8gb', 'clip': '6s', 'status': 'ok', 'peak_allocated_gib': 5.1, "
+        "'peak_reserved_gib': 5.9}); print('measured', flush=True); time.sleep(120)"
+    )
     t0 = time.monotonic()
     ran = gc.run_group([sys.executable, "-c", child], timeout=4, log=out.log)
     assert ran.timed_out and ran.rc == 124 and time.monotonic() - t0 < 30
@@ -103,8 +108,17 @@ def test_a_worker_killed_at_its_timeout_leaves_rows_that_say_so(gc, tmp_path) ->
     """A real training worker stopped at its timeout (here while it still imports torch): each
     configuration it did not reach gets a 'timeout' row, and the 8 GB verdict is unknown, not False."""
     out = gc.Out(tmp_path)
-    ctx = gc.Ctx(out, gc.Say(), "cpu", time.monotonic() + 60, None, {"espeak-ng": None, "ffmpeg": None},
-                 timed_steps=1, arch="tiny", extra={"whisper_model": "bundled-tiny.en"})
+    ctx = gc.Ctx(
+        out,
+        gc.Say(),
+        "cpu",
+        time.monotonic() + 60,
+        None,
+        {"espeak-ng": None, "ffmpeg": None},
+        timed_steps=1,
+        arch="tiny",
+        extra={"whisper_model": "bundled-tiny.en"},
+    )
     step = gc.plan()[1]
     status = gc.run_worker(ctx, step, step.parts[0], timeout=0.5)
     assert status.startswith("timed out")
@@ -119,9 +133,11 @@ def test_a_timeout_kills_the_whole_process_group(gc, tmp_path) -> None:
     """The step's child spawns a grandchild; after the timeout neither is alive (subprocess.run's
     timeout kills only the child: a torchrun worker would keep the GPU)."""
     pids = tmp_path / "pids"
-    child = ("import subprocess, sys, time; "
-             "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
-             f"open({str(pids)!r}, 'w').write(f'{{__import__(\"os\").getpid()}} {{g.pid}}'); time.sleep(300)")
+    child = (
+        "import subprocess, sys, time; "
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+        f"open({str(pids)!r}, 'w').write(f'{{__import__(\"os\").getpid()}} {{g.pid}}'); time.sleep(300)"
+    )
     ran = gc.run_group([sys.executable, "-c", child], timeout=5, log=tmp_path / "log")
     assert ran.timed_out
     both = [int(x) for x in pids.read_text().split()]
@@ -131,9 +147,11 @@ def test_a_timeout_kills_the_whole_process_group(gc, tmp_path) -> None:
 def test_what_a_finished_step_leaves_behind_is_killed(gc, tmp_path) -> None:
     """A step that exits at once but leaves a grandchild running: it is killed with the step's group."""
     pids = tmp_path / "pids"
-    child = ("import subprocess, sys; "
-             "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
-             f"open({str(pids)!r}, 'w').write(str(g.pid))")
+    child = (
+        "import subprocess, sys; "
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+        f"open({str(pids)!r}, 'w').write(str(g.pid))"
+    )
     ran = gc.run_group([sys.executable, "-c", child], timeout=60, log=tmp_path / "log")
     assert ran.rc == 0 and not ran.timed_out
     assert _wait_dead([int(pids.read_text())]) == []
@@ -146,11 +164,13 @@ def test_exit_3_when_nvidia_smi_sees_a_gpu_that_torch_cannot_use(tmp_path) -> No
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     smi = bin_ / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n"
-                   "case \"$*\" in\n"
-                   "  *-L*) echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-1111-2222-3333-444444444444)' ;;\n"
-                   "  *) echo '0, NVIDIA H100 80GB HBM3, 81559, 81000, 9.0' ;;\n"
-                   "esac\n")
+    smi.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        "  *-L*) echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-1111-2222-3333-444444444444)' ;;\n"
+        "  *) echo '0, NVIDIA H100 80GB HBM3, 81559, 81000, 9.0' ;;\n"
+        "esac\n"
+    )
     smi.chmod(0o755)
     p = _check(env={"PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}, timeout=120)
     assert p.returncode == 3, p.stdout[-1000:] + p.stderr[-1000:]
@@ -171,14 +191,16 @@ def test_whisper_asked_for_cuda_it_cannot_use_runs_on_the_cpu_with_one_warning(t
     """load_whisper on cuda where CTranslate2 cannot run CUDA (here: no GPU; on a CUDA 13 machine:
     no libcublas.so.12): the model loads on the CPU in int8, one warning says why and what to do, and
     it transcribes."""
-    code = ("import logging, numpy as np\n"
-            "from xttsft.bundled_whisper import tiny_en_path\n"
-            "from xttsft.transcribe import load_whisper, transcribe_clips\n"
-            "m = load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
-            "load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
-            "print('device', m.model.device, m.model.compute_type)\n"
-            "out = transcribe_clips(m, [np.zeros(16000, dtype=np.float32)], 'en', batch_size=1)\n"
-            "print('clips', len(out))\n")
+    code = (
+        "import logging, numpy as np\n"
+        "from xttsft.bundled_whisper import tiny_en_path\n"
+        "from xttsft.transcribe import load_whisper, transcribe_clips\n"
+        "m = load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
+        "load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
+        "print('device', m.model.device, m.model.compute_type)\n"
+        "out = transcribe_clips(m, [np.zeros(16000, dtype=np.float32)], 'en', batch_size=1)\n"
+        "print('clips', len(out))\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "device cpu int8" in p.stdout and "clips 1" in p.stdout
@@ -191,6 +213,7 @@ def test_whisper_asked_for_cuda_it_cannot_use_runs_on_the_cpu_with_one_warning(t
 def test_verdicts_never_turn_a_failure_into_false(gc) -> None:
     """The 8 GB verdict: fits by peak reserved, does not by peak allocated, unknown in between and
     for a row that errored, timed out or was skipped."""
+
     def verdict(**row) -> object:
         return gc.verdicts([{"step": "8gb", "clip": "6s", **row}])["fits_8gb_card"]
 

@@ -19,17 +19,28 @@ OTHER_TOOL = re.compile(r"\b(tensorboard|hf|huggingface-cli|nvidia-smi|yt-dlp|to
 
 # core modules whose messages reach the user through one command
 MODULE_COMMANDS = {
-    "build": {"build"}, "fetch": {"fetch"}, "segment": {"segment"}, "screen": {"screen"},
-    "transcribe": {"transcribe"}, "train": {"train"}, "trainer": {"train"}, "train_data": {"train"},
-    "synth": {"synth"}, "export": {"export"}, "evaluate": {"eval"}, "doctor": {"doctor"},
-    "pipeline": {"run-all"}, "demo": {"run-all"},
+    "build": {"build"},
+    "fetch": {"fetch"},
+    "segment": {"segment"},
+    "screen": {"screen"},
+    "transcribe": {"transcribe"},
+    "train": {"train"},
+    "trainer": {"train"},
+    "train_data": {"train"},
+    "synth": {"synth"},
+    "export": {"export"},
+    "evaluate": {"eval"},
+    "doctor": {"doctor"},
+    "pipeline": {"run-all"},
+    "demo": {"run-all"},
 }
 
 
 def _options() -> tuple[dict[str, set[str]], set[str]]:
     group = typer.main.get_command(app)
-    per_command = {name: {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
-                   for name, cmd in group.commands.items()}
+    per_command = {
+        name: {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} for name, cmd in group.commands.items()
+    }
     global_opts = {o for p in group.params for o in (*p.opts, *p.secondary_opts)}
     return per_command, global_opts
 
@@ -48,8 +59,11 @@ def _strings(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             out.append((node.lineno, node.value))
     docstring = ast.get_docstring(tree, clean=False)  # the module's notes for developers, not a message
-    return [(line, text) for line, text in out  # an argument list item ("--format=csv") is no message
-            if text != docstring and not (text.startswith("-") and " " not in text)]
+    return [
+        (line, text)
+        for line, text in out  # an argument list item ("--format=csv") is no message
+        if text != docstring and not (text.startswith("-") and " " not in text)
+    ]
 
 
 def _mentions() -> list[tuple[str, int, set[str] | None, str]]:
@@ -58,8 +72,13 @@ def _mentions() -> list[tuple[str, int, set[str] | None, str]]:
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC)
         module = path.stem
-        owners = ({module.replace("_", "-")} if rel.parts[0] == "cli" and module not in {"__init__", "_common"}
-                  else MODULE_COMMANDS.get(module) if len(rel.parts) == 1 else None)
+        owners = (
+            {module.replace("_", "-")}
+            if rel.parts[0] == "cli" and module not in {"__init__", "_common"}
+            else MODULE_COMMANDS.get(module)
+            if len(rel.parts) == 1
+            else None
+        )
         for line, text in _strings(path):
             for m in OPTION.finditer(text):
                 clause = re.split(r"[;`()\n]|\.\s|:\s", text[: m.start()])[-1]  # the command line it is part of

@@ -19,8 +19,13 @@ XTTSFT = [sys.executable, "-m", "xttsft"]
 
 
 def _xttsft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*XTTSFT, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*XTTSFT, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def _flat(res: subprocess.CompletedProcess) -> str:
@@ -44,8 +49,10 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
     """A real small tmpfs (root, as in CI's container); skipped where mounting is not allowed."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200M", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200M", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         yield mnt
@@ -61,8 +68,7 @@ def test_a_dataset_name_cannot_be_a_pipeline_folder(cli, workspace: Workspace, h
     recording.write_bytes(b"RIFF only copy")
     transcript = workspace.transcripts_file
     transcript.write_text("{}\n")
-    res = (cli("build", "--dataset-name", name) if how == "flag"
-           else cli("build", env={"BUILD_DATASET_NAME": name}))
+    res = cli("build", "--dataset-name", name) if how == "flag" else cli("build", env={"BUILD_DATASET_NAME": name})
     out = " ".join(res.output.split())
     assert res.exit_code == 1 and "cannot be used" in out and "which the dataset would replace" in out, out
     assert recording.read_bytes() == b"RIFF only copy" and transcript.read_text() == "{}\n"
@@ -147,10 +153,18 @@ def test_synth_checks_its_output_before_loading_a_model(cli, workspace: Workspac
 
 def test_build_waits_for_a_running_transcription(transcribed: Workspace) -> None:
     lock = transcribed.locks_dir / "transcribe.lock"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time\nfrom pathlib import Path\nfrom xttsft.locks import hold\n"
-        f"with hold(Path({str(lock)!r}), 'x'):\n    print('held', flush=True)\n    time.sleep(600)\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time\nfrom pathlib import Path\nfrom xttsft.locks import hold\n"
+                f"with hold(Path({str(lock)!r}), 'x'):\n    print('held', flush=True)\n    time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         res = _xttsft("--workdir", str(transcribed.root), "build", "--min-samples", "1")
@@ -197,8 +211,16 @@ def test_count_charts_have_whole_number_ticks(tmp_path: Path) -> None:
 
     fig = figure()
     ax = fig.add_subplot()
-    histogram(ax, [6.1, 7.3, 9.0], limit=12.0, limit_label="limit", xlabel="duration (s)", ylabel="clips",
-              title="3 clips", value_range=(0.0, 15.0))
+    histogram(
+        ax,
+        [6.1, 7.3, 9.0],
+        limit=12.0,
+        limit_label="limit",
+        xlabel="duration (s)",
+        ylabel="clips",
+        title="3 clips",
+        value_range=(0.0, 15.0),
+    )
     fig.canvas.draw()
     ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
@@ -208,8 +230,11 @@ def test_user_text_is_printed_literally(cli, workspace: Workspace, speak) -> Non
     """A clip id 'zero' between colons printed as an emoji, and '[b]' in a name vanished as markup."""
     workspace.ensure()
     name = ":zero: [b]talk"
-    speak("Good morning. This is a short recording for the test of names. It has three sentences.",
-          workspace.raw_dir / f"{name}.wav", rate=170)
+    speak(
+        "Good morning. This is a short recording for the test of names. It has three sentences.",
+        workspace.raw_dir / f"{name}.wav",
+        rate=170,
+    )
     res = cli("segment")
     assert res.exit_code == 0, res.output
     assert f"{name}.wav" in res.output and "0️⃣" not in res.output and "\N{KEYCAP TEN}" not in res.output

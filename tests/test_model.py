@@ -154,8 +154,17 @@ def test_checkpoint_roundtrip_through_load_finetuned(tmp_path: Path, tiny_dir: P
     cfg = attach_lora(xtts.gpt, TrainSettings()) if mode == "lora" else None
     _perturb(xtts.gpt)
     run = tmp_path / "run"
-    write_run_info(RunInfo(run_dir=run, base_model="tiny", base_dir=tiny_dir, language="pt", mode=mode,
-                           dataset_dir=tmp_path / "ds", created="now"))
+    write_run_info(
+        RunInfo(
+            run_dir=run,
+            base_model="tiny",
+            base_dir=tiny_dir,
+            language="pt",
+            mode=mode,
+            dataset_dir=tmp_path / "ds",
+            created="now",
+        )
+    )
     write_checkpoint(run / "best_model", xtts.gpt, mode, {"epoch": 1, "step": 3, "val_loss": 1.0}, lora_config=cfg)
     files = sorted(p.name for p in (run / "best_model").iterdir())
     if mode == "lora":
@@ -273,10 +282,13 @@ def test_full_size_xtts_v2_lora_fraction_and_one_step() -> None:
     assert not torch.equal(lora_b, after.detach())
 
 
-@pytest.mark.parametrize(("env", "says"), [
-    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
-    ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "Cannot reach the Hugging Face Hub"),
-])
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "Cannot reach the Hugging Face Hub"),
+    ],
+)
 def test_xtts_download_without_network_says_what_to_do(tmp_path, env: dict, says: str) -> None:
     """The real download code (no Hub here): offline, and a Hub that does not answer, each give one
     message that names the missing files and the `hf download` command."""
@@ -284,10 +296,17 @@ def test_xtts_download_without_network_says_what_to_do(tmp_path, env: dict, says
     import subprocess
     import sys
 
-    code = ("from xttsft.model.base import resolve_base_model\n"
-            "from xttsft.errors import XttsftError\n"
-            "try:\n    resolve_base_model('coqui/XTTS-v2')\nexcept XttsftError as e:\n    print(e)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    code = (
+        "from xttsft.model.base import resolve_base_model\n"
+        "from xttsft.errors import XttsftError\n"
+        "try:\n    resolve_base_model('coqui/XTTS-v2')\nexcept XttsftError as e:\n    print(e)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env},
+    )
     out = " ".join(res.stdout.split())
     assert says in out and "model.pth" in out and "hf download coqui/XTTS-v2 --revision" in out, res.stdout + res.stderr

@@ -36,8 +36,11 @@ def _base(root: Path, args) -> Path:
     base = root / "base"
     base.mkdir(parents=True)
     _build_tiny_vocab(base / "vocab.json")
-    config = XttsConfig(model_args=args, audio=XttsAudioConfig(sample_rate=22050, output_sample_rate=24000,
-                                                                dvae_sample_rate=22050), languages=["en"])
+    config = XttsConfig(
+        model_args=args,
+        audio=XttsAudioConfig(sample_rate=22050, output_sample_rate=24000, dvae_sample_rate=22050),
+        languages=["en"],
+    )
     config.model_args.tokenizer_file = ""
     torch.manual_seed(0)
     model = Xtts(config)
@@ -54,39 +57,86 @@ def _base(root: Path, args) -> Path:
     config.save_json(str(base / "config.json"))
     torch.save(_new_dvae().state_dict(), base / "dvae.pth")
     torch.save(torch.ones(80), base / "mel_stats.pth")
-    torch.save({"x": {"gpt_cond_latent": torch.randn(1, 32, args.gpt_n_model_channels),
-                      "speaker_embedding": torch.randn(1, 512, 1)}}, base / "speakers_xtts.pth")
+    torch.save(
+        {
+            "x": {
+                "gpt_cond_latent": torch.randn(1, 32, args.gpt_n_model_channels),
+                "speaker_embedding": torch.randn(1, 512, 1),
+            }
+        },
+        base / "speakers_xtts.pth",
+    )
     return base
 
 
 def _clips(root: Path, speak, n: int) -> list[dict]:
-    texts = ["The cat sat on the mat today.", "We like green apples and pears.", "Open the red door now please.",
-             "Birds fly over the quiet sea.", "It is a sunny day in the park.", "Good morning to you, my friend."]
-    return [{"text": t, "audio_file": str(speak(t, root / "wavs" / f"c{i}.wav", rate=150)), "speaker_name": "s",
-             "language": "en", "root_path": str(root), "audio_unique_name": f"c{i}"} for i, t in enumerate(texts[:n])]
+    texts = [
+        "The cat sat on the mat today.",
+        "We like green apples and pears.",
+        "Open the red door now please.",
+        "Birds fly over the quiet sea.",
+        "It is a sunny day in the park.",
+        "Good morning to you, my friend.",
+    ]
+    return [
+        {
+            "text": t,
+            "audio_file": str(speak(t, root / "wavs" / f"c{i}.wav", rate=150)),
+            "speaker_name": "s",
+            "language": "en",
+            "root_path": str(root),
+            "audio_unique_name": f"c{i}",
+        }
+        for i, t in enumerate(texts[:n])
+    ]
 
 
 def _coqui(base: Path, args, masking: bool = False, batch_size: int = 2):
     from TTS.tts.configs.xtts_config import XttsAudioConfig
     from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs, GPTTrainer, GPTTrainerConfig
 
-    names = ("gpt_layers", "gpt_n_model_channels", "gpt_n_heads", "gpt_max_audio_tokens", "gpt_max_text_tokens",
-             "gpt_max_prompt_tokens", "gpt_number_text_tokens", "gpt_start_text_token", "gpt_stop_text_token",
-             "gpt_num_audio_tokens", "gpt_start_audio_token", "gpt_stop_audio_token", "gpt_code_stride_len",
-             "gpt_use_masking_gt_prompt_approach", "gpt_use_perceiver_resampler")
+    names = (
+        "gpt_layers",
+        "gpt_n_model_channels",
+        "gpt_n_heads",
+        "gpt_max_audio_tokens",
+        "gpt_max_text_tokens",
+        "gpt_max_prompt_tokens",
+        "gpt_number_text_tokens",
+        "gpt_start_text_token",
+        "gpt_stop_text_token",
+        "gpt_num_audio_tokens",
+        "gpt_start_audio_token",
+        "gpt_stop_audio_token",
+        "gpt_code_stride_len",
+        "gpt_use_masking_gt_prompt_approach",
+        "gpt_use_perceiver_resampler",
+    )
     gpt_args = GPTArgs(  # recipes/ljspeech/xtts_v2/train_gpt_xtts.py
-        max_conditioning_length=132300, min_conditioning_length=66150, debug_loading_failures=False,
-        max_wav_length=255995, max_text_length=200, mel_norm_file=str(base / "mel_stats.pth"),
-        dvae_checkpoint=str(base / "dvae.pth"), xtts_checkpoint=str(base / "coqui.pth"),
-        tokenizer_file=str(base / "vocab.json"), **{k: getattr(args, k) for k in names},
+        max_conditioning_length=132300,
+        min_conditioning_length=66150,
+        debug_loading_failures=False,
+        max_wav_length=255995,
+        max_text_length=200,
+        mel_norm_file=str(base / "mel_stats.pth"),
+        dvae_checkpoint=str(base / "dvae.pth"),
+        xtts_checkpoint=str(base / "coqui.pth"),
+        tokenizer_file=str(base / "vocab.json"),
+        **{k: getattr(args, k) for k in names},
     )
     # its dataset then draws a conditioning slice and its length (cond_lens), the path xttsft trains on,
     # instead of marking a span of the clip itself (cond_idxs)
     gpt_args.gpt_use_masking_gt_prompt_approach = masking
     config = GPTTrainerConfig(
-        model_args=gpt_args, audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
-        batch_size=batch_size, eval_batch_size=batch_size, num_loader_workers=0, optimizer="AdamW", optimizer_wd_only_on_weights=True,
-        optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": 1e-2}, lr=LR,
+        model_args=gpt_args,
+        audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        num_loader_workers=0,
+        optimizer="AdamW",
+        optimizer_wd_only_on_weights=True,
+        optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": 1e-2},
+        lr=LR,
     )
     return GPTTrainer.init_from_config(config), config
 
@@ -122,8 +172,18 @@ def _ours_run(base: Path, raws: list[dict]) -> tuple[list[tuple[float, float]], 
     from xttsft.train import build_model, build_optimization, gpt_loss, resolve_train_settings
     from xttsft.train_data import Featurizer
 
-    ts = TrainSettings(base_model=str(base), use_lora=False, batch_size=2, grad_accum_steps=1, device="cpu",
-                       use_amp=False, gradient_checkpointing=False, learning_rate=LR, warmup_steps=0, max_grad_norm=0.0)
+    ts = TrainSettings(
+        base_model=str(base),
+        use_lora=False,
+        batch_size=2,
+        grad_accum_steps=1,
+        device="cpu",
+        use_amp=False,
+        gradient_checkpointing=False,
+        learning_rate=LR,
+        warmup_steps=0,
+        max_grad_norm=0.0,
+    )
     res = resolve_train_settings(ts)
     gpt = build_model(base, ts, res).gpt
     before = {k: v.detach().clone() for k, v in gpt.state_dict().items()}

@@ -62,8 +62,7 @@ def test_ensure_creates_stage_folders_idempotently(tmp_path):
     ws = Workspace(tmp_path / "new")
     assert ws.ensure() is ws
     ws.ensure()
-    for d in (ws.logs_dir, ws.raw_dir, ws.segments_dir, ws.transcriptions_dir, ws.checkpoints_dir,
-              ws.tensorboard_dir):
+    for d in (ws.logs_dir, ws.raw_dir, ws.segments_dir, ws.transcriptions_dir, ws.checkpoints_dir, ws.tensorboard_dir):
         assert d.is_dir()
 
 

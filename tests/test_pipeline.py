@@ -129,8 +129,14 @@ def test_interview_run_all_gives_one_clean_voice(tmp_path: Path) -> None:
     man = {r["id"]: r for r in read_jsonl(ws.segments_manifest)}
     trims = {r["id"]: r for r in read_jsonl(ws.transcripts_file)}
     samples = read_jsonl(ws.dataset_dir / "samples.jsonl")
-    spans = [(man[s["id"]]["source"], man[s["id"]]["start"] + trims[s["id"]]["trim_start"],
-              man[s["id"]]["start"] + trims[s["id"]]["trim_end"]) for s in samples]
+    spans = [
+        (
+            man[s["id"]]["source"],
+            man[s["id"]]["start"] + trims[s["id"]]["trim_start"],
+            man[s["id"]]["start"] + trims[s["id"]]["trim_end"],
+        )
+        for s in samples
+    ]
     score = iv.score(spans)
     assert score["main_share"] >= 0.95 and score["main_words"] >= 0.80, score
     assert score["duplicate_seconds"] < 0.5

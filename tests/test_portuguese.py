@@ -41,9 +41,21 @@ def _clips(ws: Workspace, speak, items: list[tuple[str, str]], source: str) -> l
         cid = f"{Path(source).stem}_{i:04d}"
         wav = speak(text, ws.segments_dir / f"{cid}.wav", voice=voice, rate=150)
         dur = sf.info(str(wav)).duration
-        rows.append({"id": cid, "wav": f"{cid}.wav", "source": source, "source_sha256": "0" * 64,
-                     "start": 10.0 * i, "end": 10.0 * i + dur, "duration": dur, "sample_rate": 22050,
-                     "peak_dbfs": -1.0, "loudness_dbfs": -20.0, "flags": []})
+        rows.append(
+            {
+                "id": cid,
+                "wav": f"{cid}.wav",
+                "source": source,
+                "source_sha256": "0" * 64,
+                "start": 10.0 * i,
+                "end": 10.0 * i + dur,
+                "duration": dur,
+                "sample_rate": 22050,
+                "peak_dbfs": -1.0,
+                "loudness_dbfs": -20.0,
+                "flags": [],
+            }
+        )
         ids.append(cid)
     with ws.segments_manifest.open("a", encoding="utf-8") as fh:
         fh.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -52,8 +64,15 @@ def _clips(ws: Workspace, speak, items: list[tuple[str, str]], source: str) -> l
 
 def _settings(language: str) -> TranscribeSettings:
     # the demo's settings for espeak's robotic pt-br (pipeline.demo_settings)
-    return TranscribeSettings(model="bundled-base", language=language, device="cpu", compute_type="int8",
-                              batch_size=4, beam_size=5, min_avg_logprob=-1.5)
+    return TranscribeSettings(
+        model="bundled-base",
+        language=language,
+        device="cpu",
+        compute_type="int8",
+        batch_size=4,
+        beam_size=5,
+        min_avg_logprob=-1.5,
+    )
 
 
 def test_the_bundled_base_is_rebuilt_checked_and_reused(tmp_path: Path) -> None:
@@ -74,8 +93,7 @@ def test_pt_run_rejects_the_english_clips_of_a_mixed_source(tmp_path: Path, spea
     from xttsft.transcribe import normalize_words, transcribe_segments
 
     ws = Workspace(tmp_path / "ws")
-    items = [("pt-br", PT[0]), ("en-us", EN[0]), ("pt-br", PT[1]), ("pt-br", PT[2]), ("en-us", EN[1]),
-             ("pt-br", PT[3])]
+    items = [("pt-br", PT[0]), ("en-us", EN[0]), ("pt-br", PT[1]), ("pt-br", PT[2]), ("en-us", EN[1]), ("pt-br", PT[3])]
     ids = _clips(ws, speak, items, "train/data/raw/entrevista.wav")
     res = transcribe_segments(_settings("pt"), ws, model=base)
     rows = {r["id"]: r for r in read_jsonl(ws.transcripts_file)}
@@ -83,7 +101,9 @@ def test_pt_run_rejects_the_english_clips_of_a_mixed_source(tmp_path: Path, spea
     assert all(rows[i]["reason"] == "wrong_language" and rows[i]["detected_language"] == "en" for i in english)
     assert res.rejected["wrong_language"] == 2
     portuguese = [i for i in ids if i not in english]
-    assert sum(rows[i]["status"] == "ok" for i in portuguese) >= 3, [(rows[i]["reason"], rows[i]["avg_logprob"], rows[i]["detected_language"], rows[i]["text"]) for i in portuguese]
+    assert sum(rows[i]["status"] == "ok" for i in portuguese) >= 3, [
+        (rows[i]["reason"], rows[i]["avg_logprob"], rows[i]["detected_language"], rows[i]["text"]) for i in portuguese
+    ]
     known = set(normalize_words(" ".join(PT)))
     heard = normalize_words(" ".join(rows[i]["text"] for i in portuguese))
     assert sum(w in known for w in heard) >= 0.5 * len(normalize_words(" ".join(PT))), heard
@@ -91,8 +111,18 @@ def test_pt_run_rejects_the_english_clips_of_a_mixed_source(tmp_path: Path, spea
 
 def test_auto_detects_english_and_shows_it(tmp_path: Path, speak, cli, workspace) -> None:
     _clips(workspace, speak, [("en-us", t) for t in EN * 2], "train/data/raw/talk.wav")
-    res = cli("transcribe", "--model", "bundled-base", "--language", "auto", "--device", "cpu",
-              "--compute-type", "int8", env={"COLUMNS": "200"})
+    res = cli(
+        "transcribe",
+        "--model",
+        "bundled-base",
+        "--language",
+        "auto",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        env={"COLUMNS": "200"},
+    )
     assert res.exit_code == 0, res.output
     assert "detected" in res.output and "train/data/raw/talk.wav: en (p=" in res.output
     rows = read_jsonl(workspace.transcripts_file)
@@ -102,14 +132,34 @@ def test_auto_detects_english_and_shows_it(tmp_path: Path, speak, cli, workspace
 def test_auto_unsure_of_robotic_portuguese_asks_for_the_language(tmp_path: Path, speak, cli, workspace) -> None:
     """Whisper base calls espeak-ng's pt-br Latin or Italian (p < 0.5): no Latin dataset, a question."""
     _clips(workspace, speak, [("pt-br", t) for t in PT], "train/data/raw/robo.wav")
-    res = cli("transcribe", "--model", "bundled-base", "--language", "auto", "--device", "cpu",
-              "--compute-type", "int8", env={"COLUMNS": "200", "TRANSCRIBE_MIN_AVG_LOGPROB": "-1.5"})
+    res = cli(
+        "transcribe",
+        "--model",
+        "bundled-base",
+        "--language",
+        "auto",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        env={"COLUMNS": "200", "TRANSCRIBE_MIN_AVG_LOGPROB": "-1.5"},
+    )
     out = " ".join(res.output.split())
     assert res.exit_code == 1, out
     assert "train/data/raw/robo.wav: Whisper is not sure which language this is" in out and "--language" in out
     assert "Traceback" not in out
-    again = cli("transcribe", "--model", "bundled-base", "--language", "pt", "--device", "cpu",
-                "--compute-type", "int8", env={"TRANSCRIBE_MIN_AVG_LOGPROB": "-1.5"})
+    again = cli(
+        "transcribe",
+        "--model",
+        "bundled-base",
+        "--language",
+        "pt",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        env={"TRANSCRIBE_MIN_AVG_LOGPROB": "-1.5"},
+    )
     assert again.exit_code == 0, again.output
     assert {r["language"] for r in read_jsonl(workspace.transcripts_file)} == {"pt"}
 

@@ -18,8 +18,16 @@ from xttsft.io import read_jsonl
 from xttsft.paths import Workspace
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _screen_rows(ws: Workspace) -> None:
@@ -29,10 +37,21 @@ def _screen_rows(ws: Workspace) -> None:
     rows = []
     for c in read_records(ws.segments_manifest, ClipRecord):
         dropped = c.id == "talk_0003"
-        rows.append(ScreenRecord(id=c.id, wav=c.wav, source=c.source, start=c.start, end=c.end, duration=c.duration,
-                                 status="dropped" if dropped else "kept", reason="other_speaker" if dropped else None,
-                                 detail="similarity 0.31 < 0.62" if dropped else "", speaker="S2" if dropped else "S1",
-                                 similarity=0.31 if dropped else 0.9))
+        rows.append(
+            ScreenRecord(
+                id=c.id,
+                wav=c.wav,
+                source=c.source,
+                start=c.start,
+                end=c.end,
+                duration=c.duration,
+                status="dropped" if dropped else "kept",
+                reason="other_speaker" if dropped else None,
+                detail="similarity 0.31 < 0.62" if dropped else "",
+                speaker="S2" if dropped else "S1",
+                similarity=0.31 if dropped else 0.9,
+            )
+        )
     write_records(ws.screen_file, ScreenRecord, rows)
 
 
@@ -110,8 +129,9 @@ def test_a_clip_is_served_by_id_never_by_path(server: str) -> None:
         assert _status(f"{base}api/clips/{bad}/audio?{token}") == 404, bad
 
 
-def test_the_page_lists_plays_edits_and_build_applies_it(server: str, browser, reviewed: Workspace,
-                                                        tmp_path: Path) -> None:
+def test_the_page_lists_plays_edits_and_build_applies_it(
+    server: str, browser, reviewed: Workspace, tmp_path: Path
+) -> None:
     from xttsft.review import clip_views
 
     page = browser.new_page()
@@ -124,8 +144,9 @@ def test_the_page_lists_plays_edits_and_build_applies_it(server: str, browser, r
     # a clip plays: its audio element's time advances
     row = page.locator('tr[data-id="talk_0001"]')
     row.locator("audio").evaluate("a => a.play()")
-    page.wait_for_function("""() => document.querySelector('tr[data-id="talk_0001"] audio').currentTime > 0.2""",
-                           timeout=15000)
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-id="talk_0001"] audio').currentTime > 0.2""", timeout=15000
+    )
 
     # edit a transcript (Enter saves), drop a clip (key d), keep the clip the screen dropped (button)
     row.locator("textarea").fill("Edited words for the first clip.")
@@ -151,8 +172,12 @@ def test_the_page_lists_plays_edits_and_build_applies_it(server: str, browser, r
     from xttsft.settings import BuildSettings
 
     build_dataset(BuildSettings(), reviewed, max_audio_seconds=15.0)
-    rows = {r[0]: r for r in (line.split("|") for line in
-                              (reviewed.dataset_dir / "metadata.csv").read_text(encoding="utf-8").splitlines())}
+    rows = {
+        r[0]: r
+        for r in (
+            line.split("|") for line in (reviewed.dataset_dir / "metadata.csv").read_text(encoding="utf-8").splitlines()
+        )
+    }
     assert rows["talk_0001"][1] == "Edited words for the first clip." and "edited" in rows["talk_0001"][2]
     assert "talk_0002" not in rows and "talk_0003" in rows
     dropped = {d["id"]: d["reason"] for d in read_jsonl(reviewed.dataset_dir / "dropped.jsonl")}
@@ -192,9 +217,12 @@ def test_the_command_prints_a_tokened_address_on_loopback(reviewed: Workspace, t
 
     out = tmp_path / "out.txt"
     with out.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "xttsft", "--workdir", str(reviewed.root), "review",
-                                 "--no-browser", "--port", "0"], stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, "COLUMNS": "200"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xttsft", "--workdir", str(reviewed.root), "review", "--no-browser", "--port", "0"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
     try:
         deadline = time.monotonic() + 60
         while "Open: " not in out.read_text() and time.monotonic() < deadline:
@@ -237,8 +265,14 @@ def test_an_edit_whose_clip_is_gone_is_reported_and_never_applied(tmp_path: Path
 
     ws = Workspace(tmp_path / "ws").ensure()
     make_inputs(ws, [speak("A clip that stays.", tmp_path / "s0.wav", rate=170)])
-    write_records(ws.review_file, ReviewRecord, [ReviewRecord(id="talk_0001", text="Kept text.", time="t"),
-                                                 ReviewRecord(id="gone_0001", decision="drop", time="t")])
+    write_records(
+        ws.review_file,
+        ReviewRecord,
+        [
+            ReviewRecord(id="talk_0001", text="Kept text.", time="t"),
+            ReviewRecord(id="gone_0001", decision="drop", time="t"),
+        ],
+    )
     caplog.set_level("WARNING")
     found = overrides(ws)
     assert set(found.rows) == {"talk_0001"} and found.stale == ["gone_0001"]

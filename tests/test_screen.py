@@ -97,8 +97,11 @@ def test_every_drop_has_its_reason_and_score(screened) -> None:
 def test_speaker_ref_picks_another_voice(tmp_path: Path, interview: Interview, speak) -> None:
     # 3 s clips, so the host's short turns make clips at all
     ws = _segmented(tmp_path, interview, SegmentSettings(min_duration=3.0, max_duration=12.0))
-    ref = speak("Good evening and welcome back. I am your host, and I love asking questions about books.",
-                tmp_path / "host.wav", voice=INTERVIEW_HOST_VOICE)
+    ref = speak(
+        "Good evening and welcome back. I am your host, and I love asking questions about books.",
+        tmp_path / "host.wav",
+        voice=INTERVIEW_HOST_VOICE,
+    )
     res = screen_clips(ScreenSettings(speaker_refs=[ref]), ws)
     _, kept = _kept_spans(ws)
     assert res.kept >= 2
@@ -109,8 +112,11 @@ def test_speaker_ref_picks_another_voice(tmp_path: Path, interview: Interview, s
 def test_quality_drops_speech_under_noise(tmp_path: Path, speak) -> None:
     import soundfile as sf
 
-    clean = speak("The water was calm and the air smelled of rain, so we walked to the bridge.", tmp_path / "c.wav",
-                  sample_rate=SR)
+    clean = speak(
+        "The water was calm and the air smelled of rain, so we walked to the bridge.",
+        tmp_path / "c.wav",
+        sample_rate=SR,
+    )
     x, _ = sf.read(str(clean), dtype="float32")
     noisy = x + np.random.default_rng(0).normal(0, float(np.sqrt(np.mean(x**2))), len(x)).astype(np.float32)
     good, bad = dnsmos(x), dnsmos(np.clip(noisy, -1, 1))
@@ -122,15 +128,46 @@ def test_quality_drops_speech_under_noise(tmp_path: Path, speak) -> None:
 def test_fingerprints_find_reencoded_speech_only(tmp_path: Path, speak) -> None:
     from xttsft.audio import decode
 
-    a = speak("My grandmother kept a garden behind her house for fifty years. She grew tomatoes and beans.",
-              tmp_path / "a.wav", sample_rate=SR)
-    other_text = speak("Learning a new language takes time and a little courage, and many short stories.",
-                       tmp_path / "b.wav", sample_rate=SR)
-    other_voice = speak("My grandmother kept a garden behind her house for fifty years. She grew tomatoes and beans.",
-                        tmp_path / "c.wav", voice="en-us+f3", sample_rate=SR)
+    a = speak(
+        "My grandmother kept a garden behind her house for fifty years. She grew tomatoes and beans.",
+        tmp_path / "a.wav",
+        sample_rate=SR,
+    )
+    other_text = speak(
+        "Learning a new language takes time and a little courage, and many short stories.",
+        tmp_path / "b.wav",
+        sample_rate=SR,
+    )
+    other_voice = speak(
+        "My grandmother kept a garden behind her house for fifty years. She grew tomatoes and beans.",
+        tmp_path / "c.wav",
+        voice="en-us+f3",
+        sample_rate=SR,
+    )
     excerpt = tmp_path / "a.ogg"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(a), "-ss", "1.37", "-t", "4",
-                    "-c:a", "libvorbis", "-b:a", "48k", "-ar", "44100", str(excerpt)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(a),
+            "-ss",
+            "1.37",
+            "-t",
+            "4",
+            "-c:a",
+            "libvorbis",
+            "-b:a",
+            "48k",
+            "-ar",
+            "44100",
+            str(excerpt),
+        ],
+        check=True,
+    )
     prints = [fingerprint(decode(p, sr=SR)) for p in (a, other_text, other_voice, excerpt)]
     pairs = {(m.a, m.b) for m in match_fingerprints(prints)}
     assert pairs == {(0, 3)}
@@ -158,14 +195,31 @@ def test_one_speaker_loses_nothing_and_reruns_reuse_measures(tmp_path: Path) -> 
 def test_reference_errors(tmp_path: Path, speak, screened) -> None:
     ws, _ = screened
     silent = tmp_path / "silent.wav"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
-                    "-t", "3", str(silent)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-t",
+            "3",
+            str(silent),
+        ],
+        check=True,
+    )
     with pytest.raises(InputError, match="holds no speech"):
         screen_clips(ScreenSettings(speaker_refs=[silent]), ws)
     with pytest.raises(InputError, match="does not exist"):
         screen_clips(ScreenSettings(speaker_refs=[tmp_path / "nope.wav"]), ws)
-    stranger = speak("Hello there, this is somebody who never spoke in the interview at all.",
-                     tmp_path / "stranger.wav", voice="en-us+f3")
+    stranger = speak(
+        "Hello there, this is somebody who never spoke in the interview at all.",
+        tmp_path / "stranger.wav",
+        voice="en-us+f3",
+    )
     with pytest.raises(InputError, match=r"matches no clip: the best similarity found is 0\.\d\d"):
         screen_clips(ScreenSettings(speaker_refs=[stranger], min_similarity=0.99, sure_similarity=0.995), ws)
 
@@ -186,11 +240,13 @@ def test_segment_cuts_at_a_change_of_voice(tmp_path: Path, speak) -> None:
     """Two voices answer each other after short pauses: without the turn detection a clip spans both."""
     turns = []
     parts = []
-    texts = ["The morning train was late again, so I walked along the river. The water was calm that day.",
-             "A fisherman waved at me from a small green boat. Then the sun came out over the hills. It was warm.",
-             "Really? And what did you see there by the water? Was it not a very cold morning?",
-             "By the time I reached the bridge, the city was awake. The bakers opened their shops. I bought bread.",
-             "I sat on a bench and watched the people. Later I walked home along the same river, slowly."]
+    texts = [
+        "The morning train was late again, so I walked along the river. The water was calm that day.",
+        "A fisherman waved at me from a small green boat. Then the sun came out over the hills. It was warm.",
+        "Really? And what did you see there by the water? Was it not a very cold morning?",
+        "By the time I reached the bridge, the city was awake. The bakers opened their shops. I bought bread.",
+        "I sat on a bench and watched the people. Later I walked home along the same river, slowly.",
+    ]
     pos = 0.0
     import soundfile as sf
 

@@ -35,7 +35,7 @@ def talk(tmp_path_factory: pytest.TempPathFactory, speak) -> tuple[Path, list[tu
     for i, text in enumerate(SENTENCES):
         x, _ = sf.read(speak(text, d / f"s{i}.wav"), dtype="float32")
         voiced = np.flatnonzero(np.abs(x) > 0.01)
-        x = x[voiced[0]: voiced[-1] + 1]
+        x = x[voiced[0] : voiced[-1] + 1]
         spans.append((t, t + len(x) / SR))
         parts += [x, np.zeros(int(SILENCES[i + 1] * SR), np.float32)]
         t += len(x) / SR + int(SILENCES[i + 1] * SR) / SR
@@ -220,8 +220,9 @@ print(res.sources[0].status, res.sources[0].duration, res.total_segments, before
 @pytest.mark.slow
 def test_hour_long_file_streams_in_bounded_memory(talk, tmp_path: Path) -> None:
     path, _ = talk
-    proc = subprocess.run([sys.executable, "-c", _HOUR, str(path), str(tmp_path)],
-                          capture_output=True, text=True, check=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _HOUR, str(path), str(tmp_path)], capture_output=True, text=True, check=True, timeout=600
+    )
     status, duration, clips, _before, peak_kb = proc.stdout.split()
     assert status == "segmented" and float(duration) == pytest.approx(3600, abs=1)
     assert int(clips) >= 3 * 3

@@ -31,7 +31,8 @@ CASES: dict[str, tuple[list[str], Any, list[Any]]] = {
     "TRAIN_DEVICE": (['"cpu"', "cuda", "cpu", "cuda"], "cpu", ["cpu", "cuda", "cpu", "cuda", "cpu"]),
     "TRAIN_CUDA_DEVICE_ID": (["1", "2", "3", "4"], 5, [1, 2, 3, 4, 5]),
     "TRAIN_DATASET_DIR": (
-        ['"/data/toml"', "/data/trainenv", "/data/dotenv", "/data/env"], Path("/data/flag"),
+        ['"/data/toml"', "/data/trainenv", "/data/dotenv", "/data/env"],
+        Path("/data/flag"),
         [Path("/data/toml"), Path("/data/trainenv"), Path("/data/dotenv"), Path("/data/env"), Path("/data/flag")],
     ),
     "TRAIN_NUM_WORKERS": (["1", "2", "3", "4"], 5, [1, 2, 3, 4, 5]),
@@ -112,16 +113,29 @@ def test_guide_defaults(workspace, env_name, default):
 def test_other_defaults_of_the_guide(workspace):
     s, _ = load_settings(workspace, environ={})
     assert (s.segment.min_duration, s.segment.max_duration, s.segment.silence_threshold) == (5.0, 15.0, -40.0)
-    for auto in (s.train.batch_size, s.train.use_amp, s.train.device, s.transcribe.compute_type, s.transcribe.model,
-                 s.train.num_epochs):
+    for auto in (
+        s.train.batch_size,
+        s.train.use_amp,
+        s.train.device,
+        s.transcribe.compute_type,
+        s.transcribe.model,
+        s.train.num_epochs,
+    ):
         assert auto == "auto"
     guide, _ = load_settings(workspace, environ={"TRAIN_NUM_EPOCHS": "1000"})
     assert guide.train.num_epochs == 1000 and s.train.early_stopping_patience == 10
 
 
 def test_other_sections_follow_the_pattern(workspace):
-    s, prov = load_settings(workspace, environ={"SEGMENT_MIN_DURATION": "3.5", "TRANSCRIBE_MODEL": "small",
-                                                "BUILD_DATASET_NAME": "Voice", "SYNTH_TEMPERATURE": "0.5"})
+    s, prov = load_settings(
+        workspace,
+        environ={
+            "SEGMENT_MIN_DURATION": "3.5",
+            "TRANSCRIBE_MODEL": "small",
+            "BUILD_DATASET_NAME": "Voice",
+            "SYNTH_TEMPERATURE": "0.5",
+        },
+    )
     assert s.segment.min_duration == 3.5 and prov["segment"]["min_duration"].detail == "SEGMENT_MIN_DURATION"
     assert s.transcribe.model == "small" and s.build.dataset_name == "Voice" and s.synth.temperature == 0.5
     for name, cls in SECTIONS.items():
@@ -132,8 +146,17 @@ def test_other_sections_follow_the_pattern(workspace):
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("false", False), ("False", False), ("0", False), ("no", False), ("off", False),
-     ("true", True), ("1", True), ("yes", True), ("on", True)],
+    [
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+    ],
 )
 def test_bool_from_environment(workspace, raw, expected):
     s, _ = load_settings(workspace, environ={"TRAIN_USE_LORA": raw, "TRAIN_USE_AMP": raw})
@@ -142,8 +165,15 @@ def test_bool_from_environment(workspace, raw, expected):
 
 
 def test_auto_or_number_from_environment(workspace):
-    s, _ = load_settings(workspace, environ={"TRAIN_BATCH_SIZE": "4", "TRAIN_LEARNING_RATE": "5e-5",
-                                             "TRAIN_USE_AMP": "auto", "TRANSCRIBE_BATCH_SIZE": "auto"})
+    s, _ = load_settings(
+        workspace,
+        environ={
+            "TRAIN_BATCH_SIZE": "4",
+            "TRAIN_LEARNING_RATE": "5e-5",
+            "TRAIN_USE_AMP": "auto",
+            "TRANSCRIBE_BATCH_SIZE": "auto",
+        },
+    )
     assert s.train.batch_size == 4 and isinstance(s.train.batch_size, int)
     assert s.train.learning_rate == 5e-5 and isinstance(s.train.learning_rate, float)
     assert s.train.use_amp == "auto" and s.transcribe.batch_size == "auto"
@@ -296,8 +326,15 @@ def test_unknown_names_are_warned_once_with_a_suggestion(workspace, caplog):
     workspace.root.mkdir(parents=True)
     dotenv = workspace.root / ".env"
     dotenv.write_text("XTTSFT_LORA_RANKK=4\nTRIAN_WARMUP_STEPS=3\nXTTSFT_CACHE_DIR=/tmp/c\nHF_TOKEN=x\n")
-    environ = {"TRAIN_NUM_EPOCH": "5", "XTTSFT_NOTHING_LIKE_IT": "1", "XTTSFT_CACHE_DIR": "/tmp/c",
-               "BUILD_ID": "77", "BUILD_NUMBER": "3", "BUILD_URL": "http://ci", "SYNTH_SOMETHING_ELSE": "x"}
+    environ = {
+        "TRAIN_NUM_EPOCH": "5",
+        "XTTSFT_NOTHING_LIKE_IT": "1",
+        "XTTSFT_CACHE_DIR": "/tmp/c",
+        "BUILD_ID": "77",
+        "BUILD_NUMBER": "3",
+        "BUILD_URL": "http://ci",
+        "SYNTH_SOMETHING_ELSE": "x",
+    }
     with caplog.at_level(logging.WARNING, logger="xttsft.settings"):
         settings, _ = load_settings(workspace, environ=environ)
         load_settings(workspace, environ=environ)  # a second load in the same command says nothing new
@@ -320,11 +357,21 @@ def test_unknown_names_are_warned_once_with_a_suggestion(workspace, caplog):
 
 
 def test_every_language_setting_takes_regional_forms_and_refuses_unknown_codes(workspace):
-    s, _ = load_settings(workspace, flags={"transcribe": {"language": "pt-BR"}, "build": {"language": "en_US"}},
-                         environ={"TRAIN_LANGUAGE": "zh-CN", "SYNTH_LANGUAGE": "Portuguese"})
+    s, _ = load_settings(
+        workspace,
+        flags={"transcribe": {"language": "pt-BR"}, "build": {"language": "en_US"}},
+        environ={"TRAIN_LANGUAGE": "zh-CN", "SYNTH_LANGUAGE": "Portuguese"},
+    )
     assert (s.transcribe.language, s.build.language, s.train.language, s.synth.language) == ("pt", "en", "zh-cn", "pt")
-    s, _ = load_settings(workspace, environ={"TRANSCRIBE_LANGUAGE": "AUTO", "BUILD_LANGUAGE": "auto",
-                                             "TRAIN_LANGUAGE": "auto", "SYNTH_LANGUAGE": "pt_br"})
+    s, _ = load_settings(
+        workspace,
+        environ={
+            "TRANSCRIBE_LANGUAGE": "AUTO",
+            "BUILD_LANGUAGE": "auto",
+            "TRAIN_LANGUAGE": "auto",
+            "SYNTH_LANGUAGE": "pt_br",
+        },
+    )
     assert (s.transcribe.language, s.build.language, s.train.language, s.synth.language) == ("auto", "auto", None, "pt")
     with pytest.raises(SettingsError) as exc:
         load_settings(workspace, flags={"transcribe": {"language": "xx"}}, environ={"SYNTH_LANGUAGE": "klingon"})

@@ -81,13 +81,18 @@ def places(tmp_path_factory) -> dict[str, str]:
     (root / "a-file.txt").write_text("not audio, not a folder\n")
     (root / "a-folder").mkdir()
     (root / "bad.toml").write_text("[train\nnum_epochs = = 3\n")
-    return {"a_file": str(root / "a-file.txt"), "a_folder": str(root / "a-folder"),
-            "missing": str(root / "does-not-exist"), "bad_toml": str(root / "bad.toml")}
+    return {
+        "a_file": str(root / "a-file.txt"),
+        "a_folder": str(root / "a-folder"),
+        "missing": str(root / "does-not-exist"),
+        "bad_toml": str(root / "bad.toml"),
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c))
-def test_a_user_error_is_one_message_and_exit_1(cli, places: dict[str, str], case: tuple[str, ...],
-                                                 tmp_path: Path) -> None:
+def test_a_user_error_is_one_message_and_exit_1(
+    cli, places: dict[str, str], case: tuple[str, ...], tmp_path: Path
+) -> None:
     args = [a.format(**places) for a in case if not a.startswith("ENV:")]
     env = dict(a[4:].split("=", 1) for a in case if a.startswith("ENV:"))
     if args[0] == "--workdir":  # the global option replaces the fixture's workspace

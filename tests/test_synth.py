@@ -63,16 +63,22 @@ def test_unsupported_language_lists_the_supported_ones() -> None:
 
 def test_reference_selection_prefers_6_to_12_s_clips_with_the_best_logprob(tmp_path: Path) -> None:
     rows = [
-        ("a", 4.0, -0.01, "train"), ("b", 7.0, -0.5, "train"), ("c", 9.0, -0.2, "train"),
-        ("d", 11.0, -0.3, "val"), ("e", 14.0, -0.01, "train"), ("f", 8.0, -0.1, "train"),
+        ("a", 4.0, -0.01, "train"),
+        ("b", 7.0, -0.5, "train"),
+        ("c", 9.0, -0.2, "train"),
+        ("d", 11.0, -0.3, "val"),
+        ("e", 14.0, -0.01, "train"),
+        ("f", 8.0, -0.1, "train"),
     ]
     (tmp_path / "wavs").mkdir()
     for rid, *_ in rows:
         (tmp_path / "wavs" / f"{rid}.wav").write_bytes(b"")
-    (tmp_path / "samples.jsonl").write_text("".join(
-        json.dumps({"id": r, "wav": f"wavs/{r}.wav", "duration": d, "avg_logprob": lp, "split": s}) + "\n"
-        for r, d, lp, s in rows
-    ))
+    (tmp_path / "samples.jsonl").write_text(
+        "".join(
+            json.dumps({"id": r, "wav": f"wavs/{r}.wav", "duration": d, "avg_logprob": lp, "split": s}) + "\n"
+            for r, d, lp, s in rows
+        )
+    )
     picked = synth.select_reference_clips(tmp_path, count=3)
     assert [p.stem for p in picked] == ["f", "c", "d"]
     assert [p.stem for p in synth.select_reference_clips(tmp_path, count=3, split="train")] == ["f", "c", "b"]
@@ -88,7 +94,9 @@ def test_write_audio_wav_is_24k_16bit_and_other_formats_go_through_ffmpeg(tmp_pa
     flac = synth.write_audio(wav, tmp_path / "a.flac")
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate", "-of", "json", str(flac)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["codec_name"] == "flac" and stream["sample_rate"] == "24000"
@@ -140,8 +148,19 @@ def test_characters_the_tokenizer_cannot_encode_are_named(voice: synth.Voice) ->
 
 def test_cli_synth_writes_24k_wav_and_says_the_tiny_model_is_noise(cli, voice_ws: Workspace, tmp_path: Path) -> None:
     out = tmp_path / "ola.wav"
-    res = cli("synth", "Olá, tudo bem?", "--language", "pt", "--seed", "1", "--max-audio-tokens", TOKENS,
-              "--out", str(out), workdir=voice_ws.root)
+    res = cli(
+        "synth",
+        "Olá, tudo bem?",
+        "--language",
+        "pt",
+        "--seed",
+        "1",
+        "--max-audio-tokens",
+        TOKENS,
+        "--out",
+        str(out),
+        workdir=voice_ws.root,
+    )
     assert res.exit_code == 0, res.output
     assert said(res).count("noise") == 1 and "run run1" in said(res)  # the tiny-model warning, once
     info = sf.info(str(out))
@@ -153,8 +172,21 @@ def test_cli_text_file_one_file_per_line_and_rerun_skips(cli, voice_ws: Workspac
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond line!\n", encoding="utf-8")
     out_dir = tmp_path / "many"
-    args = ("synth", "--text-file", str(lines), "--out-dir", str(out_dir), "--language", "en", "--seed", "3",
-            "--max-audio-tokens", TOKENS, "--speaker-wav", str(voice_ws.dataset_dir / "wavs" / "clip_0000.wav"))
+    args = (
+        "synth",
+        "--text-file",
+        str(lines),
+        "--out-dir",
+        str(out_dir),
+        "--language",
+        "en",
+        "--seed",
+        "3",
+        "--max-audio-tokens",
+        TOKENS,
+        "--speaker-wav",
+        str(voice_ws.dataset_dir / "wavs" / "clip_0000.wav"),
+    )
     res = cli(*args, workdir=voice_ws.root)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out_dir.iterdir()) == ["0001.wav", "0002.wav", "manifest.jsonl"]

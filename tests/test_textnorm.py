@@ -26,8 +26,10 @@ PT_TABLE = [
     ("A reunião é às 14h30.", "a reunião é às catorze horas e trinta minutos ."),
     ("Às 9h.", "às nove horas ."),
     ("O site é exemplo.com.br, veja.", "o site é exemplo ponto com ponto br, veja ."),
-    ("Escreva para ana.silva@exemplo.com.br agora.",
-     "escreva para ana ponto silva arroba exemplo ponto com ponto br agora ."),
+    (
+        "Escreva para ana.silva@exemplo.com.br agora.",
+        "escreva para ana ponto silva arroba exemplo ponto com ponto br agora .",
+    ),
     ("Olá, sou seu novo clone de voz. Faça o possível.", "olá, sou seu novo clone de voz . faça o possível ."),
     ("Tudo bem? Sim!", "tudo bem? sim!"),
     ("Livros, cadernos etc.", "livros, cadernos etcétera ."),

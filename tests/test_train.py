@@ -45,9 +45,11 @@ def _write_dataset(root: Path, speak, n_train: int = 6, n_val: int = 2, max_audi
     (root / "metadata.csv").write_text("\n".join(rows) + "\n")
     (root / "metadata_train.csv").write_text("\n".join(rows[:n_train]) + "\n")
     (root / "metadata_val.csv").write_text("\n".join(rows[n_train:]) + ("\n" if n_val else ""))
-    (root / "stats.json").write_text(json.dumps(
-        {"language": "en", "max_audio_seconds": max_audio_seconds, "samples": {"train": n_train, "val": n_val}}
-    ))
+    (root / "stats.json").write_text(
+        json.dumps(
+            {"language": "en", "max_audio_seconds": max_audio_seconds, "samples": {"train": n_train, "val": n_val}}
+        )
+    )
     return root
 
 
@@ -57,8 +59,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, speak) -> Path:
 
 
 def _settings(ws: Workspace, dataset: Path, env: dict[str, str] | None = None, **flags_):
-    flags = {"base_model": "tiny", "dataset_dir": str(dataset), "batch_size": 3, "grad_accum_steps": 1,
-             "print_step": 1, "warmup_steps": 1, **flags_}
+    flags = {
+        "base_model": "tiny",
+        "dataset_dir": str(dataset),
+        "batch_size": 3,
+        "grad_accum_steps": 1,
+        "print_step": 1,
+        "warmup_steps": 1,
+        **flags_,
+    }
     return load_settings(ws, flags={"train": flags}, environ=env or {})
 
 
@@ -66,8 +75,9 @@ def _run(tmp: Path, dataset: Path, env=None, resume=False, hooks=None, allow_cha
     """train() as the CLI calls it: these flags (and ``env``) set, the rest defaults."""
     ws = Workspace(tmp)
     settings, provenance = _settings(ws, dataset, env, **flags_)
-    return run_train(settings, ws, resume=resume, provenance=provenance, hooks=hooks,
-                     allow_changed_dataset=allow_changed_dataset), ws
+    return run_train(
+        settings, ws, resume=resume, provenance=provenance, hooks=hooks, allow_changed_dataset=allow_changed_dataset
+    ), ws
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +89,12 @@ def lora_run(tmp_path_factory, dataset):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, dataset):
-    env = {"TRAIN_USE_LORA": "false", "TRAIN_NUM_EPOCHS": "6", "TRAIN_SAVE_EVERY_N_EPOCHS": "3",
-           "TRAIN_GRADIENT_CHECKPOINTING": "true"}
+    env = {
+        "TRAIN_USE_LORA": "false",
+        "TRAIN_NUM_EPOCHS": "6",
+        "TRAIN_SAVE_EVERY_N_EPOCHS": "3",
+        "TRAIN_GRADIENT_CHECKPOINTING": "true",
+    }
     return _run(tmp_path_factory.mktemp("full"), dataset, env, run_name="full")
 
 
@@ -117,7 +131,11 @@ def test_run_folder_checkpoints_and_tensorboard(lora_run, full_run) -> None:
     assert info["base_model"] == "tiny" and info["mode"] == "lora" and info["language"] == "en"
     ck = run / "checkpoint_epoch_6"
     assert sorted(p.name for p in ck.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "meta.json", "training_state.pt"]
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "meta.json",
+        "training_state.pt",
+    ]
     best = json.loads((run / "best_model" / "meta.json").read_text())
     assert best["epoch"] == result.best_epoch and best["val_loss"] == pytest.approx(min(result.epoch_val_losses))
     assert not (run / "best_model" / "training_state.pt").exists()  # the best model is weights only
@@ -126,8 +144,7 @@ def test_run_folder_checkpoints_and_tensorboard(lora_run, full_run) -> None:
     acc = EventAccumulator(str(ws.tensorboard_run_dir("lora")))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/avg_loss", "train/lr", "train/grad_norm", "epoch/train_loss",
-            "epoch/val_loss"} <= tags
+    assert {"train/loss", "train/avg_loss", "train/lr", "train/grad_norm", "epoch/train_loss", "epoch/val_loss"} <= tags
     assert len(acc.Scalars("epoch/val_loss")) == 6
 
 
@@ -140,7 +157,9 @@ def test_finetuned_run_loads_for_synthesis(lora_run) -> None:
     xtts, info = load_finetuned(ws.run_dir("lora"), "best")
     base = load_xtts(info.base_dir)
     w = "gpt.h.0.attn.c_attn.weight"
-    assert not torch.allclose(xtts.gpt.gpt.state_dict()[w.removeprefix("gpt.")], base.gpt.gpt.state_dict()[w.removeprefix("gpt.")])
+    assert not torch.allclose(
+        xtts.gpt.gpt.state_dict()[w.removeprefix("gpt.")], base.gpt.gpt.state_dict()[w.removeprefix("gpt.")]
+    )
 
 
 def test_resume_equals_uninterrupted(tmp_path, dataset) -> None:
@@ -153,8 +172,14 @@ def test_resume_equals_uninterrupted(tmp_path, dataset) -> None:
         if epoch == 0 and bi == 1:
             raise KeyboardInterrupt
 
-    first, ws2 = _run(tmp_path / "b", dataset, num_epochs=2, save_every_n_epochs=1, run_name="r",
-                      hooks=TrainHooks(after_batch=interrupt))
+    first, ws2 = _run(
+        tmp_path / "b",
+        dataset,
+        num_epochs=2,
+        save_every_n_epochs=1,
+        run_name="r",
+        hooks=TrainHooks(after_batch=interrupt),
+    )
     assert first.status == "interrupted"
     assert first.checkpoints, "Ctrl-C saved a checkpoint"
     second, _ = _run(tmp_path / "b", dataset, resume=True, num_epochs=2, save_every_n_epochs=1)
@@ -216,13 +241,17 @@ def _fake_gpus(monkeypatch, majors: list[int]):
 
     facts = doctor.HardwareFacts(
         gpus=tuple(doctor.GpuFacts(i, f"gpu{i}", 24576, 24576, (m, 0)) for i, m in enumerate(majors)),
-        cpu_count=4, ram_total_gib=64.0, gpu_source="test")
+        cpu_count=4,
+        ram_total_gib=64.0,
+        gpu_source="test",
+    )
     monkeypatch.setattr(doctor, "hardware_facts", lambda: facts)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(majors))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts: must not be asked
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda d: types.SimpleNamespace(major=majors[torch.device(d).index or 0]))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(major=majors[torch.device(d).index or 0])
+    )
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
 
@@ -248,7 +277,10 @@ def test_cpu_training_on_a_gpu_machine_uses_the_cpu_recommendation(monkeypatch) 
     res = resolve_train_settings(TrainSettings(device="cpu"))
     assert res.device == "cpu" and not res.use_amp
     assert (res.batch_size, res.grad_accum_steps, res.gradient_checkpointing) == (
-        cpu_rec.train_batch_size, cpu_rec.grad_accum_steps, cpu_rec.gradient_checkpointing)
+        cpu_rec.train_batch_size,
+        cpu_rec.grad_accum_steps,
+        cpu_rec.gradient_checkpointing,
+    )
     gpu = resolve_train_settings(TrainSettings(device="cuda"))
     assert gpu.batch_size != res.batch_size  # the 24 GB recommendation differs
 
@@ -295,7 +327,9 @@ def test_resume_with_other_learning_settings_says_which_and_how_to_keep_them(tmp
     assert read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["train"]["lora_dropout"] == 0.0
     caplog.clear()
     lr = read_json(Workspace(tmp_path).run_dir("d") / "settings.json")["resolved"]["learning_rate"]
-    with caplog.at_level(logging.WARNING, logger="xttsft"):  # the same settings, auto's rate spelled out: nothing to say
+    with caplog.at_level(
+        logging.WARNING, logger="xttsft"
+    ):  # the same settings, auto's rate spelled out: nothing to say
         _run(tmp_path, dataset, resume=True, num_epochs=3, run_name="d", learning_rate=lr)
     assert not [r for r in caplog.records if "other settings" in r.getMessage()]
 
@@ -346,7 +380,11 @@ def test_a_bare_resume_trains_as_the_run_did(tmp_path, dataset, caplog) -> None:
     settings, provenance = load_settings(ws, flags={"train": {"run_name": "own"}}, environ={})  # HF offline
     result = run_train(settings, ws, resume=True, provenance=provenance)
     assert (result.status, result.base_model, result.num_epochs, result.epochs_completed) == (
-        "already finished", "tiny", 2, 2)
+        "already finished",
+        "tiny",
+        2,
+        2,
+    )
     settings, provenance = load_settings(ws, flags={"train": {"run_name": "own", "num_epochs": 3}}, environ={})
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="xttsft"):
@@ -354,10 +392,16 @@ def test_a_bare_resume_trains_as_the_run_did(tmp_path, dataset, caplog) -> None:
     assert result.status == "finished" and result.epochs_completed == 3 and result.global_step == 18
     saved = read_json(ws.run_dir("own") / "settings.json")["train"]
     assert (saved["base_model"], saved["batch_size"], saved["grad_accum_steps"], saved["lora_rank"]) == (
-        "tiny", 1, 2, 4)
+        "tiny",
+        1,
+        2,
+        4,
+    )
     changed = [r.getMessage() for r in caplog.records if "last session" in r.getMessage()]
-    assert changed == ["Run own continues with settings changed since its last session: num_epochs 2 -> 3 "
-                       "(--num-epochs). The learning-rate schedule is stretched to the new number of epochs."]
+    assert changed == [
+        "Run own continues with settings changed since its last session: num_epochs 2 -> 3 "
+        "(--num-epochs). The learning-rate schedule is stretched to the new number of epochs."
+    ]
 
 
 def test_a_run_killed_after_its_first_best_model_resumes_from_it(tmp_path, dataset, caplog) -> None:
@@ -416,9 +460,30 @@ def test_sigterm_saves_a_resumable_state_like_ctrl_c(tmp_path, dataset) -> None:
     from xttsft.model import resumable_states
 
     ws = tmp_path / "ws"
-    args = [sys.executable, "-m", "xttsft", "--workdir", str(ws), "train", "--base-model", "tiny", "--dataset-dir",
-            str(dataset), "--batch-size", "1", "--grad-accum-steps", "1", "--print-step", "1", "--num-epochs", "200",
-            "--run-name", "t", "--save-every-n-minutes", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "xttsft",
+        "--workdir",
+        str(ws),
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(dataset),
+        "--batch-size",
+        "1",
+        "--grad-accum-steps",
+        "1",
+        "--print-step",
+        "1",
+        "--num-epochs",
+        "200",
+        "--run-name",
+        "t",
+        "--save-every-n-minutes",
+        "0",
+    ]
     out = tmp_path / "out.txt"
     with out.open("w") as fh:  # a file, not a pipe: a full pipe would block the process
         proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
@@ -517,8 +582,14 @@ def test_nan_loss_is_skipped_and_a_streak_stops(tmp_path, dataset) -> None:
     for v in load_file(str(ws.run_dir("n") / "best_model" / "adapter_model.safetensors")).values():
         assert torch.isfinite(v).all()
     with pytest.raises(TrainingError, match="2 non-finite losses in a row"):
-        _run(tmp_path / "b", dataset, {"TRAIN_MAX_NAN_STEPS": "2"}, num_epochs=1, run_name="n",
-             hooks=TrainHooks(loss_filter=lambda loss, step: loss * float("inf")))
+        _run(
+            tmp_path / "b",
+            dataset,
+            {"TRAIN_MAX_NAN_STEPS": "2"},
+            num_epochs=1,
+            run_name="n",
+            hooks=TrainHooks(loss_filter=lambda loss, step: loss * float("inf")),
+        )
 
 
 def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
@@ -565,7 +636,9 @@ def test_resume_inside_an_epoch_refuses_other_batches(tmp_path, dataset) -> None
 
     first, _ = _run(tmp_path, dataset, hooks=TrainHooks(after_batch=interrupt), **flags)
     assert first.status == "interrupted"
-    with pytest.raises(SettingsError, match=r"saved inside an epoch, and its batches would differ now \(batch_size 1 -> 2"):
+    with pytest.raises(
+        SettingsError, match=r"saved inside an epoch, and its batches would differ now \(batch_size 1 -> 2"
+    ):
         _run(tmp_path, dataset, resume=True, **{**flags, "batch_size": 2})
 
 
@@ -576,15 +649,39 @@ def test_empty_val_split_is_refused_with_the_cause(tmp_path, speak) -> None:
 
 
 def test_cli_train_tiny_and_bad_dataset(cli, workspace, dataset) -> None:
-    r = cli("train", "--base-model", "tiny", "--dataset-dir", str(dataset), "--num-epochs", "1",
-            "--run-name", "cli", "--batch-size", "3", "--print-step", "1")
+    r = cli(
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(dataset),
+        "--num-epochs",
+        "1",
+        "--run-name",
+        "cli",
+        "--batch-size",
+        "3",
+        "--print-step",
+        "1",
+    )
     assert r.exit_code == 0, r.output
     assert "Run cli" in r.output and "noise" in r.output
     assert (workspace.run_dir("cli") / "best_model" / "meta.json").is_file()
     info_log = workspace.info_log.read_text()
     assert "Epoch 1/1 | Step 1/2 | Loss:" in info_log and "trainable" in info_log
-    r = cli("train", "--base-model", "tiny", "--run-name", "cli", "--num-epochs", "1", "--batch-size", "3",
-            "--dataset-dir", str(dataset))
+    r = cli(
+        "train",
+        "--base-model",
+        "tiny",
+        "--run-name",
+        "cli",
+        "--num-epochs",
+        "1",
+        "--batch-size",
+        "3",
+        "--dataset-dir",
+        str(dataset),
+    )
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and "already exists" in out and "--resume" in out
     r = cli("train", "--base-model", "tiny", "--dataset-dir", str(workspace.root / "nope"), "--run-name", "x")
@@ -599,9 +696,29 @@ def test_ddp_two_processes_gloo(tmp_path, dataset) -> None:
     xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
     env.update({"OMP_NUM_THREADS": "1", "TRAIN_BATCH_SIZE": "2", "TRAIN_GRAD_ACCUM_STEPS": "1"})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           xttsft, "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
-           "--num-epochs", "1", "--run-name", "ddp", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        xttsft,
+        "--workdir",
+        str(tmp_path),
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(dataset),
+        "--num-epochs",
+        "1",
+        "--run-name",
+        "ddp",
+        "--device",
+        "cpu",
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = p.stdout + p.stderr
@@ -635,9 +752,29 @@ def test_torchrun_nccl_single_gpu(tmp_path, dataset) -> None:
     """torchrun with one process initialises NCCL and trains (the DDP path on a real GPU)."""
     xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29519",
-           xttsft, "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
-           "--num-epochs", "1", "--run-name", "nccl", "--device", "cuda"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "1",
+        "--master_port",
+        "29519",
+        xttsft,
+        "--workdir",
+        str(tmp_path),
+        "train",
+        "--base-model",
+        "tiny",
+        "--dataset-dir",
+        str(dataset),
+        "--num-epochs",
+        "1",
+        "--run-name",
+        "nccl",
+        "--device",
+        "cuda",
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
@@ -680,12 +817,21 @@ def test_early_stopping_ends_a_run_whose_val_loss_rises(tmp_path, dataset, caplo
     """Issue 22: the demo's val loss rose from 5.16 to 5.21 while training went on. A full fine-tune
     of the tiny model at a rate far too high overfits its 6 clips at once; patience 2 stops it."""
     caplog.set_level(logging.INFO, logger="xttsft")
-    result, ws = _run(tmp_path, dataset, num_epochs=40, run_name="es", early_stopping_patience=2, use_lora=False,
-                      learning_rate=0.05, warmup_steps=0, save_every_n_epochs=100)
+    result, ws = _run(
+        tmp_path,
+        dataset,
+        num_epochs=40,
+        run_name="es",
+        early_stopping_patience=2,
+        use_lora=False,
+        learning_rate=0.05,
+        warmup_steps=0,
+        save_every_n_epochs=100,
+    )
     val = result.epoch_val_losses
     assert result.status == "stopped early" and result.epochs_completed < 40, (result.status, val)
     assert result.best_epoch == result.epochs_completed - 2 and min(val) == val[result.best_epoch - 1]
-    assert all(v > min(val) for v in val[result.best_epoch:])
+    assert all(v > min(val) for v in val[result.best_epoch :])
     assert "Early stopping after epoch" in caplog.text and f"best {min(val):.4f}" in caplog.text
     last = ws.run_dir("es") / f"checkpoint_epoch_{result.epochs_completed}"
     assert (last / "meta.json").is_file(), "the last epoch stays resumable"

@@ -38,8 +38,19 @@ def test_train_state_round_trip() -> None:
 
     from xttsft.trainer import rng_state
 
-    st = TrainState(epoch=2, batch_in_epoch=3, global_step=11, optimizer_step=5, run_loss=1.5, run_n=3,
-                    best_val_loss=0.7, best_epoch=2, history_train=[1.0, 0.9], history_val=[0.8, 0.7], rng=rng_state())
+    st = TrainState(
+        epoch=2,
+        batch_in_epoch=3,
+        global_step=11,
+        optimizer_step=5,
+        run_loss=1.5,
+        run_n=3,
+        best_val_loss=0.7,
+        best_epoch=2,
+        history_train=[1.0, 0.9],
+        history_val=[0.8, 0.7],
+        rng=rng_state(),
+    )
     p = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.AdamW([p])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -55,8 +66,9 @@ def test_gpu_check_without_a_gpu_says_what_it_would_run() -> None:
     import torch
 
     dry = ["--dry-run"] if torch.cuda.is_available() else []  # on a GPU machine the real check takes minutes
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), *dry], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), *dry], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     assert "would run" in p.stdout.lower()
     for step in ("GPU tests", "train step lora", "train step full +gc", "synth", "faster-whisper"):
@@ -68,10 +80,15 @@ def _formatted_batch(seed: int) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return {"text_inputs": torch.randint(5, 200, (2, 12), generator=g), "text_lengths": torch.tensor([12, 9]),
-            "audio_codes": torch.randint(0, 1024, (2, 40), generator=g), "wav_lengths": torch.tensor([40960, 30720]),
-            "cond_mels": torch.randn(2, 1, 80, 120, generator=g), "cond_idxs": None,
-            "cond_lens": torch.tensor([66150, 66150])}
+    return {
+        "text_inputs": torch.randint(5, 200, (2, 12), generator=g),
+        "text_lengths": torch.tensor([12, 9]),
+        "audio_codes": torch.randint(0, 1024, (2, 40), generator=g),
+        "wav_lengths": torch.tensor([40960, 30720]),
+        "cond_mels": torch.randn(2, 1, 80, 120, generator=g),
+        "cond_idxs": None,
+        "cond_lens": torch.tensor([66150, 66150]),
+    }
 
 
 def test_gpt_attention_is_sdpa_and_matches_eager() -> None:

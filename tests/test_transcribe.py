@@ -44,10 +44,17 @@ def add_clip(ws: Workspace, source: str, idx: int, x: np.ndarray, rows: list[dic
     dur = len(x) / SR
     start = sum(r["duration"] for r in rows if r["source"].endswith(f"{source}.wav"))
     row = {
-        "id": cid, "wav": f"{cid}.wav", "source": f"train/data/raw/{source}.wav",
-        "source_sha256": hashlib.sha256(source.encode()).hexdigest(), "start": round(start, 3),
-        "end": round(start + dur, 3), "duration": round(dur, 3), "sample_rate": SR,
-        "peak_dbfs": -1.0, "loudness_dbfs": -20.0, "flags": [],
+        "id": cid,
+        "wav": f"{cid}.wav",
+        "source": f"train/data/raw/{source}.wav",
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "start": round(start, 3),
+        "end": round(start + dur, 3),
+        "duration": round(dur, 3),
+        "sample_rate": SR,
+        "peak_dbfs": -1.0,
+        "loudness_dbfs": -20.0,
+        "flags": [],
     }
     rows.append(row)
     return row
@@ -121,7 +128,7 @@ def test_transcribes_english_rejects_silence_noise_and_foreign_speech(seg_ws: Wo
         first, last = sound[0] / SR, sound[-1] / SR
         assert first - 0.25 <= r["trim_start"] <= first - 0.12, r
         assert last + 0.12 <= r["trim_end"] <= last + 0.25, r
-        kept = x[int(r["trim_start"] * SR): int(r["trim_end"] * SR)]
+        kept = x[int(r["trim_start"] * SR) : int(r["trim_end"] * SR)]
         assert np.abs(kept).max() == pytest.approx(np.abs(x).max())  # no sound was cut
         for key in ("avg_logprob", "no_speech_prob", "compression_ratio", "language_probability"):
             assert isinstance(r[key], float)
@@ -132,9 +139,7 @@ def test_transcribes_english_rejects_silence_noise_and_foreign_speech(seg_ws: Wo
     assert result.realtime > 0
 
 
-def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_window(
-    clips_dir: Path, whisper
-) -> None:
+def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_window(clips_dir: Path, whisper) -> None:
     from xttsft.transcribe import WHISPER_SR, _load_clip, transcribe_clips, word_error_rate
 
     clips = [_load_clip(clips_dir / f"en{i}.wav") for i in range(len(SENTENCES))]
@@ -149,8 +154,9 @@ def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_windo
     assert wer_packed <= wer_alone + 0.05
 
     # a silent clip packed between speech is decoded again alone, with its own no-speech probability
-    mixed = transcribe_clips(whisper, [clips[0], np.zeros(5 * WHISPER_SR, dtype=np.float32), clips[1]], "en",
-                             batch_size=4)
+    mixed = transcribe_clips(
+        whisper, [clips[0], np.zeros(5 * WHISPER_SR, dtype=np.float32), clips[1]], "en", batch_size=4
+    )
     assert mixed[0].window_clips == mixed[2].window_clips == 3
     assert mixed[1].window_clips == 1 and (not mixed[1].words or mixed[1].no_speech_prob > 0.6)
     assert word_error_rate(SENTENCES[:2], [mixed[0].text, mixed[2].text]) < 0.25
@@ -189,9 +195,14 @@ def test_screened_out_clips_are_skipped_and_their_old_transcripts_kept(seg_ws: W
     first = transcribe_segments(s, seg_ws, model=whisper)
     manifest = read_jsonl(seg_ws.segments_manifest)
     out = manifest[0]
-    decisions = [{**{k: r.get(k) for k in ("id", "wav", "source", "source_sha256", "start", "end")},
-                  "status": "dropped" if r is out else "kept", "reason": "other_speaker" if r is out else None}
-                 for r in manifest]
+    decisions = [
+        {
+            **{k: r.get(k) for k in ("id", "wav", "source", "source_sha256", "start", "end")},
+            "status": "dropped" if r is out else "kept",
+            "reason": "other_speaker" if r is out else None,
+        }
+        for r in manifest
+    ]
     write_jsonl(seg_ws.screen_file, decisions)
     again = transcribe_segments(s, seg_ws, model=whisper)
     assert again.total == first.total - 1 and again.transcribed == 0
@@ -253,8 +264,20 @@ def test_rejection_rules() -> None:
     # espeak pt-br heard as Thai (0.79) by Whisper base: not a language XTTS-v2 speaks, so never a rejection
     assert judge({**good, "detected_language": "th", "detected_probability": 0.79}, s, "pt") is None
     assert judge({**good, "detected_language": "en", "detected_probability": 0.6}, s, "pt") is None  # unsure
-    assert judge({**good, "detected_language": "en", "detected_probability": 0.9, "language": "pt",
-                  "language_probability": 0.3}, s, "pt") is None  # pt is still likely
+    assert (
+        judge(
+            {
+                **good,
+                "detected_language": "en",
+                "detected_probability": 0.9,
+                "language": "pt",
+                "language_probability": 0.3,
+            },
+            s,
+            "pt",
+        )
+        is None
+    )  # pt is still likely
     assert not has_repetition("I said no, no, I did not")
     assert has_repetition("no no no no")
     assert word_error_rate("the cat sat", "the cat sat") == 0
@@ -270,13 +293,35 @@ def flat(res) -> str:
 
 
 def test_cli_transcribes_and_prints_the_summary(cli, seg_ws: Workspace) -> None:
-    res = cli("transcribe", "--model", str(tiny_en_path()), "--language", "en", "--device", "cpu",
-              "--compute-type", "int8", "--batch-size", "4")
+    res = cli(
+        "transcribe",
+        "--model",
+        str(tiny_en_path()),
+        "--language",
+        "en",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        "--batch-size",
+        "4",
+    )
     assert res.exit_code == 0, res.output
     assert "kept" in flat(res) and "rejected" in flat(res) and "realtime" in flat(res)
     assert seg_ws.transcripts_file.is_file()
-    res2 = cli("transcribe", "--model", str(tiny_en_path()), "--language", "en", "--device", "cpu",
-               "--compute-type", "int8", "--batch-size", "4")
+    res2 = cli(
+        "transcribe",
+        "--model",
+        str(tiny_en_path()),
+        "--language",
+        "en",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        "--batch-size",
+        "4",
+    )
     assert res2.exit_code == 0 and "already done" in flat(res2)
 
 
@@ -319,20 +364,39 @@ def test_auto_model_is_doctors_pick_for_the_device_used_and_said_once(caplog, cl
     from xttsft.hardware import GpuFacts, HardwareFacts, whisper_model_for
 
     a10 = HardwareFacts(gpus=(GpuFacts(0, "NVIDIA A10", 23028, 23028, (8, 6)),), cpu_count=8, ram_total_gib=31.0)
-    assert whisper_model_for(a10, "cuda") == ("large-v3", "cuda, NVIDIA A10 22 GB") and recommend(a10).whisper_model == "large-v3"
+    assert (
+        whisper_model_for(a10, "cuda") == ("large-v3", "cuda, NVIDIA A10 22 GB")
+        and recommend(a10).whisper_model == "large-v3"
+    )
     assert whisper_model_for(a10, "cpu") == ("small", "cpu, 31 GB RAM")
     # `xttsft config` says what auto stands for here, as transcribe resolves it
     res = cli("config", "--json", env={"TRANSCRIBE_DEVICE": "cpu"})
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["transcribe"]["model"] == {
-        "value": "auto", "source": "default", "detail": "", "env": "TRANSCRIBE_MODEL", "resolved": "small"}
+        "value": "auto",
+        "source": "default",
+        "detail": "",
+        "env": "TRANSCRIBE_MODEL",
+        "resolved": "small",
+    }
 
 
 def test_cli_errors_without_traceback(cli, workspace: Workspace, tmp_path: Path, seg_ws: Workspace) -> None:
     res = cli("transcribe", "--model", str(tmp_path), "--device", "cpu", "--compute-type", "int8", "--batch-size", "2")
     assert res.exit_code == 1 and "not a CTranslate2 model" in flat(res)
-    res = cli("transcribe", "--model", str(tiny_en_path()), "--language", "pt", "--device", "cpu",
-              "--compute-type", "int8", "--batch-size", "2")
+    res = cli(
+        "transcribe",
+        "--model",
+        str(tiny_en_path()),
+        "--language",
+        "pt",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        "--batch-size",
+        "2",
+    )
     assert res.exit_code == 1 and "English-only" in flat(res)
     res = cli("transcribe", "--batch-size", "0")
     assert res.exit_code == 1 and "batch" in flat(res)

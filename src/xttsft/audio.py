@@ -117,8 +117,18 @@ def probe(path: str | Path) -> AudioInfo:
         raise InputError(f"{path}: empty file (0 bytes).", hint="Fetch or copy the file again.")
     _, ffprobe = require_ffmpeg()
     proc = subprocess.run(
-        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         "-select_streams", "a", str(path)],
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-select_streams",
+            "a",
+            str(path),
+        ],
         capture_output=True,
         check=False,
     )

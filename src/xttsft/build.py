@@ -183,23 +183,43 @@ def _hash_inputs(ws: Workspace, settings: BuildSettings, extra: dict[str, Any]) 
     h = hashlib.sha256()
     for path in (ws.segments_manifest, ws.screen_file, ws.transcripts_file, ws.review_file):
         h.update(path.read_bytes() if path.exists() else b"")
-    h.update(json.dumps({"v": BUILD_VERSION, **settings.model_dump(mode="json"), **extra}, sort_keys=True,
-                        default=str).encode())
+    h.update(
+        json.dumps(
+            {"v": BUILD_VERSION, **settings.model_dump(mode="json"), **extra}, sort_keys=True, default=str
+        ).encode()
+    )
     return h.hexdigest()
 
 
 def _outputs(d: Path) -> list[Path]:
-    return [d / n for n in ("metadata.csv", "metadata_train.csv", "metadata_val.csv", "samples.jsonl",
-                            "dropped.jsonl", "stats.json", "durations.png")]
+    return [
+        d / n
+        for n in (
+            "metadata.csv",
+            "metadata_train.csv",
+            "metadata_val.csv",
+            "samples.jsonl",
+            "dropped.jsonl",
+            "stats.json",
+            "durations.png",
+        )
+    ]
 
 
 def _histogram(durations: list[float], max_seconds: float, out: Path) -> None:
     from xttsft.plots import figure, histogram, save_png
 
     fig = figure()
-    histogram(fig.add_subplot(), durations, limit=max_seconds, limit_label=f"limit {max_seconds:g} s",
-              xlabel="duration (s)", ylabel="samples", title=f"{len(durations)} samples, {sum(durations) / 60:.1f} min",
-              value_range=(0, max(max_seconds, max(durations, default=1.0))))
+    histogram(
+        fig.add_subplot(),
+        durations,
+        limit=max_seconds,
+        limit_label=f"limit {max_seconds:g} s",
+        xlabel="duration (s)",
+        ylabel="samples",
+        title=f"{len(durations)} samples, {sum(durations) / 60:.1f} min",
+        value_range=(0, max(max_seconds, max(durations, default=1.0))),
+    )
     save_png(fig, out)
 
 
@@ -208,8 +228,14 @@ def _distribution(values: list[float]) -> dict[str, float]:
         return {}
     s = sorted(values)
     pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
-    return {"min": round(s[0], 3), "p10": round(pick(0.1), 3), "median": round(statistics.median(s), 3),
-            "p90": round(pick(0.9), 3), "max": round(s[-1], 3), "mean": round(statistics.fmean(s), 3)}
+    return {
+        "min": round(s[0], 3),
+        "p10": round(pick(0.1), 3),
+        "median": round(statistics.median(s), 3),
+        "p90": round(pick(0.9), 3),
+        "max": round(s[-1], 3),
+        "mean": round(statistics.fmean(s), 3),
+    }
 
 
 class _Sample(NamedTuple):
@@ -258,8 +284,10 @@ def build_dataset(
     progress = progress or no_progress
     target = _start(ws)
     out = ws.dataset_dir
-    extra = {"max_audio_seconds": max_audio_seconds,
-             "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None}
+    extra = {
+        "max_audio_seconds": max_audio_seconds,
+        "vocab": hashlib.sha256(vocab_file.read_bytes()).hexdigest() if vocab_file else None,
+    }
     input_hash = _hash_inputs(ws, settings, extra)
     done = _unchanged(out, input_hash)
     if done is not None:
@@ -278,8 +306,9 @@ def build_dataset(
         from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
 
         tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file))
-    candidates = [c for row in ok_rows
-                  if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drops.add))]
+    candidates = [
+        c for row in ok_rows if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drops.add))
+    ]
 
     from xttsft.io import atomic_dir
     from xttsft.storage import require_free_space
@@ -292,10 +321,23 @@ def build_dataset(
         if not kept:
             failed = ws.logs_dir / "build-dropped.jsonl"
             write_records(failed, DropRecord, drops.rows)
-            raise DatasetError(f"No sample is usable for XTTS-v2 fine-tuning ({drops.reasons()}).",
-                               hint=f"Every dropped item and its reason is in {failed}.")
-        stats = _write_tables(tmp, ws, settings, kept, drops.rows, manifest, lang, max_audio_seconds,
-                              limit_chars, "bpe" if tokenizer is not None else "characters", input_hash)
+            raise DatasetError(
+                f"No sample is usable for XTTS-v2 fine-tuning ({drops.reasons()}).",
+                hint=f"Every dropped item and its reason is in {failed}.",
+            )
+        stats = _write_tables(
+            tmp,
+            ws,
+            settings,
+            kept,
+            drops.rows,
+            manifest,
+            lang,
+            max_audio_seconds,
+            limit_chars,
+            "bpe" if tokenizer is not None else "characters",
+            input_hash,
+        )
     return _result(out, stats)
 
 
@@ -326,16 +368,25 @@ def _dataset_language(settings: BuildSettings, ok_rows: list[TranscriptRecord], 
         reasons = Counter(d.reason + (f" ({d.detail})" if d.reason == "rejected" else "") for d in drops.rows)
         raise DatasetError(
             "No usable transcripts: every clip was rejected or is missing ("
-            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) + ").",
+            + ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
+            + ").",
             hint="See transcripts.jsonl for the reasons; try a larger Whisper model or check the audio.",
         )
     return langs.most_common(1)[0][0]
 
 
 def _result(out: Path, stats: DatasetStats, unchanged: bool = False) -> BuildResult:
-    return BuildResult(dataset_dir=out, language=stats.language, train=stats.samples.train, val=stats.samples.val,
-                       minutes=stats.minutes, dropped=Counter(stats.dropped), warnings=list(stats.warnings),
-                       unchanged=unchanged, token_check=stats.token_check)
+    return BuildResult(
+        dataset_dir=out,
+        language=stats.language,
+        train=stats.samples.train,
+        val=stats.samples.val,
+        minutes=stats.minutes,
+        dropped=Counter(stats.dropped),
+        warnings=list(stats.warnings),
+        unchanged=unchanged,
+        token_check=stats.token_check,
+    )
 
 
 def _refuse_foreign(out: Path) -> None:
@@ -393,9 +444,13 @@ def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _
         if cid not in seen:
             drops.add(cid, "not_transcribed", "run `xttsft transcribe` again")
     if review:
-        log.info("review: %d clip(s) changed by xttsft review (%d edited, %d kept, %d dropped)", len(review),
-                 sum(r.text is not None for r in review.values()), sum(r.decision == "keep" for r in review.values()),
-                 sum(r.decision == "drop" for r in review.values()))
+        log.info(
+            "review: %d clip(s) changed by xttsft review (%d edited, %d kept, %d dropped)",
+            len(review),
+            sum(r.text is not None for r in review.values()),
+            sum(r.decision == "keep" for r in review.values()),
+            sum(r.decision == "drop" for r in review.values()),
+        )
     return ok_rows
 
 
@@ -404,8 +459,15 @@ def _decision(review: dict[str, ReviewRecord], cid: str) -> str | None:
     return edit.decision if edit is not None else None
 
 
-def _candidate(row: TranscriptRecord, ws: Workspace, lang: str, max_audio_seconds: float, limit_chars: int,
-               tokenizer: Any, drop: Drop) -> _Sample | None:
+def _candidate(
+    row: TranscriptRecord,
+    ws: Workspace,
+    lang: str,
+    max_audio_seconds: float,
+    limit_chars: int,
+    tokenizer: Any,
+    drop: Drop,
+) -> _Sample | None:
     """The transcript as a :class:`_Sample` when it can be one, else ``drop`` it with the reason."""
     text = (row.text or "").strip()
     duration = row.trim_end - row.trim_start
@@ -466,14 +528,20 @@ def _cut_clips(ws: Workspace, candidates: list[_Sample], wavs: Path, drop: Drop,
 def _warnings(n: int, minutes: float, has_val: bool, settings: BuildSettings) -> list[str]:
     warnings = []
     if n < settings.min_samples:
-        warnings.append(f"only {n} samples: at least {settings.min_samples} are needed for a usable voice "
-                        f"({TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} recommended)")
+        warnings.append(
+            f"only {n} samples: at least {settings.min_samples} are needed for a usable voice "
+            f"({TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} recommended)"
+        )
     elif n < TARGET_MIN_SAMPLES_RECOMMENDED:
-        warnings.append(f"{n} samples: {TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} are recommended")
+        warnings.append(
+            f"{n} samples: {TARGET_MIN_SAMPLES_RECOMMENDED}-{TARGET_MAX_SAMPLES_RECOMMENDED} are recommended"
+        )
     elif n > TARGET_MAX_SAMPLES_RECOMMENDED:
         warnings.append(f"{n} samples: more than the recommended {TARGET_MAX_SAMPLES_RECOMMENDED}; training is slower")
     if minutes < TARGET_MIN_MINUTES:
-        warnings.append(f"{minutes:.1f} minutes of audio: {TARGET_MIN_MINUTES:g}-{TARGET_MAX_MINUTES:g} are recommended")
+        warnings.append(
+            f"{minutes:.1f} minutes of audio: {TARGET_MIN_MINUTES:g}-{TARGET_MAX_MINUTES:g} are recommended"
+        )
     elif minutes > TARGET_MAX_MINUTES:
         warnings.append(f"{minutes:.1f} minutes of audio: more than the {TARGET_MAX_MINUTES:g} recommended")
     if not has_val:
@@ -481,9 +549,19 @@ def _warnings(n: int, minutes: float, has_val: bool, settings: BuildSettings) ->
     return warnings
 
 
-def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[_Sample], dropped: list[DropRecord],
-                  manifest: dict[str, ClipRecord], lang: str, max_audio_seconds: float, limit_chars: int,
-                  token_check: typing.Literal["bpe", "characters"], input_hash: str) -> DatasetStats:
+def _write_tables(
+    out: Path,
+    ws: Workspace,
+    settings: BuildSettings,
+    kept: list[_Sample],
+    dropped: list[DropRecord],
+    manifest: dict[str, ClipRecord],
+    lang: str,
+    max_audio_seconds: float,
+    limit_chars: int,
+    token_check: typing.Literal["bpe", "characters"],
+    input_hash: str,
+) -> DatasetStats:
     """metadata*.csv, samples.jsonl, dropped.jsonl, durations.png and, last, stats.json of the kept clips."""
     train_ids, val_ids = split_ids(sorted(k.row.id for k in kept), settings.val_fraction, settings.seed)
     split_of: dict[str, typing.Literal["train", "val"]] = {i: "train" for i in train_ids}
@@ -493,12 +571,23 @@ def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[
     atomic_write_text(out / "metadata.csv", "".join(line[k.row.id] for k in kept))
     atomic_write_text(out / "metadata_train.csv", "".join(line[i] for i in train_ids))
     atomic_write_text(out / "metadata_val.csv", "".join(line[i] for i in val_ids))
-    write_records(out / "samples.jsonl", SampleRecord, [
-        SampleRecord(id=k.row.id, wav=f"wavs/{k.row.id}.wav", text=k.text, duration=round(k.duration, 3),
-                     split=split_of[k.row.id], language=lang, avg_logprob=k.row.avg_logprob,
-                     source=clip.source if (clip := manifest.get(k.row.id)) else None)
-        for k in kept
-    ])
+    write_records(
+        out / "samples.jsonl",
+        SampleRecord,
+        [
+            SampleRecord(
+                id=k.row.id,
+                wav=f"wavs/{k.row.id}.wav",
+                text=k.text,
+                duration=round(k.duration, 3),
+                split=split_of[k.row.id],
+                language=lang,
+                avg_logprob=k.row.avg_logprob,
+                source=clip.source if (clip := manifest.get(k.row.id)) else None,
+            )
+            for k in kept
+        ],
+    )
     write_records(out / "dropped.jsonl", DropRecord, dropped)
 
     durations = [k.duration for k in kept]
@@ -509,8 +598,12 @@ def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[
         log.warning("%s", w)
     _histogram(durations, max_audio_seconds, out / "durations.png")
     stats = DatasetStats(
-        language=lang, max_audio_seconds=max_audio_seconds, min_audio_seconds=MIN_AUDIO_SECONDS,
-        char_limit=limit_chars, text_token_limit=TEXT_TOKEN_LIMIT, token_check=token_check,
+        language=lang,
+        max_audio_seconds=max_audio_seconds,
+        min_audio_seconds=MIN_AUDIO_SECONDS,
+        char_limit=limit_chars,
+        text_token_limit=TEXT_TOKEN_LIMIT,
+        token_check=token_check,
         samples=SampleCounts(train=len(train_ids), val=len(val_ids), total=len(kept)),
         minutes=round(minutes, 3),
         minutes_per_split={k: round(v, 3) for k, v in by_split.items()},
@@ -518,8 +611,12 @@ def _write_tables(out: Path, ws: Workspace, settings: BuildSettings, kept: list[
         chars_per_second=_distribution([len(k.text) / k.duration for k in kept if k.duration > 0]),
         dropped=dict(Counter(d.reason for d in dropped)),
         rejected_by_transcribe=dict(Counter(d.detail for d in dropped if d.reason == "rejected")),
-        screen=_screen_summary(ws), val_fraction=settings.val_fraction, seed=settings.seed,
-        warnings=warnings, input_hash=input_hash, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        screen=_screen_summary(ws),
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        warnings=warnings,
+        input_hash=input_hash,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     write_record(out / "stats.json", DatasetStats, stats)  # written last: the dataset is complete
     return stats
@@ -533,17 +630,32 @@ def _screen_summary(ws: Workspace) -> ScreenSummary | None:
         s = read_record(ws.screen_stats, ScreenStats)
     except RecordError:
         return None
-    return ScreenSummary(clips=s.clips, kept=s.kept, kept_minutes=s.kept_minutes, dropped=s.dropped,
-                         dropped_minutes=s.dropped_minutes, speakers=s.speakers, thresholds=s.thresholds,
-                         dnsmos_ovrl=s.dnsmos_ovrl, dnsmos_bak=s.dnsmos_bak, filters=s.filters,
-                         speaker_refs=s.speaker_refs, speaker_encoder=s.speaker_encoder)
+    return ScreenSummary(
+        clips=s.clips,
+        kept=s.kept,
+        kept_minutes=s.kept_minutes,
+        dropped=s.dropped,
+        dropped_minutes=s.dropped_minutes,
+        speakers=s.speakers,
+        thresholds=s.thresholds,
+        dnsmos_ovrl=s.dnsmos_ovrl,
+        dnsmos_bak=s.dnsmos_bak,
+        filters=s.filters,
+        speaker_refs=s.speaker_refs,
+        speaker_encoder=s.speaker_encoder,
+    )
 
 
 # ------------------------------------------------------------------ check
 
 
-def check_dataset(path: Path, base_model: str = "coqui/XTTS-v2", language: str | None = None,
-                  val_fraction: float = 0.1, seed: int = 42) -> CheckResult:
+def check_dataset(
+    path: Path,
+    base_model: str = "coqui/XTTS-v2",
+    language: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+) -> CheckResult:
     """Validate any dataset folder the way ``xttsft train`` reads it (the same code,
     :mod:`xttsft.datasets`): every row it would refuse or drop is listed, none stops the check.
 
@@ -590,15 +702,27 @@ def _check_limits(base_model: str) -> tuple[Any, int, int, str]:
             from xttsft.model import load_xtts, resolve_base_model
 
             xtts = load_xtts(resolve_base_model(base_model), for_training=True, keep_decoder=False)
-            return (xtts.tokenizer.encode, model_limits(xtts.args.gpt_max_audio_tokens),
-                    xtts.args.gpt_max_text_tokens, f"limits and tokens of the base model {base_model}")
+            return (
+                xtts.tokenizer.encode,
+                model_limits(xtts.args.gpt_max_audio_tokens),
+                xtts.args.gpt_max_text_tokens,
+                f"limits and tokens of the base model {base_model}",
+            )
         vocab = find_vocab(base_model)
         if vocab is not None:  # XTTS-v2's vocabulary is cached: its tokens, its limits
             from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
 
-            return (VoiceBpeTokenizer(vocab_file=str(vocab)).encode, model_limits(605), 402,
-                    f"limits and tokens of {base_model}")
+            return (
+                VoiceBpeTokenizer(vocab_file=str(vocab)).encode,
+                model_limits(605),
+                402,
+                f"limits and tokens of {base_model}",
+            )
     except Exception as exc:  # noqa: BLE001 - a broken or partial model folder: say so, check on
         log.warning("Cannot read the base model %s for --check (%s); checking by characters.", base_model, exc)
-    return (None, model_limits(605), 402,
-            f"{base_model} is not on this machine: XTTS-v2's limits, text length counted in characters")
+    return (
+        None,
+        model_limits(605),
+        402,
+        f"{base_model} is not on this machine: XTTS-v2's limits, text length counted in characters",
+    )

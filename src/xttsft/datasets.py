@@ -41,7 +41,25 @@ __all__ = ["XTTS_LANGUAGES", "Row", "Dataset", "Sample", "Inspection", "read_dat
 log = logging.getLogger(__name__)
 
 #: The languages XTTS-v2 speaks.
-XTTS_LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi")
+XTTS_LANGUAGES = (
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
+)
 COQUI_HEADER = ("audio_file", "text", "speaker_name")
 MIN_SAMPLES = int(0.5 * TRAIN_SR)  # coqui refuses clips shorter than 0.5 s
 
@@ -69,8 +87,10 @@ class Dataset:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (where: id, why)
 
     def describe(self) -> str:
-        return (f"{self.root}: {self.layout}, {len(self.train)} train + {len(self.val)} val rows, "
-                f"language {self.language} (from {self.language_source})")
+        return (
+            f"{self.root}: {self.layout}, {len(self.train)} train + {len(self.val)} val rows, "
+            f"language {self.language} (from {self.language_source})"
+        )
 
 
 @dataclass
@@ -104,10 +124,14 @@ def _read_rows(path: Path) -> tuple[list[list[str]], bool]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: not UTF-8 text ({exc.reason}).",
-                           hint="Save the metadata as UTF-8 (most editors: 'Save with encoding').") from None
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason}).",
+            hint="Save the metadata as UTF-8 (most editors: 'Save with encoding').",
+        ) from None
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc}).", hint="Check the file's permissions.") from None
+        raise DatasetError(
+            f"{path}: cannot read it ({exc.strerror or exc}).", hint="Check the file's permissions."
+        ) from None
     rows = list(csv.reader(text.splitlines(), delimiter="|", quoting=csv.QUOTE_NONE))
     header = bool(rows) and tuple(c.strip() for c in rows[0][:3]) == COQUI_HEADER
     return rows, header
@@ -175,12 +199,16 @@ def _language(root: Path, flag: str | None) -> tuple[str, str]:
     elif (from_stats := stats_language(root)) is not None:
         lang, source = from_stats, "stats.json"
     else:
-        raise DatasetError(f"{root}: the dataset's language is unknown (no lang.txt, no language in stats.json).",
-                           hint="Pass --language (pt, en, ...), or write it in lang.txt in the dataset folder.")
+        raise DatasetError(
+            f"{root}: the dataset's language is unknown (no lang.txt, no language in stats.json).",
+            hint="Pass --language (pt, en, ...), or write it in lang.txt in the dataset folder.",
+        )
     lang = lang.strip().lower()
     if lang not in XTTS_LANGUAGES:
-        raise DatasetError(f"{root}: language {lang!r} (from {source}) is not one XTTS-v2 speaks.",
-                           hint=f"XTTS-v2 speaks {', '.join(XTTS_LANGUAGES)}; pass --language.")
+        raise DatasetError(
+            f"{root}: language {lang!r} (from {source}) is not one XTTS-v2 speaks.",
+            hint=f"XTTS-v2 speaks {', '.join(XTTS_LANGUAGES)}; pass --language.",
+        )
     return lang, source
 
 
@@ -217,8 +245,10 @@ def read_dataset(root: Path, language: str | None = None, val_fraction: float = 
 
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"Dataset folder {root} does not exist.",
-                           hint="Run `xttsft build` first, or point --dataset-dir at an LJSpeech folder.")
+        raise DatasetError(
+            f"Dataset folder {root} does not exist.",
+            hint="Run `xttsft build` first, or point --dataset-dir at an LJSpeech folder.",
+        )
     lang, source = _language(root, language)
     refused: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -226,8 +256,11 @@ def read_dataset(root: Path, language: str | None = None, val_fraction: float = 
     val_file = next((root / n for n in ("metadata_val.csv", "metadata_eval.csv") if (root / n).is_file()), None)
     if train_file.is_file() and val_file is not None:
         coqui = _read_rows(train_file)[1]
-        layout = ("coqui formatter (audio_file|text|speaker_name)" if coqui
-                  else f"LJSpeech metadata_train.csv + {val_file.name}")
+        layout = (
+            "coqui formatter (audio_file|text|speaker_name)"
+            if coqui
+            else f"LJSpeech metadata_train.csv + {val_file.name}"
+        )
         train = _rows_of(root, train_file, coqui, seen, refused)
         val = _rows_of(root, val_file, coqui, seen, refused)
     elif (root / "metadata.csv").is_file():
@@ -278,8 +311,16 @@ def inspect_samples(
     return out
 
 
-def _measure(row: Row, language: str, tokenize: Any, max_wav: int, max_tokens: int, sf: Any,
-             by_audio: dict[str, str], out: Inspection) -> tuple[str | None, Sample | None]:
+def _measure(
+    row: Row,
+    language: str,
+    tokenize: Any,
+    max_wav: int,
+    max_tokens: int,
+    sf: Any,
+    by_audio: dict[str, str],
+    out: Inspection,
+) -> tuple[str | None, Sample | None]:
     if not row.wav.is_file():
         return "missing wav", None
     try:

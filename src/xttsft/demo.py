@@ -24,7 +24,17 @@ from xttsft.errors import MissingDependencyError
 from xttsft.io import atomic_path
 from xttsft.progress import Progress, no_progress
 
-__all__ = ["DEMO_LANGUAGE", "DEMO_RECORDINGS", "DEMO_WHISPER", "demo_language", "make_demo_corpus", "demo_transcript", "Turn", "Interview", "make_interview"]
+__all__ = [
+    "DEMO_LANGUAGE",
+    "DEMO_RECORDINGS",
+    "DEMO_WHISPER",
+    "demo_language",
+    "make_demo_corpus",
+    "demo_transcript",
+    "Turn",
+    "Interview",
+    "make_interview",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +137,9 @@ def _speak(espeak: str, voice: str, text: str, out: Path, rate: int) -> None:
     subprocess.run([espeak, "-v", voice, "-s", str(rate), "-w", str(out), text], check=True, capture_output=True)
 
 
-def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress = no_progress,
-                     language: str = DEMO_LANGUAGE) -> list[Path]:
+def make_demo_corpus(
+    dest: Path, pause_seconds: float = 0.7, progress: Progress = no_progress, language: str = DEMO_LANGUAGE
+) -> list[Path]:
     """Write the demo recordings of ``language`` (a WAV per entry of DEMO_RECORDINGS[language]) into ``dest``.
 
     Existing recordings are kept (re-runs do nothing). Returns their paths.
@@ -171,11 +182,26 @@ def make_demo_corpus(dest: Path, pause_seconds: float = 0.7, progress: Progress 
                 filters.append(f"{silence}[p{j}]")
                 labels.append(f"[p{j}]")
         lead = f"aevalsrc=0:d=0.5:s=22050:c=mono[lead];{silence}[tail]"
-        graph = ";".join(filters + [lead]) + ";[lead]" + "".join(labels) + f"[tail]concat=n={len(labels) + 2}:v=0:a=1[out]"
+        graph = (
+            ";".join(filters + [lead]) + ";[lead]" + "".join(labels) + f"[tail]concat=n={len(labels) + 2}:v=0:a=1[out]"
+        )
         with atomic_path(out) as tmp:
             subprocess.run(
-                [ffmpeg, "-nostdin", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
-                 "-map", "[out]", "-c:a", "pcm_s16le", str(tmp)],
+                [
+                    ffmpeg,
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    *inputs,
+                    "-filter_complex",
+                    graph,
+                    "-map",
+                    "[out]",
+                    "-c:a",
+                    "pcm_s16le",
+                    str(tmp),
+                ],
                 check=True,
             )
         for part in parts:
@@ -304,8 +330,9 @@ def make_interview(dest: Path, seed: int = 0) -> Interview:
 
     espeak, ffmpeg = shutil.which("espeak-ng"), shutil.which("ffmpeg")
     if espeak is None or ffmpeg is None:
-        raise MissingDependencyError("The interview needs espeak-ng and ffmpeg.",
-                                     hint="sudo apt-get install -y espeak-ng ffmpeg")
+        raise MissingDependencyError(
+            "The interview needs espeak-ng and ffmpeg.", hint="sudo apt-get install -y espeak-ng ffmpeg"
+        )
     sr = 22050
     dest.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -340,9 +367,13 @@ def make_interview(dest: Path, seed: int = 0) -> Interview:
     sf.write(str(wav), y, sr, subtype="PCM_16")
     recording, excerpt = dest / "interview.mp3", dest / "excerpt.ogg"
     offset = 20.0
-    for out, args in ((recording, ["-c:a", "libmp3lame", "-b:a", "128k"]),
-                      (excerpt, ["-ss", str(offset), "-t", "50", "-c:a", "libvorbis", "-b:a", "64k", "-ar", "44100"])):
+    for out, args in (
+        (recording, ["-c:a", "libmp3lame", "-b:a", "128k"]),
+        (excerpt, ["-ss", str(offset), "-t", "50", "-c:a", "libvorbis", "-b:a", "64k", "-ar", "44100"]),
+    ):
         with atomic_path(out) as tmp:
-            subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *args, str(tmp)], check=True)
+            subprocess.run(
+                [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *args, str(tmp)], check=True
+            )
     wav.unlink()
     return Interview(recording, excerpt, offset, tuple(turns))

@@ -213,8 +213,9 @@ def _count_lines(path: Path) -> int:
 Found = tuple[list[Check], dict[str, Any]]
 
 
-def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_error: str | None = None,
-             use_lora: bool = True) -> DoctorReport:
+def diagnose(
+    workspace: Workspace, dataset_dir: Path | None = None, settings_error: str | None = None, use_lora: bool = True
+) -> DoctorReport:
     """Gather the facts, the recommendation and the checks for ``workspace``: one probe per row.
 
     ``dataset_dir`` is the dataset the settings point at (default: the
@@ -226,8 +227,17 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
     checks: list[Check] = []
     facts: dict[str, Any] = {}
     for found, known in (
-        _python(), _torch(hw), _gpus(hw), _memory(hw, use_lora), _disk(workspace), _ffmpeg(), _espeak(),
-        _xtts_base(), _tiny(), _dataset(workspace, dataset_dir), _settings(settings_error),
+        _python(),
+        _torch(hw),
+        _gpus(hw),
+        _memory(hw, use_lora),
+        _disk(workspace),
+        _ffmpeg(),
+        _espeak(),
+        _xtts_base(),
+        _tiny(),
+        _dataset(workspace, dataset_dir),
+        _settings(settings_error),
     ):
         checks += found
         facts.update(known)
@@ -238,8 +248,10 @@ def diagnose(workspace: Workspace, dataset_dir: Path | None = None, settings_err
 def _python() -> Found:
     py = platform.python_version()
     ok = sys.version_info >= (3, 10)
-    return ([Check("python", "ok" if ok else "fail", py, "" if ok else "Use Python 3.10-3.13.")],
-            {"python": py, "platform": platform.platform()})
+    return (
+        [Check("python", "ok" if ok else "fail", py, "" if ok else "Use Python 3.10-3.13.")],
+        {"python": py, "platform": platform.platform()},
+    )
 
 
 def _torch(hw: HardwareFacts) -> Found:
@@ -248,24 +260,43 @@ def _torch(hw: HardwareFacts) -> Found:
     if version is None:
         return [Check("torch", "fail", "not installed", "pip install -e . (installs torch)")], facts
     if hw.gpus and cuda is None:
-        return [Check("torch", "warn", f"{version} (CPU-only build) but a GPU is present",
-                      "Install a CUDA build of torch: https://pytorch.org/get-started/locally/")], facts
+        return [
+            Check(
+                "torch",
+                "warn",
+                f"{version} (CPU-only build) but a GPU is present",
+                "Install a CUDA build of torch: https://pytorch.org/get-started/locally/",
+            )
+        ], facts
     return [Check("torch", "ok", f"{version} ({f'CUDA {cuda}' if cuda else 'CPU build'})")], facts
 
 
 def _gpus(hw: HardwareFacts) -> Found:
     if not hw.gpus:
-        return [Check("gpu", "warn", "no CUDA GPU found",
-                      "Training works on CPU but is slow; use a machine with an NVIDIA GPU (8 GB+) "
-                      "and its driver (nvidia-smi) for a real voice.")], {}
+        return [
+            Check(
+                "gpu",
+                "warn",
+                "no CUDA GPU found",
+                "Training works on CPU but is slow; use a machine with an NVIDIA GPU (8 GB+) "
+                "and its driver (nvidia-smi) for a real voice.",
+            )
+        ], {}
     checks = []
     for g in hw.gpus:
         free = "" if g.free_gib is None else f", {g.free_gib:.1f} GB free"
         cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
         detail = f"{g.name}: {g.total_gib:.1f} GB{free}, compute {cc}, bf16 {'yes' if g.bf16 else 'no'}"
         if g.total_gib < 5.5:
-            checks.append(Check(f"gpu {g.index}", "warn", detail, "XTTS-v2 LoRA training needs about 6 GB of VRAM; "
-                                "use a bigger card, or train on the CPU: xttsft train --device cpu."))
+            checks.append(
+                Check(
+                    f"gpu {g.index}",
+                    "warn",
+                    detail,
+                    "XTTS-v2 LoRA training needs about 6 GB of VRAM; "
+                    "use a bigger card, or train on the CPU: xttsft train --device cpu.",
+                )
+            )
         else:
             checks.append(Check(f"gpu {g.index}", "ok", detail))
     return checks, {}
@@ -275,8 +306,14 @@ def _memory(hw: HardwareFacts, use_lora: bool) -> Found:
     checks = [Check("cpu", "ok", f"{hw.cpu_count} cores")]
     need = 9.0 if use_lora else 11.0
     if hw.ram_total_gib and hw.ram_total_gib < need and not hw.gpus:
-        checks.append(Check("ram", "warn", f"{hw.ram_total_gib:.1f} GB total",
-                            f"CPU training of XTTS-v2 peaks near {need:.0f} GB; close other programs or add swap."))
+        checks.append(
+            Check(
+                "ram",
+                "warn",
+                f"{hw.ram_total_gib:.1f} GB total",
+                f"CPU training of XTTS-v2 peaks near {need:.0f} GB; close other programs or add swap.",
+            )
+        )
     else:
         avail = "" if hw.ram_available_gib is None else f", {hw.ram_available_gib:.1f} GB available"
         checks.append(Check("ram", "ok", f"{hw.ram_total_gib:.1f} GB total{avail}"))
@@ -289,11 +326,24 @@ def _disk(workspace: Workspace) -> Found:
     detail = f"{free_gib:.1f} GB free at {at}"
     facts = {"disk_free_gib": round(free_gib, 2), "disk_path": str(at)}
     if free_gib < 3:
-        return [Check("disk", "fail", detail, "XTTS-v2 (1.9 GB), the dataset and checkpoints need at least 3 GB; "
-                      "free space or use --workdir on a bigger disk.")], facts
+        return [
+            Check(
+                "disk",
+                "fail",
+                detail,
+                "XTTS-v2 (1.9 GB), the dataset and checkpoints need at least 3 GB; "
+                "free space or use --workdir on a bigger disk.",
+            )
+        ], facts
     if free_gib < 20:
-        return [Check("disk", "warn", detail,
-                      "Full fine-tune checkpoints are ~1.7 GB each; keep 20 GB free (fewer with LoRA).")], facts
+        return [
+            Check(
+                "disk",
+                "warn",
+                detail,
+                "Full fine-tune checkpoints are ~1.7 GB each; keep 20 GB free (fewer with LoRA).",
+            )
+        ], facts
     return [Check("disk", "ok", detail)], facts
 
 
@@ -302,8 +352,14 @@ def _ffmpeg() -> Found:
     version = _tool_version(exe, ["-version"], r"ffmpeg version (\S+)") if exe else None
     if exe:
         return [Check("ffmpeg", "ok", f"{version} ({exe})")], {"ffmpeg": version}
-    return [Check("ffmpeg", "fail", "not found on PATH",
-                  "Install it: sudo apt-get install ffmpeg (macOS: brew install ffmpeg).")], {"ffmpeg": None}
+    return [
+        Check(
+            "ffmpeg",
+            "fail",
+            "not found on PATH",
+            "Install it: sudo apt-get install ffmpeg (macOS: brew install ffmpeg).",
+        )
+    ], {"ffmpeg": None}
 
 
 def _espeak() -> Found:
@@ -311,22 +367,40 @@ def _espeak() -> Found:
     version = _tool_version(exe, ["--version"], r"eSpeak NG text-to-speech:\s*(\S+)") if exe else None
     if exe:
         return [Check("espeak-ng", "ok", f"{version} (optional: tests and demo)")], {"espeak_ng": version}
-    return [Check("espeak-ng", "warn", "not found (optional: only tests and the demo use it)",
-                  "sudo apt-get install espeak-ng")], {"espeak_ng": None}
+    return [
+        Check(
+            "espeak-ng",
+            "warn",
+            "not found (optional: only tests and the demo use it)",
+            "sudo apt-get install espeak-ng",
+        )
+    ], {"espeak_ng": None}
 
 
 def _xtts_base() -> Found:
     try:
         missing, where = _xtts_cache()
     except Exception as exc:  # noqa: BLE001 - huggingface_hub missing or cache unreadable
-        return [Check("xtts-v2 base", "warn", f"cannot read the Hugging Face cache: {exc}",
-                      "pip install -e . (installs huggingface_hub)")], {"xtts_base_cached": False, "xtts_base_dir": None}
+        return [
+            Check(
+                "xtts-v2 base",
+                "warn",
+                f"cannot read the Hugging Face cache: {exc}",
+                "pip install -e . (installs huggingface_hub)",
+            )
+        ], {"xtts_base_cached": False, "xtts_base_dir": None}
     facts = {"xtts_base_cached": not missing, "xtts_base_dir": str(where) if where and not missing else None}
     if not missing:
         return [Check("xtts-v2 base", "ok", f"cached in {where}")], facts
-    return [Check("xtts-v2 base", "warn", f"not in the local Hugging Face cache (missing {', '.join(missing)})",
-                  "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local folder: "
-                  "xttsft train --base-model DIR.")], facts
+    return [
+        Check(
+            "xtts-v2 base",
+            "warn",
+            f"not in the local Hugging Face cache (missing {', '.join(missing)})",
+            "`xttsft train` downloads it once (~1.9 GB, needs internet); or pass a local folder: "
+            "xttsft train --base-model DIR.",
+        )
+    ], facts
 
 
 def _tiny() -> Found:
@@ -344,9 +418,15 @@ def _dataset(workspace: Workspace, dataset_dir: Path | None) -> Found:
         val = ds / "metadata_val.csv"
         n_val = _count_lines(val) if val.is_file() else 0
         return [Check("dataset", "ok", f"{ds}: {n_train} train, {n_val} val samples")], facts
-    return [Check("dataset", "warn", f"no {meta}" if not meta.is_file() else f"{meta} is empty",
-                  "Build it: xttsft fetch, segment, transcribe, build (or train on a dataset of your own: "
-                  "xttsft train --dataset-dir DIR).")], facts
+    return [
+        Check(
+            "dataset",
+            "warn",
+            f"no {meta}" if not meta.is_file() else f"{meta} is empty",
+            "Build it: xttsft fetch, segment, transcribe, build (or train on a dataset of your own: "
+            "xttsft train --dataset-dir DIR).",
+        )
+    ], facts
 
 
 def _settings(error: str | None) -> Found:

@@ -218,7 +218,11 @@ def fingerprint(x: np.ndarray) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(FP_FFT, 1 / SR)
     bands = np.stack(
-        [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(FP_BANDS[:-1], FP_BANDS[1:], strict=True)], axis=1
+        [
+            power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
+            for lo, hi in zip(FP_BANDS[:-1], FP_BANDS[1:], strict=True)
+        ],
+        axis=1,
     )
     energy = np.log10(bands + 1e-10)
     d = energy[:, :-1] - energy[:, 1:]  # (n, 16)
@@ -294,8 +298,9 @@ def match_fingerprints(
             if v >= min_votes and v > best.get(cj, (0, 0))[0]:
                 best[cj] = (v, off)
         for cj, (_, near) in best.items():
-            off, frames, ber = min(((o, *_bit_errors(fp, prints[cj], o)) for o in (near - 1, near, near + 1)),
-                                   key=lambda t: t[2])
+            off, frames, ber = min(
+                ((o, *_bit_errors(fp, prints[cj], o)) for o in (near - 1, near, near + 1)), key=lambda t: t[2]
+            )
             sound = min(int((fp >= 0).sum()), int((prints[cj] >= 0).sum()))
             if frames and ber <= max_bit_error and frames >= min_overlap * sound:
                 found.append(FingerprintMatch(ci, cj, off, round(frames * FP_HOP / SR, 2), round(ber, 3)))

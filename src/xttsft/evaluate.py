@@ -106,6 +106,7 @@ DEFAULT_SENTENCES: dict[str, list[str]] = {
 # measures
 # ---------------------------------------------------------------------------
 
+
 def normalize_for_cer(text: str) -> str:
     """Lowercase, NFKC, punctuation and symbols removed, whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text or "").lower()
@@ -213,7 +214,9 @@ def transcribe_file(whisper: Any, path: Path, language: str) -> str:
     lang = language.split("-")[0]
     if not getattr(whisper.model, "is_multilingual", True):
         lang = "en"
-    segments, _ = whisper.transcribe(str(path), language=lang, beam_size=1, vad_filter=False, condition_on_previous_text=False)
+    segments, _ = whisper.transcribe(
+        str(path), language=lang, beam_size=1, vad_filter=False, condition_on_previous_text=False
+    )
     return " ".join(s.text.strip() for s in segments).strip()
 
 
@@ -227,6 +230,7 @@ def read_sentences(path: Path) -> list[str]:
 # ---------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class EvalRow:
@@ -394,9 +398,19 @@ def evaluate(
     notes = ["These numbers measure the tiny random model's noise, not a voice."] if tiny else []
     notes += _babble_notes(summary)
     result = EvalResult(
-        run=plan.run, language=plan.language, out_dir=out_dir, rows=rows, summary=summary, references=plan.refs,
-        heldout=plan.heldout, whisper_model=plan.whisper_model, heldout_self_similarity=held_self, tiny=tiny,
-        seed=seed, notes=notes, heldout_self_similarity_ge2e=held_self_ge2e,
+        run=plan.run,
+        language=plan.language,
+        out_dir=out_dir,
+        rows=rows,
+        summary=summary,
+        references=plan.refs,
+        heldout=plan.heldout,
+        whisper_model=plan.whisper_model,
+        heldout_self_similarity=held_self,
+        tiny=tiny,
+        seed=seed,
+        notes=notes,
+        heldout_self_similarity_ge2e=held_self_ge2e,
     )
     atomic_write_json(result.json_path, _to_json(result))
     return result
@@ -408,14 +422,23 @@ def _babble_notes(summary: dict[str, dict[str, float]]) -> list[str]:
     for system, figs in summary.items():
         ratio = figs.get("short_length_ratio", float("nan"))
         if ratio == ratio and ratio > 1.5:
-            out.append(f"{system}: short prompts came out {ratio:.1f}x as long as their words take: a tail of noise "
-                       "or babble after short sentences. Training on short clips too helps (issue of every XTTS "
-                       "fine-tune: coqui-ai/TTS #3204).")
+            out.append(
+                f"{system}: short prompts came out {ratio:.1f}x as long as their words take: a tail of noise "
+                "or babble after short sentences. Training on short clips too helps (issue of every XTTS "
+                "fine-tune: coqui-ai/TTS #3204)."
+            )
     return out
 
 
-def _plan(ws: Workspace, settings: SynthSettings, transcribe_settings: TranscribeSettings, run: str | None,
-          sentences_file: Path | None, whisper_model: str | None, num_heldout: int) -> _Plan:
+def _plan(
+    ws: Workspace,
+    settings: SynthSettings,
+    transcribe_settings: TranscribeSettings,
+    run: str | None,
+    sentences_file: Path | None,
+    whisper_model: str | None,
+    num_heldout: int,
+) -> _Plan:
     """The run, language, sentences, reference and held-out clips and the Whisper model: all checked
     (and Whisper fetched) before a TTS model loads."""
     from xttsft.model import read_run_info, resolve_run
@@ -440,8 +463,9 @@ def _plan(ws: Workspace, settings: SynthSettings, transcribe_settings: Transcrib
     if not dataset.is_dir() and ws.dataset_dir.is_dir():  # the run's dataset was moved or deleted
         dataset = ws.dataset_dir
     refs, heldout = _clips(dataset, settings.num_references, num_heldout, info.dataset_split)
-    return _Plan(name, run_dir, language, speaking_rate(dataset), list(sentences), refs, heldout, whisper_model,
-                 whisper_path)
+    return _Plan(
+        name, run_dir, language, speaking_rate(dataset), list(sentences), refs, heldout, whisper_model, whisper_path
+    )
 
 
 def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any) -> tuple[list[Path], list[Path]]:
@@ -453,8 +477,9 @@ def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any
     except DatasetError:
         refs = select_reference_clips(dataset, count=num_references, split_rule=split_rule)
     try:
-        heldout = select_reference_clips(dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val",
-                                         split_rule=split_rule)
+        heldout = select_reference_clips(
+            dataset, count=num_heldout, min_seconds=2.0, max_seconds=30.0, split="val", split_rule=split_rule
+        )
     except DatasetError as exc:
         raise DatasetError(
             f"No held-out clips to measure speaker similarity against: {exc.message}",
@@ -462,19 +487,29 @@ def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any
         ) from None
     unseen = [h for h in heldout if h not in refs]
     if not unseen:
-        log.warning("Every held-out clip is also a conditioning clip; speaker similarity will read high. "
-                    "A larger val split (BUILD_VAL_FRACTION) gives an honest figure.")
+        log.warning(
+            "Every held-out clip is also a conditioning clip; speaker similarity will read high. "
+            "A larger val split (BUILD_VAL_FRACTION) gives an honest figure."
+        )
     return refs, unseen or heldout
 
 
-def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: list[str], out_dir: Path, seed: int,
-                progress: Progress) -> tuple[list[EvalRow], Any]:
+def _synthesize(
+    ws: Workspace,
+    plan: _Plan,
+    settings: SynthSettings,
+    systems: list[str],
+    out_dir: Path,
+    seed: int,
+    progress: Progress,
+) -> tuple[list[EvalRow], Any]:
     """Every sentence with every system (the fine-tuned run, then its base); the last voice loaded."""
     from xttsft.synth import ModelSource, conditioning, load_voice, speak, write_audio
 
     progress(description="loading the fine-tuned model")
-    voice: Any = load_voice(ws, ModelSource("run", plan.run, plan.run_dir), checkpoint=settings.checkpoint,
-                            device=settings.device)
+    voice: Any = load_voice(
+        ws, ModelSource("run", plan.run, plan.run_dir), checkpoint=settings.checkpoint, device=settings.device
+    )
     base_spec = str(voice.base_dir)
     rows: list[EvalRow] = []
     for system in systems:
@@ -491,8 +526,17 @@ def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: li
             elapsed = time.perf_counter() - t0
             rel = f"{system}/s{i:02d}.wav"
             write_audio(wav, out_dir / rel, voice.sample_rate)
-            rows.append(EvalRow(system, i, text, rel, duration=len(wav) / voice.sample_rate, seconds=elapsed,
-                                expected=len(text) / plan.chars_per_second))
+            rows.append(
+                EvalRow(
+                    system,
+                    i,
+                    text,
+                    rel,
+                    duration=len(wav) / voice.sample_rate,
+                    seconds=elapsed,
+                    expected=len(text) / plan.chars_per_second,
+                )
+            )
             progress(advance=1)
     return rows, voice
 
@@ -500,15 +544,16 @@ def _synthesize(ws: Workspace, plan: _Plan, settings: SynthSettings, systems: li
 def _xtts_similarity(model: Any, rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
     """Each output's mean cosine to the held-out clips (XTTS's speaker encoder); the held-out clips' own."""
     held_emb = [speaker_embedding(model, h) for h in heldout]
-    held_self = _mean([cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1:]])
+    held_self = _mean([cosine(a, b) for i, a in enumerate(held_emb) for b in held_emb[i + 1 :]])
     for row in rows:
         emb = speaker_embedding(model, out_dir / row.wav)
         row.similarity = _mean([cosine(emb, h) for h in held_emb])
     return held_self
 
 
-def _transcribe_rows(rows: list[EvalRow], transcribe_settings: TranscribeSettings, plan: _Plan, out_dir: Path,
-                     progress: Progress) -> None:
+def _transcribe_rows(
+    rows: list[EvalRow], transcribe_settings: TranscribeSettings, plan: _Plan, out_dir: Path, progress: Progress
+) -> None:
     """What Whisper hears in every output, and its character error rate against the sentence."""
     progress(description="transcribing with Whisper")
     whisper = load_whisper(transcribe_settings, plan.whisper_path)
@@ -540,7 +585,9 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
         "independent_speaker_encoder": SPEAKER_ENCODER_NAME + ", independent of XTTS",
         "heldout_self_similarity_ge2e": clean(result.heldout_self_similarity_ge2e),
         "summary": {s: {k: clean(v) for k, v in d.items()} for s, d in result.summary.items()},
-        "rows": [{**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf),
-                  "length_ratio": clean(r.length_ratio)} for r in result.rows],
+        "rows": [
+            {**{k: clean(v) for k, v in asdict(r).items()}, "rtf": clean(r.rtf), "length_ratio": clean(r.length_ratio)}
+            for r in result.rows
+        ],
         "notes": result.notes,
     }

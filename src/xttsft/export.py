@@ -77,8 +77,9 @@ def stock_state_dict(xtts: Any) -> dict[str, Any]:
 
 
 def _source_id(ck_path: Path, meta: CheckpointMeta, references: list[str]) -> ExportSource:
-    return ExportSource(checkpoint=str(ck_path), saved=meta.saved, step=meta.step, epoch=meta.epoch,
-                        references=references)
+    return ExportSource(
+        checkpoint=str(ck_path), saved=meta.saved, step=meta.step, epoch=meta.epoch, references=references
+    )
 
 
 @dataclass
@@ -105,8 +106,16 @@ class _Job:
 
     def result(self, skipped: bool = False) -> ExportResult:
         files = sorted(p for p in self.out_dir.iterdir() if p.is_file())
-        return ExportResult(self.out_dir, self.kind, self.name, self.checkpoint.path.name, self.mode, files,
-                            skipped=skipped, tiny=self.info.tiny)
+        return ExportResult(
+            self.out_dir,
+            self.kind,
+            self.name,
+            self.checkpoint.path.name,
+            self.mode,
+            files,
+            skipped=skipped,
+            tiny=self.info.tiny,
+        )
 
 
 @stage_lock("export")
@@ -139,16 +148,26 @@ def export_run(
     base, identity = _base_of(job, progress)
     src = job.checkpoint.path if adapter_only else base
     assert src is not None
-    require_free_space(job.out_dir.parent, sum(f.stat().st_size for f in src.iterdir() if f.is_file())
-                       + sum(r.stat().st_size for r in job.refs), "export")
+    require_free_space(
+        job.out_dir.parent,
+        sum(f.stat().st_size for f in src.iterdir() if f.is_file()) + sum(r.stat().st_size for r in job.refs),
+        "export",
+    )
     with atomic_dir(job.out_dir) as tmp:
         _write(tmp, job, base, identity, progress)
     log.info("Exported %s (%s) to %s", job.name, job.kind, job.out_dir)
     return job.result()
 
 
-def _plan(ws: Workspace, run: str | None, checkpoint: str, out: Path | None, adapter_only: bool,
-          references: list[Path] | None, num_references: int) -> _Job:
+def _plan(
+    ws: Workspace,
+    run: str | None,
+    checkpoint: str,
+    out: Path | None,
+    adapter_only: bool,
+    references: list[Path] | None,
+    num_references: int,
+) -> _Job:
     """The run, checkpoint, folder and reference clips, each checked before anything is merged."""
     from xttsft import model as xmodel
     from xttsft.io import sha256_file, tidy_swaps
@@ -193,8 +212,12 @@ def _write(tmp: Path, job: _Job, base: Path | None, identity: Any, progress: Pro
     ck, info = job.checkpoint, job.info
     if job.adapter_only:
         progress(total=2, completed=0, description="copying the adapter")
-        _check_adapter(ck.path, InputError, "Export another checkpoint (--checkpoint latest or "
-                       "checkpoint_epoch_N), or resume the training to write a new one.")
+        _check_adapter(
+            ck.path,
+            InputError,
+            "Export another checkpoint (--checkpoint latest or "
+            "checkpoint_epoch_N), or resume the training to write a new one.",
+        )
         for fname in ("adapter_model.safetensors", "adapter_config.json"):
             shutil.copy2(ck.path / fname, tmp / fname)
         progress(advance=1)
@@ -205,10 +228,17 @@ def _write(tmp: Path, job: _Job, base: Path | None, identity: Any, progress: Pro
     for i, ref in enumerate(job.refs):
         shutil.copy2(ref, tmp / ("reference.wav" if i == 0 else f"reference_{i + 1}.wav"))
     record = job.marker_cls(
-        format="xttsft-adapter" if job.adapter_only else "xtts-v2", run=job.name, checkpoint=ck.path.name,
-        mode=job.mode, language=info.language, base_model=info.base_model, base_identity=identity,
-        dataset_dir=str(info.dataset_dir), speaker=job.name,
-        references=[p.name for p in sorted(tmp.glob("reference*.wav"))], source=job.source,
+        format="xttsft-adapter" if job.adapter_only else "xtts-v2",
+        run=job.name,
+        checkpoint=ck.path.name,
+        mode=job.mode,
+        language=info.language,
+        base_model=info.base_model,
+        base_identity=identity,
+        dataset_dir=str(info.dataset_dir),
+        speaker=job.name,
+        references=[p.name for p in sorted(tmp.glob("reference*.wav"))],
+        source=job.source,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         adapter_target="xtts.gpt.gpt (transformers GPT2Model inside coqui's GPT)" if job.adapter_only else None,
     )
@@ -225,8 +255,10 @@ def _require_folder_path(out_dir: Path) -> None:
         if p.is_dir():
             return
         if p.exists() or p.is_symlink():
-            raise InputError(f"{p} is a file, not a folder: cannot export to {out_dir}.",
-                             hint="Choose an --out folder that is not inside a file.")
+            raise InputError(
+                f"{p} is a file, not a folder: cannot export to {out_dir}.",
+                hint="Choose an --out folder that is not inside a file.",
+            )
 
 
 def _written_by_export(marker: Path) -> set[str] | None:
@@ -235,8 +267,15 @@ def _written_by_export(marker: Path) -> set[str] | None:
     return set(record.files) | {marker.name} if record is not None and record.files is not None else None
 
 
-_WRITTEN = (*_COPIED, "model.pth", "speakers_xtts.pth", "adapter_model.safetensors", "adapter_config.json",
-            EXPORT_MARKER, ADAPTER_MARKER)
+_WRITTEN = (
+    *_COPIED,
+    "model.pth",
+    "speakers_xtts.pth",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    EXPORT_MARKER,
+    ADAPTER_MARKER,
+)
 
 
 def _export_file(path: Path, written: set[str] | None) -> bool:
@@ -277,8 +316,10 @@ def _check_adapter(folder: Path, error: type[XttsftError], hint: str) -> None:
     from safetensors.torch import load_file
 
     weights, config = folder / "adapter_model.safetensors", folder / "adapter_config.json"
-    for path, read in ((weights, lambda: load_file(str(weights))),
-                       (config, lambda: json.loads(config.read_text(encoding="utf-8")))):
+    for path, read in (
+        (weights, lambda: load_file(str(weights))),
+        (config, lambda: json.loads(config.read_text(encoding="utf-8"))),
+    ):
         try:
             value = read()
         except (OSError, ValueError, SafetensorError) as exc:
@@ -345,8 +386,15 @@ def _write_merged(
         xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
         xtts.eval()
         voice = Voice(
-            model=xtts, source=ModelSource("folder", str(tmp), tmp), description="export", language=info.language,
-            base_dir=base, dataset_dir=None, tiny=xmodel.is_tiny(base), identity="export", device="cpu",
+            model=xtts,
+            source=ModelSource("folder", str(tmp), tmp),
+            description="export",
+            language=info.language,
+            base_dir=base,
+            dataset_dir=None,
+            tiny=xmodel.is_tiny(base),
+            identity="export",
+            device="cpu",
         )
         cond = conditioning(voice, refs, cache_dir=None)
         # SpeakerManager hands these to Xtts.inference in this order

@@ -46,8 +46,15 @@ Status = Literal["fetched", "present", "skipped", "failed"]
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _NETWORK_MARKERS = (
-    "Errno", "timed out", "Name or service not known", "Temporary failure in name resolution",
-    "Connection refused", "Network is unreachable", "getaddrinfo", "Connection reset", "No route to host",
+    "Errno",
+    "timed out",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "Connection refused",
+    "Network is unreachable",
+    "getaddrinfo",
+    "Connection reset",
+    "No route to host",
 )
 NETWORK_HINT = "Check the network connection (offline? import local files instead: `xttsft fetch FILE_OR_FOLDER`)."
 
@@ -165,23 +172,35 @@ def _sidecar_of(path: Path, bare_id: str, url: str) -> bool:
         side = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(side, dict) and str(side.get("extractor")).lower() == "generic"
-            and side.get("id") == bare_id and url in (side.get("url"), side.get("source")))
+    return (
+        isinstance(side, dict)
+        and str(side.get("extractor")).lower() == "generic"
+        and side.get("id") == bare_id
+        and url in (side.get("url"), side.get("source"))
+    )
 
 
 def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
     ext = src.suffix.lower()
     if ext not in audio.AUDIO_EXTENSIONS:
-        return FetchItem(shown, "skipped", reason=(
-            f"not a supported audio format ({ext or 'no extension'}); "
-            f"supported: {', '.join(sorted(e[1:].upper() for e in audio.AUDIO_EXTENSIONS))}"
-        ))
+        return FetchItem(
+            shown,
+            "skipped",
+            reason=(
+                f"not a supported audio format ({ext or 'no extension'}); "
+                f"supported: {', '.join(sorted(e[1:].upper() for e in audio.AUDIO_EXTENSIONS))}"
+            ),
+        )
     if src.stat().st_size == 0:
         return FetchItem(shown, "skipped", reason="empty file (0 bytes)")
     _, not_audio = _probe_audio(src)
     if not_audio:
-        return FetchItem(shown, "failed", reason=not_audio, hint="Import audio files (the extension alone is not "
-                         "enough), or convert this one with ffmpeg.")
+        return FetchItem(
+            shown,
+            "failed",
+            reason=not_audio,
+            hint="Import audio files (the extension alone is not enough), or convert this one with ffmpeg.",
+        )
     dest = raw_dir / visible_name(src.name)
     if dest.exists():
         if dest.resolve() == src.resolve() or dest.samefile(src):
@@ -207,7 +226,8 @@ def _import_file(src: Path, raw_dir: Path, shown: str) -> FetchItem:
 def _import_local(src: Path, raw_dir: Path) -> list[FetchItem]:
     if src.is_dir():
         files = sorted(
-            p for p in src.rglob("*")
+            p
+            for p in src.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
         )
         if not files:
@@ -307,16 +327,24 @@ def _download(url: str, settings: FetchSettings, ws: Workspace) -> list[FetchIte
     items: list[FetchItem] = []
     for info in done:
         if not info.get("filepath") or not Path(info["filepath"]).is_file():
-            items.append(FetchItem(url, "failed", title=info.get("title"),
-                                   reason="yt-dlp reported no audio file for this item"))
+            items.append(
+                FetchItem(url, "failed", title=info.get("title"), reason="yt-dlp reported no audio file for this item")
+            )
             continue
         fp = Path(info["filepath"])
         info_audio, not_audio = _probe_audio(fp)
         if not_audio or info_audio is None:  # an HTML error page, zeros, a broken stream: never archived as done
             fp.unlink(missing_ok=True)
             _forget_download(ws.download_archive, info)
-            items.append(FetchItem(url, "failed", title=info.get("title"), reason=f"the download is {not_audio}",
-                                   hint="Check the URL in a browser; the next run tries it again."))
+            items.append(
+                FetchItem(
+                    url,
+                    "failed",
+                    title=info.get("title"),
+                    reason=f"the download is {not_audio}",
+                    hint="Check the URL in a browser; the next run tries it again.",
+                )
+            )
             continue
         fp = _make_visible(fp)
         duration = info.get("duration") or info_audio.duration
@@ -372,23 +400,35 @@ def fetch(
         if path.exists():
             result.items.extend(_import_local(path, ws.raw_dir))
         elif src.lower().startswith("file:"):
-            result.items.append(FetchItem(
-                src, "failed", reason="file:// URLs are not downloaded",
-                hint="Import local files by their path: xttsft fetch /path/to/recording.mp3 (or a folder).",
-            ))
+            result.items.append(
+                FetchItem(
+                    src,
+                    "failed",
+                    reason="file:// URLs are not downloaded",
+                    hint="Import local files by their path: xttsft fetch /path/to/recording.mp3 (or a folder).",
+                )
+            )
         elif src.startswith("-"):
-            result.items.append(FetchItem(
-                src, "failed", reason="refused: looks like a command-line option, not a URL or a file",
-                hint="Give URLs (https://...) or paths; options go before the sources.",
-            ))
+            result.items.append(
+                FetchItem(
+                    src,
+                    "failed",
+                    reason="refused: looks like a command-line option, not a URL or a file",
+                    hint="Give URLs (https://...) or paths; options go before the sources.",
+                )
+            )
         elif _URL_RE.match(src) and not re.match(r"^[A-Za-z]:[\\/]", src):
             audio.require_ffmpeg()
             result.items.extend(_download(src, settings, ws))
         else:
-            result.items.append(FetchItem(
-                src, "failed", reason="no such file or folder, and not a URL",
-                hint="Check the path, or give a full URL starting with https://.",
-            ))
+            result.items.append(
+                FetchItem(
+                    src,
+                    "failed",
+                    reason="no such file or folder, and not a URL",
+                    hint="Check the path, or give a full URL starting with https://.",
+                )
+            )
         for item in result.items[before:]:
             if item.status == "failed":  # to the log files: the caller shows the reasons once, its own way
                 log.warning("%s: %s", item.source, item.reason, extra={"console": False})

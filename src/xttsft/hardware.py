@@ -142,7 +142,10 @@ def _nvidia_smi(query: str) -> str | None:
     try:
         proc = subprocess.run(
             [exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("nvidia-smi failed: %s", exc)
@@ -176,7 +179,9 @@ def _gpus_from_nvidia_smi() -> list[GpuFacts] | None:
         by_index = {g.index: g for g in gpus}
         gpus = [by_index[i] for i in visible if i in by_index]
         # renumber as CUDA will see them
-        gpus = [GpuFacts(n, g.name, g.total_memory_mib, g.free_memory_mib, g.compute_capability) for n, g in enumerate(gpus)]
+        gpus = [
+            GpuFacts(n, g.name, g.total_memory_mib, g.free_memory_mib, g.compute_capability) for n, g in enumerate(gpus)
+        ]
     return gpus
 
 
@@ -197,7 +202,10 @@ def _gpus_from_torch() -> list[GpuFacts]:
             free, total = None, props.total_memory
         gpus.append(
             GpuFacts(
-                i, props.name, int(total // 2**20), None if free is None else int(free // 2**20),
+                i,
+                props.name,
+                int(total // 2**20),
+                None if free is None else int(free // 2**20),
                 (props.major, props.minor),
             )
         )
@@ -363,10 +371,17 @@ def _recommend_gpu(hw: HardwareFacts, use_lora: bool) -> Recommendation:
     bf16 = all(g.bf16 for g in hw.gpus)
     whisper_model, whisper_compute, whisper_batch = _whisper_for_gpu(hw.gpus[0])
     return Recommendation(
-        device="cuda", train_batch_size=batch, grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
-        use_amp=True, amp_dtype="bfloat16" if bf16 else "float16", gradient_checkpointing=ckpt,
-        whisper_model=whisper_model, whisper_device="cuda", whisper_compute_type=whisper_compute,
-        whisper_batch_size=whisper_batch, notes=_gpu_notes(hw, smallest, use_lora, bf16, ckpt),
+        device="cuda",
+        train_batch_size=batch,
+        grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
+        use_amp=True,
+        amp_dtype="bfloat16" if bf16 else "float16",
+        gradient_checkpointing=ckpt,
+        whisper_model=whisper_model,
+        whisper_device="cuda",
+        whisper_compute_type=whisper_compute,
+        whisper_batch_size=whisper_batch,
+        notes=_gpu_notes(hw, smallest, use_lora, bf16, ckpt),
     )
 
 
@@ -392,7 +407,9 @@ def _gpu_notes(hw: HardwareFacts, smallest: GpuFacts, use_lora: bool, bf16: bool
         )
     if ckpt:
         mode = "LoRA" if use_lora else "full fine-tune"
-        notes.append(f"Gradient checkpointing on: it trades about 30% speed for memory on a {gib:.0f} GB card ({mode}).")
+        notes.append(
+            f"Gradient checkpointing on: it trades about 30% speed for memory on a {gib:.0f} GB card ({mode})."
+        )
     if len(hw.gpus) > 1:
         notes.append(
             f"{len(hw.gpus)} GPUs: DDP through torchrun is possible (one process per GPU); the batch is per GPU, "
@@ -423,10 +440,17 @@ def _recommend_cpu(hw: HardwareFacts, use_lora: bool) -> Recommendation:
             "gradient checkpointing is on and it may still run out of memory."
         )
     return Recommendation(
-        device="cpu", train_batch_size=batch, grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
-        use_amp=False, amp_dtype=None, gradient_checkpointing=hw.ram_total_gib < need,
-        whisper_model=CPU_WHISPER_MODEL, whisper_device="cpu", whisper_compute_type="int8",
-        whisper_batch_size=8 if hw.cpu_count >= 8 else 4, notes=notes,
+        device="cpu",
+        train_batch_size=batch,
+        grad_accum_steps=max(1, round(EFFECTIVE_BATCH_SIZE / batch)),
+        use_amp=False,
+        amp_dtype=None,
+        gradient_checkpointing=hw.ram_total_gib < need,
+        whisper_model=CPU_WHISPER_MODEL,
+        whisper_device="cpu",
+        whisper_compute_type="int8",
+        whisper_batch_size=8 if hw.cpu_count >= 8 else 4,
+        notes=notes,
     )
 
 
@@ -452,8 +476,10 @@ def resolve_device(setting: str, what: str = "--device ") -> str:
 
     if setting == "cuda":
         if not torch.cuda.is_available():
-            raise SettingsError(f"{what}cuda but no CUDA GPU is visible to PyTorch.",
-                                hint=f"Use {what}auto or {what}cpu, or check `xttsft doctor`.")
+            raise SettingsError(
+                f"{what}cuda but no CUDA GPU is visible to PyTorch.",
+                hint=f"Use {what}auto or {what}cpu, or check `xttsft doctor`.",
+            )
         return "cuda"
     choice = "cuda" if torch.cuda.is_available() else "cpu"
     from xttsft.logs import log_once

@@ -18,7 +18,19 @@ log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["sha256_file", "atomic_path", "atomic_dir", "check_output_path", "swap_target", "tidy_swaps", "atomic_write_text", "atomic_write_json", "read_json", "read_jsonl", "write_jsonl"]
+__all__ = [
+    "sha256_file",
+    "atomic_path",
+    "atomic_dir",
+    "check_output_path",
+    "swap_target",
+    "tidy_swaps",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "read_jsonl",
+    "write_jsonl",
+]
 
 
 @contextlib.contextmanager
@@ -95,20 +107,28 @@ def check_output_path(path: Path, what: str, *, folder: bool = False) -> Path:
     path = Path(path)
     kind = "folder" if folder else "file"
     if path.is_dir() and not folder:
-        raise InputError(f"{what} {path} is a folder; a file name is needed there.",
-                         hint=f"Give a file inside it, e.g. {what} {path / 'out.wav'}.")
+        raise InputError(
+            f"{what} {path} is a folder; a file name is needed there.",
+            hint=f"Give a file inside it, e.g. {what} {path / 'out.wav'}.",
+        )
     if path.exists() and folder and not path.is_dir():
-        raise InputError(f"{what} {path} is a file; a folder is needed there.",
-                         hint=f"Choose another {what}, or move that file away.")
+        raise InputError(
+            f"{what} {path} is a file; a folder is needed there.",
+            hint=f"Choose another {what}, or move that file away.",
+        )
     for parent in path.parents:
         if not parent.exists():
             continue
         if not parent.is_dir():
-            raise InputError(f"{what} {path} cannot be made: {parent} is a file, not a folder.",
-                             hint=f"Choose a {kind} under a folder, or move {parent} away.")
+            raise InputError(
+                f"{what} {path} cannot be made: {parent} is a file, not a folder.",
+                hint=f"Choose a {kind} under a folder, or move {parent} away.",
+            )
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{what} {path} cannot be written: {parent} is not writable.",
-                             hint=f"Choose a {kind} in a folder you can write to.")
+            raise InputError(
+                f"{what} {path} cannot be written: {parent} is not writable.",
+                hint=f"Choose a {kind} in a folder you can write to.",
+            )
         break
     return path
 
@@ -183,9 +203,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write one JSON object per line to ``path`` atomically."""
-    atomic_write_text(
-        path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-    )
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -78,11 +78,18 @@ def hold(lock_file: Path, what: str) -> Iterator[None]:
         ) from None
     holder = _holder_file(lock_file)
     try:
-        holder.write_text(json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "command": " ".join(["xttsft", *sys.argv[1:]])[:300],
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }) + "\n", encoding="utf-8")
+        holder.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join(["xttsft", *sys.argv[1:]])[:300],
+                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         yield
     finally:
         with contextlib.suppress(OSError):

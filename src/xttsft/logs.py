@@ -90,9 +90,7 @@ def add_file_logs(logs_dir: Path) -> None:
             root.removeHandler(h)
             h.close()
     for name, level in (("info.log", logging.INFO), ("error.log", logging.ERROR)):
-        fh = logging.handlers.RotatingFileHandler(
-            logs_dir / name, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
-        )
+        fh = logging.handlers.RotatingFileHandler(logs_dir / name, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
         fh.setLevel(level)
         fh.setFormatter(logging.Formatter(_FILE_FORMAT))
         fh._xttsft_file = True  # type: ignore[attr-defined]

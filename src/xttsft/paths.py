@@ -42,8 +42,10 @@ def name_problem(value: str) -> str | None:
     if len(value) > MAX_NAME_CHARS:
         return f"it is longer than {MAX_NAME_CHARS} characters"
     if _BAD_NAME.search(value):
-        return ("it must be a plain folder name: no '/' or '\\', no leading '.' or '-', no leading or trailing "
-                "space, no control character")
+        return (
+            "it must be a plain folder name: no '/' or '\\', no leading '.' or '-', no leading or trailing "
+            "space, no control character"
+        )
     return None
 
 
@@ -61,9 +63,12 @@ def check_name(value: str, what: str, reserved: dict[str, str] | None = None) ->
     if problem is not None:
         from xttsft.errors import InputError
 
-        raise InputError(f"{what} {value!r} cannot be used: {problem}.",
-                         hint="Use letters, digits, '-', '_' and '.', e.g. my-voice-v2.")
+        raise InputError(
+            f"{what} {value!r} cannot be used: {problem}.",
+            hint="Use letters, digits, '-', '_' and '.', e.g. my-voice-v2.",
+        )
     return value
+
 
 DEFAULT_DATASET_NAME = "MyTTSDataset"
 
@@ -219,8 +224,10 @@ class Workspace:
     @property
     def data_owned(self) -> dict[str, str]:
         """The folders of ``train/data/`` that stages other than ``build`` own, and what they hold."""
-        return {self.raw_dir.name: "the fetched recordings (xttsft fetch)",
-                self.processed_dir.name: "the clips, screen and transcripts (segment, screen, transcribe)"}
+        return {
+            self.raw_dir.name: "the fetched recordings (xttsft fetch)",
+            self.processed_dir.name: "the clips, screen and transcripts (segment, screen, transcribe)",
+        }
 
     # -- training ------------------------------------------------------
     @property

@@ -140,8 +140,11 @@ class _Records:
             raw = json.loads(path.read_text()) if path.is_file() else {}
             self.data = {k: StageRecord.from_dict(v, f"{path}: {k}") for k, v in raw.items()}
         except (OSError, ValueError, AttributeError, RecordError) as exc:
-            log.warning("Ignoring an unreadable stage record %s (%s); every stage is checked again.", path,
-                        getattr(exc, "message", exc))
+            log.warning(
+                "Ignoring an unreadable stage record %s (%s); every stage is checked again.",
+                path,
+                getattr(exc, "message", exc),
+            )
             self.data = {}
 
     def fresh(self, stage: str, fingerprint: str) -> bool:
@@ -172,8 +175,9 @@ class _Context:
 
 
 # ---------------------------------------------------------------- settings
-def demo_settings(settings: Settings, provenance: dict[str, dict[str, Any]], whisper_model: str, base_model: str,
-                  language: str = "en") -> Settings:
+def demo_settings(
+    settings: Settings, provenance: dict[str, dict[str, Any]], whisper_model: str, base_model: str, language: str = "en"
+) -> Settings:
     """The demo's choices, for every setting the user left at its default.
 
     espeak-ng speech in ``language`` (pt or en), a bundled Whisper, 2-8 s clips from the
@@ -185,8 +189,11 @@ def demo_settings(settings: Settings, provenance: dict[str, dict[str, Any]], whi
         # espeak-ng's robotic pt-br is hard for Whisper base: beam 5 recovers about half of its words
         # (greedy, a third), at an average log-probability of -1.36..-0.5 (median -0.87), below the
         # -1.0 a human voice gets; the demo keeps such clips. English with tiny.en is fine greedy.
-        "transcribe": {"model": whisper_model, "language": language,
-                       **({"beam_size": 1} if language == "en" else {"beam_size": 5, "min_avg_logprob": -1.5})},
+        "transcribe": {
+            "model": whisper_model,
+            "language": language,
+            **({"beam_size": 1} if language == "en" else {"beam_size": 5, "min_avg_logprob": -1.5}),
+        },
         "build": {"min_samples": 10, "language": language},
         "train": {
             "base_model": base_model,
@@ -290,8 +297,14 @@ def run_all(
             raise PipelineStopped(name, exc, result) from exc
         outcome.seconds = time.perf_counter() - t0
         result.stages.append(outcome)
-        log.info("run-all: %s %s in %.1f s%s", name, outcome.status, outcome.seconds,
-                 f" ({outcome.detail})" if outcome.detail else "", extra={"console": on_stage is None})
+        log.info(
+            "run-all: %s %s in %.1f s%s",
+            name,
+            outcome.status,
+            outcome.seconds,
+            f" ({outcome.detail})" if outcome.detail else "",
+            extra={"console": on_stage is None},
+        )
         if on_stage:
             on_stage(outcome)
         if name == "transcribe":
@@ -349,7 +362,9 @@ def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) 
     res = segment_sources(settings.segment, ws, progress=p)
     if res.total_segments == 0:
         reasons = "; ".join(f"{s.source}: {s.reason}" for s in res.failed) or "no speech found"
-        raise InputError(f"No clips were cut ({reasons}).", hint="Check the audio files; `xttsft segment` shows per-file reasons.")
+        raise InputError(
+            f"No clips were cut ({reasons}).", hint="Check the audio files; `xttsft segment` shows per-file reasons."
+        )
     if not res.failed:  # a failed source is retried next time
         records.save("segment", fp)
     detail = f"{res.total_segments} clips, {res.total_seconds / 60:.1f} min"
@@ -370,15 +385,23 @@ def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -
     dropped = ", ".join(f"{n} {r}" for r, n in res.dropped.most_common())
     target = next((s for s in res.speakers if s.target), None)
     who = f"{len(res.speakers)} speaker(s), target {target.label}; " if target else ""
-    return StageOutcome("screen", "done", result=res,
-                        detail=f"{who}{res.kept} of {res.total} clips kept" + (f" ({dropped} dropped)" if dropped else ""))
+    return StageOutcome(
+        "screen",
+        "done",
+        result=res,
+        detail=f"{who}{res.kept} of {res.total} clips kept" + (f" ({dropped} dropped)" if dropped else ""),
+    )
 
 
 def _transcribe(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
     from xttsft.transcribe import transcribe_segments
 
-    fp = _hash(_file_fingerprint(ws.segments_manifest), _file_fingerprint(ws.screen_file),
-               settings.transcribe.model_dump(mode="json"), settings.segment.pad)
+    fp = _hash(
+        _file_fingerprint(ws.segments_manifest),
+        _file_fingerprint(ws.screen_file),
+        settings.transcribe.model_dump(mode="json"),
+        settings.segment.pad,
+    )
     if records.fresh("transcribe", fp) and ws.transcripts_file.is_file():
         return StageOutcome("transcribe", "skipped", detail="up to date")
     res = transcribe_segments(settings.transcribe, ws, pad=settings.segment.pad, progress=p)
@@ -407,16 +430,20 @@ def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) ->
     if records.fresh("build", fp) and (ws.dataset_dir / "metadata_train.csv").is_file():
         return StageOutcome("build", "skipped", detail="up to date")
     res = build_dataset(
-        settings.build, ws, max_audio_seconds=settings.segment.max_duration,
-        vocab_file=find_vocab(settings.train.base_model), progress=p,
+        settings.build,
+        ws,
+        max_audio_seconds=settings.segment.max_duration,
+        vocab_file=find_vocab(settings.train.base_model),
+        progress=p,
     )
     records.save("build", fp)
     from xttsft.review import overrides
 
     changed = overrides(ws).changed
     reviewed = f"; the review changed {changed} clip(s)" if changed else ""
-    return StageOutcome("build", "done", detail=f"{res.train} train / {res.val} val, {res.minutes:.1f} min{reviewed}",
-                        result=res)
+    return StageOutcome(
+        "build", "done", detail=f"{res.train} train / {res.val} val, {res.minutes:.1f} min{reviewed}", result=res
+    )
 
 
 def _dataset_dir(settings: Settings, ws: Workspace) -> Path:
@@ -432,8 +459,12 @@ def _train(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, 
 
     ds = _dataset_dir(settings, ws)
     train_cfg = settings.train.model_dump(mode="json", exclude={"run_name"})
-    fp = _hash(_file_fingerprint(ds / "metadata_train.csv"), _file_fingerprint(ds / "metadata_val.csv"),
-               _file_fingerprint(ds / "stats.json"), train_cfg)
+    fp = _hash(
+        _file_fingerprint(ds / "metadata_train.csv"),
+        _file_fingerprint(ds / "metadata_val.csv"),
+        _file_fingerprint(ds / "stats.json"),
+        train_cfg,
+    )
     rec = records.of("train")
     run = settings.train.run_name or (rec.run if fp in (rec.pending, rec.fingerprint) else None)
     if records.fresh("train", fp) and run and _best_meta(ws.run_dir(run)).is_file():
@@ -485,8 +516,9 @@ def _export(settings: Settings, ws: Workspace, records: _Records, ctx: _Context,
     return StageOutcome("export", "done", detail=str(res.out_dir), result=res)
 
 
-def _synth(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, text: str | None,
-           p: Progress) -> StageOutcome:
+def _synth(
+    settings: Settings, ws: Workspace, records: _Records, ctx: _Context, text: str | None, p: Progress
+) -> StageOutcome:
     from xttsft.synth import synthesize
 
     run = _run_for(ws, records, ctx)
@@ -505,8 +537,12 @@ def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p
     from xttsft.evaluate import evaluate
 
     run = _run_for(ws, records, ctx)
-    fp = _hash(run, _file_fingerprint(_best_meta(ws.run_dir(run))), settings.synth.model_dump(mode="json"),
-               settings.transcribe.model)
+    fp = _hash(
+        run,
+        _file_fingerprint(_best_meta(ws.run_dir(run))),
+        settings.synth.model_dump(mode="json"),
+        settings.transcribe.model,
+    )
     prev = records.of("eval").json
     if records.fresh("eval", fp) and prev and Path(prev).is_file():
         return StageOutcome("eval", "skipped", detail=f"{prev} is up to date")
@@ -585,8 +621,12 @@ def summarize(settings: Settings, ws: Workspace) -> RunSummary:
     sources = read_records(ws.segment_sources_file, SourceRecord)
     manifest = read_records(ws.segments_manifest, ClipRecord)
     summary = RunSummary(
-        sources=SourcesSummary(files=len(sources), failed=sum(1 for s in sources if s.status == "failed"),
-                               clip_minutes=round(sum(r.duration for r in manifest) / 60, 2), clips=len(manifest)),
+        sources=SourcesSummary(
+            files=len(sources),
+            failed=sum(1 for s in sources if s.status == "failed"),
+            clip_minutes=round(sum(r.duration for r in manifest) / 60, 2),
+            clips=len(manifest),
+        ),
         screen=_screen_findings(ws),
         dataset=_dataset_summary(settings, ws, {r.id: r.duration for r in manifest}),
     )
@@ -612,8 +652,12 @@ def _screen_findings(ws: Workspace) -> ScreenFindings | None:
         screen = read_record(ws.screen_stats, ScreenStats)
     except RecordError:
         return None
-    return ScreenFindings(speakers=screen.speakers, dropped_minutes=screen.dropped_minutes,
-                          map=_file(ws.screen_dir / "speakers.png"), dnsmos=_file(ws.screen_dir / "dnsmos.png"))
+    return ScreenFindings(
+        speakers=screen.speakers,
+        dropped_minutes=screen.dropped_minutes,
+        map=_file(ws.screen_dir / "speakers.png"),
+        dnsmos=_file(ws.screen_dir / "dnsmos.png"),
+    )
 
 
 def _dataset_summary(settings: Settings, ws: Workspace, durations: dict[str, float]) -> DatasetSummary:
@@ -625,8 +669,11 @@ def _dataset_summary(settings: Settings, ws: Workspace, durations: dict[str, flo
     ds = _dataset_dir(settings, ws)
     stats = read_dataset_stats(ds)
     return DatasetSummary(
-        dir=str(ds), language=stats.language if stats else None, samples=stats.samples if stats else None,
-        minutes=stats.minutes if stats else None, dropped_by_build=dict(stats.dropped) if stats else {},
+        dir=str(ds),
+        language=stats.language if stats else None,
+        samples=stats.samples if stats else None,
+        minutes=stats.minutes if stats else None,
+        dropped_by_build=dict(stats.dropped) if stats else {},
         rejected_minutes_by_transcribe={k: round(v, 2) for k, v in rejected.items()},
         histogram=_file(ds / "durations.png"),
     )
@@ -638,9 +685,15 @@ def _train_summary(ws: Workspace, run: str, seconds: float | None) -> TrainSumma
         best: CheckpointMeta | None = read_record(_best_meta(run_dir), CheckpointMeta)
     except RecordError:
         best = None
-    return TrainSummary(run=run, run_dir=str(run_dir), best_val_loss=best.val_loss if best else None,
-                        best_epoch=best.epoch if best else None, seconds=seconds,
-                        tensorboard=str(ws.tensorboard_run_dir(run)), loss_curve=_file(ws.run(run).loss_curve))
+    return TrainSummary(
+        run=run,
+        run_dir=str(run_dir),
+        best_val_loss=best.val_loss if best else None,
+        best_epoch=best.epoch if best else None,
+        seconds=seconds,
+        tensorboard=str(ws.tensorboard_run_dir(run)),
+        loss_curve=_file(ws.run(run).loss_curve),
+    )
 
 
 def _eval_figures(path: Path) -> dict[str, dict[str, Any]]:

@@ -24,8 +24,17 @@ def figure(width: float = 7.0, height: float = 3.5) -> Any:
     return Figure(figsize=(width, height))
 
 
-def histogram(ax: Any, values: Sequence[float], *, limit: float, limit_label: str, xlabel: str, ylabel: str,
-              title: str, value_range: tuple[float, float]) -> None:
+def histogram(
+    ax: Any,
+    values: Sequence[float],
+    *,
+    limit: float,
+    limit_label: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    value_range: tuple[float, float],
+) -> None:
     """A histogram of ``values`` with a dashed line at ``limit``; counts get whole-number ticks
     (a few clips gave "0.2 clips")."""
     from matplotlib.ticker import MaxNLocator

@@ -74,8 +74,9 @@ class RecordError(DatasetError):
 
 
 #: Why ``transcribe`` rejects a clip, in the order the rules are checked.
-TranscriptReason = Literal["wrong_language", "empty_text", "no_letters", "repetition", "hallucination",
-                           "low_confidence"]
+TranscriptReason = Literal[
+    "wrong_language", "empty_text", "no_letters", "repetition", "hallucination", "low_confidence"
+]
 #: Why ``screen`` drops a clip.
 ScreenReason = Literal[
     "other_speaker",  # not the target voice (detail: similarity and threshold)
@@ -243,8 +244,14 @@ def _name(tp: Any) -> str:
         return " or ".join(_name(a) for a in args)
     if tp is type(None):
         return "null"
-    return {list: "a list", dict: "an object", str: "text", float: "a number", int: "a whole number",
-            bool: "true or false"}.get(origin or tp, str(tp))
+    return {
+        list: "a list",
+        dict: "an object",
+        str: "text",
+        float: "a number",
+        int: "a whole number",
+        bool: "true or false",
+    }.get(origin or tp, str(tp))
 
 
 # ------------------------------------------------------------------ nested parts
@@ -633,9 +640,23 @@ class AdapterMarker(ExportMarker):
 
 #: Every record, by the file it describes.
 RECORDS: dict[str, type[Record]] = {
-    cls.FILE: cls for cls in (ClipRecord, SourceRecord, ScreenRecord, TranscriptRecord, ReviewRecord, SampleRecord,
-                              DropRecord, DatasetStats, ScreenStats, RunRecord, CheckpointMeta, StageRecord, ExportMarker,
-                              AdapterMarker)
+    cls.FILE: cls
+    for cls in (
+        ClipRecord,
+        SourceRecord,
+        ScreenRecord,
+        TranscriptRecord,
+        ReviewRecord,
+        SampleRecord,
+        DropRecord,
+        DatasetStats,
+        ScreenStats,
+        RunRecord,
+        CheckpointMeta,
+        StageRecord,
+        ExportMarker,
+        AdapterMarker,
+    )
 }
 
 
@@ -672,8 +693,10 @@ def _checked(cls: type[R], row: R | dict[str, Any], where: str) -> dict[str, Any
 
 def records_text(path: Path, cls: type[R], rows: Iterable[R | dict[str, Any]]) -> str:
     """The JSONL text :func:`write_records` writes (to compare with what is on disk)."""
-    return "".join(json.dumps(_checked(cls, r, f"{path} (row {k} being written)"), ensure_ascii=False, default=str)
-                   + "\n" for k, r in enumerate(rows, 1))
+    return "".join(
+        json.dumps(_checked(cls, r, f"{path} (row {k} being written)"), ensure_ascii=False, default=str) + "\n"
+        for k, r in enumerate(rows, 1)
+    )
 
 
 def write_records(path: Path, cls: type[R], rows: Iterable[R | dict[str, Any]]) -> None:

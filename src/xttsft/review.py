@@ -91,8 +91,10 @@ def clip_views(ws: Workspace) -> list[ClipView]:
     """Every segmented clip as the page shows it, most doubtful first."""
     clips = read_records(ws.segments_manifest, ClipRecord)
     if not clips:
-        raise InputError(f"No clips to review: {ws.segments_manifest} is missing or empty.",
-                         hint="Run `xttsft segment` and `xttsft transcribe` first, then `xttsft review`.")
+        raise InputError(
+            f"No clips to review: {ws.segments_manifest} is missing or empty.",
+            hint="Run `xttsft segment` and `xttsft transcribe` first, then `xttsft review`.",
+        )
     screen = {r.id: r for r in read_records(ws.screen_file, ScreenRecord)}
     transcripts = {r.id: r for r in read_records(ws.transcripts_file, TranscriptRecord)}
     review = {r.id: r for r in read_records(ws.review_file, ReviewRecord)}
@@ -111,14 +113,25 @@ def _view(c: ClipRecord, t: TranscriptRecord | None, s: ScreenRecord | None, r: 
         decision = "pending" if t is None and stage is None else "kept" if stage is None else "dropped"
         stage_now, reason_now = stage, reason
     return ClipView(
-        id=c.id, duration=round(c.duration, 3), source=Path(c.source).name, speaker=s.speaker if s else None,
-        decision=decision, stage=stage_now, reason=reason_now, detail=detail if reason_now == reason else "",
+        id=c.id,
+        duration=round(c.duration, 3),
+        source=Path(c.source).name,
+        speaker=s.speaker if s else None,
+        decision=decision,
+        stage=stage_now,
+        reason=reason_now,
+        detail=detail if reason_now == reason else "",
         text=(r.text if r is not None and r.text is not None else t.text if t else ""),
-        transcript=t.text if t else None, language=t.language if t else None,
-        avg_logprob=t.avg_logprob if t else None, no_speech_prob=t.no_speech_prob if t else None,
-        compression_ratio=t.compression_ratio if t else None, similarity=s.similarity if s else None,
-        dnsmos_ovrl=s.dnsmos.ovrl if s and s.dnsmos else None, doubt=doubt(t, s),
-        reviewed=r.decision if r else None, edited=bool(r and r.text is not None),
+        transcript=t.text if t else None,
+        language=t.language if t else None,
+        avg_logprob=t.avg_logprob if t else None,
+        no_speech_prob=t.no_speech_prob if t else None,
+        compression_ratio=t.compression_ratio if t else None,
+        similarity=s.similarity if s else None,
+        dnsmos_ovrl=s.dnsmos.ovrl if s and s.dnsmos else None,
+        doubt=doubt(t, s),
+        reviewed=r.decision if r else None,
+        edited=bool(r and r.text is not None),
     )
 
 
@@ -143,13 +156,15 @@ class ReviewStore:
     def knows(self, clip_id: str) -> bool:
         return clip_id in self._ids
 
-    def edit(self, clip_id: str, *, text: str | None = None, decision: Decision | None = None,
-             clear: bool = False) -> ReviewRecord | None:
+    def edit(
+        self, clip_id: str, *, text: str | None = None, decision: Decision | None = None, clear: bool = False
+    ) -> ReviewRecord | None:
         """Set the text and/or the decision of one clip (``clear``: forget the clip's review)."""
         return self.edit_many([clip_id], text=text, decision=decision, clear=clear).get(clip_id)
 
-    def edit_many(self, ids: list[str], *, text: str | None = None, decision: Decision | None = None,
-                  clear: bool = False) -> dict[str, ReviewRecord]:
+    def edit_many(
+        self, ids: list[str], *, text: str | None = None, decision: Decision | None = None, clear: bool = False
+    ) -> dict[str, ReviewRecord]:
         unknown = [i for i in ids if i not in self._ids]
         if unknown:
             raise InputError(f"No clip {unknown[0]!r} in this workspace.", hint="Reload the review page.")
@@ -164,7 +179,8 @@ class ReviewStore:
                     continue
                 old = rows.get(clip_id)
                 rows[clip_id] = ReviewRecord(
-                    id=clip_id, time=now,
+                    id=clip_id,
+                    time=now,
                     text=text.strip() if text is not None else (old.text if old else None),
                     decision=decision if decision is not None else (old.decision if old else None),
                 )
@@ -193,6 +209,10 @@ def overrides(ws: Workspace) -> Overrides:
     known = {c.id for c in read_records(ws.segments_manifest, ClipRecord)}
     stale = sorted(i for i in rows if i not in known)
     if stale:
-        log.warning("review.jsonl has %d edit(s) for clips that no longer exist (e.g. %s); they are not applied. "
-                    "Segment made new clips: review them again with `xttsft review`.", len(stale), stale[0])
+        log.warning(
+            "review.jsonl has %d edit(s) for clips that no longer exist (e.g. %s); they are not applied. "
+            "Segment made new clips: review them again with `xttsft review`.",
+            len(stale),
+            stale[0],
+        )
     return Overrides({i: r for i, r in rows.items() if i in known}, stale)

@@ -47,8 +47,9 @@ def create_app(ws: Workspace, token: str) -> Any:
     async def need_token(request: Request, call_next: Any) -> Any:
         given = request.query_params.get("token") or request.headers.get("x-review-token") or ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return JSONResponse({"error": "forbidden: open the page through the URL xttsft review printed"},
-                                status_code=403)
+            return JSONResponse(
+                {"error": "forbidden: open the page through the URL xttsft review printed"}, status_code=403
+            )
         return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse)

@@ -158,8 +158,13 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
                 return ClipFeatures(key)
             get = lambda n: z[n] if n in z.files else None  # noqa: E731
             d = get("dnsmos")
-            return ClipFeatures(key, get("embedding"), get("windows"), get("fingerprint"),
-                                tuple(float(v) for v in d) if d is not None else None)  # type: ignore[arg-type]
+            return ClipFeatures(
+                key,
+                get("embedding"),
+                get("windows"),
+                get("fingerprint"),
+                tuple(float(v) for v in d) if d is not None else None,  # type: ignore[arg-type]  # 3 scores saved
+            )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or damaged: measure again
         return ClipFeatures(key)
 
@@ -262,9 +267,12 @@ NEAR_TIE = 0.8
 def _warn_near_tie(minutes: list[float]) -> None:
     """Say so when the second voice has nearly as many minutes as the first (the target is the larger)."""
     if len(minutes) == 2 and minutes[0] > 0 and minutes[1] >= NEAR_TIE * minutes[0]:
-        log.warning("The two largest voices are close: S1 has %.2f min and S2 %.2f min; S1 is the target. If the "
-                    "voice you want is S2, pass --speaker-ref with a clip of it (speakers.png shows both).",
-                    minutes[0], minutes[1])
+        log.warning(
+            "The two largest voices are close: S1 has %.2f min and S2 %.2f min; S1 is the target. If the "
+            "voice you want is S2, pass --speaker-ref with a clip of it (speakers.png shows both).",
+            minutes[0],
+            minutes[1],
+        )
 
 
 def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -> float:
@@ -345,12 +353,14 @@ def _screen_speakers(
         _warn_near_tie([float(dur[labels == k].sum()) / 60 for k in range(min(2, len(order)))])
     centroid = unit((emb[core] * dur[core, None]).sum(axis=0))
     sims = emb @ centroid
-    threshold = _robust_threshold(sims[core], settings.similarity_sigmas,
-                                  settings.min_similarity, settings.sure_similarity)
+    threshold = _robust_threshold(
+        sims[core], settings.similarity_sigmas, settings.min_similarity, settings.sure_similarity
+    )
     passing = [i for i, c in enumerate(clips) if sims[i] >= threshold]
     win_sims = [clips[i].features.windows @ centroid for i in passing]
-    w_threshold = _robust_threshold(np.concatenate(win_sims) if win_sims else np.zeros(0),
-                                    settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING)
+    w_threshold = _robust_threshold(
+        np.concatenate(win_sims) if win_sims else np.zeros(0), settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING
+    )
     for i, c in enumerate(clips):
         c.decision.speaker, c.decision.similarity = f"S{labels[i] + 1}", round(float(sims[i]), 4)
         w = c.features.windows @ centroid
@@ -358,16 +368,30 @@ def _screen_speakers(
         if sims[i] < threshold:
             c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
         elif _longest_run(w < w_threshold) >= MIXED_WINDOWS:
-            c.drop("mixed_speakers", f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
-                   f"(lowest {w.min():.2f} < {w_threshold:.2f})")
+            c.drop(
+                "mixed_speakers",
+                f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
+                f"(lowest {w.min():.2f} < {w_threshold:.2f})",
+            )
     speakers = []
     for k in range(len(order)):
         members = [c for i, c in enumerate(clips) if labels[i] == k]
-        speakers.append(Speaker(
-            label=f"S{k + 1}", clips=len(members), minutes=sum(c.duration for c in members) / 60,
-            similarity=round(cosine(centroids[k], centroid), 4), target=k == target,
-        ))
-    return speakers, {"similarity": round(threshold, 4), "window_similarity": round(w_threshold, 4)}, emb, labels, centroid
+        speakers.append(
+            Speaker(
+                label=f"S{k + 1}",
+                clips=len(members),
+                minutes=sum(c.duration for c in members) / 60,
+                similarity=round(cosine(centroids[k], centroid), 4),
+                target=k == target,
+            )
+        )
+    return (
+        speakers,
+        {"similarity": round(threshold, 4), "window_similarity": round(w_threshold, 4)},
+        emb,
+        labels,
+        centroid,
+    )
 
 
 def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
@@ -377,8 +401,11 @@ def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
         if c.kept and ovrl < settings.min_dnsmos:
             c.drop("low_quality", f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f})")
         elif c.kept and bak < settings.min_dnsmos_bak:
-            c.drop("low_quality", f"DNSMOS BAK {bak:.2f} < {settings.min_dnsmos_bak:g}: noise or music behind the voice "
-                   f"(OVRL {ovrl:.2f})")
+            c.drop(
+                "low_quality",
+                f"DNSMOS BAK {bak:.2f} < {settings.min_dnsmos_bak:g}: noise or music behind the voice "
+                f"(OVRL {ovrl:.2f})",
+            )
 
 
 def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> None:
@@ -394,16 +421,20 @@ def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> N
     for j, c in enumerate(kept):  # a earlier in rank than b: b is the copy, unless a was itself dropped
         for a, m in partners.get(j, []):
             if kept[a].kept:
-                c.drop("duplicate", f"same audio as {kept[a].id} ({m.overlap_seconds:.1f} s, "
-                       f"{m.bit_error_rate:.0%} bits differ)", duplicate_of=kept[a].id)
+                c.drop(
+                    "duplicate",
+                    f"same audio as {kept[a].id} ({m.overlap_seconds:.1f} s, {m.bit_error_rate:.0%} bits differ)",
+                    duplicate_of=kept[a].id,
+                )
                 break
 
 
 # ------------------------------------------------------------------ plots
 
 
-def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray, centroid: np.ndarray,
-              speakers: list[Speaker]) -> None:
+def _plot_map(
+    path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray, centroid: np.ndarray, speakers: list[Speaker]
+) -> None:
     import matplotlib
 
     from xttsft.plots import figure, save_png
@@ -422,8 +453,14 @@ def _plot_map(path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray,
     for k, sp in enumerate(speakers):
         sel = labels == k
         col = colors(k % 10)
-        ax.scatter(xy[:-1][sel & kept, 0], xy[:-1][sel & kept, 1], s=22, color=col, marker="o",
-                   label=f"{sp.label}{' (target)' if sp.target else ''}: {sp.minutes:.1f} min, {sp.kept} kept")
+        ax.scatter(
+            xy[:-1][sel & kept, 0],
+            xy[:-1][sel & kept, 1],
+            s=22,
+            color=col,
+            marker="o",
+            label=f"{sp.label}{' (target)' if sp.target else ''}: {sp.minutes:.1f} min, {sp.kept} kept",
+        )
         ax.scatter(xy[:-1][sel & ~kept, 0], xy[:-1][sel & ~kept, 1], s=26, color=col, marker="x")
     ax.scatter([xy[-1, 0]], [xy[-1, 1]], s=260, marker="*", color="black", label="target voice")
     ax.scatter([], [], marker="x", color="grey", label="dropped")
@@ -439,12 +476,20 @@ def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: Screen
     from xttsft.plots import figure, histogram, save_png
 
     fig = figure(9, 3.5)
-    for k, (name, threshold) in enumerate((("overall (OVRL)", settings.min_dnsmos),
-                                           ("background (BAK)", settings.min_dnsmos_bak))):
+    for k, (name, threshold) in enumerate(
+        (("overall (OVRL)", settings.min_dnsmos), ("background (BAK)", settings.min_dnsmos_bak))
+    ):
         values = [s[k] for s in scores]
-        histogram(fig.add_subplot(1, 2, k + 1), values, limit=threshold, limit_label=f"threshold {threshold:g}",
-                  xlabel=f"DNSMOS P.835 {name}", ylabel="clips", value_range=(1.0, 5.0),
-                  title=f"{sum(v < threshold for v in values)} of {len(values)} clips under it")
+        histogram(
+            fig.add_subplot(1, 2, k + 1),
+            values,
+            limit=threshold,
+            limit_label=f"threshold {threshold:g}",
+            xlabel=f"DNSMOS P.835 {name}",
+            ylabel="clips",
+            value_range=(1.0, 5.0),
+            title=f"{sum(v < threshold for v in values)} of {len(values)} clips under it",
+        )
     save_png(fig, path)
 
 
@@ -455,8 +500,11 @@ def _input_hash(ws: Workspace, settings: ScreenSettings, refs: Sequence[Path]) -
     h = hashlib.sha256()
     for f in (ws.segments_manifest, ws.segment_sources_file):  # the sources' lengths pick a duplicate's keeper
         h.update(f.read_bytes() if f.is_file() else b"")
-    h.update(json.dumps({"v": SCREEN_VERSION, **settings.model_dump(mode="json", exclude={"speaker_refs"})},
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"v": SCREEN_VERSION, **settings.model_dump(mode="json", exclude={"speaker_refs"})}, sort_keys=True
+        ).encode()
+    )
     for r in refs:
         h.update(sha256_file(r).encode())
     return h.hexdigest()
@@ -484,7 +532,9 @@ def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progre
         need_print = settings.duplicate_filter and c.features.fingerprint is None
         if need_voice or need_print:
             x = audio.read_mono(ws.segments_dir / c.row.wav, SR)
-            changed = (m.voice(c.features, x) if need_voice else False) | (m.print_(c.features, x) if need_print else False)
+            changed = (m.voice(c.features, x) if need_voice else False) | (
+                m.print_(c.features, x) if need_print else False
+            )
             if changed:
                 _save_features(_features_path(ws, c.id), c.features)
                 computed += 1
@@ -510,11 +560,21 @@ def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
     for row in manifest:
         wav = ws.segments_dir / row.wav
         if not wav.is_file():
-            raise DatasetError(f"Clip {wav} of the segment manifest is missing.",
-                               hint="Run `xttsft segment` again (it re-creates missing clips).")
+            raise DatasetError(
+                f"Clip {wav} of the segment manifest is missing.",
+                hint="Run `xttsft segment` again (it re-creates missing clips).",
+            )
         key = f"{FEATURES_VERSION}:{sha256_file(wav)[:32]}"
-        decision = ScreenRecord(id=row.id, wav=row.wav, source=row.source, source_sha256=row.source_sha256,
-                                start=row.start, end=row.end, duration=row.duration, status="kept")
+        decision = ScreenRecord(
+            id=row.id,
+            wav=row.wav,
+            source=row.source,
+            source_sha256=row.source_sha256,
+            start=row.start,
+            end=row.end,
+            duration=row.duration,
+            status="kept",
+        )
         clips.append(_Clip(row, _load_features(_features_path(ws, row.id), key), decision))
     return clips
 
@@ -529,8 +589,10 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
         "duplicate": "--keep-duplicates",
     }
     hint = "; ".join(f"{r}: {fixes[r]}" for r in result.dropped) or "check the audio"
-    return InputError(f"Every clip was dropped by the screen ({counts}); nothing was changed on disk.",
-                      hint=f"To keep more, run `xttsft screen` with: {hint}.")
+    return InputError(
+        f"Every clip was dropped by the screen ({counts}); nothing was changed on disk.",
+        hint=f"To keep more, run `xttsft screen` with: {hint}.",
+    )
 
 
 @stage_lock("screen", after=("segment",))
@@ -621,8 +683,9 @@ def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
             result.dropped_minutes[reason] = result.dropped_minutes.get(reason, 0.0) + c.duration / 60
 
 
-def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]],
-           input_hash: str) -> ScreenStats:
+def _stats(
+    result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]], input_hash: str
+) -> ScreenStats:
     from xttsft.encoders import SPEAKER_ENCODER_NAME
 
     return ScreenStats(
@@ -633,15 +696,25 @@ def _stats(result: ScreenResult, settings: ScreenSettings, refs: list[Path], sco
         dropped=dict(result.dropped),
         dropped_minutes={k: round(v, 3) for k, v in result.dropped_minutes.items()},
         speakers=[
-            SpeakerRow(label=s.label, clips=s.clips, minutes=round(s.minutes, 3), kept=s.kept,
-                       kept_minutes=round(s.kept_minutes, 3), similarity_to_target=s.similarity, target=s.target)
+            SpeakerRow(
+                label=s.label,
+                clips=s.clips,
+                minutes=round(s.minutes, 3),
+                kept=s.kept,
+                kept_minutes=round(s.kept_minutes, 3),
+                similarity_to_target=s.similarity,
+                target=s.target,
+            )
             for s in result.speakers
         ],
         thresholds={**result.thresholds, "min_dnsmos": settings.min_dnsmos, "min_dnsmos_bak": settings.min_dnsmos_bak},
         dnsmos_ovrl=_quantiles([s[0] for s in scores]),
         dnsmos_bak=_quantiles([s[1] for s in scores]),
-        filters={"speaker": settings.speaker_filter, "quality": settings.quality_filter,
-                 "duplicate": settings.duplicate_filter},
+        filters={
+            "speaker": settings.speaker_filter,
+            "quality": settings.quality_filter,
+            "duplicate": settings.duplicate_filter,
+        },
         speaker_refs=[str(r) for r in refs],
         speaker_encoder=SPEAKER_ENCODER_NAME,
         settings=settings.model_dump(mode="json"),
@@ -667,12 +740,28 @@ def _read_stats(ws: Workspace) -> ScreenStats | None:
 
 
 def _result_from_stats(ws: Workspace, stats: ScreenStats, unchanged: bool) -> ScreenResult:
-    res = ScreenResult(screen_file=ws.screen_file, total=stats.clips, kept=stats.kept, kept_minutes=stats.kept_minutes,
-                       dropped=Counter(stats.dropped), dropped_minutes=dict(stats.dropped_minutes),
-                       thresholds=dict(stats.thresholds), unchanged=unchanged)
-    res.speakers = [Speaker(s.label, s.clips, s.minutes, s.kept, s.kept_minutes,
-                            math.nan if s.similarity_to_target is None else s.similarity_to_target, s.target)
-                    for s in stats.speakers]
+    res = ScreenResult(
+        screen_file=ws.screen_file,
+        total=stats.clips,
+        kept=stats.kept,
+        kept_minutes=stats.kept_minutes,
+        dropped=Counter(stats.dropped),
+        dropped_minutes=dict(stats.dropped_minutes),
+        thresholds=dict(stats.thresholds),
+        unchanged=unchanged,
+    )
+    res.speakers = [
+        Speaker(
+            s.label,
+            s.clips,
+            s.minutes,
+            s.kept,
+            s.kept_minutes,
+            math.nan if s.similarity_to_target is None else s.similarity_to_target,
+            s.target,
+        )
+        for s in stats.speakers
+    ]
     for name, attr in (("speakers.png", "map_png"), ("dnsmos.png", "dnsmos_png")):
         if (ws.screen_dir / name).is_file():
             setattr(res, attr, ws.screen_dir / name)
@@ -691,7 +780,11 @@ def _forget_stale_features(ws: Workspace, ids: set[str]) -> None:
 
 def _same_clip(decision: ScreenRecord, row: ClipRecord) -> bool:
     return (decision.source, decision.source_sha256, decision.start, decision.end) == (
-        row.source, row.source_sha256, row.start, row.end)
+        row.source,
+        row.source_sha256,
+        row.start,
+        row.end,
+    )
 
 
 def _clip_rows(manifest: Sequence[ClipRecord | dict[str, Any]]) -> list[ClipRecord]:
@@ -699,8 +792,10 @@ def _clip_rows(manifest: Sequence[ClipRecord | dict[str, Any]]) -> list[ClipReco
     return [r if isinstance(r, ClipRecord) else ClipRecord.from_dict(r) for r in manifest]
 
 
-def read_decisions(ws: Workspace, manifest: Sequence[ClipRecord | dict[str, Any]] | None = None,
-                   ) -> dict[str, ScreenRecord]:
+def read_decisions(
+    ws: Workspace,
+    manifest: Sequence[ClipRecord | dict[str, Any]] | None = None,
+) -> dict[str, ScreenRecord]:
     """Screen decisions by clip id ({} when the screen has not run).
 
     With ``manifest``, only the decisions about those very clips (same source, content and
@@ -724,6 +819,7 @@ def kept_ids(ws: Workspace, manifest: Sequence[ClipRecord | dict[str, Any]]) -> 
     decisions = read_decisions(ws, rows)
     unscreened = [r.id for r in rows if r.id not in decisions]
     if unscreened:
-        log.warning("%d clip(s) are newer than the last `xttsft screen` and were not screened; run it again.",
-                    len(unscreened))
+        log.warning(
+            "%d clip(s) are newer than the last `xttsft screen` and were not screened; run it again.", len(unscreened)
+        )
     return {r.id for r in rows if (d := decisions.get(r.id)) is None or d.status != "dropped"}

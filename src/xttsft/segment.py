@@ -203,8 +203,6 @@ def settings_hash(settings: SegmentSettings) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-
-
 def _stem(path: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._-")
     return stem or "audio"
@@ -252,8 +250,9 @@ def _energy_regions(env_db: np.ndarray, threshold_db: float) -> list[Region]:
     return _tidy([Region(a * HOP, b * HOP) for a, b in _runs(env_db > threshold_db)])
 
 
-def analyze(path: Path, settings: SegmentSettings, progress: Progress = no_progress,
-            expected: float | None = None) -> Analysis:
+def analyze(
+    path: Path, settings: SegmentSettings, progress: Progress = no_progress, expected: float | None = None
+) -> Analysis:
     """Pass 1: stream ``path`` at 16 kHz; return its speech regions and energy envelope.
 
     ``progress`` is advanced by the seconds decoded. Raises :class:`InputError`
@@ -361,8 +360,9 @@ def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
     return inside / (end - start)
 
 
-def mark_turns(regions: list[Region], starts: Sequence[float], embs: np.ndarray,
-               env_db: np.ndarray) -> tuple[list[Region], int]:
+def mark_turns(
+    regions: list[Region], starts: Sequence[float], embs: np.ndarray, env_db: np.ndarray
+) -> tuple[list[Region], int]:
     """Mark (or cut) the regions where the voice changes.
 
     Along the speech windows, the mean of TURN_CONTEXT windows before each window
@@ -387,7 +387,8 @@ def mark_turns(regions: list[Region], starts: Sequence[float], embs: np.ndarray,
         sim[j] = float(unit(e[j - ctx : j].mean(axis=0)) @ unit(e[j + 1 : j + 1 + ctx].mean(axis=0)))
     threshold = min(max(float(np.nanmedian(sim)) - TURN_DROP, TURN_FLOOR), TURN_CEILING)
     changes = [
-        float(t[j] + width / 2) for j in range(ctx, n - ctx)
+        float(t[j] + width / 2)
+        for j in range(ctx, n - ctx)
         if sim[j] < threshold and sim[j] == np.nanmin(sim[max(ctx, j - 2) : j + 3])
     ]
     out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
@@ -412,8 +413,10 @@ def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: flo
     for k, r in enumerate(regions):
         if r.start + MIN_REGION < at < r.end - MIN_REGION:
             cut = _quietest(env_db, max(r.start + MIN_REGION, at - 0.4), min(r.end - MIN_REGION, at + 0.4))
-            return regions[:k] + [Region(r.start, cut, r.forced_start, True, r.turn),
-                                  Region(cut, r.end, True, r.forced_end, True)] + regions[k + 1 :], True
+            return regions[:k] + [
+                Region(r.start, cut, r.forced_start, True, r.turn),
+                Region(cut, r.end, True, r.forced_end, True),
+            ] + regions[k + 1 :], True
     return regions, False
 
 
@@ -424,8 +427,8 @@ def _quietest(env_db: np.ndarray, lo: float, hi: float) -> float:
     b = min(b, len(env_db) - 1)
     if b <= a:
         return (lo + hi) / 2
-    seg = env_db[max(0, a - 2): b + 3].astype(np.float64)
-    smooth = np.convolve(seg, np.ones(5) / 5, mode="same")[a - max(0, a - 2): a - max(0, a - 2) + (b - a + 1)]
+    seg = env_db[max(0, a - 2) : b + 3].astype(np.float64)
+    smooth = np.convolve(seg, np.ones(5) / 5, mode="same")[a - max(0, a - 2) : a - max(0, a - 2) + (b - a + 1)]
     return (a + int(np.argmin(smooth))) * HOP
 
 
@@ -466,8 +469,9 @@ def plan_segments(
     speech_limit = settings.max_duration - 2 * settings.pad
     regs: list[Region] = []
     for r in regions:
-        regs.extend(_force_split(r, speech_limit, settings.min_duration, envelope_db)
-                    if r.duration > speech_limit else [r])
+        regs.extend(
+            _force_split(r, speech_limit, settings.min_duration, envelope_db) if r.duration > speech_limit else [r]
+        )
     if not regs:
         return [], []
     pads = _Pads(regs, duration, settings.pad)
@@ -521,8 +525,9 @@ def _group(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> list[t
     return bounds[::-1]
 
 
-def _planned(regs: list[Region], bounds: list[tuple[int, int]], pads: _Pads, duration: float,
-             min_duration: float) -> tuple[list[PlannedSegment], list[PlannedSegment]]:
+def _planned(
+    regs: list[Region], bounds: list[tuple[int, int]], pads: _Pads, duration: float, min_duration: float
+) -> tuple[list[PlannedSegment], list[PlannedSegment]]:
     """The clips of the region spans, with their pads and flags: (kept, too short)."""
     n = len(regs)
     kept: list[PlannedSegment] = []
@@ -577,20 +582,22 @@ def _cut_and_write(
         y = (x * np.float32(audio.db_to_gain(gain))).astype(np.float32)
         wav = f"{ids[idx]}.wav"
         audio.write_wav(out_dir / wav, y, sr)
-        rows.append(ClipRecord(
-            id=ids[idx],
-            wav=wav,
-            source=source[0],
-            source_sha256=source[1],
-            start=round(p.start, 3),
-            end=round(p.start + len(x) / sr, 3),
-            duration=round(len(x) / sr, 3),
-            sample_rate=sr,
-            peak_dbfs=round(audio.peak_dbfs(y), 2),
-            loudness_dbfs=round(audio.rms_dbfs(y), 2),
-            gain_db=round(gain, 2),
-            flags=flags,
-        ))
+        rows.append(
+            ClipRecord(
+                id=ids[idx],
+                wav=wav,
+                source=source[0],
+                source_sha256=source[1],
+                start=round(p.start, 3),
+                end=round(p.start + len(x) / sr, 3),
+                duration=round(len(x) / sr, 3),
+                sample_rate=sr,
+                peak_dbfs=round(audio.peak_dbfs(y), 2),
+                loudness_dbfs=round(audio.rms_dbfs(y), 2),
+                gain_db=round(gain, 2),
+                flags=flags,
+            )
+        )
 
     for block in audio.stream_blocks(path, sr=sr, block_seconds=BLOCK_SECONDS):
         b_start, b_end = offset, offset + len(block)
@@ -598,7 +605,7 @@ def _cut_and_write(
             s, e = spans[k]
             if s >= b_end:
                 break
-            buf.append(block[max(s, b_start) - b_start: min(e, b_end) - b_start])
+            buf.append(block[max(s, b_start) - b_start : min(e, b_end) - b_start])
             if e <= b_end:
                 finish(k, np.concatenate(buf))
                 buf = []
@@ -708,9 +715,16 @@ class _Run:
     @classmethod
     def load(cls, ws: Workspace, settings: SegmentSettings, force: bool, progress: Progress) -> _Run:
         records = {r.source: r for r in read_records(ws.segment_sources_file, SourceRecord)}
-        return cls(ws, settings, force, progress, settings_hash(settings), records,
-                   read_records(ws.segments_manifest, ClipRecord),
-                   {r.stem: r.source for r in records.values() if r.stem is not None})
+        return cls(
+            ws,
+            settings,
+            force,
+            progress,
+            settings_hash(settings),
+            records,
+            read_records(ws.segments_manifest, ClipRecord),
+            {r.stem: r.source for r in records.values() if r.stem is not None},
+        )
 
     def recorded(self, f: Path) -> bool:
         """Whether ``f`` was segmented with these settings (as its record says)."""
@@ -738,13 +752,24 @@ class _Run:
             return SourceResult(shown, "skipped", duration=info.duration, reason=f"same content as {self.seen[sha]}")
         self.seen[sha] = shown
         rec = self.records.get(shown)
-        if (rec is None or self.force or rec.status != "segmented" or rec.source_sha256 != sha
-                or rec.settings_hash != self.shash
-                or not all((self.ws.segments_dir / f"{i}.wav").is_file() for i in rec.segments)):
+        if (
+            rec is None
+            or self.force
+            or rec.status != "segmented"
+            or rec.source_sha256 != sha
+            or rec.settings_hash != self.shash
+            or not all((self.ws.segments_dir / f"{i}.wav").is_file() for i in rec.segments)
+        ):
             return None
         rows = [r for r in self.manifest if r.source == shown]
-        return SourceResult(shown, "skipped", segments=len(rows), seconds=sum(r.duration for r in rows),
-                            duration=info.duration, reason="already segmented with these settings (--force redoes it)")
+        return SourceResult(
+            shown,
+            "skipped",
+            segments=len(rows),
+            seconds=sum(r.duration for r in rows),
+            duration=info.duration,
+            reason="already segmented with these settings (--force redoes it)",
+        )
 
     def _segment(self, f: Path, shown: str, sha: str, info: audio.AudioInfo) -> SourceResult:
         rec = self.records.get(shown)
@@ -755,12 +780,22 @@ class _Run:
         res, rows = _segment_one(f, shown, sha, stem, info, self.settings, self.ws.segments_dir, self.progress)
         if res.status == "failed":
             log.warning("%s: %s", shown, res.reason)
-        self._commit(SourceRecord(
-            source=shown, source_sha256=sha, settings_hash=self.shash, stem=stem,
-            status="failed" if res.status == "failed" else "segmented", reason=res.reason, notes=res.notes,
-            duration=res.duration, segments=sorted(r.id for r in rows), dropped=res.dropped,
-            date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        ), rows)
+        self._commit(
+            SourceRecord(
+                source=shown,
+                source_sha256=sha,
+                settings_hash=self.shash,
+                stem=stem,
+                status="failed" if res.status == "failed" else "segmented",
+                reason=res.reason,
+                notes=res.notes,
+                duration=res.duration,
+                segments=sorted(r.id for r in rows),
+                dropped=res.dropped,
+                date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            ),
+            rows,
+        )
         return res
 
     def _commit(self, record: SourceRecord, rows: list[ClipRecord]) -> None:
@@ -780,7 +815,7 @@ class _Run:
 def _reason(exc: XttsftError, path: Path) -> str:
     msg = exc.message
     prefix = f"{path}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
 def _segment_one(
@@ -826,8 +861,13 @@ def _segment_one(
         log.info("%s: dropped %d speech piece(s) shorter than %g s", shown, len(dropped), settings.min_duration)
     return (
         SourceResult(
-            shown, "segmented", segments=len(rows), seconds=sum(r.duration for r in rows),
-            dropped=len(dropped), duration=an.duration, notes=notes,
+            shown,
+            "segmented",
+            segments=len(rows),
+            seconds=sum(r.duration for r in rows),
+            dropped=len(dropped),
+            duration=an.duration,
+            notes=notes,
         ),
         rows,
     )

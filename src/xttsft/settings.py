@@ -69,12 +69,43 @@ Device = Literal["auto", "cpu", "cuda"]
 
 #: The languages XTTS-v2 speaks, spelt as XTTS spells them (XttsConfig().languages of coqui-tts 0.28).
 XTTS_LANGUAGES: tuple[str, ...] = (
-    "en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi",
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
 )
 _LANGUAGE_NAMES = {
-    "english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt",
-    "polish": "pl", "turkish": "tr", "russian": "ru", "dutch": "nl", "czech": "cs", "arabic": "ar",
-    "chinese": "zh-cn", "mandarin": "zh-cn", "hungarian": "hu", "korean": "ko", "japanese": "ja", "hindi": "hi",
+    "english": "en",
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "polish": "pl",
+    "turkish": "tr",
+    "russian": "ru",
+    "dutch": "nl",
+    "czech": "cs",
+    "arabic": "ar",
+    "chinese": "zh-cn",
+    "mandarin": "zh-cn",
+    "hungarian": "hu",
+    "korean": "ko",
+    "japanese": "ja",
+    "hindi": "hi",
 }
 
 
@@ -92,8 +123,9 @@ def parse_language(value: str, allow_auto: bool = False) -> str:
     if base in XTTS_LANGUAGES:
         return base
     known = ", ".join(XTTS_LANGUAGES) + (", or auto" if allow_auto else "")
-    raise ValueError(f"language {value!r} is not supported: XTTS-v2 speaks {known} (regional forms such as "
-                     "pt-BR are fine)")
+    raise ValueError(
+        f"language {value!r} is not supported: XTTS-v2 speaks {known} (regional forms such as pt-BR are fine)"
+    )
 
 
 def _language_or_unset(value: Any) -> Any:
@@ -208,24 +240,29 @@ class SegmentSettings(Section):
         "vad", description="Speech finder: Silero VAD (robust to noise) or the guide's energy threshold."
     )
     pad: float = Field(0.2, ge=0, le=1.0, description="Silence kept before and after the speech of a clip, in seconds.")
-    target_loudness: Annotated[float, Cli("Loudness")] = Field(-20.0, lt=0, description="Loudness target of every clip, in dBFS RMS.")
-    peak_limit: Annotated[float, Cli("Loudness")] = Field(-1.0, le=0, description="Highest sample peak after normalisation, in dBFS.")
+    target_loudness: Annotated[float, Cli("Loudness")] = Field(
+        -20.0, lt=0, description="Loudness target of every clip, in dBFS RMS."
+    )
+    peak_limit: Annotated[float, Cli("Loudness")] = Field(
+        -1.0, le=0, description="Highest sample peak after normalisation, in dBFS."
+    )
     vad_threshold: Annotated[float, Cli("Speech finder")] = Field(
         0.5, gt=0, lt=1, description="VAD method: speech probability above which a 32 ms window counts as speech."
     )
     max_pause: float = Field(
-        2.0, gt=0, description="Longest silence kept inside one clip, in seconds; clips are never merged across a longer one."
+        2.0,
+        gt=0,
+        description="Longest silence kept inside one clip, in seconds; clips are never merged across a longer one.",
     )
     speaker_turns: bool = Field(
-        True, description="Cut where the voice changes (GE2E speaker embeddings of 1.6 s windows), so each clip holds one voice."
+        True,
+        description="Cut where the voice changes (GE2E speaker embeddings of 1.6 s windows), so each clip holds one voice.",
     )
 
     @model_validator(mode="after")
     def _check_range(self) -> SegmentSettings:
         if self.min_duration >= self.max_duration:
-            raise ValueError(
-                f"min_duration ({self.min_duration}) must be less than max_duration ({self.max_duration})"
-            )
+            raise ValueError(f"min_duration ({self.min_duration}) must be less than max_duration ({self.max_duration})")
         if self.max_duration - 2 * self.pad < 0.5:
             # the speech of a clip is max_duration minus both pads; with no room left the
             # forced split could never make a piece short enough
@@ -242,35 +279,50 @@ class ScreenSettings(Section):
     section: ClassVar[str] = "screen"
     panel: ClassVar[str] = "Speaker"
 
-    speaker_filter: Annotated[bool, Cli("Filters")] = Field(True, description="Drop clips of other speakers and clips that mix voices.")
-    quality_filter: Annotated[bool, Cli("Filters")] = Field(True, description="Drop clips whose DNSMOS overall score is under min_dnsmos.")
-    duplicate_filter: Annotated[bool, Cli("Filters", off="--keep-duplicates")] = Field(True, description="Keep one copy of speech that arrived twice (another format, an excerpt).")
+    speaker_filter: Annotated[bool, Cli("Filters")] = Field(
+        True, description="Drop clips of other speakers and clips that mix voices."
+    )
+    quality_filter: Annotated[bool, Cli("Filters")] = Field(
+        True, description="Drop clips whose DNSMOS overall score is under min_dnsmos."
+    )
+    duplicate_filter: Annotated[bool, Cli("Filters", off="--keep-duplicates")] = Field(
+        True, description="Keep one copy of speech that arrived twice (another format, an excerpt)."
+    )
     speaker_refs: Annotated[list[Path], Cli(flag="--speaker-ref")] = Field(
         default_factory=list,
         description="Recordings of the target voice, any format ffmpeg reads, at least 2 s of speech each (repeat the "
         "flag; comma-separated in the environment); default: the speaker with the most minutes.",
     )
     min_similarity: float = Field(
-        0.70, gt=0, lt=1,
+        0.70,
+        gt=0,
+        lt=1,
         description="A clip less similar than this to the target voice (GE2E cosine) is always another speaker.",
     )
     sure_similarity: float = Field(
-        0.85, gt=0, le=1,
+        0.85,
+        gt=0,
+        le=1,
         description="A clip at least this similar to the target voice is always the target.",
     )
     similarity_sigmas: float = Field(
-        4.0, gt=0,
+        4.0,
+        gt=0,
         description="Between the two: another speaker when below the target's median similarity by this many robust standard deviations.",
     )
     cluster_similarity: float = Field(
         0.75, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
     )
     min_dnsmos: Annotated[float, Cli("Quality")] = Field(
-        2.0, ge=1, le=5,
+        2.0,
+        ge=1,
+        le=5,
         description="Lowest DNSMOS P.835 overall score (OVRL, 1-5) kept; clean speech scores 2.1-3.4, music about 1.1.",
     )
     min_dnsmos_bak: Annotated[float, Cli("Quality")] = Field(
-        2.8, ge=1, le=5,
+        2.8,
+        ge=1,
+        le=5,
         description="Lowest DNSMOS background score (BAK, 1-5: 5 is silence behind the voice) kept; clean speech 3.2-4.2, speech in loud noise 2.2-2.7.",
     )
 
@@ -301,24 +353,34 @@ class TranscribeSettings(Section):
         "device (large-v3 on a GPU of 10 GB+, medium on 5 GB+, small on CPU).",
     )
     language: Annotated[LanguageOrAuto, Cli("Language")] = Field(
-        "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17); auto: detected per source file.")
+        "auto", description="Language of the speech (pt, en, pt-BR, ...; XTTS-v2's 17); auto: detected per source file."
+    )
     check_clip_language: Annotated[bool, Cli("Language", flag="--clip-language")] = Field(
-        True, description="With a language given, check each clip's language and reject the ones clearly in "
+        True,
+        description="With a language given, check each clip's language and reject the ones clearly in "
         "another (the English answers of a Portuguese interview); one more encoder pass per clip. false: check "
-        "each file once.")
+        "each file once.",
+    )
     batch_size: int | Auto = Field(
-        "auto", description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.")
+        "auto",
+        description="Whisper windows (each packs several clips) per batch; auto: doctor's pick for this machine.",
+    )
     device: Device = Field(
-        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda."
+    )
     compute_type: str = Field(
         "auto", description="CTranslate2 compute type (int8, int8_float16, float16, float32); auto: doctor's pick."
     )
     beam_size: Annotated[int, Cli("Decoding")] = Field(5, ge=1, le=20, description="Beam size of the decoder.")
-    max_no_speech_prob: Annotated[float, Cli("Rejection")] = Field(0.6, ge=0, le=1, description="Reject clips whose no-speech probability is above this.")
+    max_no_speech_prob: Annotated[float, Cli("Rejection")] = Field(
+        0.6, ge=0, le=1, description="Reject clips whose no-speech probability is above this."
+    )
     max_compression_ratio: Annotated[float, Cli("Rejection")] = Field(
         2.4, gt=0, description="Reject text whose gzip compression ratio is above this (repetition, hallucination)."
     )
-    min_avg_logprob: Annotated[float, Cli("Rejection")] = Field(-1.0, le=0, description="Reject clips whose average log-probability is below this.")
+    min_avg_logprob: Annotated[float, Cli("Rejection")] = Field(
+        -1.0, le=0, description="Reject clips whose average log-probability is below this."
+    )
     window_seconds: Annotated[float, Cli("Decoding")] = Field(
         30.0,
         ge=0,
@@ -370,66 +432,90 @@ class TrainSettings(Section):
     dataset_dir: Annotated[Path | None, Cli("Data")] = Field(
         None, description="LJSpeech dataset folder; default: the workspace's train/data/<dataset_name>."
     )
-    run_name: Annotated[str | None, Cli("Output")] = Field(None, description="Name of the run folder; default: a timestamp.")
+    run_name: Annotated[str | None, Cli("Output")] = Field(
+        None, description="Name of the run folder; default: a timestamp."
+    )
     language: Annotated[OptionalLanguage, Cli("Data")] = Field(
-        None, description="Language of the dataset (pt, en, pt-BR, ...); unset or auto: lang.txt, then stats.json "
-        "of the dataset."
+        None,
+        description="Language of the dataset (pt, en, pt-BR, ...); unset or auto: lang.txt, then stats.json "
+        "of the dataset.",
     )
     num_epochs: Annotated[int, Field(ge=1)] | Auto = Field(
-        "auto", description="Epochs to train; auto: sized from the dataset's minutes (about 10 hours of audio "
-        "seen, 10-1000 epochs); the guide's 1000 works too. Early stopping can end a run sooner.")
+        "auto",
+        description="Epochs to train; auto: sized from the dataset's minutes (about 10 hours of audio "
+        "seen, 10-1000 epochs); the guide's 1000 works too. Early stopping can end a run sooner.",
+    )
     early_stopping_patience: int = Field(
-        10, ge=0, description="Stop when the validation loss has not improved for this many epochs (the best "
-        "model is kept); 0: train every epoch.")
+        10,
+        ge=0,
+        description="Stop when the validation loss has not improved for this many epochs (the best "
+        "model is kept); 0: train every epoch.",
+    )
     batch_size: Annotated[int | Auto, Cli("Speed")] = Field(
-        "auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8).")
+        "auto", description="Samples per step; auto: doctor's pick (8 GB: 2, 12 GB: 4, 24 GB+: 8)."
+    )
     grad_accum_steps: Annotated[int | Auto, Cli("Speed")] = Field(
-        "auto", description="Steps per optimizer update; auto: doctor's pick.")
+        "auto", description="Steps per optimizer update; auto: doctor's pick."
+    )
     learning_rate: float | Auto = Field(
-        "auto", description="Peak learning rate; auto: the tested default of the mode (XTTS-v2: LoRA 1e-4, full "
-        "5e-6; tiny: LoRA 3e-3, full 1e-3)."
+        "auto",
+        description="Peak learning rate; auto: the tested default of the mode (XTTS-v2: LoRA 1e-4, full "
+        "5e-6; tiny: LoRA 3e-3, full 1e-3).",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay, on weights only.")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up, in optimizer steps.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 turns clipping off.")
     use_lora: Annotated[bool, Cli("Model", off="--full")] = Field(
-        True, description="Train LoRA adapters (PEFT) instead of the whole GPT.")
+        True, description="Train LoRA adapters (PEFT) instead of the whole GPT."
+    )
     lora_rank: Annotated[int, Cli("LoRA")] = Field(8, ge=1, le=512, description="LoRA rank r (guide: 8).")
     lora_alpha: Annotated[int, Cli("LoRA")] = Field(16, ge=1, description="LoRA alpha (guide: 16).")
     lora_dropout: Annotated[float, Cli("LoRA")] = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="Dropout on the adapters' input. 0: the GPT-2 blocks keep their own dropout (0.1); "
         "0.05 made a CPU LoRA epoch 1.2-1.3x slower and took 12 % more memory (benchmarks/RESULTS.md).",
     )
     lora_target_modules: Annotated[list[str], Cli("LoRA")] = Field(
         default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
-        description="GPT-2 block modules that get LoRA adapters (repeat the flag; comma-separated in the "
-        "environment).",
+        description="GPT-2 block modules that get LoRA adapters (repeat the flag; comma-separated in the environment).",
     )
     device: Annotated[Device, Cli("Speed")] = Field(
-        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda."
+    )
     cuda_device_id: Annotated[int, Cli("Speed")] = Field(0, ge=0, description="Index of the CUDA GPU to use.")
     use_amp: Annotated[bool | Auto, Cli("Speed")] = Field(
-        "auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU.")
+        "auto", description="Mixed precision (bf16 where supported, else fp16); auto: on with a GPU."
+    )
     gradient_checkpointing: Annotated[bool | Auto, Cli("Speed")] = Field(
-        "auto", description="Trade compute for memory; auto: doctor's pick.")
+        "auto", description="Trade compute for memory; auto: doctor's pick."
+    )
     num_workers: Annotated[int, Cli("Speed")] = Field(
-        0, ge=0, description="DataLoader worker processes that read and cut the clips.")
+        0, ge=0, description="DataLoader worker processes that read and cut the clips."
+    )
     num_threads: Annotated[int | Auto, Cli("Speed")] = Field(
         "auto", description="CPU threads of torch; auto: one per physical core, less the DataLoader workers."
     )
     save_every_n_epochs: Annotated[int, Cli("Output")] = Field(
-        10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10).")
+        10, ge=1, description="Write checkpoint_epoch_N every N epochs (guide: 10)."
+    )
     save_every_n_minutes: Annotated[float, Cli("Output")] = Field(
-        10.0, ge=0, description="Save the training state (resume_state/) every N minutes, so a kill loses at most "
-        "that much; 0 turns it off.")
+        10.0,
+        ge=0,
+        description="Save the training state (resume_state/) every N minutes, so a kill loses at most "
+        "that much; 0 turns it off.",
+    )
     save_every_n_steps: Annotated[int, Cli("Output")] = Field(
-        0, ge=0, description="Also save resume_state/ every N optimizer steps; 0 turns it off.")
+        0, ge=0, description="Also save resume_state/ every N optimizer steps; 0 turns it off."
+    )
     keep_last_checkpoints: Annotated[int, Cli("Output")] = Field(
-        3, ge=1, description="Epoch checkpoints kept; older ones are deleted.")
+        3, ge=1, description="Epoch checkpoints kept; older ones are deleted."
+    )
     print_step: Annotated[int, Cli("Logs")] = Field(25, ge=1, description="Print the loss line every N steps.")
     use_tensorboard: Annotated[bool, Cli("Logs")] = Field(
-        True, description="Write TensorBoard logs under train/runs/RUN/.")
+        True, description="Write TensorBoard logs under train/runs/RUN/."
+    )
     max_nan_steps: int = Field(5, ge=1, description="Stop after this many NaN/inf losses in a row.")
     seed: int = Field(1234, description="Seed of weights init, data order and dropout.")
 
@@ -465,31 +551,44 @@ class SynthSettings(Section):
     panel: ClassVar[str] = "Sampling"
 
     language: Annotated[OptionalLanguage, Cli("Voice", aliases=("-l",))] = Field(
-        None, description="Language of the text (pt, en, pt-BR, ...); unset or auto: the run's language (pt without "
-        "a run)."
+        None,
+        description="Language of the text (pt, en, pt-BR, ...); unset or auto: the run's language (pt without a run).",
     )
-    checkpoint: Annotated[str, Cli("Voice")] = Field("best", description="Checkpoint of the run: best, latest or a checkpoint folder.")
+    checkpoint: Annotated[str, Cli("Voice")] = Field(
+        "best", description="Checkpoint of the run: best, latest or a checkpoint folder."
+    )
     # auto: the base model's own config.json (XTTS-v2's: temperature 0.75, repetition penalty 5.0, top-k 50,
     # top-p 0.85, length penalty 1.0), which is what the apps people use pass; XttsConfig's class defaults
     # (0.85 and 2.0) are not what the model ships with
     temperature: Annotated[float, Field(gt=0)] | Auto = Field(
-        "auto", description="Sampling temperature; auto: the base model's config.json (XTTS-v2: 0.75).")
+        "auto", description="Sampling temperature; auto: the base model's config.json (XTTS-v2: 0.75)."
+    )
     top_p: Annotated[float, Field(gt=0, le=1)] | Auto = Field(
-        "auto", description="Nucleus sampling; auto: the base model's config.json (XTTS-v2: 0.85).")
+        "auto", description="Nucleus sampling; auto: the base model's config.json (XTTS-v2: 0.85)."
+    )
     top_k: Annotated[int, Field(ge=1)] | Auto = Field(
-        "auto", description="Top-k sampling; auto: the base model's config.json (XTTS-v2: 50).")
+        "auto", description="Top-k sampling; auto: the base model's config.json (XTTS-v2: 50)."
+    )
     repetition_penalty: Annotated[float, Field(gt=0)] | Auto = Field(
-        "auto", description="Repetition penalty; auto: the base model's config.json (XTTS-v2: 5.0).")
+        "auto", description="Repetition penalty; auto: the base model's config.json (XTTS-v2: 5.0)."
+    )
     length_penalty: float | Auto = Field(
-        "auto", description="Length penalty; auto: the base model's config.json (XTTS-v2: 1.0).")
+        "auto", description="Length penalty; auto: the base model's config.json (XTTS-v2: 1.0)."
+    )
     speed: Annotated[float, Cli("Output")] = Field(1.0, gt=0, le=4, description="Speaking speed factor.")
     seed: int | None = Field(None, description="Seed for reproducible output: the same seed gives the same audio.")
     device: Annotated[Device, Cli("Voice")] = Field(
-        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda.")
-    num_references: Annotated[int, Cli("Voice")] = Field(
-        3, ge=1, le=10, description="Reference clips picked from the dataset (6-12 s, best transcribed) without --speaker-wav."
+        "auto", description="auto (doctor's pick: cuda when a GPU is usable, else cpu), cpu or cuda."
     )
-    sentence_pause: Annotated[float, Cli("Output")] = Field(0.25, ge=0, le=5, description="Silence between sentences of a long text, in seconds.")
+    num_references: Annotated[int, Cli("Voice")] = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Reference clips picked from the dataset (6-12 s, best transcribed) without --speaker-wav.",
+    )
+    sentence_pause: Annotated[float, Cli("Output")] = Field(
+        0.25, ge=0, le=5, description="Silence between sentences of a long text, in seconds."
+    )
     max_audio_tokens: int | None = Field(
         None, ge=8, description="Cap on audio tokens per sentence (about 21.5 per second); default: the model's limit."
     )
@@ -504,33 +603,52 @@ class ServeSettings(Section):
     panel: ClassVar[str] = "Server"
 
     host: str = Field(
-        "127.0.0.1", description="Address to listen on: 127.0.0.1 (this machine only) by default; any other address "
-        "(0.0.0.0: every interface) needs an API key.")
+        "127.0.0.1",
+        description="Address to listen on: 127.0.0.1 (this machine only) by default; any other address "
+        "(0.0.0.0: every interface) needs an API key.",
+    )
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     api_key: Annotated[str | None, BeforeValidator(lambda v: v or None)] = Field(
-        None, repr=False, description="Key clients must send (Authorization: Bearer KEY); compared in constant time. "
-        "Set it with SERVE_API_KEY rather than a flag, which other users can see in the process list.")
+        None,
+        repr=False,
+        description="Key clients must send (Authorization: Bearer KEY); compared in constant time. "
+        "Set it with SERVE_API_KEY rather than a flag, which other users can see in the process list.",
+    )
     voices_dir: Annotated[Path | None, Cli("Voices", flag="--voices")] = Field(
-        None, description="Folder of extra voices: NAME.wav, or NAME/ with wavs and an optional voice.json "
-        "(language, description).")
+        None,
+        description="Folder of extra voices: NAME.wav, or NAME/ with wavs and an optional voice.json "
+        "(language, description).",
+    )
     aliases: Annotated[list[str], Cli("Voices", flag="--alias")] = Field(
-        default_factory=list, description="NAME=VOICE: a voice name clients may send and the voice it speaks with "
+        default_factory=list,
+        description="NAME=VOICE: a voice name clients may send and the voice it speaks with "
         "(repeat the flag; comma-separated in the environment); OpenAI's names not mapped speak with the default "
-        "voice.")
+        "voice.",
+    )
     language: Annotated[OptionalLanguage, Cli("Voices")] = Field(
-        None, description="Language of requests that name none and whose voice has none; unset: synth.language, then "
-        "the model's, then en.")
+        None,
+        description="Language of requests that name none and whose voice has none; unset: synth.language, then "
+        "the model's, then en.",
+    )
     max_queue: Annotated[int, Cli("Limits")] = Field(
-        16, ge=0, le=10000, description="Requests that may wait for a turn; more get 429 with Retry-After.")
+        16, ge=0, le=10000, description="Requests that may wait for a turn; more get 429 with Retry-After."
+    )
     max_streams: Annotated[int, Cli("Limits")] = Field(
-        4, ge=1, le=64, description="Requests spoken at once, taking turns sentence by sentence.")
+        4, ge=1, le=64, description="Requests spoken at once, taking turns sentence by sentence."
+    )
     max_input_chars: Annotated[int, Cli("Limits")] = Field(
-        4096, ge=1, le=100000, description="Longest input text, in characters (OpenAI's limit: 4096).")
+        4096, ge=1, le=100000, description="Longest input text, in characters (OpenAI's limit: 4096)."
+    )
     max_body_bytes: Annotated[int, Cli("Limits")] = Field(
-        65536, ge=1024, description="Largest request body, in bytes; a larger one gets 413.")
+        65536, ge=1024, description="Largest request body, in bytes; a larger one gets 413."
+    )
     stream_chunk_size: Annotated[int, Cli("Limits")] = Field(
-        20, ge=0, le=1000, description="Audio tokens per streamed chunk within a sentence (about 21.5 per second); "
-        "0: one chunk per sentence.")
+        20,
+        ge=0,
+        le=1000,
+        description="Audio tokens per streamed chunk within a sentence (about 21.5 per second); "
+        "0: one chunk per sentence.",
+    )
 
     @field_serializer("api_key")
     def _hide_key(self, v: str | None) -> str | None:
@@ -558,15 +676,25 @@ class ServeSettings(Section):
     def _body_fits_input(self) -> ServeSettings:
         need = 12 * self.max_input_chars + 1024  # JSON writes a character outside the BMP as 12 bytes
         if self.max_body_bytes < need:
-            raise ValueError(f"max_body_bytes ({self.max_body_bytes}) must be at least {need} for max_input_chars "
-                             f"{self.max_input_chars}")
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) must be at least {need} for max_input_chars "
+                f"{self.max_input_chars}"
+            )
         return self
 
 
 SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
-    for cls in (FetchSettings, SegmentSettings, ScreenSettings, TranscribeSettings, BuildSettings, TrainSettings, SynthSettings,
-                ServeSettings)
+    for cls in (
+        FetchSettings,
+        SegmentSettings,
+        ScreenSettings,
+        TranscribeSettings,
+        BuildSettings,
+        TrainSettings,
+        SynthSettings,
+        ServeSettings,
+    )
 }
 
 
@@ -671,11 +799,11 @@ def _closest_setting(name: str) -> str | None:
     for cls in SECTIONS.values():  # under a section prefix: that section's settings, by their own name
         prefix = f"{cls.section.upper()}_"
         if name.startswith(prefix):
-            close = difflib.get_close_matches(name[len(prefix):].lower(), list(cls.model_fields), n=1, cutoff=0.75)
+            close = difflib.get_close_matches(name[len(prefix) :].lower(), list(cls.model_fields), n=1, cutoff=0.75)
             if close:
                 return cls.env_name(close[0])
     if name.startswith(OWN_PREFIX):  # XTTSFT_<setting>: the section that has it
-        close = difflib.get_close_matches(name[len(OWN_PREFIX):].lower(), _all_fields(), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(name[len(OWN_PREFIX) :].lower(), _all_fields(), n=1, cutoff=0.75)
         if not close:
             return None
         return next(cls.env_name(close[0]) for cls in SECTIONS.values() if close[0] in cls.model_fields)
@@ -708,16 +836,28 @@ def _warn_unknown_names(environ: Mapping[str, str], dotenv: Mapping[str, tuple[s
         if key in known or key.startswith(prefixes):
             continue
         if key in OWN_VARIABLES:
-            log_once(log, logging.WARNING, "%s in %s is ignored: xttsft reads it from the environment only "
-                     "(export %s=... in the shell).", key, path, key)
+            log_once(
+                log,
+                logging.WARNING,
+                "%s in %s is ignored: xttsft reads it from the environment only (export %s=... in the shell).",
+                key,
+                path,
+                key,
+            )
             continue
         close = _closest_setting(key)
         if close or key.startswith(OWN_PREFIX):
             found.append((key, f".env: {path}", close))
     for key, where, close in found:
         advice = f"did you mean {close}?" if close else "settings are named SECTION_SETTING, e.g. TRAIN_NUM_EPOCHS"
-        log_once(log, logging.WARNING, "%s (%s) is not an xttsft setting and is ignored; %s (`xttsft config` "
-                 "lists them all)", key, where, advice)
+        log_once(
+            log,
+            logging.WARNING,
+            "%s (%s) is not an xttsft setting and is ignored; %s (`xttsft config` lists them all)",
+            key,
+            where,
+            advice,
+        )
 
 
 def load_settings(

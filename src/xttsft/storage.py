@@ -46,8 +46,10 @@ def free_bytes(path: Path) -> int:
 
 
 def _hint() -> str:
-    return ("Free some space (old runs under train/checkpoints/, exports, train/data/raw/), or move the "
-            "workspace to a larger disk (--workdir), then run the same command again: finished work is kept.")
+    return (
+        "Free some space (old runs under train/checkpoints/, exports, train/data/raw/), or move the "
+        "workspace to a larger disk (--workdir), then run the same command again: finished work is kept."
+    )
 
 
 def require_free_space(path: Path, need_bytes: float, stage: str) -> None:
@@ -55,8 +57,9 @@ def require_free_space(path: Path, need_bytes: float, stage: str) -> None:
     free = free_bytes(path)
     need = int(need_bytes) + MARGIN_BYTES
     if need > free:
-        raise DiskFullError(f"Disk full: {stage} needs about {_mb(need)} at {path}, and {_mb(free)} is free.",
-                            hint=_hint())
+        raise DiskFullError(
+            f"Disk full: {stage} needs about {_mb(need)} at {path}, and {_mb(free)} is free.", hint=_hint()
+        )
 
 
 def disk_full_cause(exc: BaseException, where: Path | None) -> DiskFullError | None:
@@ -76,8 +79,11 @@ def disk_full_cause(exc: BaseException, where: Path | None) -> DiskFullError | N
         path = getattr(e, "filename", None) or where
         if (isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS) or any(w in str(e) for w in _NO_SPACE_WORDS):
             return _full(Path(path) if path else None)
-        if where is not None and any(s in str(e) for s in _NO_ERRNO_WRITE_FAILURES) and \
-                free_bytes(where) < LOW_SPACE_BYTES:
+        if (
+            where is not None
+            and any(s in str(e) for s in _NO_ERRNO_WRITE_FAILURES)
+            and free_bytes(where) < LOW_SPACE_BYTES
+        ):
             return _full(where)
         e = e.__cause__ or e.__context__
     return None

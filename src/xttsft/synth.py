@@ -92,13 +92,44 @@ REFERENCE_SAMPLE_RATE = 22050
 
 # XttsConfig().languages of coqui-tts 0.28 (zh is accepted as zh-cn).
 SUPPORTED_LANGUAGES: tuple[str, ...] = (
-    "en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi",
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
 )
 
 # VoiceBpeTokenizer.char_limits of coqui-tts 0.28; the loaded tokenizer's own table wins.
 _CHAR_LIMITS = {
-    "en": 250, "de": 253, "fr": 273, "es": 239, "it": 213, "pt": 203, "pl": 224, "zh": 82, "ar": 166,
-    "cs": 186, "ru": 182, "nl": 251, "tr": 226, "ja": 71, "hu": 224, "ko": 95, "hi": 150,
+    "en": 250,
+    "de": 253,
+    "fr": 273,
+    "es": 239,
+    "it": 213,
+    "pt": 203,
+    "pl": 224,
+    "zh": 82,
+    "ar": 166,
+    "cs": 186,
+    "ru": 182,
+    "nl": 251,
+    "tr": 226,
+    "ja": 71,
+    "hu": 224,
+    "ko": 95,
+    "hi": 150,
 }
 
 _REF_MIN_SECONDS = 1.0  # XTTS needs 0.33 s; anything under a second carries no voice
@@ -108,6 +139,7 @@ _REF_RECOMMENDED_SECONDS = 3.0
 # ---------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------
+
 
 def normalize_language(language: str) -> str:
     """``pt``, ``PT``, ``pt-BR`` -> ``pt``; ``zh`` -> ``zh-cn``. Unsupported -> InputError."""
@@ -131,11 +163,72 @@ def _char_limit(language: str, tokenizer: Any = None) -> int:
 
 # An abbreviation or an initial before a dot does not end a sentence.
 _ABBREVIATIONS = {
-    "sr", "sra", "srs", "sras", "dr", "dra", "drs", "dras", "prof", "profa", "eng", "exmo", "exma", "av", "pág",
-    "pag", "nº", "no", "núm", "num", "cap", "art", "fig", "vol", "ed", "etc", "ex", "obs", "tel", "mr", "mrs",
-    "ms", "st", "jr", "vs", "approx", "dept", "est", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "capt",
-    "rev", "hon", "mme", "mlle", "m", "sres", "ud", "uds", "hr", "fr", "frau", "nr", "bzw", "ca", "usw", "z.b",
-    "e.g", "i.e", "a.c", "d.c",
+    "sr",
+    "sra",
+    "srs",
+    "sras",
+    "dr",
+    "dra",
+    "drs",
+    "dras",
+    "prof",
+    "profa",
+    "eng",
+    "exmo",
+    "exma",
+    "av",
+    "pág",
+    "pag",
+    "nº",
+    "no",
+    "núm",
+    "num",
+    "cap",
+    "art",
+    "fig",
+    "vol",
+    "ed",
+    "etc",
+    "ex",
+    "obs",
+    "tel",
+    "mr",
+    "mrs",
+    "ms",
+    "st",
+    "jr",
+    "vs",
+    "approx",
+    "dept",
+    "est",
+    "inc",
+    "ltd",
+    "co",
+    "gen",
+    "col",
+    "lt",
+    "sgt",
+    "capt",
+    "rev",
+    "hon",
+    "mme",
+    "mlle",
+    "m",
+    "sres",
+    "ud",
+    "uds",
+    "hr",
+    "fr",
+    "frau",
+    "nr",
+    "bzw",
+    "ca",
+    "usw",
+    "z.b",
+    "e.g",
+    "i.e",
+    "a.c",
+    "d.c",
 }
 _SENTENCE_END = re.compile(r"([.!?…]+[\"'”’»)\]]*)(\s+)|([。！？])")
 
@@ -254,6 +347,7 @@ def read_text_file(path: Path) -> list[str]:
 # the model
 # ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ModelSource:
     """What ``--model`` names, before anything is loaded."""
@@ -278,9 +372,15 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
     from xttsft.model import resolve_run
 
     if model is None:
-        return ModelSource("run", *resolve_run(
-            ws, None, no_run_hint="Train first (xttsft train), pass --model base to use the base model alone, "
-            "or --model FOLDER for an exported model."))
+        return ModelSource(
+            "run",
+            *resolve_run(
+                ws,
+                None,
+                no_run_hint="Train first (xttsft train), pass --model base to use the base model alone, "
+                "or --model FOLDER for an exported model.",
+            ),
+        )
     if model == "base":
         run = ws.latest_run()
         spec = default_base
@@ -378,8 +478,9 @@ def _load_run(source: ModelSource, checkpoint: str, device: str, progress: Progr
     run_dir = source.path
     assert run_dir is not None
     try:
-        model, info = xmodel.load_finetuned(run_dir, checkpoint=checkpoint, device=device, progress=progress,
-                                            merge=merge_lora)
+        model, info = xmodel.load_finetuned(
+            run_dir, checkpoint=checkpoint, device=device, progress=progress, merge=merge_lora
+        )
     except XttsftError:
         raise
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -393,11 +494,17 @@ def _load_run(source: ModelSource, checkpoint: str, device: str, progress: Progr
         _weight_files(ckpt_dir) + [RunPaths(run_dir).run_json, Path(info.base_dir) / "model.pth"]
     ) + ("" if merge_lora else "-unmerged")
     return Voice(
-        model=model, source=source, description=f"run {source.name} ({ckpt_dir.name}, {info.mode})",
-        language=info.language, base_dir=Path(info.base_dir),
+        model=model,
+        source=source,
+        description=f"run {source.name} ({ckpt_dir.name}, {info.mode})",
+        language=info.language,
+        base_dir=Path(info.base_dir),
         dataset_dir=Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None,
-        dataset_split=info.dataset_split, tiny=xmodel.is_tiny(Path(info.base_dir)), identity=identity,
-        device=device, checkpoint=ckpt_dir.name,
+        dataset_split=info.dataset_split,
+        tiny=xmodel.is_tiny(Path(info.base_dir)),
+        identity=identity,
+        device=device,
+        checkpoint=ckpt_dir.name,
     )
 
 
@@ -422,8 +529,12 @@ def _load_adapter(source: ModelSource, device: str, progress: Progress | None, m
     model.eval()
     model.to(device)
     return Voice(
-        model=model, source=source, description=f"adapter {source.path.name} on {source.base_spec}",
-        language=marker.language if marker else None, base_dir=source.path, dataset_dir=None,
+        model=model,
+        source=source,
+        description=f"adapter {source.path.name} on {source.base_spec}",
+        language=marker.language if marker else None,
+        base_dir=source.path,
+        dataset_dir=None,
         tiny=xmodel.is_tiny(base_dir),
         identity=_files_identity(_weight_files(source.path) + [base_dir / "model.pth"])
         + ("" if merge_lora else "-unmerged"),
@@ -453,10 +564,14 @@ def _load_folder(source: ModelSource, device: str, progress: Progress | None) ->
         ) from exc
     export_info = read_marker(base_dir, ExportMarker)
     return Voice(
-        model=model, source=source, description=desc, language=export_info.language if export_info else None,
+        model=model,
+        source=source,
+        description=desc,
+        language=export_info.language if export_info else None,
         base_dir=base_dir,
         dataset_dir=Path(export_info.dataset_dir) if export_info and export_info.dataset_dir else None,
-        tiny=xmodel.is_tiny(base_dir), identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
+        tiny=xmodel.is_tiny(base_dir),
+        identity=_files_identity([base_dir / "model.pth", base_dir / "config.json"]),
         device=device,
     )
 
@@ -485,6 +600,7 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 # references and conditioning
 # ---------------------------------------------------------------------------
 
+
 def select_reference_clips(
     dataset_dir: Path,
     count: int = 3,
@@ -504,11 +620,18 @@ def select_reference_clips(
     from xttsft.errors import DatasetError
 
     samples_file = Path(dataset_dir) / SampleRecord.FILE
-    rows = (read_records(samples_file, SampleRecord) if samples_file.is_file()
-            else _rows_from_metadata(Path(dataset_dir), split_rule or {}))
+    rows = (
+        read_records(samples_file, SampleRecord)
+        if samples_file.is_file()
+        else _rows_from_metadata(Path(dataset_dir), split_rule or {})
+    )
     if split is not None:
         rows = [r for r in rows if r.split == split]
-    rows = [r for r in rows if (Path(dataset_dir) / r.wav).is_file() or (Path(dataset_dir) / "wavs" / f"{r.id}.wav").is_file()]
+    rows = [
+        r
+        for r in rows
+        if (Path(dataset_dir) / r.wav).is_file() or (Path(dataset_dir) / "wavs" / f"{r.id}.wav").is_file()
+    ]
     if not rows:
         raise DatasetError(
             f"No clips to condition on in {samples_file}" + (f" (split {split})" if split else "") + ".",
@@ -528,8 +651,14 @@ def select_reference_clips(
     else:
         from xttsft.logs import log_once
 
-        log_once(log, logging.WARNING, "No clip of %.0f-%.0f s in %s; conditioning on the longest clips instead.",
-                 min_seconds, max_seconds, Path(dataset_dir))
+        log_once(
+            log,
+            logging.WARNING,
+            "No clip of %.0f-%.0f s in %s; conditioning on the longest clips instead.",
+            min_seconds,
+            max_seconds,
+            Path(dataset_dir),
+        )
         chosen = sorted(rows, key=lambda r: (-r.duration, r.id))[:count]
     return [path_of(r) for r in chosen]
 
@@ -543,8 +672,12 @@ def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[S
     from xttsft.errors import XttsftError
 
     try:
-        ds = read_dataset(dataset_dir, language="en",  # the language plays no part in picking clips
-                          val_fraction=float(split_rule.get("val_fraction", 0.1)), seed=int(split_rule.get("seed", 42)))
+        ds = read_dataset(
+            dataset_dir,
+            language="en",  # the language plays no part in picking clips
+            val_fraction=float(split_rule.get("val_fraction", 0.1)),
+            seed=int(split_rule.get("seed", 42)),
+        )
     except XttsftError:
         return []
     rows = []
@@ -681,6 +814,7 @@ def conditioning(voice: Voice, references: list[Path], cache_dir: Path | None = 
 # speaking and writing
 # ---------------------------------------------------------------------------
 
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and random: the same seed gives the same audio."""
     import numpy as np
@@ -780,13 +914,16 @@ def write_audio(wav: np.ndarray, path: Path, sample_rate: int = OUTPUT_SAMPLE_RA
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=".xttsft-", dir=path.parent if path.parent.is_dir() else None) as td, \
-            atomic_path(path) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=".xttsft-", dir=path.parent if path.parent.is_dir() else None) as td,
+        atomic_path(path) as tmp,
+    ):
         src = Path(td) / "audio.wav"
         sf.write(str(src), data, sample_rate, subtype="PCM_16", format="WAV")
         proc = subprocess.run(
             [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(src), str(tmp)],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         if proc.returncode != 0:
             why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
@@ -800,6 +937,7 @@ def write_audio(wav: np.ndarray, path: Path, sample_rate: int = OUTPUT_SAMPLE_RA
 # ---------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class SynthItem:
@@ -894,26 +1032,47 @@ def synthesize(
         key = _item_key(voice.identity, refs, text, language, settings)
         prev = previous.get(target.name)
         if prev and prev.get("key") == key and target.is_file():  # a re-run skips what is done
-            items.append(SynthItem(text, target, float(prev.get("duration", 0)), 0.0, int(prev.get("sentences", 1)),
-                                   skipped=True))
+            items.append(
+                SynthItem(
+                    text, target, float(prev.get("duration", 0)), 0.0, int(prev.get("sentences", 1)), skipped=True
+                )
+            )
             rows.append(prev)
         else:
             item = _speak_to(voice, cond, text, language, settings, target)
             items.append(item)
-            rows.append({"wav": target.name, "text": text, "language": language, "duration": round(item.duration, 3),
-                         "sentences": item.sentences, "seed": settings.seed, "key": key})
+            rows.append(
+                {
+                    "wav": target.name,
+                    "text": text,
+                    "language": language,
+                    "duration": round(item.duration, 3),
+                    "sentences": item.sentences,
+                    "seed": settings.seed,
+                    "key": key,
+                }
+            )
             if manifest is not None:
                 write_jsonl(manifest, rows + [r for n, r in previous.items() if n not in {x["wav"] for x in rows}])
         progress(advance=1)
     return SynthResult(
-        items=items, model=voice.description, language=language, references=refs, device=voice.device,
-        tiny=voice.tiny, cached_latents=cond.cached, seed=settings.seed, sample_rate=voice.sample_rate,
-        manifest=manifest, notes=[],  # the tiny model's warning was logged once when it loaded
+        items=items,
+        model=voice.description,
+        language=language,
+        references=refs,
+        device=voice.device,
+        tiny=voice.tiny,
+        cached_latents=cond.cached,
+        seed=settings.seed,
+        sample_rate=voice.sample_rate,
+        manifest=manifest,
+        notes=[],  # the tiny model's warning was logged once when it loaded
     )
 
 
-def _check_inputs(settings: SynthSettings, texts: list[str], speaker_wavs: list[Path] | None, out: Path | None,
-                  out_dir: Path | None) -> None:
+def _check_inputs(
+    settings: SynthSettings, texts: list[str], speaker_wavs: list[Path] | None, out: Path | None, out_dir: Path | None
+) -> None:
     """Everything a user gave, checked before a model loads (not after it has spoken)."""
     if not texts or not any(t.strip() for t in texts):
         raise InputError("The text is empty.", hint='Give the words to speak, e.g. xttsft synth "Olá, tudo bem?"')
@@ -957,7 +1116,7 @@ def _default_references(ws: Workspace, voice: Voice, settings: SynthSettings) ->
     if dataset is None or not dataset.is_dir():
         raise InputError(
             "No reference audio: pass --speaker-wav, or build a dataset to pick reference clips from.",
-            hint="e.g. xttsft synth \"Olá\" --speaker-wav voice.wav",
+            hint='e.g. xttsft synth "Olá" --speaker-wav voice.wav',
         )
     refs = select_reference_clips(dataset, count=settings.num_references, split_rule=voice.dataset_split)
     log.info("reference clips: %s", ", ".join(r.name for r in refs))

@@ -29,15 +29,33 @@ from collections.abc import Callable
 __all__ = ["expand", "expand_pt"]
 
 _PT_ABBREVIATIONS = {
-    "sr": "senhor", "sra": "senhora", "srta": "senhorita", "dr": "doutor", "dra": "doutora",
-    "prof": "professor", "profa": "professora", "av": "avenida", "etc": "etcétera", "exmo": "excelentíssimo",
-    "exma": "excelentíssima", "vs": "versus", "pág": "página", "tel": "telefone",
+    "sr": "senhor",
+    "sra": "senhora",
+    "srta": "senhorita",
+    "dr": "doutor",
+    "dra": "doutora",
+    "prof": "professor",
+    "profa": "professora",
+    "av": "avenida",
+    "etc": "etcétera",
+    "exmo": "excelentíssimo",
+    "exma": "excelentíssima",
+    "vs": "versus",
+    "pág": "página",
+    "tel": "telefone",
     # coqui's own pt list: written out here, since the sentence-period rule below would unglue their dot
-    "st": "santo", "co": "companhia", "cia": "companhia", "jr": "júnior", "ltd": "limitada",
+    "st": "santo",
+    "co": "companhia",
+    "cia": "companhia",
+    "jr": "júnior",
+    "ltd": "limitada",
 }
 _CURRENCIES = {  # symbol -> (singular, plural); cents are centavos (pence for the pound)
-    "R$": ("real", "reais"), "US$": ("dólar", "dólares"), "$": ("dólar", "dólares"),
-    "€": ("euro", "euros"), "£": ("libra", "libras"),
+    "R$": ("real", "reais"),
+    "US$": ("dólar", "dólares"),
+    "$": ("dólar", "dólares"),
+    "€": ("euro", "euros"),
+    "£": ("libra", "libras"),
 }
 # 1.234,56 | 1234,56 | 5 (Brazilian grouping: dots for thousands, a comma for decimals)
 _NUM = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?"
@@ -49,8 +67,9 @@ _H = r"([01]?\d|2[0-3])"
 _HOURS = re.compile(r"\b" + _H + r"h([0-5]\d)\b(?:\s?min\b)?|\b([01]\d|2[0-3]):([0-5]\d)\b|\b" + _H + r"\s?h\b")
 _ORDINAL = re.compile(r"\b(\d+)\s?([ºª]|\.º|\.ª)(?=\W|$)")  # not °: coqui reads 30° as "trinta graus"
 _NUMERO = re.compile(r"\b[Nn](?:\.\s?[º°o]|[º°])\s?(?=\d)|\b[Nn][º°]")  # nº 5, n.º 5, n. o 5; not "no 7"
-_ABBREV = re.compile(r"\b(" + "|".join(sorted(_PT_ABBREVIATIONS, key=len, reverse=True)) + r")\.(?=\s|$)",
-                     re.IGNORECASE)
+_ABBREV = re.compile(
+    r"\b(" + "|".join(sorted(_PT_ABBREVIATIONS, key=len, reverse=True)) + r")\.(?=\s|$)", re.IGNORECASE
+)
 _DOMAIN = re.compile(r"\b((?:[a-z0-9-]+\.)+(?:com|org|net|gov|edu|br|io|pt)(?:\.[a-z]{2})?)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _GROUPED = re.compile(r"\b\d{1,3}(?:\.\d{3})+(?:,\d+)?\b")
@@ -74,8 +93,11 @@ def _number(text: str) -> str:
     return out
 
 
-_FEMININE = [(re.compile(r"\bum\b(?!\s+(?:milh|bilh))"), "uma"), (re.compile(r"\bdois\b(?!\s+(?:milh|bilh))"), "duas"),
-             (re.compile(r"\b(\w+)entos\b"), r"\1entas")]
+_FEMININE = [
+    (re.compile(r"\bum\b(?!\s+(?:milh|bilh))"), "uma"),
+    (re.compile(r"\bdois\b(?!\s+(?:milh|bilh))"), "duas"),
+    (re.compile(r"\b(\w+)entos\b"), r"\1entas"),
+]
 
 
 def _words_f(n: int) -> str:
@@ -114,8 +136,9 @@ def _ordinal(m: re.Match) -> str:
 
 def _hours(m: re.Match) -> str:
     g = m.groups()
-    h, mins = (int(g[0]), int(g[1])) if g[0] is not None else (int(g[2]), int(g[3])) if g[2] is not None \
-        else (int(g[4]), 0)
+    h, mins = (
+        (int(g[0]), int(g[1])) if g[0] is not None else (int(g[2]), int(g[3])) if g[2] is not None else (int(g[4]), 0)
+    )
     out = f"{_words_f(h)} {'hora' if h == 1 else 'horas'}"
     return out + (f" e {_words(mins)} {'minuto' if mins == 1 else 'minutos'}" if mins else "")
 

@@ -168,9 +168,7 @@ def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
     batch_size = pick("batch_size", ts.batch_size, getattr(rec, "train_batch_size", None), 2)
     accum = pick("grad_accum_steps", ts.grad_accum_steps, getattr(rec, "grad_accum_steps", None), 1)
     use_amp = pick("use_amp", ts.use_amp, bool(getattr(rec, "use_amp", False)) and on_gpu, on_gpu)
-    gc_ = pick(
-        "gradient_checkpointing", ts.gradient_checkpointing, getattr(rec, "gradient_checkpointing", None), False
-    )
+    gc_ = pick("gradient_checkpointing", ts.gradient_checkpointing, getattr(rec, "gradient_checkpointing", None), False)
     amp_dtype: str | None = None
     if use_amp:
         if on_gpu:
@@ -237,8 +235,9 @@ class _TestAudio:
             sr = int(self.xtts.args.output_sample_rate)
             for i, text in enumerate(TEST_SENTENCES.get(self.language, TEST_SENTENCES["en"])):
                 with torch.inference_mode(), torch.random.fork_rng(devices=self._cuda_devices()):
-                    out = self.xtts.synthesize(text, speaker_wav=str(self.speaker_wav), language=self.language,
-                                               gpt_cond_len=3)
+                    out = self.xtts.synthesize(
+                        text, speaker_wav=str(self.speaker_wav), language=self.language, gpt_cond_len=3
+                    )
                 wav = torch.as_tensor(out["wav"], dtype=torch.float32).flatten().clamp(-1, 1)
                 writer.add_audio(f"test/audio_{i}", wav.unsqueeze(0), step, sample_rate=sr)
                 done += 1
@@ -365,9 +364,12 @@ def _oom_as_training_error(res: Resolved) -> Any:
 
 def _oom_message(res: Resolved) -> TrainingError:
     rec = _recommendation(res.mode == "lora")
-    doc = f" doctor suggests batch {rec.train_batch_size} x accum {rec.grad_accum_steps}, " \
-          f"AMP {'on' if rec.use_amp else 'off'}, gradient checkpointing {'on' if rec.gradient_checkpointing else 'off'}." \
-        if rec is not None else ""
+    doc = (
+        f" doctor suggests batch {rec.train_batch_size} x accum {rec.grad_accum_steps}, "
+        f"AMP {'on' if rec.use_amp else 'off'}, gradient checkpointing {'on' if rec.gradient_checkpointing else 'off'}."
+        if rec is not None
+        else ""
+    )
     return TrainingError(
         f"CUDA out of memory with batch size {res.batch_size}, AMP {'on' if res.use_amp else 'off'}, "
         f"gradient checkpointing {'on' if res.gradient_checkpointing else 'off'}, mode {res.mode}.{doc}",
@@ -377,8 +379,10 @@ def _oom_message(res: Resolved) -> TrainingError:
 
 
 # --------------------------------------------------------------------------- the parts
-RESUME_HINT = ("Resume with the base model and TRAIN_LORA_* settings the run was trained with (see run.json and "
-               "settings.json in the run folder), or start a new run.")
+RESUME_HINT = (
+    "Resume with the base model and TRAIN_LORA_* settings the run was trained with (see run.json and "
+    "settings.json in the run folder), or start a new run."
+)
 
 
 @dataclass
@@ -399,13 +403,16 @@ def _resume_name(ws: Workspace, ts: TrainSettings) -> str:
     """The run ``--resume`` continues: ``--run-name``, else the most recently modified run."""
     name = ts.run_name or ws.latest_run()
     if name is None:
-        raise SettingsError("--resume found no run to continue under " + str(ws.checkpoints_dir) + ".",
-                            hint="Start a run first, or name one with --run-name.")
+        raise SettingsError(
+            "--resume found no run to continue under " + str(ws.checkpoints_dir) + ".",
+            hint="Start a run first, or name one with --run-name.",
+        )
     return name
 
 
-def open_run(ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool,
-             lock: contextlib.ExitStack | None = None) -> RunDir:
+def open_run(
+    ws: Workspace, ts: TrainSettings, resume: bool, distributed: bool, lock: contextlib.ExitStack | None = None
+) -> RunDir:
     """Name the run (a timestamp unless named; the latest run with --resume), take its lock
     into ``lock`` (rank 0), tidy what a kill left behind, and check that ``resume`` fits what is on disk.
 
@@ -447,8 +454,10 @@ def _continue_hint(run: RunDir) -> str:
     if run.resumable:
         return "Continue it with --resume, or pick another --run-name."
     if run.weights_only is not None:
-        return (f"Continue it with --resume (from its {run.weights_only.path.name} of epoch {run.weights_only.epoch}; "
-                "it has no training state yet, so the optimizer starts afresh), or pick another --run-name.")
+        return (
+            f"Continue it with --resume (from its {run.weights_only.path.name} of epoch {run.weights_only.epoch}; "
+            "it has no training state yet, so the optimizer starts afresh), or pick another --run-name."
+        )
     return "Pick another --run-name: it has no complete checkpoint to continue from."
 
 
@@ -456,13 +465,20 @@ def _no_state_to_resume(ws: Workspace, run: RunDir) -> None:
     """``--resume`` of a run with nothing to resume from: refused when it does not exist, else it
     starts again from the beginning (it stopped before its first save), and says so."""
     if RunPaths(run.path).best_model.exists():  # there, but not loadable: never trained over
-        raise SettingsError(f"Run {run.name!r} has no complete checkpoint to resume from ({run.path}).",
-                            hint="Train a new run (another --run-name); the run folder is left as it is.")
+        raise SettingsError(
+            f"Run {run.name!r} has no complete checkpoint to resume from ({run.path}).",
+            hint="Train a new run (another --run-name); the run folder is left as it is.",
+        )
     if not RunPaths(run.path).settings_json.exists() and not RunPaths(run.path).run_json.exists():
-        raise SettingsError(f"There is no run {run.name!r} to resume in {ws.checkpoints_dir}.",
-                            hint="Check the name (xttsft export and eval list the runs), or start it without --resume.")
-    log.warning("Run %r has no saved training state yet (it stopped before its first save): starting it "
-                "again from the beginning.", run.name)
+        raise SettingsError(
+            f"There is no run {run.name!r} to resume in {ws.checkpoints_dir}.",
+            hint="Check the name (xttsft export and eval list the runs), or start it without --resume.",
+        )
+    log.warning(
+        "Run %r has no saved training state yet (it stopped before its first save): starting it "
+        "again from the beginning.",
+        run.name,
+    )
     run.resume = False
 
 
@@ -519,8 +535,9 @@ def build_optimization(gpt, ts: TrainSettings, res: Resolved, total_steps: int) 
 
     # the fused kernel (one pass over the weights instead of one per tensor): 0.24 vs 0.61 s per step
     # for the 441 M weights of a full fine-tune on 2 CPU cores; same results, same state dict
-    opt = torch.optim.AdamW(_decay_groups(gpt, ts.weight_decay), lr=res.learning_rate, betas=ADAMW_BETAS, eps=ADAMW_EPS,
-                            fused=True)
+    opt = torch.optim.AdamW(
+        _decay_groups(gpt, ts.weight_decay), lr=res.learning_rate, betas=ADAMW_BETAS, eps=ADAMW_EPS, fused=True
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(ts.warmup_steps, total_steps // 2), total_steps))
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(res.amp_dtype or "")
     dev_type = "cuda" if res.device.startswith("cuda") else "cpu"
@@ -530,12 +547,18 @@ def build_optimization(gpt, ts: TrainSettings, res: Resolved, total_steps: int) 
 
 def batch_layout(res: Resolved, ts: TrainSettings, world: int, train_samples: int) -> dict[str, int]:
     """What decides which batches an epoch has: a resume inside an epoch needs the same."""
-    return {"batch_size": res.batch_size, "grad_accum_steps": res.grad_accum_steps, "processes": world,
-            "seed": ts.seed, "train_samples": train_samples}
+    return {
+        "batch_size": res.batch_size,
+        "grad_accum_steps": res.grad_accum_steps,
+        "processes": world,
+        "seed": ts.seed,
+        "train_samples": train_samples,
+    }
 
 
-def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
-            layout: dict[str, int] | None = None) -> tuple[TrainState, Path]:
+def restore(
+    run: RunDir, gpt, res: Resolved, optim: Optimization, layout: dict[str, int] | None = None
+) -> tuple[TrainState, Path]:
     """Weights, optimizer, schedule, scaler and RNG of the run's newest loadable saved state.
 
     A damaged newest state (a disk that filled up, a copy cut short) is skipped with a warning
@@ -548,8 +571,11 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
             saved = _load_state(ck, gpt, res)
         except (XttsftError, OSError, RuntimeError, ValueError, KeyError) as exc:
             failures.append(f"{ck.path.name}: {getattr(exc, 'message', exc)}")
-            log.warning("Cannot resume from %s (%s); trying the state saved before it.", ck.path.name,
-                        getattr(exc, "message", exc))
+            log.warning(
+                "Cannot resume from %s (%s); trying the state saved before it.",
+                ck.path.name,
+                getattr(exc, "message", exc),
+            )
             continue
         _check_layout(ck, saved, layout)
         optim.optimizer.load_state_dict(saved["optimizer"])
@@ -560,11 +586,18 @@ def restore(run: RunDir, gpt, res: Resolved, optim: Optimization,
 
         set_rng_state(saved["rng"])
         state = TrainState.from_dict(saved)
-        log.info("Resuming %s from %s: continuing at epoch %d%s, step %d", run.name, ck.path.name, state.epoch + 1,
-                 f" batch {state.batch_in_epoch + 1}" if state.batch_in_epoch else "", state.global_step + 1)
+        log.info(
+            "Resuming %s from %s: continuing at epoch %d%s, step %d",
+            run.name,
+            ck.path.name,
+            state.epoch + 1,
+            f" batch {state.batch_in_epoch + 1}" if state.batch_in_epoch else "",
+            state.global_step + 1,
+        )
         return state, ck.path
-    raise SettingsError(f"No saved state of run {run.name!r} can be loaded: " + "; ".join(failures) + ".",
-                        hint=RESUME_HINT)
+    raise SettingsError(
+        f"No saved state of run {run.name!r} can be loaded: " + "; ".join(failures) + ".", hint=RESUME_HINT
+    )
 
 
 def _check_mode(run: RunDir, meta_mode: Any, res: Resolved) -> None:
@@ -575,8 +608,9 @@ def _check_mode(run: RunDir, meta_mode: Any, res: Resolved) -> None:
         )
 
 
-def restore_weights(run: RunDir, gpt, res: Resolved, optim: Optimization,
-                    steps_per_epoch: int) -> tuple[TrainState, Path]:
+def restore_weights(
+    run: RunDir, gpt, res: Resolved, optim: Optimization, steps_per_epoch: int
+) -> tuple[TrainState, Path]:
     """Resume a run that saved weights but no training state yet (killed after its first best model,
     before its first checkpoint): the weights, and the epoch and step counters of their ``meta.json``;
     the learning-rate schedule is moved to where those counters put it. AdamW's moments and the
@@ -596,14 +630,24 @@ def restore_weights(run: RunDir, gpt, res: Resolved, optim: Optimization,
             optim.scheduler.step()
     best = ck.meta.get("val_loss")
     unknown = [float("nan")] * max(0, epoch - 1)  # the losses of the epochs before it were not saved
-    state = TrainState(epoch=epoch, global_step=ck.step, optimizer_step=steps, best_val_loss=best,
-                       best_epoch=epoch if best is not None else None,
-                       history_train=unknown + [_loss(ck.meta.get("train_loss"))] if epoch else [],
-                       history_val=unknown + [_loss(best)] if epoch else [])
-    log.warning("Run %s has no saved training state (it stopped before its first checkpoint): continuing from its "
-                "%s (epoch %d). Its weights are restored; the optimizer's state (AdamW moments) and the random state "
-                "were never saved and start afresh; the epoch and step counters come from its meta.json, and the "
-                "learning-rate schedule is set from them.", run.name, ck.path.name, epoch)
+    state = TrainState(
+        epoch=epoch,
+        global_step=ck.step,
+        optimizer_step=steps,
+        best_val_loss=best,
+        best_epoch=epoch if best is not None else None,
+        history_train=unknown + [_loss(ck.meta.get("train_loss"))] if epoch else [],
+        history_val=unknown + [_loss(best)] if epoch else [],
+    )
+    log.warning(
+        "Run %s has no saved training state (it stopped before its first checkpoint): continuing from its "
+        "%s (epoch %d). Its weights are restored; the optimizer's state (AdamW moments) and the random state "
+        "were never saved and start afresh; the epoch and step counters come from its meta.json, and the "
+        "learning-rate schedule is set from them.",
+        run.name,
+        ck.path.name,
+        epoch,
+    )
     return state, ck.path
 
 
@@ -650,8 +694,16 @@ def set_threads(ts: TrainSettings) -> int:
 
 #: Settings that change what a resumed run learns (not only how fast or where it runs): a change of
 #: one is a warning. Batch size and accumulation make the effective batch (and the schedule's length).
-LEARNING_SETTINGS = ("learning_rate", "batch_size", "grad_accum_steps", "weight_decay", "warmup_steps",
-                     "max_grad_norm", "lora_alpha", "lora_dropout")
+LEARNING_SETTINGS = (
+    "learning_rate",
+    "batch_size",
+    "grad_accum_steps",
+    "weight_decay",
+    "warmup_steps",
+    "max_grad_norm",
+    "lora_alpha",
+    "lora_dropout",
+)
 #: Compared as resolved: ``auto`` and what it stands for are the same.
 _COMPARED_RESOLVED = ("learning_rate", "batch_size", "grad_accum_steps")
 #: Taken as resolved by a resume: ``auto`` could pick other numbers on this machine than the run trained with.
@@ -683,8 +735,9 @@ def _run_info(run_dir: Path) -> Any:
         return None
 
 
-def resume_settings(settings: Settings, provenance: Provenance | None,
-                    ws: Workspace) -> tuple[Settings, dict[str, str]]:
+def resume_settings(
+    settings: Settings, provenance: Provenance | None, ws: Workspace
+) -> tuple[Settings, dict[str, str]]:
     """The settings a resume trains with: the run's own (settings.json of its last session) for each
     train setting that no flag, environment variable, .env or config file sets now, so a bare
     ``--resume`` trains as the run did (base model, epochs, batch, ...); one set now wins, and
@@ -697,8 +750,11 @@ def resume_settings(settings: Settings, provenance: Provenance | None,
 
     name = _resume_name(ws, settings.train)
     src = (provenance or {}).get("train", {})
-    explicit = {f: (src[f].detail or src[f].kind) if f in src else "" for f in TrainSettings.model_fields
-                if provenance is None or (f in src and src[f].kind != "default")}
+    explicit = {
+        f: (src[f].detail or src[f].kind) if f in src else ""
+        for f in TrainSettings.model_fields
+        if provenance is None or (f in src and src[f].kind != "default")
+    }
     given, resolved = _last_session(ws.run(name).settings_json)
     info = _run_info(ws.run_dir(name))
     values = settings.train.model_dump(mode="json")
@@ -717,14 +773,24 @@ def resume_settings(settings: Settings, provenance: Provenance | None,
         if value != values[f]:
             taken[f] = value
     if taken:
-        log.info("Run %s resumes with its own settings (settings.json) where none is given now: %s.", name,
-                 ", ".join(f"{k} {v}" for k, v in taken.items()))
+        log.info(
+            "Run %s resumes with its own settings (settings.json) where none is given now: %s.",
+            name,
+            ", ".join(f"{k} {v}" for k, v in taken.items()),
+        )
     split = (info.dataset_split if info is not None else None) or {}
     bsrc = (provenance or {}).get("build", {})
-    build: dict[str, Any] = {f: split[f] for f in ("val_fraction", "seed")
-             if f in split and provenance is not None and f in bsrc and bsrc[f].kind == "default"}
-    return settings.model_copy(update={"train": TrainSettings(**{**values, **taken, "run_name": name}),
-                                       "build": settings.build.model_copy(update=build)}), explicit
+    build: dict[str, Any] = {
+        f: split[f]
+        for f in ("val_fraction", "seed")
+        if f in split and provenance is not None and f in bsrc and bsrc[f].kind == "default"
+    }
+    return settings.model_copy(
+        update={
+            "train": TrainSettings(**{**values, **taken, "run_name": name}),
+            "build": settings.build.model_copy(update=build),
+        }
+    ), explicit
 
 
 def changed_settings(settings_json: Path, ts: TrainSettings, res: Resolved) -> list[tuple[str, Any, Any]]:
@@ -744,19 +810,29 @@ def changed_learning_settings(settings_json: Path, ts: TrainSettings, res: Resol
 def _say_changed_settings(run: RunDir, changed: list[tuple[str, Any, Any]], explicit: dict[str, str]) -> None:
     """Once: a warning for the learning settings set now to other values than the run's last session
     (e.g. TRAIN_LORA_DROPOUT, whose default was 0.05 before 0), a note for the others."""
+
     def show(items: list[tuple[str, Any, Any]]) -> str:
         return ", ".join(f"{k} {b} -> {n}" + (f" ({explicit[k]})" if explicit.get(k) else "") for k, b, n in items)
 
     learning = [c for c in changed if c[0] in LEARNING_SETTINGS]
     other = [c for c in changed if c[0] not in LEARNING_SETTINGS]
     if learning:
-        log.warning("Run %s continues with other settings than its last session: %s. To train as before, leave them "
-                    "out (a resume takes the run's own) or set %s.", run.name, show(learning),
-                    " ".join(f"TRAIN_{k.upper()}={b}" for k, b, _ in learning))
+        log.warning(
+            "Run %s continues with other settings than its last session: %s. To train as before, leave them "
+            "out (a resume takes the run's own) or set %s.",
+            run.name,
+            show(learning),
+            " ".join(f"TRAIN_{k.upper()}={b}" for k, b, _ in learning),
+        )
     if other:
-        log.info("Run %s continues with settings changed since its last session: %s.%s", run.name, show(other),
-                 " The learning-rate schedule is stretched to the new number of epochs."
-                 if any(k == "num_epochs" for k, _, _ in other) else "")
+        log.info(
+            "Run %s continues with settings changed since its last session: %s.%s",
+            run.name,
+            show(other),
+            " The learning-rate schedule is stretched to the new number of epochs."
+            if any(k == "num_epochs" for k, _, _ in other)
+            else "",
+        )
 
 
 def check_dataset(run: RunDir, dataset: Dataset, allow_changed: bool) -> Dataset:
@@ -777,85 +853,173 @@ def check_dataset(run: RunDir, dataset: Dataset, allow_changed: bool) -> Dataset
         raise DatasetError(
             f"Run {run.name!r} was trained on another version of its dataset ({dataset.root}): {changes.describe()}.",
             hint="Train a new run on it (--run-name OTHER), or continue this one with --allow-changed-dataset: every "
-            "clip keeps the side (train or val) the run recorded, new clips go where the split puts them.")
+            "clip keeps the side (train or val) the run recorded, new clips go where the split puts them.",
+        )
     kept = keep_recorded_split(dataset, before)
     new_val = [r.id for r in kept.val if r.id in changes.added]
-    log.warning("Run %s continues on a changed dataset (%s), as --allow-changed-dataset asks: every clip keeps its "
-                "recorded side%s.", run.name, changes.describe(),
-                f"; {len(new_val)} new clips validate, so the val loss (and the best model) counts them from now on"
-                if new_val else "")
+    log.warning(
+        "Run %s continues on a changed dataset (%s), as --allow-changed-dataset asks: every clip keeps its "
+        "recorded side%s.",
+        run.name,
+        changes.describe(),
+        f"; {len(new_val)} new clips validate, so the val loss (and the best model) counts them from now on"
+        if new_val
+        else "",
+    )
     return kept
 
 
-def _write_run_files(settings: Settings, run: RunDir, res: Resolved, data: DataReport, base_dir: Path,
-                     explicit: dict[str, str], fingerprint: dict[str, Any]) -> None:
+def _write_run_files(
+    settings: Settings,
+    run: RunDir,
+    res: Resolved,
+    data: DataReport,
+    base_dir: Path,
+    explicit: dict[str, str],
+    fingerprint: dict[str, Any],
+) -> None:
     from xttsft.io import atomic_write_json
     from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
     if run.resume:
         _say_changed_settings(run, changed_settings(RunPaths(run.path).settings_json, settings.train, res), explicit)
-    atomic_write_json(RunPaths(run.path).settings_json, {
-        **settings.to_dict(), "resolved": res.__dict__,
-        "data": {"max_wav_length": data.max_wav_length, "max_text_length": data.max_text_length},
-    })
+    atomic_write_json(
+        RunPaths(run.path).settings_json,
+        {
+            **settings.to_dict(),
+            "resolved": res.__dict__,
+            "data": {"max_wav_length": data.max_wav_length, "max_text_length": data.max_text_length},
+        },
+    )
     if not RunPaths(run.path).run_json.exists():
-        write_run_info(RunInfo(
-            run_dir=run.path, base_model=settings.train.base_model, base_dir=base_dir, language=data.language,
-            mode=res.mode, dataset_dir=data.dataset_dir, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            base_identity=base_identity(base_dir),
-            dataset_split={"val_fraction": settings.build.val_fraction, "seed": settings.build.seed},
-            dataset_fingerprint=fingerprint,
-        ))
+        write_run_info(
+            RunInfo(
+                run_dir=run.path,
+                base_model=settings.train.base_model,
+                base_dir=base_dir,
+                language=data.language,
+                mode=res.mode,
+                dataset_dir=data.dataset_dir,
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                base_identity=base_identity(base_dir),
+                dataset_split={"val_fraction": settings.build.val_fraction, "seed": settings.build.seed},
+                dataset_fingerprint=fingerprint,
+            )
+        )
     elif (info := _run_info(run.path)) is not None and info.dataset_fingerprint != fingerprint:
         info.dataset_fingerprint = fingerprint  # a change allowed by --allow-changed-dataset, or a run from before
         write_run_info(info)
 
 
-def _log_banner(ts: TrainSettings, res: Resolved, model: Model, data: DataReport, base_dir: Path, tiny: bool,
-                world: int, n_batches: int, threads: int) -> None:
-    log.info("Device: %s%s | AMP: %s | gradient checkpointing: %s | CPU threads: %d | data workers: %d", res.device,
-             f" x {world} processes (DDP)" if world > 1 else "", res.amp_dtype or "off",
-             "on" if res.gradient_checkpointing else "off", threads, ts.num_workers)
-    log.info("Model: %s (%s) | GPT %.1f M params | trainable %.2f M (%.2f %%, %s)", ts.base_model,
-             "tiny random" if tiny else str(base_dir), model.gpt_params / 1e6, model.trainable / 1e6,
-             100 * model.trainable / model.total, res.mode)
-    log.info("Dataset: %s | %d train + %d val samples | %.2f h (%.1f min) | language %s | dropped %d",
-             data.dataset_dir, len(data.train), len(data.val), data.hours, data.hours * 60, data.language,
-             data.dropped_count)
-    log.info("Batch %d x accum %d%s | lr %.2e | %d epochs x %d steps", res.batch_size, res.grad_accum_steps,
-             f" x {world} GPUs" if world > 1 else "", res.learning_rate, ts.num_epochs, n_batches)
+def _log_banner(
+    ts: TrainSettings,
+    res: Resolved,
+    model: Model,
+    data: DataReport,
+    base_dir: Path,
+    tiny: bool,
+    world: int,
+    n_batches: int,
+    threads: int,
+) -> None:
+    log.info(
+        "Device: %s%s | AMP: %s | gradient checkpointing: %s | CPU threads: %d | data workers: %d",
+        res.device,
+        f" x {world} processes (DDP)" if world > 1 else "",
+        res.amp_dtype or "off",
+        "on" if res.gradient_checkpointing else "off",
+        threads,
+        ts.num_workers,
+    )
+    log.info(
+        "Model: %s (%s) | GPT %.1f M params | trainable %.2f M (%.2f %%, %s)",
+        ts.base_model,
+        "tiny random" if tiny else str(base_dir),
+        model.gpt_params / 1e6,
+        model.trainable / 1e6,
+        100 * model.trainable / model.total,
+        res.mode,
+    )
+    log.info(
+        "Dataset: %s | %d train + %d val samples | %.2f h (%.1f min) | language %s | dropped %d",
+        data.dataset_dir,
+        len(data.train),
+        len(data.val),
+        data.hours,
+        data.hours * 60,
+        data.language,
+        data.dropped_count,
+    )
+    log.info(
+        "Batch %d x accum %d%s | lr %.2e | %d epochs x %d steps",
+        res.batch_size,
+        res.grad_accum_steps,
+        f" x {world} GPUs" if world > 1 else "",
+        res.learning_rate,
+        ts.num_epochs,
+        n_batches,
+    )
 
 
-def _checkpoint_writer(run: RunDir, model: Model, res: Resolved, optim: Optimization, keep: int,
-                       layout: dict[str, int]) -> tuple[Callable[..., Path], Callable[..., None]]:
+def _checkpoint_writer(
+    run: RunDir, model: Model, res: Resolved, optim: Optimization, keep: int, layout: dict[str, int]
+) -> tuple[Callable[..., Path], Callable[..., None]]:
     """save(name, state, _) for epoch/interrupt checkpoints, save_best(state, train, val) for best_model."""
     from xttsft import model as model_io
     from xttsft.trainer import prune_checkpoints
 
     def save(name: str, st: TrainState, _: Any = None) -> Path:
-        meta = {"epoch": st.epoch, "step": st.global_step, "optimizer_step": st.optimizer_step,
-                "batch_in_epoch": st.batch_in_epoch,
-                "train_loss": st.history_train[-1] if st.history_train else None,
-                "val_loss": st.history_val[-1] if st.history_val else None, "run": run.name}
-        p = model_io.write_checkpoint(run.path / name, model.gpt, res.mode, meta,
-                                      {**st.to_dict(optim.optimizer, optim.scheduler, optim.scaler), "layout": layout},
-                                      lora_config=model.lora_config)
+        meta = {
+            "epoch": st.epoch,
+            "step": st.global_step,
+            "optimizer_step": st.optimizer_step,
+            "batch_in_epoch": st.batch_in_epoch,
+            "train_loss": st.history_train[-1] if st.history_train else None,
+            "val_loss": st.history_val[-1] if st.history_val else None,
+            "run": run.name,
+        }
+        p = model_io.write_checkpoint(
+            run.path / name,
+            model.gpt,
+            res.mode,
+            meta,
+            {**st.to_dict(optim.optimizer, optim.scheduler, optim.scaler), "layout": layout},
+            lora_config=model.lora_config,
+        )
         prune_checkpoints(run.path, keep)
         log.info("Saved %s", p)
         return p
 
     def save_best(st: TrainState, train_loss: float, val_loss: float) -> None:
-        model_io.write_checkpoint(RunPaths(run.path).best_model, model.gpt, res.mode,
-                                  {"epoch": st.epoch, "step": st.global_step, "val_loss": val_loss,
-                                   "train_loss": train_loss, "run": run.name}, lora_config=model.lora_config)
+        model_io.write_checkpoint(
+            RunPaths(run.path).best_model,
+            model.gpt,
+            res.mode,
+            {
+                "epoch": st.epoch,
+                "step": st.global_step,
+                "val_loss": val_loss,
+                "train_loss": train_loss,
+                "run": run.name,
+            },
+            lora_config=model.lora_config,
+        )
         log.info("New best model (val loss %.4f) -> %s", val_loss, RunPaths(run.path).best_model)
 
     return save, save_best
 
 
-def _callbacks(ts: TrainSettings, run: RunDir, res: Resolved, data: DataReport, base_dir: Path, tiny: bool,
-               main: bool, hooks: TrainHooks) -> list[Any]:
+def _callbacks(
+    ts: TrainSettings,
+    run: RunDir,
+    res: Resolved,
+    data: DataReport,
+    base_dir: Path,
+    tiny: bool,
+    main: bool,
+    hooks: TrainHooks,
+) -> list[Any]:
     from xttsft.trainer import ConsoleCallback, TensorBoardCallback
 
     cbs: list[Any] = [ConsoleCallback(ts.print_step, epochs(ts))] if main else []
@@ -876,13 +1040,29 @@ def _wrap_ddp(gpt, res: Resolved, distributed: bool) -> Any:
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(gpt, device_ids=[torch.device(res.device).index] if res.device.startswith("cuda") else None,
-               find_unused_parameters=res.mode == "full")
+    return DDP(
+        gpt,
+        device_ids=[torch.device(res.device).index] if res.device.startswith("cuda") else None,
+        find_unused_parameters=res.mode == "full",
+    )
 
 
-def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, feats: Any, data: DataReport,
-                  optim: Optimization, *, distributed: bool, rank: int, world: int, callbacks: list[Any],
-                  hooks: TrainHooks, progress: Progress) -> Any:
+def _make_trainer(
+    ts: TrainSettings,
+    res: Resolved,
+    run: RunDir,
+    model: Model,
+    feats: Any,
+    data: DataReport,
+    optim: Optimization,
+    *,
+    distributed: bool,
+    rank: int,
+    world: int,
+    callbacks: list[Any],
+    hooks: TrainHooks,
+    progress: Progress,
+) -> Any:
     """The loop over this run's parts: batches, loader, validation and checkpoint writers."""
     from xttsft.train_data import ClipDataset, epoch_batches, make_loader
     from xttsft.trainer import Trainer
@@ -894,20 +1074,38 @@ def _make_trainer(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, f
         train_ds.epoch = epoch
         return make_loader(train_ds, batches, ts.num_workers)
 
-    save, save_best = _checkpoint_writer(run, model, res, optim, ts.keep_last_checkpoints,
-                                         batch_layout(res, ts, world, len(data.train)))
+    save, save_best = _checkpoint_writer(
+        run, model, res, optim, ts.keep_last_checkpoints, batch_layout(res, ts, world, len(data.train))
+    )
     return Trainer(
-        gpt=model.gpt, model=_wrap_ddp(model.gpt, res, distributed), featurize=feats, loss_fn=gpt_loss,
-        optimizer=optim.optimizer, scheduler=optim.scheduler, scaler=optim.scaler,
+        gpt=model.gpt,
+        model=_wrap_ddp(model.gpt, res, distributed),
+        featurize=feats,
+        loss_fn=gpt_loss,
+        optimizer=optim.optimizer,
+        scheduler=optim.scheduler,
+        scaler=optim.scaler,
         batches_of=lambda epoch: epoch_batches(lengths, res.batch_size, ts.seed, epoch, rank, world),
         loader_of=loader_of,
         validate=lambda: _validate(model.gpt, val_ds, feats, res.batch_size, optim.device_type, optim.amp_dtype),
-        save_checkpoint=save, save_best=save_best, num_epochs=epochs(ts), grad_accum_steps=res.grad_accum_steps,
-        max_grad_norm=ts.max_grad_norm, max_nan_steps=ts.max_nan_steps, save_every_n_epochs=ts.save_every_n_epochs,
-        state_every_minutes=ts.save_every_n_minutes, state_every_steps=ts.save_every_n_steps,
+        save_checkpoint=save,
+        save_best=save_best,
+        num_epochs=epochs(ts),
+        grad_accum_steps=res.grad_accum_steps,
+        max_grad_norm=ts.max_grad_norm,
+        max_nan_steps=ts.max_nan_steps,
+        save_every_n_epochs=ts.save_every_n_epochs,
+        state_every_minutes=ts.save_every_n_minutes,
+        state_every_steps=ts.save_every_n_steps,
         patience=ts.early_stopping_patience,
-        amp_dtype=optim.amp_dtype, device_type=optim.device_type, main=rank == 0, distributed=distributed,
-        callbacks=callbacks, hooks=hooks, progress=progress, run_name=run.name,
+        amp_dtype=optim.amp_dtype,
+        device_type=optim.device_type,
+        main=rank == 0,
+        distributed=distributed,
+        callbacks=callbacks,
+        hooks=hooks,
+        progress=progress,
+        run_name=run.name,
     )
 
 
@@ -953,8 +1151,12 @@ def train(
     ts = settings.train
     hooks = hooks or TrainHooks()
     progress = progress or no_progress
-    dataset = read_dataset(Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir, ts.language,
-                           settings.build.val_fraction, settings.build.seed)  # before the model loads: cheap
+    dataset = read_dataset(
+        Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir,
+        ts.language,
+        settings.build.val_fraction,
+        settings.build.seed,
+    )  # before the model loads: cheap
     log.info("Dataset: %s", dataset.describe())
     base_dir = resolve_base_model(ts.base_model, progress=progress)
     tiny = is_tiny(base_dir)
@@ -988,13 +1190,29 @@ def train(
         if rank == 0 and state.epoch < epochs(ts):  # a finished run keeps the record of how it was trained
             _write_run_files(settings, run, res, data, base_dir, explicit, dataset_fingerprint(dataset))
         _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
-        trainer = _make_trainer(ts, res, run, model, feats, data, optim, distributed=distributed, rank=rank, world=world,
-                                callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks), hooks=hooks,
-                                progress=progress)
+        trainer = _make_trainer(
+            ts,
+            res,
+            run,
+            model,
+            feats,
+            data,
+            optim,
+            distributed=distributed,
+            rank=rank,
+            world=world,
+            callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks),
+            hooks=hooks,
+            progress=progress,
+        )
         status = _fit(trainer, state, res, distributed)
         if status == "already finished":
-            log.info("Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
-                     run.name, state.epoch, ts.num_epochs)
+            log.info(
+                "Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
+                run.name,
+                state.epoch,
+                ts.num_epochs,
+            )
         return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank, time.time() - t0)
 
 
@@ -1017,26 +1235,35 @@ def resolve_epochs(ts: TrainSettings, data: DataReport) -> TrainSettings:
     minutes = sum(s.n_samples for s in data.train) / SAMPLE_RATE / 60
     lo, hi = AUTO_EPOCHS_RANGE
     epochs = max(lo, min(hi, math.ceil(AUTO_EPOCHS_AUDIO_MINUTES / max(minutes, 1e-6))))
-    log.info("num_epochs: auto -> %d (%.1f minutes of training audio, about %.0f hours heard; early stopping after "
-             "%d epochs without a better val loss; TRAIN_NUM_EPOCHS=1000 as in the guide trains longer)", epochs,
-             minutes, epochs * minutes / 60, ts.early_stopping_patience)
+    log.info(
+        "num_epochs: auto -> %d (%.1f minutes of training audio, about %.0f hours heard; early stopping after "
+        "%d epochs without a better val loss; TRAIN_NUM_EPOCHS=1000 as in the guide trains longer)",
+        epochs,
+        minutes,
+        epochs * minutes / 60,
+        ts.early_stopping_patience,
+    )
     return ts.model_copy(update={"num_epochs": epochs})
 
 
 def _prepare(dataset: Dataset, model: Model, world: int) -> DataReport:
     """The samples the model can take; every process needs one."""
-    data = prepare_data(dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens,
-                        model.xtts.args.gpt_max_text_tokens)
+    data = prepare_data(
+        dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens, model.xtts.args.gpt_max_text_tokens
+    )
     if len(data.train) < world:
         from xttsft.errors import DatasetError
 
-        raise DatasetError(f"{len(data.train)} training samples for {world} processes: every process needs one.",
-                           hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.")
+        raise DatasetError(
+            f"{len(data.train)} training samples for {world} processes: every process needs one.",
+            hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.",
+        )
     return data
 
 
-def _start(run: RunDir, ts: TrainSettings, res: Resolved, model: Model, data: DataReport, rank: int,
-           world: int) -> tuple[int, Optimization, TrainState, Path | None]:
+def _start(
+    run: RunDir, ts: TrainSettings, res: Resolved, model: Model, data: DataReport, rank: int, world: int
+) -> tuple[int, Optimization, TrainState, Path | None]:
     """Batches per epoch, the optimizer and the state to start from: a fresh one, the newest saved
     training state, or (a run killed before its first one) the best model's weights."""
     from xttsft.train_data import epoch_batches
@@ -1051,23 +1278,58 @@ def _start(run: RunDir, ts: TrainSettings, res: Resolved, model: Model, data: Da
     return n_batches, optim, *restore(run, model.gpt, res, optim, batch_layout(res, ts, world, len(data.train)))
 
 
-def _result(ts: TrainSettings, res: Resolved, run: RunDir, model: Model, data: DataReport, trainer: Any, status: str,
-            resumed_from: Path | None, tiny: bool, rank: int, seconds: float) -> TrainResult:
+def _result(
+    ts: TrainSettings,
+    res: Resolved,
+    run: RunDir,
+    model: Model,
+    data: DataReport,
+    trainer: Any,
+    status: str,
+    resumed_from: Path | None,
+    tiny: bool,
+    rank: int,
+    seconds: float,
+) -> TrainResult:
     from xttsft.model import list_checkpoints
 
     st = trainer.state
-    curve = (_loss_curve(RunPaths(run.path).loss_curve, st.history_train, st.history_val)
-             if rank == 0 and st.history_train else None)
+    curve = (
+        _loss_curve(RunPaths(run.path).loss_curve, st.history_train, st.history_val)
+        if rank == 0 and st.history_train
+        else None
+    )
     return TrainResult(
-        run_name=run.name, run_dir=run.path, tensorboard_dir=run.tensorboard, mode=res.mode, device=res.device,
-        base_model=ts.base_model, tiny=tiny, num_epochs=epochs(ts), epochs_completed=len(st.history_train),
-        global_step=st.global_step, optimizer_steps=st.optimizer_step, learning_rate=res.learning_rate,
-        trainable_params=model.trainable, total_params=model.total, train_samples=len(data.train),
-        val_samples=len(data.val), hours=data.hours, dropped={k: len(v) for k, v in data.dropped.items()},
-        step_losses=trainer.step_losses, epoch_train_losses=st.history_train, epoch_val_losses=st.history_val,
-        best_val_loss=st.best_val_loss, best_epoch=st.best_epoch, nan_skipped=trainer.nan_skipped, status=status,
-        resumed_from=resumed_from, checkpoints=[c.path for c in list_checkpoints(run.path)], loss_curve=curve,
-        seconds=seconds, rank=rank,
+        run_name=run.name,
+        run_dir=run.path,
+        tensorboard_dir=run.tensorboard,
+        mode=res.mode,
+        device=res.device,
+        base_model=ts.base_model,
+        tiny=tiny,
+        num_epochs=epochs(ts),
+        epochs_completed=len(st.history_train),
+        global_step=st.global_step,
+        optimizer_steps=st.optimizer_step,
+        learning_rate=res.learning_rate,
+        trainable_params=model.trainable,
+        total_params=model.total,
+        train_samples=len(data.train),
+        val_samples=len(data.val),
+        hours=data.hours,
+        dropped={k: len(v) for k, v in data.dropped.items()},
+        step_losses=trainer.step_losses,
+        epoch_train_losses=st.history_train,
+        epoch_val_losses=st.history_val,
+        best_val_loss=st.best_val_loss,
+        best_epoch=st.best_epoch,
+        nan_skipped=trainer.nan_skipped,
+        status=status,
+        resumed_from=resumed_from,
+        checkpoints=[c.path for c in list_checkpoints(run.path)],
+        loss_curve=curve,
+        seconds=seconds,
+        rank=rank,
     )
 
 

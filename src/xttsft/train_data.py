@@ -88,39 +88,63 @@ def model_limits(gpt_max_audio_tokens: int) -> int:
     return (gpt_max_audio_tokens - 3) * 1024
 
 
-def prepare_data(ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int, gpt_max_text_tokens: int) -> DataReport:
+def prepare_data(
+    ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int, gpt_max_text_tokens: int
+) -> DataReport:
     """Check every sample of a dataset (any layout, see :mod:`xttsft.datasets`) against the model;
     count every sample it cannot take.
 
     Refuses (DatasetError) an empty train or val split, naming the cause.
     """
     max_wav_length = model_limits(gpt_max_audio_tokens)
-    found = datasets.inspect_samples(ds, tokenizer.encode if tokenizer is not None else None, max_wav_length,
-                                     gpt_max_text_tokens)
+    found = datasets.inspect_samples(
+        ds, tokenizer.encode if tokenizer is not None else None, max_wav_length, gpt_max_text_tokens
+    )
     for reason, ids in found.dropped.items():
         for sid in ids:
             log.warning("Skipping sample %s: %s", sid, reason)
     if found.resampled:
-        log.info("%d clips are not 22050 Hz mono: converted on load (soxr), the files are left as they are.",
-                 found.resampled)
+        log.info(
+            "%d clips are not 22050 Hz mono: converted on load (soxr), the files are left as they are.", found.resampled
+        )
     for split, kept, rows in (("train", found.train, ds.train), ("val", found.val, ds.val)):
         if not kept:
             refused = [w for w, _ in ds.refused]
-            why = (f"it has no usable rows ({ds.layout}" + (f"; {len(refused)} refused: {', '.join(refused[:3])}"
-                                                             if refused else "") + ")" if not rows else
-                   f"all {len(rows)} {split} samples were dropped: " + "; ".join(
-                       f"{sum(i.startswith(split + ':') for i in ids)} {r}" for r, ids in found.dropped.items()
-                       if any(i.startswith(split + ":") for i in ids)))
+            why = (
+                f"it has no usable rows ({ds.layout}"
+                + (f"; {len(refused)} refused: {', '.join(refused[:3])}" if refused else "")
+                + ")"
+                if not rows
+                else f"all {len(rows)} {split} samples were dropped: "
+                + "; ".join(
+                    f"{sum(i.startswith(split + ':') for i in ids)} {r}"
+                    for r, ids in found.dropped.items()
+                    if any(i.startswith(split + ":") for i in ids)
+                )
+            )
             ours = (stats := read_dataset_stats(ds.root)) is not None and bool(stats.input_hash)
             raise DatasetError(
                 f"The {split} split of {ds.root} is empty: {why}.",
-                hint=("Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; " if ours else
-                      f"Add rows to the {split} metadata file; ") + "`xttsft build --check DIR` lists every row "
+                hint=(
+                    "Add more audio or lower BUILD_VAL_FRACTION, then run `xttsft build` again; "
+                    if ours
+                    else f"Add rows to the {split} metadata file; "
+                )
+                + "`xttsft build --check DIR` lists every row "
                 "training would drop.",
             )
     max_text = max(len(s.tokens) for s in found.train + found.val)
-    return DataReport(ds.root, ds.language, max_wav_length, max_text, found.train, found.val, found.dropped,
-                      ds.layout, found.resampled)
+    return DataReport(
+        ds.root,
+        ds.language,
+        max_wav_length,
+        max_text,
+        found.train,
+        found.val,
+        found.dropped,
+        ds.layout,
+        found.resampled,
+    )
 
 
 class ClipDataset:
@@ -160,7 +184,11 @@ class ClipDataset:
         others = [i for i in range(len(self.samples)) if i != index] or [index]
         ref = self.samples[others[0] if self.is_eval else rng.choice(others)]
         ref_wav = self._load(ref.wav)
-        length = (MIN_CONDITIONING + MAX_CONDITIONING) // 2 if self.is_eval else rng.randint(MIN_CONDITIONING, MAX_CONDITIONING)
+        length = (
+            (MIN_CONDITIONING + MAX_CONDITIONING) // 2
+            if self.is_eval
+            else rng.randint(MIN_CONDITIONING, MAX_CONDITIONING)
+        )
         if ref_wav.shape[-1] < length:
             length = ref_wav.shape[-1]
         start = 0 if self.is_eval else rng.randint(0, ref_wav.shape[-1] - length)
@@ -207,8 +235,15 @@ class Featurizer:
         from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
 
         self.style = TorchMelSpectrogram(
-            filter_length=2048, hop_length=256, win_length=1024, normalize=False, sampling_rate=SAMPLE_RATE,
-            mel_fmin=0, mel_fmax=8000, n_mel_channels=80, mel_norm_file=None,
+            filter_length=2048,
+            hop_length=256,
+            win_length=1024,
+            normalize=False,
+            sampling_rate=SAMPLE_RATE,
+            mel_fmin=0,
+            mel_fmax=8000,
+            n_mel_channels=80,
+            mel_norm_file=None,
         ).to(device)
         self.style.mel_norms = mel_norms.to(device)
         self.dvae_mel = TorchMelSpectrogram(mel_norm_file=None, sampling_rate=SAMPLE_RATE).to(device)
@@ -244,8 +279,9 @@ class Featurizer:
         }
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                  bucket: bool = True) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1, bucket: bool = True
+) -> list[list[int]]:
     """The batches of one epoch (sample indices), for this rank.
 
     A seeded shuffle (seed, epoch) is split among the ranks; with ``bucket``, each run of
@@ -287,8 +323,11 @@ def make_loader(dataset: ClipDataset, batches: list[list[int]], num_workers: int
 
     loader: Any = DataLoader(
         dataset,  # type: ignore[arg-type]  # a map-style dataset of dicts
-        batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
-        persistent_workers=False, generator=torch.Generator().manual_seed(0),
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
     )
     return _worker_errors_unwrapped(loader) if num_workers else loader
 
@@ -347,13 +386,16 @@ class DatasetChanges:
         def n(ids: list[str], one: str, many: str) -> str:
             return f"{len(ids)} {one if len(ids) == 1 else many}"
 
-        parts = [n(self.added, "clip added", "clips added") if self.added else "",
-                 (f"{len(self.removed)} removed" if self.added else n(self.removed, "clip removed", "clips removed"))
-                 if self.removed else "",
-                 n(self.texts, "text changed", "texts changed") if self.texts else "",
-                 n(self.audio, "audio file changed", "audio files changed") if self.audio else "",
-                 f"{len(self.to_val)} moved from train to val" if self.to_val else "",
-                 f"{len(self.to_train)} moved from val to train" if self.to_train else ""]
+        parts = [
+            n(self.added, "clip added", "clips added") if self.added else "",
+            (f"{len(self.removed)} removed" if self.added else n(self.removed, "clip removed", "clips removed"))
+            if self.removed
+            else "",
+            n(self.texts, "text changed", "texts changed") if self.texts else "",
+            n(self.audio, "audio file changed", "audio files changed") if self.audio else "",
+            f"{len(self.to_val)} moved from train to val" if self.to_val else "",
+            f"{len(self.to_train)} moved from val to train" if self.to_train else "",
+        ]
         examples = (self.to_val + self.added + self.removed + self.texts + self.audio + self.to_train)[:3]
         return ", ".join(p for p in parts if p) + f" (e.g. {', '.join(examples)})"
 
@@ -362,8 +404,9 @@ def dataset_changes(before: dict[str, Any], now: dict[str, Any]) -> DatasetChang
     """Compare two :func:`dataset_fingerprint` records."""
     side_before = {i: s for s in ("train", "val") for i in (before.get(s) or {})}
     side_now = {i: s for s in ("train", "val") for i in (now.get(s) or {})}
-    ch = DatasetChanges(added=sorted(set(side_now) - set(side_before)),
-                        removed=sorted(set(side_before) - set(side_now)))
+    ch = DatasetChanges(
+        added=sorted(set(side_now) - set(side_before)), removed=sorted(set(side_before) - set(side_now))
+    )
     for i in sorted(set(side_now) & set(side_before)):
         (text0, size0), (text1, size1) = before[side_before[i]][i], now[side_now[i]][i]
         if text0 != text1:

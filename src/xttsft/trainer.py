@@ -35,8 +35,18 @@ from xttsft.errors import XttsftError
 from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 
-__all__ = ["TrainState", "Trainer", "Callback", "ConsoleCallback", "TensorBoardCallback", "TrainingError",
-           "TrainHooks", "Terminated", "rng_state", "set_rng_state"]
+__all__ = [
+    "TrainState",
+    "Trainer",
+    "Callback",
+    "ConsoleCallback",
+    "TensorBoardCallback",
+    "TrainingError",
+    "TrainHooks",
+    "Terminated",
+    "rng_state",
+    "set_rng_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +112,35 @@ class TrainState:
         """The ``training_state.pt`` payload (tensors and plain types: loads with weights_only)."""
         mid = self.batch_in_epoch > 0
         return {
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
-            "optimizer_step": self.optimizer_step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": self.rng or rng_state(),
-            "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-            "history_train": list(self.history_train), "history_val": list(self.history_val),
-            "epoch_loss_sum": self.run_loss if mid else 0.0, "epoch_loss_n": self.run_n if mid else 0,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "optimizer_step": self.optimizer_step,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "rng": self.rng or rng_state(),
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "history_train": list(self.history_train),
+            "history_val": list(self.history_val),
+            "epoch_loss_sum": self.run_loss if mid else 0.0,
+            "epoch_loss_n": self.run_n if mid else 0,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
         return cls(
-            epoch=int(d["epoch"]), batch_in_epoch=int(d.get("batch_in_epoch", 0)), global_step=int(d["global_step"]),
-            optimizer_step=int(d["optimizer_step"]), run_loss=float(d.get("epoch_loss_sum", 0.0)),
-            run_n=int(d.get("epoch_loss_n", 0)), best_val_loss=d.get("best_val_loss"), best_epoch=d.get("best_epoch"),
-            history_train=list(d.get("history_train", [])), history_val=list(d.get("history_val", [])),
+            epoch=int(d["epoch"]),
+            batch_in_epoch=int(d.get("batch_in_epoch", 0)),
+            global_step=int(d["global_step"]),
+            optimizer_step=int(d["optimizer_step"]),
+            run_loss=float(d.get("epoch_loss_sum", 0.0)),
+            run_n=int(d.get("epoch_loss_n", 0)),
+            best_val_loss=d.get("best_val_loss"),
+            best_epoch=d.get("best_epoch"),
+            history_train=list(d.get("history_train", [])),
+            history_val=list(d.get("history_val", [])),
             rng=d.get("rng") or {},
         )
 
@@ -139,8 +163,16 @@ class ConsoleCallback(Callback):
     def on_batch(self, trainer: Trainer, loss: float, avg: float, lr: float, batches: int) -> None:
         bi = trainer.batch_index
         if (bi + 1) % self.print_step == 0 or bi == trainer.epoch_start:
-            log.info("Epoch %d/%d | Step %d/%d | Loss: %.4f | Avg: %.4f | LR: %.2e",
-                     trainer.state.epoch + 1, self.num_epochs, bi + 1, batches, loss, avg, lr)
+            log.info(
+                "Epoch %d/%d | Step %d/%d | Loss: %.4f | Avg: %.4f | LR: %.2e",
+                trainer.state.epoch + 1,
+                self.num_epochs,
+                bi + 1,
+                batches,
+                loss,
+                avg,
+                lr,
+            )
 
 
 class TensorBoardCallback(Callback):
@@ -316,7 +348,9 @@ class Trainer:
         self.nan_skipped += 1
         self._window_bad = True
         e, b = self.state.epoch + 1, self.batch_index + 1
-        log.warning("Non-finite loss (%s) at epoch %d step %d: update skipped (%d in a row)", value, e, b, self.nan_streak)
+        log.warning(
+            "Non-finite loss (%s) at epoch %d step %d: update skipped (%d in a row)", value, e, b, self.nan_streak
+        )
         if self.nan_streak >= self.max_nan_steps:
             raise TrainingError(
                 f"Stopped: {self.nan_streak} non-finite losses in a row (epoch {e}, step {b}). "
@@ -400,9 +434,15 @@ class Trainer:
     def stop_early(self) -> str:
         """Validation loss has not improved for ``patience`` epochs: keep the last epoch resumable and stop."""
         st = self.state
-        log.info("Early stopping after epoch %d: the validation loss has not improved for %d epochs (best %.4f at "
-                 "epoch %d, kept as best_model). TRAIN_EARLY_STOPPING_PATIENCE=0 trains all %d epochs.",
-                 st.epoch, self.stale_epochs(), st.best_val_loss, st.best_epoch, self.num_epochs)
+        log.info(
+            "Early stopping after epoch %d: the validation loss has not improved for %d epochs (best %.4f at "
+            "epoch %d, kept as best_model). TRAIN_EARLY_STOPPING_PATIENCE=0 trains all %d epochs.",
+            st.epoch,
+            self.stale_epochs(),
+            st.best_val_loss,
+            st.best_epoch,
+            self.num_epochs,
+        )
         if self.main and st.epoch % self.save_every != 0:  # the end-of-epoch save did not write this one
             self.save_checkpoint(RunPaths.checkpoint_name(st.epoch), st, None)
         return "stopped early"
@@ -420,14 +460,21 @@ class Trainer:
             with _signals_ignored(("SIGTERM",)):
                 saved = self.save_checkpoint(name, at, None)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, without this checkpoint
-            log.warning("Second Ctrl-C: stopped without saving; --resume continues from the last saved state "
-                        "(or starts the run again if it has none).")
+            log.warning(
+                "Second Ctrl-C: stopped without saving; --resume continues from the last saved state "
+                "(or starts the run again if it has none)."
+            )
         except Exception as exc:  # noqa: BLE001 - report it; the interrupt still ends the run
-            log.error("Could not save the interrupt checkpoint (%s: %s); --resume continues from the last saved "
-                      "state (or starts the run again if it has none).", type(exc).__name__, exc)
+            log.error(
+                "Could not save the interrupt checkpoint (%s: %s); --resume continues from the last saved "
+                "state (or starts the run again if it has none).",
+                type(exc).__name__,
+                exc,
+            )
         else:
-            log.warning("Saved %s; continue with --resume%s", saved,
-                        f" --run-name {self.run_name}" if self.run_name else "")
+            log.warning(
+                "Saved %s; continue with --resume%s", saved, f" --run-name {self.run_name}" if self.run_name else ""
+            )
 
     def _snapshot(self) -> TrainState:
         snap = self.state.copy()

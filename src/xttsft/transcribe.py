@@ -89,14 +89,32 @@ LANGUAGE_CONFIDENCE = 0.5
 WRONG_LANGUAGE_CONFIDENCE = 0.7
 WRONG_LANGUAGE_MAX_REQUESTED = 0.2
 #: Whisper's code of each language XTTS-v2 speaks, and XTTS-v2's own (zh -> zh-cn)
-XTTS_LANGUAGES = {"en": "en", "es": "es", "fr": "fr", "de": "de", "it": "it", "pt": "pt", "pl": "pl", "tr": "tr",
-                  "ru": "ru", "nl": "nl", "cs": "cs", "ar": "ar", "zh": "zh-cn", "ja": "ja", "hu": "hu", "ko": "ko",
-                  "hi": "hi"}
+XTTS_LANGUAGES = {
+    "en": "en",
+    "es": "es",
+    "fr": "fr",
+    "de": "de",
+    "it": "it",
+    "pt": "pt",
+    "pl": "pl",
+    "tr": "tr",
+    "ru": "ru",
+    "nl": "nl",
+    "cs": "cs",
+    "ar": "ar",
+    "zh": "zh-cn",
+    "ja": "ja",
+    "hu": "hu",
+    "ko": "ko",
+    "hi": "hi",
+}
 
 
 def xtts_language(whisper_code: str) -> str | None:
     """XTTS-v2's code of a language Whisper detected, or ``None`` when XTTS-v2 does not speak it."""
     return XTTS_LANGUAGES.get(whisper_code)
+
+
 #: Version of the packing/decoding procedure; part of the re-run key.
 ALGO_VERSION = 3  # 3: the language is checked per clip (see _Job._clip_languages)
 
@@ -155,8 +173,11 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
     """Replace every ``auto`` (model, device, compute type, batch size) by doctor's pick, and log it once."""
     from xttsft.logs import log_once
 
-    values: dict[str, Any] = {"device": settings.device, "compute_type": settings.compute_type,
-                              "batch_size": settings.batch_size}
+    values: dict[str, Any] = {
+        "device": settings.device,
+        "compute_type": settings.compute_type,
+        "batch_size": settings.batch_size,
+    }
     if "auto" in values.values():
         from xttsft.hardware import current_recommendation
 
@@ -209,8 +230,9 @@ def model_unavailable(model: str, exc: BaseException, flag: str = "--model") -> 
 _CUDA_FAILURE = re.compile(r"cuda|cublas|cudnn|libcu|\.so\b|driver", re.IGNORECASE)
 
 
-def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0,
-                 flag: str = "--model") -> Any:
+def load_whisper(
+    model: str, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0, flag: str = "--model"
+) -> Any:
     """A ``faster_whisper.WhisperModel`` from a name (downloaded once when online), a local folder, or
     a model bundled in a Python package (``bundled-base``, ``bundled-tiny.en``: see ``bundled_whisper``).
 
@@ -232,15 +254,19 @@ def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8", cp
     except ValueError as exc:
         if "Invalid model size" in str(exc) or "Repo id" in str(exc):
             raise model_unavailable(model, exc, flag) from None
-        raise SettingsError(f"Whisper cannot load {model!r} on {device} with {compute_type}: {exc}",
-                            hint="Try --device cpu and --compute-type int8.") from None
+        raise SettingsError(
+            f"Whisper cannot load {model!r} on {device} with {compute_type}: {exc}",
+            hint="Try --device cpu and --compute-type int8.",
+        ) from None
     except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and network errors
         raise model_unavailable(model, exc, flag) from None
     except RuntimeError as exc:  # CTranslate2: a CUDA library or driver, an unsupported device / compute type
         if device.startswith("cuda") and _CUDA_FAILURE.search(str(exc)):
             return _whisper_on_cpu(WhisperModel, target, model, exc, cpu_threads)
-        raise SettingsError(f"Whisper cannot run {model!r} on {device} with {compute_type}: {exc}",
-                            hint="Try --device cpu and --compute-type int8.") from None
+        raise SettingsError(
+            f"Whisper cannot run {model!r} on {device} with {compute_type}: {exc}",
+            hint="Try --device cpu and --compute-type int8.",
+        ) from None
 
 
 def _whisper_target(model: str) -> str:
@@ -269,17 +295,27 @@ def _whisper_on_cpu(whisper_model: Any, target: str, model: str, exc: RuntimeErr
 
     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if re.search(r"cublas|cudnn|\.so\b", why, re.IGNORECASE):
-        todo = ("CTranslate2 4.x needs CUDA 12's cuBLAS and cuDNN 9, which a CUDA 13 system does not have: install "
-                "them (pip install nvidia-cublas-cu12 nvidia-cudnn-cu12, their lib folders on LD_LIBRARY_PATH)")
+        todo = (
+            "CTranslate2 4.x needs CUDA 12's cuBLAS and cuDNN 9, which a CUDA 13 system does not have: install "
+            "them (pip install nvidia-cublas-cu12 nvidia-cudnn-cu12, their lib folders on LD_LIBRARY_PATH)"
+        )
     else:
         todo = "Check that nvidia-smi sees the GPU and that its driver runs CUDA 12"
-    log_once(log, logging.WARNING, "Whisper cannot use CUDA here (%s): it transcribes on the CPU in int8 instead, "
-             "several times slower. %s, or pass --device cpu to skip the attempt.", why, todo)
+    log_once(
+        log,
+        logging.WARNING,
+        "Whisper cannot use CUDA here (%s): it transcribes on the CPU in int8 instead, "
+        "several times slower. %s, or pass --device cpu to skip the attempt.",
+        why,
+        todo,
+    )
     try:
         return whisper_model(target, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
     except (RuntimeError, ValueError) as cpu_exc:
-        raise SettingsError(f"Whisper cannot run {model!r} on cuda ({why}) nor on the CPU ({cpu_exc}).",
-                            hint="Check the model folder, or try another model (--model small).") from None
+        raise SettingsError(
+            f"Whisper cannot run {model!r} on cuda ({why}) nor on the CPU ({cpu_exc}).",
+            hint="Check the model folder, or try another model (--model small).",
+        ) from None
 
 
 # ------------------------------------------------------------------ decoding
@@ -348,16 +384,28 @@ def transcribe_clips(
     retry = [i for i, o in enumerate(out) if o.window_clips > 1 and _doubtful(o, retry_below, retry_above_ratio)]
     if retry:
         log.debug("decoding %d doubtful packed clip(s) again alone", len(retry))
-        again = _decode_windows(pipeline, [clips[i] for i in retry], [[k] for k in range(len(retry))], language,
-                                batch_size, beam_size, no_progress)
+        again = _decode_windows(
+            pipeline,
+            [clips[i] for i in retry],
+            [[k] for k in range(len(retry))],
+            language,
+            batch_size,
+            beam_size,
+            no_progress,
+        )
         for i, o in zip(retry, again, strict=True):
             out[i] = o
     return out
 
 
 def _doubtful(o: ClipTranscript, retry_below: float, max_ratio: float = 2.4) -> bool:
-    return (not o.words or o.avg_logprob < retry_below or o.compression_ratio > max_ratio
-            or not _LETTER.search(o.text) or has_repetition(o.text))
+    return (
+        not o.words
+        or o.avg_logprob < retry_below
+        or o.compression_ratio > max_ratio
+        or not _LETTER.search(o.text)
+        or has_repetition(o.text)
+    )
 
 
 def _decode_windows(
@@ -415,12 +463,14 @@ def _decode_windows(
                 owner = min(group[wi], key=lambda i: _distance(mid, spans[i]))
                 c0, c1 = spans[owner]
                 dur = c1 - c0
-                words[owner].append(Word(
-                    word=w.word,
-                    start=round(min(max(w.start - c0, 0.0), dur), 3),
-                    end=round(min(max(w.end - c0, 0.0), dur), 3),
-                    probability=round(float(w.probability), 4),
-                ))
+                words[owner].append(
+                    Word(
+                        word=w.word,
+                        start=round(min(max(w.start - c0, 0.0), dur), 3),
+                        end=round(min(max(w.end - c0, 0.0), dur), 3),
+                        probability=round(float(w.probability), 4),
+                    )
+                )
         for wi, win in enumerate(group):
             avg_logprob, no_speech = stats.get(wi, (0.0, 1.0))
             for i in win:
@@ -498,12 +548,15 @@ def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
     if requested == "auto" or detected in (None, requested) or xtts_language(detected) is None:
         return False
     requested_p = 0.0 if row.language == detected else float(row.language_probability or 0.0)
-    return float(row.detected_probability or 0.0) >= WRONG_LANGUAGE_CONFIDENCE and \
-        requested_p < WRONG_LANGUAGE_MAX_REQUESTED
+    return (
+        float(row.detected_probability or 0.0) >= WRONG_LANGUAGE_CONFIDENCE
+        and requested_p < WRONG_LANGUAGE_MAX_REQUESTED
+    )
 
 
-def judge(row: TranscriptRecord | Heard | Mapping[str, Any], settings: TranscribeSettings,
-          requested_language: str) -> TranscriptReason | None:
+def judge(
+    row: TranscriptRecord | Heard | Mapping[str, Any], settings: TranscribeSettings, requested_language: str
+) -> TranscriptReason | None:
     """The rejection reason of a transcript row (one of :data:`REASONS`), or None to keep it.
 
     ``row`` is a record, or a mapping of some of its fields (the others at their defaults)."""
@@ -612,10 +665,16 @@ def _load_clip(path: Path) -> np.ndarray:
 def _key(seg: ClipRecord, settings: TranscribeSettings, language: str, model: str) -> str:
     """The re-run key of one clip; ``model`` is the resolved one (never ``auto``)."""
     data = {
-        "algo": ALGO_VERSION, "model": model, "language": language, "beam": settings.beam_size,
+        "algo": ALGO_VERSION,
+        "model": model,
+        "language": language,
+        "beam": settings.beam_size,
         "clip_language": settings.check_clip_language if language != "auto" else None,
-        "window": settings.window_seconds, "source_sha256": seg.source_sha256,
-        "start": seg.start, "end": seg.end, "wav": seg.wav,
+        "window": settings.window_seconds,
+        "source_sha256": seg.source_sha256,
+        "start": seg.start,
+        "end": seg.end,
+        "wav": seg.wav,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -671,8 +730,10 @@ class _Job:
             if lang is None:
                 lang = self._source_language(source, audios)
             langs = self._clip_languages(audios, lang)
-            yield [self._row(seg, a, out, cl)
-                   for seg, a, out, cl in zip(part, audios, self._decode(audios, langs), langs, strict=True)]
+            yield [
+                self._row(seg, a, out, cl)
+                for seg, a, out, cl in zip(part, audios, self._decode(audios, langs), langs, strict=True)
+            ]
 
     def _load(self, segs: list[ClipRecord]) -> tuple[list[ClipRecord], list[np.ndarray]]:
         ok, audios = [], []
@@ -700,8 +761,11 @@ class _Job:
         self.result.detected[shown] = (detected, round(prob, 3))
         top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(all_probs.items(), key=lambda kv: -kv[1])[:3])
         if prob < LANGUAGE_CONFIDENCE or xtts_language(detected) is None:
-            why = ("XTTS-v2 does not speak it" if xtts_language(detected) is None
-                   else f"below the {LANGUAGE_CONFIDENCE:g} needed to trust it")
+            why = (
+                "XTTS-v2 does not speak it"
+                if xtts_language(detected) is None
+                else f"below the {LANGUAGE_CONFIDENCE:g} needed to trust it"
+            )
             raise SettingsError(
                 f"{shown}: Whisper is not sure which language this is (it heard {top}; {why}).",
                 hint="Say it with --language (pt, en, es, fr, de, it, ...); TRANSCRIBE_LANGUAGE=pt in .env keeps it.",
@@ -721,11 +785,20 @@ class _Job:
         """The requested language, and whether Whisper clearly heard another one XTTS-v2 speaks instead."""
         detected, prob, all_probs = detection
         requested_p = all_probs.get(self.requested, 0.0)
-        wrong = (detected != self.requested and xtts_language(detected) is not None
-                 and prob >= WRONG_LANGUAGE_CONFIDENCE and requested_p < WRONG_LANGUAGE_MAX_REQUESTED)
+        wrong = (
+            detected != self.requested
+            and xtts_language(detected) is not None
+            and prob >= WRONG_LANGUAGE_CONFIDENCE
+            and requested_p < WRONG_LANGUAGE_MAX_REQUESTED
+        )
         if wrong and source is not None:
-            log.warning("%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
-                        source, detected, prob, self.requested)
+            log.warning(
+                "%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
+                source,
+                detected,
+                prob,
+                self.requested,
+            )
         return _Language(self.requested, requested_p, detected, prob, True, wrong)
 
     def _decode(self, audios: list[np.ndarray], langs: list[_Language]) -> list[ClipTranscript | None]:
@@ -736,15 +809,23 @@ class _Job:
             return outs
         st = self.settings
         decoded = transcribe_clips(
-            self.model, [audios[i] for i in keep], langs[keep[0]].language, batch_size=self.runtime.batch_size,
-            beam_size=st.beam_size, window_seconds=st.window_seconds, retry_below=max(st.min_avg_logprob, -0.8),
-            retry_above_ratio=min(st.max_compression_ratio, 2.4), progress=self.progress,
+            self.model,
+            [audios[i] for i in keep],
+            langs[keep[0]].language,
+            batch_size=self.runtime.batch_size,
+            beam_size=st.beam_size,
+            window_seconds=st.window_seconds,
+            retry_below=max(st.min_avg_logprob, -0.8),
+            retry_above_ratio=min(st.max_compression_ratio, 2.4),
+            progress=self.progress,
         )
         for i, out in zip(keep, decoded, strict=True):
             outs[i] = out
         return outs
 
-    def _row(self, seg: ClipRecord, audio_: np.ndarray, out: ClipTranscript | None, lang: _Language) -> TranscriptRecord:
+    def _row(
+        self, seg: ClipRecord, audio_: np.ndarray, out: ClipTranscript | None, lang: _Language
+    ) -> TranscriptRecord:
         duration = len(audio_) / WHISPER_SR
         self.result.audio_seconds += duration
         self.result.transcribed += 1
@@ -766,7 +847,9 @@ class _Job:
             model=self.runtime.model,
             requested_language=self.requested,
             key=_key(seg, self.settings, self.requested, self.runtime.model),
-            trim_start=0.0, trim_end=round(duration, 3), status="ok",  # the verdict: _finish
+            trim_start=0.0,
+            trim_end=round(duration, 3),
+            status="ok",  # the verdict: _finish
         )
         return _finish(row, self.settings, self.requested, self.pad)
 
@@ -798,8 +881,13 @@ def transcribe_segments(
     runtime = resolve_runtime(settings)
     result = TranscribeResult(transcripts=ws.transcripts_file, runtime=runtime, total=len(manifest))
     requested = settings.language.strip().lower()
-    store, todo = _Transcripts.load(ws.transcripts_file, full_manifest, manifest, screened,
-                                    lambda seg: _key(seg, settings, requested, runtime.model))
+    store, todo = _Transcripts.load(
+        ws.transcripts_file,
+        full_manifest,
+        manifest,
+        screened,
+        lambda seg: _key(seg, settings, requested, runtime.model),
+    )
     result.reused = len(store.done)
     if todo:
         log.info("%d of %d clips to transcribe (%d already done)", len(todo), len(manifest), len(store.done))
@@ -833,8 +921,14 @@ class _Transcripts:
     aside: dict[str, TranscriptRecord]
 
     @classmethod
-    def load(cls, path: Path, full_manifest: list[ClipRecord], manifest: list[ClipRecord], screened: set[str] | None,
-             key: Callable[[ClipRecord], str]) -> tuple[_Transcripts, list[ClipRecord]]:
+    def load(
+        cls,
+        path: Path,
+        full_manifest: list[ClipRecord],
+        manifest: list[ClipRecord],
+        screened: set[str] | None,
+        key: Callable[[ClipRecord], str],
+    ) -> tuple[_Transcripts, list[ClipRecord]]:
         """The rows on disk that still fit their clip (same ``key``), and the clips left to transcribe."""
         old = {r.id: r for r in read_records(path, TranscriptRecord)}
         done: dict[str, TranscriptRecord] = {}
@@ -845,8 +939,11 @@ class _Transcripts:
                 done[seg.id] = prev
             else:
                 todo.append(seg)
-        aside = {s.id: old[s.id] for s in full_manifest if s.id not in done and s.id in old
-                 and (screened is not None and s.id not in screened)}
+        aside = {
+            s.id: old[s.id]
+            for s in full_manifest
+            if s.id not in done and s.id in old and (screened is not None and s.id not in screened)
+        }
         return cls(path, full_manifest, done, aside), todo
 
     def save(self) -> None:
@@ -884,8 +981,10 @@ def _screened(ws: Workspace, manifest: list[ClipRecord]) -> tuple[list[ClipRecor
     if len(kept) < len(manifest):
         log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", len(manifest) - len(kept))
     if not kept:
-        raise DatasetError("Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
-                           hint=f"See {ws.screen_file} for the reasons.")
+        raise DatasetError(
+            "Every clip was dropped by `xttsft screen`; there is nothing to transcribe.",
+            hint=f"See {ws.screen_file} for the reasons.",
+        )
     return kept, screened
 
 

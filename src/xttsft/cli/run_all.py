@@ -24,8 +24,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register(app: typer.Typer) -> None:
     command(
-        app, "run-all", Setting("transcribe.language", also=("build.language", "synth.language")),
-        "screen.speaker_refs", "screen.speaker_filter", "screen.quality_filter", "screen.duplicate_filter",
+        app,
+        "run-all",
+        Setting("transcribe.language", also=("build.language", "synth.language")),
+        "screen.speaker_refs",
+        "screen.speaker_filter",
+        "screen.quality_filter",
+        "screen.duplicate_filter",
     )(run_all)
 
 
@@ -36,11 +41,19 @@ _STATUS_STYLE = {"done": "green", "skipped": "dim", "failed": "bold red", "not r
 def run_all(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(None, help="URLs (anything yt-dlp supports), audio files or folders."),
-    from_file: Path | None = typer.Option(None, "--from-file", help="A text file of sources, one per line.", dir_okay=False),
-    from_stage: str | None = typer.Option(None, "--from", help="First stage to run (doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval)."),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="A text file of sources, one per line.", dir_okay=False
+    ),
+    from_stage: str | None = typer.Option(
+        None,
+        "--from",
+        help="First stage to run (doctor, fetch, segment, screen, transcribe, build, train, export, synth, eval).",
+    ),
     until_stage: str | None = typer.Option(None, "--until", help="Last stage to run."),
     demo: bool = typer.Option(
-        False, "--demo", help="Offline demo: a generated Brazilian Portuguese voice (--language en: English), a "
+        False,
+        "--demo",
+        help="Offline demo: a generated Brazilian Portuguese voice (--language en: English), a "
         "bundled Whisper, and the tiny XTTS (or the real XTTS-v2 on a CUDA GPU when it is cached or can be "
         "downloaded).",
     ),
@@ -85,16 +98,25 @@ def run_all(
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
     if settings.train.base_model == "tiny":
-        err_console.print(Panel(
-            "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
-            "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
-            "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
-            title="demo" if demo else "tiny model", border_style="yellow",
-        ))
+        err_console.print(
+            Panel(
+                "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
+                "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
+                "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
+                title="demo" if demo else "tiny model",
+                border_style="yellow",
+            )
+        )
     try:
         result = run_pipeline(
-            settings, ws, items, stages=stages, demo=demo, sample_text=sample_text,
-            stage_progress=_stage_bar, on_stage=functools.partial(_on_stage, err_console if as_json else console),
+            settings,
+            ws,
+            items,
+            stages=stages,
+            demo=demo,
+            sample_text=sample_text,
+            stage_progress=_stage_bar,
+            on_stage=functools.partial(_on_stage, err_console if as_json else console),
         )
     except PipelineStopped as stopped:
         _report(settings, ws, stopped.result, as_json)
@@ -111,8 +133,9 @@ def _stage_bar(name: str) -> Iterator[Any]:
 def _on_stage(out: Console, outcome: StageOutcome) -> None:
     """One line per stage as it ends (on stderr with --json: stdout holds the JSON alone)."""
     style = _STATUS_STYLE.get(outcome.status, "")
-    out.print(f"[{style}]{outcome.name:>10} {outcome.status}[/] [dim]{outcome.seconds:5.1f} s[/] "
-              f"{escape(outcome.detail)}")
+    out.print(
+        f"[{style}]{outcome.name:>10} {outcome.status}[/] [dim]{outcome.seconds:5.1f} s[/] {escape(outcome.detail)}"
+    )
 
 
 def _report(settings: Any, ws: Any, result: PipelineResult, as_json: bool) -> None:
@@ -126,7 +149,9 @@ def _report(settings: Any, ws: Any, result: PipelineResult, as_json: bool) -> No
         _summary(settings, ws, result.stages)
 
 
-def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]) -> tuple[list[str], Any]:
+def _prepare_demo(
+    settings: Any, provenance: Any, ws: Any, items: list[str], stages: list[str]
+) -> tuple[list[str], Any]:
     from xttsft.bundled_whisper import bundled_model_path
     from xttsft.demo import DEMO_WHISPER, demo_language, make_demo_corpus
     from xttsft.errors import ModelNotFoundError
@@ -148,7 +173,9 @@ def _prepare_demo(settings: Any, provenance: Any, ws: Any, items: list[str], sta
                 resolve_base_model(HF_REPO_ID)
                 base = HF_REPO_ID
             except ModelNotFoundError as exc:
-                err_console.print(f"[yellow]XTTS-v2 is not available ({escape(exc.message)}); the demo uses the tiny model.[/]")
+                err_console.print(
+                    f"[yellow]XTTS-v2 is not available ({escape(exc.message)}); the demo uses the tiny model.[/]"
+                )
     if not items and "fetch" in stages:
         with progress_bar("demo voice", total=None, transient=True) as bar:
             corpus = make_demo_corpus(ws.root / "demo-sources", progress=bar, language=lang)
@@ -165,15 +192,21 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", overflow="fold")  # paths must stay whole, to copy them
     src = s.sources
-    table.add_row("sources", f"{src.files} file(s), {src.failed} failed; {src.clips} clips, "
-                  f"{src.clip_minutes:.1f} min of speech")
+    table.add_row(
+        "sources", f"{src.files} file(s), {src.failed} failed; {src.clips} clips, {src.clip_minutes:.1f} min of speech"
+    )
     ds, sc = s.dataset, s.screen
     if ds.samples:
-        table.add_row("dataset", f"{ds.samples.train} train / {ds.samples.val} val, "
-                      f"{ds.minutes or 0:.1f} min kept ({ds.language}): {escape(ds.dir)}")
+        table.add_row(
+            "dataset",
+            f"{ds.samples.train} train / {ds.samples.val} val, "
+            f"{ds.minutes or 0:.1f} min kept ({ds.language}): {escape(ds.dir)}",
+        )
     if sc and sc.speakers:
-        who = ", ".join(f"{sp.label}{' (target)' if sp.target else ''} {sp.minutes:.1f} min, "
-                        f"{sp.kept}/{sp.clips} kept" for sp in sc.speakers)
+        who = ", ".join(
+            f"{sp.label}{' (target)' if sp.target else ''} {sp.minutes:.1f} min, {sp.kept}/{sp.clips} kept"
+            for sp in sc.speakers
+        )
         table.add_row("speakers", who)
     dropped = [f"{m:.1f} min {r}" for r, m in (sc.dropped_minutes if sc else {}).items() if m]
     dropped += [f"{m:.1f} min {r}" for r, m in ds.rejected_minutes_by_transcribe.items()]
@@ -183,7 +216,11 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
         table.add_row("dropped", ", ".join(dropped))
     if tr := s.train:
         secs = f", trained in {tr.seconds / 60:.1f} min" if tr.seconds else ""
-        best = f"best val loss {tr.best_val_loss:.4f} (epoch {tr.best_epoch})" if tr.best_val_loss is not None else "no best model yet"
+        best = (
+            f"best val loss {tr.best_val_loss:.4f} (epoch {tr.best_epoch})"
+            if tr.best_val_loss is not None
+            else "no best model yet"
+        )
         table.add_row("training", escape(f"run {tr.run}: {best}{secs}"))
         table.add_row("checkpoints", escape(tr.run_dir))
         table.add_row("TensorBoard", escape(f"tensorboard --logdir {tr.tensorboard}"))
@@ -196,8 +233,11 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     if s.eval and s.eval.summary:
         parts = []
         for system, fig in s.eval.summary.items():  # eval.json's figures, by name
-            figs = ", ".join(f"{k} {v:.3f}" for k in ("cer", "similarity", "similarity_ge2e", "rtf")
-                             if isinstance(v := fig.get(k), (int, float)))
+            figs = ", ".join(
+                f"{k} {v:.3f}"
+                for k in ("cer", "similarity", "similarity_ge2e", "rtf")
+                if isinstance(v := fig.get(k), (int, float))
+            )
             parts.append(f"{system}: {figs}")
         table.add_row("eval", escape("\n".join(parts + [s.eval.json])))
     if ds.histogram:

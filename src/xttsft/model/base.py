@@ -1,7 +1,6 @@
 """The XTTS-v2 base model: find it (Hub download at a pinned revision, a local folder, or the tiny
 random test model built once), check its files and load it into coqui's ``Xtts``."""
 
-
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +22,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from TTS.tts.models.xtts import Xtts
 
 
-__all__ = ["XTTS_FILES", "HF_REPO_ID", "HF_REVISION", "TINY_SPEC", "TINY_NOISE_WARNING", "cache_dir", "safe_torch_load", "validate_base_dir", "resolve_base_model", "build_tiny_model", "is_tiny", "base_identity", "load_xtts", "fuse_gelu", "load_dvae", "xtts_v2_args"]
+__all__ = [
+    "XTTS_FILES",
+    "HF_REPO_ID",
+    "HF_REVISION",
+    "TINY_SPEC",
+    "TINY_NOISE_WARNING",
+    "cache_dir",
+    "safe_torch_load",
+    "validate_base_dir",
+    "resolve_base_model",
+    "build_tiny_model",
+    "is_tiny",
+    "base_identity",
+    "load_xtts",
+    "fuse_gelu",
+    "load_dvae",
+    "xtts_v2_args",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +72,12 @@ TINY_MAX_AUDIO_TOKENS = 250
 _PTH_FILES = ("model.pth", "dvae.pth", "mel_stats.pth", "speakers_xtts.pth")
 
 
-
 # --------------------------------------------------------------------------- cache
 def _normal_dir_mode(path: Path) -> None:
     """mkdtemp makes 0700 folders; finished model and checkpoint folders are ordinary ones."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)
-
 
 
 def cache_dir() -> Path:
@@ -191,8 +205,9 @@ def _download_hub(progress: Progress | None = None) -> Path:
             hint=_DOWNLOAD_HOW,
         )
     expected = _expected_files(hf, missing)
-    progress(total=sum(int(e["size"] or 0) for e in expected.values()), completed=0,
-             description=f"Downloading {HF_REPO_ID}")
+    progress(
+        total=sum(int(e["size"] or 0) for e in expected.values()), completed=0, description=f"Downloading {HF_REPO_ID}"
+    )
     record: dict[str, Any] = {}
     for name in XTTS_FILES:
         exp = expected.get(name, {})
@@ -238,8 +253,10 @@ def _expected_files(hf: Any, missing: list[str]) -> dict[str, dict[str, Any]]:
     expected: dict[str, dict[str, Any]] = {}
     for info in infos:
         lfs = getattr(info, "lfs", None)
-        expected[info.path] = {"size": getattr(info, "size", None),
-                               "sha256": getattr(lfs, "sha256", None) if lfs is not None else None}
+        expected[info.path] = {
+            "size": getattr(info, "size", None),
+            "sha256": getattr(lfs, "sha256", None) if lfs is not None else None,
+        }
     return expected
 
 
@@ -259,8 +276,10 @@ def _download_verified(hf: Any, name: str, exp: dict[str, Any]) -> Path:
     if problems:
         with contextlib.suppress(OSError):
             path.unlink()
-        raise ModelNotFoundError(f"Downloaded {name} is corrupt ({'; '.join(problems)}); it was deleted.",
-                                 hint="Run the command again to download it again.")
+        raise ModelNotFoundError(
+            f"Downloaded {name} is corrupt ({'; '.join(problems)}); it was deleted.",
+            hint="Run the command again to download it again.",
+        )
     return path
 
 
@@ -562,7 +581,6 @@ def load_dvae(base_dir: Path, device: str = "cpu"):
     return dvae.to(device)
 
 
-
 def xtts_v2_args(number_text_tokens: int = 6681):
     """``XttsArgs`` of the real XTTS-v2 (config.json of coqui/XTTS-v2): 30 layers, width 1024.
 
@@ -571,10 +589,21 @@ def xtts_v2_args(number_text_tokens: int = 6681):
     from TTS.tts.models.xtts import XttsArgs
 
     return XttsArgs(
-        gpt_layers=30, gpt_n_model_channels=1024, gpt_n_heads=16,
-        gpt_max_audio_tokens=605, gpt_max_text_tokens=402, gpt_max_prompt_tokens=70,
-        gpt_number_text_tokens=number_text_tokens, gpt_start_text_token=261, gpt_stop_text_token=0,
-        gpt_num_audio_tokens=1026, gpt_start_audio_token=1024, gpt_stop_audio_token=1025,
-        gpt_code_stride_len=1024, gpt_use_masking_gt_prompt_approach=True, gpt_use_perceiver_resampler=True,
-        decoder_input_dim=1024, d_vector_dim=512,
+        gpt_layers=30,
+        gpt_n_model_channels=1024,
+        gpt_n_heads=16,
+        gpt_max_audio_tokens=605,
+        gpt_max_text_tokens=402,
+        gpt_max_prompt_tokens=70,
+        gpt_number_text_tokens=number_text_tokens,
+        gpt_start_text_token=261,
+        gpt_stop_text_token=0,
+        gpt_num_audio_tokens=1026,
+        gpt_start_audio_token=1024,
+        gpt_stop_audio_token=1025,
+        gpt_code_stride_len=1024,
+        gpt_use_masking_gt_prompt_approach=True,
+        gpt_use_perceiver_resampler=True,
+        decoder_input_dim=1024,
+        d_vector_dim=512,
     )

@@ -1,18 +1,17 @@
 """PEFT LoRA on the GPT-2 blocks of the XTTS GPT: attach, fold in (in place or as a state dict), count."""
 
-
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from xttsft.settings import TrainSettings
 
 __all__ = ["attach_lora", "merge_lora", "merged_gpt_state", "count_parameters"]
 
 log = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------- LoRA
 def _lora_config(settings: TrainSettings):
@@ -41,8 +40,10 @@ def attach_lora(gpt, train_settings: TrainSettings):
     if cfg.r > width:  # a rank above the width adds parameters and learns nothing more
         from xttsft.errors import SettingsError
 
-        raise SettingsError(f"TRAIN_LORA_RANK={cfg.r} is larger than the GPT's width ({width}).",
-                            hint=f"Pick a rank of at most {width}; 8-64 is usual (the guide uses 8).")
+        raise SettingsError(
+            f"TRAIN_LORA_RANK={cfg.r} is larger than the GPT's width ({width}).",
+            hint=f"Pick a rank of at most {width}; 8-64 is usual (the guide uses 8).",
+        )
     gpt.requires_grad_(False)
     try:
         inject_adapter_in_model(cfg, gpt.gpt)

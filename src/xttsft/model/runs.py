@@ -1,7 +1,6 @@
 """The run folder format (``train/checkpoints/<run>/``): run.json, checkpoints written atomically
 (adapters as safetensors, ``meta.json`` last), finding them again, and loading a fine-tuned model."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -27,13 +26,27 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from xttsft.paths import Workspace
 
-__all__ = ["RunInfo", "CheckpointInfo", "write_checkpoint", "list_checkpoints", "find_checkpoint", "weights_only_start", "load_gpt_weights", "apply_checkpoint", "resolve_run", "write_run_info", "read_run_info", "load_finetuned"]
+__all__ = [
+    "RunInfo",
+    "CheckpointInfo",
+    "write_checkpoint",
+    "list_checkpoints",
+    "find_checkpoint",
+    "weights_only_start",
+    "load_gpt_weights",
+    "apply_checkpoint",
+    "resolve_run",
+    "write_run_info",
+    "read_run_info",
+    "load_finetuned",
+]
 
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- run folders
 #: Weights a full checkpoint leaves out: inference-only copies and the tied embedding.
 _NOT_SAVED = ("gpt_inference.", "gpt.wte.")
+
 
 @dataclass
 class RunInfo:
@@ -157,8 +170,10 @@ def write_checkpoint(
             save_file(sd, str(tmp / "gpt.safetensors"))
         if training_state is not None:
             torch.save(training_state, tmp / "training_state.pt")
-        meta = CheckpointMeta.check({**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                    str(RunPaths.meta(dest)))
+        meta = CheckpointMeta.check(
+            {**meta, "mode": mode, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            str(RunPaths.meta(dest)),
+        )
         RunPaths.meta(tmp).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # last: the folder is complete
     return dest
 
@@ -402,7 +417,10 @@ def read_run_info(run_dir: Path) -> RunInfo:
 
 
 def load_finetuned(
-    run_dir: Path, checkpoint: str | Path = "best", device: str = "cpu", progress: Progress | None = None,
+    run_dir: Path,
+    checkpoint: str | Path = "best",
+    device: str = "cpu",
+    progress: Progress | None = None,
     merge: bool = True,
 ) -> tuple[Xtts, RunInfo]:
     """Base model + a run's weights, ready for inference.
