@@ -70,10 +70,21 @@ def full_size_xtts(device: str):
 
 def make_reference(out: Path) -> Path:
     raw = out.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-s", "140", "-w", str(raw),
-                    "This reference clip gives the model a voice to copy, about six seconds of speech."], check=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050",
-                    str(out)], check=True)
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-s",
+            "140",
+            "-w",
+            str(raw),
+            "This reference clip gives the model a voice to copy, about six seconds of speech.",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050", str(out)],
+        check=True,
+    )
     raw.unlink()
     return out
 
@@ -94,16 +105,33 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="12 audio tokens, 1 repeat")
     parser.add_argument("--tokens", type=int, default=None, help="audio tokens per synthesis (default 24, quick 12)")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: cuda when torch sees a GPU, else cpu")
-    parser.add_argument("--stream-chunk", type=int, default=20,
-                        help="inference_stream's stream_chunk_size; the first-chunk row runs when --tokens exceeds it")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
-                        help="skip the untimed synthesis that pays CUDA's start-up before the first timed row")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="reference clip (WAV); default: spoken by espeak-ng (needs espeak-ng and ffmpeg)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="result file (default results/synth.json on cpu, results/synth_cuda.json on cuda)")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when torch sees a GPU, else cpu"
+    )
+    parser.add_argument(
+        "--stream-chunk",
+        type=int,
+        default=20,
+        help="inference_stream's stream_chunk_size; the first-chunk row runs when --tokens exceeds it",
+    )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the untimed synthesis that pays CUDA's start-up before the first timed row",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="reference clip (WAV); default: spoken by espeak-ng (needs espeak-ng and ffmpeg)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result file (default results/synth.json on cpu, results/synth_cuda.json on cuda)",
+    )
     return parser.parse_args()
 
 
@@ -131,8 +159,12 @@ def _stock_row(model, ref: Path, sampling: dict, repeats: int, row) -> None:
     try:
         secs, n = timed(stock, repeats)
     except Exception as exc:  # noqa: BLE001 - ImportError/RuntimeError from torchaudio's loader
-        row("stock Xtts.synthesize (latents per call)", float("nan"), 0,
-            error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        row(
+            "stock Xtts.synthesize (latents per call)",
+            float("nan"),
+            0,
+            error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+        )
         return
     row("stock Xtts.synthesize (latents per call)", secs, n)
 
@@ -145,8 +177,9 @@ def _first_chunk(model, cond, chunk: int, repeats: int, sync) -> tuple[float, in
     for _ in range(repeats):
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        for wav in model.inference_stream(TEXT.lower(), "en", cond.gpt_cond_latent, cond.speaker_embedding,
-                                          stream_chunk_size=chunk):
+        for wav in model.inference_stream(
+            TEXT.lower(), "en", cond.gpt_cond_latent, cond.speaker_embedding, stream_chunk_size=chunk
+        ):
             sync()
             best, samples = min(best, time.perf_counter() - t0), len(wav)
             break
@@ -174,15 +207,33 @@ def main() -> None:
     settings = SynthSettings(max_audio_tokens=tokens, language="en", seed=0)
     tmp = Path(tempfile.mkdtemp(prefix="xttsft-bench-"))
     ref = args.reference or make_reference(tmp / "ref.wav")
-    voice = synth.Voice(model=model, source=synth.ModelSource("base", "random", None), description="random full-size",
-                        language="en", base_dir=None, dataset_dir=None, tiny=False, identity="bench", device=device)
+    voice = synth.Voice(
+        model=model,
+        source=synth.ModelSource("base", "random", None),
+        description="random full-size",
+        language="en",
+        base_dir=None,
+        dataset_dir=None,
+        tiny=False,
+        identity="bench",
+        device=device,
+    )
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows, notes, ratios = _measure(model, voice, ref, tmp, settings, tokens, repeats, args, sync)
-    notes[:0] = [f"cap of {tokens} audio tokens per sentence; best of {repeats}; model build {build_s:.1f} s; "
-                 f"warm-up {'on' if args.warmup else 'off'}"]
+    notes[:0] = [
+        f"cap of {tokens} audio tokens per sentence; best of {repeats}; model build {build_s:.1f} s; "
+        f"warm-up {'on' if args.warmup else 'off'}"
+    ]
     _print(console, rows, ratios, notes, device)
-    result = {"name": "synth" + ("_cuda" if device == "cuda" else ""), "date": date.today().isoformat(),
-              "machine": machine(), "device": device, "rows": rows, "ratios": ratios, "notes": notes}
+    result = {
+        "name": "synth" + ("_cuda" if device == "cuda" else ""),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "device": device,
+        "rows": rows,
+        "ratios": ratios,
+        "notes": notes,
+    }
     out = args.out or HERE / "results" / ("synth_cuda.json" if device == "cuda" else "synth.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -190,21 +241,46 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats: int, args, sync):
-    """Every row in one process, same text, seed and token cap: (rows, notes, ratios)."""
+def _lora_rows(model, speak, repeats: int, row) -> str:
+    """LoRA (r=8, small random B so it changes the output) unmerged, then merged into the GPT."""
     import torch
 
     from xttsft import model as xm
-    from xttsft import synth
     from xttsft.settings import TrainSettings
+
+    lora_cfg = xm.attach_lora(model.gpt, TrainSettings())
+    with torch.no_grad():
+        for name, p in model.gpt.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    lora_params = sum(p.numel() for n_, p in model.gpt.named_parameters() if "lora_" in n_)
+    model.eval()
+    secs, n = timed(speak, repeats)
+    row("LoRA unmerged (PEFT layers)", secs, n, lora_params=lora_params)
+    xm.merge_lora(model.gpt)
+    secs, n = timed(speak, repeats)
+    row("LoRA merged (export / load_finetuned)", secs, n)
+    return f"LoRA r={lora_cfg.r}: {lora_params / 1e6:.2f} M"
+
+
+def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats: int, args, sync):
+    """Every row in one process, same text, seed and token cap: (rows, notes, ratios)."""
+    from xttsft import synth
 
     sr = voice.sample_rate
     rows: list[dict] = []
 
     def row(name: str, secs: float, samples: int, **extra) -> None:
         audio = samples / sr
-        rows.append({"method": name, "seconds": round(secs, 3), "audio_s": round(audio, 3),
-                     "rtf": round(secs / audio, 3) if audio else None, **extra})
+        rows.append(
+            {
+                "method": name,
+                "seconds": round(secs, 3),
+                "audio_s": round(audio, 3),
+                "rtf": round(secs / audio, 3) if audio else None,
+                **extra,
+            }
+        )
 
     cond = synth.conditioning(voice, [ref], cache_dir=tmp / "cache")
     if args.warmup:  # CUDA's start-up (kernels, allocator, cuBLAS) is paid here, not by the first timed row
@@ -219,41 +295,45 @@ def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats:
     synth.conditioning(voice, [ref], cache_dir=tmp / "fresh")
     cached_cond = time.perf_counter() - t0
     secs, n = timed(lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats)
-    row("xttsft speak (cached latents)", secs, n, latents_first_s=round(first_cond, 3),
-        latents_cached_s=round(cached_cond, 4))
+    row(
+        "xttsft speak (cached latents)",
+        secs,
+        n,
+        latents_first_s=round(first_cond, 3),
+        latents_cached_s=round(cached_cond, 4),
+    )
 
     # 2. LoRA unmerged vs merged
-    lora_cfg = xm.attach_lora(model.gpt, TrainSettings())
-    with torch.no_grad():
-        for name, p in model.gpt.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.01)
-    lora_params = sum(p.numel() for n_, p in model.gpt.named_parameters() if "lora_" in n_)
-    model.eval()
-    secs, n = timed(lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats)
-    row("LoRA unmerged (PEFT layers)", secs, n, lora_params=lora_params)
-    xm.merge_lora(model.gpt)
-    secs, n = timed(lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats)
-    row("LoRA merged (export / load_finetuned)", secs, n)
-
+    lora_note = _lora_rows(model, lambda: synth.speak(voice, cond, TEXT, "en", settings, seed=0)[0], repeats, row)
     params = sum(p.numel() for p in model.parameters())
-    notes = [f"{params / 1e6:.1f} M parameters (LoRA r={lora_cfg.r}: {lora_params / 1e6:.2f} M)",
-             f"latents: {first_cond:.2f} s computed, {cached_cond * 1000:.1f} ms from the cache",
-             "load average (1 min) at the end: %.1f on %d CPUs" % (os.getloadavg()[0], os.cpu_count() or 0)]
+    notes = [
+        f"{params / 1e6:.1f} M parameters ({lora_note})",
+        f"latents: {first_cond:.2f} s computed, {cached_cond * 1000:.1f} ms from the cache",
+        f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count() or 0} CPUs",
+    ]
     by = {r["method"].split(" (")[0]: r for r in rows}
     stock, cached = by["stock Xtts.synthesize"], by["xttsft speak"]
-    ratios = {"stock_over_cached_latents": round(stock["seconds"] / cached["seconds"], 3) if "error" not in stock
-              else None,
-              "unmerged_over_merged": round(by["LoRA unmerged"]["seconds"] / by["LoRA merged"]["seconds"], 3)}
+    ratios = {
+        "stock_over_cached_latents": round(stock["seconds"] / cached["seconds"], 3) if "error" not in stock else None,
+        "unmerged_over_merged": round(by["LoRA unmerged"]["seconds"] / by["LoRA merged"]["seconds"], 3),
+    }
     # 3. streaming: time to the first chunk of stream_chunk_size tokens vs the whole audio
     if tokens > args.stream_chunk:
         first, samples = _first_chunk(model, cond, args.stream_chunk, repeats, sync)
-        rows.append({"method": f"inference_stream first chunk ({args.stream_chunk} of {tokens} tokens)",
-                     "seconds": round(first, 3), "audio_s": round(samples / sr, 3), "rtf": None})
+        rows.append(
+            {
+                "method": f"inference_stream first chunk ({args.stream_chunk} of {tokens} tokens)",
+                "seconds": round(first, 3),
+                "audio_s": round(samples / sr, 3),
+                "rtf": None,
+            }
+        )
         ratios["whole_over_first_chunk"] = round(by["LoRA merged"]["seconds"] / first, 3)
     else:
-        notes.append(f"streaming first chunk skipped: {tokens} tokens do not exceed stream_chunk_size "
-                     f"{args.stream_chunk}, so the first chunk would be the whole utterance")
+        notes.append(
+            f"streaming first chunk skipped: {tokens} tokens do not exceed stream_chunk_size "
+            f"{args.stream_chunk}, so the first chunk would be the whole utterance"
+        )
     return rows, notes, ratios
 
 
@@ -265,8 +345,12 @@ def _print(console, rows: list[dict], ratios: dict, notes: list[str], device: st
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
         secs = "-" if r["seconds"] != r["seconds"] else f"{r['seconds']:.2f}"  # NaN: the row failed
-        table.add_row(r["method"] + (f" [{r['error']}]" if r.get("error") else ""), secs,
-                      "-" if not r["audio_s"] else f"{r['audio_s']:.2f}", "-" if r["rtf"] is None else f"{r['rtf']:.2f}")
+        table.add_row(
+            r["method"] + (f" [{r['error']}]" if r.get("error") else ""),
+            secs,
+            "-" if not r["audio_s"] else f"{r['audio_s']:.2f}",
+            "-" if r["rtf"] is None else f"{r['rtf']:.2f}",
+        )
     console.print(table)
     for k, v in ratios.items():
         console.print(f"ratio {k}: [bold]{'-' if v is None else f'{v:.2f}x'}[/]")

@@ -90,15 +90,26 @@ class Step:
 def _config(step: str, mode: str, precision: str, gc: bool, batch: int, clip: str = "6s", **extra) -> dict:
     short = {BF16: "bf16", FP16: "fp16", FP32: "fp32"}[precision]
     cid = f"{step}:{mode}{'+gc' if gc else ''}:{short}:b{batch}:{clip}"
-    return {"id": cid, "step": step, "mode": mode, "precision": precision, "gc": gc, "batch": batch, "clip": clip,
-            **extra}
+    return {
+        "id": cid,
+        "step": step,
+        "mode": mode,
+        "precision": precision,
+        "gc": gc,
+        "batch": batch,
+        "clip": clip,
+        **extra,
+    }
 
 
 def _worker(step: str, mode: str, configs: list[dict]) -> Part:
     gcs = {c["gc"] for c in configs}
     precisions = ", ".join(dict.fromkeys(c["precision"] for c in configs))
-    what = "; ".join(f"batch {c['batch']}{' (recommended)' if c.get('recommended') else ''}"
-                     f"{' at the longest clip' if c['clip'] == 'longest' else ''}" for c in configs)
+    what = "; ".join(
+        f"batch {c['batch']}{' (recommended)' if c.get('recommended') else ''}"
+        f"{' at the longest clip' if c['clip'] == 'longest' else ''}"
+        for c in configs
+    )
     label = f"train step {mode}{' +gc' if gcs == {True} else ''}, {precisions}: {what}"
     return Part(label, "worker", mode, configs)
 
@@ -113,24 +124,53 @@ def plan(rec_batch: int = 32, rec_gc: bool = False) -> list[Step]:
         lora_batches.append(_config("lora", "lora", BF16, rec_gc, rec_batch, recommended=True))
     return [
         Step("env", "environment: torch, CUDA, driver, the card, espeak-ng/ffmpeg, recommend()"),
-        Step("8gb", "the 8 GB claim: LoRA + checkpointing, bf16, batch 2", [
-            _worker("8gb", "lora", [_config("8gb", "lora", BF16, True, 2, "6s"),
-                                    _config("8gb", "lora", BF16, True, 2, "longest")])]),
+        Step(
+            "8gb",
+            "the 8 GB claim: LoRA + checkpointing, bf16, batch 2",
+            [
+                _worker(
+                    "8gb",
+                    "lora",
+                    [_config("8gb", "lora", BF16, True, 2, "6s"), _config("8gb", "lora", BF16, True, 2, "longest")],
+                )
+            ],
+        ),
         Step("lora", "LoRA bf16 at batch 1, 2, 4 and the recommended batch", [_worker("lora", "lora", lora_batches)]),
-        Step("full", "full fine-tune bf16, without and with checkpointing", [
-            _worker("full", "full", [_config("full", "full", BF16, False, 2)]),
-            _worker("full", "full", [_config("full", "full", BF16, True, 2)])]),
-        Step("fp16", "fp16 + GradScaler, one row per mode", [
-            _worker("fp16", "lora", [_config("fp16", "lora", FP16, True, 2)]),
-            _worker("fp16", "full", [_config("fp16", "full", FP16, True, 2)])]),
-        Step("fp32", "fp32, one row per mode", [
-            _worker("fp32", "lora", [_config("fp32", "lora", FP32, False, 2)]),
-            _worker("fp32", "full", [_config("fp32", "full", FP32, False, 2)])]),
+        Step(
+            "full",
+            "full fine-tune bf16, without and with checkpointing",
+            [
+                _worker("full", "full", [_config("full", "full", BF16, False, 2)]),
+                _worker("full", "full", [_config("full", "full", BF16, True, 2)]),
+            ],
+        ),
+        Step(
+            "fp16",
+            "fp16 + GradScaler, one row per mode",
+            [
+                _worker("fp16", "lora", [_config("fp16", "lora", FP16, True, 2)]),
+                _worker("fp16", "full", [_config("fp16", "full", FP16, True, 2)]),
+            ],
+        ),
+        Step(
+            "fp32",
+            "fp32, one row per mode",
+            [
+                _worker("fp32", "lora", [_config("fp32", "lora", FP32, False, 2)]),
+                _worker("fp32", "full", [_config("fp32", "full", FP32, False, 2)]),
+            ],
+        ),
         Step("pytest", "GPU tests: pytest -m gpu (tiny model)", [Part("GPU tests: pytest -m gpu", "pytest")]),
-        Step("synth", "synth: warm-up, 120 audio tokens, streaming first chunk", [
-            Part("synth RTF and streaming first chunk (20 of 120 tokens), after a warm-up", "synth")]),
-        Step("whisper", "Whisper: batched faster-whisper on CUDA", [
-            Part("batched faster-whisper on the GPU (CPU int8 when CUDA cannot load)", "whisper")]),
+        Step(
+            "synth",
+            "synth: warm-up, 120 audio tokens, streaming first chunk",
+            [Part("synth RTF and streaming first chunk (20 of 120 tokens), after a warm-up", "synth")],
+        ),
+        Step(
+            "whisper",
+            "Whisper: batched faster-whisper on CUDA",
+            [Part("batched faster-whisper on the GPU (CPU int8 when CUDA cannot load)", "whisper")],
+        ),
     ]
 
 
@@ -148,8 +188,10 @@ def print_plan(steps: list[Step], heading: str) -> None:
     for s in steps:
         for p in s.parts or [Part(s.title, "env")]:
             print(f"  {STEPS.index(s.name) + 1}. {s.name}: {p.label}")
-    print("Rows go to gpu_check.jsonl as they are measured, the report to gpu_check.json ($OUT when set, "
-          "else benchmarks/results/); benchmarks/run_all.py --report renders it into benchmarks/RESULTS.md.")
+    print(
+        "Rows go to gpu_check.jsonl as they are measured, the report to gpu_check.json ($OUT when set, "
+        "else benchmarks/results/); benchmarks/run_all.py --report renders it into benchmarks/RESULTS.md."
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -208,8 +250,16 @@ def run_group(cmd: list[str], timeout: float, log: Path, env: dict | None = None
         fh.write(f"\n== {' '.join(cmd)} (timeout {timeout:.0f} s)\n".encode())
         fh.flush()
         start = fh.tell()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         _CURRENT.append(proc)
         timed_out = False
         try:
@@ -271,11 +321,23 @@ class Out:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.jsonl, self.json, self.log = folder / "gpu_check.jsonl", folder / "gpu_check.json", folder / "gpu_check.log"
+        self.jsonl, self.json, self.log = (
+            folder / "gpu_check.jsonl",
+            folder / "gpu_check.json",
+            folder / "gpu_check.log",
+        )
         for p in (self.jsonl, self.log):
             p.write_text("", encoding="utf-8")
-        self.report: dict = {"name": "gpu_check", "date": date.today().isoformat(), "machine": "?", "notes": [],
-                             "env": {}, "steps": [], "rows": [], "ratios": {}}
+        self.report: dict = {
+            "name": "gpu_check",
+            "date": date.today().isoformat(),
+            "machine": "?",
+            "notes": [],
+            "env": {},
+            "steps": [],
+            "rows": [],
+            "ratios": {},
+        }
 
     def save(self) -> None:
         self.report["rows"] = read_rows(self.jsonl)
@@ -315,12 +377,15 @@ def _fits(row: dict | None) -> tuple[bool | None, str]:
         return True, f"peak reserved {reserved:.2f} GiB <= {EIGHT_GB_USABLE_GIB} GiB"
     if alloc > EIGHT_GB_USABLE_GIB:
         return False, f"peak allocated {alloc:.2f} GiB > {EIGHT_GB_USABLE_GIB} GiB"
-    return None, (f"allocated {alloc:.2f} GiB fits but reserved {reserved:.2f} GiB does not: on a small card the "
-                  "allocator frees its cache first, so only a real 8 GB card can tell")
+    return None, (
+        f"allocated {alloc:.2f} GiB fits but reserved {reserved:.2f} GiB does not: on a small card the "
+        "allocator frees its cache first, so only a real 8 GB card can tell"
+    )
 
 
 def verdicts(rows: list[dict]) -> dict:
     """The headline figures, from whatever rows exist (a missing one gives None, never False)."""
+
     def find(**want) -> dict | None:
         return next((r for r in rows if all(r.get(k) == v for k, v in want.items())), None)
 
@@ -329,7 +394,8 @@ def verdicts(rows: list[dict]) -> dict:
         row = find(step="8gb", clip=clip)
         out[key], out[key + "_why"] = _fits(row)
         out[key.replace("fits_8gb_card", "lora_gc_bf16_batch2") + "_peak_reserved_gib"] = (row or {}).get(
-            "peak_reserved_gib")
+            "peak_reserved_gib"
+        )
     rec = find(step="lora", recommended=True)
     if rec:
         out["recommended_lora_batch"] = rec["batch"]
@@ -347,8 +413,17 @@ def verdicts(rows: list[dict]) -> dict:
 # --------------------------------------------------------------------------- the training worker
 
 #: What the training steps import (``_build``, ``_trainer``, ``measure``).
-TRAINING_MODULES = ("TTS.tts.configs.xtts_config", "TTS.tts.models.xtts", "xttsft.build", "xttsft.hardware",
-                    "xttsft.model", "xttsft.settings", "xttsft.train", "xttsft.train_data", "xttsft.trainer")
+TRAINING_MODULES = (
+    "TTS.tts.configs.xtts_config",
+    "TTS.tts.models.xtts",
+    "xttsft.build",
+    "xttsft.hardware",
+    "xttsft.model",
+    "xttsft.settings",
+    "xttsft.train",
+    "xttsft.train_data",
+    "xttsft.trainer",
+)
 #: Packages only the Whisper step needs: training must run without them (they travel apart if need be).
 WHISPER_ONLY = ("av", "ctranslate2", "faster_whisper")
 
@@ -360,7 +435,6 @@ def training_imports() -> list[str]:
     for name in TRAINING_MODULES:
         importlib.import_module(name)
     return sorted(m for m in WHISPER_ONLY if m in sys.modules)
-
 
 
 def _set_gc(hf_gpt2, on: bool) -> None:
@@ -410,11 +484,14 @@ def _build(mode: str, arch: str, device: str):
 
 def _batch(torch, batch: int, samples: int, text_tokens: int, vocab: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"padded_text": torch.randint(5, vocab, (batch, text_tokens), generator=g),
-            "text_lengths": torch.full((batch,), text_tokens),
-            "wav": torch.randn(batch, 1, samples, generator=g) * 0.1, "wav_lengths": torch.full((batch,), samples),
-            "conditioning": torch.randn(batch, 1, 1, COND_SAMPLES, generator=g) * 0.1,
-            "cond_lens": torch.full((batch,), COND_SAMPLES)}
+    return {
+        "padded_text": torch.randint(5, vocab, (batch, text_tokens), generator=g),
+        "text_lengths": torch.full((batch,), text_tokens),
+        "wav": torch.randn(batch, 1, samples, generator=g) * 0.1,
+        "wav_lengths": torch.full((batch,), samples),
+        "conditioning": torch.randn(batch, 1, 1, COND_SAMPLES, generator=g) * 0.1,
+        "cond_lens": torch.full((batch,), COND_SAMPLES),
+    }
 
 
 def _trainer(torch, gpt, feats, mode: str, cfg: dict, device: str):
@@ -425,12 +502,27 @@ def _trainer(torch, gpt, feats, mode: str, cfg: dict, device: str):
     amp = None if cfg["precision"] == FP32 else cfg["precision"]
     res = Resolved(device, mode, 1e-5, cfg["batch"], 1, amp is not None, amp, cfg["gc"])
     optim = build_optimization(gpt, TrainSettings(use_lora=mode == "lora"), res, total_steps=1000)
-    trainer = Trainer(gpt=gpt, model=gpt, featurize=feats, loss_fn=gpt_loss, optimizer=optim.optimizer,
-                      scheduler=optim.scheduler, scaler=optim.scaler, batches_of=lambda e: [],
-                      loader_of=lambda e, b: [], validate=lambda: 0.0, save_checkpoint=lambda *a: Path(),
-                      save_best=lambda *a: None, num_epochs=1, grad_accum_steps=1, max_grad_norm=1.0,
-                      max_nan_steps=10**6, save_every_n_epochs=1, amp_dtype=optim.amp_dtype,
-                      device_type=optim.device_type)
+    trainer = Trainer(
+        gpt=gpt,
+        model=gpt,
+        featurize=feats,
+        loss_fn=gpt_loss,
+        optimizer=optim.optimizer,
+        scheduler=optim.scheduler,
+        scaler=optim.scaler,
+        batches_of=lambda e: [],
+        loader_of=lambda e, b: [],
+        validate=lambda: 0.0,
+        save_checkpoint=lambda *a: Path(),
+        save_best=lambda *a: None,
+        num_epochs=1,
+        grad_accum_steps=1,
+        max_grad_norm=1.0,
+        max_nan_steps=10**6,
+        save_every_n_epochs=1,
+        amp_dtype=optim.amp_dtype,
+        device_type=optim.device_type,
+    )
     trainer.state = TrainState()
     return trainer, optim.scaler
 
@@ -453,8 +545,14 @@ def measure(torch, gpt, feats, longest: tuple[int, int], cfg: dict, spec: dict) 
     steps and the GradScaler's scale; any exception becomes the row's error."""
     device = spec["device"]
     samples, text_tokens = (SIX_S, SIX_S_TEXT_TOKENS) if cfg["clip"] == "6s" else longest
-    row = {**cfg, "device": device, "arch": spec["arch"], "clip_s": round(samples / 22050, 2),
-           "text_tokens": text_tokens, "status": "error"}
+    row = {
+        **cfg,
+        "device": device,
+        "arch": spec["arch"],
+        "clip_s": round(samples / 22050, 2),
+        "text_tokens": text_tokens,
+        "status": "error",
+    }
     trainer = None
     try:
         _set_gc(gpt.gpt, cfg["gc"])
@@ -471,8 +569,13 @@ def measure(torch, gpt, feats, longest: tuple[int, int], cfg: dict, spec: dict) 
             skipped += _step(trainer, scaler, data)
         _sync(torch, device)
         row["s_per_step"] = round((time.perf_counter() - t0) / spec["timed_steps"], 3)
-        row.update(_memory(torch, device), nan_skipped=trainer.nan_skipped, scaler_skipped=skipped,
-                   scaler_scale_after=scaler.get_scale() if scaler.is_enabled() else None, status="ok")
+        row.update(
+            _memory(torch, device),
+            nan_skipped=trainer.nan_skipped,
+            scaler_skipped=skipped,
+            scaler_scale_after=scaler.get_scale() if scaler.is_enabled() else None,
+            status="ok",
+        )
         row["featurize_share"] = _featurize_share(torch, feats, data, row["s_per_step"], device)
     except torch.cuda.OutOfMemoryError:
         row.update(_memory(torch, device), status="oom")
@@ -488,8 +591,10 @@ def measure(torch, gpt, feats, longest: tuple[int, int], cfg: dict, spec: dict) 
 
 def _memory(torch, device: str) -> dict:
     if device == "cuda":
-        return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GiB, 2),
-                "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GiB, 2)}
+        return {
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GiB, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GiB, 2),
+        }
     return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}
 
 
@@ -513,7 +618,11 @@ def worker(spec: dict) -> int:
     for cfg in spec["configs"]:
         left = spec["until"] - time.time()
         if left < spec["config_s"]:
-            row = {**cfg, "status": "skipped", "reason": f"{left:.0f} s left in the step, a row needs ~{spec['config_s']} s"}
+            row = {
+                **cfg,
+                "status": "skipped",
+                "reason": f"{left:.0f} s left in the step, a row needs ~{spec['config_s']} s",
+            }
         else:
             row = measure(torch, gpt, feats, longest, cfg, spec)
         row["model_build_s"] = built
@@ -557,20 +666,35 @@ class Ctx:
 
 def run_worker(ctx: Ctx, step: Step, part: Part, timeout: float) -> str:
     """A training worker; configurations it did not reach get a row that says why."""
-    spec = {"mode": part.mode, "arch": ctx.arch, "device": ctx.device, "configs": part.configs,
-            "jsonl": str(ctx.out.jsonl), "until": time.time() + timeout - 2, "timed_steps": ctx.timed_steps,
-            "config_s": ctx.budget("config")[0]}
+    spec = {
+        "mode": part.mode,
+        "arch": ctx.arch,
+        "device": ctx.device,
+        "configs": part.configs,
+        "jsonl": str(ctx.out.jsonl),
+        "until": time.time() + timeout - 2,
+        "timed_steps": ctx.timed_steps,
+        "config_s": ctx.budget("config")[0],
+    }
     offset = ctx.out.jsonl.stat().st_size
-    ran = run_group([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], timeout,
-                    ctx.out.log, _env_for_children())
+    ran = run_group(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+        timeout,
+        ctx.out.log,
+        _env_for_children(),
+    )
     rows = read_rows(ctx.out.jsonl, offset)
     done = {r.get("id") for r in rows}
     why = "timed out" if ran.timed_out else f"worker exit {ran.rc}"
     last = (ran.tail.strip().splitlines() or [""])[-1][:200]
     for cfg in part.configs:
         if cfg["id"] not in done:
-            row = {**cfg, "device": ctx.device, "status": "timeout" if ran.timed_out else "error",
-                   "error": f"{why} after {ran.seconds:.0f} s before this row; {last}"}
+            row = {
+                **cfg,
+                "device": ctx.device,
+                "status": "timeout" if ran.timed_out else "error",
+                "error": f"{why} after {ran.seconds:.0f} s before this row; {last}",
+            }
             append_row(ctx.out.jsonl, row)
             rows.append(row)
     for r in rows:
@@ -583,17 +707,26 @@ def run_worker(ctx: Ctx, step: Step, part: Part, timeout: float) -> str:
 def _row_line(r: dict) -> str:
     head = f"{r['mode']}{' +gc' if r.get('gc') else ''} {r['precision']} b{r['batch']} {r.get('clip_s', r['clip'])}s"
     if r.get("status") == "ok":
-        mem = (f"{r['peak_allocated_gib']}/{r['peak_reserved_gib']} GiB alloc/reserved" if "peak_reserved_gib" in r
-               else f"{r.get('peak_rss_gib')} GiB RSS")
-        fp16 = (f", nan-skipped {r['nan_skipped']}, scaler {r['scaler_scale_before']}->{r['scaler_scale_after']}"
-                if r["precision"] == FP16 else "")
+        mem = (
+            f"{r['peak_allocated_gib']}/{r['peak_reserved_gib']} GiB alloc/reserved"
+            if "peak_reserved_gib" in r
+            else f"{r.get('peak_rss_gib')} GiB RSS"
+        )
+        fp16 = (
+            f", nan-skipped {r['nan_skipped']}, scaler {r['scaler_scale_before']}->{r['scaler_scale_after']}"
+            if r["precision"] == FP16
+            else ""
+        )
         return f"{head}: {r['s_per_step']} s/step, {mem}{fp16}"
     return f"{head}: {r.get('status')} {r.get('error') or r.get('reason') or ''}"[:300]
 
 
 def _gpu_test_files() -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                  if "mark.gpu" in p.read_text(encoding="utf-8", errors="replace"))
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if "mark.gpu" in p.read_text(encoding="utf-8", errors="replace")
+    )
 
 
 def _xttsft_shim(folder: Path) -> Path:
@@ -601,7 +734,9 @@ def _xttsft_shim(folder: Path) -> Path:
     (the bundle is unpacked with pip --target)."""
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / "xttsft"
-    shim.write_text(f"#!{sys.executable}\nimport sys\nfrom xttsft.cli import main\nsys.exit(main())\n", encoding="utf-8")
+    shim.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom xttsft.cli import main\nsys.exit(main())\n", encoding="utf-8"
+    )
     shim.chmod(0o755)
     return folder
 
@@ -614,14 +749,22 @@ def run_pytest(ctx: Ctx, timeout: float) -> str:
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *_gpu_test_files()]
     note = ""
     if not (ctx.tools["espeak-ng"] and ctx.tools["ffmpeg"]):  # their `dataset` fixture speaks with espeak-ng
-        cmd += ["--deselect", "tests/test_train.py::test_cuda_out_of_memory_gives_our_message",
-                "--deselect", "tests/test_train.py::test_torchrun_nccl_single_gpu"]
+        cmd += [
+            "--deselect",
+            "tests/test_train.py::test_cuda_out_of_memory_gives_our_message",
+            "--deselect",
+            "tests/test_train.py::test_torchrun_nccl_single_gpu",
+        ]
         note = " (2 tests deselected: their dataset needs espeak-ng and ffmpeg, missing here)"
     ran = run_group(cmd, timeout, ctx.out.log, env)
     lines = [ln for ln in ran.tail.strip().splitlines() if ln.strip()]
-    summary = next((ln for ln in reversed(lines) if any(w in ln for w in ("passed", "failed", "skipped", "error"))),
-                   lines[-1] if lines else "?")
-    result = f"exit {ran.rc}{' (timed out)' if ran.timed_out else ''}: {summary.strip('= ')}{note} ({ran.seconds:.0f} s)"
+    summary = next(
+        (ln for ln in reversed(lines) if any(w in ln for w in ("passed", "failed", "skipped", "error"))),
+        lines[-1] if lines else "?",
+    )
+    result = (
+        f"exit {ran.rc}{' (timed out)' if ran.timed_out else ''}: {summary.strip('= ')}{note} ({ran.seconds:.0f} s)"
+    )
     ctx.out.report.setdefault("step_results", {})["pytest_gpu"] = result
     ctx.say("    " + result)
     return "ok" if ran.rc == 0 else result
@@ -647,13 +790,28 @@ def run_benchmark(ctx: Ctx, cmd: list[str], dest: Path, timeout: float) -> tuple
 def run_synth(ctx: Ctx, timeout: float) -> str:
     dest = ctx.out.folder / f"synth_{ctx.device}.json"
     tokens, chunk = (120, 20) if ctx.device == "cuda" else (8, 4)
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "synth.py"), "--device", ctx.device, "--tokens", str(tokens),
-           "--stream-chunk", str(chunk), "--repeats", "1", "--out", str(dest), *_reference(ctx)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "synth.py"),
+        "--device",
+        ctx.device,
+        "--tokens",
+        str(tokens),
+        "--stream-chunk",
+        str(chunk),
+        "--repeats",
+        "1",
+        "--out",
+        str(dest),
+        *_reference(ctx),
+    ]
     res, status = run_benchmark(ctx, cmd, dest, timeout)
     if res is None:
         return status
-    rows = ", ".join(f"{r['method'].split(' (')[0]} {r.get('rtf') if r.get('rtf') is not None else r.get('seconds')}"
-                     for r in res["rows"])
+    rows = ", ".join(
+        f"{r['method'].split(' (')[0]} {r.get('rtf') if r.get('rtf') is not None else r.get('seconds')}"
+        for r in res["rows"]
+    )
     ctx.out.report.setdefault("step_results", {})["synth"] = f"{dest.name}: {res.get('ratios')}"
     ctx.say(f"    RTF / s: {rows}"[:600])
     return status
@@ -662,8 +820,19 @@ def run_synth(ctx: Ctx, timeout: float) -> str:
 def run_whisper(ctx: Ctx, timeout: float) -> str:
     dest = ctx.out.folder / f"transcribe_{ctx.device}.json"
     model = ctx.extra["whisper_model"]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "transcribe.py"), "--device", ctx.device, "--quick",
-           "--rounds", "1", "--model", model, "--out", str(dest)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "transcribe.py"),
+        "--device",
+        ctx.device,
+        "--quick",
+        "--rounds",
+        "1",
+        "--model",
+        model,
+        "--out",
+        str(dest),
+    ]
     if ctx.device == "cpu":
         cmd += ["--clips", "2"]
     if not (ctx.tools["espeak-ng"] and ctx.tools["ffmpeg"]):
@@ -672,8 +841,10 @@ def run_whisper(ctx: Ctx, timeout: float) -> str:
     if res is None:
         return status
     best = max(res["rows"], key=lambda r: r["x_realtime"])
-    line = (f"on {res.get('device_used', '?')} ({res.get('fallback') or 'no fallback'}): best {best['x_realtime']}x "
-            f"realtime ({best['method']})")
+    line = (
+        f"on {res.get('device_used', '?')} ({res.get('fallback') or 'no fallback'}): best {best['x_realtime']}x "
+        f"realtime ({best['method']})"
+    )
     ctx.out.report.setdefault("step_results", {})["whisper"] = line
     ctx.say("    " + line[:500])
     return status
@@ -689,11 +860,19 @@ def _skip_reason(ctx: Ctx, step: Step) -> str | None:
 
         missing = [m for m in ("faster_whisper", "ctranslate2", "av") if importlib.util.find_spec(m) is None]
         if missing:
-            return (f"{', '.join(missing)} not installed: carry the whisper bundle in a second run "
-                    "(scripts/gpu_bundle.sh --bundle whisper, docs/gpu-check.md)")
+            return (
+                f"{', '.join(missing)} not installed: carry the whisper bundle in a second run "
+                "(scripts/gpu_bundle.sh --bundle whisper, docs/gpu-check.md)"
+            )
         if not speech and not (ctx.audio and (ctx.audio / "clips").is_dir()):
             return "needs espeak-ng and ffmpeg to speak its clips, or carried audio/clips (gpu_bundle.sh)"
     return None
+
+
+def _run_part(ctx: Ctx, step: Step, part: Part, timeout: float) -> str:
+    if part.kind == "worker":
+        return run_worker(ctx, step, part, timeout)
+    return {"pytest": run_pytest, "synth": run_synth, "whisper": run_whisper}[part.kind](ctx, timeout)
 
 
 def run_step(ctx: Ctx, step: Step) -> None:
@@ -712,12 +891,14 @@ def run_step(ctx: Ctx, step: Step) -> None:
             continue
         timeout = min(most, ctx.left)
         ctx.say(f"  {part.label} (timeout {timeout:.0f} s)")
-        runner = {"worker": lambda: run_worker(ctx, step, part, timeout), "pytest": lambda: run_pytest(ctx, timeout),
-                  "synth": lambda: run_synth(ctx, timeout), "whisper": lambda: run_whisper(ctx, timeout)}[part.kind]
-        status.append(runner())
+        status.append(_run_part(ctx, step, part, timeout))
     ok = all(s == "ok" for s in status)
-    entry = {"step": step.name, "title": step.title, "seconds": round(time.monotonic() - t0, 1),
-             "status": "ok" if ok else "; ".join(s for s in status if s != "ok")[:600]}
+    entry = {
+        "step": step.name,
+        "title": step.title,
+        "seconds": round(time.monotonic() - t0, 1),
+        "status": "ok" if ok else "; ".join(s for s in status if s != "ok")[:600],
+    }
     ctx.out.report["steps"].append(entry)
     ctx.out.save()
     if not ok:
@@ -744,8 +925,9 @@ def _smi_query(fields: str) -> str | None:
     if exe is None:
         return None
     try:
-        p = subprocess.run([exe, f"--query-gpu={fields}", "--format=csv,noheader"], capture_output=True, text=True,
-                           timeout=20)
+        p = subprocess.run(
+            [exe, f"--query-gpu={fields}", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return p.stdout.strip() or None if p.returncode == 0 else None
@@ -754,9 +936,30 @@ def _smi_query(fields: str) -> str | None:
 def _versions() -> dict:
     from importlib import metadata
 
-    names = ("torch", "torchaudio", "torchcodec", "transformers", "tokenizers", "huggingface-hub", "peft", "accelerate",
-             "coqui-tts", "coqui-tts-trainer", "numpy", "scipy", "numba", "typing-extensions", "pydantic",
-             "pydantic-settings", "librosa", "soundfile", "faster-whisper", "ctranslate2", "av", "typer")
+    names = (
+        "torch",
+        "torchaudio",
+        "torchcodec",
+        "transformers",
+        "tokenizers",
+        "huggingface-hub",
+        "peft",
+        "accelerate",
+        "coqui-tts",
+        "coqui-tts-trainer",
+        "numpy",
+        "scipy",
+        "numba",
+        "typing-extensions",
+        "pydantic",
+        "pydantic-settings",
+        "librosa",
+        "soundfile",
+        "faster-whisper",
+        "ctranslate2",
+        "av",
+        "typer",
+    )
     out = {}
     for n in names:
         try:
@@ -775,18 +978,28 @@ def env_facts(device: str, smi: list[str]) -> dict:
     from xttsft.hardware import hardware_facts, recommend
 
     hw = hardware_facts()
-    facts = {"python": platform.python_version(), "executable": sys.executable, "device": device,
-             "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device == "cuda" else None,
-             "nvidia_smi": smi, "driver_and_card": _smi_query("driver_version,name,memory.total,compute_cap"),
-             "versions": _versions(), "tools": {t: shutil.which(t) for t in ("espeak-ng", "ffmpeg")},
-             "hardware": hw.to_dict(),
-             "recommend_lora": recommend(hw, use_lora=True).to_dict(),
-             "recommend_full": recommend(hw, use_lora=False).to_dict()}
+    facts = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "device": device,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device == "cuda" else None,
+        "nvidia_smi": smi,
+        "driver_and_card": _smi_query("driver_version,name,memory.total,compute_cap"),
+        "versions": _versions(),
+        "tools": {t: shutil.which(t) for t in ("espeak-ng", "ffmpeg")},
+        "hardware": hw.to_dict(),
+        "recommend_lora": recommend(hw, use_lora=True).to_dict(),
+        "recommend_full": recommend(hw, use_lora=False).to_dict(),
+    }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        facts["gpu"] = {"name": props.name, "total_gib": round(props.total_memory / GiB, 2),
-                        "compute_capability": f"{props.major}.{props.minor}",
-                        "bf16": torch.cuda.is_bf16_supported()}
+        facts["gpu"] = {
+            "name": props.name,
+            "total_gib": round(props.total_memory / GiB, 2),
+            "compute_capability": f"{props.major}.{props.minor}",
+            "bf16": torch.cuda.is_bf16_supported(),
+        }
     return facts
 
 
@@ -799,32 +1012,45 @@ def safe_env_facts(device: str, smi: list[str]) -> dict:
 
         import torch
 
-        return {"error": f"{type(exc).__name__}: {exc}"[:400], "python": platform.python_version(),
-                "torch_cuda": torch.version.cuda, "cudnn": None, "nvidia_smi": smi,
-                "driver_and_card": _smi_query("driver_version,name,memory.total,compute_cap"), "versions": _versions(),
-                "recommend_lora": {"train_batch_size": 2, "gradient_checkpointing": True}}
+        return {
+            "error": f"{type(exc).__name__}: {exc}"[:400],
+            "python": platform.python_version(),
+            "torch_cuda": torch.version.cuda,
+            "cudnn": None,
+            "nvidia_smi": smi,
+            "driver_and_card": _smi_query("driver_version,name,memory.total,compute_cap"),
+            "versions": _versions(),
+            "recommend_lora": {"train_batch_size": 2, "gradient_checkpointing": True},
+        }
 
 
 def _measured_notes(ctx: Ctx, facts: dict) -> list[str]:
-    arch = ("full-size XTTS-v2 architecture (GPT 30 x 1024, 16 heads), random weights" if ctx.arch == "full"
-            else "the tiny random XTTS model (CPU rehearsal: numbers are meaningless)")
+    arch = (
+        "full-size XTTS-v2 architecture (GPT 30 x 1024, 16 heads), random weights"
+        if ctx.arch == "full"
+        else "the tiny random XTTS model (CPU rehearsal: numbers are meaningless)"
+    )
     whisper = ctx.extra["whisper_model"]
     if whisper.endswith("whisper-tiny-random"):
-        whisper += " (tiny.en's vocabulary, random weights, 1 layer: CUDA and the fallback only, speed not representative)"
+        whisper += (
+            " (tiny.en's vocabulary, random weights, 1 layer: CUDA and the fallback only, speed not representative)"
+        )
     v = facts["versions"]
-    return [f"training rows: {arch}; shipping step (build_optimization, Trainer.train_step + optimizer_step); "
-            f"{ctx.timed_steps} timed steps after a warm-up; conditioning 6 s",
-            f"clips: 6 s ({SIX_S} samples, {SIX_S_TEXT_TOKENS} text tokens) and the longest training takes "
-            "(model_limits(gpt_max_audio_tokens): 616,448 samples, 28.0 s for XTTS-v2) with the most text tokens "
-            "build and train take (build.TEXT_TOKEN_LIMIT within the GPT's 402: 400); each row has its clip_s and "
-            "text_tokens",
-            "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, "
-            f"{120 if ctx.device == 'cuda' else 8} audio tokens; Whisper: {whisper}",
-            f"torch {v['torch']} (CUDA {facts['torch_cuda']}, cuDNN {facts['cudnn']}), driver/card: "
-            f"{facts['driver_and_card']}; transformers {v['transformers']}, coqui-tts {v['coqui-tts']}, "
-            f"python {facts['python']}",
-            f"8 GB verdict: peak reserved <= {EIGHT_GB_USABLE_GIB} GiB fits, peak allocated above it does not, "
-            "in between or not measured is null"]
+    return [
+        f"training rows: {arch}; shipping step (build_optimization, Trainer.train_step + optimizer_step); "
+        f"{ctx.timed_steps} timed steps after a warm-up; conditioning 6 s",
+        f"clips: 6 s ({SIX_S} samples, {SIX_S_TEXT_TOKENS} text tokens) and the longest training takes "
+        "(model_limits(gpt_max_audio_tokens): 616,448 samples, 28.0 s for XTTS-v2) with the most text tokens "
+        "build and train take (build.TEXT_TOKEN_LIMIT within the GPT's 402: 400); each row has its clip_s and "
+        "text_tokens",
+        "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, "
+        f"{120 if ctx.device == 'cuda' else 8} audio tokens; Whisper: {whisper}",
+        f"torch {v['torch']} (CUDA {facts['torch_cuda']}, cuDNN {facts['cudnn']}), driver/card: "
+        f"{facts['driver_and_card']}; transformers {v['transformers']}, coqui-tts {v['coqui-tts']}, "
+        f"python {facts['python']}",
+        f"8 GB verdict: peak reserved <= {EIGHT_GB_USABLE_GIB} GiB fits, peak allocated above it does not, "
+        "in between or not measured is null",
+    ]
 
 
 # --------------------------------------------------------------------------- main
@@ -834,14 +1060,26 @@ def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deadline", type=float, default=480.0, help="seconds for the whole check (default 480)")
     ap.add_argument("--steps", default="", help=f"comma-separated subset of {','.join(STEPS)} (env always runs)")
-    ap.add_argument("--out", type=Path, default=None, help="folder for the results (default $OUT, else benchmarks/results)")
-    ap.add_argument("--audio", type=Path, default=None,
-                    help="carried speech (ref.wav, clips/) for machines without espeak-ng/ffmpeg (default: .whl/*/audio)")
-    ap.add_argument("--whisper-model", default=None,
-                    help="Whisper model of the whisper step (default: bundled-tiny.en when installed, "
-                         "else the bundle's .whl/whisper-tiny-random)")
-    ap.add_argument("--check-imports", action="store_true",
-                    help="import what the training steps use; exit 1 if av or ctranslate2 came along")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="folder for the results (default $OUT, else benchmarks/results)"
+    )
+    ap.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="carried speech (ref.wav, clips/) for machines without espeak-ng/ffmpeg (default: .whl/*/audio)",
+    )
+    ap.add_argument(
+        "--whisper-model",
+        default=None,
+        help="Whisper model of the whisper step (default: bundled-tiny.en when installed, "
+        "else the bundle's .whl/whisper-tiny-random)",
+    )
+    ap.add_argument(
+        "--check-imports",
+        action="store_true",
+        help="import what the training steps use; exit 1 if av or ctranslate2 came along",
+    )
     ap.add_argument("--cpu", action="store_true", help="rehearsal: one CPU row of each step on the tiny model")
     ap.add_argument("--dry-run", action="store_true", help="only print what would run")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -854,8 +1092,10 @@ def _selected(steps: list[Step], names: str) -> list[Step]:
     want = {n.strip() for n in names.split(",") if n.strip()}
     unknown = want - set(STEPS)
     if unknown:
-        print(f"gpu_check: unknown step(s) {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}",
-              file=sys.stderr)
+        print(
+            f"gpu_check: unknown step(s) {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return [s for s in steps if s.name in want or s.name == "env"]
 
@@ -874,8 +1114,10 @@ def _whisper_model(given: str | None) -> str:
 def _audio_dir(given: Path | None) -> Path | None:
     if given is not None:
         return given
-    return next((d for d in (ROOT / ".whl" / "audio", *sorted((ROOT / ".whl").glob("*/audio")))
-                 if (d / "ref.wav").is_file()), None)
+    return next(
+        (d for d in (ROOT / ".whl" / "audio", *sorted((ROOT / ".whl").glob("*/audio"))) if (d / "ref.wav").is_file()),
+        None,
+    )
 
 
 def _gpu_unusable(smi: list[str]) -> int:
@@ -893,7 +1135,8 @@ def _gpu_unusable(smi: list[str]) -> int:
         f"nvidia-smi sees {len(smi)} GPU(s) ({smi[0]}) but PyTorch {torch.__version__} (CUDA build "
         f"{torch.version.cuda or 'none: a CPU-only build'}) cannot use it: {why}.",
         hint="Install a torch build for this driver (pip install torch from the index of your CUDA version), "
-             "or check CUDA_VISIBLE_DEVICES; then run the check again.")
+        "or check CUDA_VISIBLE_DEVICES; then run the check again.",
+    )
     print(f"gpu_check: {err}", file=sys.stderr)
     return 3
 
@@ -927,9 +1170,17 @@ def run_check(args: argparse.Namespace, device: str, smi: list[str]) -> int:
     started = T0
     folder = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else RESULTS)
     out, say = Out(folder), Say()
-    ctx = Ctx(out, say, device, started + args.deadline, _audio_dir(args.audio),
-              {t: shutil.which(t) for t in ("espeak-ng", "ffmpeg")}, timed_steps=2 if device == "cuda" else 1,
-              arch="full" if device == "cuda" else "tiny", extra={"whisper_model": _whisper_model(args.whisper_model)})
+    ctx = Ctx(
+        out,
+        say,
+        device,
+        started + args.deadline,
+        _audio_dir(args.audio),
+        {t: shutil.which(t) for t in ("espeak-ng", "ffmpeg")},
+        timed_steps=2 if device == "cuda" else 1,
+        arch="full" if device == "cuda" else "tiny",
+        extra={"whisper_model": _whisper_model(args.whisper_model)},
+    )
     facts = safe_env_facts(device, smi)
     rec = facts["recommend_lora"]
     steps = plan(rec["train_batch_size"], rec["gradient_checkpointing"])
@@ -938,14 +1189,27 @@ def run_check(args: argparse.Namespace, device: str, smi: list[str]) -> int:
     from _common import machine
 
     card = (facts.get("gpu") or {}).get("name", "CPU rehearsal")
-    out.report.update(name=f"gpu_check ({card})", machine=machine(), env=facts, deadline_s=args.deadline,
-                      notes=_measured_notes(ctx, facts))
-    out.report["steps"].append({"step": "env", "title": steps[0].title, "status": facts.get("error", "ok"),
-                                "seconds": round(time.monotonic() - started, 1)})
+    out.report.update(
+        name=f"gpu_check ({card})",
+        machine=machine(),
+        env=facts,
+        deadline_s=args.deadline,
+        notes=_measured_notes(ctx, facts),
+    )
+    out.report["steps"].append(
+        {
+            "step": "env",
+            "title": steps[0].title,
+            "status": facts.get("error", "ok"),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    )
     out.save()
-    say(f"gpu_check on {card} ({device}), torch {torch_version(facts)}, deadline {args.deadline:.0f} s; "
+    say(
+        f"gpu_check on {card} ({device}), torch {torch_version(facts)}, deadline {args.deadline:.0f} s; "
         f"espeak-ng {'yes' if ctx.tools['espeak-ng'] else 'no'}, ffmpeg {'yes' if ctx.tools['ffmpeg'] else 'no'}, "
-        f"carried audio {ctx.audio or 'none'}; recommend(): LoRA batch {rec['train_batch_size']}")
+        f"carried audio {ctx.audio or 'none'}; recommend(): LoRA batch {rec['train_batch_size']}"
+    )
     for step in steps[1:]:
         say(f"{STEPS.index(step.name) + 1}. {step.name}: {step.title} ({ctx.left:.0f} s left)")
         run_step(ctx, step)
@@ -953,8 +1217,9 @@ def run_check(args: argparse.Namespace, device: str, smi: list[str]) -> int:
     out.save()
     summary(out, say)
     if folder == RESULTS:
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--report"], cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--report"], cwd=ROOT, stdout=subprocess.DEVNULL
+        )
     return 0
 
 
@@ -972,8 +1237,10 @@ def summary(out: Out, say: Say) -> None:
     for s in bad:
         print(f"  step {s['step']}: {s['status']}"[:400])
     n_ok = sum(1 for row in r["rows"] if row.get("status") == "ok")
-    print(f"  {n_ok} of {len(r['rows'])} rows measured in {r.get('elapsed_s')} s; "
-          f"report {out.json}, rows {out.jsonl}, log {out.log}")
+    print(
+        f"  {n_ok} of {len(r['rows'])} rows measured in {r.get('elapsed_s')} s; "
+        f"report {out.json}, rows {out.jsonl}, log {out.log}"
+    )
 
 
 if __name__ == "__main__":
