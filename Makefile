@@ -9,11 +9,11 @@ XTTSFT  := $(VENV)/bin/xttsft
 STAMP   := $(VENV)/.xttsft-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test test-heavy demo bench gpu-check gpu-bundle gpu-dryrun clean
+.PHONY: help install system-deps quality test test-heavy demo bench gpu-check gpu-bundle gpu-dryrun clean
 
 help:
 	@echo "make demo   - install, then run the pipeline offline on the bundled demo voice"
-	@echo "make test   - install, then run the test suite"
+	@echo "make test   - install, then the lint and type gate (make quality), then the test suite"
 	@echo "make test-heavy - the full-size-architecture tests (parity with coqui's recipe; ~12 GB RAM)"
 	@echo "make bench  - install, then run every benchmark and write benchmarks/RESULTS.md"
 	@echo "make gpu-check - on a CUDA GPU: VRAM/speed matrix, GPU tests, synth and Whisper on the GPU (8 min at most)"
@@ -31,7 +31,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# the lint and type gate, run before the tests (peft's `make quality` is the model): ruff's checks and
+# format, mypy on src/, and the generated settings and file-format tables kept current
+quality: install
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+	$(VENV)/bin/mypy
+	$(PY) scripts/settings_table.py --check
+	$(PY) scripts/formats_doc.py --check
+
+test: install quality
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # the full-size XTTS-v2 architecture on the CPU (about 12 GB of RAM, minutes): not in CI's `make test`
