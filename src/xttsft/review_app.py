@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from xttsft.errors import InputError
+from xttsft.errors import XttsftError
 from xttsft.paths import Workspace
 from xttsft.review import ReviewStore, clip_views
 
@@ -57,8 +57,12 @@ def create_app(ws: Workspace, token: str) -> Any:
         return page
 
     @app.get("/api/clips")
-    def clips() -> dict[str, Any]:
-        return {"workspace": str(ws.root), "clips": [v.to_dict() for v in clip_views(ws)]}
+    def clips() -> Any:
+        try:
+            views = clip_views(ws)
+        except XttsftError as exc:  # the clips were removed, or a stage file is damaged: say so, in the page
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return {"workspace": str(ws.root), "clips": [v.to_dict() for v in views]}
 
     @app.get("/api/clips/{clip_id}/audio")
     def audio(clip_id: str) -> Any:
@@ -83,8 +87,8 @@ def create_app(ws: Workspace, token: str) -> Any:
             return JSONResponse({"error": f"no clip {clip_id!r}"}, status_code=404)
         try:
             done = do()
-        except InputError as exc:
-            return JSONResponse({"error": exc.message}, status_code=400)
+        except XttsftError as exc:  # an unknown clip, an empty text, a damaged review.jsonl
+            return JSONResponse({"error": str(exc)}, status_code=400)
         rows = done.values() if isinstance(done, dict) else [done] if done else []
         return {"saved": [r.to_dict() for r in rows]}
 

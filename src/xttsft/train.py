@@ -1144,19 +1144,15 @@ def train(
 
     from xttsft.datasets import read_dataset
     from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
-    from xttsft.train_data import Featurizer, dataset_fingerprint
+    from xttsft.train_data import dataset_fingerprint
 
     t0 = time.time()
     settings, explicit = resume_settings(settings, provenance, ws) if resume else (settings, {})
     ts = settings.train
     hooks = hooks or TrainHooks()
     progress = progress or no_progress
-    dataset = read_dataset(
-        Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir,
-        ts.language,
-        settings.build.val_fraction,
-        settings.build.seed,
-    )  # before the model loads: cheap
+    folder = Path(ts.dataset_dir) if ts.dataset_dir else ws.dataset_dir
+    dataset = read_dataset(folder, ts.language, settings.build.val_fraction, settings.build.seed)  # cheap: first
     log.info("Dataset: %s", dataset.describe())
     base_dir = resolve_base_model(ts.base_model, progress=progress)
     tiny = is_tiny(base_dir)
@@ -1173,16 +1169,7 @@ def train(
             from xttsft.logs import log_once
 
             log_once(log, logging.WARNING, TINY_NOISE_WARNING)
-        torch.manual_seed(ts.seed)
-        random.seed(ts.seed)
-        with _oom_as_training_error(res):
-            model = build_model(base_dir, ts, res)
-            feats = Featurizer.from_base(base_dir, res.device)
-        if rank == 0:  # a checkpoint and the best model must fit, or the first save fails after minutes
-            from xttsft.model import checkpoint_bytes
-            from xttsft.storage import require_free_space
-
-            require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
+        model, feats = _load_model(base_dir, ts, res, run, rank)
         data = _prepare(dataset, model, world)
         ts = resolve_epochs(ts, data)
         settings = settings.model_copy(update={"train": ts})  # settings.json records the number of epochs
@@ -1190,6 +1177,7 @@ def train(
         if rank == 0 and state.epoch < epochs(ts):  # a finished run keeps the record of how it was trained
             _write_run_files(settings, run, res, data, base_dir, explicit, dataset_fingerprint(dataset))
         _log_banner(ts, res, model, data, base_dir, tiny, world, n_batches, threads)
+        callbacks = _callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks)
         trainer = _make_trainer(
             ts,
             res,
@@ -1201,19 +1189,34 @@ def train(
             distributed=distributed,
             rank=rank,
             world=world,
-            callbacks=_callbacks(ts, run, res, data, base_dir, tiny, rank == 0, hooks),
+            callbacks=callbacks,
             hooks=hooks,
             progress=progress,
         )
         status = _fit(trainer, state, res, distributed)
         if status == "already finished":
-            log.info(
-                "Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
-                run.name,
-                state.epoch,
-                ts.num_epochs,
-            )
+            log.info("Run %s already trained %d of %d epochs; nothing to do (--num-epochs N trains it further).",
+                     run.name, state.epoch, ts.num_epochs)  # fmt: skip
         return _result(ts, res, run, model, data, trainer, status, resumed_from, tiny, rank, time.time() - t0)
+
+
+def _load_model(base_dir: Path, ts: TrainSettings, res: Resolved, run: RunDir, rank: int) -> tuple[Model, Any]:
+    """The model to train and the frozen featurizer, seeded; a full disk is said before minutes of work."""
+    import torch
+
+    from xttsft.train_data import Featurizer
+
+    torch.manual_seed(ts.seed)
+    random.seed(ts.seed)
+    with _oom_as_training_error(res):
+        model = build_model(base_dir, ts, res)
+        feats = Featurizer.from_base(base_dir, res.device)
+    if rank == 0:  # a checkpoint and the best model must fit, or the first save fails after minutes
+        from xttsft.model import checkpoint_bytes
+        from xttsft.storage import require_free_space
+
+        require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
+    return model, feats
 
 
 #: ``TRAIN_NUM_EPOCHS=auto`` trains until the model has heard about this much audio (10 hours)

@@ -414,12 +414,14 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, train_loss, val_loss)
         st.epoch, st.batch_in_epoch, st.run_loss, st.run_n = done, 0, 0.0, 0
-        if self.main:
-            if math.isfinite(val_loss) and (st.best_val_loss is None or val_loss < st.best_val_loss):
-                st.best_val_loss, st.best_epoch = val_loss, done
+        # every rank tracks the best (each validates the whole val split, so all see the same loss): early
+        # stopping then stops them all at the same epoch; only rank 0 writes
+        if math.isfinite(val_loss) and (st.best_val_loss is None or val_loss < st.best_val_loss):
+            st.best_val_loss, st.best_epoch = val_loss, done
+            if self.main:
                 self.save_best(st, train_loss, val_loss)
-            if done % self.save_every == 0 or done == self.num_epochs:
-                self.save_checkpoint(RunPaths.checkpoint_name(done), st, None)
+        if self.main and (done % self.save_every == 0 or done == self.num_epochs):
+            self.save_checkpoint(RunPaths.checkpoint_name(done), st, None)
         self.applied = self._snapshot()
         if self.distributed:
             import torch.distributed as dist

@@ -422,23 +422,7 @@ def _decode_windows(
 
     for b in range(0, len(windows), batch_size):
         group = windows[b : b + batch_size]
-        parts: list[np.ndarray] = []
-        spans: dict[int, tuple[float, float]] = {}  # clip index -> (start, end) in the concatenation
-        edges: list[dict[str, float]] = []
-        pos = 0
-        for win in group:
-            w_start = pos
-            for k, i in enumerate(win):
-                if k:
-                    parts.append(gap)
-                    pos += len(gap)
-                spans[i] = (pos / WHISPER_SR, (pos + len(clips[i])) / WHISPER_SR)
-                parts.append(np.asarray(clips[i], dtype=np.float32))
-                pos += len(clips[i])
-            edges.append({"start": w_start / WHISPER_SR, "end": pos / WHISPER_SR})
-            parts.append(gap)  # windows never touch
-            pos += len(gap)
-        audio = np.concatenate(parts)
+        audio, spans, edges = _concatenate(clips, group, gap)
         segments, _ = pipeline.transcribe(
             audio,
             language=language,
@@ -490,6 +474,30 @@ def _decode_windows(
                 )
         progress(advance=sum(len(win) for win in group))
     return [o for o in out if o is not None]
+
+
+def _concatenate(
+    clips: Sequence[np.ndarray], group: list[list[int]], gap: np.ndarray
+) -> tuple[np.ndarray, dict[int, tuple[float, float]], list[dict[str, float]]]:
+    """The windows of ``group`` as one signal, a gap between clips and windows; each clip's span (seconds)
+    in it, and each window's edges (Whisper's ``clip_timestamps``)."""
+    parts: list[np.ndarray] = []
+    spans: dict[int, tuple[float, float]] = {}  # clip index -> (start, end) in the concatenation
+    edges: list[dict[str, float]] = []
+    pos = 0
+    for win in group:
+        w_start = pos
+        for k, i in enumerate(win):
+            if k:
+                parts.append(gap)
+                pos += len(gap)
+            spans[i] = (pos / WHISPER_SR, (pos + len(clips[i])) / WHISPER_SR)
+            parts.append(np.asarray(clips[i], dtype=np.float32))
+            pos += len(clips[i])
+        edges.append({"start": w_start / WHISPER_SR, "end": pos / WHISPER_SR})
+        parts.append(gap)  # windows never touch
+        pos += len(gap)
+    return np.concatenate(parts), spans, edges
 
 
 def _distance(t: float, span: tuple[float, float]) -> float:
@@ -971,12 +979,15 @@ def _run_job(job: _Job, todo: list[ClipRecord], store: _Transcripts) -> None:
 
 
 def _screened(ws: Workspace, manifest: list[ClipRecord]) -> tuple[list[ClipRecord], set[str] | None]:
-    """The clips ``xttsft screen`` kept (all of them when it has not run), and its kept ids."""
+    """The clips ``xttsft screen`` kept (all of them when it has not run), and its kept ids. A clip the screen
+    dropped and a person kept in ``xttsft review`` is transcribed too: build then takes it."""
+    from xttsft.review import overrides
     from xttsft.screen import kept_ids
 
     screened = kept_ids(ws, manifest)
     if screened is None:
         return manifest, None
+    screened |= {cid for cid, r in overrides(ws).rows.items() if r.decision == "keep"}
     kept = [seg for seg in manifest if seg.id in screened]
     if len(kept) < len(manifest):
         log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", len(manifest) - len(kept))

@@ -98,15 +98,7 @@ def run_all(
     if demo:
         items, settings = _prepare_demo(settings, provenance, ws, items, stages)
     if settings.train.base_model == "tiny":
-        err_console.print(
-            Panel(
-                "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
-                "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
-                "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
-                title="demo" if demo else "tiny model",
-                border_style="yellow",
-            )
-        )
+        _tiny_panel(demo)
     try:
         result = run_pipeline(
             settings,
@@ -122,6 +114,18 @@ def run_all(
         _report(settings, ws, stopped.result, as_json)
         raise
     _report(settings, ws, result, as_json)
+
+
+def _tiny_panel(demo: bool) -> None:
+    err_console.print(
+        Panel(
+            "Training the [bold]tiny random XTTS[/] smoke model: every stage runs for real, but the voice it "
+            "makes is noise.\nFor a real voice, run on a CUDA GPU with the XTTS-v2 base "
+            "(the default `TRAIN_BASE_MODEL=coqui/XTTS-v2`).",
+            title="demo" if demo else "tiny model",
+            border_style="yellow",
+        )
+    )
 
 
 @contextlib.contextmanager
