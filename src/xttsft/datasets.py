@@ -35,31 +35,12 @@ from typing import Any
 from xttsft.audio import SILENT_DBFS, TRAIN_SR, peak_dbfs
 from xttsft.errors import DatasetError
 from xttsft.records import stats_language
+from xttsft.settings import XTTS_LANGUAGES
 
 __all__ = ["XTTS_LANGUAGES", "Row", "Dataset", "Sample", "Inspection", "read_dataset", "inspect_samples"]
 
 log = logging.getLogger(__name__)
 
-#: The languages XTTS-v2 speaks.
-XTTS_LANGUAGES = (
-    "en",
-    "es",
-    "fr",
-    "de",
-    "it",
-    "pt",
-    "pl",
-    "tr",
-    "ru",
-    "nl",
-    "cs",
-    "ar",
-    "zh-cn",
-    "hu",
-    "ko",
-    "ja",
-    "hi",
-)
 COQUI_HEADER = ("audio_file", "text", "speaker_name")
 MIN_SAMPLES = int(0.5 * TRAIN_SR)  # coqui refuses clips shorter than 0.5 s
 

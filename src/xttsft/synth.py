@@ -51,6 +51,7 @@ from xttsft.records import (
     read_record,
     read_records,
 )
+from xttsft.settings import XTTS_LANGUAGES
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -90,26 +91,7 @@ OUTPUT_SAMPLE_RATE = 24000  # = xttsft.audio.OUTPUT_SR
 REFERENCE_SAMPLE_RATE = 22050
 """Conditioning audio is read at 22.05 kHz, like the training data."""
 
-# XttsConfig().languages of coqui-tts 0.28 (zh is accepted as zh-cn).
-SUPPORTED_LANGUAGES: tuple[str, ...] = (
-    "en",
-    "es",
-    "fr",
-    "de",
-    "it",
-    "pt",
-    "pl",
-    "tr",
-    "ru",
-    "nl",
-    "cs",
-    "ar",
-    "zh-cn",
-    "hu",
-    "ko",
-    "ja",
-    "hi",
-)
+SUPPORTED_LANGUAGES = XTTS_LANGUAGES  # one list: xttsft.settings.XTTS_LANGUAGES
 
 # VoiceBpeTokenizer.char_limits of coqui-tts 0.28; the loaded tokenizer's own table wins.
 _CHAR_LIMITS = {
