@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tmpfs
 from xttsft.io import read_jsonl
 from xttsft.paths import Workspace
 
@@ -213,18 +214,8 @@ def test_names_from_the_environment_are_checked_too(cli, workspace) -> None:
 # ------------------------------------------------------------------ a full disk
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 80 MB tmpfs (needs root, as in CI's container); skipped where mounting is not allowed."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", str(mnt)], capture_output=True).returncode
-        != 0
-    ):
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    try:
+    with tmpfs(tmp_path / "disk", "80M") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(disk: Path, leave_bytes: int) -> Path:

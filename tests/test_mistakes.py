@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tmpfs
 from xttsft.paths import Workspace
 
 XTTSFT = [sys.executable, "-m", "xttsft"]
@@ -46,18 +47,8 @@ def transcribed(workspace: Workspace, speak, tmp_path_factory) -> Workspace:
 
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Path]:
-    """A real small tmpfs (root, as in CI's container); skipped where mounting is not allowed."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200M", "tmpfs", str(mnt)], capture_output=True).returncode
-        != 0
-    ):
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    try:
+    with tmpfs(tmp_path / "disk", "200M") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # ------------------------------------------------------------------ data loss

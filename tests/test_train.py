@@ -691,35 +691,30 @@ def test_cli_train_tiny_and_bad_dataset(cli, workspace, dataset) -> None:
 
 
 @pytest.mark.slow
+def _torchrun(
+    tmp_path: Path,
+    dataset: Path,
+    *,
+    nproc: int,
+    port: int,
+    run: str,
+    device: str,
+    epochs: int = 1,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node N xttsft train`` on the tiny model, with only ``env``'s TRAIN_ variables."""
+    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
+           xttsft, "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset),
+           "--num-epochs", str(epochs), "--run-name", run, "--device", device]  # fmt: skip
+    return subprocess.run(cmd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
 def test_ddp_two_processes_gloo(tmp_path, dataset) -> None:
     """Data-parallel training through torchrun: 2 CPU processes, gloo backend."""
-    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
-    env.update({"OMP_NUM_THREADS": "1", "TRAIN_BATCH_SIZE": "2", "TRAIN_GRAD_ACCUM_STEPS": "1"})
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        xttsft,
-        "--workdir",
-        str(tmp_path),
-        "train",
-        "--base-model",
-        "tiny",
-        "--dataset-dir",
-        str(dataset),
-        "--num-epochs",
-        "1",
-        "--run-name",
-        "ddp",
-        "--device",
-        "cpu",
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    env = {"OMP_NUM_THREADS": "1", "TRAIN_BATCH_SIZE": "2", "TRAIN_GRAD_ACCUM_STEPS": "1"}
+    p = _torchrun(tmp_path, dataset, nproc=2, port=29517, run="ddp", device="cpu", env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = p.stdout + p.stderr
     assert "x 2 processes (DDP)" in out
@@ -750,32 +745,7 @@ def test_cuda_out_of_memory_gives_our_message(tmp_path, dataset) -> None:
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_torchrun_nccl_single_gpu(tmp_path, dataset) -> None:
     """torchrun with one process initialises NCCL and trains (the DDP path on a real GPU)."""
-    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "1",
-        "--master_port",
-        "29519",
-        xttsft,
-        "--workdir",
-        str(tmp_path),
-        "train",
-        "--base-model",
-        "tiny",
-        "--dataset-dir",
-        str(dataset),
-        "--num-epochs",
-        "1",
-        "--run-name",
-        "nccl",
-        "--device",
-        "cuda",
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    p = _torchrun(tmp_path, dataset, nproc=1, port=29519, run="nccl", device="cuda")
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
     assert "DDP: rank 0 of 1 (nccl)" in out
@@ -855,23 +825,10 @@ def test_auto_epochs_are_sized_from_the_training_audio() -> None:
 def test_ddp_ranks_stop_early_together(tmp_path, dataset) -> None:
     """Early stopping under torchrun: every rank tracks the best val loss, so all stop at the same epoch
     (rank 0 alone did, and rank 1 waited in the next epoch's all-reduce forever)."""
-    xttsft = shutil.which("xttsft") or str(Path(sys.executable).parent / "xttsft")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAIN_")}
-    env.update(
-        {
-            "OMP_NUM_THREADS": "1",
-            "TRAIN_BATCH_SIZE": "2",
-            "TRAIN_GRAD_ACCUM_STEPS": "1",
-            "TRAIN_EARLY_STOPPING_PATIENCE": "1",
-            "TRAIN_LEARNING_RATE": "0.05",
-            "TRAIN_USE_LORA": "false",
-            "TRAIN_WARMUP_STEPS": "0",
-        }
-    )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", xttsft,
-           "--workdir", str(tmp_path), "train", "--base-model", "tiny", "--dataset-dir", str(dataset), "--num-epochs",
-           "12", "--run-name", "es", "--device", "cpu"]  # fmt: skip
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    env = {"OMP_NUM_THREADS": "1", "TRAIN_BATCH_SIZE": "2", "TRAIN_GRAD_ACCUM_STEPS": "1",
+           "TRAIN_EARLY_STOPPING_PATIENCE": "1", "TRAIN_LEARNING_RATE": "0.05", "TRAIN_USE_LORA": "false",
+           "TRAIN_WARMUP_STEPS": "0"}  # fmt: skip
+    p = _torchrun(tmp_path, dataset, nproc=2, port=29521, run="es", device="cpu", epochs=12, env=env)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
     assert out.count("Run es (stopped early)") == 1, out[-3000:]
