@@ -170,7 +170,7 @@ def _plan(
 ) -> _Job:
     """The run, checkpoint, folder and reference clips, each checked before anything is merged."""
     from xttsft import model as xmodel
-    from xttsft.io import sha256_file, tidy_swaps
+    from xttsft.io import check_output_path, sha256_file, tidy_swaps
     from xttsft.synth import load_reference
 
     name, run_dir = xmodel.resolve_run(ws, run)
@@ -184,7 +184,7 @@ def _plan(
         )
     out_dir = Path(out) if out else ws.export_dir(f"{name}-adapter" if adapter_only else name)
     marker_cls = AdapterMarker if adapter_only else ExportMarker
-    _require_folder_path(out_dir)
+    check_output_path(out_dir, "--out", folder=True)  # a file there, or a file on the way
     tidy_swaps(out_dir.parent, complete=lambda p: (p / marker_cls.FILE).is_file(), name=out_dir.name)  # a killed export
     refs = [Path(r) for r in references] if references else _dataset_references(info, num_references)
     for r in refs:  # a bad reference fails now, not after minutes of merging
@@ -247,18 +247,6 @@ def _write(tmp: Path, job: _Job, base: Path | None, identity: Any, progress: Pro
     _require_replaceable(job.out_dir, job.marker)  # again: the user may have added a file while it merged
     write_record(tmp / job.marker.name, job.marker_cls, record)
     progress(advance=1)
-
-
-def _require_folder_path(out_dir: Path) -> None:
-    """Refuse an output path that is a file, or lies under one (``--out notes.txt/x``)."""
-    for p in (out_dir, *out_dir.parents):
-        if p.is_dir():
-            return
-        if p.exists() or p.is_symlink():
-            raise InputError(
-                f"{p} is a file, not a folder: cannot export to {out_dir}.",
-                hint="Choose an --out folder that is not inside a file.",
-            )
 
 
 def _written_by_export(marker: Path) -> set[str] | None:
