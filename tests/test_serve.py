@@ -191,12 +191,26 @@ def live(voice_ws: tuple[Workspace, Path], tmp_path_factory: pytest.TempPathFact
 
 
 # --------------------------------------------------------------------------- the client's calls
+def _spoken(content: bytes, fmt: str) -> bool:
+    """Whether a response holds any audio: the random tiny GPT now and then stops at its first code, which
+    leaves an empty answer (an mp3 or aac of no frame has no header at all). Seen once in CI."""
+    if not content:
+        return False
+    try:
+        return decode(content, fmt)[1] > 0
+    except Exception:  # noqa: BLE001 - asserted below on the answer kept
+        return False
+
+
 def test_all_six_formats_sync_and_async_decode_at_24_khz(live: Live) -> None:
     client = live.client()
     for fmt in FORMATS:
-        audio = client.audio.speech.create(
-            model="tts-1", voice="alloy", input="Hello there.", response_format=fmt, **FAST
-        )
+        for _ in range(3):  # a random model's empty answer is asked again; the answer kept is asserted
+            audio = client.audio.speech.create(
+                model="tts-1", voice="alloy", input="Hello there.", response_format=fmt, **FAST
+            )
+            if _spoken(audio.content, fmt):
+                break
         rate, n = decode(audio.content, fmt)
         assert rate == 24000 and n >= 1000, (fmt, rate, n)
     wav = client.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="wav", **FAST).content
@@ -206,14 +220,17 @@ def test_all_six_formats_sync_and_async_decode_at_24_khz(live: Live) -> None:
         aclient = openai.AsyncOpenAI(base_url=live.url + "/v1", api_key=KEY)
         out = []
         for fmt in FORMATS:
-            audio = await aclient.audio.speech.create(
-                model="gpt-4o-mini-tts",
-                voice="nova",
-                input="Good morning.",
-                response_format=fmt,
-                instructions="cheerful",
-                **FAST,
-            )
+            for _ in range(3):
+                audio = await aclient.audio.speech.create(
+                    model="gpt-4o-mini-tts",
+                    voice="nova",
+                    input="Good morning.",
+                    response_format=fmt,
+                    instructions="cheerful",
+                    **FAST,
+                )
+                if _spoken(audio.content, fmt):
+                    break
             out.append((fmt, *decode(audio.content, fmt)))
         await aclient.close()
         return out
