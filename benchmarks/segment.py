@@ -101,7 +101,7 @@ def main() -> None:
     from rich.table import Table
 
     from xttsft import audio
-    from xttsft.segment import Region, analyze, plan_segments
+    from xttsft.data.segment import Region, analyze, plan_segments
     from xttsft.settings import SegmentSettings
 
     console = Console()

@@ -134,7 +134,7 @@ class Server:
 
 
 def free_port() -> int:
-    from xttsft.serve.background import free_port as fp
+    from xttsft.voice.serve.background import free_port as fp
 
     return fp()
 
@@ -337,7 +337,7 @@ def bench_encoders(rounds: int = 3, chunks: int = 20) -> tuple[list[dict], dict[
     and time to the first encoded byte."""
     import numpy as np
 
-    from xttsft.serve.encode import open_encoder
+    from xttsft.voice.serve.encode import open_encoder
 
     rng = np.random.default_rng(0)
     audio = [

@@ -194,8 +194,8 @@ def main() -> None:
     import torch
     from rich.console import Console
 
-    from xttsft import synth
     from xttsft.settings import SynthSettings
+    from xttsft.voice import synth
 
     console = Console()
     device = _device(args.device)
@@ -265,7 +265,7 @@ def _lora_rows(model, speak, repeats: int, row) -> str:
 
 def _measure(model, voice, ref: Path, tmp: Path, settings, tokens: int, repeats: int, args, sync):
     """Every row in one process, same text, seed and token cap: (rows, notes, ratios)."""
-    from xttsft import synth
+    from xttsft.voice import synth
 
     sr = voice.sample_rate
     rows: list[dict] = []

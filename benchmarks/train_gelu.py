@@ -41,10 +41,10 @@ def main() -> int:
     from transformers.activations import NewGELUActivation
 
     from train_vs_coqui import CACHE, make_base, make_dataset
-    from xttsft.datasets import read_dataset
+    from xttsft.data.datasets import read_dataset
     from xttsft.settings import TrainSettings
-    from xttsft.train import build_model, gpt_loss, resolve_train_settings, set_threads
-    from xttsft.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
+    from xttsft.training.train import build_model, gpt_loss, resolve_train_settings, set_threads
+    from xttsft.training.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
 
     CACHE.mkdir(parents=True, exist_ok=True)
     base, ds = make_base(CACHE), make_dataset(CACHE, 12)

@@ -2,10 +2,10 @@
 
 Full-size XTTS-v2 architecture (GPT 30 layers x 1024, random init: no download), the
 same batch for every mode, timed through the step `xttsft train` runs:
-``xttsft.trainer.Trainer.train_step`` (conditioning mels and DVAE codes under no_grad,
+``xttsft.training.trainer.Trainer.train_step`` (conditioning mels and DVAE codes under no_grad,
 coqui's GPT forward + weighted loss under autocast, scaled backward) and
 ``Trainer.optimizer_step`` (unscale, clip, AdamW, schedule), with the optimizer and AMP
-dtype set up by ``xttsft.train``'s own ``build_optimization``/``resolve_train_settings``.
+dtype set up by ``xttsft.training.train``'s own ``build_optimization``/``resolve_train_settings``.
 Each mode runs in its own subprocess so peak memories do not mix (peak RSS on CPU,
 torch.cuda.max_memory_allocated on GPU).
 
@@ -35,16 +35,21 @@ FACTS_CPU = {"lora": {"s_per_step": 11.0, "peak_gb": 8.7}, "full": {"s_per_step"
 
 
 def worker(mode: str, batch: int, seconds: float, steps: int, amp: bool, gc: bool = False) -> dict:
-    """Time the shipping step: xttsft.trainer.Trainer.train_step + optimizer_step, set up by train.py's parts."""
+    """Time the shipping step: xttsft.training.trainer.Trainer.train_step + optimizer_step, set up by train.py's parts."""
     import torch
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
     from xttsft.model import _new_dvae, attach_lora, count_parameters, fuse_gelu, xtts_v2_args
     from xttsft.settings import TrainSettings
-    from xttsft.train import _enable_gradient_checkpointing, build_optimization, gpt_loss, resolve_train_settings
-    from xttsft.train_data import Featurizer
-    from xttsft.trainer import Trainer, TrainState
+    from xttsft.training.train import (
+        _enable_gradient_checkpointing,
+        build_optimization,
+        gpt_loss,
+        resolve_train_settings,
+    )
+    from xttsft.training.train_data import Featurizer
+    from xttsft.training.trainer import Trainer, TrainState
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()

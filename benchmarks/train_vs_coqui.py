@@ -157,11 +157,11 @@ def system_name(worker: str) -> str:
 def ours(base: Path, ds: Path, mode: str, threads: int, workers: int) -> dict:
     import torch
 
-    from xttsft.datasets import read_dataset
+    from xttsft.data.datasets import read_dataset
     from xttsft.settings import TrainSettings
-    from xttsft.train import build_model, build_optimization, gpt_loss, resolve_train_settings, set_threads
-    from xttsft.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
-    from xttsft.trainer import Trainer, TrainHooks, TrainState
+    from xttsft.training.train import build_model, build_optimization, gpt_loss, resolve_train_settings, set_threads
+    from xttsft.training.train_data import ClipDataset, Featurizer, epoch_batches, make_loader, prepare_data
+    from xttsft.training.trainer import Trainer, TrainHooks, TrainState
 
     system, ablation = system_name(mode), mode
     mode, _, extra = ABLATIONS.get(mode, (mode, "", {}))

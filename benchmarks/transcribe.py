@@ -10,7 +10,7 @@ word timestamps on:
 * **batched, one clip per window** - ``BatchedInferencePipeline`` with one clip
   per window (``--window-seconds 0``): batching alone, still 30 s of encoder work
   per clip;
-* **ours** - ``xttsft.transcribe.transcribe_clips``: clips packed into 30 s windows
+* **ours** - ``xttsft.data.transcribe.transcribe_clips``: clips packed into 30 s windows
   (1 s of silence between them), windows decoded in batches of 8.
 
 Reports x-realtime and word error rate against the spoken text for each, and
@@ -163,7 +163,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from xttsft.transcribe import WHISPER_SR, _load_clip, load_whisper, transcribe_clips, word_error_rate
+    from xttsft.data.transcribe import WHISPER_SR, _load_clip, load_whisper, transcribe_clips, word_error_rate
 
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:

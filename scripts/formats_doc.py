@@ -44,7 +44,7 @@ and named by their path (`words[3].start`). Paths are relative to the workspace 
 unless said otherwise. A dataset made elsewhere may have a `stats.json` of its own: only its
 `language` is read. Other files: the LJSpeech metadata (see [build.md](build.md) and the
 README's "Bring your own dataset"), `training_state.pt` (optimizer, scheduler, scaler, RNG and
-the `TrainState` counters of `xttsft.trainer`, loaded with `weights_only=True`) and `eval.json`
+the `TrainState` counters of `xttsft.training.trainer`, loaded with `weights_only=True`) and `eval.json`
 (see [synth.md](synth.md)).
 """
 

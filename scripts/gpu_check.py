@@ -416,13 +416,13 @@ def verdicts(rows: list[dict]) -> dict:
 TRAINING_MODULES = (
     "TTS.tts.configs.xtts_config",
     "TTS.tts.models.xtts",
-    "xttsft.build",
+    "xttsft.data.build",
     "xttsft.hardware",
     "xttsft.model",
     "xttsft.settings",
-    "xttsft.train",
-    "xttsft.train_data",
-    "xttsft.trainer",
+    "xttsft.training.train",
+    "xttsft.training.train_data",
+    "xttsft.training.trainer",
 )
 #: Packages only the Whisper step needs: training must run without them (they travel apart if need be).
 WHISPER_ONLY = ("av", "ctranslate2", "faster_whisper")
@@ -438,7 +438,7 @@ def training_imports() -> list[str]:
 
 
 def _set_gc(hf_gpt2, on: bool) -> None:
-    from xttsft.train import _enable_gradient_checkpointing
+    from xttsft.training.train import _enable_gradient_checkpointing
 
     if on:
         _enable_gradient_checkpointing(hf_gpt2)
@@ -450,10 +450,18 @@ def _build(mode: str, arch: str, device: str):
     """The GPT as ``xttsft train`` prepares it, its featurizer and (longest clip samples, its text tokens)."""
     import torch
 
-    from xttsft.build import TEXT_TOKEN_LIMIT
-    from xttsft.model import _new_dvae, attach_lora, fuse_gelu, load_xtts, resolve_base_model, xtts_v2_args
+    from xttsft.data.build import TEXT_TOKEN_LIMIT
+    from xttsft.model import (
+        _new_dvae,
+        attach_lora,
+        fuse_gelu,
+        load_xtts,
+        model_limits,
+        resolve_base_model,
+        xtts_v2_args,
+    )
     from xttsft.settings import TrainSettings
-    from xttsft.train_data import Featurizer, model_limits
+    from xttsft.training.train_data import Featurizer
 
     if arch == "full":  # XTTS-v2's architecture, random weights: no download
         from TTS.tts.configs.xtts_config import XttsConfig
@@ -496,8 +504,8 @@ def _batch(torch, batch: int, samples: int, text_tokens: int, vocab: int) -> dic
 
 def _trainer(torch, gpt, feats, mode: str, cfg: dict, device: str):
     from xttsft.settings import TrainSettings
-    from xttsft.train import Resolved, build_optimization, gpt_loss
-    from xttsft.trainer import Trainer, TrainState
+    from xttsft.training.train import Resolved, build_optimization, gpt_loss
+    from xttsft.training.trainer import Trainer, TrainState
 
     amp = None if cfg["precision"] == FP32 else cfg["precision"]
     res = Resolved(device, mode, 1e-5, cfg["batch"], 1, amp is not None, amp, cfg["gc"])

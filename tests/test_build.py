@@ -119,12 +119,12 @@ def meta_rows(path: Path) -> list[list[str]]:
 
 
 def test_build_writes_an_ljspeech_dataset_and_explains_every_drop(workspace: Workspace, inputs) -> None:
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
 
     result = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
     assert d == workspace.data_dir / "MyTTSDataset"
-    from xttsft.build import split_ids
+    from xttsft.data.build import split_ids
 
     n_train, n_val = (len(x) for x in split_ids([f"talk_{i:04d}" for i in range(1, 13)], 0.1, seed=42))
     assert (result.train, result.val, result.language) == (n_train, n_val, "en") and n_val >= 1
@@ -167,7 +167,7 @@ def test_coqui_ljspeech_formatter_reads_every_row(workspace: Workspace, inputs) 
     from TTS.tts.configs.shared_configs import BaseTTSConfig
     from TTS.tts.datasets import load_tts_samples
 
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
 
     build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
@@ -190,7 +190,7 @@ def test_coqui_ljspeech_formatter_reads_every_row(workspace: Workspace, inputs) 
 
 
 def test_split_is_deterministic_and_val_never_empty() -> None:
-    from xttsft.build import split_ids
+    from xttsft.data.build import split_ids
 
     ids = [f"c{i:03d}" for i in range(50)]
     a = split_ids(ids, 0.1, seed=1)
@@ -207,7 +207,7 @@ def test_split_is_deterministic_and_val_never_empty() -> None:
 
 def test_split_keeps_every_clip_on_its_side_when_clips_are_added() -> None:
     """Issue 18: adding one clip re-shuffled the split, so a clip trained on became a val clip."""
-    from xttsft.build import split_ids
+    from xttsft.data.build import split_ids
 
     ids = [f"clip_{i:04d}" for i in range(40)]
     train, val = split_ids(ids, 0.1, seed=42)
@@ -217,7 +217,7 @@ def test_split_keeps_every_clip_on_its_side_when_clips_are_added() -> None:
 
 
 def test_rerun_with_unchanged_inputs_rewrites_nothing(workspace: Workspace, inputs) -> None:
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
 
     first = build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     d = workspace.dataset_dir
@@ -238,7 +238,7 @@ def test_rerun_with_unchanged_inputs_rewrites_nothing(workspace: Workspace, inpu
 
 
 def test_nothing_usable_is_an_error_with_the_reasons(workspace: Workspace, inputs) -> None:
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
     from xttsft.errors import DatasetError
 
     rows = read_jsonl(workspace.transcripts_file)
@@ -250,7 +250,7 @@ def test_nothing_usable_is_an_error_with_the_reasons(workspace: Workspace, input
 
 
 def test_check_lists_every_problem(workspace: Workspace, inputs, tmp_path: Path) -> None:
-    from xttsft.build import build_dataset, check_dataset
+    from xttsft.data.build import build_dataset, check_dataset
 
     build_dataset(BuildSettings(), workspace, max_audio_seconds=15.0)
     good = workspace.dataset_dir
@@ -304,7 +304,7 @@ def test_cli_build_and_check(cli, workspace: Workspace, inputs) -> None:
     assert res.exit_code == 0, res.output
     out = flat(res)
     assert "train" in out and "dropped: too_long" in out and "dropped.jsonl" in out
-    from xttsft.build import split_ids
+    from xttsft.data.build import split_ids
 
     ids = [r[0] for r in meta_rows(workspace.dataset_dir / "metadata.csv")]
     val = sorted(r[0] for r in meta_rows(workspace.dataset_dir / "metadata_val.csv"))
@@ -333,7 +333,7 @@ def test_a_long_fluent_clip_is_kept_by_build_and_taken_by_train(workspace: Works
     which train's 402-token limit accepts. One limit now, the model's: build keeps it, and build --check
     (train's own reading of the dataset) takes it."""
     from test_build import make_inputs
-    from xttsft.build import build_dataset, check_dataset
+    from xttsft.data.build import build_dataset, check_dataset
     from xttsft.records import TranscriptRecord, read_records, write_records
 
     workspace.ensure()

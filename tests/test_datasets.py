@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from xttsft.build import check_dataset
-from xttsft.datasets import read_dataset
+from xttsft.data.build import check_dataset
+from xttsft.data.datasets import read_dataset
 from xttsft.errors import DatasetError
 from xttsft.paths import Workspace
 
@@ -96,8 +96,8 @@ def test_language_is_required_and_must_be_spoken(tmp_path: Path, clips) -> None:
 
 
 def test_bad_rows_are_refused_with_file_and_line_and_check_agrees_with_train(tmp_path: Path, clips) -> None:
-    from xttsft.model import build_tiny_model, load_xtts
-    from xttsft.train_data import model_limits, prepare_data
+    from xttsft.model import build_tiny_model, load_xtts, model_limits
+    from xttsft.training.train_data import prepare_data
 
     root = _layout(tmp_path / "bad", clips, "ljspeech-val")
     outside = tmp_path / "outside.wav"

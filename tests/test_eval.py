@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from synth_helpers import make_dataset, make_run
-from xttsft import evaluate
 from xttsft.paths import Workspace
+from xttsft.voice import evaluate
 
 
 def said(res) -> str:
@@ -125,8 +125,8 @@ def test_cli_eval_errors(cli, eval_ws: Workspace, workspace: Workspace, tmp_path
 def test_cli_eval_offline_names_the_model_and_the_bundled_ones(cli, eval_ws: Workspace) -> None:
     """Offline, eval's Whisper (TRANSCRIBE_MODEL, auto: doctor's pick, as transcribe resolves it) cannot
     be downloaded: the message names it whole and the offline models bundled with xttsft."""
+    from xttsft.data.transcribe import resolve_runtime
     from xttsft.settings import TranscribeSettings
-    from xttsft.transcribe import resolve_runtime
 
     picked = resolve_runtime(TranscribeSettings()).model
     res = cli("eval", workdir=eval_ws.root)

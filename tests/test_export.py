@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from synth_helpers import make_dataset, make_run
-from xttsft import synth
 from xttsft.paths import Workspace
 from xttsft.settings import SynthSettings
+from xttsft.voice import synth
 
 
 def said(res) -> str:
@@ -34,7 +34,7 @@ def run_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def merged(run_ws: Workspace) -> Path:
-    from xttsft.export import export_run
+    from xttsft.voice.export import export_run
 
     result = export_run(run_ws)
     assert result.kind == "merged" and not result.skipped
@@ -95,7 +95,7 @@ def test_merged_export_sounds_like_the_run_and_base_plus_adapter(
 ) -> None:
     import torch
 
-    from xttsft.export import export_run
+    from xttsft.voice.export import export_run
 
     settings = SynthSettings(max_audio_tokens=8, language="en")
     refs = [merged / "reference.wav"]

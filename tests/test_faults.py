@@ -364,7 +364,7 @@ def test_second_ctrl_c_during_the_interrupt_save_still_ends_cleanly(
     tmp_path: Path, dataset: Path, monkeypatch, caplog
 ) -> None:
     from xttsft.settings import load_settings
-    from xttsft.train import TrainHooks, train
+    from xttsft.training.train import TrainHooks, train
 
     ws = Workspace(tmp_path / "ws")
     settings, _ = load_settings(
@@ -427,7 +427,7 @@ def test_infinite_learning_rate_and_oversized_lora_rank_are_refused(tmp_path: Pa
 def test_transcribe_loads_one_part_of_a_source_at_a_time(tmp_path: Path, speak, monkeypatch) -> None:
     """A 10-hour source must not sit in memory whole: clips load CHECKPOINT_CLIPS at a time."""
     from test_transcribe import tiny_en_path  # the bundled tiny.en Whisper
-    from xttsft import transcribe as tr
+    from xttsft.data import transcribe as tr
     from xttsft.settings import TranscribeSettings
 
     ws = Workspace(tmp_path / "ws").ensure()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from xttsft.fetch import fetch, read_source_list
+from xttsft.data.fetch import fetch, read_source_list
 from xttsft.paths import Workspace
 from xttsft.settings import FetchSettings
 

@@ -194,7 +194,7 @@ def test_whisper_asked_for_cuda_it_cannot_use_runs_on_the_cpu_with_one_warning(t
     code = (
         "import logging, numpy as np\n"
         "from xttsft.bundled_whisper import tiny_en_path\n"
-        "from xttsft.transcribe import load_whisper, transcribe_clips\n"
+        "from xttsft.data.transcribe import load_whisper, transcribe_clips\n"
         "m = load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
         "load_whisper(str(tiny_en_path()), device='cuda', compute_type='float16')\n"
         "print('device', m.model.device, m.model.compute_type)\n"

@@ -178,7 +178,7 @@ def test_own_datasets_drop_silent_audio_and_text_without_words(tmp_path: Path, s
     import numpy as np
 
     from xttsft.audio import write_wav
-    from xttsft.datasets import inspect_samples, read_dataset
+    from xttsft.data.datasets import inspect_samples, read_dataset
 
     d = tmp_path / "mine"
     rows = []

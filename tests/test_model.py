@@ -247,7 +247,7 @@ def test_full_size_xtts_v2_lora_fraction_and_one_step() -> None:
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
-    from xttsft.train import gpt_loss
+    from xttsft.training.train import gpt_loss
 
     torch.manual_seed(0)
     config = XttsConfig(model_args=__import__("xttsft.model", fromlist=["x"]).xtts_v2_args())

@@ -169,8 +169,8 @@ def _ours_run(base: Path, raws: list[dict]) -> tuple[list[tuple[float, float]], 
     """xttsft's step on the same raw batches: Featurizer, gpt_loss, the fused AdamW of build_optimization."""
 
     from xttsft.settings import TrainSettings
-    from xttsft.train import build_model, build_optimization, gpt_loss, resolve_train_settings
-    from xttsft.train_data import Featurizer
+    from xttsft.training.train import build_model, build_optimization, gpt_loss, resolve_train_settings
+    from xttsft.training.train_data import Featurizer
 
     ts = TrainSettings(
         base_model=str(base),
@@ -203,7 +203,7 @@ def _ours_run(base: Path, raws: list[dict]) -> tuple[list[tuple[float, float]], 
 def _check(base: Path, args, samples: list[dict], steps: int) -> None:
     raws, theirs, coqui_after = _coqui_run(base, args, samples, steps)
     ours, before, ours_after = _ours_run(base, raws)
-    from xttsft.train import MEL_CE_WEIGHT, TEXT_CE_WEIGHT
+    from xttsft.training.train import MEL_CE_WEIGHT, TEXT_CE_WEIGHT
 
     for (t1, m1), (t2, m2) in zip(theirs, ours, strict=True):  # coqui reports its losses already weighted
         assert t2 * TEXT_CE_WEIGHT == pytest.approx(t1, rel=1e-5), (theirs, ours)

@@ -75,8 +75,8 @@ def test_demo_builds_a_dataset(demo_ws: Path) -> None:
     assert all(len(r.split("|")) == 3 for r in rows)
     # Whisper base heard Portuguese: at least half of the known words of the kept clips come back
     # (issue 13's bar: plain Whisper base recovers about half of espeak's pt-br words)
+    from xttsft.data.transcribe import normalize_words
     from xttsft.demo import demo_transcript
-    from xttsft.transcribe import normalize_words
 
     known = set(normalize_words(" ".join(demo_transcript("pt"))))
     heard = normalize_words(" ".join(r.split("|")[1] for r in rows))

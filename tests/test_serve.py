@@ -105,7 +105,7 @@ class Live:
 
 
 def _start(ws: Workspace, voices: Path, log: Path, extra_env: dict[str, str] | None = None) -> Live:
-    from xttsft.serve.background import free_port
+    from xttsft.voice.serve.background import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "SYNTH_"))}
@@ -455,7 +455,7 @@ def test_xtts_streams_chunks_within_a_sentence(restarted: Live) -> None:
 # --------------------------------------------------------------------------- concurrency (engine double)
 def tag_value(tag: int) -> int:
     """The int16 sample every chunk of request ``tag`` carries."""
-    from xttsft.serve.encode import to_s16
+    from xttsft.voice.serve.encode import to_s16
 
     return int(to_s16(np.array([tag / 100.0]))[0])
 
@@ -480,7 +480,7 @@ class TaggingDouble:
         return [p.strip() for p in text.split(".") if p.strip()]
 
     def latents(self, voice):
-        from xttsft.serve.voices import Latents
+        from xttsft.voice.serve.voices import Latents
 
         return Latents(voice.name, "memory")
 
@@ -508,11 +508,11 @@ class TaggingDouble:
 
 @pytest.fixture(scope="module")
 def double_server() -> Iterator[tuple[str, TaggingDouble]]:
-    from xttsft.serve.api import create_app
-    from xttsft.serve.background import BackgroundServer
-    from xttsft.serve.speaker import Loaded
-    from xttsft.serve.voices import VoiceCatalog, VoiceEntry
     from xttsft.settings import ServeSettings
+    from xttsft.voice.serve.api import create_app
+    from xttsft.voice.serve.background import BackgroundServer
+    from xttsft.voice.serve.speaker import Loaded
+    from xttsft.voice.serve.voices import VoiceCatalog, VoiceEntry
 
     double = TaggingDouble()
     loaded = Loaded(double, VoiceCatalog([VoiceEntry("tagger")], default="tagger"), "double", "engine double", "en")
@@ -581,7 +581,7 @@ def test_a_public_host_without_a_key_is_refused_before_anything_loads(cli, voice
 
 def test_voice_folder_problems_are_reported_together(tmp_path: Path, speak) -> None:
     from xttsft.errors import InputError
-    from xttsft.serve.voices import read_voices_dir
+    from xttsft.voice.serve.voices import read_voices_dir
 
     speak("A good clip of speech for the voice folder test.", tmp_path / "good.wav")
     (tmp_path / "empty").mkdir()

@@ -41,10 +41,10 @@ def _no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import httpx2
 
-    from xttsft.serve.api import create_app
-    from xttsft.serve.background import BackgroundServer
-    from xttsft.serve.speaker import load_xtts_speaker
     from xttsft.settings import ServeSettings, SynthSettings
+    from xttsft.voice.serve.api import create_app
+    from xttsft.voice.serve.background import BackgroundServer
+    from xttsft.voice.serve.speaker import load_xtts_speaker
 
     ws = Workspace(tmp_path_factory.mktemp("page") / "ws")
     make_dataset(ws)

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 
 from synth_helpers import make_dataset, make_run
-from xttsft import synth
 from xttsft.errors import DatasetError, InputError
 from xttsft.paths import Workspace
 from xttsft.settings import SynthSettings
+from xttsft.voice import synth
 
 TOKENS = "8"  # a random GPT never emits STOP: keep generation short
 

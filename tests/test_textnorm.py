@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xttsft.build import normalize_text
+from xttsft.data.build import normalize_text
 from xttsft.textnorm import expand
 
 # (what Whisper writes, what the dataset's normalized column holds: expand + coqui's cleaner)
@@ -74,7 +74,7 @@ def test_expansion_is_stable_and_other_languages_pass() -> None:
 
 
 def test_synth_splits_portuguese_at_its_limit() -> None:
-    from xttsft.synth import split_text
+    from xttsft.voice.synth import split_text
 
     long = " ".join(["O trem da manhã atrasou de novo, então fui andando pela beira do rio."] * 6)
     chunks = split_text(expand(long, "pt"), "pt")

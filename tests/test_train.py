@@ -20,8 +20,8 @@ import soundfile as sf
 from xttsft.errors import DatasetError, SettingsError
 from xttsft.paths import Workspace
 from xttsft.settings import load_settings
-from xttsft.train import TrainHooks, TrainingError
-from xttsft.train import train as run_train
+from xttsft.training.train import TrainHooks, TrainingError
+from xttsft.training.train import train as run_train
 
 TEXTS = [
     "Hello there, my friend.",
@@ -258,7 +258,7 @@ def _fake_gpus(monkeypatch, majors: list[int]):
 
 def test_bf16_follows_the_chosen_gpu_not_emulation(monkeypatch) -> None:
     from xttsft.settings import TrainSettings
-    from xttsft.train import resolve_train_settings
+    from xttsft.training.train import resolve_train_settings
 
     _fake_gpus(monkeypatch, [8, 7])  # an A100-class card 0, a V100/T4-class card 1
     on_old = resolve_train_settings(TrainSettings(device="cuda", cuda_device_id=1, use_amp=True))
@@ -270,7 +270,7 @@ def test_bf16_follows_the_chosen_gpu_not_emulation(monkeypatch) -> None:
 def test_cpu_training_on_a_gpu_machine_uses_the_cpu_recommendation(monkeypatch) -> None:
     from xttsft.doctor import HardwareFacts, recommend
     from xttsft.settings import TrainSettings
-    from xttsft.train import resolve_train_settings
+    from xttsft.training.train import resolve_train_settings
 
     _fake_gpus(monkeypatch, [8])
     cpu_rec = recommend(HardwareFacts(cpu_count=4, ram_total_gib=64.0))
@@ -593,10 +593,9 @@ def test_nan_loss_is_skipped_and_a_streak_stops(tmp_path, dataset) -> None:
 
 
 def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
-    from xttsft.datasets import read_dataset
-    from xttsft.model import load_xtts, resolve_base_model
-    from xttsft.train import prepare_data
-    from xttsft.train_data import model_limits
+    from xttsft.data.datasets import read_dataset
+    from xttsft.model import load_xtts, model_limits, resolve_base_model
+    from xttsft.training.train import prepare_data
 
     ds = _write_dataset(tmp_path / "ds", speak, max_audio_seconds=1.5)
     rows = (ds / "metadata_train.csv").read_text().splitlines()
@@ -808,10 +807,10 @@ def test_early_stopping_ends_a_run_whose_val_loss_rises(tmp_path, dataset, caplo
 
 
 def test_auto_epochs_are_sized_from_the_training_audio() -> None:
-    from xttsft.datasets import Sample
+    from xttsft.data.datasets import Sample
     from xttsft.settings import TrainSettings
-    from xttsft.train import resolve_epochs
-    from xttsft.train_data import DataReport
+    from xttsft.training.train import resolve_epochs
+    from xttsft.training.train_data import DataReport
 
     def report(minutes: float) -> DataReport:
         n = int(minutes * 60 * 22050)

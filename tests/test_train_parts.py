@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xttsft.train_data import epoch_batches
-from xttsft.trainer import TrainState
+from xttsft.training.train_data import epoch_batches
+from xttsft.training.trainer import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_every_rank_gets_the_same_number_of_batches(n: int, world: int) -> None:
 def test_train_state_round_trip() -> None:
     import torch
 
-    from xttsft.trainer import rng_state
+    from xttsft.training.trainer import rng_state
 
     st = TrainState(
         epoch=2,
@@ -97,7 +97,7 @@ def test_gpt_attention_is_sdpa_and_matches_eager() -> None:
     import torch
 
     from xttsft.model import build_tiny_model, load_xtts
-    from xttsft.train import gpt_loss
+    from xttsft.training.train import gpt_loss
 
     xtts = load_xtts(build_tiny_model(), for_training=True, keep_decoder=False)
     gpt = xtts.gpt.eval()
@@ -117,7 +117,7 @@ def test_gpt_blocks_use_the_fused_gelu_and_it_gives_the_same_loss_and_gradients(
     from transformers.activations import NewGELUActivation
 
     from xttsft.model import build_tiny_model, load_xtts
-    from xttsft.train import gpt_loss
+    from xttsft.training.train import gpt_loss
 
     xtts = load_xtts(build_tiny_model(), for_training=True, keep_decoder=False)
     gpt = xtts.gpt.eval()  # no dropout: the two passes must see the same network
@@ -143,7 +143,7 @@ def test_gpt_blocks_use_the_fused_gelu_and_it_gives_the_same_loss_and_gradients(
 
 def test_an_error_in_a_data_loader_worker_reaches_the_user_as_one_message() -> None:
     from xttsft.errors import InputError
-    from xttsft.train_data import make_loader
+    from xttsft.training.train_data import make_loader
 
     class Broken:
         def __len__(self) -> int:

@@ -32,7 +32,7 @@ def tiny_en_path() -> Path:
 
 @pytest.fixture(scope="module")
 def whisper():
-    from xttsft.transcribe import load_whisper
+    from xttsft.data.transcribe import load_whisper
 
     return load_whisper(str(tiny_en_path()), device="cpu", compute_type="int8", cpu_threads=2)
 
@@ -108,7 +108,7 @@ def rows_by_id(ws: Workspace) -> dict[str, dict]:
 
 
 def test_transcribes_english_rejects_silence_noise_and_foreign_speech(seg_ws: Workspace, whisper) -> None:
-    from xttsft.transcribe import REASONS, transcribe_segments, word_error_rate
+    from xttsft.data.transcribe import REASONS, transcribe_segments, word_error_rate
 
     result = transcribe_segments(settings(), seg_ws, pad=0.2, model=whisper)
     rows = rows_by_id(seg_ws)
@@ -140,7 +140,7 @@ def test_transcribes_english_rejects_silence_noise_and_foreign_speech(seg_ws: Wo
 
 
 def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_window(clips_dir: Path, whisper) -> None:
-    from xttsft.transcribe import WHISPER_SR, _load_clip, transcribe_clips, word_error_rate
+    from xttsft.data.transcribe import WHISPER_SR, _load_clip, transcribe_clips, word_error_rate
 
     clips = [_load_clip(clips_dir / f"en{i}.wav") for i in range(len(SENTENCES))]
     assert all(len(c) / WHISPER_SR < 10 for c in clips)
@@ -163,7 +163,7 @@ def test_batch_size_does_not_change_texts_and_packing_matches_one_clip_per_windo
 
 
 def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whisper) -> None:
-    from xttsft.transcribe import transcribe_segments
+    from xttsft.data.transcribe import transcribe_segments
 
     s = settings()
     transcribe_segments(s, seg_ws, model=whisper)
@@ -188,8 +188,8 @@ def test_rerun_skips_finished_clips_and_rewrites_nothing(seg_ws: Workspace, whis
 
 
 def test_screened_out_clips_are_skipped_and_their_old_transcripts_kept(seg_ws: Workspace, whisper) -> None:
+    from xttsft.data.transcribe import transcribe_segments
     from xttsft.io import read_jsonl, write_jsonl
-    from xttsft.transcribe import transcribe_segments
 
     s = settings()
     first = transcribe_segments(s, seg_ws, model=whisper)
@@ -213,7 +213,7 @@ def test_screened_out_clips_are_skipped_and_their_old_transcripts_kept(seg_ws: W
 
 
 def test_interrupted_run_keeps_finished_clips(seg_ws: Workspace, whisper, monkeypatch) -> None:
-    import xttsft.transcribe as tr
+    import xttsft.data.transcribe as tr
 
     monkeypatch.setattr(tr, "CHECKPOINT_CLIPS", 2)
     real = tr.transcribe_clips
@@ -236,7 +236,7 @@ def test_interrupted_run_keeps_finished_clips(seg_ws: Workspace, whisper, monkey
 
 
 def test_unreadable_clip_is_reported_and_the_others_go_on(seg_ws: Workspace, whisper) -> None:
-    from xttsft.transcribe import transcribe_segments
+    from xttsft.data.transcribe import transcribe_segments
 
     (seg_ws.segments_dir / "talk_0002.wav").write_bytes(b"not audio at all")
     result = transcribe_segments(settings(), seg_ws, model=whisper)
@@ -245,7 +245,7 @@ def test_unreadable_clip_is_reported_and_the_others_go_on(seg_ws: Workspace, whi
 
 
 def test_rejection_rules() -> None:
-    from xttsft.transcribe import compression_ratio, has_repetition, judge, word_error_rate
+    from xttsft.data.transcribe import compression_ratio, has_repetition, judge, word_error_rate
 
     s = TranscribeSettings()
     good = {"text": "Hello there, how are you?", "no_speech_prob": 0.01, "compression_ratio": 1.1, "avg_logprob": -0.2}
@@ -347,12 +347,12 @@ def test_auto_model_is_doctors_pick_for_the_device_used_and_said_once(caplog, cl
     """doctor said "Whisper small on cpu" and transcribe then loaded medium: the model had no auto."""
     import logging
 
+    from xttsft.data.transcribe import resolve_runtime
     from xttsft.hardware import hardware_facts, recommend
-    from xttsft.transcribe import resolve_runtime
 
     assert TranscribeSettings().model == "auto"
     hw = hardware_facts()
-    with caplog.at_level(logging.INFO, logger="xttsft.transcribe"):
+    with caplog.at_level(logging.INFO, logger="xttsft.data.transcribe"):
         rt = resolve_runtime(TranscribeSettings(device="cpu", compute_type="int8", batch_size=2))
         resolve_runtime(TranscribeSettings(device="cpu", compute_type="int8", batch_size=2))
     assert rt.model == "small"  # doctor's CPU pick, GPU or not

@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 
 from xttsft.errors import MissingDependencyError, ModelNotFoundError
+from xttsft.io import atomic_dir
+from xttsft.model import cache_dir
 
 __all__ = ["BUNDLED_MODELS", "bundled_model_path", "multilingual_base_path", "offline_hint", "tiny_en_path"]
 
@@ -81,8 +83,6 @@ def _complete(folder: Path) -> bool:
 
 def multilingual_base_path(cache: Path | None = None) -> Path:
     """The multilingual Whisper base folder, rebuilt from its two packages on first use."""
-    from xttsft.io import atomic_dir
-    from xttsft.model import cache_dir
 
     folder = (cache or cache_dir()) / "whisper-base-multilingual"
     if folder.is_dir() and _complete(folder):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xttsft.errors import MissingDependencyError
+from xttsft.errors import InputError, MissingDependencyError
 from xttsft.io import atomic_path
 from xttsft.progress import Progress, no_progress
 
@@ -122,8 +122,6 @@ def demo_language(language: str | None) -> str:
     lang = (language or DEMO_LANGUAGE).lower().split("-")[0]
     lang = DEMO_LANGUAGE if lang == "auto" else lang
     if lang not in DEMO_RECORDINGS:
-        from xttsft.errors import InputError
-
         raise InputError(f"There is no {language!r} demo.", hint="Run the demo with --language pt (the default) or en.")
     return lang
 

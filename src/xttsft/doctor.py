@@ -148,7 +148,7 @@ def _existing_parent(path: Path) -> Path:
 def _model_module() -> Any:
     """:mod:`xttsft.model` (cheap to import: it keeps torch inside functions), or None."""
     try:
-        from xttsft import model
+        from xttsft import model  # guarded, not at the top: doctor must run with a broken install
     except Exception as exc:  # noqa: BLE001 - doctor must answer even if the model module is broken
         log.debug("cannot import xttsft.model: %s", exc)
         return None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xttsft.errors import SettingsError
+from xttsft.logs import log_once
 
 __all__ = [
     "GpuFacts",
@@ -459,7 +460,6 @@ def current_recommendation(use_lora: bool = True) -> Recommendation:
     hw = hardware_facts()
     rec = recommend(hw, use_lora=use_lora)
     gpus = ", ".join(f"{g.name} {g.total_gib:.0f} GB" for g in hw.gpus) or "no GPU"
-    from xttsft.logs import log_once
 
     log_once(log, logging.INFO, "Hardware: %s, %d CPU cores, %.0f GB RAM", gpus, hw.cpu_count, hw.ram_total_gib)
     log_once(log, logging.INFO, "Recommended (%s): %s", "LoRA" if use_lora else "full", rec.summary())
@@ -482,7 +482,6 @@ def resolve_device(setting: str, what: str = "--device ") -> str:
             )
         return "cuda"
     choice = "cuda" if torch.cuda.is_available() else "cpu"
-    from xttsft.logs import log_once
 
     log_once(log, logging.INFO, "device auto -> %s", choice)
     return choice

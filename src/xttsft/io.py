@@ -13,6 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from xttsft.errors import InputError
+from xttsft.storage import DiskFullError, disk_full_cause
+
 log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
@@ -102,7 +105,6 @@ def check_output_path(path: Path, what: str, *, folder: bool = False) -> Path:
     (or the reverse), a folder on the way that is a file, or a parent that is not writable.
 
     ``what`` names the option in the message (``--out``). Returns ``path``."""
-    from xttsft.errors import InputError
 
     path = Path(path)
     kind = "folder" if folder else "file"
@@ -142,7 +144,6 @@ def swap_target(dest: Path) -> Path:
 def _disk_full(exc: BaseException, where: Path) -> Exception | None:
     if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: as they are
         return None
-    from xttsft.storage import DiskFullError, disk_full_cause
 
     full = disk_full_cause(exc, where)
     return None if full is None or isinstance(exc, DiskFullError) else full

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from xttsft.errors import InputError
+
 __all__ = ["Workspace", "RunPaths", "DEFAULT_DATASET_NAME", "check_name"]
 
 #: a name that becomes one folder: no separator, no leading dot (hidden) or dash (an option), no control character
@@ -61,8 +63,6 @@ def check_name(value: str, what: str, reserved: dict[str, str] | None = None) ->
     if owner is not None:
         problem = f"that folder holds {owner}, which the dataset would replace"
     if problem is not None:
-        from xttsft.errors import InputError
-
         raise InputError(
             f"{what} {value!r} cannot be used: {problem}.",
             hint="Use letters, digits, '-', '_' and '.', e.g. my-voice-v2.",

@@ -27,6 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from xttsft.data.build import build_dataset, find_vocab
+from xttsft.data.fetch import fetch
+from xttsft.data.review import overrides
+from xttsft.data.screen import screen_clips
+from xttsft.data.segment import segment_sources
+from xttsft.data.transcribe import transcribe_segments
+from xttsft.doctor import diagnose
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import atomic_write_json, sha256_file
 from xttsft.paths import RunPaths, Workspace
@@ -47,6 +54,10 @@ from xttsft.records import (
     read_records,
 )
 from xttsft.settings import Settings
+from xttsft.training.train import train
+from xttsft.voice.evaluate import evaluate
+from xttsft.voice.export import export_run
+from xttsft.voice.synth import synthesize
 
 __all__ = [
     "STAGES",
@@ -314,7 +325,6 @@ def run_all(
 
 # ---------------------------------------------------------------- stages
 def _doctor(settings: Settings, ws: Workspace) -> StageOutcome:
-    from xttsft.doctor import diagnose
 
     report = diagnose(ws, use_lora=settings.train.use_lora)
     failed = [c for c in report.checks if c.status == "fail"]
@@ -327,7 +337,6 @@ def _doctor(settings: Settings, ws: Workspace) -> StageOutcome:
 
 
 def _fetch(settings: Settings, ws: Workspace, sources: Sequence[str], records: _Records, p: Progress) -> StageOutcome:
-    from xttsft.fetch import fetch
 
     fp = _hash(sorted(sources), settings.fetch.model_dump(mode="json"))
     has_audio = ws.raw_dir.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in ws.raw_dir.iterdir())
@@ -354,7 +363,6 @@ def _fetch(settings: Settings, ws: Workspace, sources: Sequence[str], records: _
 
 
 def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
-    from xttsft.segment import segment_sources
 
     fp = _hash(_file_fingerprint(ws.raw_dir), settings.segment.model_dump(mode="json"))
     if records.fresh("segment", fp) and ws.segments_manifest.is_file():
@@ -374,7 +382,6 @@ def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) 
 
 
 def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
-    from xttsft.screen import screen_clips
 
     refs = [_file_fingerprint(Path(r).expanduser()) for r in settings.screen.speaker_refs]
     fp = _hash(_file_fingerprint(ws.segments_manifest), settings.screen.model_dump(mode="json"), refs)
@@ -394,7 +401,6 @@ def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -
 
 
 def _transcribe(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
-    from xttsft.transcribe import transcribe_segments
 
     fp = _hash(
         _file_fingerprint(ws.segments_manifest),
@@ -416,7 +422,6 @@ def _transcribe(settings: Settings, ws: Workspace, records: _Records, p: Progres
 
 
 def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
-    from xttsft.build import build_dataset, find_vocab
 
     fp = _hash(
         _file_fingerprint(ws.transcripts_file),
@@ -437,7 +442,6 @@ def _build(settings: Settings, ws: Workspace, records: _Records, p: Progress) ->
         progress=p,
     )
     records.save("build", fp)
-    from xttsft.review import overrides
 
     changed = overrides(ws).changed
     reviewed = f"; the review changed {changed} clip(s)" if changed else ""
@@ -455,7 +459,6 @@ def _best_meta(run_dir: Path) -> Path:
 
 
 def _train(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
-    from xttsft.train import train
 
     ds = _dataset_dir(settings, ws)
     train_cfg = settings.train.model_dump(mode="json", exclude={"run_name"})
@@ -504,7 +507,6 @@ def _run_language(ws: Workspace, run: str) -> str:
 
 
 def _export(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
-    from xttsft.export import export_run
 
     run = _run_for(ws, records, ctx)
     fp = _hash(run, _file_fingerprint(_best_meta(ws.run_dir(run))))
@@ -519,7 +521,6 @@ def _export(settings: Settings, ws: Workspace, records: _Records, ctx: _Context,
 def _synth(
     settings: Settings, ws: Workspace, records: _Records, ctx: _Context, text: str | None, p: Progress
 ) -> StageOutcome:
-    from xttsft.synth import synthesize
 
     run = _run_for(ws, records, ctx)
     language = settings.synth.language or _run_language(ws, run)
@@ -534,7 +535,6 @@ def _synth(
 
 
 def _eval(settings: Settings, ws: Workspace, records: _Records, ctx: _Context, p: Progress) -> StageOutcome:
-    from xttsft.evaluate import evaluate
 
     run = _run_for(ws, records, ctx)
     fp = _hash(
@@ -697,7 +697,7 @@ def _train_summary(ws: Workspace, run: str, seconds: float | None) -> TrainSumma
 
 
 def _eval_figures(path: Path) -> dict[str, dict[str, Any]]:
-    """The per-system figures of an ``eval.json`` (written by :mod:`xttsft.evaluate`, read here only for them)."""
+    """The per-system figures of an ``eval.json`` (written by :mod:`xttsft.voice.evaluate`, read here only for them)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -42,7 +42,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from xttsft.errors import SettingsError
-from xttsft.paths import DEFAULT_DATASET_NAME, Workspace
+from xttsft.logs import log_once
+from xttsft.paths import DEFAULT_DATASET_NAME, Workspace, name_problem
 
 __all__ = [
     "FetchSettings",
@@ -164,7 +165,6 @@ def cli_of(cls: type[Section], field: str) -> Cli:
 
 
 def _folder_name(v: str) -> str:
-    from xttsft.paths import name_problem
 
     problem = name_problem(v)
     if problem is not None:
@@ -821,7 +821,6 @@ def _warn_unknown_names(environ: Mapping[str, str], dotenv: Mapping[str, tuple[s
     silently ignored. Other software's variables only share a prefix now and then (Jenkins' BUILD_ID):
     in the environment, a name under a section prefix is named only when it is close to a setting.
     Unknown names under a section prefix in a .env file are errors (see :func:`load_settings`)."""
-    from xttsft.logs import log_once
 
     known = {cls.env_name(f) for cls in SECTIONS.values() for f in cls.model_fields}
     prefixes = tuple(f"{name.upper()}_" for name in SECTIONS)

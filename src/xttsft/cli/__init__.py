@@ -30,6 +30,8 @@ from xttsft.cli import train as _train
 from xttsft.cli import transcribe as _transcribe
 from xttsft.cli._command import XttsftGroup, global_options
 from xttsft.cli._common import AppState, console, err_console, set_state
+from xttsft.hardware import tune_process
+from xttsft.logs import configure_logging
 
 # Exit codes (README, "Exit codes"): 0 done, 1 an error the user can fix (a bad flag or value
 # included), 2 done in part (fetch: some sources failed), 130 Ctrl-C, 143 SIGTERM. Click's
@@ -77,7 +79,6 @@ def _global(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    from xttsft.logs import configure_logging
 
     ctx.obj = set_state(AppState(workdir=workdir, config_file=config, verbose=verbose, quiet=quiet and not verbose))
     configure_logging(err_console, verbose=verbose, quiet=quiet and not verbose)
@@ -101,7 +102,6 @@ _serve.register(app)
 
 def main() -> None:
     """Console-script entry point."""
-    from xttsft.hardware import tune_process
 
     tune_process()  # OpenMP's wait policy and glibc's heap, before any import of torch
     app()

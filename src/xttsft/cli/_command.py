@@ -32,6 +32,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from xttsft.cli._common import err_console, set_state, state
+from xttsft.logs import configure_logging
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
@@ -208,7 +209,6 @@ def _apply_globals(ctx: Any, given: dict[str, Any]) -> None:
     """Global options given after the command replace those before it."""
     if not given:
         return
-    from xttsft.logs import configure_logging
 
     st = state(ctx)
     verbose = st.verbose or bool(given.get("verbose"))

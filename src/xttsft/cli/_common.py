@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from xttsft.errors import InputError, XttsftError
+from xttsft.logs import add_file_logs
 from xttsft.paths import Workspace
+from xttsft.storage import disk_full_cause
 
 if TYPE_CHECKING:
     from xttsft.settings import Provenance, Settings
@@ -69,7 +71,6 @@ class AppState:
     ) -> tuple[Settings, Provenance, Workspace]:
         """Like :meth:`load`, plus where every value came from. ``flag_names``: the flag each value
         of ``flags`` was given with, where that is not the field's name with dashes."""
-        from xttsft.logs import add_file_logs
         from xttsft.settings import load_settings
 
         settings, provenance = load_settings(
@@ -211,7 +212,6 @@ def os_error_cause(exc: BaseException) -> XttsftError | None:
 
 
 def _disk_full(exc: BaseException) -> XttsftError | None:
-    from xttsft.storage import disk_full_cause
 
     st = _current_state()
     return disk_full_cause(exc, Path(st.workdir) if st is not None else Path.cwd())

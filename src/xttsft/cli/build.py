@@ -13,7 +13,7 @@ from xttsft.cli._command import JSON_OPTION, command, flags, load
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.build import BuildResult, CheckResult
+    from xttsft.data.build import BuildResult, CheckResult
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def build(
     if check is not None:
         _check(ctx, check, as_json)
         return
-    from xttsft.build import build_dataset, find_vocab
+    from xttsft.data.build import build_dataset, find_vocab
 
     settings, ws = load(ctx)
     vocab = find_vocab(settings.train.base_model)
@@ -92,7 +92,7 @@ def _summary(result: BuildResult) -> None:
 
 
 def _check(ctx: typer.Context, path: Path, as_json: bool) -> None:
-    from xttsft.build import check_dataset
+    from xttsft.data.build import check_dataset
 
     settings, _ = load(ctx, file_logs=False)
     # --language given: that language (pt-BR parsed to pt); else the one train would take

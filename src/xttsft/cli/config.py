@@ -10,6 +10,8 @@ from rich.table import Table
 
 from xttsft.cli._command import command
 from xttsft.cli._common import console, handle_errors, state
+from xttsft.hardware import hardware_facts, recommend, whisper_model_for
+from xttsft.paths import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from xttsft.settings import Settings
@@ -31,7 +33,6 @@ def config(
 
     Example: `TRAIN_NUM_EPOCHS=7 xttsft config --json`
     """
-    from xttsft.paths import Workspace
     from xttsft.settings import SECTIONS, load_settings
 
     st = state(ctx)
@@ -76,7 +77,6 @@ def _resolved_autos(settings: Settings) -> dict[tuple[str, str], str]:
     (doctor's pick for the device used), so `config` and `doctor` tell the same story."""
     if settings.transcribe.model != "auto":
         return {}
-    from xttsft.hardware import hardware_facts, recommend, whisper_model_for
 
     hw = hardware_facts()
     device = settings.transcribe.device if settings.transcribe.device != "auto" else recommend(hw).whisper_device

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from xttsft.cli._command import command
 from xttsft.cli._common import console, handle_errors, print_json, state
+from xttsft.errors import SettingsError
+from xttsft.paths import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from xttsft.doctor import DoctorReport
@@ -49,8 +51,6 @@ def doctor(
     Example: `xttsft doctor`, or `xttsft doctor --json | jq .recommendation`
     """
     from xttsft.doctor import diagnose
-    from xttsft.errors import SettingsError
-    from xttsft.paths import Workspace
     from xttsft.settings import load_settings
 
     st = state(ctx)

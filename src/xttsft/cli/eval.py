@@ -13,7 +13,7 @@ from xttsft.cli._command import JSON_OPTION, Setting, command, load
 from xttsft.cli._common import console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.evaluate import EvalResult
+    from xttsft.voice.evaluate import EvalResult
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +61,7 @@ def eval_(
 
     Example: `xttsft eval --language pt --whisper-model large-v3`
     """
-    from xttsft.evaluate import evaluate
+    from xttsft.voice.evaluate import evaluate
 
     settings, ws = load(ctx)
     with progress_bar("evaluating") as bar:

@@ -13,7 +13,7 @@ from xttsft.cli._command import JSON_OPTION, command, load
 from xttsft.cli._common import console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.export import ExportResult
+    from xttsft.voice.export import ExportResult
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +58,7 @@ def export(
 
     Example: `xttsft export --run my-voice --out ~/xtts-models/my-voice`
     """
-    from xttsft.export import export_run
+    from xttsft.voice.export import export_run
 
     settings, ws = load(ctx)
     with progress_bar("exporting") as bar:

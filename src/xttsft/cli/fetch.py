@@ -13,7 +13,7 @@ from xttsft.cli._command import JSON_OPTION, command, load
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.fetch import FetchResult
+    from xttsft.data.fetch import FetchResult
 
 
 def register(app: typer.Typer) -> None:
@@ -53,8 +53,8 @@ def fetch(
     Examples: `xttsft fetch https://www.youtube.com/watch?v=ID ~/recordings/`,
     `xttsft fetch --from-file sources.txt --quality 128k`
     """
-    from xttsft.fetch import fetch as run_fetch
-    from xttsft.fetch import read_source_list
+    from xttsft.data.fetch import fetch as run_fetch
+    from xttsft.data.fetch import read_source_list
 
     settings, ws = load(ctx)
     items = list(sources or [])

@@ -41,8 +41,8 @@ def review(
     """
     import uvicorn
 
-    from xttsft.review import clip_views
-    from xttsft.review_app import create_app
+    from xttsft.data.review import clip_views
+    from xttsft.data.review_app import create_app
 
     _, ws = load(ctx)
     clips = clip_views(ws)  # fails here, with its hint, when there is nothing to review

@@ -15,6 +15,8 @@ from rich.table import Table
 
 from xttsft.cli._command import JSON_OPTION, Setting, command, flags, load_with_provenance
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
+from xttsft.errors import ModelNotFoundError
+from xttsft.hardware import current_recommendation
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -83,7 +85,7 @@ def run_all(
 
     `xttsft run-all --demo --language en` (the English demo, with the smaller tiny.en Whisper)
     """
-    from xttsft.fetch import read_source_list
+    from xttsft.data.fetch import read_source_list
     from xttsft.pipeline import PipelineStopped, stage_range
     from xttsft.pipeline import run_all as run_pipeline
 
@@ -158,7 +160,6 @@ def _prepare_demo(
 ) -> tuple[list[str], Any]:
     from xttsft.bundled_whisper import bundled_model_path
     from xttsft.demo import DEMO_WHISPER, demo_language, make_demo_corpus
-    from xttsft.errors import ModelNotFoundError
     from xttsft.pipeline import demo_settings
 
     lang = demo_language(settings.transcribe.language)  # pt unless --language en
@@ -168,8 +169,6 @@ def _prepare_demo(
     if provenance["train"]["base_model"].kind != "default":
         base = settings.train.base_model
     else:
-        from xttsft.hardware import current_recommendation
-
         if current_recommendation().device == "cuda":
             from xttsft.model import HF_REPO_ID, resolve_base_model
 

@@ -12,7 +12,7 @@ from xttsft.cli._command import JSON_OPTION, command, load
 from xttsft.cli._common import console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.screen import ScreenResult
+    from xttsft.data.screen import ScreenResult
     from xttsft.settings import ScreenSettings
 
 
@@ -46,7 +46,7 @@ def screen(
 
     Examples: `xttsft screen` ; `xttsft screen --speaker-ref maria.wav` ; `xttsft screen --no-speaker-filter`
     """
-    from xttsft.screen import screen_clips
+    from xttsft.data.screen import screen_clips
 
     settings, ws = load(ctx)
     with progress_bar("screen", total=None) as bar:

@@ -13,7 +13,7 @@ from xttsft.cli._command import JSON_OPTION, command, load
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.segment import SegmentResult
+    from xttsft.data.segment import SegmentResult
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +49,7 @@ def segment(
 
     Example: `xttsft segment --min-duration 3 --max-duration 12`
     """
-    from xttsft.segment import segment_sources
+    from xttsft.data.segment import segment_sources
 
     settings, ws = load(ctx)
     with progress_bar("segment", total=None) as bar:

@@ -44,7 +44,7 @@ def serve(
 
     Example: `SERVE_API_KEY=secret xttsft serve --model my-voice --host 0.0.0.0 --port 8000`
     """
-    from xttsft.serve import run_server
+    from xttsft.voice.serve import run_server
 
     settings, ws = load(ctx)
     run_server(settings, ws, model, default_base=settings.train.base_model, access_log=state(ctx).verbose)

@@ -14,7 +14,7 @@ from xttsft.cli._common import console, handle_errors, print_json, progress_bar
 from xttsft.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.synth import SynthResult
+    from xttsft.voice.synth import SynthResult
 
 
 def register(app: typer.Typer) -> None:
@@ -73,7 +73,7 @@ def synth(
 
     Example: `xttsft synth "Olá, tudo bem?" --language pt --seed 1 --out ola.mp3`
     """
-    from xttsft.synth import read_text_file, synthesize
+    from xttsft.voice.synth import read_text_file, synthesize
 
     if text is None and text_file is None:
         raise InputError("No text given.", hint='Pass the text (xttsft synth "Olá") or --text-file FILE.')

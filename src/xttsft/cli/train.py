@@ -15,9 +15,10 @@ from rich.table import Table
 from xttsft.cli._command import JSON_OPTION, command, load_with_provenance
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
 from xttsft.errors import XttsftError
+from xttsft.paths import RunPaths
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.train import TrainResult
+    from xttsft.training.train import TrainResult
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +66,7 @@ def train(
     Example: `xttsft train --run-name maria --num-epochs 50` then `xttsft train --run-name maria --resume`.
     Offline demo: `xttsft train --base-model tiny --num-epochs 2` (a random model: its output is noise).
     """
-    from xttsft.train import train as run_train
+    from xttsft.training.train import train as run_train
 
     rank = int(os.environ.get("RANK", "0"))  # torchrun: only rank 0 tells the story
     try:
@@ -110,7 +111,6 @@ def _quiet_rank(rank: int) -> None:
 
 
 def _summary(result: TrainResult) -> None:
-    from xttsft.paths import RunPaths
 
     def first_to_last(losses: list[float]) -> str:
         known = [x for x in losses if math.isfinite(x)] or losses  # a resume from best_model knows no earlier ones

@@ -12,7 +12,7 @@ from xttsft.cli._command import JSON_OPTION, command, load
 from xttsft.cli._common import console, err_console, handle_errors, print_json, progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.transcribe import TranscribeResult
+    from xttsft.data.transcribe import TranscribeResult
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +43,7 @@ def transcribe(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
     Example: `xttsft transcribe --model large-v3 --language pt`
     """
-    from xttsft.transcribe import transcribe_segments
+    from xttsft.data.transcribe import transcribe_segments
 
     settings, ws = load(ctx)
     with progress_bar("transcribe", total=None) as bar:

@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xttsft.errors import ModelNotFoundError
+from xttsft.errors import MissingDependencyError, ModelNotFoundError
+from xttsft.io import atomic_write_json
 from xttsft.progress import Progress, no_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,13 @@ def _normal_dir_mode(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)
+
+
+def model_limits(gpt_max_audio_tokens: int) -> int:
+    """The longest clip (samples at 22050 Hz) the GPT's position table holds: codes + start/stop/pad.
+
+    One limit for ``build`` and ``train`` (the GPT's own ``gpt_max_audio_tokens``)."""
+    return (gpt_max_audio_tokens - 3) * 1024
 
 
 def cache_dir() -> Path:
@@ -182,8 +190,6 @@ def _download_hub(progress: Progress | None = None) -> Path:
     try:
         import huggingface_hub as hf
     except ImportError:  # pragma: no cover - a declared dependency
-        from xttsft.errors import MissingDependencyError
-
         raise MissingDependencyError("huggingface_hub is not installed.", hint="pip install huggingface-hub") from None
 
     local, missing = _cached_files(hf)  # works offline
@@ -214,7 +220,6 @@ def _download_hub(progress: Progress | None = None) -> Path:
         local[name] = _download_verified(hf, name, exp)
         record[name] = {"size": local[name].stat().st_size, "sha256": exp.get("sha256")}
         progress(advance=int(exp.get("size") or record[name]["size"]))
-    from xttsft.io import atomic_write_json
 
     atomic_write_json(verified_file, record)
     return local["model.pth"].parent

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from xttsft.errors import SettingsError
+
 if TYPE_CHECKING:  # pragma: no cover
     from xttsft.settings import TrainSettings
 
@@ -38,8 +40,6 @@ def attach_lora(gpt, train_settings: TrainSettings):
     cfg = _lora_config(train_settings)
     width = gpt.gpt.config.n_embd
     if cfg.r > width:  # a rank above the width adds parameters and learns nothing more
-        from xttsft.errors import SettingsError
-
         raise SettingsError(
             f"TRAIN_LORA_RANK={cfg.r} is larger than the GPT's width ({width}).",
             hint=f"Pick a rank of at most {width}; 8-64 is usual (the guide uses 8).",
@@ -48,8 +48,6 @@ def attach_lora(gpt, train_settings: TrainSettings):
     try:
         inject_adapter_in_model(cfg, gpt.gpt)
     except ValueError as exc:
-        from xttsft.errors import SettingsError
-
         raise SettingsError(
             f"LoRA target modules {cfg.target_modules} do not match the GPT: {exc}",
             hint="TRAIN_LORA_TARGET_MODULES takes GPT-2 module names: c_attn, c_proj, c_fc.",

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xttsft.errors import InputError, ModelNotFoundError, XttsftError
+from xttsft.io import atomic_dir, tidy_swaps
 from xttsft.logs import log_once
 from xttsft.model.base import TINY_NOISE_WARNING, is_tiny, load_xtts, resolve_base_model, validate_base_dir
 from xttsft.model.lora import merge_lora
-from xttsft.paths import RunPaths
+from xttsft.paths import RunPaths, name_problem
 from xttsft.progress import Progress
 from xttsft.records import CheckpointMeta, RecordError, RunRecord, read_record, write_record
 from xttsft.storage import require_free_space
@@ -62,7 +63,7 @@ class RunInfo:
     base_identity: dict[str, Any] = field(default_factory=dict)
     #: how a dataset with a single metadata.csv was split: {"val_fraction": .., "seed": ..}
     dataset_split: dict[str, Any] | None = None
-    #: the clips trained on, per split (xttsft.train_data.dataset_fingerprint): a resume compares it
+    #: the clips trained on, per split (xttsft.training.train_data.dataset_fingerprint): a resume compares it
     dataset_fingerprint: dict[str, Any] | None = None
     checkpoint: Path | None = None  # the checkpoint applied by load_finetuned
 
@@ -149,8 +150,6 @@ def write_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    from xttsft.io import atomic_dir
-
     if mode not in ("lora", "full"):
         raise ValueError(f"mode must be 'lora' or 'full', not {mode!r}")
     dest = Path(dest)
@@ -227,7 +226,6 @@ def weights_only_start(run_dir: Path) -> CheckpointInfo | None:
 def tidy_run_dir(run_dir: Path) -> None:
     """Clean what a kill left in a run folder (its writer holds the run's lock): half-written
     ``.NAME.tmp.*`` folders go; a complete ``.best_model.old.*`` comes back when ``best_model`` is missing."""
-    from xttsft.io import tidy_swaps
 
     tidy_swaps(run_dir, complete=lambda p: _read_meta(p) is not None)
 
@@ -367,7 +365,6 @@ def resolve_run(ws: Workspace, run: str | None, *, no_run_hint: str = "Train fir
         if name is None:
             raise ModelNotFoundError(f"No training run in {ws.checkpoints_dir}.", hint=no_run_hint)
         return name, ws.run_dir(name)
-    from xttsft.paths import name_problem
 
     if name_problem(run) is None and ws.run_dir(run).is_dir():
         return run, ws.run_dir(run)
@@ -444,7 +441,5 @@ def load_finetuned(
     xtts.eval()
     xtts.to(device)
     if info.tiny:
-        from xttsft.logs import log_once
-
         log_once(log, logging.WARNING, TINY_NOISE_WARNING)
     return xtts, info

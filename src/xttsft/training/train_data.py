@@ -1,6 +1,6 @@
 """The training data: the dataset read and checked, samples, batches and the features the GPT eats.
 
-* :func:`prepare_data` checks a dataset read by :mod:`xttsft.datasets` (any LJSpeech-style
+* :func:`prepare_data` checks a dataset read by :mod:`xttsft.data.datasets` (any LJSpeech-style
   layout) against the model and counts every sample it cannot take (never replaced
   silently, unlike coqui's ``XTTSDataset``);
 * :class:`ClipDataset` gives a sample with its conditioning: a 3-6 s slice of another
@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xttsft import datasets
-from xttsft.errors import DatasetError
+from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # training and DVAE rate of XTTS-v2
+from xttsft.audio import read_mono
+from xttsft.data import datasets
+from xttsft.errors import DatasetError, XttsftError
+from xttsft.model import load_dvae, model_limits, safe_torch_load
 from xttsft.records import read_dataset_stats
 
 __all__ = [
@@ -35,7 +38,6 @@ __all__ = [
     "Sample",
     "DataReport",
     "prepare_data",
-    "model_limits",
     "ClipDataset",
     "collate",
     "epoch_batches",
@@ -48,8 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-from xttsft.audio import TRAIN_SR as SAMPLE_RATE  # noqa: E402 - training and DVAE rate of XTTS-v2
 
 MIN_CONDITIONING = 66150  # 3 s
 MAX_CONDITIONING = 132300  # 6 s
@@ -83,15 +83,10 @@ class DataReport:
         return sum(len(v) for v in self.dropped.values())
 
 
-def model_limits(gpt_max_audio_tokens: int) -> int:
-    """The longest clip (samples at 22050 Hz) the GPT's position table holds: codes + start/stop/pad."""
-    return (gpt_max_audio_tokens - 3) * 1024
-
-
 def prepare_data(
     ds: datasets.Dataset, tokenizer: Any, gpt_max_audio_tokens: int, gpt_max_text_tokens: int
 ) -> DataReport:
-    """Check every sample of a dataset (any layout, see :mod:`xttsft.datasets`) against the model;
+    """Check every sample of a dataset (any layout, see :mod:`xttsft.data.datasets`) against the model;
     count every sample it cannot take.
 
     Refuses (DatasetError) an empty train or val split, naming the cause.
@@ -166,8 +161,6 @@ class ClipDataset:
         if wav is None:
             import numpy as np
             import torch
-
-            from xttsft.audio import read_mono
 
             wav = torch.from_numpy(np.clip(read_mono(path, SAMPLE_RATE), -1.0, 1.0))[None]
             if len(self._cache) < 2048:
@@ -254,7 +247,6 @@ class Featurizer:
     @classmethod
     def from_base(cls, base_dir: Path, device: str) -> Featurizer:
         """The base model's frozen DVAE and mel statistics."""
-        from xttsft.model import load_dvae, safe_torch_load
 
         return cls(load_dvae(base_dir, device), safe_torch_load(Path(base_dir) / "mel_stats.pth"), device)
 
@@ -335,7 +327,6 @@ def make_loader(dataset: ClipDataset, batches: list[list[int]], num_workers: int
 def _worker_errors_unwrapped(loader: Any) -> Any:
     """Our errors raised in a worker come back as one message again (torch rebuilds them from the
     worker's traceback text: "Caught InputError in DataLoader worker process 0 ... Original Traceback")."""
-    from xttsft.errors import XttsftError
 
     try:
         yield from loader

@@ -52,10 +52,22 @@ from typing import Any
 
 import numpy as np
 
+from xttsft import audio
+from xttsft.encoders import (
+    SPEAKER_ENCODER_NAME,
+    SR,
+    SpeakerEncoder,
+    cosine,
+    dnsmos,
+    fingerprint,
+    match_fingerprints,
+    unit,
+)
 from xttsft.errors import DatasetError, InputError
 from xttsft.io import atomic_path, sha256_file
 from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
+from xttsft.plots import figure, histogram, save_png
 from xttsft.progress import Progress, no_progress
 from xttsft.records import (
     ClipRecord,
@@ -190,8 +202,6 @@ class _Measurer:
     @property
     def speaker(self) -> Any:
         if self._speaker is None:
-            from xttsft.encoders import SpeakerEncoder
-
             self._speaker = SpeakerEncoder("cpu")
         return self._speaker
 
@@ -206,7 +216,6 @@ class _Measurer:
     def print_(f: ClipFeatures, x: np.ndarray) -> bool:
         if f.fingerprint is not None:
             return False
-        from xttsft.encoders import fingerprint
 
         f.fingerprint = fingerprint(x)
         return True
@@ -215,7 +224,6 @@ class _Measurer:
     def quality(f: ClipFeatures, x: np.ndarray) -> bool:
         if f.dnsmos is not None:
             return False
-        from xttsft.encoders import dnsmos
 
         s = dnsmos(x)
         f.dnsmos = (s.sig, s.bak, s.ovrl)
@@ -229,9 +237,6 @@ def embed_reference(path: Path, encoder: Any | None = None) -> np.ndarray:
     :data:`MIN_REFERENCE_SPEECH` seconds of speech (Silero VAD).
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    from xttsft import audio
-    from xttsft.encoders import SR, SpeakerEncoder
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -325,7 +330,6 @@ def _screen_speakers(
 ) -> tuple[list[Speaker], dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     """Cluster, pick the target, drop other speakers and mixed clips. Returns the speakers,
     thresholds, the embeddings, the cluster index per clip and the target centroid."""
-    from xttsft.encoders import cosine, unit
 
     emb = np.stack([c.features.embedding for c in clips]).astype(np.float32)  # type: ignore[misc]  # measured first
     dur = np.array([c.duration for c in clips])
@@ -410,7 +414,6 @@ def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
 
 def _screen_duplicates(clips: list[_Clip], source_length: dict[str, float]) -> None:
     """Among the kept clips, keep the copy from the longer source (then the earlier one)."""
-    from xttsft.encoders import match_fingerprints
 
     kept = [c for c in clips if c.kept]
     kept.sort(key=lambda c: (-source_length.get(c.row.source, 0.0), c.row.source, c.row.start))
@@ -436,8 +439,6 @@ def _plot_map(
     path: Path, emb: np.ndarray, labels: np.ndarray, kept: np.ndarray, centroid: np.ndarray, speakers: list[Speaker]
 ) -> None:
     import matplotlib
-
-    from xttsft.plots import figure, save_png
 
     centre = centroid * float(np.median(emb @ centroid)) if len(emb) else centroid  # where its clips sit
     pts = np.vstack([emb, centre[None]]).astype(np.float64)
@@ -473,7 +474,6 @@ def _plot_map(
 
 def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: ScreenSettings) -> None:
     """Histograms of OVRL and BAK with their thresholds."""
-    from xttsft.plots import figure, histogram, save_png
 
     fig = figure(9, 3.5)
     for k, (name, threshold) in enumerate(
@@ -521,8 +521,6 @@ def _source_lengths(ws: Workspace, manifest: list[ClipRecord]) -> dict[str, floa
 
 def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progress: Progress) -> int:
     """Fill in the voice and fingerprint measures (cached per clip content). Returns how many were computed."""
-    from xttsft import audio
-    from xttsft.encoders import SR
 
     m = _Measurer()
     computed = 0
@@ -543,8 +541,6 @@ def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progre
 
 
 def _measure_quality(clips: list[_Clip], ws: Workspace, progress: Progress) -> int:
-    from xttsft import audio
-    from xttsft.encoders import SR
 
     todo = [c for c in clips if c.kept and c.features.dnsmos is None]
     progress(total=len(todo) or None, completed=0, description="screen: DNSMOS")
@@ -630,8 +626,6 @@ def screen_clips(
 
     ref_embs = []
     if refs and settings.speaker_filter:
-        from xttsft.encoders import SpeakerEncoder
-
         enc = SpeakerEncoder("cpu")
         ref_embs = [embed_reference(r, enc) for r in refs]
     clips = _load_clips(ws, manifest)
@@ -686,7 +680,6 @@ def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
 def _stats(
     result: ScreenResult, settings: ScreenSettings, refs: list[Path], scores: list[tuple[float, float]], input_hash: str
 ) -> ScreenStats:
-    from xttsft.encoders import SPEAKER_ENCODER_NAME
 
     return ScreenStats(
         version=SCREEN_VERSION,

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from xttsft import audio
 from xttsft.errors import InputError
-from xttsft.io import atomic_path, atomic_write_json, sha256_file
+from xttsft.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
@@ -143,8 +143,6 @@ def _forget_download(archive: Path, info: dict[str, Any]) -> None:
         return
     kept = [ln for ln in lines if ln.strip() != key]
     if len(kept) != len(lines):
-        from xttsft.io import atomic_write_text
-
         atomic_write_text(archive, "".join(f"{ln}\n" for ln in kept))
 
 

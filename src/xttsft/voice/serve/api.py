@@ -2,7 +2,7 @@
 
 :func:`create_app` builds the FastAPI app. Its lifespan starts a thread that runs ``load()`` (the
 model and voices), computes every voice's latents, speaks one warm-up sentence and only then
-starts the :class:`~xttsft.serve.engine.Engine` and turns ``/readyz`` ready. Until then the
+starts the :class:`~xttsft.voice.serve.engine.Engine` and turns ``/readyz`` ready. Until then the
 speech route answers 503 with ``Retry-After``, which the ``openai`` client honours.
 
 Routes (docs/serve.md has the table): ``POST /v1/audio/speech``, ``GET /v1/models``,
@@ -31,16 +31,17 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from xttsft.errors import InputError
-from xttsft.serve.encode import CONTENT_TYPES, open_encoder
-from xttsft.serve.engine import Audio, Done, Engine, Failed, Job, QueueFullError
-from xttsft.serve.metrics import ServeMetrics
-from xttsft.serve.voices import UnknownVoiceError
+from xttsft.voice.serve.encode import CONTENT_TYPES, open_encoder
+from xttsft.voice.serve.engine import Audio, Done, Engine, Failed, Job, QueueFullError
+from xttsft.voice.serve.metrics import ServeMetrics
+from xttsft.voice.serve.voices import UnknownVoiceError
+from xttsft.voice.synth import normalize_language
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
 
-    from xttsft.serve.speaker import Loaded
     from xttsft.settings import ServeSettings
+    from xttsft.voice.serve.speaker import Loaded
 
 __all__ = ["create_app", "ApiError", "SpeechRequest", "ServerState", "OPENAI_MODEL_NAMES"]
 
@@ -312,7 +313,6 @@ async def _admit(
     body: SpeechRequest, loaded: Loaded, engine: Engine, state: ServerState, to_thread: Any
 ) -> tuple[Job, asyncio.Queue]:
     """Validate a request and queue its job (400, or 429 when the queue is full)."""
-    from xttsft.synth import normalize_language
 
     limit = state.settings.max_input_chars
     if len(body.input) > limit:
@@ -463,7 +463,7 @@ def _open_routes(app: FastAPI, state: ServerState) -> None:
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    page = resources.files("xttsft.serve").joinpath("page.html").read_text(encoding="utf-8")
+    page = resources.files("xttsft.voice.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
     async def index():

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import XttsftError
+from xttsft.model import list_checkpoints
 from xttsft.paths import RunPaths
 from xttsft.progress import Progress, no_progress
 
@@ -549,7 +550,6 @@ def _ctrl_c_deferred() -> Any:
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` epoch checkpoints."""
-    from xttsft.model import list_checkpoints
 
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)

@@ -38,11 +38,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xttsft.encoders import SPEAKER_ENCODER_NAME
+from xttsft.audio import SPEECH_SR, read_mono
+from xttsft.bundled_whisper import bundled_model_path
+from xttsft.data.transcribe import load_whisper as load
+from xttsft.data.transcribe import model_unavailable, resolve_runtime
+from xttsft.encoders import SPEAKER_ENCODER_NAME, SR, SpeakerEncoder, cosine, dnsmos
 from xttsft.errors import DatasetError, InputError
 from xttsft.io import atomic_write_json
+from xttsft.model import read_run_info, resolve_run
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
+from xttsft.records import SampleRecord, read_records
+from xttsft.voice.synth import (
+    ModelSource,
+    conditioning,
+    load_voice,
+    normalize_language,
+    read_text_file,
+    select_reference_clips,
+    speak,
+    write_audio,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -138,8 +154,6 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int]:
     the length checks reference clips get: synthesized audio may be short."""
     import numpy as np
 
-    from xttsft.audio import SPEECH_SR, read_mono
-
     audio = read_mono(Path(path), SPEECH_SR)
     if len(audio) < 1600:  # the encoder needs a few frames
         audio = np.pad(audio, (0, 1600 - len(audio)))
@@ -158,12 +172,6 @@ def speaker_embedding(model: Any, path: Path) -> np.ndarray:
     return v / (np.linalg.norm(v) + 1e-12)
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    import numpy as np
-
-    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) + 1e-12))
-
-
 def speaker_similarity(model: Any, a: Path, b: Path) -> float:
     """Cosine similarity of the speaker embeddings of two audio files (1.0: same)."""
     return cosine(speaker_embedding(model, a), speaker_embedding(model, b))
@@ -173,7 +181,6 @@ def fetch_whisper(name: str) -> str:
     """A local folder of Whisper model ``name``: the folder itself, or the Hub
     download (cached by faster-whisper). Called before any synthesis, so a missing
     model fails in seconds, not after minutes of work."""
-    from xttsft.bundled_whisper import bundled_model_path
 
     if (bundled := bundled_model_path(name)) is not None:  # bundled-base, bundled-tiny.en
         return str(bundled)
@@ -184,15 +191,12 @@ def fetch_whisper(name: str) -> str:
     try:
         return download_model(name)
     except Exception as exc:  # noqa: BLE001 - hub, network and OS errors
-        from xttsft.transcribe import model_unavailable
-
         raise model_unavailable(name, exc, "--whisper-model") from None
 
 
 def whisper_name(settings: TranscribeSettings, model: str | None = None) -> str:
     """The Whisper model eval uses: ``model`` (--whisper-model), else TRANSCRIBE_MODEL, ``auto`` resolved
     as ``xttsft transcribe`` resolves it (doctor's pick for the device)."""
-    from xttsft.transcribe import resolve_runtime
 
     if model and model.strip().lower() != "auto":
         return model
@@ -202,8 +206,6 @@ def whisper_name(settings: TranscribeSettings, model: str | None = None) -> str:
 def load_whisper(settings: TranscribeSettings, model: str | None = None) -> Any:
     """faster-whisper model ``model`` (or ``settings.model``) on the settings' device, ``auto``
     resolved as ``xttsft transcribe`` resolves it."""
-    from xttsft.transcribe import load_whisper as load
-    from xttsft.transcribe import resolve_runtime
 
     rt = resolve_runtime(settings)
     return load(whisper_name(settings, model), rt.device, rt.compute_type, flag="--whisper-model")
@@ -222,7 +224,6 @@ def transcribe_file(whisper: Any, path: Path, language: str) -> str:
 
 def read_sentences(path: Path) -> list[str]:
     """Non-empty lines of a UTF-8 file."""
-    from xttsft.synth import read_text_file
 
     return read_text_file(path)
 
@@ -313,7 +314,6 @@ DEFAULT_CHARS_PER_SECOND = 14.0
 
 def speaking_rate(dataset: Path) -> float:
     """The voice's own pace, in characters per second: the median over the dataset's samples."""
-    from xttsft.records import SampleRecord, read_records
 
     try:
         rows = read_records(dataset / "samples.jsonl", SampleRecord)
@@ -326,9 +326,6 @@ def speaking_rate(dataset: Path) -> float:
 def _independent_measures(rows: list[EvalRow], heldout: list[Path], out_dir: Path) -> float:
     """GE2E similarity to the held-out clips and DNSMOS of every row; returns the held-out clips'
     GE2E similarity among themselves (the ceiling a perfect clone would reach)."""
-    from xttsft.audio import read_mono
-    from xttsft.encoders import SR, SpeakerEncoder, cosine, dnsmos
-
     enc = SpeakerEncoder("cpu")
     held = [enc.utterance(read_mono(h, SR)) for h in heldout]
     for row in rows:
@@ -441,8 +438,6 @@ def _plan(
 ) -> _Plan:
     """The run, language, sentences, reference and held-out clips and the Whisper model: all checked
     (and Whisper fetched) before a TTS model loads."""
-    from xttsft.model import read_run_info, resolve_run
-    from xttsft.synth import normalize_language
 
     if settings.language is not None:
         normalize_language(settings.language)
@@ -470,7 +465,6 @@ def _plan(
 
 def _clips(dataset: Path, num_references: int, num_heldout: int, split_rule: Any) -> tuple[list[Path], list[Path]]:
     """Conditioning clips (train split first) and held-out clips (val split) the outputs are compared with."""
-    from xttsft.synth import select_reference_clips
 
     try:
         refs = select_reference_clips(dataset, count=num_references, split="train", split_rule=split_rule)
@@ -504,7 +498,6 @@ def _synthesize(
     progress: Progress,
 ) -> tuple[list[EvalRow], Any]:
     """Every sentence with every system (the fine-tuned run, then its base); the last voice loaded."""
-    from xttsft.synth import ModelSource, conditioning, load_voice, speak, write_audio
 
     progress(description="loading the fine-tuned model")
     voice: Any = load_voice(

@@ -1,4 +1,4 @@
-"""The local page of ``xttsft review``: a small FastAPI app over :mod:`xttsft.review`.
+"""The local page of ``xttsft review``: a small FastAPI app over :mod:`xttsft.data.review`.
 
 Security, as Jupyter does it: the app is bound to 127.0.0.1 by the command, and every request
 carries a random token (``?token=`` or the ``X-Review-Token`` header), compared in constant time;
@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from xttsft.data.review import ReviewStore, clip_views
 from xttsft.errors import XttsftError
 from xttsft.paths import Workspace
-from xttsft.review import ReviewStore, clip_views
+from xttsft.records import ClipRecord, read_records
 
 __all__ = ["create_app"]
 
@@ -96,6 +97,5 @@ def create_app(ws: Workspace, token: str) -> Any:
 
 
 def _clips(ws: Workspace) -> list[Any]:
-    from xttsft.records import ClipRecord, read_records
 
     return read_records(ws.segments_manifest, ClipRecord)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xttsft.serve.engine import EngineMetrics
+from xttsft.voice.serve.engine import EngineMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.serve.engine import Job
+    from xttsft.voice.serve.engine import Job
 
 __all__ = ["ServeMetrics", "OUTCOMES"]
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xttsft.errors import InputError, XttsftError
+from xttsft.voice.serve.api import create_app
+from xttsft.voice.serve.speaker import load_xtts_speaker
+from xttsft.voice.synth import resolve_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from xttsft.paths import Workspace
@@ -101,10 +104,6 @@ def run_server(
 
     A model or voices that fail to load stop the server and raise here."""
     import uvicorn
-
-    from xttsft.serve.api import create_app
-    from xttsft.serve.speaker import load_xtts_speaker
-    from xttsft.synth import resolve_model
 
     serve = settings.serve
     check_binding(serve.host, serve.port, serve.api_key)

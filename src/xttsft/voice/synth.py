@@ -37,8 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from xttsft.errors import InputError, MissingDependencyError, ModelNotFoundError, XttsftError
+from xttsft import audio as xaudio
+from xttsft import model as xmodel
+from xttsft.audio import write_wav
+from xttsft.data.datasets import read_dataset
+from xttsft.errors import DatasetError, InputError, MissingDependencyError, ModelNotFoundError, XttsftError
+from xttsft.hardware import resolve_device
 from xttsft.io import atomic_path, check_output_path, read_jsonl, sha256_file, write_jsonl
+from xttsft.logs import log_once
+from xttsft.model import resolve_run
 from xttsft.paths import RunPaths, Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.records import (
@@ -52,6 +59,7 @@ from xttsft.records import (
     read_records,
 )
 from xttsft.settings import XTTS_LANGUAGES
+from xttsft.textnorm import expand
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -351,7 +359,6 @@ def resolve_model(ws: Workspace, model: str | None, default_base: str = "coqui/X
     run (or ``default_base`` when there is none); a run name; a run folder; a
     folder with ``model.pth`` + ``config.json`` (an export or a stock XTTS-v2).
     """
-    from xttsft.model import resolve_run
 
     if model is None:
         return ModelSource(
@@ -443,7 +450,6 @@ def load_voice(
     folder); LoRA adapters are merged into the GPT unless ``merge_lora`` is
     False (then they run as separate PEFT layers: same output, a bit slower).
     """
-    from xttsft.hardware import resolve_device
 
     device = resolve_device(device)
     if source.kind == "run":
@@ -455,7 +461,6 @@ def load_voice(
 
 def _load_run(source: ModelSource, checkpoint: str, device: str, progress: Progress | None, merge_lora: bool) -> Voice:
     """A run: its base model and the chosen checkpoint's adapter or GPT weights."""
-    from xttsft import model as xmodel
 
     run_dir = source.path
     assert run_dir is not None
@@ -492,7 +497,6 @@ def _load_run(source: ModelSource, checkpoint: str, device: str, progress: Progr
 
 def _load_adapter(source: ModelSource, device: str, progress: Progress | None, merge_lora: bool) -> Voice:
     """An adapter-only export on top of its base model."""
-    from xttsft import model as xmodel
 
     assert source.path is not None
     marker = read_marker(source.path, AdapterMarker)
@@ -526,7 +530,6 @@ def _load_adapter(source: ModelSource, device: str, progress: Progress | None, m
 
 def _load_folder(source: ModelSource, device: str, progress: Progress | None) -> Voice:
     """The base model (a name) or a model folder (a merged export, or any XTTS-v2 folder)."""
-    from xttsft import model as xmodel
 
     if source.kind == "base":
         base_dir = xmodel.resolve_base_model(source.base_spec or source.name, progress=progress)
@@ -593,13 +596,12 @@ def select_reference_clips(
 ) -> list[Path]:
     """The ``count`` clips of 6-12 s with the highest ``avg_logprob`` in the
     dataset (optionally only from one ``split``): its ``samples.jsonl`` when ``xttsft build``
-    made it, else its metadata in any layout :mod:`xttsft.datasets` reads (durations from
+    made it, else its metadata in any layout :mod:`xttsft.data.datasets` reads (durations from
     the wav headers).
 
     When no clip is 6-12 s long, the longest clips are taken instead (with a
     warning). No dataset or no clips -> DatasetError.
     """
-    from xttsft.errors import DatasetError
 
     samples_file = Path(dataset_dir) / SampleRecord.FILE
     rows = (
@@ -631,8 +633,6 @@ def select_reference_clips(
     if fitting:
         chosen = sorted(fitting, key=lambda r: (-score(r), r.id))[:count]
     else:
-        from xttsft.logs import log_once
-
         log_once(
             log,
             logging.WARNING,
@@ -649,9 +649,6 @@ def _rows_from_metadata(dataset_dir: Path, split_rule: dict[str, Any]) -> list[S
     """samples.jsonl-like rows of a dataset made elsewhere: id, wav, duration, split (a single
     metadata.csv is split with ``split_rule``, the run's: eval's held-out clips are the run's val)."""
     import soundfile as sf
-
-    from xttsft.datasets import read_dataset
-    from xttsft.errors import XttsftError
 
     try:
         ds = read_dataset(
@@ -699,7 +696,6 @@ def load_reference(path: Path, sample_rate: int = REFERENCE_SAMPLE_RATE) -> np.n
 
 def _decode(path: Path, sample_rate: int) -> np.ndarray:
     """Mono float32 at ``sample_rate`` through the shared loader; a non-audio file is named."""
-    from xttsft import audio as xaudio
 
     try:
         return xaudio.read_mono(path, sample_rate)
@@ -817,7 +813,6 @@ def prepare_text(model: Any, text: str, language: str) -> list[str]:
         raise InputError(
             f"Language {language!r} is not supported by this model.", hint=f"Use one of: {', '.join(langs)}."
         )
-    from xttsft.textnorm import expand
 
     # what coqui reads wrong (pt: R$ 5,50, 14h30, "ponto" at a sentence end) is written out first,
     # as build wrote the text the voice was trained on
@@ -884,8 +879,6 @@ def write_audio(wav: np.ndarray, path: Path, sample_rate: int = OUTPUT_SAMPLE_RA
         raise InputError(f"Output {path} has no extension.", hint="Name it like out.wav, out.mp3 or out.flac.")
     data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
     if ext == ".wav":
-        from xttsft.audio import write_wav
-
         return write_wav(path, data, sample_rate)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:

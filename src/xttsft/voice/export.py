@@ -35,11 +35,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from xttsft.errors import ExportError, InputError, ModelNotFoundError, XttsftError
+from xttsft import model as xmodel
+from xttsft.errors import DatasetError, ExportError, InputError, ModelNotFoundError, XttsftError
+from xttsft.io import atomic_dir, check_output_path, sha256_file, tidy_swaps
 from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.records import AdapterMarker, CheckpointMeta, ExportMarker, ExportSource, Mode, read_marker, write_record
+from xttsft.storage import require_free_space
+from xttsft.voice.synth import ModelSource, Voice, conditioning, load_reference, select_reference_clips
 
 __all__ = ["ExportResult", "EXPORT_MARKER", "ADAPTER_MARKER", "export_run", "stock_state_dict"]
 
@@ -134,8 +138,6 @@ def export_run(
 
     Default ``out``: ``train/exports/<run>/`` (merged) or ``train/exports/<run>-adapter/``.
     """
-    from xttsft.io import atomic_dir
-    from xttsft.storage import require_free_space
 
     progress = progress or no_progress
     job = _plan(ws, run, checkpoint, out, adapter_only, references, num_references)
@@ -169,9 +171,6 @@ def _plan(
     num_references: int,
 ) -> _Job:
     """The run, checkpoint, folder and reference clips, each checked before anything is merged."""
-    from xttsft import model as xmodel
-    from xttsft.io import check_output_path, sha256_file, tidy_swaps
-    from xttsft.synth import load_reference
 
     name, run_dir = xmodel.resolve_run(ws, run)
     info = xmodel.read_run_info(run_dir)
@@ -196,7 +195,6 @@ def _plan(
 
 def _base_of(job: _Job, progress: Progress) -> tuple[Path | None, Any]:
     """The base model folder (none for an adapter that knows its base's identity) and its identity."""
-    from xttsft import model as xmodel
 
     if job.adapter_only and job.info.base_identity:
         return None, job.info.base_identity  # sharing an adapter must not need (or download) the base
@@ -320,7 +318,6 @@ def _check_adapter(folder: Path, error: type[XttsftError], hint: str) -> None:
 
 def _verify_written(tmp: Path, adapter_only: bool) -> None:
     """Load the export back from ``tmp``; a write cut short (a full disk) fails here, before the swap."""
-    from xttsft import model as xmodel
 
     hint = "Check the free space and the disk, then export again."
     if adapter_only:
@@ -336,8 +333,6 @@ def _verify_written(tmp: Path, adapter_only: bool) -> None:
 
 
 def _dataset_references(info: Any, count: int) -> list[Path]:
-    from xttsft.errors import DatasetError
-    from xttsft.synth import select_reference_clips
 
     dataset = Path(info.dataset_dir) if str(info.dataset_dir) not in {"", "."} else None
     if dataset is None or not dataset.is_dir():
@@ -355,8 +350,6 @@ def _write_merged(
 ) -> None:
     import torch
 
-    from xttsft import model as xmodel
-
     xtts = xmodel.load_xtts(base, device="cpu", for_training=True)
     xmodel.apply_checkpoint(xtts, ck_path, mode, merge=True)
     leftover = [n for n, _ in xtts.named_parameters() if "lora_" in n]
@@ -369,8 +362,6 @@ def _write_merged(
     progress(advance=1, description="adding the voice to speakers_xtts.pth")
     speakers = xmodel.safe_torch_load(base / "speakers_xtts.pth")
     if refs:
-        from xttsft.synth import ModelSource, Voice, conditioning
-
         xtts.gpt.init_gpt_for_inference(kv_cache=xtts.args.kv_cache, use_deepspeed=False)
         xtts.eval()
         voice = Voice(

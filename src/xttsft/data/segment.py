@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xttsft import audio
+from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, SpeakerEncoder, unit
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import sha256_file
 from xttsft.locks import stage_lock
@@ -60,6 +61,7 @@ from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.records import ClipRecord, SourceRecord, read_records, write_records
 from xttsft.settings import SegmentSettings
+from xttsft.storage import require_free_space
 
 __all__ = [
     "SAMPLE_RATE",
@@ -318,7 +320,6 @@ class _TurnTracker:
     """GE2E embeddings of the 1.6 s windows (hop 0.8 s) of a stream, fed block by block."""
 
     def __init__(self) -> None:
-        from xttsft.encoders import EMBED_HOP, EMBED_WINDOW
 
         self.win, self.hop = int(EMBED_WINDOW * VAD_RATE), int(EMBED_HOP * VAD_RATE)
         self.buf = np.zeros(0, dtype=np.float32)
@@ -344,8 +345,6 @@ class _TurnTracker:
         if not self.pieces:
             return
         if self._encoder is None:
-            from xttsft.encoders import SpeakerEncoder
-
             self._encoder = SpeakerEncoder("cpu")
         self._embs.append(self._encoder.window_embeddings(self.pieces))
         self.pieces = []
@@ -372,7 +371,6 @@ def mark_turns(
     in the pause nearest to it when there is one (the regions after it get
     ``turn``), else the region is cut at its quietest 50 ms near the change.
     """
-    from xttsft.encoders import EMBED_WINDOW, unit
 
     width = EMBED_WINDOW
     keep = [i for i, s in enumerate(starts) if _speech_share(s, s + width, regions) >= 0.5]
@@ -636,7 +634,6 @@ def _note_format(info: audio.AudioInfo) -> list[str]:
 def _check_space(out_dir: Path, infos: dict[Path, Any], done: Callable[[Path], bool]) -> None:
     """Refuse early when the clips of the sources still to segment (16-bit, 22050 Hz, about their
     length again for the decoded copy) would not fit."""
-    from xttsft.storage import require_free_space
 
     todo = sum(i.duration or 0.0 for f, i in infos.items() if isinstance(i, audio.AudioInfo) and not done(f))
     require_free_space(out_dir, todo * SAMPLE_RATE * 2 * 2, "segment")

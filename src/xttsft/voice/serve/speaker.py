@@ -1,4 +1,4 @@
-"""XTTS-v2 behind the engine's :class:`~xttsft.serve.engine.Speaker` interface, and the loader
+"""XTTS-v2 behind the engine's :class:`~xttsft.voice.serve.engine.Speaker` interface, and the loader
 that turns ``--model`` and ``--voices`` into a speaker and its voices.
 
 The text goes through ``synth.prepare_text`` (the same expansion, sentence split and tokenizer
@@ -17,15 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xttsft.errors import InputError
-from xttsft.serve.voices import LatentCache, Latents, VoiceCatalog, VoiceEntry, check_voice_name, read_voices_dir
+from xttsft.errors import DatasetError, InputError
+from xttsft.model import safe_torch_load
+from xttsft.voice.serve.voices import LatentCache, Latents, VoiceCatalog, VoiceEntry, check_voice_name, read_voices_dir
+from xttsft.voice.synth import (
+    conditioning,
+    load_voice,
+    normalize_language,
+    prepare_text,
+    resolve_model,
+    sampling,
+    select_reference_clips,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from xttsft.paths import Workspace
     from xttsft.settings import ServeSettings, SynthSettings
-    from xttsft.synth import Voice
+    from xttsft.voice.synth import Voice
 
 __all__ = ["XttsSpeaker", "Loaded", "load_xtts_speaker", "model_voices"]
 
@@ -51,7 +61,6 @@ class XttsSpeaker:
             gpt.max_gen_mel_tokens = min(gpt.max_gen_mel_tokens, sampling.max_audio_tokens)
 
     def split(self, text: str, language: str) -> list[str]:
-        from xttsft.synth import prepare_text
 
         pieces = prepare_text(self.model, text, language)
         limit = int(getattr(self.model.args, "gpt_max_text_tokens", 402)) - 2  # XTTS asserts tokens < limit
@@ -61,7 +70,6 @@ class XttsSpeaker:
         return self.cache.get(voice)
 
     def _compute(self, voice: VoiceEntry) -> tuple[Any, bool]:
-        from xttsft.synth import conditioning
 
         cond = conditioning(self.voice, list(voice.files), self.cache_dir)
         if not cond.cached:
@@ -76,8 +84,6 @@ class XttsSpeaker:
         ``speed`` never shrinks the latents to nothing (coqui's ``scale_factor`` turns 1-3 codes
         at speed 4 into a zero-length tensor and the request fails)."""
         import torch
-
-        from xttsft.synth import sampling
 
         model, s = self.model, sampling(self.voice, self.sampling)  # auto: the base model's config.json
         cond, speaker_embedding = (t.to(model.device) for t in latents)
@@ -193,8 +199,6 @@ def model_voices(ws: Workspace, voice: Voice, num_references: int) -> list[Voice
 
 
 def _run_references(ws: Workspace, voice: Voice, num_references: int) -> tuple[Path, ...]:
-    from xttsft.errors import DatasetError
-    from xttsft.synth import select_reference_clips
 
     dataset = voice.dataset_dir if voice.dataset_dir is not None else ws.dataset_dir
     try:
@@ -217,8 +221,6 @@ def _stored_speakers(voice: Voice) -> tuple[str | None, list[VoiceEntry]]:
     """The export's own speaker name (None if not an export), and the voices of ``speakers_xtts.pth``
     (the export's own first)."""
     import json
-
-    from xttsft.model import safe_torch_load
 
     if voice.base_dir is None or not (voice.base_dir / "speakers_xtts.pth").is_file():
         return None, []
@@ -255,7 +257,6 @@ def load_xtts_speaker(
     voices_dir: Path | None = None,
 ) -> Loaded:
     """Load the model ``--model`` names and the voices the server speaks with."""
-    from xttsft.synth import load_voice, normalize_language, resolve_model
 
     source = resolve_model(ws, model, default_base=default_base)
     voice = load_voice(ws, source, checkpoint=synth.checkpoint, device=synth.device)

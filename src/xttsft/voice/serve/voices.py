@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from xttsft.errors import InputError
+from xttsft.settings import parse_language
+from xttsft.voice.synth import load_reference
 
 __all__ = [
     "OPENAI_VOICES",
@@ -114,8 +116,6 @@ def _voice_json(folder: Path, problems: list[str]) -> dict[str, Any]:
         problems.append(f"{path}: expected an object with only 'language' and 'description'")
         return {}
     if data.get("language") is not None:
-        from xttsft.settings import parse_language
-
         try:
             data["language"] = parse_language(str(data["language"]))
         except ValueError as exc:
@@ -142,7 +142,6 @@ def read_voices_dir(folder: Path) -> list[VoiceEntry]:
 
     Every file is read once here (missing, silent, too short or not audio is an error), and all
     problems are reported together in one InputError."""
-    from xttsft.synth import load_reference
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():

@@ -2,8 +2,8 @@
 
 This module is the orchestration: resolve the settings, open the run folder, build the
 model, read the data, set up the optimizer and its state, then hand the named parts to
-:class:`xttsft.trainer.Trainer`, which only loops. The data side lives in
-:mod:`xttsft.train_data`.
+:class:`xttsft.training.trainer.Trainer`, which only loops. The data side lives in
+:mod:`xttsft.training.train_data`.
 
 Built on coqui-tts' own classes -- ``Xtts``/``GPT`` forward and loss, the frozen
 ``DiscreteVAE`` that turns 22.05 kHz mels into audio codes, ``TorchMelSpectrogram``
@@ -44,15 +44,64 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xttsft import model as model_io
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE
-from xttsft.errors import SettingsError, XttsftError
+from xttsft.data.datasets import read_dataset
+from xttsft.errors import DatasetError, SettingsError, XttsftError
+from xttsft.hardware import current_recommendation, hardware_facts, recommend, resolve_device
+from xttsft.io import atomic_write_json, read_json
+from xttsft.locks import hold
+from xttsft.logs import log_once
+from xttsft.model import (
+    TINY_NOISE_WARNING,
+    RunInfo,
+    attach_lora,
+    base_identity,
+    checkpoint_bytes,
+    count_parameters,
+    is_tiny,
+    list_checkpoints,
+    load_gpt_weights,
+    load_xtts,
+    merged_gpt_state,
+    read_run_info,
+    resolve_base_model,
+    resumable_states,
+    safe_torch_load,
+    tidy_run_dir,
+    write_run_info,
+)
+from xttsft.model.runs import weights_only_start
 from xttsft.paths import RunPaths
+from xttsft.plots import figure, save_png
 from xttsft.progress import Progress, no_progress
-from xttsft.train_data import DataReport, prepare_data
-from xttsft.trainer import TrainHooks, TrainingError, TrainState
+from xttsft.settings import TrainSettings
+from xttsft.storage import require_free_space
+from xttsft.training.train_data import (
+    ClipDataset,
+    DataReport,
+    Featurizer,
+    collate,
+    dataset_changes,
+    dataset_fingerprint,
+    epoch_batches,
+    keep_recorded_split,
+    make_loader,
+    prepare_data,
+)
+from xttsft.training.trainer import (
+    ConsoleCallback,
+    TensorBoardCallback,
+    Trainer,
+    TrainHooks,
+    TrainingError,
+    TrainState,
+    prune_checkpoints,
+    set_rng_state,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xttsft.datasets import Dataset
+    from xttsft.data.datasets import Dataset
     from xttsft.paths import Workspace
     from xttsft.settings import Provenance, Settings, TrainSettings
 
@@ -126,12 +175,8 @@ def _recommendation(use_lora: bool, on_gpu: bool = True):
     """doctor's recommendation; ``on_gpu=False`` asks for the CPU one even where a GPU is present."""
     try:
         if on_gpu:
-            from xttsft.hardware import current_recommendation
-
             return current_recommendation(use_lora=use_lora)
         import dataclasses
-
-        from xttsft.hardware import hardware_facts, recommend
 
         return recommend(dataclasses.replace(hardware_facts(), gpus=(), gpu_source="none"), use_lora=use_lora)
     except Exception as exc:  # noqa: BLE001 - the recommendation must never stop training
@@ -142,8 +187,6 @@ def _recommendation(use_lora: bool, on_gpu: bool = True):
 def resolve_train_settings(ts: TrainSettings, tiny: bool = False) -> Resolved:
     """Resolve device, batch size, accumulation, AMP, checkpointing and lr (``auto`` values)."""
     import torch
-
-    from xttsft.hardware import resolve_device
 
     notes: list[str] = []
     device = resolve_device(ts.device, what="TRAIN_DEVICE=")
@@ -218,8 +261,6 @@ class _TestAudio:
     def __call__(self, gpt, mode: str, writer, step: int) -> int:
         import torch
 
-        from xttsft.model import is_tiny, load_xtts
-
         done = 0
         try:
             if self.xtts is None:  # built under a forked RNG: a resumed run draws what an uninterrupted one does
@@ -227,7 +268,6 @@ class _TestAudio:
                     self.xtts = load_xtts(self.base_dir, device="cpu")
                 if is_tiny(self.base_dir):  # a random GPT never stops: keep its noise short (~3 s)
                     self.xtts.gpt.max_gen_mel_tokens = min(self.xtts.gpt.max_gen_mel_tokens, 64)
-            from xttsft.model import merged_gpt_state
 
             self.xtts.gpt.load_state_dict(merged_gpt_state(gpt, mode), strict=False)
             self.xtts.gpt.init_gpt_for_inference(kv_cache=self.xtts.args.kv_cache, use_deepspeed=False)
@@ -338,7 +378,6 @@ def _init_distributed(device: str) -> bool:
 
 
 def _loss_curve(path: Path, train_losses: list[float], val_losses: list[float]) -> Path | None:
-    from xttsft.plots import figure, save_png
 
     fig = figure(6, 3.5)
     ax = fig.add_subplot()
@@ -419,9 +458,6 @@ def open_run(
     A run that stopped before its first saved state (a kill in its first minutes) cannot be
     resumed: it starts again from the beginning, and says so. One that saved a best model but no
     training state yet resumes from the best model's weights (:func:`restore_weights`)."""
-    from xttsft.locks import hold
-    from xttsft.model import resumable_states, tidy_run_dir
-    from xttsft.model.runs import weights_only_start
 
     name = _resume_name(ws, ts) if resume else ts.run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     if distributed and not ts.run_name and not resume:  # every rank must agree on the timestamp
@@ -505,7 +541,6 @@ class Model:
 
 def build_model(base_dir: Path, ts: TrainSettings, res: Resolved) -> Model:
     """Load the base XTTS (no HiFi-GAN decoder), add LoRA or unfreeze the GPT, move it to the device."""
-    from xttsft.model import attach_lora, count_parameters, load_xtts
 
     xtts = load_xtts(base_dir, device="cpu", for_training=True, keep_decoder=False)
     gpt = xtts.gpt
@@ -582,7 +617,6 @@ def restore(
         optim.scheduler.load_state_dict(saved["scheduler"])
         if saved.get("scaler"):
             optim.scaler.load_state_dict(saved["scaler"])
-        from xttsft.trainer import set_rng_state
 
         set_rng_state(saved["rng"])
         state = TrainState.from_dict(saved)
@@ -615,7 +649,6 @@ def restore_weights(
     before its first checkpoint): the weights, and the epoch and step counters of their ``meta.json``;
     the learning-rate schedule is moved to where those counters put it. AdamW's moments and the
     random state were never saved: they start afresh, and that is said once."""
-    from xttsft.model import load_gpt_weights
 
     ck = run.weights_only
     _check_mode(run, ck.meta.get("mode"), res)
@@ -657,7 +690,6 @@ def _loss(value: Any) -> float:
 
 def _load_state(ck: Any, gpt, res: Resolved) -> dict[str, Any]:
     """Load ``ck``'s weights into ``gpt``; its ``training_state.pt``, checked for what resume needs."""
-    from xttsft.model import load_gpt_weights, safe_torch_load
 
     load_gpt_weights(gpt, ck.path, res.mode, error=SettingsError, hint=RESUME_HINT)
     saved = safe_torch_load(ck.path / "training_state.pt")
@@ -714,7 +746,6 @@ _NOT_COMPARED = ("run_name", "dataset_dir")
 
 def _last_session(settings_json: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A run's train settings of its last session, as given and as resolved (``{}`` when unknown)."""
-    from xttsft.io import read_json
 
     saved = read_json(settings_json)  # {} when missing or damaged: nothing to take or compare
     given: dict[str, Any] = saved["train"] if isinstance(saved.get("train"), dict) else {}
@@ -724,13 +755,10 @@ def _last_session(settings_json: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _run_info(run_dir: Path) -> Any:
     """run.json of a run folder, or ``None`` when it is missing or unreadable."""
-    from xttsft.model import read_run_info
 
     try:
         return read_run_info(run_dir) if RunPaths(run_dir).run_json.is_file() else None
     except XttsftError as exc:
-        from xttsft.logs import log_once
-
         log_once(log, logging.WARNING, "%s", exc.message)
         return None
 
@@ -745,8 +773,6 @@ def resume_settings(
     workspace), the split's fraction and seed too. Returns the settings and, for each setting set
     now, where it came from (without ``provenance`` every value counts as set, by the API's caller)."""
     from pydantic import ValidationError
-
-    from xttsft.settings import TrainSettings
 
     name = _resume_name(ws, settings.train)
     src = (provenance or {}).get("train", {})
@@ -839,8 +865,6 @@ def check_dataset(run: RunDir, dataset: Dataset, allow_changed: bool) -> Dataset
     """A resume trains on the dataset its run recorded (run.json's fingerprint). A changed one is refused,
     naming what changed, unless ``allow_changed`` (--allow-changed-dataset): then every clip keeps the
     side (train or val) the run recorded, and new clips go where the dataset's split puts them."""
-    from xttsft.errors import DatasetError
-    from xttsft.train_data import dataset_changes, dataset_fingerprint, keep_recorded_split
 
     info = _run_info(run.path) if run.resume else None
     before = info.dataset_fingerprint if info is not None else None
@@ -878,8 +902,6 @@ def _write_run_files(
     explicit: dict[str, str],
     fingerprint: dict[str, Any],
 ) -> None:
-    from xttsft.io import atomic_write_json
-    from xttsft.model import RunInfo, base_identity, write_run_info
 
     run.path.mkdir(parents=True, exist_ok=True)
     if run.resume:
@@ -966,8 +988,6 @@ def _checkpoint_writer(
     run: RunDir, model: Model, res: Resolved, optim: Optimization, keep: int, layout: dict[str, int]
 ) -> tuple[Callable[..., Path], Callable[..., None]]:
     """save(name, state, _) for epoch/interrupt checkpoints, save_best(state, train, val) for best_model."""
-    from xttsft import model as model_io
-    from xttsft.trainer import prune_checkpoints
 
     def save(name: str, st: TrainState, _: Any = None) -> Path:
         meta = {
@@ -1020,7 +1040,6 @@ def _callbacks(
     main: bool,
     hooks: TrainHooks,
 ) -> list[Any]:
-    from xttsft.trainer import ConsoleCallback, TensorBoardCallback
 
     cbs: list[Any] = [ConsoleCallback(ts.print_step, epochs(ts))] if main else []
     if main and ts.use_tensorboard:
@@ -1064,8 +1083,6 @@ def _make_trainer(
     progress: Progress,
 ) -> Any:
     """The loop over this run's parts: batches, loader, validation and checkpoint writers."""
-    from xttsft.train_data import ClipDataset, epoch_batches, make_loader
-    from xttsft.trainer import Trainer
 
     train_ds, val_ds = ClipDataset(data.train, ts.seed, is_eval=False), ClipDataset(data.val, ts.seed, is_eval=True)
     lengths = [s.n_samples for s in data.train]
@@ -1142,10 +1159,6 @@ def train(
     """
     import torch
 
-    from xttsft.datasets import read_dataset
-    from xttsft.model import TINY_NOISE_WARNING, is_tiny, resolve_base_model
-    from xttsft.train_data import dataset_fingerprint
-
     t0 = time.time()
     settings, explicit = resume_settings(settings, provenance, ws) if resume else (settings, {})
     ts = settings.train
@@ -1166,8 +1179,6 @@ def train(
         run = open_run(ws, ts, resume, distributed, held if rank == 0 else None)
         dataset = check_dataset(run, dataset, allow_changed_dataset)
         if tiny:
-            from xttsft.logs import log_once
-
             log_once(log, logging.WARNING, TINY_NOISE_WARNING)
         model, feats = _load_model(base_dir, ts, res, run, rank)
         data = _prepare(dataset, model, world)
@@ -1204,17 +1215,12 @@ def _load_model(base_dir: Path, ts: TrainSettings, res: Resolved, run: RunDir, r
     """The model to train and the frozen featurizer, seeded; a full disk is said before minutes of work."""
     import torch
 
-    from xttsft.train_data import Featurizer
-
     torch.manual_seed(ts.seed)
     random.seed(ts.seed)
     with _oom_as_training_error(res):
         model = build_model(base_dir, ts, res)
         feats = Featurizer.from_base(base_dir, res.device)
     if rank == 0:  # a checkpoint and the best model must fit, or the first save fails after minutes
-        from xttsft.model import checkpoint_bytes
-        from xttsft.storage import require_free_space
-
         require_free_space(run.path.parent, 2 * checkpoint_bytes(model.gpt, True), "training")
     return model, feats
 
@@ -1255,8 +1261,6 @@ def _prepare(dataset: Dataset, model: Model, world: int) -> DataReport:
         dataset, model.xtts.tokenizer, model.xtts.args.gpt_max_audio_tokens, model.xtts.args.gpt_max_text_tokens
     )
     if len(data.train) < world:
-        from xttsft.errors import DatasetError
-
         raise DatasetError(
             f"{len(data.train)} training samples for {world} processes: every process needs one.",
             hint="Train with fewer processes (torchrun --nproc_per_node), or add samples.",
@@ -1269,7 +1273,6 @@ def _start(
 ) -> tuple[int, Optimization, TrainState, Path | None]:
     """Batches per epoch, the optimizer and the state to start from: a fresh one, the newest saved
     training state, or (a run killed before its first one) the best model's weights."""
-    from xttsft.train_data import epoch_batches
 
     n_batches = len(epoch_batches([s.n_samples for s in data.train], res.batch_size, ts.seed, 0, rank, world))
     steps_per_epoch = math.ceil(n_batches / res.grad_accum_steps)
@@ -1294,7 +1297,6 @@ def _result(
     rank: int,
     seconds: float,
 ) -> TrainResult:
-    from xttsft.model import list_checkpoints
 
     st = trainer.state
     curve = (
@@ -1359,8 +1361,6 @@ def _enable_gradient_checkpointing(hf_gpt2) -> None:
 def _validate(gpt, val_ds: Any, feats: Any, bs: int, dev_type: str, amp_dtype) -> float:
     """Mean loss over the val split (deterministic conditioning), in eval mode."""
     import torch
-
-    from xttsft.train_data import collate
 
     was_training = gpt.training
     gpt.eval()  # dropout off: a deterministic val loss

@@ -46,9 +46,15 @@ from typing import Any
 
 import numpy as np
 
+from xttsft.audio import read_mono
+from xttsft.bundled_whisper import bundled_model_path, offline_hint
+from xttsft.data.review import overrides
+from xttsft.data.screen import kept_ids
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
+from xttsft.hardware import current_recommendation, hardware_facts, whisper_model_for
 from xttsft.io import atomic_write_text
 from xttsft.locks import stage_lock
+from xttsft.logs import log_once
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
 from xttsft.records import ClipRecord, TranscriptReason, TranscriptRecord, Word, read_records, records_text
@@ -171,7 +177,6 @@ class TranscribeResult:
 
 def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
     """Replace every ``auto`` (model, device, compute type, batch size) by doctor's pick, and log it once."""
-    from xttsft.logs import log_once
 
     values: dict[str, Any] = {
         "device": settings.device,
@@ -179,8 +184,6 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
         "batch_size": settings.batch_size,
     }
     if "auto" in values.values():
-        from xttsft.hardware import current_recommendation
-
         rec = current_recommendation()
         picked = {
             "device": rec.whisper_device,
@@ -193,8 +196,6 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
                 log_once(log, logging.INFO, "transcribe.%s = auto -> %s (doctor's recommendation)", key, picked[key])
     model = settings.model
     if model.strip().lower() == "auto":
-        from xttsft.hardware import hardware_facts, whisper_model_for
-
         model, why = whisper_model_for(hardware_facts(), str(values["device"]))
         log_once(log, logging.INFO, "Whisper: auto -> %s (%s; set TRANSCRIBE_MODEL to choose)", model, why)
     return WhisperRuntime(
@@ -208,7 +209,6 @@ def resolve_runtime(settings: TranscribeSettings) -> WhisperRuntime:
 def model_unavailable(model: str, exc: BaseException, flag: str = "--model") -> ModelNotFoundError:
     """The error of a Whisper model name that is neither cached nor downloadable (offline): the model,
     the first sentence of why, and the ways out, the bundled offline models among them."""
-    from xttsft.bundled_whisper import offline_hint
 
     if isinstance(exc, ValueError) and ("Invalid model size" in str(exc) or "Repo id" in str(exc)):
         return ModelNotFoundError(
@@ -271,7 +271,6 @@ def load_whisper(
 
 def _whisper_target(model: str) -> str:
     """What ``WhisperModel`` is given: a bundled model's folder, a checked local folder, or the name."""
-    from xttsft.bundled_whisper import bundled_model_path
 
     bundled = bundled_model_path(model)  # bundled-base, bundled-tiny.en: offline, for tests and the demo
     if bundled is not None:
@@ -291,7 +290,6 @@ def _whisper_target(model: str) -> str:
 
 def _whisper_on_cpu(whisper_model: Any, target: str, model: str, exc: RuntimeError, cpu_threads: int) -> Any:
     """CUDA cannot run Whisper here: the same model on the CPU in int8, with one warning saying why."""
-    from xttsft.logs import log_once
 
     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if re.search(r"cublas|cudnn|\.so\b", why, re.IGNORECASE):
@@ -662,7 +660,6 @@ def word_error_rate(references: Sequence[str] | str, hypotheses: Sequence[str] |
 
 def _load_clip(path: Path) -> np.ndarray:
     """A clip as 16 kHz mono float32."""
-    from xttsft.audio import read_mono
 
     x = read_mono(path, WHISPER_SR)
     if x.size == 0:
@@ -981,8 +978,6 @@ def _run_job(job: _Job, todo: list[ClipRecord], store: _Transcripts) -> None:
 def _screened(ws: Workspace, manifest: list[ClipRecord]) -> tuple[list[ClipRecord], set[str] | None]:
     """The clips ``xttsft screen`` kept (all of them when it has not run), and its kept ids. A clip the screen
     dropped and a person kept in ``xttsft review`` is transcribed too: build then takes it."""
-    from xttsft.review import overrides
-    from xttsft.screen import kept_ids
 
     screened = kept_ids(ws, manifest)
     if screened is None:

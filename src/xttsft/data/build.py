@@ -39,11 +39,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from xttsft.audio import TRAIN_SR as SAMPLE_RATE
-from xttsft.datasets import inspect_samples, read_dataset, split_ids
+from xttsft.audio import read_mono, write_wav
+from xttsft.data.datasets import inspect_samples, read_dataset, split_ids
+from xttsft.data.review import overrides
+from xttsft.data.screen import read_decisions
 from xttsft.errors import DatasetError, XttsftError
-from xttsft.io import atomic_write_text
+from xttsft.io import atomic_dir, atomic_write_text, swap_target, tidy_swaps
 from xttsft.locks import stage_lock
+from xttsft.model import HF_REPO_ID, HF_REVISION, load_xtts, model_limits, resolve_base_model
 from xttsft.paths import Workspace
+from xttsft.plots import figure, histogram, save_png
 from xttsft.progress import Progress, no_progress
 from xttsft.records import (
     ClipRecord,
@@ -64,6 +69,8 @@ from xttsft.records import (
     write_records,
 )
 from xttsft.settings import BuildSettings
+from xttsft.storage import require_free_space
+from xttsft.textnorm import expand
 
 __all__ = [
     "SAMPLE_RATE",
@@ -85,7 +92,7 @@ log = logging.getLogger(__name__)
 #: XTTS' dataset drops anything shorter than this (coqui's XTTSDataset, 0.5 s).
 MIN_AUDIO_SECONDS = 0.5
 #: The GPT's text positions (``gpt_max_text_tokens`` of XTTS-v2's config): the one limit ``train`` applies
-#: too (:func:`xttsft.train_data.prepare_data`). coqui's recipe cut at 200, which dropped fluent 13 s clips.
+#: too (:func:`xttsft.training.train_data.prepare_data`). coqui's recipe cut at 200, which dropped fluent 13 s clips.
 TEXT_TOKEN_LIMIT = 402
 #: Why an item is not in the dataset (each one explained in :data:`xttsft.records.DropReason`).
 DROP_REASONS: tuple[DropReason, ...] = typing.get_args(DropReason)
@@ -146,8 +153,6 @@ def normalize_text(text: str, language: str) -> str:
     for ``language`` (what the XTTS tokenizer applies before BPE). Training reads this column."""
     from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
 
-    from xttsft.textnorm import expand
-
     text = expand(text, language)
     try:
         return multilingual_cleaners(text, language.split("-")[0]).strip()
@@ -163,8 +168,6 @@ def find_vocab(base_model: str) -> Path | None:
     if base_model == "coqui/XTTS-v2":
         try:
             import huggingface_hub as hf
-
-            from xttsft.model import HF_REPO_ID, HF_REVISION
 
             found = hf.try_to_load_from_cache(HF_REPO_ID, "vocab.json", revision=HF_REVISION)
             return Path(found) if isinstance(found, str) else None
@@ -207,7 +210,6 @@ def _outputs(d: Path) -> list[Path]:
 
 
 def _histogram(durations: list[float], max_seconds: float, out: Path) -> None:
-    from xttsft.plots import figure, histogram, save_png
 
     fig = figure()
     histogram(
@@ -310,9 +312,6 @@ def build_dataset(
         c for row in ok_rows if (c := _candidate(row, ws, lang, max_audio_seconds, limit_chars, tokenizer, drops.add))
     ]
 
-    from xttsft.io import atomic_dir
-    from xttsft.storage import require_free_space
-
     # the new dataset is written beside the old one and swapped in whole: a failed build
     # (full disk, Ctrl-C, no usable sample) leaves the previous dataset as it was
     require_free_space(target.parent, sum(c.duration for c in candidates) * SAMPLE_RATE * 2 + (1 << 20), "build")
@@ -344,7 +343,6 @@ def build_dataset(
 def _start(ws: Workspace) -> Path:
     """Clean what a killed build left, and refuse to start without transcripts or over a folder build did not
     write. Returns the folder the dataset is swapped into (beside a symlinked dataset's real folder)."""
-    from xttsft.io import swap_target, tidy_swaps
 
     # what a killed build left: GBs of half-written wavs, or the previous dataset set aside
     target = swap_target(ws.dataset_dir)
@@ -418,8 +416,6 @@ def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _
     (the screen's, transcribe's rejection, the review's, or never transcribed). The review's edits
     (``xttsft review``) win: its text replaces the transcript's, its keep overrides the screen and
     transcribe, its drop leaves the clip out with the reason ``review``."""
-    from xttsft.review import overrides
-    from xttsft.screen import read_decisions
 
     review = overrides(ws).rows
     screened = set()
@@ -512,7 +508,6 @@ def _candidate(
 def _cut_clips(ws: Workspace, candidates: list[_Sample], wavs: Path, drop: Drop, progress: Progress) -> list[_Sample]:
     """Cut each candidate (trim_start..trim_end of its segment) into ``wavs/<id>.wav``; the kept ones, with
     their length as cut."""
-    from xttsft.audio import read_mono, write_wav
 
     wavs.mkdir(parents=True, exist_ok=True)
     progress(total=len(candidates), completed=0, description="build")
@@ -664,7 +659,7 @@ def check_dataset(
     seed: int = 42,
 ) -> CheckResult:
     """Validate any dataset folder the way ``xttsft train`` reads it (the same code,
-    :mod:`xttsft.datasets`): every row it would refuse or drop is listed, none stops the check.
+    :mod:`xttsft.data.datasets`): every row it would refuse or drop is listed, none stops the check.
 
     The text-token and length limits are those of ``base_model`` when its files are on this
     machine (the tiny model is built when asked for); otherwise XTTS-v2's limits and a
@@ -701,13 +696,10 @@ def check_dataset(
 def _check_limits(base_model: str) -> tuple[Any, int, int, str]:
     """(tokenize, longest clip in samples, most text tokens, a note): the base model's when it is on
     this machine (the tiny model is built; nothing is downloaded), else XTTS-v2's limits and characters."""
-    from xttsft.train_data import model_limits
 
     try:
         spec = Path(base_model).expanduser()
         if base_model == "tiny" or spec.is_dir():
-            from xttsft.model import load_xtts, resolve_base_model
-
             xtts = load_xtts(resolve_base_model(base_model), for_training=True, keep_decoder=False)
             return (
                 xtts.tokenizer.encode,

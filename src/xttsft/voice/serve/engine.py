@@ -1,7 +1,7 @@
 """The engine: one thread owns the model; requests wait in a bounded queue and take turns.
 
 * :class:`Speaker` is what the engine needs from a model: split text into pieces, the latents
-  of a voice, and a stream of audio chunks for one piece. :class:`xttsft.serve.speaker.XttsSpeaker`
+  of a voice, and a stream of audio chunks for one piece. :class:`xttsft.voice.serve.speaker.XttsSpeaker`
   is XTTS-v2; the tests' engine double is another.
 * :meth:`Engine.submit` admits a :class:`Job` or raises :class:`QueueFullError` (the API's 429).
 * The engine's thread is the only one that calls the speaker. It gives each active job (at most
@@ -29,7 +29,7 @@ from xttsft.errors import XttsftError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from xttsft.serve.voices import Latents, VoiceEntry
+    from xttsft.voice.serve.voices import Latents, VoiceEntry
 
 __all__ = ["Speaker", "Job", "Audio", "Done", "Failed", "Engine", "EngineMetrics", "QueueFullError"]
 
