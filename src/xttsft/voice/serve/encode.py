@@ -12,6 +12,14 @@ container per chunk (which players treat as many files, or refuse):
 :class:`FfmpegPipeEncoder` does the same through an ``ffmpeg`` process; ``benchmarks/serve.py``
 measures both and the server uses PyAV (no process to start per response; RESULTS.md has the
 figures).
+
+Every successful response decodes, even one with no audio at all (a sentence whose GPT stopped at
+its first code): an encoder closed after fewer than :data:`MIN_SAMPLES` (0.1 s) pads the response
+with silence up to it. An mp3 or ADTS stream is nothing but frames, so without audio it is no file
+at all; FFmpeg recognises an ADTS stream only from about its third frame (a 2-frame ``aac`` does not
+open without a format hint); and a file of zero samples makes players (a browser's
+``decodeAudioData``) fail. ``pcm`` is never padded: raw samples need no header, and none is a valid
+answer.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ __all__ = [
     "FORMATS",
     "CONTENT_TYPES",
     "SAMPLE_RATE",
+    "MIN_SAMPLES",
     "Encoder",
     "PcmEncoder",
     "WavStreamEncoder",
@@ -45,6 +54,9 @@ __all__ = [
 
 SAMPLE_RATE = 24000
 """XTTS-v2's HiFi-GAN speaks at 24 kHz; every format is encoded at that rate."""
+
+MIN_SAMPLES = SAMPLE_RATE // 10
+"""0.1 s: a shorter response (but ``pcm``) ends padded with silence up to it, so that it decodes."""
 
 FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
@@ -74,6 +86,13 @@ def to_s16(audio: np.ndarray) -> np.ndarray:
 
     x = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
     return (x * 32767.0).astype("<i2")
+
+
+def _padding(samples: int) -> np.ndarray:
+    """The silence that brings a response of ``samples`` samples up to :data:`MIN_SAMPLES`."""
+    import numpy as np
+
+    return np.zeros(max(0, MIN_SAMPLES - samples), dtype=np.float32)
 
 
 def wav_stream_header(sample_rate: int = SAMPLE_RATE, channels: int = 1, bits: int = 16) -> bytes:
@@ -115,20 +134,23 @@ class PcmEncoder:
 
 
 class WavStreamEncoder(PcmEncoder):
-    """One WAV header with unknown sizes, then raw PCM."""
+    """One WAV header with unknown sizes, then raw PCM (padded to :data:`MIN_SAMPLES`)."""
 
     def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
         self._header: bytes | None = wav_stream_header(sample_rate)
+        self._samples = 0
 
     def _take_header(self) -> bytes:
         header, self._header = self._header or b"", None
         return header
 
     def encode(self, audio: np.ndarray) -> bytes:
-        return self._take_header() + super().encode(audio)
+        data = super().encode(audio)
+        self._samples += len(data) // 2
+        return self._take_header() + data
 
     def close(self) -> bytes:
-        return self._take_header()  # an empty response is still a valid (empty) WAV
+        return self.encode(_padding(self._samples))
 
 
 class _Sink:
@@ -178,16 +200,18 @@ class AvEncoder:
         return self._sink.take()
 
     def close(self) -> bytes:
-        """Flush the encoder and write the trailer (Ogg writes its last page here)."""
+        """Flush the encoder and write the trailer (Ogg writes its last page here); a response that
+        is shorter than :data:`MIN_SAMPLES` is padded with silence first (see the module's note)."""
         if self._closed:
             return b""
+        head = self.encode(_padding(self._pts))
         self._closed = True
         try:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
         finally:
             self._container.close()
-        return self._sink.take()
+        return head + self._sink.take()
 
     def abort(self) -> None:
         """Free FFmpeg's buffers of a response cut short (nothing is flushed)."""
@@ -234,6 +258,7 @@ class FfmpegPipeEncoder:
         self._out: queue.Queue[bytes] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        self._samples = 0
 
     def _drain(self) -> None:
         assert self._proc.stdout is not None
@@ -248,16 +273,19 @@ class FfmpegPipeEncoder:
 
     def encode(self, audio: np.ndarray) -> bytes:
         assert self._proc.stdin is not None
-        self._proc.stdin.write(to_s16(audio).tobytes())
+        samples = to_s16(audio)
+        self._samples += samples.size
+        self._proc.stdin.write(samples.tobytes())
         self._proc.stdin.flush()
         return self._take()
 
     def close(self) -> bytes:
         assert self._proc.stdin is not None
+        head = self.encode(_padding(self._samples))
         self._proc.stdin.close()
         self._reader.join()
         self._proc.wait()
-        return self._take()
+        return head + self._take()
 
     def abort(self) -> None:
         if self._proc.poll() is None:
