@@ -20,8 +20,15 @@ per sentence (``--tokens``) and both servers generate exactly that many.
 Also measured: the response encoder, one PyAV muxer per response against an ffmpeg pipe per
 response (what the server uses: PyAV).
 
+On a GPU (``--device cuda``, what ``scripts/gpu_check.py``'s serve step runs) the results go to
+``--out`` (default ``results/serve_cuda.json``) and RESULTS.md is left to ``run_all.py --report``;
+the result file is rewritten after every round, so a run stopped at a deadline keeps what it measured.
+Its ratios hold the issue's GPU goals: first audio under 200 ms and RTF at most 0.25, one stream.
+
     python benchmarks/serve.py                       # tiny and full, 16 codes, 2 rounds
     python benchmarks/serve.py --models tiny --rounds 1
+    python benchmarks/serve.py --device cuda --models full --tokens 60 --chunk 20 --rounds 1 \\
+        --per-stream 4 --no-encoders --reference .whl/audio/ref.wav   # what gpu_check runs
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from _common import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: The issue's goals on a GPU, one stream: first audio chunk under 200 ms, real-time factor at most 0.25.
+GPU_GOALS = {"ttfa_1_p50_s": 0.2, "rtf_1": 0.25}
 TEXT = "The quick brown fox jumps over the lazy dog. Then it rests for a while in the shade of a tree."
 VOICE = "bench"
 
@@ -77,6 +86,7 @@ def build_folder(dest: Path, kind: str, tokens: int, reference: Path) -> tuple[P
     from TTS.tts.models.xtts import Xtts
 
     from xttsft import model as xm
+    from xttsft.voice.synth import REFERENCE_SAMPLE_RATE, load_reference
 
     tiny = xm.resolve_base_model("tiny")
     config = XttsConfig()
@@ -94,13 +104,31 @@ def build_folder(dest: Path, kind: str, tokens: int, reference: Path) -> tuple[P
     config.save_json(str(dest / "config.json"))
     for name in ("vocab.json", "dvae.pth", "mel_stats.pth"):  # dvae and mel stats: unused at inference
         shutil.copy(tiny / name, dest / name)
+    # the clip read by soundfile, not coqui's torchaudio.load (which needs FFmpeg's libraries: the lent GPU
+    # machine has none); then what Xtts.get_conditioning_latents does with it
+    audio = torch.from_numpy(load_reference(reference))[None, : REFERENCE_SAMPLE_RATE * config.max_ref_len]
     with torch.inference_mode():
-        latent, speaker = model.get_conditioning_latents(audio_path=[str(reference)])
+        speaker = model.get_speaker_embedding(audio, REFERENCE_SAMPLE_RATE)
+        latent = model.get_gpt_cond_latents(
+            audio, REFERENCE_SAMPLE_RATE, length=config.gpt_cond_len, chunk_length=config.gpt_cond_chunk_len
+        )
     torch.save({VOICE: {"gpt_cond_latent": latent, "speaker_embedding": speaker}}, dest / "speakers_xtts.pth")
     shutil.copy(reference, dest / "reference.wav")
     params = sum(p.numel() for p in model.parameters())
     del model
     return dest, params
+
+
+def http():
+    """httpx2 (the project's client), else httpx (the lent GPU machine's image has httpx only)."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
 
 
 class Server:
@@ -111,8 +139,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=log.parent)
 
     def wait_ready(self, probe: str, timeout: float = 900) -> float:
-        import httpx2
-
+        httpx2 = http()
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -139,14 +166,14 @@ def free_port() -> int:
     return fp()
 
 
-def start_ours(folder: Path, work: Path, chunk: int) -> Server:
+def start_ours(folder: Path, work: Path, chunk: int, device: str = "cpu") -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "SYNTH_"))}
     env.update(
         {
             "SERVE_STREAM_CHUNK_SIZE": str(chunk),
             "SERVE_MAX_STREAMS": "4",
-            "SYNTH_DEVICE": "cpu",
+            "SYNTH_DEVICE": device,
             "SYNTH_SENTENCE_PAUSE": "0.1",
         }
     )
@@ -154,7 +181,7 @@ def start_ours(folder: Path, work: Path, chunk: int) -> Server:
     return Server("xttsft", cmd, env, f"http://127.0.0.1:{port}", work / "xttsft-serve.log")
 
 
-def start_coqui(folder: Path, work: Path, pythonpath: str | None) -> Server:
+def start_coqui(folder: Path, work: Path, pythonpath: str | None, device: str = "cpu") -> Server:
     port = free_port()
     env = dict(os.environ)
     if pythonpath:
@@ -170,7 +197,7 @@ def start_coqui(folder: Path, work: Path, pythonpath: str | None) -> Server:
         "--port",
         str(port),
         "--device",
-        "cpu",
+        device,
         "--language_idx",
         "en",
     ]
@@ -187,8 +214,7 @@ def wav_seconds(body: bytes) -> float:
 
 
 def one_request(url: str) -> dict[str, float]:
-    import httpx2
-
+    httpx2 = http()
     body = {"model": "tts-1", "voice": VOICE, "input": TEXT, "response_format": "wav"}
     t0 = time.perf_counter()
     first = None
@@ -227,20 +253,29 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def compare(servers: list[Server], rounds: int, per_stream: int) -> dict[str, dict[str, list]]:
-    """Alternating rounds: in round r the order of the servers flips."""
+def compare(servers: list[Server], rounds: int, per_stream: int, progress=None) -> dict[str, dict[str, list]]:
+    """Alternating rounds: in round r the order of the servers flips; ``progress(res)`` after each set."""
     res: dict[str, dict[str, list]] = {s.name: {"one": [], "four": []} for s in servers}
-    for s in servers:  # one request each first: nothing below pays a first-call cost
-        one_request(s.url)
+    for s in list(servers):  # one request each first: nothing below pays a first-call cost
+        try:
+            one_request(s.url)
+        except Exception as exc:  # noqa: BLE001 - the other server's figures still count
+            if s.name == "xttsft":
+                raise
+            print(f"  {s.name} failed its first request ({exc}): left out", flush=True)
+            servers.remove(s)
+            del res[s.name]
     for r in range(rounds):
         for s in servers if r % 2 == 0 else servers[::-1]:
             res[s.name]["one"] += run_set(s.url, 1, per_stream)
             res[s.name]["four"] += run_set(s.url, 4, max(1, per_stream // 2))
             print(f"  round {r + 1}: {s.name} done", flush=True)
+            if progress is not None:
+                progress(res)
     return res
 
 
-def inference_baseline(folder: Path, rounds: int, per_stream: int) -> dict[str, list]:
+def inference_baseline(folder: Path, rounds: int, per_stream: int, device: str = "cpu") -> dict[str, list]:
     """What coqui's server runs per request, in this process: Xtts.synthesize under one lock."""
     import torch
     from TTS.tts.configs.xtts_config import XttsConfig
@@ -250,6 +285,7 @@ def inference_baseline(folder: Path, rounds: int, per_stream: int) -> dict[str, 
     config.load_json(str(folder / "config.json"))
     model = Xtts.init_from_config(config)
     model.load_checkpoint(config, checkpoint_dir=str(folder), eval=True)
+    model.to(device)
     lock = threading.Lock()
 
     def request() -> dict[str, float]:
@@ -285,6 +321,8 @@ def rows_for(model: str, res: dict[str, dict[str, list]]) -> list[dict]:
     rows = []
     for name, sets in res.items():
         one, four = sets["one"], sets["four"]
+        if not one or not four:
+            continue
         pad = PADDING_S.get(name, 0.0)
         rtf = statistics.median(r["total"] / (r["audio"] - pad) for r in one if r["audio"] > pad)
         rows.append(
@@ -303,12 +341,15 @@ def rows_for(model: str, res: dict[str, dict[str, list]]) -> list[dict]:
     return rows
 
 
-def bench_model(kind: str, args: argparse.Namespace, work: Path, reference: Path, notes: list[str]) -> list[dict]:
+def bench_model(
+    kind: str, args: argparse.Namespace, work: Path, reference: Path, notes: list[str], progress=None
+) -> list[dict]:
+    """Both servers on one model folder; ``progress(rows)`` with the rows so far after every set."""
     print(f"{kind}: writing a random-weights model folder ({args.tokens} audio codes per sentence) ...", flush=True)
     folder, params = build_folder(work / f"{kind}-model", kind, args.tokens, reference)
     notes.append(f"{kind}: {params / 1e6:.1f} M parameters, {args.tokens} audio codes per sentence, 2 sentences")
-    ours = start_ours(folder, work, args.chunk)
-    coqui = start_coqui(folder, work, args.coqui_pythonpath)
+    ours = start_ours(folder, work, args.chunk, args.device)
+    coqui = start_coqui(folder, work, args.coqui_pythonpath, args.device)
     servers, ready = [ours], {}
     try:
         ready["xttsft"] = ours.wait_ready("/readyz")
@@ -322,12 +363,14 @@ def bench_model(kind: str, args: argparse.Namespace, work: Path, reference: Path
                 "plain Xtts.synthesize per request under one lock, which is what it runs"
             )
         print(f"{kind}: servers ready {ready}", flush=True)
-        res = compare(servers, args.rounds, args.per_stream)
+        res = compare(servers, args.rounds, args.per_stream, progress and (lambda got: progress(rows_for(kind, got))))
     finally:
         for s in (ours, coqui):
             s.stop()
-    if "coqui" not in ready:
-        res["Xtts.synthesize per request"] = inference_baseline(folder, args.rounds, args.per_stream)
+    if "coqui" in ready and "coqui" not in res:
+        notes.append(f"{kind}: coqui's server loaded but failed its first request (its log: coqui-server.log)")
+    if "coqui" not in res:
+        res["Xtts.synthesize per request"] = inference_baseline(folder, args.rounds, args.per_stream, args.device)
     shutil.rmtree(folder, ignore_errors=True)
     return rows_for(kind, res)
 
@@ -409,7 +452,18 @@ def write_results(result: dict) -> None:
     print(f"wrote {out} and the serve section of {md}")
 
 
-def main() -> int:
+def goals(rows: list[dict]) -> dict:
+    """The issue's GPU goals against xttsft's rows: first audio p50 and RTF, one stream."""
+    out: dict = {}
+    for r in rows:
+        if r.get("server") != "xttsft":
+            continue
+        for key, limit in GPU_GOALS.items():
+            out[f"{r['model']}_{key}_goal_{limit}"] = "met" if r[key] <= limit else "missed"
+    return out
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,full", help="tiny, full or both (comma-separated)")
     parser.add_argument("--tokens", type=int, default=16, help="audio codes per sentence (the folder's cap)")
@@ -417,47 +471,97 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     parser.add_argument("--per-stream", type=int, default=2, help="requests per round with 1 stream (4 streams: half)")
     parser.add_argument("--coqui-pythonpath", default=None, help="a folder with flask, for coqui's server")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both servers run the model")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result file (default results/serve.json on the CPU, which also updates RESULTS.md; "
+        "results/serve_cuda.json on a GPU, left to run_all.py --report)",
+    )
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="the voice's clip (default: spoken here by espeak-ng)"
+    )
+    parser.add_argument(
+        "--no-encoders", action="store_true", help="skip the encoder comparison (it needs ffmpeg; CPU-side figures)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave results/ and RESULTS.md alone")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="xttsft-serve-bench-"))
-    notes: list[str] = []
-    rows: list[dict] = []
-    try:
-        reference = make_reference(work / "ref.wav")
-        for kind in args.models.split(","):
-            rows += bench_model(kind.strip(), args, work, reference, notes)
-        enc_rows, enc_ratios = bench_encoders()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    rows += enc_rows
-    ratios = {**model_ratios(rows), **enc_ratios}
-    notes += [
+
+def _notes(args: argparse.Namespace) -> list[str]:
+    return [
         f"{args.rounds} alternating rounds; per round {args.per_stream} requests with 1 stream and "
         f"4 x {max(1, args.per_stream // 2)} with 4 concurrent streams; wav; time to first audio = first body byte",
-        f"xttsft: stream_chunk_size {args.chunk}, max_streams 4; coqui: TTS/server/server.py (Flask, one lock)",
+        f"device {args.device}; xttsft: stream_chunk_size {args.chunk}, max_streams 4; coqui: TTS/server/server.py "
+        "(Flask, one lock)",
         "coqui's server loaded the folder (TTS(model_path=FOLDER)) and answered its own /v1/audio/speech: the whole "
         "wav at the end, 10000 samples of silence after each sentence (RTF counts speech only); it listens on '::' "
         "(every interface) without a key and opens any path a request names as voice",
         "RTF on the tiny model: each streamed chunk decodes every code so far again (coqui's inference_stream loop), "
         "and HiFi-GAN is most of the tiny model's cost; with the full-size GPT the decoder matters less. "
         "stream_chunk_size 0 decodes once per sentence",
-        f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count() or 0} CPUs",
     ]
-    for r in rows:
-        print(r)
-    for k, v in ratios.items():
-        print(f"ratio {k}: {v}")
-    result = {
-        "name": "serve",
+
+
+def _result(args: argparse.Namespace, rows: list[dict], ratios: dict, notes: list[str]) -> dict:
+    name = "serve"
+    if args.device == "cuda":
+        import torch
+
+        name = f"serve_cuda ({torch.cuda.get_device_name(0)})"
+    return {
+        "name": name,
         "date": date.today().isoformat(),
         "machine": machine(),
-        "device": "cpu",
+        "device": args.device,
         "rows": rows,
-        "ratios": ratios,
-        "notes": notes,
+        "ratios": {**model_ratios(rows), **(goals(rows) if args.device == "cuda" else {}), **ratios},
+        "notes": notes + [f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count() or 0} CPUs"],
     }
-    if not args.no_write:
+
+
+def save_to(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
+def main() -> int:
+    args = _arguments()
+    out = args.out or (HERE / "results" / "serve_cuda.json" if args.device == "cuda" else None)
+    work = Path(tempfile.mkdtemp(prefix="xttsft-serve-bench-"))
+    notes, rows = _notes(args), []
+    enc_rows: list[dict] = []
+    enc_ratios: dict = {}
+
+    def progress(partial: list[dict]) -> None:  # a run stopped at a deadline keeps what it measured
+        if out is not None and not args.no_write:
+            save_to(out, _result(args, rows + partial, {}, notes))
+
+    try:
+        reference = args.reference or make_reference(work / "ref.wav")
+        for kind in args.models.split(","):
+            rows += bench_model(kind.strip(), args, work, reference, notes, progress)
+            progress([])
+        if args.no_encoders or shutil.which("ffmpeg") is None:
+            notes.append("encoders: not measured here (--no-encoders, or no ffmpeg for the pipe)")
+        else:
+            enc_rows, enc_ratios = bench_encoders()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = _result(args, rows + enc_rows, enc_ratios, notes)
+    for r in result["rows"]:
+        print(r)
+    for k, v in result["ratios"].items():
+        print(f"ratio {k}: {v}")
+    if args.no_write:
+        return 0
+    if out is not None:
+        save_to(out, result)
+        print(f"wrote {out}")
+    else:
         write_results(result)
     return 0
 

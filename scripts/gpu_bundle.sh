@@ -2,7 +2,8 @@
 # Fills .whl/ (git-ignored) with what the lent, offline GPU machine lacks for scripts/gpu_check.py
 # (docs/gpu-check.md): its image has Python 3.12, torch 2.11.0+cu130, transformers 5.17, peft, typer,
 # rich, numpy, scipy, numba, scikit-learn and more, but not coqui-tts and what it imports, pydantic,
-# pydantic-settings, soundfile, librosa, torchcodec, faster-whisper, ctranslate2 or av.
+# pydantic-settings, soundfile, librosa, torchcodec, faster-whisper, ctranslate2, av, fastapi,
+# starlette, uvicorn or flask.
 #
 #   .whl/*.whl                cp312 manylinux wheels: pip install --no-index --no-deps --target
 #   .whl/whisper.tar.xz       faster-whisper, ctranslate2 and av unpacked, their .so files stripped
@@ -12,10 +13,10 @@
 #   .whl/audio                ref.wav and clips/ spoken here by espeak-ng (the lent machine has none)
 #
 # A run carries at most 64 MiB, the working tree included: the script prints the total and fails
-# above it. --bundle train leaves the Whisper part out, --bundle whisper the training part.
+# above it. --bundle train leaves the Whisper part out, --bundle whisper the training and serve part.
 #
 #   bash scripts/gpu_bundle.sh                 # everything, one run (default)
-#   bash scripts/gpu_bundle.sh --bundle train  # training, synth and pytest only
+#   bash scripts/gpu_bundle.sh --bundle train  # training, synth, serve and pytest only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,12 @@ TRAIN=(coqui-tts==0.28.0 coqui-tts-trainer==0.4.0 coqpit-config==0.2.5 anyascii=
 BASE=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
       typing-extensions==4.16.0 pydantic-settings==2.16.3 python-dotenv==1.2.4 soundfile==0.14.0 cffi==2.1.1
       pycparser==3.12 soxr==1.1.0)
+# The serve step (benchmarks/serve.py): xttsft serve's web stack, and flask for coqui's own server.
+# The image has their other dependencies (anyio, h11, click, idna, annotated-doc, werkzeug, jinja2,
+# markupsafe, prometheus-client, httpx for the benchmark's client); fastapi 0.165 imports
+# opentelemetry-api. The openai client does not travel: only the tests use it, not the benchmark.
+SERVE=(fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 opentelemetry-api==1.45.3 flask==3.1.3
+       itsdangerous==2.2.0 blinker==1.9.0)
 WHISPER=(faster-whisper==1.2.1 ctranslate2==4.8.5 av==18.1.0)
 
 download() {  # download DIR SPEC...: cp312 manylinux wheels, no dependencies (each one is named)
@@ -128,9 +135,9 @@ EOF
 rm -rf "$DEST"
 mkdir -p "$DEST"
 case "$BUNDLE" in
-  train) download "$DEST" "${TRAIN[@]}" "${BASE[@]}" ;;
+  train) download "$DEST" "${TRAIN[@]}" "${BASE[@]}" "${SERVE[@]}" ;;
   whisper) download "$DEST" "${BASE[@]}" ;;
-  all) download "$DEST" "${TRAIN[@]}" "${BASE[@]}" ;;
+  all) download "$DEST" "${TRAIN[@]}" "${BASE[@]}" "${SERVE[@]}" ;;
 esac
 if [ "$BUNDLE" != train ]; then
   whisper_tarball

@@ -13,7 +13,9 @@ offline GPU machine's own python3 with the wheels of ``scripts/gpu_bundle.sh`` o
 6. fp32: one fp32 row per mode;
 7. pytest: ``pytest -m gpu`` (on the tiny random XTTS model);
 8. synth: ``benchmarks/synth.py`` with a warm-up, 120 audio tokens and a 20-token streaming chunk;
-9. whisper: ``benchmarks/transcribe.py`` on CUDA (CPU int8 when CTranslate2 cannot use CUDA).
+9. serve: ``benchmarks/serve.py``: ``xttsft serve`` and coqui's own server on the GPU, time to first
+   audio p50/p95 at 1 and 4 streams and the RTF (the goal: under 200 ms and at most 0.25);
+10. whisper: ``benchmarks/transcribe.py`` on CUDA (CPU int8 when CTranslate2 cannot use CUDA).
 
 Training rows use the full-size XTTS-v2 architecture with random weights (no download) through the
 shipping parts (``build_optimization``, ``Trainer.train_step`` / ``optimizer_step``). Each worker
@@ -55,15 +57,29 @@ GiB = 1024**3
 EIGHT_GB_USABLE_GIB = 7.0
 #: What the device tool returns of stdout is its last 12,000 characters: progress lines stop here.
 STDOUT_BUDGET = 7_000
-STEPS = ("env", "8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "whisper")
+STEPS = ("env", "8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "serve", "whisper")
 BF16, FP16, FP32 = "bfloat16", "float16", "float32"
 SIX_S = 6 * 22050  # samples of the 6 s clip
 SIX_S_TEXT_TOKENS = 72
 COND_SAMPLES = 132300  # 6 s of conditioning, XTTS-v2's max_conditioning_length
 #: seconds (least to try a part, most it may take) on a GPU / in the CPU rehearsal
 ESTIMATES = {
-    "cuda": {"worker": (45, 150), "config": 12, "pytest": (40, 200), "synth": (60, 150), "whisper": (30, 120)},
-    "cpu": {"worker": (15, 300), "config": 8, "pytest": (20, 300), "synth": (40, 600), "whisper": (15, 300)},
+    "cuda": {
+        "worker": (45, 150),
+        "config": 12,
+        "pytest": (40, 200),
+        "synth": (60, 150),
+        "serve": (75, 180),
+        "whisper": (30, 120),
+    },
+    "cpu": {
+        "worker": (15, 300),
+        "config": 8,
+        "pytest": (20, 300),
+        "synth": (40, 600),
+        "serve": (40, 600),
+        "whisper": (15, 300),
+    },
 }
 
 
@@ -75,7 +91,7 @@ class Part:
     """One process of a step: a training worker (``mode`` and ``configs``) or a command."""
 
     label: str
-    kind: str  # worker, pytest, synth, whisper
+    kind: str  # worker, pytest, synth, serve, whisper
     mode: str = ""
     configs: list[dict] = field(default_factory=list)
 
@@ -165,6 +181,11 @@ def plan(rec_batch: int = 32, rec_gc: bool = False) -> list[Step]:
             "synth",
             "synth: warm-up, 120 audio tokens, streaming first chunk",
             [Part("synth RTF and streaming first chunk (20 of 120 tokens), after a warm-up", "synth")],
+        ),
+        Step(
+            "serve",
+            "serve: xttsft serve and coqui's server, first audio and RTF",
+            [Part("first audio p50/p95 at 1 and 4 streams and RTF: xttsft serve, then coqui's server", "serve")],
         ),
         Step(
             "whisper",
@@ -825,6 +846,53 @@ def run_synth(ctx: Ctx, timeout: float) -> str:
     return status
 
 
+#: benchmarks/serve.py's arguments: the full-size model on a GPU (60 codes, about 2.8 s, per sentence;
+#: serve's default 20-code chunks), the tiny one in the CPU rehearsal.
+SERVE_ARGS = {
+    "cuda": ["--models", "full", "--tokens", "60", "--chunk", "20", "--rounds", "1", "--per-stream", "4"],
+    "cpu": ["--models", "tiny", "--tokens", "8", "--chunk", "4", "--rounds", "1", "--per-stream", "2"],
+}
+
+
+def serve_line(res: dict) -> str:
+    """One line of the serve step's figures: per server, first audio p50/p95 at 1 and 4 streams, RTF."""
+    parts = [
+        f"{r['server']}: first audio {r['ttfa_1_p50_s']}/{r['ttfa_1_p95_s']} s (1 stream p50/p95), "
+        f"{r['ttfa_4_p50_s']}/{r['ttfa_4_p95_s']} s (4), RTF {r['rtf_1']}"
+        for r in res.get("rows", [])
+        if "ttfa_1_p50_s" in r
+    ]
+    goals = [f"{k.split('_goal_')[0].split('_', 1)[1]} {v}" for k, v in res.get("ratios", {}).items() if "_goal_" in k]
+    return "; ".join(parts) + (f"; goals (200 ms, RTF 0.25): {', '.join(goals)}" if goals else "")
+
+
+def run_serve(ctx: Ctx, timeout: float) -> str:
+    """benchmarks/serve.py: both servers as subprocesses on this device; its result file is rewritten
+    after every round, so a timeout keeps the rounds measured."""
+    dest = ctx.out.folder / f"serve_{ctx.device}.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "serve.py"),
+        "--device",
+        ctx.device,
+        *SERVE_ARGS[ctx.device],
+        "--no-encoders",
+        "--out",
+        str(dest),
+    ]
+    if ctx.audio and (ctx.audio / "ref.wav").is_file():
+        cmd += ["--reference", str(ctx.audio / "ref.wav")]
+    res, status = run_benchmark(ctx, cmd, dest, timeout)
+    if res is None:
+        return status
+    line = serve_line(res)
+    results = ctx.out.report.setdefault("step_results", {})
+    results["serve"] = f"{dest.name}: {line}"
+    results.update({f"serve_{k}": v for k, v in res.get("ratios", {}).items()})
+    ctx.say("    " + line[:600])
+    return status
+
+
 def run_whisper(ctx: Ctx, timeout: float) -> str:
     dest = ctx.out.folder / f"transcribe_{ctx.device}.json"
     model = ctx.extra["whisper_model"]
@@ -861,8 +929,16 @@ def run_whisper(ctx: Ctx, timeout: float) -> str:
 def _skip_reason(ctx: Ctx, step: Step) -> str | None:
     """Why a step cannot run here (missing tools, packages or carried audio), or None."""
     speech = ctx.tools["espeak-ng"] and ctx.tools["ffmpeg"]
-    if step.name == "synth" and not speech and not (ctx.audio and (ctx.audio / "ref.wav").is_file()):
+    if step.name in ("synth", "serve") and not speech and not (ctx.audio and (ctx.audio / "ref.wav").is_file()):
         return "needs espeak-ng and ffmpeg to speak its reference clip, or a carried audio/ref.wav (gpu_bundle.sh)"
+    if step.name == "serve":
+        import importlib.util
+
+        missing = [
+            m for m in ("fastapi", "starlette", "uvicorn", "prometheus_client") if not importlib.util.find_spec(m)
+        ]
+        if missing:
+            return f"{', '.join(missing)} not installed: carry the bundle of scripts/gpu_bundle.sh (docs/gpu-check.md)"
     if step.name == "whisper":
         import importlib.util
 
@@ -880,7 +956,8 @@ def _skip_reason(ctx: Ctx, step: Step) -> str | None:
 def _run_part(ctx: Ctx, step: Step, part: Part, timeout: float) -> str:
     if part.kind == "worker":
         return run_worker(ctx, step, part, timeout)
-    return {"pytest": run_pytest, "synth": run_synth, "whisper": run_whisper}[part.kind](ctx, timeout)
+    runs = {"pytest": run_pytest, "synth": run_synth, "serve": run_serve, "whisper": run_whisper}
+    return runs[part.kind](ctx, timeout)
 
 
 def run_step(ctx: Ctx, step: Step) -> None:
@@ -967,6 +1044,11 @@ def _versions() -> dict:
         "ctranslate2",
         "av",
         "typer",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "prometheus-client",
+        "flask",
     )
     out = {}
     for n in names:
@@ -1053,6 +1135,9 @@ def _measured_notes(ctx: Ctx, facts: dict) -> list[str]:
         "text_tokens",
         "pytest -m gpu: the tiny random XTTS model; synth: full-size architecture, random weights, "
         f"{120 if ctx.device == 'cuda' else 8} audio tokens; Whisper: {whisper}",
+        "serve: benchmarks/serve.py " + " ".join(SERVE_ARGS[ctx.device]) + ": xttsft serve and coqui's "
+        "TTS/server/server.py as subprocesses on one random-weights folder, a two-sentence text, wav; time to "
+        "first audio = first body byte; RTF = request seconds / speech seconds, one stream",
         f"torch {v['torch']} (CUDA {facts['torch_cuda']}, cuDNN {facts['cudnn']}), driver/card: "
         f"{facts['driver_and_card']}; transformers {v['transformers']}, coqui-tts {v['coqui-tts']}, "
         f"python {facts['python']}",

@@ -55,7 +55,18 @@ def _wait_dead(pids: list[int], seconds: float = 10.0) -> list[int]:
 
 def test_the_steps_run_in_the_issues_order(gc) -> None:
     """Headline numbers first, pytest and the slow tails last; each step is in the plan."""
-    assert [s.name for s in gc.plan()] == ["env", "8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "whisper"]
+    assert [s.name for s in gc.plan()] == [
+        "env",
+        "8gb",
+        "lora",
+        "full",
+        "fp16",
+        "fp32",
+        "pytest",
+        "synth",
+        "serve",
+        "whisper",
+    ]
     eight = gc.plan()[1].parts[0].configs
     assert [(c["mode"], c["gc"], c["precision"], c["batch"], c["clip"]) for c in eight] == [
         ("lora", True, "bfloat16", 2, "6s"),
@@ -76,7 +87,7 @@ def test_the_deadline_skips_what_cannot_fit_and_says_why(tmp_path) -> None:
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = {s["step"]: s["status"] for s in report["steps"]}
     assert steps.pop("env") == "ok"
-    assert set(steps) == {"8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "whisper"}
+    assert set(steps) == {"8gb", "lora", "full", "fp16", "fp32", "pytest", "synth", "serve", "whisper"}
     for name, status in steps.items():
         assert status.startswith("skipped:") and "left of the deadline" in status, (name, status)
     rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
@@ -208,6 +219,64 @@ def test_whisper_asked_for_cuda_it_cannot_use_runs_on_the_cpu_with_one_warning(t
     assert len(warnings) == 1, p.stderr[-2000:]
     assert "CUDA" in warnings[0].split("here (", 1)[1] and "on the CPU in int8" in warnings[0]
     assert "--device cpu" in warnings[0]
+
+
+SERVE_STAND_IN = """import json, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+Path(out.parent / "serve_argv.json").write_text(json.dumps(args))
+row = dict(model="full", ttfa_1_p50_s=0.15, ttfa_1_p95_s=0.18, ttfa_4_p50_s=0.4, ttfa_4_p95_s=0.6, speech_s=5.6)
+rows = [dict(row, server="xttsft", rtf_1=0.3), dict(row, server="coqui", ttfa_1_p50_s=1.9, rtf_1=0.2)]
+ratios = {"full_ttfa_1_p50_s_goal_0.2": "met", "full_rtf_1_goal_0.25": "missed"}
+out.write_text(json.dumps(dict(name="serve_cuda (card)", rows=rows, ratios=ratios)))
+"""
+
+
+def test_the_serve_step_runs_the_benchmark_on_the_device_and_its_figures_reach_the_report(
+    gc, tmp_path, monkeypatch
+) -> None:
+    """The serve step runs benchmarks/serve.py (here a stand-in that records its arguments and writes a result
+    like the real one) with the device, the GPU's sizes, the carried reference and --out in the check's folder;
+    the figures and the goals land in the report and on stdout. That the real benchmark accepts these
+    arguments is checked by its --help below."""
+    (tmp_path / "root" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "root" / "benchmarks" / "serve.py").write_text(SERVE_STAND_IN)
+    monkeypatch.setattr(gc, "ROOT", tmp_path / "root")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "ref.wav").write_bytes(b"RIFF")
+    out, said = gc.Out(tmp_path / "out"), []
+    ctx = gc.Ctx(out, said.append, "cuda", time.monotonic() + 60, audio, {"espeak-ng": None, "ffmpeg": None})
+    assert gc.run_serve(ctx, timeout=30) == "ok"
+    argv = json.loads((tmp_path / "out" / "serve_argv.json").read_text())
+    assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--models") + 1] == "full"
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "out" / "serve_cuda.json")
+    assert argv[argv.index("--reference") + 1] == str(audio / "ref.wav")
+    out.save()
+    ratios = json.loads(out.json.read_text())["ratios"]
+    assert ratios["serve_full_ttfa_1_p50_s_goal_0.2"] == "met" and ratios["serve_full_rtf_1_goal_0.25"] == "missed"
+    assert "xttsft: first audio 0.15/0.18 s (1 stream p50/p95), 0.4/0.6 s (4), RTF 0.3" in ratios["serve"]
+    assert "coqui: first audio 1.9/0.18 s" in ratios["serve"]
+    assert any("goals (200 ms, RTF 0.25): ttfa_1_p50_s met, rtf_1 missed" in line for line in said)
+
+    help_ = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert help_.returncode == 0, help_.stderr[-2000:]
+    flags = [a for a in argv if a.startswith("--")]
+    assert flags and all(f in help_.stdout for f in flags), (flags, help_.stdout)
+
+
+def test_the_serve_step_without_its_web_stack_is_skipped_with_the_reason(gc, tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    ctx = gc.Ctx(gc.Out(tmp_path), gc.Say(), "cuda", time.monotonic() + 60, None, {"espeak-ng": "x", "ffmpeg": "x"})
+    reason = gc._skip_reason(ctx, next(s for s in gc.plan() if s.name == "serve"))
+    assert reason is not None and reason.startswith("uvicorn not installed") and "gpu_bundle.sh" in reason
 
 
 def test_verdicts_never_turn_a_failure_into_false(gc) -> None:
