@@ -449,12 +449,15 @@ def test_aliases_name_voices_and_openai_names_fall_back_to_the_default(restarted
 
 
 def test_xtts_streams_chunks_within_a_sentence(restarted: Live) -> None:
-    sizes = []
-    with restarted.client().audio.speech.with_streaming_response.create(
-        model="tts-1", voice="alloy", input="Hello there.", response_format="pcm"
-    ) as response:
-        sizes = [len(c) for c in response.iter_bytes()]
-    assert len(sizes) >= 2, sizes  # 8 audio codes in chunks of 4: more than one chunk for one sentence
+    tries = []
+    for _ in range(4):  # the random tiny GPT now and then stops within its first 4 codes: one chunk is right then
+        with restarted.client().audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input="Hello there.", response_format="pcm"
+        ) as response:
+            tries.append([len(c) for c in response.iter_bytes()])
+        if len(tries[-1]) >= 2:
+            break
+    assert len(tries[-1]) >= 2, tries  # up to 8 audio codes in chunks of 4: more than one chunk for one sentence
 
 
 # --------------------------------------------------------------------------- concurrency (engine double)

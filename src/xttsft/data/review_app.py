@@ -42,7 +42,7 @@ def create_app(ws: Workspace, token: str) -> Any:
 
     store = ReviewStore(ws)
     app = FastAPI(title="xttsft review", docs_url=None, redoc_url=None, openapi_url=None)
-    page = resources.files("xttsft").joinpath("review_page.html").read_text(encoding="utf-8")
+    page = resources.files(__package__ or "xttsft.data").joinpath("review_page.html").read_text(encoding="utf-8")
 
     @app.middleware("http")
     async def need_token(request: Request, call_next: Any) -> Any:

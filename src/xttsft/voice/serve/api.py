@@ -463,7 +463,7 @@ def _open_routes(app: FastAPI, state: ServerState) -> None:
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    page = resources.files("xttsft.voice.serve").joinpath("page.html").read_text(encoding="utf-8")
+    page = resources.files(__package__ or "xttsft.voice.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
     async def index():
