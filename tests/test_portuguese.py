@@ -21,6 +21,14 @@ PT = [
 EN = [
     "The museum will be closed on Monday because the workers are repairing the roof.",
     "Please remember to turn off the lights and lock the back door before you leave tonight.",
+    "She opened the old wooden box and found a bundle of letters tied with a faded blue ribbon.",
+    "The baker wakes up early every morning to prepare fresh bread for the whole village.",
+]
+DE = [
+    "Das Museum bleibt am Montag geschlossen, weil die Arbeiter das Dach reparieren.",
+    "Bitte denk daran, das Licht auszuschalten und die Hintertür abzuschließen.",
+    "Sie öffnete die alte Holzkiste und fand einen Stapel Briefe mit einem blauen Band.",
+    "Der Bäcker steht jeden Morgen früh auf, um frisches Brot für das ganze Dorf zu backen.",
 ]
 
 
@@ -109,8 +117,33 @@ def test_pt_run_rejects_the_english_clips_of_a_mixed_source(tmp_path: Path, spea
     assert sum(w in known for w in heard) >= 0.5 * len(normalize_words(" ".join(PT))), heard
 
 
+@pytest.mark.parametrize(("voice", "texts"), [("de", DE), ("pt-br", PT)], ids=["en-de", "en-pt"])
+def test_auto_rejects_the_clips_of_a_mixed_source_in_the_other_language(
+    tmp_path: Path, speak, base, monkeypatch, voice: str, texts: list[str]
+) -> None:
+    """Issue 22: a talk that switches from English to German kept the German half, decoded as English nonsense
+    ("to modify, to modify, to connect"), as ok under --language auto. Each clip's language is now read from
+    the encoder pass its decoding made; only a clip that fails there gets a detect_language pass of its own."""
+    from xttsft.data.transcribe import transcribe_segments
+
+    ws = Workspace(tmp_path / "ws")
+    ids = _clips(ws, speak, [("en-us", t) for t in EN] + [(voice, t) for t in texts], "train/data/raw/talk.wav")
+    calls = []
+    detect = base.detect_language
+    monkeypatch.setattr(base, "detect_language", lambda *a, **k: calls.append(1) or detect(*a, **k))
+    res = transcribe_segments(_settings("auto"), ws, model=base)
+    rows = read_jsonl(ws.transcripts_file)
+    seen = [(r["reason"], r["language_probability"], r["detected_language"], r["text"][:40]) for r in rows]
+    assert res.detected == {"train/data/raw/talk.wav": ("en", pytest.approx(0.9, abs=0.1))}
+    assert [r["id"] for r in rows] == ids
+    assert all(r["status"] == "ok" and r["language"] == "en" for r in rows[: len(EN)]), seen
+    assert all(r["reason"] == "wrong_language" for r in rows[len(EN) :]), seen
+    assert res.rejected["wrong_language"] == len(texts)
+    assert len(calls) == 1 + len(texts)  # the file's language, then one confirmation per suspect clip: no English one
+
+
 def test_auto_detects_english_and_shows_it(tmp_path: Path, speak, cli, workspace) -> None:
-    _clips(workspace, speak, [("en-us", t) for t in EN * 2], "train/data/raw/talk.wav")
+    _clips(workspace, speak, [("en-us", t) for t in EN[:2] * 2], "train/data/raw/talk.wav")
     res = cli(
         "transcribe",
         "--model",
@@ -126,7 +159,9 @@ def test_auto_detects_english_and_shows_it(tmp_path: Path, speak, cli, workspace
     assert res.exit_code == 0, res.output
     assert "detected" in res.output and "train/data/raw/talk.wav: en (p=" in res.output
     rows = read_jsonl(workspace.transcripts_file)
-    assert {r["language"] for r in rows} == {"en"} and all(r["status"] == "ok" for r in rows)
+    assert {r["language"] for r in rows} == {"en"} and all(r["status"] == "ok" for r in rows), [
+        (r["reason"], r["language_probability"], r["detected_language"], r["avg_logprob"], r["text"]) for r in rows
+    ]
 
 
 def test_auto_unsure_of_robotic_portuguese_asks_for_the_language(tmp_path: Path, speak, cli, workspace) -> None:
@@ -169,7 +204,7 @@ def test_checking_each_file_once_makes_one_detection(tmp_path: Path, speak, base
     from xttsft.data.transcribe import transcribe_segments
 
     ws = Workspace(tmp_path / "ws")
-    _clips(ws, speak, [("en-us", t) for t in EN + EN[:1]], "train/data/raw/english.wav")
+    _clips(ws, speak, [("en-us", t) for t in EN[:2] + EN[:1]], "train/data/raw/english.wav")
     calls = []
     detect = base.detect_language
     monkeypatch.setattr(base, "detect_language", lambda *a, **k: calls.append(1) or detect(*a, **k))

@@ -261,6 +261,18 @@ def test_rejection_rules() -> None:
     assert judge({**good, "avg_logprob": -1.5}, s, "en") == "low_confidence"
     assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "en") == "wrong_language"
     assert judge({**good, "detected_language": "pt", "detected_probability": 0.9}, s, "auto") is None
+    # auto: the clip must be heard in its file's language as surely as the file was (0.5), whatever else it hears
+    german = {
+        **good,
+        "language": "en",
+        "language_probability": 0.24,
+        "detected_language": "lv",
+        "detected_probability": 0.26,
+    }
+    assert judge(german, s, "auto") == "wrong_language"
+    assert judge({**german, "detected_language": "en", "detected_probability": 0.24}, s, "auto") == "wrong_language"
+    assert judge({**german, "language_probability": 0.94, "detected_language": "en"}, s, "auto") is None
+    assert judge(german, s, "en") is None  # a language given: only a clear other language XTTS-v2 speaks rejects
     # espeak pt-br heard as Thai (0.79) by Whisper base: not a language XTTS-v2 speaks, so never a rejection
     assert judge({**good, "detected_language": "th", "detected_probability": 0.79}, s, "pt") is None
     assert judge({**good, "detected_language": "en", "detected_probability": 0.6}, s, "pt") is None  # unsure

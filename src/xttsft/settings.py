@@ -357,9 +357,9 @@ class TranscribeSettings(Section):
     )
     check_clip_language: Annotated[bool, Cli("Language", flag="--clip-language")] = Field(
         True,
-        description="With a language given, check each clip's language and reject the ones clearly in "
-        "another (the English answers of a Portuguese interview); one more encoder pass per clip. false: check "
-        "each file once.",
+        description="Check each clip's language, under auto too, and reject the ones not in the language they "
+        "are transcribed in (the English answers of a Portuguese interview, the German half of an English talk); "
+        "read from the encoder pass the transcription makes. false: check each file once.",
     )
     batch_size: int | Auto = Field(
         "auto",

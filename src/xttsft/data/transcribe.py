@@ -69,6 +69,7 @@ __all__ = [
     "resolve_runtime",
     "load_whisper",
     "transcribe_clips",
+    "clip_language_probabilities",
     "transcribe_segments",
     "judge",
     "has_repetition",
@@ -86,6 +87,7 @@ GAP_SECONDS = 1.0
 # transcripts.jsonl is rewritten after this many clips of a source (resumable long sources)
 CHECKPOINT_CLIPS = 64
 WHISPER_SR = 16000  # = xttsft.audio.SPEECH_SR
+_FRAMES_PER_SECOND = 50  # Whisper's encoder output: 1500 frames per 30 s window
 #: A detected language must be at least this probable to call a file "wrong language".
 LANGUAGE_CONFIDENCE = 0.5
 #: a clip is rejected as another language only when Whisper hears one XTTS-v2 speaks with this probability,
@@ -122,7 +124,7 @@ def xtts_language(whisper_code: str) -> str | None:
 
 
 #: Version of the packing/decoding procedure; part of the re-run key.
-ALGO_VERSION = 3  # 3: the language is checked per clip (see _Job._clip_languages)
+ALGO_VERSION = 4  # 3: the language is checked per clip; 4: from the decoding's encoder pass, also under auto
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ class ClipTranscript:
     no_speech_prob: float
     compression_ratio: float
     window_clips: int = 1  # clips decoded in the same window (no_speech_prob is the window's)
+    #: the clip's language probabilities, from its own frames of the window's encoder output (the pass the
+    #: decoding made: see _frame_languages); None with an English-only model
+    languages: dict[str, float] | None = None
 
 
 @dataclass
@@ -360,6 +365,7 @@ def transcribe_clips(
     retry_below: float = -0.8,
     retry_above_ratio: float = 2.4,
     progress: Progress | None = None,
+    languages: bool = True,
 ) -> list[ClipTranscript]:
     """Transcribe 16 kHz mono float32 ``clips`` in batches; one :class:`ClipTranscript` per clip, in order.
 
@@ -368,15 +374,14 @@ def transcribe_clips(
     own window. The output of a clip does not depend on ``batch_size``. A packed
     clip that comes back without words, with an average log-probability under
     ``retry_below``, a high compression ratio, no letters or a repetition loop is
-    decoded again alone, and that result is kept.
+    decoded again alone, and that result is kept. ``languages``: each clip's language probabilities too
+    (multilingual models; see :func:`_frame_languages`).
     """
-    from faster_whisper import BatchedInferencePipeline
-
     progress = progress or no_progress
-    pipeline = BatchedInferencePipeline(model)
+    pipeline = _pipeline(model)
     durations = [len(c) / WHISPER_SR for c in clips]
     windows = _pack(durations, min(window_seconds, 30.0))
-    out = _decode_windows(pipeline, clips, windows, language, batch_size, beam_size, progress)
+    out = _decode_windows(pipeline, clips, windows, language, batch_size, beam_size, progress, languages)
     # A packed clip that came back empty or doubtful is decoded again alone: packing must never
     # cost a clip its words, and alone it gets its own no-speech probability.
     retry = [i for i, o in enumerate(out) if o.window_clips > 1 and _doubtful(o, retry_below, retry_above_ratio)]
@@ -390,10 +395,102 @@ def transcribe_clips(
             batch_size,
             beam_size,
             no_progress,
+            languages,
         )
         for i, o in zip(retry, again, strict=True):
             out[i] = o
     return out
+
+
+def _pipeline(model: Any) -> Any:
+    """A ``BatchedInferencePipeline`` that keeps the encoder output of each batch of windows it decodes
+    (``encoded``), so that each clip's language is read from the pass the decoding made anyway."""
+    from faster_whisper import BatchedInferencePipeline
+
+    class _KeepEncoded(BatchedInferencePipeline):
+        encoded: list[Any]
+
+        def generate_segment_batched(self, features: Any, tokenizer: Any, options: Any) -> Any:
+            encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
+            self.encoded.append(encoder_output)
+            return encoder_output, output
+
+    pipeline = _KeepEncoded(model)
+    pipeline.encoded = []
+    return pipeline
+
+
+def _frame_languages(
+    pipeline: Any, group: list[list[int]], spans: dict[int, tuple[float, float]], edges: list[dict[str, float]]
+) -> dict[int, dict[str, float]]:
+    """Each clip's language probabilities from its own frames of its window's encoder output.
+
+    Whisper's language detection is one decoder step over encoder frames (20 ms each). Given only the clip's
+    frames, it hears the clip alone; the windows were encoded for the decoding already, so the check costs one
+    decoder step per clip instead of one more 30 s encoder pass (a ``detect_language`` call per clip).
+    Empty with an English-only model, or a faster-whisper that does not hand the encoder output back."""
+    import ctranslate2
+
+    encoded = pipeline.encoded
+    if not pipeline.model.model.is_multilingual or not encoded:
+        return {}
+    arrays = [
+        np.asarray(e.to_device(ctranslate2.Device.cpu) if e.device != "cpu" else e, dtype=np.float32) for e in encoded
+    ]
+    frames = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]  # [windows, 1500, d_model]
+    if frames.shape[0] != len(group):
+        return {}
+    n_mels = pipeline.model.model.n_mels
+    out: dict[int, dict[str, float]] = {}
+    for wi, win in enumerate(group):
+        for i in win:
+            c0, c1 = (t - edges[wi]["start"] for t in spans[i])
+            f0 = min(max(int(c0 * _FRAMES_PER_SECOND), 0), frames.shape[1] - 1)
+            f1 = min(max(math.ceil(c1 * _FRAMES_PER_SECOND), f0 + 1), frames.shape[1])
+            if f1 - f0 == n_mels:  # CTranslate2 would read n_mels frames as a spectrogram: one frame more
+                f0, f1 = (f0, f1 + 1) if f1 < frames.shape[1] else (f0 - 1, f1)
+            part = ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[wi : wi + 1, f0:f1]))
+            out[i] = {token[2:-2]: float(p) for token, p in pipeline.model.model.detect_language(part)[0]}
+    return out
+
+
+def clip_language_probabilities(
+    model: Any,
+    outs: Sequence[ClipTranscript | None],
+    clips: Sequence[np.ndarray],
+    language: str,
+    requested: str,
+) -> list[dict[str, float] | None]:
+    """The language probabilities each clip decoded in ``language`` is judged by (``requested``: the setting);
+    ``None`` for a clip not decoded.
+
+    First the clip's frames of its decoding's encoder pass (``out.languages``: no encoder work of its own).
+    Those frames also hear their neighbours (one espeak clip twice in a window: the second heard as zh 0.8,
+    en 0.12; alone, en 0.92), so a suspect clip is checked again alone (``detect_language``, one 30 s encoder
+    pass), and that decides: the extra pass is paid by the suspect clips only. A clip is suspect when its
+    frames make it wrong (:func:`judge`'s rule) or, where Whisper knows the language in this voice (``auto``,
+    or the clips' median probability of it >= LANGUAGE_CONFIDENCE), when they give it less than that."""
+    heard = [o.languages if o is not None else None for o in outs]
+    typical = [h.get(language, 0.0) for h in heard if h is not None]
+    known = requested == "auto" or (bool(typical) and float(np.median(typical)) >= LANGUAGE_CONFIDENCE)
+    result: list[dict[str, float] | None] = []
+    for out, probs, clip in zip(outs, heard, clips, strict=True):
+        suspect = probs is None or (
+            (known and probs.get(language, 0.0) < LANGUAGE_CONFIDENCE)
+            or _wrong_language(_as_heard(language, probs), requested)
+        )
+        result.append(None if out is None else _detect(model, [clip])[2] if suspect else probs)
+    return result
+
+
+def _as_heard(language: str, probs: dict[str, float]) -> Heard:
+    detected = max(probs, key=lambda k: probs[k])
+    return Heard(
+        language=language,
+        language_probability=probs.get(language, 0.0),
+        detected_language=detected,
+        detected_probability=probs[detected],
+    )
 
 
 def _doubtful(o: ClipTranscript, retry_below: float, max_ratio: float = 2.4) -> bool:
@@ -414,6 +511,7 @@ def _decode_windows(
     batch_size: int,
     beam_size: int,
     progress: Progress,
+    languages: bool = True,
 ) -> list[ClipTranscript]:
     gap = np.zeros(int(GAP_SECONDS * WHISPER_SR), dtype=np.float32)
     out: list[ClipTranscript | None] = [None] * len(clips)
@@ -453,6 +551,8 @@ def _decode_windows(
                         probability=round(float(w.probability), 4),
                     )
                 )
+        heard = _frame_languages(pipeline, group, spans, edges) if languages else {}
+        pipeline.encoded.clear()
         for wi, win in enumerate(group):
             avg_logprob, no_speech = stats.get(wi, (0.0, 1.0))
             for i in win:
@@ -469,6 +569,7 @@ def _decode_windows(
                     no_speech_prob=round(no_speech, 4),
                     compression_ratio=round(compression_ratio(text), 4),
                     window_clips=len(win),
+                    languages=heard.get(i),
                 )
         progress(advance=sum(len(win) for win in group))
     return [o for o in out if o is not None]
@@ -549,14 +650,28 @@ class Heard:
 
 
 def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
-    """The row's clip was heard clearly as another language XTTS-v2 speaks (the rule of ``_Job._clip_languages``)."""
+    """The row's clip is not in the language it was decoded in (``language``: the requested one, or under
+    ``auto`` its file's), as Whisper heard the clip (``detected_language``; see :func:`clip_language_probabilities`).
+
+    Under ``auto`` the clip must be heard in its file's language with the confidence the file needed
+    (LANGUAGE_CONFIDENCE): the file was, on its first 30 s, so Whisper knows the language in this voice, and a clip
+    where it falls below is in another one, whichever Whisper names (espeak-ng German in an English talk: en
+    0.02-0.24, "heard" as German, Latvian or English; the English clips: en 0.94-0.99). With a language given, the
+    clip is wrong only when that language gets under WRONG_LANGUAGE_MAX_REQUESTED and Whisper hears another one
+    XTTS-v2 speaks clearly (WRONG_LANGUAGE_CONFIDENCE): a robotic voice leads Whisper to unrelated languages, and
+    it may not hear the requested language at all (espeak-ng pt-br: pt <= 0.01)."""
+    decoded = row.language or (None if requested == "auto" else requested)
     detected = row.detected_language
-    if requested == "auto" or detected in (None, requested) or xtts_language(detected) is None:
+    if decoded is None or detected is None:
         return False
-    requested_p = 0.0 if row.language == detected else float(row.language_probability or 0.0)
+    p_decoded = float(row.language_probability or 0.0)
+    if requested == "auto":
+        return p_decoded < LANGUAGE_CONFIDENCE
     return (
-        float(row.detected_probability or 0.0) >= WRONG_LANGUAGE_CONFIDENCE
-        and requested_p < WRONG_LANGUAGE_MAX_REQUESTED
+        detected != decoded
+        and p_decoded < WRONG_LANGUAGE_MAX_REQUESTED
+        and xtts_language(detected) is not None
+        and float(row.detected_probability or 0.0) >= WRONG_LANGUAGE_CONFIDENCE
     )
 
 
@@ -674,7 +789,7 @@ def _key(seg: ClipRecord, settings: TranscribeSettings, language: str, model: st
         "model": model,
         "language": language,
         "beam": settings.beam_size,
-        "clip_language": settings.check_clip_language if language != "auto" else None,
+        "clip_language": settings.check_clip_language,
         "window": settings.window_seconds,
         "source_sha256": seg.source_sha256,
         "start": seg.start,
@@ -700,14 +815,15 @@ def _detect(model: Any, clips: list[np.ndarray]) -> tuple[str, float, dict[str, 
 
 @dataclass
 class _Language:
-    """The language a source's clips are transcribed in, and what Whisper detected."""
+    """The language a clip is transcribed in and its probability, and what Whisper heard (the file's, or the
+    clip's own: see _Job._clip_languages)."""
 
     language: str
     probability: float
     detected: str
     detected_probability: float
     multilingual: bool
-    wrong: bool  # detected as another language than the requested one, confidently
+    wrong: bool = False  # the file, checked once, was heard confidently as another language: not decoded
 
 
 @dataclass
@@ -734,10 +850,10 @@ class _Job:
                 continue
             if lang is None:
                 lang = self._source_language(source, audios)
-            langs = self._clip_languages(audios, lang)
+            outs = self._decode(audios, lang)
             yield [
                 self._row(seg, a, out, cl)
-                for seg, a, out, cl in zip(part, audios, self._decode(audios, langs), langs, strict=True)
+                for seg, a, out, cl in zip(part, audios, outs, self._clip_languages(lang, outs, audios), strict=True)
             ]
 
     def _load(self, segs: list[ClipRecord]) -> tuple[list[ClipRecord], list[np.ndarray]]:
@@ -754,13 +870,14 @@ class _Job:
 
     def _source_language(self, source: str, audios: list[np.ndarray]) -> _Language:
         """``auto``: the source's language from its first 30 s, or a refusal when Whisper is unsure
-        or hears a language XTTS-v2 does not speak. A given language: that one."""
+        or hears a language XTTS-v2 does not speak. A given language: that one (checked on the whole
+        file once when each clip's language is not checked)."""
         shown = source or "(no source)"
         if not self.multilingual:
-            return _Language("en", 1.0, "en", 1.0, False, False)
+            return _Language("en", 1.0, "en", 1.0, False)
         if self.requested != "auto":
             if self.settings.check_clip_language:
-                return _Language(self.requested, 1.0, self.requested, 1.0, True, False)
+                return _Language(self.requested, 1.0, self.requested, 1.0, True)
             return self._heard(_detect(self.model, audios), shown)  # the whole file, once
         detected, prob, all_probs = _detect(self.model, audios)
         self.result.detected[shown] = (detected, round(prob, 3))
@@ -776,18 +893,27 @@ class _Job:
                 hint="Say it with --language (pt, en, es, fr, de, it, ...); TRANSCRIBE_LANGUAGE=pt in .env keeps it.",
             )
         log.info("%s: language %s (p=%.2f)", shown, detected, prob)
-        return _Language(detected, prob, detected, prob, True, False)
+        return _Language(detected, prob, detected, prob, True)
 
-    def _clip_languages(self, audios: list[np.ndarray], lang: _Language) -> list[_Language]:
-        """With a language given and a multilingual model, each clip's own language: a clip Whisper
-        hears clearly as another language XTTS-v2 speaks (an English answer in a Portuguese interview)
-        is wrong (see WRONG_LANGUAGE_CONFIDENCE)."""
-        if self.requested == "auto" or not self.multilingual or not self.settings.check_clip_language:
-            return [lang] * len(audios)
-        return [self._heard(_detect(self.model, [a])) for a in audios]
+    def _clip_languages(
+        self, lang: _Language, outs: list[ClipTranscript | None], audios: list[np.ndarray]
+    ) -> list[_Language]:
+        """Each clip's own language (``check_clip_language``, a multilingual model), as
+        :func:`clip_language_probabilities` hears it; :func:`judge` rejects the clip when it is not in the
+        language it was decoded in (see _wrong_language)."""
+        if not lang.multilingual or lang.wrong or not self.settings.check_clip_language:
+            return [lang] * len(outs)
+        out: list[_Language] = []
+        for probs in clip_language_probabilities(self.model, outs, audios, lang.language, self.requested):
+            if probs is None:
+                out.append(lang)
+                continue
+            detected = max(probs, key=lambda k: probs[k])
+            out.append(_Language(lang.language, probs.get(lang.language, 0.0), detected, probs[detected], True))
+        return out
 
-    def _heard(self, detection: tuple[str, float, dict[str, float]], source: str | None = None) -> _Language:
-        """The requested language, and whether Whisper clearly heard another one XTTS-v2 speaks instead."""
+    def _heard(self, detection: tuple[str, float, dict[str, float]], source: str) -> _Language:
+        """The requested language, and whether Whisper clearly heard another one XTTS-v2 speaks in the file."""
         detected, prob, all_probs = detection
         requested_p = all_probs.get(self.requested, 0.0)
         wrong = (
@@ -796,7 +922,7 @@ class _Job:
             and prob >= WRONG_LANGUAGE_CONFIDENCE
             and requested_p < WRONG_LANGUAGE_MAX_REQUESTED
         )
-        if wrong and source is not None:
+        if wrong:
             log.warning(
                 "%s: speech detected as %s (p=%.2f), not %s: its clips are rejected",
                 source,
@@ -806,27 +932,25 @@ class _Job:
             )
         return _Language(self.requested, requested_p, detected, prob, True, wrong)
 
-    def _decode(self, audios: list[np.ndarray], langs: list[_Language]) -> list[ClipTranscript | None]:
-        keep = [i for i, cl in enumerate(langs) if not cl.wrong]
-        self.progress(advance=len(audios) - len(keep))
-        outs: list[ClipTranscript | None] = [None] * len(audios)
-        if not keep:
-            return outs
+    def _decode(self, audios: list[np.ndarray], lang: _Language) -> list[ClipTranscript | None]:
+        if lang.wrong:  # the whole file is in another language
+            self.progress(advance=len(audios))
+            return [None] * len(audios)
         st = self.settings
-        decoded = transcribe_clips(
-            self.model,
-            [audios[i] for i in keep],
-            langs[keep[0]].language,
-            batch_size=self.runtime.batch_size,
-            beam_size=st.beam_size,
-            window_seconds=st.window_seconds,
-            retry_below=max(st.min_avg_logprob, -0.8),
-            retry_above_ratio=min(st.max_compression_ratio, 2.4),
-            progress=self.progress,
+        return list(
+            transcribe_clips(
+                self.model,
+                audios,
+                lang.language,
+                batch_size=self.runtime.batch_size,
+                beam_size=st.beam_size,
+                window_seconds=st.window_seconds,
+                retry_below=max(st.min_avg_logprob, -0.8),
+                retry_above_ratio=min(st.max_compression_ratio, 2.4),
+                progress=self.progress,
+                languages=st.check_clip_language,
+            )
         )
-        for i, out in zip(keep, decoded, strict=True):
-            outs[i] = out
-        return outs
 
     def _row(
         self, seg: ClipRecord, audio_: np.ndarray, out: ClipTranscript | None, lang: _Language
@@ -838,8 +962,8 @@ class _Job:
             id=seg.id,
             wav=seg.wav,
             text=out.text if out else "",
-            language=lang.detected if lang.wrong else lang.language,
-            language_probability=round(lang.detected_probability if lang.wrong else lang.probability, 4),
+            language=lang.language,
+            language_probability=round(lang.probability, 4),
             detected_language=lang.detected if lang.multilingual else None,
             detected_probability=round(lang.detected_probability, 4) if lang.multilingual else None,
             avg_logprob=out.avg_logprob if out else 0.0,
