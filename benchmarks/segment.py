@@ -7,6 +7,9 @@ light background noise) it measures, side by side:
   energy pass (``--method energy``, -40 dBFS) and the naive
   ``librosa.effects.split(top_db=40)`` on the whole file in memory;
 * clips planned from each, and how many clip edges fall inside a sentence;
+* with the default clips (5-15 s): the short sentences kept (``short_share``), their share of the
+  clips and of the audio, whether each holds whole sentences only, and the sentence seconds that
+  lie whole in a clip, against ``short_share`` 0 (no speech may be lost to them);
 * peak RSS of decoding a longer file (the audio looped) whole into memory
   (``librosa.load``) vs our block stream (``xttsft.audio.stream_blocks``), each in
   a fresh process.
@@ -74,19 +77,63 @@ def inside(t: float, spans: list[tuple[float, float]], tol: float = 0.02) -> boo
     return bool(i >= 0 and spans[i][0] + tol < t < spans[i][1] - tol)
 
 
+def shorts_kept(wav: Path, spans: list[tuple[float, float]], analyze, plan_segments, settings_cls) -> list[dict]:
+    """The default clips (5-15 s) with the default short_share and with none: how many short sentences are
+    kept, their share of the clips and of the audio, whether each holds whole sentences only, and the
+    seconds of sentences that lie whole in a clip (no speech is lost to them)."""
+    an = analyze(wav, settings_cls())
+    rows = []
+    for share in (0.0, settings_cls().short_share):
+        st = settings_cls(short_share=share)
+        t0 = time.perf_counter()
+        kept, _ = plan_segments(an.regions, an.duration, st, an.envelope_db)
+        sec = time.perf_counter() - t0
+        shorts = [k for k in kept if "short_sentence" in k.flags]
+        whole = [
+            k
+            for k in shorts
+            if any(k.start <= a and b <= k.end for a, b in spans)
+            and not any(a < k.end and k.start < b and not (k.start <= a and b <= k.end) for a, b in spans)
+        ]
+        rows.append(
+            {
+                "method": f"xttsft VAD, {st.min_duration:g}-{st.max_duration:g} s clips, short_share {share:g}",
+                "plan_seconds": round(sec, 3),
+                "clips": len(kept),
+                "edges_inside_sentences": int(sum(inside(k.start, spans) + inside(k.end, spans) for k in kept)),
+                "short_clips": len(shorts),
+                "short_share_of_clips": round(len(shorts) / max(1, len(kept)), 3),
+                "short_share_of_audio": round(
+                    sum(k.duration for k in shorts) / max(1e-9, sum(k.duration for k in kept)), 3
+                ),
+                "short_clips_of_whole_sentences": len(whole),
+                "sentence_seconds_in_clips": round(
+                    sum(b - a for a, b in spans if any(k.start <= a and b <= k.end for k in kept)), 1
+                ),
+            }
+        )
+    return rows
+
+
 _RSS = r"""
-import resource, sys
+import sys
+from pathlib import Path
 import numpy as np
 mode, path = sys.argv[1], sys.argv[2]
 import librosa
 from xttsft import audio
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# ru_maxrss is inherited across fork+exec (this benchmark's own process, with torch loaded by the speaker
+# turns, would hide the child's peak), so reset this process's high-water mark and read VmHWM instead
+Path("/proc/self/clear_refs").write_text("5")
+def hwm():
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+base = hwm()
 if mode == "whole":
     x, _ = librosa.load(path, sr=22050, mono=True)
     n = len(x)
 else:
     n = sum(len(b) for b in audio.stream_blocks(path, sr=22050))
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
+print(n, hwm(), base)
 """
 
 
@@ -130,6 +177,7 @@ def main() -> None:
                 }
             )
 
+        short_rows = shorts_kept(wav, spans, analyze, plan_segments, SegmentSettings)
         librosa.effects.split(np.zeros(SR, np.float32) + 0.1, top_db=40)  # warm up (numba JIT)
         t0 = time.perf_counter()
         y, _ = librosa.load(wav, sr=SR)
@@ -148,6 +196,7 @@ def main() -> None:
             }
         )
 
+        rows += short_rows
         long = Path(d) / "long.wav"
         subprocess.run(
             [
@@ -192,6 +241,11 @@ def main() -> None:
         "vad_clips_vs_naive_energy_clips": round(rows[0]["clips"] / max(1, rows[2]["clips"]), 2),
         # extra RSS over the imports; the stream's is below 1 MB, so it is floored at 1 MB
         "whole_decode_extra_rss_vs_streamed_floor_1mb": round(rss["whole"] / max(rss["stream"], 1.0), 1),
+        # short sentences kept with the default short_share, and the sentence seconds in clips against none
+        "short_share_of_clips_default": short_rows[1]["short_share_of_clips"],
+        "sentence_seconds_in_clips_vs_no_short": round(
+            short_rows[1]["sentence_seconds_in_clips"] / max(1e-9, short_rows[0]["sentence_seconds_in_clips"]), 3
+        ),
     }
     table = Table(title=f"segment benchmark: {dur / 60:.1f} min of noisy espeak-ng speech, {len(spans)} sentences")
     cols = [
@@ -201,6 +255,11 @@ def main() -> None:
         "speech_regions",
         "clips",
         "edges_inside_sentences",
+        "short_clips",
+        "short_share_of_clips",
+        "short_share_of_audio",
+        "short_clips_of_whole_sentences",
+        "sentence_seconds_in_clips",
         "peak_rss_mb_above_imports",
     ]
     for c in cols:

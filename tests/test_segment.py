@@ -191,6 +191,108 @@ def test_cli_errors_without_traceback(cli, workspace) -> None:
     assert r.exit_code == 1 and "method" in r.output
 
 
+RUNNING = [  # sentences said one after the other, 0.2 s apart: running speech
+    ["She sells sea shells by the shore.", "A journey begins with a single step.", "We need a small plastic snake."],
+    ["Please call Stella and ask her to come.", "The rain in Spain stays mainly in the plain.", "Open the door."],
+]
+ALONE = "Good morning to you."  # about 1.3 s, between pauses of 1.2 s
+
+
+@pytest.fixture(scope="module")
+def talk_with_short(tmp_path_factory: pytest.TempPathFactory, speak) -> tuple[Path, list[tuple[float, float]], int]:
+    """Running speech, a stand-alone short sentence between long pauses, running speech again; the
+    sentence spans and the index of the short one."""
+    d = tmp_path_factory.mktemp("short")
+    rng = np.random.default_rng(2)
+    texts = [*RUNNING[0], ALONE, *RUNNING[1]]
+    gaps = [0.5, 0.2, 0.2, 1.2, 1.2, 0.2, 0.2, 0.5]  # before each sentence, and after the last
+    parts, spans, t = [], [], 0.0
+    for i, text in enumerate(texts):
+        x, _ = sf.read(speak(text, d / f"s{i}.wav"), dtype="float32")
+        voiced = np.flatnonzero(np.abs(x) > 0.01)
+        x = x[voiced[0] : voiced[-1] + 1]
+        parts += [np.zeros(int(gaps[i] * SR), np.float32), x]
+        t += int(gaps[i] * SR) / SR
+        spans.append((t, t + len(x) / SR))
+        t += len(x) / SR
+    parts.append(np.zeros(int(gaps[-1] * SR), np.float32))
+    y = np.concatenate(parts)
+    y += rng.normal(0, 0.002, len(y)).astype(np.float32)
+    out = d / "talk.wav"
+    sf.write(out, y, SR, subtype="PCM_16")
+    return out, spans, len(RUNNING[0])
+
+
+def test_a_stand_alone_short_sentence_is_kept_as_its_own_clip(talk_with_short, cli, workspace) -> None:
+    path, spans, alone = talk_with_short
+    r = cli("segment", str(path), "--min-duration", "4", "--max-duration", "10", "--short-share", "0.34")
+    assert r.exit_code == 0, r.output
+    rows = read_jsonl(workspace.segments_manifest)
+    short = [row for row in rows if "short_sentence" in row["flags"]]
+    assert len(short) == 1, rows
+    a, b = spans[alone]
+    clip = short[0]
+    # the whole sentence, its pads, and nothing of the running speech on either side
+    assert clip["start"] <= a - 0.1 and b + 0.1 <= clip["end"] and 1.0 <= clip["duration"] < 4.0, (clip, spans)
+    assert spans[alone - 1][1] < clip["start"] and clip["end"] < spans[alone + 1][0]
+    for row in rows:  # the other clips keep the minimum, and no edge falls inside a sentence
+        assert row is clip or row["duration"] >= 4.0 - 1e-3, row
+        assert not _inside(row["start"], spans) and not _inside(row["end"], spans), (row, spans)
+    assert "".join("1 short sentence (".split()) in "".join(r.output.split())
+    # the default share (15%) of 3 clips keeps no short one: the sentence is merged as before
+    r = cli("segment", str(path), "--min-duration", "4", "--max-duration", "10", "--force")
+    assert r.exit_code == 0 and "no short sentence" in " ".join(r.output.split())
+    assert not any("short_sentence" in row["flags"] for row in read_jsonl(workspace.segments_manifest))
+
+
+def _short_plan(regions: list[Region], duration: float, **kw: object):
+    st = SegmentSettings(**{"min_duration": 4.0, "max_duration": 10.0, "pad": 0.2, "short_share": 0.5, **kw})
+    kept, dropped = plan_segments(regions, duration, st)
+    return [k for k in kept if "short_sentence" in k.flags], kept, dropped
+
+
+def test_short_fragments_of_running_speech_are_not_short_clips() -> None:
+    # a 2 s sentence 0.2 s after running speech is part of it, however long the pause after it ...
+    running = [Region(0.5, 3.0), Region(3.2, 5.2), Region(7.0, 10.0), Region(10.2, 13.0)]
+    shorts, kept, _ = _short_plan(running, 14.0)
+    assert not shorts and len(kept) == 2
+    # ... and so is one with 0.2 s on both sides (a fragment inside running speech)
+    inside = [Region(0.5, 3.5), Region(3.7, 5.7), Region(5.9, 9.0)]
+    shorts, kept, _ = _short_plan(inside, 10.0)
+    assert not shorts
+    # pieces of speech split for having no pause are not sentences either, even when shorter than the minimum
+    kept, dropped = plan_segments([Region(0.5, 16.5)], 17.0, SegmentSettings(min_duration=4, max_duration=6))
+    assert kept and all("forced_split" in k.flags and "short_sentence" not in k.flags for k in kept + dropped)
+    # the same 2 s sentence with 1 s of silence on both sides stands alone: it is kept as a short clip
+    alone = [Region(0.5, 3.0), Region(3.2, 5.2), Region(6.2, 8.2), Region(9.2, 12.0), Region(12.2, 15.0)]
+    shorts, kept, dropped = _short_plan(alone, 16.0)
+    assert [(k.speech_start, k.speech_end) for k in shorts] == [(6.2, 8.2)] and not dropped
+    assert shorts[0].start == pytest.approx(6.0) and shorts[0].end == pytest.approx(8.4)
+
+
+def test_the_short_share_cap_holds() -> None:
+    # 12 short sentences (2 s) between 1 s pauses, each next to 6 s of running speech
+    regions, t = [], 0.5
+    for k in range(12):
+        regions += [Region(t, t + 3.0), Region(t + 3.2, t + 6.2), Region(t + 7.2, t + 9.2)]
+        t += 10.2 + 0.05 * k  # the later pauses are a little longer: those sentences stand more alone
+    duration = t + 0.5
+    speech = sum(r.duration for r in regions)
+    for share in (0.1, 0.25, 0.5):
+        shorts, kept, dropped = _short_plan(regions, duration, short_share=share)
+        assert 0 < len(shorts) <= share * len(kept) + 1e-9, (share, len(shorts), len(kept))
+        assert (len(shorts) + 1) > share * (len(kept) + 1), "the cap is reached, not undershot"
+        assert not dropped and sum(k.speech_end - k.speech_start for k in kept) >= speech - 1e-6
+        assert all(4.0 - 1e-6 <= k.duration <= 10.0 + 1e-6 for k in kept if k not in shorts)
+        assert all(1.0 <= k.duration < 4.0 and k.speech_end - k.speech_start == pytest.approx(2.0) for k in shorts)
+    assert not _short_plan(regions, duration, short_share=0.0)[0]
+    # isolated short sentences (pauses over max_pause) that would be dropped: only the share is kept, the longest
+    lone = [Region(0.5, 6.5), Region(9.0, 15.0)] + [Region(18.0 + 4 * k, 19.0 + 4 * k + 0.1 * k) for k in range(6)]
+    shorts, kept, dropped = _short_plan(lone, 45.0, short_share=0.34)
+    assert len(kept) == 3 and len(dropped) == 5
+    assert [k.speech_start for k in shorts] == [38.0]
+
+
 _HOUR = r"""
 import resource, sys
 from pathlib import Path
@@ -227,3 +329,78 @@ def test_hour_long_file_streams_in_bounded_memory(talk, tmp_path: Path) -> None:
     assert status == "segmented" and float(duration) == pytest.approx(3600, abs=1)
     assert int(clips) >= 3 * 3
     assert int(peak_kb) < 1_000_000, f"peak RSS {int(peak_kb) / 1024:.0f} MB"
+
+
+# ------------------------------------------------------------------ speaker turns (issue 22)
+def _voices(cos: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit 256-d voice directions with cosine ``cos``."""
+    rng = np.random.default_rng(seed)
+    a, n = rng.normal(size=256), rng.normal(size=256)
+    a /= np.linalg.norm(a)
+    n -= (n @ a) * a
+    n /= np.linalg.norm(n)
+    return a, cos * a + np.sqrt(1 - cos**2) * n
+
+
+def _windows(who: list[tuple[float, float, np.ndarray]], end: float, seed: int = 1) -> tuple[list[float], np.ndarray]:
+    """1.6 s windows every 0.8 s: each the voice speaking most of it, with a little noise (None in silence)."""
+    rng = np.random.default_rng(seed)
+    starts, embs = [], []
+    t = 0.0
+    while t + 1.6 <= end + 1e-9:
+        share = [(min(t + 1.6, b) - max(t, a), v) for a, b, v in who]
+        best = max(share, key=lambda s: s[0])
+        if best[0] > 0.4:
+            e = best[1] + rng.normal(scale=0.03, size=256)
+            starts.append(t)
+            embs.append(e / np.linalg.norm(e))
+        t = round(t + 0.8, 6)
+    return starts, np.array(embs, dtype=np.float32)
+
+
+def _clips_across(regions: list[Region], at: float, end: float) -> list[tuple[float, float]]:
+    kept, _ = plan_segments(regions, end, SegmentSettings(), np.full(int(end / 0.01) + 1, -30.0, np.float32))
+    return [(s.start, s.end) for s in kept if s.start < at - 0.15 and s.end > at + 0.15]
+
+
+def test_a_turn_in_a_pause_is_a_cut_there() -> None:
+    """Two real-like voices (window similarity 0.76; the pyannote sample's two speakers are 0.72-0.81) change
+    in a 0.4 s pause: the clip plan would join the 6.5 s and 4 s of speech; the change is a cut there."""
+    from xttsft.data.segment import mark_turns
+
+    a, b = _voices(0.76)
+    regions = [Region(0.3, 3.4), Region(3.7, 6.8), Region(7.2, 11.2), Region(11.5, 13.0)]
+    starts, embs = _windows([(0.0, 7.0, a), (7.0, 13.5, b)], 13.5)
+    marked, n = mark_turns(regions, starts, embs, np.full(1400, -30.0, np.float32))
+    assert n >= 1 and marked[2].turn and not marked[1].turn
+    assert _clips_across(marked, 7.0, 13.5) == []
+
+
+def test_a_short_turn_near_a_clip_edge_is_cut_on_both_sides() -> None:
+    """A 2.4 s answer of another voice between two pauses, at the end of a 6 s stretch of the first: too short
+    for the 3.2 s context on each side of the window test, found by the pause test; no clip holds both."""
+    from xttsft.data.segment import mark_turns
+
+    a, b = _voices(0.72, seed=3)
+    regions = [Region(0.3, 3.0), Region(3.3, 6.3), Region(6.9, 9.3), Region(9.8, 12.8), Region(13.1, 16.0)]
+    starts, embs = _windows([(0.0, 6.6, a), (6.6, 9.55, b), (9.55, 16.5, a)], 16.5, seed=4)
+    marked, _ = mark_turns(regions, starts, embs, np.full(1700, -30.0, np.float32))
+    assert marked[2].turn and marked[3].turn
+    assert _clips_across(marked, 6.6, 16.5) == [] and _clips_across(marked, 9.55, 16.5) == []
+
+
+def test_a_turn_inside_speech_is_cut_at_its_quietest_point_not_in_a_pause_of_one_voice() -> None:
+    """A change inside speech (no pause), 1.1 s after a short pause between two sentences of the first voice:
+    the cut goes to the quietest 50 ms near the change, not into that pause (which holds one voice)."""
+    from xttsft.data.segment import mark_turns
+
+    a, b = _voices(0.2, seed=5)
+    regions = [Region(0.3, 5.0), Region(5.3, 14.0)]
+    env = np.full(1500, -30.0, np.float32)
+    env[655:662] = -55.0  # the breath between the two voices, at 6.55-6.62 s
+    starts, embs = _windows([(0.0, 6.6, a), (6.6, 14.5, b)], 14.5, seed=6)
+    marked, n = mark_turns(regions, starts, embs, env)
+    assert n >= 1 and not marked[1].turn
+    cuts = [r.start for r in marked if r.turn]
+    assert len(cuts) == 1 and 6.4 <= cuts[0] <= 6.7, cuts
+    assert _clips_across(marked, 6.6, 14.5) == []

@@ -618,6 +618,48 @@ def test_bad_samples_are_counted_not_replaced(tmp_path, speak) -> None:
     assert rep.max_text_length == max(len(s.tokens) for s in rep.train + rep.val)
 
 
+LONG_TEXTS = [
+    "The quick brown fox jumps over the lazy dog, and then it runs far away into the deep green forest.",
+    "Every morning we walk along the river to the old bridge, where the boats wait for the tide to turn.",
+]
+
+
+def test_short_sentences_train_and_are_conditioned_on_long_clips(tmp_path, speak) -> None:
+    """Short sentences (1.2-1.7 s, as segment's short_share keeps) beside long clips train without a NaN; every
+    sample is conditioned on a 3-6 s slice of a long clip, and clips under 3 s condition only when nothing longer
+    is there."""
+    from xttsft.data.datasets import Sample
+    from xttsft.training.train_data import MIN_CONDITIONING, ClipDataset
+
+    ds = _write_dataset(tmp_path / "ds", speak, n_train=3, n_val=1)
+    rows = (ds / "metadata_train.csv").read_text().splitlines()
+    for k, text in enumerate(LONG_TEXTS):
+        speak(text, ds / "wavs" / f"long_{k}.wav", rate=150)
+        rows.append(f"long_{k}|{text}|{text}")
+    (ds / "metadata_train.csv").write_text("\n".join(rows) + "\n")
+    result, _ = _run(tmp_path / "ws", ds, num_epochs=2, batch_size=2, run_name="short")
+    assert result.status == "finished" and result.epochs_completed == 2
+    assert (result.train_samples, result.val_samples, result.dropped) == (5, 1, {})
+    assert all(math.isfinite(x) for x in result.epoch_train_losses + result.epoch_val_losses + result.step_losses)
+
+    wavs = sorted((ds / "wavs").glob("*.wav"))
+    samples = [Sample(w.stem, w, "x", [1], sf.info(str(w)).frames) for w in wavs]
+    lengths = {s.id: s.n_samples for s in samples}
+    assert (
+        sum(n < MIN_CONDITIONING for n in lengths.values()) >= 3
+        and sum(n >= 2 * MIN_CONDITIONING for n in lengths.values()) == 2
+    )
+    for is_eval in (False, True):
+        data = ClipDataset(samples, seed=1, is_eval=is_eval)
+        for epoch in range(3):
+            data.epoch = epoch
+            for i in range(len(samples)):
+                assert MIN_CONDITIONING <= int(data[i]["cond_lens"]) <= data[i]["conditioning"].shape[-1]
+    shorts = [s for s in samples if s.n_samples < MIN_CONDITIONING]
+    item = ClipDataset(shorts, seed=1, is_eval=False)[0]
+    assert int(item["cond_lens"]) < MIN_CONDITIONING  # nothing longer: a short clip conditions, whole
+
+
 def test_data_loader_workers_draw_the_same_batches(tmp_path, dataset) -> None:
     """TRAIN_NUM_WORKERS reads the clips in worker processes; every sample's randomness depends only
     on (seed, epoch, index), so the losses are those of the in-process loader."""

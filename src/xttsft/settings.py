@@ -258,6 +258,17 @@ class SegmentSettings(Section):
         True,
         description="Cut where the voice changes (GE2E speaker embeddings of 1.6 s windows), so each clip holds one voice.",
     )
+    short_share: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Largest share of a source's clips that may be short sentences: whole sentences between "
+        "short_min_duration and min_duration that stand alone between pauses of 0.5 s or more, kept as clips so "
+        "that the model learns to end short prompts; 0: none.",
+    )
+    short_min_duration: float = Field(
+        1.0, gt=0, description="Shortest short sentence kept (see short_share), in seconds, pads included."
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> SegmentSettings:

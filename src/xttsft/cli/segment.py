@@ -40,7 +40,9 @@ def segment(
     `--silence-threshold`. Clips are cut at the longest pauses, never inside a word when a pause exists;
     speech longer than the maximum with no pause is split at its quietest point (flag `forced_split`).
     Each clip keeps `--pad` seconds of silence at both ends, never the neighbour's speech, and is
-    normalised to `--target-loudness` dBFS RMS without its peak going over `--peak-limit`.
+    normalised to `--target-loudness` dBFS RMS without its peak going over `--peak-limit`. Whole short
+    sentences (from `--short-min-duration` s) that stand alone between pauses are kept too, as up to
+    `--short-share` of the clips (flag `short_sentence`), so that the model learns to end short prompts.
 
     **Output:** `train/data/processed/segments/<source>_0001.wav` ... (16-bit PCM), `manifest.jsonl`
     (one row per clip: source, start, end, duration, peak, loudness, flags) and `sources.jsonl`.
@@ -72,6 +74,7 @@ def _summary(result: SegmentResult) -> None:
     table.add_column("status")
     table.add_column("clips", justify="right")
     table.add_column("minutes", justify="right")
+    table.add_column("short", justify="right")
     table.add_column("dropped", justify="right")
     table.add_column("reason / notes")
     style = {"segmented": "green", "skipped": "dim", "failed": "bold red"}
@@ -82,11 +85,12 @@ def _summary(result: SegmentResult) -> None:
             f"[{style[s.status]}]{s.status}[/]",
             str(s.segments),
             f"{s.seconds / 60:.1f}",
+            str(s.short),
             str(s.dropped),
             escape(text),
         )
     console.print(table)
     console.print(
         f"{result.total_segments} clips, {result.total_seconds / 60:.1f} min in {escape(str(result.segments_dir))}; "
-        f"manifest: {escape(str(result.manifest))}"
+        f"{result.short_summary}; manifest: {escape(str(result.manifest))}"
     )

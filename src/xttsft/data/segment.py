@@ -44,7 +44,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,7 +90,10 @@ MIN_GAP = 0.10  # pauses shorter than this do not separate regions
 CUT_PAUSE_REF = 0.35  # cutting at a shorter pause costs, at a longer one pays
 MERGED_PAUSE = 0.5  # a clip spanning a pause this long is flagged "merged"
 DROP_COST = 100.0
-ALGO_VERSION = 2  # bump when a change alters the clips, so re-runs redo them
+SHORT_PAUSE = 0.5  # a short sentence stands alone: at least this much silence before and after it
+SHORT_COST = 50.0  # a short clip costs this, less the bonus the share search sets (a drop costs more)
+SHORT_TIE = 1e-3  # the most isolated short sentence gets up to this much more bonus than the least
+ALGO_VERSION = 3  # bump when a change alters the clips, so re-runs redo them
 
 
 @dataclass
@@ -144,6 +147,8 @@ class SourceResult:
     segments: int = 0
     seconds: float = 0.0  # total duration of its clips
     dropped: int = 0  # speech pieces shorter than min_duration that could not be merged
+    short: int = 0  # of its clips, the short sentences kept (flag "short_sentence")
+    short_seconds: float = 0.0
     duration: float | None = None  # source duration
     reason: str | None = None  # why it failed or was skipped
     notes: list[str] = field(default_factory=list)  # warnings (8 kHz, truncated, ...)
@@ -167,6 +172,23 @@ class SegmentResult:
     @property
     def total_seconds(self) -> float:
         return sum(s.seconds for s in self.sources)
+
+    @property
+    def total_short(self) -> int:
+        """Of those clips, the short sentences (flag ``short_sentence``)."""
+        return sum(s.short for s in self.sources)
+
+    @property
+    def short_summary(self) -> str:
+        """How many short sentences were kept and their share of the clips and of the audio."""
+        n, total = self.total_short, self.total_segments
+        if not n:
+            return "no short sentence"
+        sec = sum(s.short_seconds for s in self.sources)
+        return (
+            f"{n} short sentence{'s' if n != 1 else ''} ({n / total:.0%} of the clips, "
+            f"{sec / max(self.total_seconds, 1e-9):.0%} of the audio)"
+        )
 
 
 # --------------------------------------------------------------------------- sources
@@ -314,6 +336,9 @@ TURN_SILENT_DBFS = VAD_FLOOR_DBFS  # a 1.6 s window quieter than this is not emb
 TURN_CONTEXT = 3  # windows compared on each side of a candidate change (3.2 s of speech each)
 TURN_DROP = 0.22  # a change: the left/right similarity this far below the source's median ...
 TURN_FLOOR, TURN_CEILING = 0.40, 0.70  # ... kept within these (measured on espeak voices, docs/segment.md)
+TURN_PAUSE_REACH = 3.2  # at a pause: the speech windows within this many seconds on each side are compared
+TURN_PAUSE_DROP = 0.10  # a pause is a change when that similarity is this far below the pauses' upper quartile
+TURN_PAUSE_FLOOR, TURN_PAUSE_CEILING = 0.55, 0.70  # ... kept within these (one espeak voice: 0.70 up; docs/segment.md)
 
 
 class _TurnTracker:
@@ -362,55 +387,102 @@ def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
 def mark_turns(
     regions: list[Region], starts: Sequence[float], embs: np.ndarray, env_db: np.ndarray
 ) -> tuple[list[Region], int]:
-    """Mark (or cut) the regions where the voice changes.
+    """Mark (or cut) the regions where the voice changes; no clip spans a region marked ``turn``.
 
-    Along the speech windows, the mean of TURN_CONTEXT windows before each window
-    is compared with the mean of TURN_CONTEXT windows after it; a local minimum of
-    that similarity TURN_DROP below the source's median (kept within
-    TURN_FLOOR..TURN_CEILING) is a change of voice. It is placed
-    in the pause nearest to it when there is one (the regions after it get
-    ``turn``), else the region is cut at its quietest 50 ms near the change.
+    1. At each pause, the speech windows within TURN_PAUSE_REACH seconds before it are compared with those
+       after it (no window reaches across the pause; within the neighbouring region when a window fits); a
+       similarity TURN_PAUSE_DROP below the upper quartile of the source's pauses (most pauses are within
+       one voice; kept within TURN_PAUSE_FLOOR..TURN_PAUSE_CEILING) is a change there.
+    2. Along the speech windows, the mean of TURN_CONTEXT windows before each window is compared with the
+       mean of TURN_CONTEXT windows after it; a local minimum of that similarity TURN_DROP below the
+       source's median (kept within TURN_FLOOR..TURN_CEILING) is a change of voice. It goes into the
+       longest pause within reach that step 1 did not find to hold one voice on both sides, else the
+       region is cut at its quietest 50 ms near the change.
     """
 
     width = EMBED_WINDOW
     keep = [i for i, s in enumerate(starts) if _speech_share(s, s + width, regions) >= 0.5]
-    ctx = TURN_CONTEXT
-    if len(keep) < 2 * ctx + 1:
-        return regions, 0
-    t = np.array([starts[i] for i in keep])
-    e = embs[keep]
-    n = len(t)
-    sim = np.full(n, np.nan)
-    for j in range(ctx, n - ctx):
-        sim[j] = float(unit(e[j - ctx : j].mean(axis=0)) @ unit(e[j + 1 : j + 1 + ctx].mean(axis=0)))
-    threshold = min(max(float(np.nanmedian(sim)) - TURN_DROP, TURN_FLOOR), TURN_CEILING)
-    changes = [
-        float(t[j] + width / 2)
-        for j in range(ctx, n - ctx)
-        if sim[j] < threshold and sim[j] == np.nanmin(sim[max(ctx, j - 2) : j + 3])
-    ]
+    t = np.array([starts[i] for i in keep], dtype=np.float64)
+    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 256), dtype=np.float32)
     out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
     placed = 0
-    for c in changes:
-        out, ok = _place_turn(out, c, env_db)
+    same: set[float] = set()  # starts of the regions after a pause with one voice on both sides
+    scores = _pause_scores(out, t, e)
+    if scores:
+        cut_below = min(
+            max(float(np.percentile(list(scores.values()), 75)) - TURN_PAUSE_DROP, TURN_PAUSE_FLOOR),
+            TURN_PAUSE_CEILING,
+        )
+        for k, v in scores.items():
+            if v < cut_below:
+                placed += not out[k].turn
+                out[k].turn = True
+            else:
+                same.add(out[k].start)
+    for c in _window_changes(t, e):
+        out, ok = _place_turn(out, c, env_db, same=same)
         placed += ok
     return out, placed
 
 
-def _place_turn(regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2) -> tuple[list[Region], bool]:
-    """Put a change of voice near ``at``: in the longest pause within ``reach`` seconds, else a cut."""
+def _pause_scores(regions: list[Region], t: np.ndarray, e: np.ndarray) -> dict[int, float]:
+    """Per pause (the index of the region after it): the similarity of the speech windows just before it to
+    those just after it, each side up to TURN_PAUSE_REACH s and at most half the pause into it."""
+    scores: dict[int, float] = {}
+    n = len(regions)
+    for k in range(1, n):
+        end, start = regions[k - 1].end, regions[k].start
+        slack = min(0.3, (start - end) / 2)
+        left = (t >= end - TURN_PAUSE_REACH - slack) & (t + EMBED_WINDOW <= end + slack)
+        right = (t >= start - slack) & (t + EMBED_WINDOW <= start + TURN_PAUSE_REACH + slack)
+        # the next pause may hold another change: stay within the neighbouring region when a window fits in it
+        before = regions[k - 2].end if k > 1 else -math.inf
+        near = left & (t >= regions[k - 1].start - min(0.3, (regions[k - 1].start - before) / 2))
+        left = near if near.any() else left
+        after = regions[k + 1].start if k + 1 < n else math.inf
+        near = right & (t + EMBED_WINDOW <= regions[k].end + min(0.3, (after - regions[k].end) / 2))
+        right = near if near.any() else right
+        if left.any() and right.any():
+            scores[k] = float(unit(e[left].mean(axis=0)) @ unit(e[right].mean(axis=0)))
+    return scores
+
+
+def _window_changes(t: np.ndarray, e: np.ndarray) -> list[float]:
+    """Times of the changes of voice along the windows (step 2 of :func:`mark_turns`)."""
+    ctx, n = TURN_CONTEXT, len(t)
+    if n < 2 * ctx + 1:
+        return []
+    sim = np.full(n, np.nan)
+    for j in range(ctx, n - ctx):
+        sim[j] = float(unit(e[j - ctx : j].mean(axis=0)) @ unit(e[j + 1 : j + 1 + ctx].mean(axis=0)))
+    threshold = min(max(float(np.nanmedian(sim)) - TURN_DROP, TURN_FLOOR), TURN_CEILING)
+    return [
+        float(t[j] + EMBED_WINDOW / 2)
+        for j in range(ctx, n - ctx)
+        if sim[j] < threshold and sim[j] == np.nanmin(sim[max(ctx, j - 2) : j + 3])
+    ]
+
+
+def _place_turn(
+    regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2, same: Set[float] = frozenset()
+) -> tuple[list[Region], bool]:
+    """Put a change of voice near ``at``: in the longest pause within ``reach`` seconds (not one known to hold
+    the same voice on both sides: ``same`` holds the starts of the regions after those), else a cut at the
+    quietest 50 ms within a window hop (0.8 s: the windows place a change no closer than that)."""
     best, best_gap = None, 0.0
     for k in range(1, len(regions)):
         gap_mid = (regions[k - 1].end + regions[k].start) / 2
         gap = regions[k].start - regions[k - 1].end
-        if abs(gap_mid - at) <= reach and gap > best_gap:
+        if abs(gap_mid - at) <= reach and gap > best_gap and regions[k].start not in same:
             best, best_gap = k, gap
     if best is not None:
+        if regions[best].turn:
+            return regions, False
         regions[best].turn = True
         return regions, True
     for k, r in enumerate(regions):
         if r.start + MIN_REGION < at < r.end - MIN_REGION:
-            cut = _quietest(env_db, max(r.start + MIN_REGION, at - 0.4), min(r.end - MIN_REGION, at + 0.4))
+            cut = _quietest(env_db, max(r.start + MIN_REGION, at - EMBED_HOP), min(r.end - MIN_REGION, at + EMBED_HOP))
             return regions[:k] + [
                 Region(r.start, cut, r.forced_start, True, r.turn),
                 Region(cut, r.end, True, r.forced_end, True),
@@ -473,7 +545,11 @@ def plan_segments(
     if not regs:
         return [], []
     pads = _Pads(regs, duration, settings.pad)
-    return _planned(regs, _group(regs, pads, settings), pads, duration, settings.min_duration)
+    bounds, shorts = _group(regs, pads, settings), set[tuple[int, int]]()
+    units = _short_units(regs, pads, settings) if settings.short_share > 0 else {}
+    if units:
+        bounds, shorts = _with_shorts(regs, pads, settings, units, bounds)
+    return _planned(regs, bounds, pads, duration, settings.min_duration, shorts)
 
 
 @dataclass
@@ -494,9 +570,15 @@ class _Pads:
         return min(self.pad, max(gb, 0.0)), min(self.pad, max(ga, 0.0))
 
 
-def _group(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> list[tuple[int, int]]:
+def _group(
+    regs: list[Region],
+    pads: _Pads,
+    settings: SegmentSettings,
+    shorts: Mapping[int, tuple[int, float]] | None = None,
+) -> list[tuple[int, int]]:
     """Dynamic programming over the cuts between regions: the ``(i, j)`` region spans of the cheapest clips
-    (cuts at long pauses pay, short clips cost DROP_COST; see the module docstring)."""
+    (cuts at long pauses pay, short clips cost DROP_COST; see the module docstring). A stand-alone short
+    sentence, ``shorts[i] == (j, bonus)``, costs SHORT_COST - bonus instead."""
     n = len(regs)
     best = [math.inf] * (n + 1)
     back = [0] * (n + 1)
@@ -512,7 +594,8 @@ def _group(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> list[t
             # cutting between regs[i-1] and regs[i] at a pause of g seconds costs CUT_PAUSE_REF - min(g, 2)
             cost = best[i] + (CUT_PAUSE_REF - min(regs[i].start - regs[i - 1].end, 2.0) if i > 0 else 0.0)
             if dur < settings.min_duration - 1e-6:
-                cost += DROP_COST + (regs[j - 1].end - regs[i].start)
+                unit = shorts.get(i) if shorts else None
+                cost += SHORT_COST - unit[1] if unit and unit[0] == j else DROP_COST + (regs[j - 1].end - regs[i].start)
             if cost < best[j]:
                 best[j], back[j] = cost, i
     bounds = []
@@ -523,10 +606,92 @@ def _group(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> list[t
     return bounds[::-1]
 
 
+def _short_units(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> dict[int, int]:
+    """The stand-alone short sentences, as ``{i: j}`` region spans: speech between two pauses of at least
+    SHORT_PAUSE (the file's ends count when as much silence lies there), with none that long inside, no forced
+    cut at its edges, and from ``short_min_duration`` to under ``min_duration`` long with its pads."""
+    n, units = len(regs), {}
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and regs[j].start - regs[j - 1].end < SHORT_PAUSE and not regs[j].turn:
+            j += 1
+        before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
+        after = (regs[j].start if j < n else pads.duration) - regs[j - 1].end
+        pl, pr = pads(i, j)
+        dur = regs[j - 1].end - regs[i].start + pl + pr
+        if (
+            min(before, after) >= SHORT_PAUSE
+            and not (regs[i].forced_start or regs[j - 1].forced_end)
+            and settings.short_min_duration - 1e-6 <= dur < settings.min_duration - 1e-6
+        ):
+            units[i] = j
+        i = j
+    return units
+
+
+def _with_shorts(
+    regs: list[Region], pads: _Pads, settings: SegmentSettings, units: dict[int, int], base: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
+    """The grouping with as many stand-alone short sentences as ``short_share`` allows, and those spans.
+
+    A short clip's bonus is searched (bisection) for the most short clips that keep their share of the
+    clips at most ``short_share`` and drop no more speech than ``base``: first the short sentences that
+    would be dropped, then, cut out of longer clips, those whose cut pays most (the longest pauses; a
+    bonus under SHORT_TIE ranks the most isolated first, so that equal pauses do not come all at once).
+    When even the rescued ones are too many, the longest are kept."""
+    min_dur, share = settings.min_duration, settings.short_share
+
+    def length(i: int, j: int) -> float:
+        pl, pr = pads(i, j)
+        return regs[j - 1].end - regs[i].start + pl + pr
+
+    def gaps(i: int) -> tuple[float, float, int]:
+        j = units[i]
+        before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
+        after = (regs[j].start if j < len(regs) else pads.duration) - regs[j - 1].end
+        return min(before, after), before + after, -i
+
+    rank = {i: k / len(units) for k, i in enumerate(sorted(units, key=gaps))}
+
+    def plan(bonus: float) -> tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]:
+        bounds = _group(regs, pads, settings, {i: (j, bonus + SHORT_TIE * rank[i]) for i, j in units.items()})
+        shorts = {(i, j) for i, j in bounds if units.get(i) == j and length(i, j) < min_dur - 1e-6}
+        short_or_long = [(i, j) in shorts or length(i, j) >= min_dur - 1e-6 for i, j in bounds]
+        lost = sum(regs[j - 1].end - regs[i].start for (i, j), ok in zip(bounds, short_or_long, strict=True) if not ok)
+        return bounds, shorts, sum(short_or_long) - len(shorts), lost
+
+    def fits(got: tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]) -> bool:
+        _, shorts, longs, lost = got
+        return len(shorts) <= share * (longs + len(shorts)) + 1e-9 and lost <= base_lost + 1e-6
+
+    base_lost = sum(regs[j - 1].end - regs[i].start for i, j in base if length(i, j) < min_dur - 1e-6)
+    lo, hi = 0.0, SHORT_COST + 10.0  # past SHORT_COST + 2 * (2 - CUT_PAUSE_REF), every unit that can be is cut out
+    best = plan(lo)
+    if not fits(best):
+        bounds, shorts, longs, _ = best
+        keep = math.floor(share * longs / (1 - share) + 1e-9)
+        return bounds, set(sorted(shorts, key=lambda s: (-length(*s), s))[:keep])
+    top = plan(hi)
+    if fits(top):
+        return top[0], top[1]
+    while hi - lo > SHORT_TIE / (4 * len(units)):
+        mid = (lo + hi) / 2
+        got = plan(mid)
+        lo, hi, best = (mid, hi, got) if fits(got) else (lo, mid, best)
+    return best[0], best[1]
+
+
 def _planned(
-    regs: list[Region], bounds: list[tuple[int, int]], pads: _Pads, duration: float, min_duration: float
+    regs: list[Region],
+    bounds: list[tuple[int, int]],
+    pads: _Pads,
+    duration: float,
+    min_duration: float,
+    shorts: Set[tuple[int, int]] = frozenset(),
 ) -> tuple[list[PlannedSegment], list[PlannedSegment]]:
-    """The clips of the region spans, with their pads and flags: (kept, too short)."""
+    """The clips of the region spans, with their pads and flags: (kept, too short); the spans in ``shorts``
+    are kept short sentences (flag ``short_sentence``)."""
     n = len(regs)
     kept: list[PlannedSegment] = []
     dropped: list[PlannedSegment] = []
@@ -540,6 +705,9 @@ def _planned(
             flags.append("speaker_turn")
         if any(group[k + 1].start - group[k].end > MERGED_PAUSE for k in range(len(group) - 1)):
             flags.append("merged")
+        short = (i, j) in shorts
+        if short:
+            flags.append("short_sentence")
         seg = PlannedSegment(
             start=max(0.0, group[0].start - pl),
             end=min(duration, group[-1].end + pr),
@@ -547,7 +715,7 @@ def _planned(
             speech_end=group[-1].end,
             flags=tuple(flags),
         )
-        (kept if seg.duration >= min_duration - 1e-6 else dropped).append(seg)
+        (kept if short or seg.duration >= min_duration - 1e-6 else dropped).append(seg)
     return kept, dropped
 
 
@@ -759,11 +927,14 @@ class _Run:
         ):
             return None
         rows = [r for r in self.manifest if r.source == shown]
+        shorts = [r for r in rows if "short_sentence" in r.flags]
         return SourceResult(
             shown,
             "skipped",
             segments=len(rows),
             seconds=sum(r.duration for r in rows),
+            short=len(shorts),
+            short_seconds=sum(r.duration for r in shorts),
             duration=info.duration,
             reason="already segmented with these settings (--force redoes it)",
         )
@@ -856,6 +1027,7 @@ def _segment_one(
         log.warning("%s: %s", shown, note)
     if dropped:
         log.info("%s: dropped %d speech piece(s) shorter than %g s", shown, len(dropped), settings.min_duration)
+    shorts = [r for r in rows if "short_sentence" in r.flags]
     return (
         SourceResult(
             shown,
@@ -863,6 +1035,8 @@ def _segment_one(
             segments=len(rows),
             seconds=sum(r.duration for r in rows),
             dropped=len(dropped),
+            short=len(shorts),
+            short_seconds=sum(r.duration for r in shorts),
             duration=an.duration,
             notes=notes,
         ),

@@ -152,6 +152,7 @@ class ClipDataset:
         self.is_eval = is_eval
         self.epoch = 0
         self._cache: dict[Path, Any] = {}
+        self._long = [i for i, s in enumerate(samples) if s.n_samples >= MIN_CONDITIONING]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -174,7 +175,9 @@ class ClipDataset:
         s = self.samples[index]
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}/{'eval' if self.is_eval else 'train'}")
         wav = self._load(s.wav)
-        others = [i for i in range(len(self.samples)) if i != index] or [index]
+        # a short sentence (segment's short_share) is trained on, but conditions others only when no clip of 3 s is
+        # there: the conditioning stays a 3-6 s slice, as in the recipe
+        others = [i for i in self._long if i != index] or [i for i in range(len(self.samples)) if i != index] or [index]
         ref = self.samples[others[0] if self.is_eval else rng.choice(others)]
         ref_wav = self._load(ref.wav)
         length = (
