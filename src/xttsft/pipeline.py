@@ -41,6 +41,7 @@ from xttsft.progress import Progress, no_progress
 from xttsft.records import (
     CheckpointMeta,
     ClipRecord,
+    LostSpan,
     RecordError,
     RunRecord,
     SampleCounts,
@@ -375,7 +376,7 @@ def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) 
         )
     if not res.failed:  # a failed source is retried next time
         records.save("segment", fp)
-    detail = f"{res.total_segments} clips, {res.total_seconds / 60:.1f} min"
+    detail = f"{res.total_segments} clips, {res.total_seconds / 60:.1f} min, {res.short_summary}"
     if res.failed:
         detail += f"; {len(res.failed)} file(s) failed"
     return StageOutcome("segment", "done", detail=detail, result=res)
@@ -387,7 +388,7 @@ def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -
     fp = _hash(_file_fingerprint(ws.segments_manifest), settings.screen.model_dump(mode="json"), refs)
     if records.fresh("screen", fp) and ws.screen_file.is_file():
         return StageOutcome("screen", "skipped", detail="up to date")
-    res = screen_clips(settings.screen, ws, progress=p)
+    res = screen_clips(settings.screen, ws, progress=p, min_duration=settings.segment.min_duration)
     records.save("screen", fp)
     dropped = ", ".join(f"{n} {r}" for r, n in res.dropped.most_common())
     target = next((s for s in res.speakers if s.target), None)
@@ -566,6 +567,9 @@ class ScreenFindings:
     dropped_minutes: dict[str, float]
     map: str | None  # speakers.png
     dnsmos: str | None  # dnsmos.png
+    recut: int = 0  # mixed clips split at the change of voice, the target's part kept
+    lost_seconds: float = 0.0  # the target's speech lost to mixing (too short to keep alone)
+    lost: list[LostSpan] = field(default_factory=list)  # where: source and time, longest first
 
 
 @dataclass
@@ -619,7 +623,7 @@ def summarize(settings: Settings, ws: Workspace) -> RunSummary:
     were all skipped shows the same summary.
     """
     sources = read_records(ws.segment_sources_file, SourceRecord)
-    manifest = read_records(ws.segments_manifest, ClipRecord)
+    manifest = [r for r in read_records(ws.segments_manifest, ClipRecord) if "recut" not in r.flags]
     summary = RunSummary(
         sources=SourcesSummary(
             files=len(sources),
@@ -657,6 +661,9 @@ def _screen_findings(ws: Workspace) -> ScreenFindings | None:
         dropped_minutes=screen.dropped_minutes,
         map=_file(ws.screen_dir / "speakers.png"),
         dnsmos=_file(ws.screen_dir / "dnsmos.png"),
+        recut=screen.recut,
+        lost_seconds=screen.lost_seconds,
+        lost=screen.lost,
     )
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "Record",
     "Word",
     "Dnsmos",
+    "LostSpan",
+    "Recut",
     "SampleCounts",
     "SpeakerRow",
     "ScreenSummary",
@@ -286,6 +288,26 @@ class SampleCounts(Part):
 
 
 @dataclass(kw_only=True)
+class Recut(Part):
+    """A mixed clip that ``screen`` split at the change of voice: the target's part became clip ``clip``."""
+
+    clip: str  # the new clip's id (its row is in the segment manifest, flag "recut")
+    kept: list[float]  # [start, end] of the kept part, s in the source
+    dropped: list[list[float]]  # [start, end] of each part dropped, s in the source
+    why: str  # why those parts were dropped
+
+
+@dataclass(kw_only=True)
+class LostSpan(Part):
+    """Speech of the target voice that ``screen`` dropped because another voice was in the same clip."""
+
+    source: str
+    start: float  # s in the source
+    end: float
+    clip: str  # the clip it was in
+
+
+@dataclass(kw_only=True)
 class SpeakerRow(Part):
     """One voice ``screen`` found."""
 
@@ -399,6 +421,8 @@ class ScreenRecord(Record):
     similarity: float | None = None
     window_min_similarity: float | None = None
     dnsmos: Dnsmos | None = None
+    recut: Recut | None = None  # a dropped mixed clip whose target part was kept as another clip
+    recut_from: str | None = None  # on that new clip: the mixed clip it was cut from
 
 
 @dataclass(kw_only=True)
@@ -542,6 +566,9 @@ class ScreenStats(Record):
     settings: dict[str, Any] = field(default_factory=dict)
     input_hash: str | None = None
     created: str | None = None
+    recut: int = 0  # mixed clips split at the change of voice, their target part kept
+    lost_seconds: float = 0.0  # the target's speech dropped because another voice shared its clip
+    lost: list[LostSpan] = field(default_factory=list)  # where (source and time), longest first
 
 
 @dataclass(kw_only=True)

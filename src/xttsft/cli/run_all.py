@@ -186,6 +186,14 @@ def _prepare_demo(
     return items, demo_settings(settings, provenance, whisper_model=whisper, base_model=base, language=lang)
 
 
+def _mixed(sc: Any) -> str:
+    """The recut clips and the target's seconds lost to mixing, and where (the longest three)."""
+    where = "; ".join(f"{x.source} {x.start:.1f}-{x.end:.1f} s" for x in sc.lost[:3])
+    more = f" and {len(sc.lost) - 3} more (screen/stats.json)" if len(sc.lost) > 3 else ""
+    text = f"{sc.recut} clip(s) recut to the target's part; {sc.lost_seconds:.1f} s of the target lost"
+    return escape(text + (f": {where}{more}" if where else ""))
+
+
 def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     from xttsft.pipeline import STAGES, summarize
 
@@ -217,6 +225,8 @@ def _summary(settings: Any, ws: Any, outcomes: list[Any]) -> None:
     dropped += [f"{n} {r}" for r, n in ds.dropped_by_build.items() if n and r not in screen_reasons]
     if dropped:
         table.add_row("dropped", ", ".join(dropped))
+    if sc and (sc.lost or sc.recut):
+        table.add_row("mixed voices", _mixed(sc))
     if tr := s.train:
         secs = f", trained in {tr.seconds / 60:.1f} min" if tr.seconds else ""
         best = (

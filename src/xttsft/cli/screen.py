@@ -36,7 +36,8 @@ def screen(
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
-    `low_quality` (music, noise, bad microphones). An audio
+    `low_quality` (music, noise, bad microphones). A mixed clip whose target part lasts `--min-duration` is
+    recut: that part becomes a new clip (`<id>r`) and the other voice's part is dropped. An audio
     fingerprint finds speech that arrived twice (another format, an excerpt): the copy from the longer
     source is kept, the other is `duplicate`.
 
@@ -50,7 +51,9 @@ def screen(
 
     settings, ws = load(ctx)
     with progress_bar("screen", total=None) as bar:
-        result = screen_clips(settings.screen, ws, force=force, progress=bar)
+        result = screen_clips(
+            settings.screen, ws, force=force, progress=bar, min_duration=settings.segment.min_duration
+        )
     if as_json:
         print_json(result)
         return
@@ -75,10 +78,28 @@ def _summary(result: ScreenResult, settings: ScreenSettings) -> None:
             f"DNSMOS OVRL {settings.min_dnsmos:g}, BAK {settings.min_dnsmos_bak:g}"
             + ("; [dim]inputs unchanged, nothing re-decided[/]" if result.unchanged else "")
         )
+    print_lost(result.recut, result.lost)
     for label, path in (("speaker map", result.map_png), ("DNSMOS histogram", result.dnsmos_png)):
         if path is not None:
             console.print(f"{label}: {escape(str(path))}")
     console.print(f"every decision and its reason: {escape(str(result.screen_file))}")
+
+
+def print_lost(recut: int, lost: list[Any], limit: int = 8) -> None:
+    """How much of the target was lost to mixing and where (shared with run-all's summary)."""
+    seconds = sum(x.end - x.start for x in lost)
+    if recut:
+        console.print(f"recut: {recut} mixed clip(s) split at the change of voice, the target's part kept")
+    if not lost:
+        return
+    console.print(
+        f"[yellow]lost to mixing: {seconds:.1f} s of the target[/] (in clips shared with another voice; "
+        "too short to keep alone):"
+    )
+    for x in sorted(lost, key=lambda x: x.start - x.end)[:limit]:
+        console.print(f"  {escape(x.source)} {x.start:.1f}-{x.end:.1f} s ({x.end - x.start:.1f} s, clip {x.clip})")
+    if len(lost) > limit:
+        console.print(f"  ... and {len(lost) - limit} more (stats.json: lost)")
 
 
 def print_speakers(speakers: list[Any]) -> None:

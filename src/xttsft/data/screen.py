@@ -54,6 +54,8 @@ import numpy as np
 
 from xttsft import audio
 from xttsft.encoders import (
+    EMBED_HOP,
+    EMBED_WINDOW,
     SPEAKER_ENCODER_NAME,
     SR,
     SpeakerEncoder,
@@ -72,7 +74,9 @@ from xttsft.progress import Progress, no_progress
 from xttsft.records import (
     ClipRecord,
     Dnsmos,
+    LostSpan,
     RecordError,
+    Recut,
     ScreenReason,
     ScreenRecord,
     ScreenStats,
@@ -83,7 +87,7 @@ from xttsft.records import (
     write_record,
     write_records,
 )
-from xttsft.settings import ScreenSettings
+from xttsft.settings import ScreenSettings, SegmentSettings
 
 __all__ = [
     "DROP_REASONS",
@@ -101,7 +105,7 @@ log = logging.getLogger(__name__)
 #: Why screen drops a clip.
 DROP_REASONS: tuple[ScreenReason, ...] = typing.get_args(ScreenReason)
 FEATURES_VERSION = 1
-SCREEN_VERSION = 1
+SCREEN_VERSION = 2  # 2: recut of mixed clips (issue 22)
 #: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
 WINDOW_FLOOR, WINDOW_CEILING = 0.45, 0.70
 #: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
@@ -112,6 +116,10 @@ MIN_REFERENCE_SPEECH = 2.0
 REF_CORE_MARGIN = 0.10
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
+#: The manifest flag of a clip that screen cut out of a mixed one (the target's part).
+RECUT_FLAG = "recut"
+#: Segment's shortest clip: the shortest target part a recut keeps, unless the caller says otherwise.
+DEFAULT_MIN_DURATION = float(SegmentSettings.model_fields["min_duration"].default)
 
 
 @dataclass
@@ -151,6 +159,8 @@ class ScreenResult:
     speakers: list[Speaker] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     measured: int = 0  # clips whose measures were computed in this run (the rest came from the cache)
+    recut: int = 0  # mixed clips whose target part was kept as a new clip
+    lost: list[LostSpan] = field(default_factory=list)  # the target's speech dropped with mixed clips
     unchanged: bool = False
     map_png: Path | None = None
     dnsmos_png: Path | None = None
@@ -292,6 +302,41 @@ def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -
     return float(min(max(med - sigmas * mad, lo), hi))
 
 
+def _target_parts(target: np.ndarray, duration: float) -> list[tuple[float, float]]:
+    """The stretches (clip seconds) of a mixed clip's windows that are the target: the windows between the
+    runs of MIXED_WINDOWS or more foreign ones, less foreign windows at their ends. A part's edge next to a
+    foreign window is where that window ends (it may hold the other voice up to there)."""
+    n = len(target)
+    foreign = np.zeros(n, dtype=bool)
+    k = 0
+    while k < n:
+        j = k
+        while j < n and not target[j]:
+            j += 1
+        if j - k >= MIXED_WINDOWS or (j > k and (k == 0 or j == n)):
+            foreign[k:j] = True
+        k = max(j, k + 1)
+    parts = []
+    for a, b in _runs(~foreign):
+        start = 0.0 if a == 0 else (a - 1) * EMBED_HOP + EMBED_WINDOW
+        end = duration if b == n else b * EMBED_HOP
+        if end > start:
+            parts.append((start, end))
+    return parts
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[a, b) index ranges where ``mask`` holds."""
+    out, start = [], None
+    for i, m in enumerate(mask.tolist() + [False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
 def _longest_run(mask: np.ndarray) -> int:
     best = run = 0
     for m in mask.tolist():
@@ -307,6 +352,7 @@ class _Clip:
     row: ClipRecord
     features: ClipFeatures
     decision: ScreenRecord
+    target_parts: list[tuple[float, float]] = field(default_factory=list)  # mixed: the target's parts (clip s)
 
     @property
     def id(self) -> str:
@@ -377,6 +423,7 @@ def _screen_speakers(
                 f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
                 f"(lowest {w.min():.2f} < {w_threshold:.2f})",
             )
+            c.target_parts = _target_parts(w >= w_threshold, c.duration)
     speakers = []
     for k in range(len(order)):
         members = [c for i, c in enumerate(clips) if labels[i] == k]
@@ -496,13 +543,21 @@ def _plot_dnsmos(path: Path, scores: list[tuple[float, float]], settings: Screen
 # ------------------------------------------------------------------ the stage
 
 
-def _input_hash(ws: Workspace, settings: ScreenSettings, refs: Sequence[Path]) -> str:
+def _input_hash(
+    ws: Workspace, settings: ScreenSettings, refs: Sequence[Path], manifest: list[ClipRecord], min_duration: float
+) -> str:
     h = hashlib.sha256()
-    for f in (ws.segments_manifest, ws.segment_sources_file):  # the sources' lengths pick a duplicate's keeper
-        h.update(f.read_bytes() if f.is_file() else b"")
+    h.update(json.dumps([r.to_dict() for r in manifest], sort_keys=True).encode())  # segment's clips, no recut
+    f = ws.segment_sources_file  # the sources' lengths pick a duplicate's keeper
+    h.update(f.read_bytes() if f.is_file() else b"")
     h.update(
         json.dumps(
-            {"v": SCREEN_VERSION, **settings.model_dump(mode="json", exclude={"speaker_refs"})}, sort_keys=True
+            {
+                "v": SCREEN_VERSION,
+                "min_duration": min_duration,
+                **settings.model_dump(mode="json", exclude={"speaker_refs"}),
+            },
+            sort_keys=True,
         ).encode()
     )
     for r in refs:
@@ -560,19 +615,101 @@ def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
                 f"Clip {wav} of the segment manifest is missing.",
                 hint="Run `xttsft segment` again (it re-creates missing clips).",
             )
-        key = f"{FEATURES_VERSION}:{sha256_file(wav)[:32]}"
-        decision = ScreenRecord(
-            id=row.id,
-            wav=row.wav,
-            source=row.source,
-            source_sha256=row.source_sha256,
-            start=row.start,
-            end=row.end,
-            duration=row.duration,
-            status="kept",
-        )
-        clips.append(_Clip(row, _load_features(_features_path(ws, row.id), key), decision))
+        clips.append(_new_clip(ws, row))
     return clips
+
+
+def _new_clip(ws: Workspace, row: ClipRecord) -> _Clip:
+    """A clip of the manifest, kept until a filter drops it, with its cached measures."""
+    key = f"{FEATURES_VERSION}:{sha256_file(ws.segments_dir / row.wav)[:32]}"
+    decision = ScreenRecord(
+        id=row.id,
+        wav=row.wav,
+        source=row.source,
+        source_sha256=row.source_sha256,
+        start=row.start,
+        end=row.end,
+        duration=row.duration,
+        status="kept",
+    )
+    return _Clip(row, _load_features(_features_path(ws, row.id), key), decision)
+
+
+def _recut(
+    clips: list[_Clip], ws: Workspace, settings: ScreenSettings, min_duration: float, centroid: np.ndarray
+) -> tuple[list[_Clip], list[LostSpan]]:
+    """Split each mixed clip at the change of voice: its longest target part becomes a new clip (wav and
+    manifest row, flag ``recut``) when it lasts ``min_duration``; the target's other parts are lost."""
+    new: list[_Clip] = []
+    lost: list[LostSpan] = []
+    for c in clips:
+        if c.decision.reason != "mixed_speakers" or not c.target_parts:
+            continue
+        a, b = max(c.target_parts, key=lambda part: part[1] - part[0])
+        rest = c.target_parts
+        if b - a >= min_duration - 1e-6:
+            new.append(_cut_clip(c, a, b, ws, settings, centroid))
+            rest = [part for part in c.target_parts if part != (a, b)]
+        lost += [
+            LostSpan(source=c.row.source, start=round(c.row.start + x, 2), end=round(c.row.start + y, 2), clip=c.id)
+            for x, y in rest
+        ]
+    return new, lost
+
+
+def _cut_clip(c: _Clip, a: float, b: float, ws: Workspace, settings: ScreenSettings, centroid: np.ndarray) -> _Clip:
+    """Write seconds ``a``-``b`` of clip ``c`` as a new clip (atomically) and measure it."""
+    x, sr = audio.read_wav(ws.segments_dir / c.row.wav)
+    piece = x[int(round(a * sr)) : int(round(b * sr))]
+    cid = f"{c.id}r"
+    wav = audio.write_wav(ws.segments_dir / f"{cid}.wav", piece, sr)
+    row = ClipRecord(
+        id=cid,
+        wav=wav.name,
+        source=c.row.source,
+        source_sha256=c.row.source_sha256,
+        start=round(c.row.start + a, 3),
+        end=round(c.row.start + b, 3),
+        duration=round(len(piece) / sr, 3),
+        sample_rate=sr,
+        peak_dbfs=round(audio.peak_dbfs(piece), 2),
+        loudness_dbfs=round(audio.rms_dbfs(piece), 2),
+        gain_db=c.row.gain_db,
+        flags=[*c.row.flags, RECUT_FLAG],
+    )
+    clip = _new_clip(ws, row)
+    m, x16 = _Measurer(), audio.read_mono(wav, SR)
+    changed = (m.voice(clip.features, x16) if settings.speaker_filter else False) | (
+        m.print_(clip.features, x16) if settings.duplicate_filter else False
+    )
+    if changed:
+        _save_features(_features_path(ws, cid), clip.features)
+    d = clip.decision
+    d.recut_from, d.speaker = c.id, c.decision.speaker
+    d.detail = f"the target's part of {c.id} ({c.row.start + a:.2f}-{c.row.start + b:.2f} s)"
+    if clip.features.embedding is not None:
+        d.similarity = round(float(clip.features.embedding @ centroid), 4)
+        d.window_min_similarity = round(float((clip.features.windows @ centroid).min()), 4)
+    dropped = [[c.row.start, row.start], [row.end, c.row.end]]
+    c.decision.recut = Recut(
+        clip=cid,
+        kept=[row.start, row.end],
+        dropped=[[round(s, 3), round(e, 3)] for s, e in dropped if e - s > 0.01],
+        why=f"another voice: {c.decision.detail}",
+    )
+    c.decision.detail += f"; recut: {row.start:.2f}-{row.end:.2f} s kept as {cid}"
+    return clip
+
+
+def _write_recuts(ws: Workspace, manifest: list[ClipRecord], old: list[ClipRecord], clips: list[_Clip]) -> None:
+    """The segment manifest with this run's recut clips (and without the last run's that are gone)."""
+    rows = [c.row for c in clips if RECUT_FLAG in c.row.flags]
+    ids = {r.id for r in rows}
+    for r in old:
+        if r.id not in ids:
+            (ws.segments_dir / r.wav).unlink(missing_ok=True)
+    if rows or old:
+        write_records(ws.segments_manifest, ClipRecord, [*manifest, *rows])
 
 
 def _all_dropped_error(result: ScreenResult) -> InputError:
@@ -591,6 +728,26 @@ def _all_dropped_error(result: ScreenResult) -> InputError:
     )
 
 
+def _screen_voices(
+    clips: list[_Clip],
+    result: ScreenResult,
+    ws: Workspace,
+    settings: ScreenSettings,
+    refs: list[np.ndarray],
+    min_duration: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The speaker screen, then the recut of mixed clips (appended to ``clips``). Returns the embeddings, the
+    cluster index per clip and the target's centroid."""
+    result.speakers, result.thresholds, emb, labels, centroid = _screen_speakers(clips, settings, refs)
+    recuts, result.lost = _recut(clips, ws, settings, min_duration, centroid)
+    result.recut, result.total = len(recuts), len(clips) + len(recuts)
+    clips += recuts
+    if recuts:
+        labels = np.concatenate([labels, [int(str(c.decision.speaker)[1:]) - 1 for c in recuts]]).astype(int)
+        emb = np.concatenate([emb, np.stack([c.features.embedding for c in recuts])])  # type: ignore[misc]
+    return emb, labels, centroid
+
+
 @stage_lock("screen", after=("segment",))
 def screen_clips(
     settings: ScreenSettings,
@@ -598,15 +755,19 @@ def screen_clips(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    min_duration: float = DEFAULT_MIN_DURATION,
 ) -> ScreenResult:
     """Decide, for every clip of the segment manifest, whether it is the target's clean speech.
 
-    See the module docstring. Raises :class:`InputError` for a bad reference, a
-    reference that matches no clip, or when every clip would be dropped (the
-    previous outputs are then left as they were).
+    See the module docstring. A mixed clip whose target part lasts ``min_duration`` (segment's shortest
+    clip) is recut: that part is written as a new clip and added to the manifest (flag ``recut``).
+    Raises :class:`InputError` for a bad reference, a reference that matches no clip, or when every
+    clip would be dropped (the previous outputs are then left as they were).
     """
     progress = progress or no_progress
-    manifest = read_records(ws.segments_manifest, ClipRecord)
+    everything = read_records(ws.segments_manifest, ClipRecord)
+    manifest = [r for r in everything if RECUT_FLAG not in r.flags]
+    old_recuts = [r for r in everything if RECUT_FLAG in r.flags]
     if not manifest:
         raise DatasetError(
             f"No clips to screen: {ws.segments_manifest} is missing or empty.",
@@ -616,7 +777,7 @@ def screen_clips(
     for r in refs:
         if not r.is_file():
             raise InputError(f"Speaker reference {r} does not exist.", hint="Pass an audio file of the target voice.")
-    input_hash = _input_hash(ws, settings, refs)
+    input_hash = _input_hash(ws, settings, refs, manifest, min_duration)
     result = ScreenResult(screen_file=ws.screen_file, total=len(manifest))
     if not force and ws.screen_file.is_file() and ws.screen_stats.is_file():
         old = _read_stats(ws)
@@ -634,7 +795,7 @@ def screen_clips(
     labels: Any = None
     centroid: Any = None
     if settings.speaker_filter:
-        result.speakers, result.thresholds, emb, labels, centroid = _screen_speakers(clips, settings, ref_embs)
+        emb, labels, centroid = _screen_voices(clips, result, ws, settings, ref_embs, min_duration)
     if settings.quality_filter:
         result.measured += _measure_quality(clips, ws, progress)
         _screen_quality([c for c in clips if c.kept], settings)
@@ -642,6 +803,8 @@ def screen_clips(
         _screen_duplicates(clips, _source_lengths(ws, manifest))
     _tally(result, clips)
     if result.kept == 0:
+        for c in clips[len(manifest) :]:  # nothing changes on disk
+            (ws.segments_dir / c.row.wav).unlink(missing_ok=True)
         raise _all_dropped_error(result)
 
     kept_mask = np.array([c.kept for c in clips])
@@ -660,6 +823,7 @@ def screen_clips(
         _plot_dnsmos(result.dnsmos_png, scores, settings)
     else:
         (ws.screen_dir / "dnsmos.png").unlink(missing_ok=True)
+    _write_recuts(ws, manifest, old_recuts, clips)
     write_records(ws.screen_file, ScreenRecord, [c.decision for c in clips])
     write_record(ws.screen_stats, ScreenStats, _stats(result, settings, refs, scores, input_hash))
     _forget_stale_features(ws, {c.id for c in clips})
@@ -713,6 +877,9 @@ def _stats(
         settings=settings.model_dump(mode="json"),
         input_hash=input_hash,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        recut=result.recut,
+        lost_seconds=round(sum(x.end - x.start for x in result.lost), 2),
+        lost=sorted(result.lost, key=lambda x: x.start - x.end),
     )
 
 
@@ -742,6 +909,8 @@ def _result_from_stats(ws: Workspace, stats: ScreenStats, unchanged: bool) -> Sc
         dropped_minutes=dict(stats.dropped_minutes),
         thresholds=dict(stats.thresholds),
         unchanged=unchanged,
+        recut=stats.recut,
+        lost=list(stats.lost),
     )
     res.speakers = [
         Speaker(
