@@ -16,12 +16,24 @@ word timestamps on:
 Reports x-realtime and word error rate against the spoken text for each, and
 the speed ratio of ours over one call per clip (target >= 3x on a 2-core CPU).
 
-With ``--language pt`` one more row times the per-clip language check that
-``--language pt`` adds (one ``detect_language`` call per clip).
+With a multilingual model (``--language pt``, or ``--model bundled-base``) three more rows time the
+per-clip language check, as an added share of the packed transcription without it, in the same
+alternating rounds:
+
+* **new** - each clip's language from its own frames of the encoder pass the packed decoding made
+  (``transcribe_clips(..., languages=True)``, one decoder step per clip), and a ``detect_language``
+  pass of its own only for a clip that fails there (``clip_language_probabilities``), what
+  ``transcribe`` runs since issue 22;
+* **old** - one ``detect_language`` call per clip (a 30 s encoder pass each) before the decoding,
+  what ``transcribe`` ran before.
+
+``--auto`` judges the clips as ``--language auto`` does (the file's language being ``--language``);
+``--language-check-only`` runs just those rows.
 
     python benchmarks/transcribe.py                 # 24 clips, 3 interleaved rounds (median)
     python benchmarks/transcribe.py --quick         # 10 clips, 1 round, beam 5 only
     python benchmarks/transcribe.py --language pt   # Portuguese, multilingual base
+    python benchmarks/transcribe.py --quick --rounds 3 --language pt --language-check-only   # the check's cost
     python benchmarks/transcribe.py --quick --device cuda --clips-dir DIR --out FILE   # gpu_check's run
 
 On ``--device cuda`` a CTranslate2 that cannot use CUDA (ctranslate2 4.x on a CUDA 13 system) falls
@@ -156,6 +168,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="Whisper model (default: the bundled one of --language)")
     ap.add_argument("--clips-dir", type=Path, default=None, help="ready clips and texts.json instead of espeak-ng")
     ap.add_argument("--out", type=Path, default=None, help="result file (default results/transcribe[_pt][_cuda].json)")
+    ap.add_argument("--auto", action="store_true", help="judge the clips' language as --language auto does")
+    ap.add_argument("--language-check-only", action="store_true", help="only the language check's rows")
     args = ap.parse_args()
     n = args.clips or (10 if args.quick else 24)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -163,7 +177,15 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from xttsft.data.transcribe import WHISPER_SR, _load_clip, load_whisper, transcribe_clips, word_error_rate
+    import xttsft.data.transcribe as transcribe_module
+    from xttsft.data.transcribe import (
+        WHISPER_SR,
+        _load_clip,
+        clip_language_probabilities,
+        load_whisper,
+        transcribe_clips,
+        word_error_rate,
+    )
 
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,37 +213,77 @@ def main() -> None:
             out.append(" ".join(s.text.strip() for s in segments))
         return out
 
-    def ours(beam: int, window: float) -> list[str]:
-        res = transcribe_clips(model, audios, lang, batch_size=args.batch_size, beam_size=beam, window_seconds=window)
+    multilingual = bool(model.model.is_multilingual)
+    requested = "auto" if args.auto else lang
+    suspects: list[int] = []  # clips the new check confirmed with a pass of their own, last round
+    own_cpu: list[float] = []  # CPU time inside the new check itself, each round: no differencing noise
+    frame_languages = transcribe_module._frame_languages
+
+    def timed_frame_languages(*a, **k):  # type: ignore[no-untyped-def]
+        c0 = time.process_time()
+        try:
+            return frame_languages(*a, **k)
+        finally:
+            own_cpu[-1] += time.process_time() - c0
+
+    transcribe_module._frame_languages = timed_frame_languages
+
+    def ours(beam: int, window: float, languages: bool = False) -> list[str]:
+        own_cpu.append(0.0)
+        res = transcribe_clips(
+            model,
+            audios,
+            lang,
+            batch_size=args.batch_size,
+            beam_size=beam,
+            window_seconds=window,
+            languages=languages,
+        )
+        if languages:  # the new check: the clip's frames of the decoding's pass; a pass of its own when they fail
+            c0 = time.process_time()
+            probs = clip_language_probabilities(model, res, audios, lang, requested)
+            suspects[:] = [i for i, (c, p) in enumerate(zip(res, probs, strict=True)) if p is not c.languages]
+            own_cpu[-1] += time.process_time() - c0
+        else:
+            own_cpu.pop()
         return [c.text for c in res]
 
-    def ours_checked(beam: int) -> list[str]:  # what `--language pt` runs: a language check per clip first
+    def ours_checked_old(beam: int) -> list[str]:  # before issue 22: a detect_language pass per clip first
         for a in audios:
             model.detect_language(audio=a)
         return ours(beam, 30)
 
     bs = args.batch_size
+    packed = f"ours: packed 30 s windows, batched ({bs})"
     runs = [
         ("one call per clip (upstream)", 5, lambda: per_clip(5)),
         (f"batched ({bs}), one clip per window", 5, lambda: ours(5, 0)),
-        (f"ours: packed 30 s windows, batched ({bs})", 5, lambda: ours(5, 30)),
+        (packed, 5, lambda: ours(5, 30)),
     ]
-    if lang != "en":
-        runs.append((f"ours + per-clip language check ({lang})", 5, lambda: ours_checked(5)))
-    if not args.quick:  # greedy decoding: the encoder's share of the work is larger
+    if args.language_check_only:
+        runs = runs[2:]
+    if multilingual:
+        runs.append((f"{packed} + language check, new ({requested})", 5, lambda: ours(5, 30, languages=True)))
+        runs.append((f"{packed} + language check, old ({requested})", 5, lambda: ours_checked_old(5)))
+    if not args.quick and not args.language_check_only:  # greedy decoding: the encoder's share is larger
         runs += [
             ("one call per clip (upstream)", 1, lambda: per_clip(1)),
             (f"ours: packed 30 s windows, batched ({bs})", 1, lambda: ours(1, 30)),
         ]
-    # The machine is shared: the methods run in turns, ``--rounds`` times, and each keeps its median.
+    # The machine is shared: the methods run in turns, ``--rounds`` times (every other round in reverse order,
+    # so that none always follows the same one), and each keeps its median. CPU time (all threads of this
+    # process) is timed too: other jobs change it far less than the wall time.
     walls: list[list[float]] = [[] for _ in runs]
+    cpus: list[list[float]] = [[] for _ in runs]
     hyps_of: list[list[str]] = [[] for _ in runs]
     for rnd in range(args.rounds):
-        for k, (name, beam, fn) in enumerate(runs):
-            t0 = time.perf_counter()
+        for k in range(len(runs)) if rnd % 2 == 0 else reversed(range(len(runs))):
+            name, beam, fn = runs[k]
+            t0, c0 = time.perf_counter(), time.process_time()
             hyps_of[k] = fn()
             walls[k].append(time.perf_counter() - t0)
-            console.print(f"  round {rnd + 1}: {name}, beam {beam}: {walls[k][-1]:.1f} s")
+            cpus[k].append(time.process_time() - c0)
+            console.print(f"  round {rnd + 1}: {name}, beam {beam}: {walls[k][-1]:.1f} s ({cpus[k][-1]:.1f} s CPU)")
     rows = []
     for k, (name, beam, _) in enumerate(runs):
         wall = statistics.median(walls[k])
@@ -233,24 +295,48 @@ def main() -> None:
                 "audio_s": round(seconds, 1),
                 "wall_s": round(wall, 2),
                 "wall_s_each_round": [round(w, 2) for w in walls[k]],
+                "cpu_s": round(statistics.median(cpus[k]), 2),
+                "cpu_s_each_round": [round(c, 2) for c in cpus[k]],
                 "x_realtime": round(seconds / wall, 2),
                 "wer": round(word_error_rate(refs, hyps_of[k]), 4),
             }
         )
 
-    base, alone, mine = rows[:3]
-    ratios = {
-        "ours_vs_one_call_per_clip_speed": round(base["wall_s"] / mine["wall_s"], 2),
-        "batched_alone_vs_one_call_per_clip_speed": round(base["wall_s"] / alone["wall_s"], 2),
-        "ours_minus_one_call_per_clip_wer": round(mine["wer"] - base["wer"], 4),
-    }
+    mine = next(r for r in rows if r["method"] == packed)
+    ratios: dict[str, float] = {}
+    if not args.language_check_only:
+        base, alone = rows[:2]
+        ratios |= {
+            "ours_vs_one_call_per_clip_speed": round(base["wall_s"] / mine["wall_s"], 2),
+            "batched_alone_vs_one_call_per_clip_speed": round(base["wall_s"] / alone["wall_s"], 2),
+            "ours_minus_one_call_per_clip_wer": round(mine["wer"] - base["wer"], 4),
+        }
     greedy = [r for r in rows if r["beam"] == 1]
     if greedy:
         ratios["ours_vs_one_call_per_clip_speed_greedy"] = round(greedy[0]["wall_s"] / greedy[1]["wall_s"], 2)
         ratios["ours_minus_one_call_per_clip_wer_greedy"] = round(greedy[1]["wer"] - greedy[0]["wer"], 4)
     checked = [r for r in rows if "language check" in r["method"]]
-    if checked:
-        ratios["language_check_cost_vs_ours"] = round(checked[0]["wall_s"] / mine["wall_s"], 2)
+    if checked:  # the added cost as a share of the transcription, per round (same machine load) and median
+        k0 = next(k for k, r in enumerate(runs) if r[0] == packed)
+        shares = {  # the check's added share of the packed transcription, per round: (new, old)
+            unit: [[round(t[k0 + 1 + j][i] / t[k0][i] - 1, 3) for i in range(args.rounds)] for j in range(2)]
+            for unit, t in (("cpu", cpus), ("wall", walls))
+        }
+        for unit, (new, old) in shares.items():
+            ratios |= {
+                f"language_check_new_added_{unit}_share": round(statistics.median(new), 3),
+                f"language_check_old_added_{unit}_share": round(statistics.median(old), 3),
+                f"language_check_new_added_{unit}_share_each_round": new,  # type: ignore[dict-item]
+                f"language_check_old_added_{unit}_share_each_round": old,  # type: ignore[dict-item]
+            }
+        ratios["language_check_old_vs_new_added_cpu"] = round(
+            ratios["language_check_old_added_cpu_share"] / max(ratios["language_check_new_added_cpu_share"], 1e-3), 1
+        )
+        ratios["language_check_new_confirmed_clips"] = len(suspects)
+        k1 = k0 + 1  # the new check's own CPU time against the rest of its run (the transcription), each round
+        own = [round(o / (c - o), 3) for o, c in zip(own_cpu, cpus[k1], strict=True)]
+        ratios["language_check_new_own_cpu_share"] = round(statistics.median(own), 3)
+        ratios["language_check_new_own_cpu_share_each_round"] = own  # type: ignore[assignment]
     table = Table(title=f"transcription ({lang}): {model_name} int8, 2 threads, word timestamps", title_justify="left")
     for col in ("method", "beam", "clips", "audio s", "wall s", "x realtime", "WER"):
         table.add_column(col, justify="left" if col == "method" else "right")
@@ -265,16 +351,31 @@ def main() -> None:
             f"{r['wer']:.3f}",
         )
     console.print(table)
-    console.print(
-        f"ours vs one call per clip, beam 5: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
-        f"WER {mine['wer']:.3f} vs {base['wer']:.3f}"
-    )
+    if not args.language_check_only:
+        console.print(
+            f"ours vs one call per clip, beam 5: [bold]{ratios['ours_vs_one_call_per_clip_speed']:.2f}x[/] faster, "
+            f"WER {mine['wer']:.3f} vs {base['wer']:.3f}"
+        )
+    if checked:
+        for unit in ("cpu", "wall"):
+            new, old = (ratios[f"language_check_{w}_added_{unit}_share"] for w in ("new", "old"))
+            console.print(
+                f"per-clip language check, added {unit} time (share of the packed transcription): new [bold]{new:+.1%}"
+                f"[/] (rounds {shares[unit][0]}), old {old:+.1%} (rounds {shares[unit][1]})"
+            )
+        console.print(
+            f"the new check's own CPU time: [bold]{ratios['language_check_new_own_cpu_share']:.1%}[/] of the "
+            f"transcription (rounds {own}); old/new added CPU: {ratios['language_check_old_vs_new_added_cpu']}x; "
+            "the new check confirmed "
+            f"{len(suspects)} clip(s) with a pass of their own"
+        )
     if greedy:
         console.print(
             f"ours vs one call per clip, greedy: [bold]{ratios['ours_vs_one_call_per_clip_speed_greedy']:.2f}x[/]"
             f" faster, WER {greedy[1]['wer']:.3f} vs {greedy[0]['wer']:.3f}"
         )
     suffix = ("" if lang == "en" else f"_{lang}") + ("_cuda" if on_gpu else "")
+    suffix += ("_language_check" if args.language_check_only else "") + ("_auto" if args.auto else "")
     result = {
         "name": "transcribe" + suffix,
         "date": date.today().isoformat(),

@@ -656,7 +656,7 @@ def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
     Under ``auto`` the clip must be heard in its file's language with the confidence the file needed
     (LANGUAGE_CONFIDENCE): the file was, on its first 30 s, so Whisper knows the language in this voice, and a clip
     where it falls below is in another one, whichever Whisper names (espeak-ng German in an English talk: en
-    0.02-0.24, "heard" as German, Latvian or English; the English clips: en 0.94-0.99). With a language given, the
+    0.01-0.22, heard as German or as nothing in particular; the English clips: en 0.94-0.99). With a language given, the
     clip is wrong only when that language gets under WRONG_LANGUAGE_MAX_REQUESTED and Whisper hears another one
     XTTS-v2 speaks clearly (WRONG_LANGUAGE_CONFIDENCE): a robotic voice leads Whisper to unrelated languages, and
     it may not hear the requested language at all (espeak-ng pt-br: pt <= 0.01)."""
