@@ -385,7 +385,13 @@ def _segment(settings: Settings, ws: Workspace, records: _Records, p: Progress) 
 def _screen(settings: Settings, ws: Workspace, records: _Records, p: Progress) -> StageOutcome:
 
     refs = [_file_fingerprint(Path(r).expanduser()) for r in settings.screen.speaker_refs]
-    fp = _hash(_file_fingerprint(ws.segments_manifest), settings.screen.model_dump(mode="json"), refs)
+    # segment's clips without the recut rows screen itself adds, else each recut would re-run screen once more
+    clips = (
+        [r.to_dict() for r in read_records(ws.segments_manifest, ClipRecord) if "recut" not in r.flags]
+        if ws.segments_manifest.is_file()
+        else None
+    )
+    fp = _hash(clips, settings.screen.model_dump(mode="json"), refs, settings.segment.min_duration)
     if records.fresh("screen", fp) and ws.screen_file.is_file():
         return StageOutcome("screen", "skipped", detail="up to date")
     res = screen_clips(settings.screen, ws, progress=p, min_duration=settings.segment.min_duration)

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from xttsft import audio
+from xttsft.data.segment import quietest_point
 from xttsft.encoders import (
     EMBED_HOP,
     EMBED_WINDOW,
@@ -116,6 +117,8 @@ MIN_REFERENCE_SPEECH = 2.0
 REF_CORE_MARGIN = 0.10
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
+#: A recut's edge moves inwards, up to this many seconds, to the quietest 50 ms (not mid-word).
+RECUT_SNAP = 0.3
 #: The manifest flag of a clip that screen cut out of a mixed one (the target's part).
 RECUT_FLAG = "recut"
 #: Segment's shortest clip: the shortest target part a recut keeps, unless the caller says otherwise.
@@ -660,8 +663,14 @@ def _recut(
 def _cut_clip(c: _Clip, a: float, b: float, ws: Workspace, settings: ScreenSettings, centroid: np.ndarray) -> _Clip:
     """Write seconds ``a``-``b`` of clip ``c`` as a new clip (atomically) and measure it."""
     x, sr = audio.read_wav(ws.segments_dir / c.row.wav)
+    # the windows place the change on a 0.8 s grid: cut at the quietest 50 ms within RECUT_SNAP inside it
+    if a > 0:
+        a = quietest_point(x, sr, a, min(a + RECUT_SNAP, b))
+    if b < len(x) / sr - 1e-3:
+        b = quietest_point(x, sr, max(b - RECUT_SNAP, a), b)
     piece = x[int(round(a * sr)) : int(round(b * sr))]
-    cid = f"{c.id}r"
+    # the span in the id: a recut that moves gets a new file, never new audio under an old row (or review edit)
+    cid = f"{c.id}r{round(a * 1000)}-{round(b * 1000)}"
     wav = audio.write_wav(ws.segments_dir / f"{cid}.wav", piece, sr)
     row = ClipRecord(
         id=cid,
@@ -704,12 +713,12 @@ def _cut_clip(c: _Clip, a: float, b: float, ws: Workspace, settings: ScreenSetti
 def _write_recuts(ws: Workspace, manifest: list[ClipRecord], old: list[ClipRecord], clips: list[_Clip]) -> None:
     """The segment manifest with this run's recut clips (and without the last run's that are gone)."""
     rows = [c.row for c in clips if RECUT_FLAG in c.row.flags]
-    ids = {r.id for r in rows}
-    for r in old:
-        if r.id not in ids:
-            (ws.segments_dir / r.wav).unlink(missing_ok=True)
     if rows or old:
         write_records(ws.segments_manifest, ClipRecord, [*manifest, *rows])
+    ids = {r.id for r in rows}
+    for r in old:  # after the manifest: a row never points at a file already gone
+        if r.id not in ids:
+            (ws.segments_dir / r.wav).unlink(missing_ok=True)
 
 
 def _all_dropped_error(result: ScreenResult) -> InputError:
@@ -803,8 +812,10 @@ def screen_clips(
         _screen_duplicates(clips, _source_lengths(ws, manifest))
     _tally(result, clips)
     if result.kept == 0:
-        for c in clips[len(manifest) :]:  # nothing changes on disk
-            (ws.segments_dir / c.row.wav).unlink(missing_ok=True)
+        listed = {r.wav for r in old_recuts}
+        for c in clips[len(manifest) :]:  # nothing changes on disk: this run's new recut files go
+            if c.row.wav not in listed:
+                (ws.segments_dir / c.row.wav).unlink(missing_ok=True)
         raise _all_dropped_error(result)
 
     kept_mask = np.array([c.kept for c in clips])

@@ -491,6 +491,11 @@ def _place_turn(
 
 
 # --------------------------------------------------------------------------- plan
+def quietest_point(x: np.ndarray, sr: int, lo: float, hi: float) -> float:
+    """Time (s) of the quietest 50 ms of ``x`` between ``lo`` and ``hi``: where to cut speech."""
+    return _quietest(_frame_db(np.asarray(x, dtype=np.float32), max(1, int(round(sr * HOP)))), lo, hi)
+
+
 def _quietest(env_db: np.ndarray, lo: float, hi: float) -> float:
     """Time (s) of the quietest 50 ms between ``lo`` and ``hi``."""
     a, b = int(math.ceil(lo / HOP)), int(math.floor(hi / HOP))
@@ -926,7 +931,7 @@ class _Run:
             or not all((self.ws.segments_dir / f"{i}.wav").is_file() for i in rec.segments)
         ):
             return None
-        rows = [r for r in self.manifest if r.source == shown]
+        rows = [r for r in self.manifest if r.source == shown and "recut" not in r.flags]  # screen's, not ours
         shorts = [r for r in rows if "short_sentence" in r.flags]
         return SourceResult(
             shown,
