@@ -96,6 +96,10 @@ LANGUAGE_CONFIDENCE = 0.5
 #: a robotic voice leads the detector to languages XTTS-v2 does not speak, which never reject a clip.
 WRONG_LANGUAGE_CONFIDENCE = 0.7
 WRONG_LANGUAGE_MAX_REQUESTED = 0.2
+#: under ``auto``, a clip (checked alone when its packed frames looked doubtful) is another language below this
+#: probability of its file's: espeak-ng German in English talks 0.01-0.22, English clips 0.94-0.99; 0.3, not the
+#: file's 0.5, leaves room for short sentences, accents and names, where Whisper's detection is weakest.
+AUTO_WRONG_LANGUAGE_MAX = 0.3
 #: Whisper's code of each language XTTS-v2 speaks, and XTTS-v2's own (zh -> zh-cn)
 XTTS_LANGUAGES = {
     "en": "en",
@@ -653,9 +657,9 @@ def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
     """The row's clip is not in the language it was decoded in (``language``: the requested one, or under
     ``auto`` its file's), as Whisper heard the clip (``detected_language``; see :func:`clip_language_probabilities`).
 
-    Under ``auto`` the clip must be heard in its file's language with the confidence the file needed
-    (LANGUAGE_CONFIDENCE): the file was, on its first 30 s, so Whisper knows the language in this voice, and a clip
-    where it falls below is in another one, whichever Whisper names (espeak-ng German in an English talk: en
+    Under ``auto`` the clip must be heard in its file's language with AUTO_WRONG_LANGUAGE_MAX at least: the file
+    was, on its first 30 s, so Whisper knows the language in this voice, and a clip where it falls below is in
+    another one, whichever Whisper names (espeak-ng German in an English talk: en
     0.01-0.22, heard as German or as nothing in particular; the English clips: en 0.94-0.99). With a language given, the
     clip is wrong only when that language gets under WRONG_LANGUAGE_MAX_REQUESTED and Whisper hears another one
     XTTS-v2 speaks clearly (WRONG_LANGUAGE_CONFIDENCE): a robotic voice leads Whisper to unrelated languages, and
@@ -666,7 +670,7 @@ def _wrong_language(row: TranscriptRecord | Heard, requested: str) -> bool:
         return False
     p_decoded = float(row.language_probability or 0.0)
     if requested == "auto":
-        return p_decoded < LANGUAGE_CONFIDENCE
+        return p_decoded < AUTO_WRONG_LANGUAGE_MAX
     return (
         detected != decoded
         and p_decoded < WRONG_LANGUAGE_MAX_REQUESTED
