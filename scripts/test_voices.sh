@@ -11,6 +11,7 @@ WHEEL=pyannote_audio-4.0.7-py3-none-any.whl
 if [ -f "$DEST/pyannote_sample.wav" ] && [ -f "$DEST/pyannote_sample.rttm" ]; then
   exit 0
 fi
+"$PY" -c "import pip" || { echo "test voices: $PY cannot run pip (set PY to the project's Python)" >&2; exit 1; }
 mkdir -p "$DEST"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

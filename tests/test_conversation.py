@@ -9,8 +9,10 @@ least 5 s at 100% purity (before issue 22: 41-48%, the clips mixed both speakers
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,11 @@ def conversation(tmp_path_factory) -> Conversation:
     wav = VOICES / "pyannote_sample.wav"
     if not wav.is_file():  # `make test` fetched it already; a bare pytest fetches it here
         res = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "test_voices.sh"), str(VOICES)], capture_output=True, text=True
+            ["bash", str(ROOT / "scripts" / "test_voices.sh"), str(VOICES)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PY": sys.executable},
         )
         if res.returncode == 3:
             pytest.skip(f"the real test voices could not be downloaded (no package registry): {res.stderr[-300:]}")
