@@ -36,8 +36,9 @@ def screen(
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
-    `low_quality` (music, noise, bad microphones). A mixed clip whose target part lasts `--min-duration` is
-    recut: that part becomes a new clip (`<id>r<start>-<end>`) and the other voice's part is dropped. An audio
+    `low_quality` (music, noise, bad microphones). A mixed clip whose target part lasts the minimum clip
+    length (`SEGMENT_MIN_DURATION`, 5 s) is recut: that part becomes a new clip (`<id>r<start>-<end>`) and
+    the other voice's part is dropped. An audio
     fingerprint finds speech that arrived twice (another format, an excerpt): the copy from the longer
     source is kept, the other is `duplicate`.
 
