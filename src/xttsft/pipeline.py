@@ -629,7 +629,8 @@ def summarize(settings: Settings, ws: Workspace) -> RunSummary:
     were all skipped shows the same summary.
     """
     sources = read_records(ws.segment_sources_file, SourceRecord)
-    manifest = [r for r in read_records(ws.segments_manifest, ClipRecord) if "recut" not in r.flags]
+    every = read_records(ws.segments_manifest, ClipRecord)
+    manifest = [r for r in every if "recut" not in r.flags]  # segment's clips; screen's recut rows re-use audio
     summary = RunSummary(
         sources=SourcesSummary(
             files=len(sources),
@@ -638,7 +639,7 @@ def summarize(settings: Settings, ws: Workspace) -> RunSummary:
             clips=len(manifest),
         ),
         screen=_screen_findings(ws),
-        dataset=_dataset_summary(settings, ws, {r.id: r.duration for r in manifest}),
+        dataset=_dataset_summary(settings, ws, {r.id: r.duration for r in every}),
     )
     stages = _Records(ws.state_file)
     run = stages.of("train").run or ws.latest_run()
