@@ -42,6 +42,7 @@ def _screen_rows(ws: Workspace) -> None:
                 id=c.id,
                 wav=c.wav,
                 source=c.source,
+                source_sha256=c.source_sha256,
                 start=c.start,
                 end=c.end,
                 duration=c.duration,
@@ -306,3 +307,39 @@ def test_a_clip_the_screen_dropped_and_the_review_kept_is_transcribed_and_built(
     build_dataset(BuildSettings(min_samples=1), ws, max_audio_seconds=15.0)
     built = {line.split("|")[0] for line in (ws.dataset_dir / "metadata.csv").read_text().splitlines()}
     assert "talk_0003" in built
+
+
+def test_a_mixed_clip_kept_in_review_takes_the_place_of_its_recut_part(tmp_path: Path, speak) -> None:
+    """screen recut talk_0003 (two voices) into talk_0002 (its target part); a person keeps talk_0003 in the
+    review: the dataset holds it once, not also the part it contains."""
+    from test_build import make_inputs
+    from xttsft.data.build import build_dataset
+    from xttsft.data.review import ReviewStore
+    from xttsft.records import DropRecord, Recut, ScreenRecord, read_records, write_records
+    from xttsft.settings import BuildSettings
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    make_inputs(
+        ws, [speak(f"This is clip number {i} of the test.", tmp_path / f"s{i}.wav", rate=150) for i in range(4)]
+    )
+    _screen_rows(ws)
+    rows = read_records(ws.screen_file, ScreenRecord)
+    for r in rows:
+        if r.id == "talk_0003":
+            r.reason, r.detail = "mixed_speakers", "a second voice in 2 windows"
+            r.recut = Recut(clip="talk_0002", kept=[0.0, 1.0], dropped=[[1.0, 2.0]], why="another voice")
+        elif r.id == "talk_0002":
+            r.recut_from = "talk_0003"
+    write_records(ws.screen_file, ScreenRecord, rows)
+
+    def built() -> set[str]:
+        build_dataset(BuildSettings(min_samples=1), ws, max_audio_seconds=15.0)
+        return {line.split("|")[0] for line in (ws.dataset_dir / "metadata.csv").read_text().splitlines()}
+
+    before = built()
+    assert "talk_0002" in before and "talk_0003" not in before
+    ReviewStore(ws).edit("talk_0003", decision="keep")
+    after = built()
+    assert "talk_0003" in after and "talk_0002" not in after
+    drops = {d.id: d for d in read_records(ws.dataset_dir / "dropped.jsonl", DropRecord)}
+    assert drops["talk_0002"].reason == "duplicate" and drops["talk_0002"].duplicate_of == "talk_0003"

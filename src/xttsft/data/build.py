@@ -42,7 +42,7 @@ from xttsft.audio import TRAIN_SR as SAMPLE_RATE
 from xttsft.audio import read_mono, write_wav
 from xttsft.data.datasets import inspect_samples, read_dataset, split_ids
 from xttsft.data.review import overrides
-from xttsft.data.screen import read_decisions
+from xttsft.data.screen import read_decisions, recut_children
 from xttsft.errors import DatasetError, XttsftError
 from xttsft.io import atomic_dir, atomic_write_text, swap_target, tidy_swaps
 from xttsft.locks import stage_lock
@@ -419,10 +419,14 @@ def _usable_transcripts(ws: Workspace, manifest: dict[str, ClipRecord], drops: _
 
     review = overrides(ws).rows
     screened = set()
-    for cid, d in read_decisions(ws, list(manifest.values())).items():
+    decisions = read_decisions(ws, list(manifest.values()))
+    for cid, d in decisions.items():
         if d.status == "dropped" and d.reason is not None and _decision(review, cid) != "keep":
             drops.add(cid, d.reason, d.detail, d.duplicate_of or None)
             screened.add(cid)
+    for child, parent in recut_children(decisions, {c for c in decisions if _decision(review, c) == "keep"}).items():
+        drops.add(child, "duplicate", f"{parent}, kept in xttsft review, holds its audio", parent)
+        screened.add(child)
     seen = set(screened)
     ok_rows = []
     for row in read_records(ws.transcripts_file, TranscriptRecord):

@@ -44,7 +44,7 @@ import math
 import typing
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -979,6 +979,12 @@ def read_decisions(
         return decisions
     rows = {r.id: r for r in _clip_rows(manifest)}
     return {i: d for i, d in decisions.items() if i in rows and _same_clip(d, rows[i])}
+
+
+def recut_children(decisions: Mapping[str, ScreenRecord], kept: set[str]) -> dict[str, str]:
+    """``{child: parent}`` for each mixed clip in ``kept`` (a person kept it in ``xttsft review``) that screen
+    recut: the parent holds the child's audio, so the child must not reach the dataset as well."""
+    return {d.recut.clip: cid for cid, d in decisions.items() if cid in kept and d.recut is not None}
 
 
 def kept_ids(ws: Workspace, manifest: Sequence[ClipRecord | dict[str, Any]]) -> set[str] | None:

@@ -49,7 +49,7 @@ import numpy as np
 from xttsft.audio import read_mono
 from xttsft.bundled_whisper import bundled_model_path, offline_hint
 from xttsft.data.review import overrides
-from xttsft.data.screen import kept_ids
+from xttsft.data.screen import kept_ids, read_decisions, recut_children
 from xttsft.errors import DatasetError, InputError, ModelNotFoundError, SettingsError, XttsftError
 from xttsft.hardware import current_recommendation, hardware_facts, whisper_model_for
 from xttsft.io import atomic_write_text
@@ -1110,7 +1110,9 @@ def _screened(ws: Workspace, manifest: list[ClipRecord]) -> tuple[list[ClipRecor
     screened = kept_ids(ws, manifest)
     if screened is None:
         return manifest, None
-    screened |= {cid for cid, r in overrides(ws).rows.items() if r.decision == "keep"}
+    kept_in_review = {cid for cid, r in overrides(ws).rows.items() if r.decision == "keep"}
+    screened |= kept_in_review
+    screened -= set(recut_children(read_decisions(ws, manifest), kept_in_review))  # their parent has the audio
     kept = [seg for seg in manifest if seg.id in screened]
     if len(kept) < len(manifest):
         log.info("%d clip(s) dropped by `xttsft screen` are not transcribed", len(manifest) - len(kept))
