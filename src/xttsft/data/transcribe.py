@@ -473,15 +473,18 @@ def clip_language_probabilities(
     en 0.12; alone, en 0.92), so a suspect clip is checked again alone (``detect_language``, one 30 s encoder
     pass), and that decides: the extra pass is paid by the suspect clips only. A clip is suspect when its
     frames make it wrong (:func:`judge`'s rule) or, where Whisper knows the language in this voice (``auto``,
-    or the clips' median probability of it >= LANGUAGE_CONFIDENCE), when they give it less than that."""
+    or the clips' median probability of it >= LANGUAGE_CONFIDENCE), when they give it less than that (under
+    ``auto``, less than AUTO_WRONG_LANGUAGE_MAX, the bar the clip is judged by)."""
     heard = [o.languages if o is not None else None for o in outs]
     typical = [h.get(language, 0.0) for h in heard if h is not None]
     known = requested == "auto" or (bool(typical) and float(np.median(typical)) >= LANGUAGE_CONFIDENCE)
+    # under auto, a clip whose frames already clear the bar it is judged by needs no pass of its own: foreign
+    # clips' frames gave their file's language 0.001-0.24 beside English neighbours, good ones 0.32-0.99
+    bar = AUTO_WRONG_LANGUAGE_MAX if requested == "auto" else LANGUAGE_CONFIDENCE
     result: list[dict[str, float] | None] = []
     for out, probs, clip in zip(outs, heard, clips, strict=True):
         suspect = probs is None or (
-            (known and probs.get(language, 0.0) < LANGUAGE_CONFIDENCE)
-            or _wrong_language(_as_heard(language, probs), requested)
+            (known and probs.get(language, 0.0) < bar) or _wrong_language(_as_heard(language, probs), requested)
         )
         result.append(None if out is None else _detect(model, [clip])[2] if suspect else probs)
     return result
