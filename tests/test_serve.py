@@ -145,10 +145,12 @@ def _start(ws: Workspace, voices: Path, log: Path, extra_env: dict[str, str] | N
 
 
 def _speak_before_ready(live: Live) -> None:
-    """A request sent while the model loads, through the client's own retries (Retry-After)."""
+    """A request sent while the model loads, through the client's own retries (Retry-After). Six retries, not
+    the client's default two: a loaded CI machine once took longer to start than the server's estimate from
+    its last start (the answers were 503, 503, 503)."""
     hook = {"response": [lambda r: live.early.append(r.status_code)]}
     with httpx2.Client(event_hooks=hook, timeout=120) as http:
-        client = live.client(http_client=http)
+        client = live.client(http_client=http, max_retries=6)
         live.early_audio = client.audio.speech.create(
             model="tts-1", voice="alloy", input="Hello.", response_format="pcm", **FAST
         ).content
