@@ -50,6 +50,7 @@ def review(
     config = uvicorn.Config(create_app(ws, token), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     sockets = [config.bind_socket()]  # bound now: the address printed is the one that answers
+    sockets[0].listen(config.backlog)  # and listening: a browser opened at once waits instead of being refused
     url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/?token={token}"
     doubtful = sum(1 for c in clips if c.doubt > 1.0)
     console.print(f"Reviewing {len(clips)} clips ({doubtful} doubtful) of {ws.root}")
