@@ -818,6 +818,20 @@ def screen_clips(
                 (ws.segments_dir / c.row.wav).unlink(missing_ok=True)
         raise _all_dropped_error(result)
 
+    scores = _charts(result, clips, ws, settings, (emb, labels, centroid))
+    _write_recuts(ws, manifest, old_recuts, clips)
+    write_records(ws.screen_file, ScreenRecord, [c.decision for c in clips])
+    write_record(ws.screen_stats, ScreenStats, _stats(result, settings, refs, scores, input_hash))
+    _forget_stale_features(ws, {c.id for c in clips})
+    return result
+
+
+def _charts(
+    result: ScreenResult, clips: list[_Clip], ws: Workspace, settings: ScreenSettings, voices: tuple[Any, Any, Any]
+) -> list[tuple[float, float]]:
+    """The speakers' kept counts, speakers.png and dnsmos.png (a chart this run has no data for is removed:
+    the last run's would mislead). Returns the DNSMOS (overall, background) scores."""
+    emb, labels, centroid = voices
     kept_mask = np.array([c.kept for c in clips])
     if emb is not None:
         for k, sp in enumerate(result.speakers):
@@ -827,18 +841,14 @@ def screen_clips(
         result.map_png = ws.screen_dir / "speakers.png"
         _plot_map(result.map_png, emb, labels, kept_mask, centroid, result.speakers)
     else:
-        (ws.screen_dir / "speakers.png").unlink(missing_ok=True)  # not this run's: it would mislead
+        (ws.screen_dir / "speakers.png").unlink(missing_ok=True)
     scores = [(d.ovrl, d.bak) for c in clips if (d := c.decision.dnsmos) is not None]
     if scores:
         result.dnsmos_png = ws.screen_dir / "dnsmos.png"
         _plot_dnsmos(result.dnsmos_png, scores, settings)
     else:
         (ws.screen_dir / "dnsmos.png").unlink(missing_ok=True)
-    _write_recuts(ws, manifest, old_recuts, clips)
-    write_records(ws.screen_file, ScreenRecord, [c.decision for c in clips])
-    write_record(ws.screen_stats, ScreenStats, _stats(result, settings, refs, scores, input_hash))
-    _forget_stale_features(ws, {c.id for c in clips})
-    return result
+    return scores
 
 
 def _tally(result: ScreenResult, clips: list[_Clip]) -> None:
