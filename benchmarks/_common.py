@@ -28,3 +28,25 @@ def machine() -> str:
         r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
         gpu = r.stdout.strip() or gpu
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}"
+
+
+def make_reference(out: Path) -> Path:
+    """About 6 s of espeak-ng speech at 22050 Hz mono: the voice the synth and serve benchmarks copy."""
+    raw = out.with_suffix(".espeak.wav")
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-s",
+            "140",
+            "-w",
+            str(raw),
+            "This reference clip gives the model a voice to copy, about six seconds of speech.",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050", str(out)],
+        check=True,
+    )
+    raw.unlink()
+    return out

@@ -46,7 +46,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from _common import machine
+from _common import machine, make_reference
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,27 +54,6 @@ ROOT = HERE.parent
 GPU_GOALS = {"ttfa_1_p50_s": 0.2, "rtf_1": 0.25}
 TEXT = "The quick brown fox jumps over the lazy dog. Then it rests for a while in the shade of a tree."
 VOICE = "bench"
-
-
-def make_reference(out: Path) -> Path:
-    raw = out.with_suffix(".espeak.wav")
-    subprocess.run(
-        [
-            "espeak-ng",
-            "-s",
-            "140",
-            "-w",
-            str(raw),
-            "This reference clip gives the model a voice to copy, about six seconds of speech.",
-        ],
-        check=True,
-    )
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050", str(out)],
-        check=True,
-    )
-    raw.unlink()
-    return out
 
 
 def build_folder(dest: Path, kind: str, tokens: int, reference: Path) -> tuple[Path, int]:

@@ -31,14 +31,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from _common import machine
+from _common import machine, make_reference
 
 HERE = Path(__file__).resolve().parent
 TEXT = "The quick brown fox jumps over the lazy dog, and then it rests in the shade."
@@ -66,27 +65,6 @@ def full_size_xtts(device: str):
     model.gpt.init_gpt_for_inference(kv_cache=True, use_deepspeed=False)
     model.eval()
     return model.to(device)
-
-
-def make_reference(out: Path) -> Path:
-    raw = out.with_suffix(".espeak.wav")
-    subprocess.run(
-        [
-            "espeak-ng",
-            "-s",
-            "140",
-            "-w",
-            str(raw),
-            "This reference clip gives the model a voice to copy, about six seconds of speech.",
-        ],
-        check=True,
-    )
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", "22050", str(out)],
-        check=True,
-    )
-    raw.unlink()
-    return out
 
 
 def timed(fn, repeats: int) -> tuple[float, int]:

@@ -118,7 +118,7 @@ import json, sys
 from pathlib import Path
 
 sys.path.insert(0, "benchmarks")
-from synth import make_reference
+from _common import make_reference
 from transcribe import make_clips
 
 out = Path(sys.argv[1])
