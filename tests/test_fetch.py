@@ -143,7 +143,7 @@ def test_cli_summary_and_exit_codes(site: str, cli, tmp_path: Path) -> None:
     r = cli("fetch", "--from-file", str(lst), "--retries", "0")
     assert r.exit_code == 2, r.output  # some sources failed
     assert "fetched 1, skipped 0, failed 2" in r.output
-    assert "404" in r.output and "option" in r.output
+    assert "HTTPError404" in re.sub(r"[\s│]", "", r.output) and "option" in r.output
 
     r = cli("fetch", "--retries", "0", "--", f"{site}/missing.mp3", "--exec=echo hi")
     assert r.exit_code == 1
