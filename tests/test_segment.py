@@ -270,6 +270,26 @@ def test_short_fragments_of_running_speech_are_not_short_clips() -> None:
     assert shorts[0].start == pytest.approx(6.0) and shorts[0].end == pytest.approx(8.4)
 
 
+def test_a_short_turn_is_kept_outside_the_share() -> None:
+    """A 2.4 s turn between two other voices (changes in pauses of 0.1-0.2 s) is a voice's whole turn: kept as a
+    short clip, whatever the share of short sentences, where it was dropped for lacking 0.5 s pauses."""
+    turns = [Region(0.5, 6.5), Region(6.6, 9.0, turn=True), Region(9.2, 15.0, turn=True)]
+    for share in (0.15, 0.5):
+        shorts, kept, dropped = _short_plan(turns, 15.5, short_share=share)
+        assert [(k.speech_start, k.speech_end) for k in shorts] == [(6.6, 9.0)] and not dropped, (share, kept)
+        assert "speaker_turn" in shorts[0].flags and len(kept) == 3
+        assert shorts[0].start == pytest.approx(6.55) and shorts[0].end == pytest.approx(9.1)  # half the pauses
+    # a turn cut inside speech (no pause) bounds it as well; a 1 s pause on the other side, and the next
+    # sentence too long to join it
+    cut = [Region(0.5, 6.5, forced_end=True), Region(6.5, 9.0, forced_start=True, turn=True), Region(10.0, 17.0)]
+    shorts, kept, dropped = _short_plan(cut, 17.5, short_share=0.15)
+    assert [(k.speech_start, k.speech_end) for k in shorts] == [(6.5, 9.0)] and not dropped
+    # but not a piece of speech split for lacking a pause, and nothing when short clips are off
+    forced = [Region(0.5, 6.5, forced_end=True), Region(6.5, 9.0, forced_start=True), Region(9.1, 15.0, turn=True)]
+    assert not _short_plan(forced, 15.5, short_share=0.15)[0]
+    assert not _short_plan(turns, 15.5, short_share=0.0)[0]
+
+
 def test_the_short_share_cap_holds() -> None:
     # 12 short sentences (2 s) between 1 s pauses, each next to 6 s of running speech
     regions, t = [], 0.5

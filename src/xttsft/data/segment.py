@@ -93,7 +93,7 @@ DROP_COST = 100.0
 SHORT_PAUSE = 0.5  # a short sentence stands alone: at least this much silence before and after it
 SHORT_COST = 50.0  # a short clip costs this, less the bonus the share search sets (a drop costs more)
 SHORT_TIE = 1e-3  # the most isolated short sentence gets up to this much more bonus than the least
-ALGO_VERSION = 3  # bump when a change alters the clips, so re-runs redo them
+ALGO_VERSION = 4  # bump when a change alters the clips, so re-runs redo them
 
 
 @dataclass
@@ -611,76 +611,96 @@ def _group(
     return bounds[::-1]
 
 
-def _short_units(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> dict[int, int]:
-    """The stand-alone short sentences, as ``{i: j}`` region spans: speech between two pauses of at least
-    SHORT_PAUSE (the file's ends count when as much silence lies there), with none that long inside, no forced
-    cut at its edges, and from ``short_min_duration`` to under ``min_duration`` long with its pads."""
+def _short_units(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> dict[int, tuple[int, bool]]:
+    """The stand-alone short sentences, as ``{i: (j, turn)}`` region spans: speech between two pauses of at
+    least SHORT_PAUSE (the file's ends count when as much silence lies there) or changes of voice, with no such
+    pause or change inside, no forced cut at its edges but at a change of voice, and from
+    ``short_min_duration`` to under ``min_duration`` long with its pads. ``turn``: a change of voice bounds it
+    (a short turn: it cannot join the other voice's speech, so it is a clip of its own or lost)."""
     n, units = len(regs), {}
     i = 0
     while i < n:
         j = i + 1
         while j < n and regs[j].start - regs[j - 1].end < SHORT_PAUSE and not regs[j].turn:
             j += 1
+        turn_before, turn_after = i > 0 and regs[i].turn, j < n and regs[j].turn
         before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
         after = (regs[j].start if j < n else pads.duration) - regs[j - 1].end
         pl, pr = pads(i, j)
         dur = regs[j - 1].end - regs[i].start + pl + pr
         if (
-            min(before, after) >= SHORT_PAUSE
-            and not (regs[i].forced_start or regs[j - 1].forced_end)
+            (before >= SHORT_PAUSE or turn_before)
+            and (after >= SHORT_PAUSE or turn_after)
+            and not (regs[i].forced_start and not turn_before)
+            and not (regs[j - 1].forced_end and not turn_after)
             and settings.short_min_duration - 1e-6 <= dur < settings.min_duration - 1e-6
         ):
-            units[i] = j
+            units[i] = (j, turn_before or turn_after)
         i = j
     return units
 
 
 def _with_shorts(
-    regs: list[Region], pads: _Pads, settings: SegmentSettings, units: dict[int, int], base: list[tuple[int, int]]
+    regs: list[Region],
+    pads: _Pads,
+    settings: SegmentSettings,
+    units: dict[int, tuple[int, bool]],
+    base: list[tuple[int, int]],
 ) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
     """The grouping with as many stand-alone short sentences as ``short_share`` allows, and those spans.
 
-    A short clip's bonus is searched (bisection) for the most short clips that keep their share of the
-    clips at most ``short_share`` and drop no more speech than ``base``: first the short sentences that
-    would be dropped, then, cut out of longer clips, those whose cut pays most (the longest pauses; a
-    bonus under SHORT_TIE ranks the most isolated first, so that equal pauses do not come all at once).
-    When even the rescued ones are too many, the longest are kept."""
+    A short turn (bounded by a change of voice) is kept whenever it would otherwise be dropped, outside the
+    share: it is a voice's whole turn, and conversations change voice every few seconds. For the others, a
+    bonus is searched (bisection) for the most short clips that keep their share of the clips at most
+    ``short_share`` and drop no more speech than ``base``: first the short sentences that would be dropped,
+    then, cut out of longer clips, those whose cut pays most (the longest pauses; a bonus under SHORT_TIE
+    ranks the most isolated first, so that equal pauses do not come all at once). When even the rescued ones
+    are too many, the longest are kept."""
     min_dur, share = settings.min_duration, settings.short_share
+    turns = {(i, j) for i, (j, turn) in units.items() if turn}
+    sentences = {i: j for i, (j, turn) in units.items() if not turn}
 
     def length(i: int, j: int) -> float:
         pl, pr = pads(i, j)
         return regs[j - 1].end - regs[i].start + pl + pr
 
     def gaps(i: int) -> tuple[float, float, int]:
-        j = units[i]
+        j = sentences[i]
         before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
         after = (regs[j].start if j < len(regs) else pads.duration) - regs[j - 1].end
         return min(before, after), before + after, -i
 
-    rank = {i: k / len(units) for k, i in enumerate(sorted(units, key=gaps))}
+    rank = {i: k / max(len(sentences), 1) for k, i in enumerate(sorted(sentences, key=gaps))}
 
     def plan(bonus: float) -> tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]:
-        bounds = _group(regs, pads, settings, {i: (j, bonus + SHORT_TIE * rank[i]) for i, j in units.items()})
-        shorts = {(i, j) for i, j in bounds if units.get(i) == j and length(i, j) < min_dur - 1e-6}
-        short_or_long = [(i, j) in shorts or length(i, j) >= min_dur - 1e-6 for i, j in bounds]
-        lost = sum(regs[j - 1].end - regs[i].start for (i, j), ok in zip(bounds, short_or_long, strict=True) if not ok)
-        return bounds, shorts, sum(short_or_long) - len(shorts), lost
+        costs = {i: (j, 0.0) for i, j in turns} | {i: (j, bonus + SHORT_TIE * rank[i]) for i, j in sentences.items()}
+        bounds = _group(regs, pads, settings, costs)
+        shorts = {(i, j) for i, j in bounds if (i, j) in turns or sentences.get(i) == j}
+        shorts = {b for b in shorts if length(*b) < min_dur - 1e-6}
+        ok = [b in shorts or length(*b) >= min_dur - 1e-6 for b in bounds]
+        lost = sum(regs[j - 1].end - regs[i].start for (i, j), kept in zip(bounds, ok, strict=True) if not kept)
+        return bounds, shorts, sum(ok) - len(shorts), lost
+
+    def capped(got: tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]) -> int:
+        """The short sentences that count against the share (short turns do not)."""
+        return len(got[1] - turns)
 
     def fits(got: tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]) -> bool:
         _, shorts, longs, lost = got
-        return len(shorts) <= share * (longs + len(shorts)) + 1e-9 and lost <= base_lost + 1e-6
+        return capped(got) <= share * (longs + len(shorts)) + 1e-9 and lost <= base_lost + 1e-6
 
     base_lost = sum(regs[j - 1].end - regs[i].start for i, j in base if length(i, j) < min_dur - 1e-6)
     lo, hi = 0.0, SHORT_COST + 10.0  # past SHORT_COST + 2 * (2 - CUT_PAUSE_REF), every unit that can be is cut out
     best = plan(lo)
     if not fits(best):
         bounds, shorts, longs, _ = best
-        keep = math.floor(share * longs / (1 - share) + 1e-9)
-        return bounds, set(sorted(shorts, key=lambda s: (-length(*s), s))[:keep])
+        ones = shorts - turns
+        keep = math.floor(share * (longs + len(shorts) - len(ones)) / (1 - share) + 1e-9)
+        return bounds, (shorts & turns) | set(sorted(ones, key=lambda s: (-length(*s), s))[:keep])
     top = plan(hi)
-    if fits(top):
+    if fits(top) or not sentences:
         return top[0], top[1]
-    while hi - lo > SHORT_TIE / (4 * len(units)):
+    while hi - lo > SHORT_TIE / (4 * len(sentences)):
         mid = (lo + hi) / 2
         got = plan(mid)
         lo, hi, best = (mid, hi, got) if fits(got) else (lo, mid, best)
