@@ -324,3 +324,29 @@ def test_a_near_tie_between_the_two_largest_voices_is_said(caplog) -> None:
     assert "close" not in caplog.text
     _warn_near_tie([0.488, 0.461])
     assert "The two largest voices are close" in caplog.text and "--speaker-ref" in caplog.text
+
+
+def test_a_clip_nearer_its_own_voice_than_the_target_is_another_speaker() -> None:
+    """Two voices of one channel sit at 0.8 from each other, above every threshold: each clip goes to the
+    voice it is nearest (its cluster without itself), by NEARER_VOICE_MARGIN, never a lone clip or the core."""
+    from xttsft.data.screen import NEARER_VOICE_MARGIN, _nearer_voice
+    from xttsft.encoders import unit
+
+    rng = np.random.default_rng(0)
+    a, b = unit(rng.normal(size=256)), unit(rng.normal(size=256))
+    b = unit(0.8 * a + 0.6 * unit(b - (b @ a) * a))  # cosine(a, b) = 0.8
+
+    def near(v: np.ndarray, spread: float) -> np.ndarray:
+        return unit(v + spread * unit(rng.normal(size=256)))
+
+    emb = np.stack([near(a, 0.15) for _ in range(4)] + [near(b, 0.15) for _ in range(2)] + [near(b, 0.3)])
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])  # the last: alone in its cluster
+    dur = np.full(len(emb), 5.0)
+    sims = emb @ unit(emb[:4].mean(axis=0))
+    core = labels == 0
+    got = _nearer_voice(emb, dur, labels, sims, target=0, core=core)
+    assert sorted(got) == [4, 5], (got, sims)
+    assert all(got[i] - sims[i] >= NEARER_VOICE_MARGIN for i in got)
+    assert min(sims[4:6]) > 0.7, "above the default thresholds: only the nearer-voice rule drops them"
+    core[4] = True  # a reference's core clip is the target whatever its cluster
+    assert sorted(_nearer_voice(emb, dur, labels, sims, target=0, core=core)) == [5]

@@ -115,6 +115,10 @@ MIXED_WINDOWS = 2
 MIN_REFERENCE_SPEECH = 2.0
 #: With --speaker-ref, the target's clips are those within this similarity of the clip nearest the reference.
 REF_CORE_MARGIN = 0.10
+#: A clip outside the target's cluster that is this much more similar to its own cluster (without itself) than
+#: to the target is another voice, even above the thresholds: two voices of one channel (a telephone call)
+#: can sit at 0.8 from each other, and the nearest voice tells them apart where one threshold cannot.
+NEARER_VOICE_MARGIN = 0.10
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
 #: A recut's edge moves inwards, up to this many seconds, to the quietest 50 ms (not mid-word).
@@ -293,6 +297,22 @@ def _warn_near_tie(minutes: list[float]) -> None:
         )
 
 
+def _nearer_voice(
+    emb: np.ndarray, dur: np.ndarray, labels: np.ndarray, sims: np.ndarray, target: int, core: np.ndarray
+) -> dict[int, float]:
+    """The clips of other clusters (not the reference's core) at least NEARER_VOICE_MARGIN more similar to
+    their own cluster's other clips (duration-weighted centroid) than to the target: index -> that similarity."""
+    out = {}
+    for i in np.flatnonzero((labels != target) & ~core).tolist():
+        mates = labels == labels[i]
+        mates[i] = False
+        if mates.any():
+            own = float(unit((emb[mates] * dur[mates, None]).sum(axis=0)) @ emb[i])
+            if own - float(sims[i]) >= NEARER_VOICE_MARGIN:
+                out[i] = own
+    return out
+
+
 def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -> float:
     """median - sigmas * max(1.4826 * MAD, MIN_SIGMA), kept within [lo, hi].
 
@@ -414,12 +434,18 @@ def _screen_speakers(
     w_threshold = _robust_threshold(
         np.concatenate(win_sims) if win_sims else np.zeros(0), settings.similarity_sigmas, WINDOW_FLOOR, WINDOW_CEILING
     )
+    nearer = _nearer_voice(emb, dur, labels, sims, target, core)
     for i, c in enumerate(clips):
         c.decision.speaker, c.decision.similarity = f"S{labels[i] + 1}", round(float(sims[i]), 4)
         w = c.features.windows @ centroid
         c.decision.window_min_similarity = round(float(w.min()), 4)
         if sims[i] < threshold:
             c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
+        elif i in nearer:
+            c.drop(
+                "other_speaker",
+                f"nearer its own voice S{labels[i] + 1} ({nearer[i]:.2f}) than the target ({sims[i]:.2f})",
+            )
         elif _longest_run(w < w_threshold) >= MIXED_WINDOWS:
             c.drop(
                 "mixed_speakers",
