@@ -30,6 +30,9 @@ conversation of real voices, how much of each voice reaches the kept clips with 
    default beam 5 (``auto`` picks small on a CPU, large-v3 on a GPU: slower still): the screen's added cost
    as a share of transcription time (goal: at most 25%).
 
+3. **Real-led** (``xttsft.conversation.REAL_LED``): the same real and espeak voices, 30 s, where speaker90
+   holds the most seconds, so that the screen picks a real voice as the target without a reference.
+
 Then the speed of the two measures alone (GE2E embeddings, DNSMOS) in x realtime on the clips. The Whisper
 model, torch, resemblyzer and the DNSMOS session are loaded once before the rounds (each screen still loads
 the GE2E weights, as each run does).
@@ -53,7 +56,7 @@ from datetime import date
 from pathlib import Path
 
 from _common import machine
-from xttsft.conversation import MAIN, Conversation, make_conversation
+from xttsft.conversation import DIANE, MAIN, REAL_LED, SHEILA, Conversation, Script, make_conversation
 from xttsft.demo import make_interview
 from xttsft.errors import InputError
 from xttsft.io import read_jsonl
@@ -120,7 +123,7 @@ def _pipeline(root: Path, iv, screened: bool, whisper) -> dict:
 # ------------------------------------------------------------------ the conversation (issue 22)
 
 
-def _conversation(dest: Path) -> Conversation | None:
+def _conversation(dest: Path, script: Script | None = None) -> Conversation | None:
     """The conversation corpus, or None (with a note on stderr) when the real voices cannot be fetched."""
     wav = VOICES / "pyannote_sample.wav"
     if not wav.is_file():
@@ -130,7 +133,44 @@ def _conversation(dest: Path) -> Conversation | None:
         if res.returncode != 0:
             print(f"no conversation part: the real voices could not be fetched: {res.stderr[-300:]}", file=sys.stderr)
             return None
-    return make_conversation(wav, dest)
+    return make_conversation(wav, dest, script=script)
+
+
+def _real_led_part(tmp: Path) -> tuple[list[dict], str]:
+    """A real voice as the screen's own pick: the REAL_LED conversation (speaker90 holds the most seconds),
+    segmented with turn cuts and screened with no reference; each voice's share of the kept clips."""
+    from xttsft.data.screen import screen_clips
+    from xttsft.data.segment import segment_sources
+
+    conv = _conversation(tmp / "real-led", REAL_LED)
+    if conv is None:
+        return [], ""
+    ws = Workspace(tmp / "real-led-ws").ensure()
+    shutil.copy(conv.recording, ws.raw_dir)
+    segment_sources(SegmentSettings(), ws)
+    screen_clips(ScreenSettings(), ws)
+    spans = _kept_spans(ws)
+    rows = []
+    for voice in conv.voices:
+        s = conv.score(spans, voice)
+        rows.append(
+            {
+                "corpus": "real-led",
+                "way": "turn cuts",
+                "voice": voice,
+                "target": "picked",
+                "voice_s": round(s["seconds"], 1),
+                "kept_voice_s": round(s["recall"] * s["seconds"], 1),
+                "recall": round(s["recall"], 3),
+                "purity": round(s["purity"], 3) if spans else None,
+            }
+        )
+    note = (
+        f"Real-led: {conv.turns[-1].end:.0f} s, speaker90 {conv.seconds(DIANE):.1f} s in two turns, speaker91 "
+        f"{conv.seconds(SHEILA):.1f} s, espeak-ng {MAIN} and en-us+f3; the screen picks the target (purity: the "
+        "kept clips' share of that voice)."
+    )
+    return rows, note
 
 
 @contextmanager
@@ -349,6 +389,7 @@ def _print_tables(rows: list[dict], ratios: dict) -> None:
     for corpus, title in (
         ("interview", "purity: espeak-ng interview, screened vs unscreened"),
         ("conversation", "purity: recall per voice on the conversation, with and without turn cuts"),
+        ("real-led", "purity: a real voice as the picked target"),
     ):
         mine = [r for r in rows if r.get("corpus") == corpus]
         if not mine:
@@ -433,7 +474,9 @@ def main() -> int:
     conv = _conversation(tmp / "conversation")
     if conv is not None:
         conv_rows, conv_ratios, conv_note = _conversation_part(tmp, conv, rounds, whisper, base)
-        rows = conv_rows + rows
+        led_rows, led_note = _real_led_part(tmp)
+        rows = conv_rows + led_rows + rows
+        notes += " " + led_note if led_note else ""
         ratios.update(conv_ratios)
         notes += " " + conv_note
     else:

@@ -32,7 +32,8 @@ PIECES: dict[str, list[tuple[float, float]]] = {
 MAIN, HOST = "en-us", "en-us+f3"
 
 # (voice, what: sentence indexes of DEMO_RECORDINGS_EN flattened / piece indexes / seconds, pause before)
-_SCRIPT: list[tuple[str, tuple[float, ...], float]] = [
+Script = list[tuple[str, tuple[float, ...], float]]
+_SCRIPT: Script = [
     (MAIN, (0, 1), 0.4),
     (DIANE, (0, 1), 1.2),
     (HOST, (22,), 0.6),
@@ -46,6 +47,15 @@ _SCRIPT: list[tuple[str, tuple[float, ...], float]] = [
     ("noise", (2.5,), 0.6),
     (HOST, (23,), 0.7),
     (MAIN, (8, 9), 0.3),
+]
+#: a real voice leads: speaker90 holds the most seconds (10.7 s in three turns), so the screen picks it
+REAL_LED: Script = [
+    (DIANE, (0, 1), 0.4),
+    (HOST, (22,), 0.7),
+    (DIANE, (2, 3), 0.8),
+    (SHEILA, (1, 2), 0.6),
+    ("noise", (1.5,), 0.6),
+    (MAIN, (0, 1), 0.9),
 ]
 
 
@@ -109,8 +119,9 @@ def _real(sample: np.ndarray, voice: str, which: tuple[float, ...]) -> np.ndarra
     return np.concatenate(parts[:-1])
 
 
-def make_conversation(sample_wav: Path, dest: Path, seed: int = 0) -> Conversation:
-    """Write ``dest/conversation.wav`` (16 kHz, about 90 s) and a reference per voice; return its turns."""
+def make_conversation(sample_wav: Path, dest: Path, seed: int = 0, script: Script | None = None) -> Conversation:
+    """Write ``dest/conversation.wav`` (16 kHz, about 75 s with the default script) and a reference per voice;
+    return its turns."""
     import soundfile as sf
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,7 @@ def make_conversation(sample_wav: Path, dest: Path, seed: int = 0) -> Conversati
     turns: list[Turn] = []
     by_voice: dict[str, list[np.ndarray]] = {}
     pos = 0
-    for k, (voice, which, pause) in enumerate(_SCRIPT):
+    for k, (voice, which, pause) in enumerate(_SCRIPT if script is None else script):
         parts.append(np.zeros(int(pause * SR), dtype=np.float32))
         pos += len(parts[-1])
         text = ""
