@@ -444,6 +444,7 @@ def main() -> int:
                 "way": way,
                 "main_share": round(med["main_share"], 3),
                 "main_words": round(med["main_words"], 3),
+                "main_clean_words": round(med["main_clean_words"], 3),
                 "duplicate_s": round(med["duplicate_seconds"], 1),
                 "dataset_min": round(med["minutes"], 2),
                 "samples": int(med["samples"]),

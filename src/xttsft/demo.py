@@ -239,7 +239,8 @@ class Interview:
         """How pure a set of clips ``(source file name, start, end)`` is, against what is where.
 
         ``main_share``: the share of the clips' sound (speech and music, not pauses) that is ``voice``;
-        ``main_words``: the share of ``voice``'s words inside the clips;
+        ``main_words``: the share of ``voice``'s words inside the clips; ``main_clean_words``: the same over its
+        turns with nothing under them (the ones over loud noise should be dropped);
         ``duplicate_seconds``: audio present in two clips (the excerpt repeats the recording).
         """
         spans = []
@@ -252,13 +253,15 @@ class Interview:
         sound = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.turns)
         words = sum(len(t.text.split()) for t in mine)
         union = _union(spans)
-        kept_words = sum(
-            len(t.text.split()) * sum(_overlap(s, e, t.start, t.end) for s, e in union) / (t.end - t.start)
+        kept = {
+            t: len(t.text.split()) * sum(_overlap(s, e, t.start, t.end) for s, e in union) / (t.end - t.start)
             for t in mine
-        )
+        }
+        clean = [t for t in mine if not t.background]
         return {
             "main_share": main / sound if sound else 0.0,
-            "main_words": kept_words / words,
+            "main_words": sum(kept.values()) / words,
+            "main_clean_words": sum(kept[t] for t in clean) / max(sum(len(t.text.split()) for t in clean), 1),
             "duplicate_seconds": total - sum(e - s for s, e in union),
             "minutes": total / 60,
         }
