@@ -222,6 +222,8 @@ def _conversation_round(root: Path, conv: Conversation, way: str, whisper, scree
     out["mixed_clips"] = spanning
     every = Workspace(root.parent / f"{root.name}-all")
     shutil.copytree(ws.root, every.root)
+    again = Workspace(root.parent / f"{root.name}-base")  # copied before the screen: every clip, as above
+    shutil.copytree(ws.root, again.root)
 
     def screen() -> None:
         t = time.perf_counter()
@@ -233,8 +235,6 @@ def _conversation_round(root: Path, conv: Conversation, way: str, whisper, scree
         transcribe_segments(WHISPER, every, model=whisper)
         out["transcribe_s"] = time.perf_counter() - t
         if base is not None:
-            again = Workspace(root.parent / f"{root.name}-base")
-            shutil.copytree(ws.root, again.root)
             t = time.perf_counter()
             transcribe_segments(WHISPER_BASE, again, model=base)
             out["transcribe_base_s"] = time.perf_counter() - t

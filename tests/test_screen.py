@@ -351,3 +351,46 @@ def test_a_clip_nearer_its_own_voice_than_the_target_is_another_speaker() -> Non
     assert min(sims[4:6]) > 0.7, "above the default thresholds: only the nearer-voice rule drops them"
     core[4] = True  # a reference's core clip is the target whatever its cluster
     assert sorted(_nearer_voice(emb, dur, labels, sims, target=0, core=core)) == [5]
+
+
+def _clips_of(emb: np.ndarray) -> list:
+    from xttsft.data.screen import ClipFeatures, _Clip
+    from xttsft.records import ClipRecord, ScreenRecord
+
+    out = []
+    for k, e in enumerate(emb):
+        row = ClipRecord(id=f"c{k}", wav=f"c{k}.wav", source="s.wav", source_sha256="0", start=0, end=6, duration=6)
+        feats = ClipFeatures(key="", embedding=e.astype(np.float32), windows=np.stack([e] * 6).astype(np.float32))
+        out.append(_Clip(row, feats, ScreenRecord(id=row.id, status="kept")))
+    return out
+
+
+def test_the_nearer_voice_rule_in_the_screen_spares_a_sure_target() -> None:
+    """The same rule inside the speaker screen: a second voice at 0.8 from the target goes, as other_speaker
+    with its reason, although above the similarity threshold; but a clip at or above sure_similarity stays the
+    target, the promise of that setting."""
+    from xttsft.data.screen import _screen_speakers
+    from xttsft.encoders import unit
+
+    rng = np.random.default_rng(1)
+    a = unit(rng.normal(size=256))
+
+    def at(cos: float, base: np.ndarray) -> np.ndarray:
+        side = unit(rng.normal(size=256))
+        side = unit(side - (side @ base) * base)
+        return unit(cos * base + np.sqrt(1 - cos**2) * side)
+
+    other = at(0.8, a)
+    # a loose target voice (clips 0.78-0.97 from its middle), and a tight second voice 0.8 from it
+    emb = np.stack([at(c, a) for c in (0.78, 0.82, 0.86, 0.9, 0.94, 0.97)] + [at(0.99, other) for _ in range(3)])
+    clips = _clips_of(emb)
+    _, thresholds, *_ = _screen_speakers(clips, ScreenSettings(), [])
+    sims = [c.decision.similarity or 0.0 for c in clips]
+    assert all(thresholds["similarity"] < s < ScreenSettings().sure_similarity for s in sims[6:]), (thresholds, sims)
+    dropped = {c.id: c.decision for c in clips if not c.kept}
+    assert set(dropped) == {"c6", "c7", "c8"}, [(c.decision.similarity, c.decision.detail) for c in clips]
+    assert all(d.reason == "other_speaker" and "nearer its own voice" in d.detail for d in dropped.values())
+    sure = ScreenSettings(min_similarity=0.5, sure_similarity=min(sims[6:]) - 0.01)
+    clips = _clips_of(emb)
+    _screen_speakers(clips, sure, [])
+    assert all(c.kept for c in clips), [(c.decision.similarity, c.decision.detail) for c in clips]

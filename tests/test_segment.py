@@ -248,7 +248,7 @@ def test_a_stand_alone_short_sentence_is_kept_as_its_own_clip(talk_with_short, c
 def _short_plan(regions: list[Region], duration: float, **kw: object):
     st = SegmentSettings(**{"min_duration": 4.0, "max_duration": 10.0, "pad": 0.2, "short_share": 0.5, **kw})
     kept, dropped = plan_segments(regions, duration, st)
-    return [k for k in kept if "short_sentence" in k.flags], kept, dropped
+    return [k for k in kept if {"short_sentence", "short_turn"} & set(k.flags)], kept, dropped
 
 
 def test_short_fragments_of_running_speech_are_not_short_clips() -> None:
@@ -284,10 +284,16 @@ def test_a_short_turn_is_kept_outside_the_share() -> None:
     cut = [Region(0.5, 6.5, forced_end=True), Region(6.5, 9.0, forced_start=True, turn=True), Region(10.0, 17.0)]
     shorts, kept, dropped = _short_plan(cut, 17.5, short_share=0.15)
     assert [(k.speech_start, k.speech_end) for k in shorts] == [(6.5, 9.0)] and not dropped
-    # but not a piece of speech split for lacking a pause, and nothing when short clips are off
+    # a turn with a 0.6 s pause inside is kept whole, not as its first sentence with the rest dropped
+    inner = [Region(0.5, 6.5), Region(6.6, 8.6, turn=True), Region(9.2, 9.9), Region(10.0, 16.0, turn=True)]
+    shorts, kept, dropped = _short_plan(inner, 16.5, short_share=0.15)
+    assert [(k.speech_start, k.speech_end) for k in shorts] == [(6.6, 9.9)] and not dropped, kept
+    assert "short_turn" in shorts[0].flags and "short_sentence" not in shorts[0].flags
+    # but not a piece of speech split for lacking a pause, and nothing when short turns are off
     forced = [Region(0.5, 6.5, forced_end=True), Region(6.5, 9.0, forced_start=True), Region(9.1, 15.0, turn=True)]
     assert not _short_plan(forced, 15.5, short_share=0.15)[0]
-    assert not _short_plan(turns, 15.5, short_share=0.0)[0]
+    assert not _short_plan(turns, 15.5, short_share=0.0, short_turns=False)[0]
+    assert _short_plan(turns, 15.5, short_share=0.0)[0], "short sentences off: short turns stay"
 
 
 def test_the_short_share_cap_holds() -> None:

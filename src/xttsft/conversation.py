@@ -48,7 +48,7 @@ _SCRIPT: Script = [
     (HOST, (23,), 0.7),
     (MAIN, (8, 9), 0.3),
 ]
-#: a real voice leads: speaker90 holds the most seconds (10.7 s in three turns), so the screen picks it
+#: a real voice leads: speaker90 holds the most seconds (10.7 s in two turns), so the screen picks it
 REAL_LED: Script = [
     (DIANE, (0, 1), 0.4),
     (HOST, (22,), 0.7),

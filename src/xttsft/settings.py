@@ -264,8 +264,13 @@ class SegmentSettings(Section):
         lt=1,
         description="Largest share of a source's clips that may be short sentences: whole sentences between "
         "short_min_duration and min_duration that stand alone between pauses of 0.5 s or more, kept as clips so "
-        "that the model learns to end short prompts (a short turn between changes of voice is kept outside the "
-        "share); 0: none.",
+        "that the model learns to end short prompts; 0: none.",
+    )
+    short_turns: bool = Field(
+        True,
+        description="Keep a short turn (short_min_duration to min_duration of one voice, bounded by a change of "
+        "voice) as a clip of its own when it cannot join a longer clip, outside short_share: in a conversation "
+        "it would be lost.",
     )
     short_min_duration: float = Field(
         1.0, gt=0, description="Shortest short sentence kept (see short_share), in seconds, pads included."

@@ -42,7 +42,9 @@ def segment(
     Each clip keeps `--pad` seconds of silence at both ends, never the neighbour's speech, and is
     normalised to `--target-loudness` dBFS RMS without its peak going over `--peak-limit`. Whole short
     sentences (from `--short-min-duration` s) that stand alone between pauses are kept too, as up to
-    `--short-share` of the clips (flag `short_sentence`), so that the model learns to end short prompts.
+    `--short-share` of the clips (flag `short_sentence`), so that the model learns to end short prompts,
+    and every short turn (one voice's 1-5 s bounded by a change of voice) that could join no longer clip
+    (flag `short_turn`; `--no-short-turns` drops them).
 
     **Output:** `train/data/processed/segments/<source>_0001.wav` ... (16-bit PCM), `manifest.jsonl`
     (one row per clip: source, start, end, duration, peak, loudness, flags) and `sources.jsonl`.
@@ -74,7 +76,7 @@ def _summary(result: SegmentResult) -> None:
     table.add_column("status")
     table.add_column("clips", justify="right")
     table.add_column("minutes", justify="right")
-    table.add_column("short", justify="right")
+    table.add_column("short", justify="right")  # sentences, +turns when any
     table.add_column("dropped", justify="right")
     table.add_column("reason / notes")
     style = {"segmented": "green", "skipped": "dim", "failed": "bold red"}
@@ -85,7 +87,7 @@ def _summary(result: SegmentResult) -> None:
             f"[{style[s.status]}]{s.status}[/]",
             str(s.segments),
             f"{s.seconds / 60:.1f}",
-            str(s.short),
+            f"{s.short}+{s.short_turns}" if s.short_turns else str(s.short),
             str(s.dropped),
             escape(text),
         )

@@ -116,8 +116,9 @@ MIN_REFERENCE_SPEECH = 2.0
 #: With --speaker-ref, the target's clips are those within this similarity of the clip nearest the reference.
 REF_CORE_MARGIN = 0.10
 #: A clip outside the target's cluster that is this much more similar to its own cluster (without itself) than
-#: to the target is another voice, even above the thresholds: two voices of one channel (a telephone call)
-#: can sit at 0.8 from each other, and the nearest voice tells them apart where one threshold cannot.
+#: to the target is another voice, even above the threshold (not above sure_similarity): two voices of one
+#: channel (a telephone call) can sit at 0.8 from each other, and the nearest voice tells them apart where one
+#: threshold cannot.
 NEARER_VOICE_MARGIN = 0.10
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
@@ -302,14 +303,16 @@ def _nearer_voice(
 ) -> dict[int, float]:
     """The clips of other clusters (not the reference's core) at least NEARER_VOICE_MARGIN more similar to
     their own cluster's other clips (duration-weighted centroid) than to the target: index -> that similarity."""
+    weighted = emb * dur[:, None]
+    sums = {k: weighted[labels == k].sum(axis=0) for k in set(labels.tolist())}
+    counts = np.bincount(labels)
     out = {}
     for i in np.flatnonzero((labels != target) & ~core).tolist():
-        mates = labels == labels[i]
-        mates[i] = False
-        if mates.any():
-            own = float(unit((emb[mates] * dur[mates, None]).sum(axis=0)) @ emb[i])
-            if own - float(sims[i]) >= NEARER_VOICE_MARGIN:
-                out[i] = own
+        if counts[labels[i]] < 2:
+            continue  # alone in its cluster: nothing to be nearer to
+        own = float(unit(sums[labels[i]] - weighted[i]) @ emb[i])
+        if own - float(sims[i]) >= NEARER_VOICE_MARGIN:
+            out[i] = own
     return out
 
 
@@ -441,7 +444,7 @@ def _screen_speakers(
         c.decision.window_min_similarity = round(float(w.min()), 4)
         if sims[i] < threshold:
             c.drop("other_speaker", f"similarity {sims[i]:.2f} < {threshold:.2f} (speaker S{labels[i] + 1})")
-        elif i in nearer:
+        elif i in nearer and sims[i] < settings.sure_similarity:
             c.drop(
                 "other_speaker",
                 f"nearer its own voice S{labels[i] + 1} ({nearer[i]:.2f}) than the target ({sims[i]:.2f})",

@@ -149,6 +149,7 @@ class SourceResult:
     dropped: int = 0  # speech pieces shorter than min_duration that could not be merged
     short: int = 0  # of its clips, the short sentences kept (flag "short_sentence")
     short_seconds: float = 0.0
+    short_turns: int = 0  # of its clips, the short turns kept (flag "short_turn")
     duration: float | None = None  # source duration
     reason: str | None = None  # why it failed or was skipped
     notes: list[str] = field(default_factory=list)  # warnings (8 kHz, truncated, ...)
@@ -180,14 +181,16 @@ class SegmentResult:
 
     @property
     def short_summary(self) -> str:
-        """How many short sentences were kept and their share of the clips and of the audio."""
+        """How many short sentences were kept and their share of the clips and of the audio; and short turns."""
         n, total = self.total_short, self.total_segments
+        turns = sum(s.short_turns for s in self.sources)
+        also = f", {turns} short turn{'s' if turns != 1 else ''}" if turns else ""
         if not n:
-            return "no short sentence"
+            return "no short sentence" + also
         sec = sum(s.short_seconds for s in self.sources)
         return (
             f"{n} short sentence{'s' if n != 1 else ''} ({n / total:.0%} of the clips, "
-            f"{sec / max(self.total_seconds, 1e-9):.0%} of the audio)"
+            f"{sec / max(self.total_seconds, 1e-9):.0%} of the audio){also}"
         )
 
 
@@ -551,7 +554,7 @@ def plan_segments(
         return [], []
     pads = _Pads(regs, duration, settings.pad)
     bounds, shorts = _group(regs, pads, settings), set[tuple[int, int]]()
-    units = _short_units(regs, pads, settings) if settings.short_share > 0 else {}
+    units = _short_units(regs, pads, settings)
     if units:
         bounds, shorts = _with_shorts(regs, pads, settings, units, bounds)
     return _planned(regs, bounds, pads, duration, settings.min_duration, shorts)
@@ -579,11 +582,11 @@ def _group(
     regs: list[Region],
     pads: _Pads,
     settings: SegmentSettings,
-    shorts: Mapping[int, tuple[int, float]] | None = None,
+    shorts: Mapping[tuple[int, int], float] | None = None,
 ) -> list[tuple[int, int]]:
     """Dynamic programming over the cuts between regions: the ``(i, j)`` region spans of the cheapest clips
     (cuts at long pauses pay, short clips cost DROP_COST; see the module docstring). A stand-alone short
-    sentence, ``shorts[i] == (j, bonus)``, costs SHORT_COST - bonus instead."""
+    sentence or short turn, ``shorts[(i, j)] == bonus``, costs SHORT_COST - bonus instead."""
     n = len(regs)
     best = [math.inf] * (n + 1)
     back = [0] * (n + 1)
@@ -599,8 +602,8 @@ def _group(
             # cutting between regs[i-1] and regs[i] at a pause of g seconds costs CUT_PAUSE_REF - min(g, 2)
             cost = best[i] + (CUT_PAUSE_REF - min(regs[i].start - regs[i - 1].end, 2.0) if i > 0 else 0.0)
             if dur < settings.min_duration - 1e-6:
-                unit = shorts.get(i) if shorts else None
-                cost += SHORT_COST - unit[1] if unit and unit[0] == j else DROP_COST + (regs[j - 1].end - regs[i].start)
+                bonus = shorts.get((i, j)) if shorts else None
+                cost += SHORT_COST - bonus if bonus is not None else DROP_COST + (regs[j - 1].end - regs[i].start)
             if cost < best[j]:
                 best[j], back[j] = cost, i
     bounds = []
@@ -611,32 +614,50 @@ def _group(
     return bounds[::-1]
 
 
-def _short_units(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> dict[int, tuple[int, bool]]:
-    """The stand-alone short sentences, as ``{i: (j, turn)}`` region spans: speech between two pauses of at
-    least SHORT_PAUSE (the file's ends count when as much silence lies there) or changes of voice, with no such
-    pause or change inside, no forced cut at its edges but at a change of voice, and from
-    ``short_min_duration`` to under ``min_duration`` long with its pads. ``turn``: a change of voice bounds it
-    (a short turn: it cannot join the other voice's speech, so it is a clip of its own or lost)."""
+def _short_units(regs: list[Region], pads: _Pads, settings: SegmentSettings) -> dict[tuple[int, int], bool]:
+    """The short clips that may be kept, as ``{(i, j): turn}`` region spans from ``short_min_duration`` to under
+    ``min_duration`` long with their pads, each edge a pause of at least SHORT_PAUSE (the file's ends count
+    when as much silence lies there) or a change of voice, and no change of voice inside:
+
+    * a stand-alone short sentence (``turn`` false): both edges pauses, none that long inside, no forced cut
+      at its edges; only with ``short_share`` above 0;
+    * a short turn (``turn`` true): a change of voice at one edge at least, pauses inside up to ``max_pause``,
+      forced cuts only at a change of voice; only with ``short_turns``.
+    """
     n, units = len(regs), {}
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and regs[j].start - regs[j - 1].end < SHORT_PAUSE and not regs[j].turn:
-            j += 1
+    sentences, turns = settings.short_share > 0, settings.short_turns
+
+    def edges(i: int, j: int) -> tuple[bool, bool] | None:
+        """(change before, change after) when both edges of span ``(i, j)`` stand alone, else None."""
         turn_before, turn_after = i > 0 and regs[i].turn, j < n and regs[j].turn
         before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
         after = (regs[j].start if j < n else pads.duration) - regs[j - 1].end
+        alone = (before >= SHORT_PAUSE or turn_before) and (after >= SHORT_PAUSE or turn_after)
+        forced = (regs[i].forced_start and not turn_before) or (regs[j - 1].forced_end and not turn_after)
+        return (turn_before, turn_after) if alone and not forced else None
+
+    def fits(i: int, j: int) -> bool:
         pl, pr = pads(i, j)
-        dur = regs[j - 1].end - regs[i].start + pl + pr
-        if (
-            (before >= SHORT_PAUSE or turn_before)
-            and (after >= SHORT_PAUSE or turn_after)
-            and not (regs[i].forced_start and not turn_before)
-            and not (regs[j - 1].forced_end and not turn_after)
-            and settings.short_min_duration - 1e-6 <= dur < settings.min_duration - 1e-6
-        ):
-            units[i] = (j, turn_before or turn_after)
-        i = j
+        return (
+            settings.short_min_duration - 1e-6
+            <= regs[j - 1].end - regs[i].start + pl + pr
+            < settings.min_duration - 1e-6
+        )
+
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            if j > i + 1 and (regs[j - 1].turn or regs[j - 1].start - regs[j - 2].end > settings.max_pause):
+                break
+            if regs[j - 1].end - regs[i].start >= settings.min_duration:
+                break
+            bounds = edges(i, j)
+            if bounds is None or not fits(i, j):
+                continue
+            inner = max((regs[k].start - regs[k - 1].end for k in range(i + 1, j)), default=0.0)
+            if turns and any(bounds):
+                units[(i, j)] = True
+            elif sentences and inner < SHORT_PAUSE and not any(bounds):
+                units[(i, j)] = False
     return units
 
 
@@ -644,52 +665,55 @@ def _with_shorts(
     regs: list[Region],
     pads: _Pads,
     settings: SegmentSettings,
-    units: dict[int, tuple[int, bool]],
+    units: dict[tuple[int, int], bool],
     base: list[tuple[int, int]],
 ) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
-    """The grouping with as many stand-alone short sentences as ``short_share`` allows, and those spans.
+    """The grouping with the short turns that would otherwise be dropped, and as many stand-alone short
+    sentences as ``short_share`` allows; and the short spans kept.
 
-    A short turn (bounded by a change of voice) is kept whenever it would otherwise be dropped, outside the
-    share: it is a voice's whole turn, and conversations change voice every few seconds. For the others, a
-    bonus is searched (bisection) for the most short clips that keep their share of the clips at most
-    ``short_share`` and drop no more speech than ``base``: first the short sentences that would be dropped,
-    then, cut out of longer clips, those whose cut pays most (the longest pauses; a bonus under SHORT_TIE
-    ranks the most isolated first, so that equal pauses do not come all at once). When even the rescued ones
-    are too many, the longest are kept."""
+    A short turn (bounded by a change of voice) is kept whenever it would be dropped, outside the share: it
+    is a voice's turn, and conversations change voice every few seconds. For the sentences, a bonus is
+    searched (bisection) for the most short clips that keep their share of the clips at most ``short_share``
+    and drop no more speech than the grouping with the turns alone: first the short sentences that would be
+    dropped, then, cut out of longer clips, those whose cut pays most (the longest pauses; a bonus under
+    SHORT_TIE ranks the most isolated first, so that equal pauses do not come all at once). When even the
+    rescued ones are too many, the longest are kept."""
     min_dur, share = settings.min_duration, settings.short_share
-    turns = {(i, j) for i, (j, turn) in units.items() if turn}
-    sentences = {i: j for i, (j, turn) in units.items() if not turn}
+    turns = {span for span, turn in units.items() if turn}
+    sentences = [span for span, turn in units.items() if not turn]
 
     def length(i: int, j: int) -> float:
         pl, pr = pads(i, j)
         return regs[j - 1].end - regs[i].start + pl + pr
 
-    def gaps(i: int) -> tuple[float, float, int]:
-        j = sentences[i]
+    def gaps(span: tuple[int, int]) -> tuple[float, float, int]:
+        i, j = span
         before = regs[i].start - (regs[i - 1].end if i > 0 else 0.0)
         after = (regs[j].start if j < len(regs) else pads.duration) - regs[j - 1].end
         return min(before, after), before + after, -i
 
-    rank = {i: k / max(len(sentences), 1) for k, i in enumerate(sorted(sentences, key=gaps))}
+    rank = {span: k / max(len(sentences), 1) for k, span in enumerate(sorted(sentences, key=gaps))}
 
-    def plan(bonus: float) -> tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]:
-        costs = {i: (j, 0.0) for i, j in turns} | {i: (j, bonus + SHORT_TIE * rank[i]) for i, j in sentences.items()}
+    def plan(bonus: float | None) -> tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]:
+        """The grouping with the turns, and the sentences at ``bonus`` (None: without them); its short spans,
+        its long clips and the speech it drops."""
+        costs = {span: 0.0 for span in turns}
+        if bonus is not None:
+            costs |= {span: bonus + SHORT_TIE * rank[span] for span in sentences}
         bounds = _group(regs, pads, settings, costs)
-        shorts = {(i, j) for i, j in bounds if (i, j) in turns or sentences.get(i) == j}
-        shorts = {b for b in shorts if length(*b) < min_dur - 1e-6}
+        shorts = {b for b in bounds if b in costs and length(*b) < min_dur - 1e-6}
         ok = [b in shorts or length(*b) >= min_dur - 1e-6 for b in bounds]
         lost = sum(regs[j - 1].end - regs[i].start for (i, j), kept in zip(bounds, ok, strict=True) if not kept)
         return bounds, shorts, sum(ok) - len(shorts), lost
 
-    def capped(got: tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]) -> int:
-        """The short sentences that count against the share (short turns do not)."""
-        return len(got[1] - turns)
-
     def fits(got: tuple[list[tuple[int, int]], set[tuple[int, int]], int, float]) -> bool:
         _, shorts, longs, lost = got
-        return capped(got) <= share * (longs + len(shorts)) + 1e-9 and lost <= base_lost + 1e-6
+        return len(shorts - turns) <= share * (longs + len(shorts)) + 1e-9 and lost <= base_lost + 1e-6
 
-    base_lost = sum(regs[j - 1].end - regs[i].start for i, j in base if length(i, j) < min_dur - 1e-6)
+    with_turns = plan(None) if turns else (base, set[tuple[int, int]](), 0, _lost(regs, base, length, min_dur))
+    if not sentences:
+        return with_turns[0], with_turns[1]
+    base_lost = with_turns[3]
     lo, hi = 0.0, SHORT_COST + 10.0  # past SHORT_COST + 2 * (2 - CUT_PAUSE_REF), every unit that can be is cut out
     best = plan(lo)
     if not fits(best):
@@ -698,13 +722,20 @@ def _with_shorts(
         keep = math.floor(share * (longs + len(shorts) - len(ones)) / (1 - share) + 1e-9)
         return bounds, (shorts & turns) | set(sorted(ones, key=lambda s: (-length(*s), s))[:keep])
     top = plan(hi)
-    if fits(top) or not sentences:
+    if fits(top):
         return top[0], top[1]
     while hi - lo > SHORT_TIE / (4 * len(sentences)):
         mid = (lo + hi) / 2
         got = plan(mid)
         lo, hi, best = (mid, hi, got) if fits(got) else (lo, mid, best)
     return best[0], best[1]
+
+
+def _lost(
+    regs: list[Region], bounds: list[tuple[int, int]], length: Callable[[int, int], float], min_dur: float
+) -> float:
+    """Seconds of speech in the spans of ``bounds`` too short to keep."""
+    return sum(regs[j - 1].end - regs[i].start for i, j in bounds if length(i, j) < min_dur - 1e-6)
 
 
 def _planned(
@@ -732,7 +763,7 @@ def _planned(
             flags.append("merged")
         short = (i, j) in shorts
         if short:
-            flags.append("short_sentence")
+            flags.append("short_turn" if "speaker_turn" in flags else "short_sentence")
         seg = PlannedSegment(
             start=max(0.0, group[0].start - pl),
             end=min(duration, group[-1].end + pr),
@@ -960,6 +991,7 @@ class _Run:
             seconds=sum(r.duration for r in rows),
             short=len(shorts),
             short_seconds=sum(r.duration for r in shorts),
+            short_turns=sum("short_turn" in r.flags for r in rows),
             duration=info.duration,
             reason="already segmented with these settings (--force redoes it)",
         )
@@ -1062,6 +1094,7 @@ def _segment_one(
             dropped=len(dropped),
             short=len(shorts),
             short_seconds=sum(r.duration for r in shorts),
+            short_turns=sum("short_turn" in r.flags for r in rows),
             duration=an.duration,
             notes=notes,
         ),
