@@ -68,7 +68,7 @@ def test_downloads_media_and_page_reports_failures_and_skips_on_rerun(site: str,
     assert (f"{site}/speech.wav", "fetched") in by
     assert (f"{site}/page.html", "fetched") in by
     failed = {i.source: i.reason for i in res.items if i.status == "failed"}
-    assert "404" in failed[f"{site}/missing.mp3"]
+    assert "HTTP Error 404" in failed[f"{site}/missing.mp3"]
     assert "Unsupported URL" in failed[f"{site}/nomedia.html"]
     assert "option" in failed[sources[-1]]
     assert not (workspace.root.parent / "pwned").exists()
