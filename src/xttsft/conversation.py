@@ -12,13 +12,13 @@ espeak-ng voices, plucked-chord music and white noise fill the rest; the turns c
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xttsft.demo import DEMO_RECORDINGS_EN, Turn, _music, _overlap, _union
+from xttsft import audio
+from xttsft.demo import DEMO_RECORDINGS_EN, Turn, _music, _overlap, _union, espeak_samples
 from xttsft.errors import MissingDependencyError
 
 SR = 16000
@@ -91,23 +91,17 @@ class Conversation:
 
 
 def _espeak(voice: str, text: str, tmp: Path) -> np.ndarray:
-    import soundfile as sf
-    import soxr
-
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise MissingDependencyError("The conversation needs espeak-ng.", hint="sudo apt-get install -y espeak-ng")
-    subprocess.run([espeak, "-v", voice, "-s", "160", "-w", str(tmp), text], check=True, capture_output=True)
-    x, sr = sf.read(str(tmp), dtype="float32")
-    tmp.unlink()
-    x = soxr.resample(x, sr, SR).astype(np.float32)
+    x = espeak_samples(espeak, voice, text, tmp, SR, rate=160)
     nz = np.flatnonzero(np.abs(x) > 0.01)  # espeak's own leading and trailing silence
     return x[nz[0] : nz[-1] + 1] if nz.size else x
 
 
-def _level(x: np.ndarray, rms_dbfs: float = -23.0) -> np.ndarray:
-    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) or 1e-9
-    return (x * (10 ** (rms_dbfs / 20) / rms)).astype(np.float32)
+def _level(x: np.ndarray) -> np.ndarray:
+    """-23 dBFS RMS (no piece peaks above 0.92 there, so the peak limit never acts)."""
+    return audio.normalize(x, target_dbfs=-23.0, peak_dbfs=0.0)
 
 
 def _real(sample: np.ndarray, voice: str, which: tuple[float, ...]) -> np.ndarray:

@@ -135,6 +135,20 @@ def _speak(espeak: str, voice: str, text: str, out: Path, rate: int) -> None:
     subprocess.run([espeak, "-v", voice, "-s", str(rate), "-w", str(out), text], check=True, capture_output=True)
 
 
+def espeak_samples(espeak: str, voice: str, text: str, scratch: Path, sr: int, rate: int) -> np.ndarray:
+    """espeak-ng speech of ``text`` as float32 samples at ``sr`` (``scratch``: a WAV path, removed after)."""
+    import soundfile as sf
+
+    _speak(espeak, voice, text, scratch, rate)
+    x, file_sr = sf.read(str(scratch), dtype="float32")
+    scratch.unlink()
+    if file_sr != sr:
+        import soxr
+
+        x = soxr.resample(x, file_sr, sr).astype(np.float32)
+    return x
+
+
 def make_demo_corpus(
     dest: Path, pause_seconds: float = 0.7, progress: Progress = no_progress, language: str = DEMO_LANGUAGE
 ) -> list[Path]:
@@ -346,14 +360,7 @@ def make_interview(dest: Path, seed: int = 0) -> Interview:
         if voice == "music":
             x = _music(float(text), sr, seed=seed + k)
         else:
-            tmp = dest / f".turn_{k:02d}.wav"
-            subprocess.run([espeak, "-v", voice, "-s", "155", "-w", str(tmp), text], check=True, capture_output=True)
-            x, file_sr = sf.read(str(tmp), dtype="float32")
-            tmp.unlink()
-            if file_sr != sr:
-                import soxr
-
-                x = soxr.resample(x, file_sr, sr).astype(np.float32)
+            x = espeak_samples(espeak, voice, text, dest / f".turn_{k:02d}.wav", sr, rate=155)
             x = x / max(1e-6, float(np.abs(x).max())) * 0.5
             if background == "noise":
                 rms = float(np.sqrt(np.mean(x**2)))
