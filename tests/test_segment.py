@@ -430,3 +430,20 @@ def test_a_turn_inside_speech_is_cut_at_its_quietest_point_not_in_a_pause_of_one
     cuts = [r.start for r in marked if r.turn]
     assert len(cuts) == 1 and 6.4 <= cuts[0] <= 6.7, cuts
     assert _clips_across(marked, 6.6, 14.5) == []
+
+
+def test_a_pause_just_after_a_change_inside_speech_is_judged_on_its_own_voice() -> None:
+    """The conversation's speaker90 starts 0.1 s after another voice stops, and pauses 1.5 s later: the 3.2 s
+    before that pause still held the other voice, so the pause looked like a change, and its 3.9 s turn was
+    cut in two (the 2.2 s half then fell to DNSMOS); the pause before the change looked like one too.
+    Windows past a change found inside speech do not judge a pause: one cut, at the change."""
+    from xttsft.data.segment import mark_turns
+
+    a, b = _voices(0.3, seed=7)
+    regions = [Region(0.3, 1.6), Region(1.9, 5.3), Region(5.6, 7.5), Region(7.8, 9.5), Region(9.8, 12.0)]
+    env = np.full(1300, -30.0, np.float32)
+    env[378:383] = -55.0  # the breath between the two voices, at 3.78-3.83 s
+    starts, embs = _windows([(0.0, 3.8, a), (3.8, 12.5, b)], 12.5, seed=8)
+    marked, _ = mark_turns(regions, starts, embs, env)
+    cuts = [round(r.start, 2) for r in marked if r.turn]
+    assert len(cuts) == 1 and 3.6 <= cuts[0] <= 4.0, cuts

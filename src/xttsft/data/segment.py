@@ -93,7 +93,7 @@ DROP_COST = 100.0
 SHORT_PAUSE = 0.5  # a short sentence stands alone: at least this much silence before and after it
 SHORT_COST = 50.0  # a short clip costs this, less the bonus the share search sets (a drop costs more)
 SHORT_TIE = 1e-3  # the most isolated short sentence gets up to this much more bonus than the least
-ALGO_VERSION = 4  # bump when a change alters the clips, so re-runs redo them
+ALGO_VERSION = 5  # bump when a change alters the clips, so re-runs redo them
 
 
 @dataclass
@@ -387,14 +387,25 @@ def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
     return inside / (end - start)
 
 
+def speech_windows(
+    regions: Sequence[Region], starts: Sequence[float], embs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The starts and embeddings of the windows that are at least half speech: the ones the turn tests use."""
+    keep = [i for i, s in enumerate(starts) if _speech_share(s, s + EMBED_WINDOW, regions) >= 0.5]
+    t = np.array([starts[i] for i in keep], dtype=np.float64)
+    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 256), dtype=np.float32)
+    return t, e
+
+
 def mark_turns(
     regions: list[Region], starts: Sequence[float], embs: np.ndarray, env_db: np.ndarray
 ) -> tuple[list[Region], int]:
     """Mark (or cut) the regions where the voice changes; no clip spans a region marked ``turn``.
 
     1. At each pause, the speech windows within TURN_PAUSE_REACH seconds before it are compared with those
-       after it (no window reaches across the pause; within the neighbouring region when a window fits); a
-       similarity TURN_PAUSE_DROP below the upper quartile of the source's pauses (most pauses are within
+       after it (no window reaches across the pause; within the neighbouring region when a window fits; none
+       past a change of voice that step 2 finds inside speech, and a side left with no window is not
+       judged); a similarity TURN_PAUSE_DROP below the upper quartile of the source's pauses (most pauses are within
        one voice; kept within TURN_PAUSE_FLOOR..TURN_PAUSE_CEILING) is a change there.
     2. Along the speech windows, the mean of TURN_CONTEXT windows before each window is compared with the
        mean of TURN_CONTEXT windows after it; a local minimum of that similarity TURN_DROP below the
@@ -403,14 +414,12 @@ def mark_turns(
        region is cut at its quietest 50 ms near the change.
     """
 
-    width = EMBED_WINDOW
-    keep = [i for i, s in enumerate(starts) if _speech_share(s, s + width, regions) >= 0.5]
-    t = np.array([starts[i] for i in keep], dtype=np.float64)
-    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 256), dtype=np.float32)
+    t, e = speech_windows(regions, starts, embs)
     out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
     placed = 0
     same: set[float] = set()  # starts of the regions after a pause with one voice on both sides
-    scores = _pause_scores(out, t, e)
+    changes = _window_changes(t, e)
+    scores = _pause_scores(out, t, e, changes)
     if scores:
         cut_below = min(
             max(float(np.percentile(list(scores.values()), 75)) - TURN_PAUSE_DROP, TURN_PAUSE_FLOOR),
@@ -422,22 +431,29 @@ def mark_turns(
                 out[k].turn = True
             else:
                 same.add(out[k].start)
-    for c in _window_changes(t, e):
+    for c in changes:
         out, ok = _place_turn(out, c, env_db, same=same)
         placed += ok
     return out, placed
 
 
-def _pause_scores(regions: list[Region], t: np.ndarray, e: np.ndarray) -> dict[int, float]:
+def _pause_scores(
+    regions: list[Region], t: np.ndarray, e: np.ndarray, changes: Sequence[float] = ()
+) -> dict[int, float]:
     """Per pause (the index of the region after it): the similarity of the speech windows just before it to
-    those just after it, each side up to TURN_PAUSE_REACH s and at most half the pause into it."""
+    those just after it, each side up to TURN_PAUSE_REACH s and at most half the pause into it, and none
+    reaching past a change of voice found along the windows more than a hop away (``changes``: a window
+    centred there holds it): a pause with no window left on a side is not judged."""
     scores: dict[int, float] = {}
     n = len(regions)
     for k in range(1, n):
         end, start = regions[k - 1].end, regions[k].start
         slack = min(0.3, (start - end) / 2)
-        left = (t >= end - TURN_PAUSE_REACH - slack) & (t + EMBED_WINDOW <= end + slack)
-        right = (t >= start - slack) & (t + EMBED_WINDOW <= start + TURN_PAUSE_REACH + slack)
+        # a change further than a window hop from the pause is not its own (windows place one that closely)
+        after = max((c for c in changes if c < end - EMBED_HOP), default=-math.inf) + EMBED_WINDOW / 2
+        before = min((c for c in changes if c > start + EMBED_HOP), default=math.inf) - EMBED_WINDOW / 2
+        left = (t >= max(end - TURN_PAUSE_REACH - slack, after)) & (t + EMBED_WINDOW <= end + slack)
+        right = (t >= start - slack) & (t + EMBED_WINDOW <= min(start + TURN_PAUSE_REACH + slack, before))
         # the next pause may hold another change: stay within the neighbouring region when a window fits in it
         before = regions[k - 2].end if k > 1 else -math.inf
         near = left & (t >= regions[k - 1].start - min(0.3, (regions[k - 1].start - before) / 2))
