@@ -432,18 +432,44 @@ def test_a_turn_inside_speech_is_cut_at_its_quietest_point_not_in_a_pause_of_one
     assert _clips_across(marked, 6.6, 14.5) == []
 
 
+def _change_then_pause() -> tuple[list[Region], list[float], np.ndarray, np.ndarray]:
+    """One voice, then another from 3.8 s with no pause (a breath at 3.78-3.83 s), pausing at 5.3-5.6 s."""
+    a, b = _voices(0.3, seed=7)
+    regions = [Region(0.3, 1.6), Region(1.9, 5.3), Region(5.6, 7.5), Region(7.8, 9.5), Region(9.8, 12.0)]
+    env = np.full(1300, -30.0, np.float32)
+    env[378:383] = -55.0
+    starts, embs = _windows([(0.0, 3.8, a), (3.8, 12.5, b)], 12.5, seed=8)
+    return regions, starts, embs, env
+
+
 def test_a_pause_just_after_a_change_inside_speech_is_judged_on_its_own_voice() -> None:
     """The conversation's speaker90 starts 0.1 s after another voice stops, and pauses 1.5 s later: the 3.2 s
     before that pause still held the other voice, so the pause looked like a change, and its 3.9 s turn was
     cut in two (the 2.2 s half then fell to DNSMOS); the pause before the change looked like one too.
     Windows past a change found inside speech do not judge a pause: one cut, at the change."""
-    from xttsft.data.segment import mark_turns
+    from xttsft.data.segment import _pause_scores, _window_changes, mark_turns, speech_windows
 
-    a, b = _voices(0.3, seed=7)
-    regions = [Region(0.3, 1.6), Region(1.9, 5.3), Region(5.6, 7.5), Region(7.8, 9.5), Region(9.8, 12.0)]
-    env = np.full(1300, -30.0, np.float32)
-    env[378:383] = -55.0  # the breath between the two voices, at 3.78-3.83 s
-    starts, embs = _windows([(0.0, 3.8, a), (3.8, 12.5, b)], 12.5, seed=8)
+    regions, starts, embs, env = _change_then_pause()
+    t, e = speech_windows(regions, starts, embs)
+    changes = _window_changes(t, e)
+    assert len(changes) == 1 and 3.0 <= changes[0] <= 4.6, changes
+    assert {1, 2} <= set(_pause_scores(regions, t, e))  # the windows across the change judge both pauses
+    assert not {1, 2} & set(_pause_scores(regions, t, e, changes))
     marked, _ = mark_turns(regions, starts, embs, env)
     cuts = [round(r.start, 2) for r in marked if r.turn]
+    assert len(cuts) == 1 and 3.6 <= cuts[0] <= 4.0, cuts
+    assert _clips_across(marked, 3.8, 12.5) == []
+
+
+@pytest.mark.parametrize("found", [4.0, 4.3, 4.45])
+def test_a_change_found_a_hop_or_more_from_a_pause_is_not_put_in_it(found: float) -> None:
+    """Wherever the windows place that change within their hop (the grid gave 4.0; 4.1 gives 4.8, which is
+    the pause's own), a change more than a hop before the pause at 5.3 s is cut in the speech near it,
+    not moved into that pause (which the windows past the change no longer judge)."""
+    from xttsft.data.segment import _place_turn
+
+    regions, _, _, env = _change_then_pause()
+    placed, ok = _place_turn(regions, found, env)
+    assert ok and not any(r.turn for r in placed if r.start > 5.0)
+    cuts = [round(r.start, 2) for r in placed if r.turn]
     assert len(cuts) == 1 and 3.6 <= cuts[0] <= 4.0, cuts

@@ -437,29 +437,36 @@ def mark_turns(
     return out, placed
 
 
+def _own_change(at: float, end: float, start: float) -> bool:
+    """Whether a change found along the windows at ``at`` can be the one in the pause ``end``..``start``: the
+    windows place a change within a hop (0.8 s) of where it is."""
+    return end - EMBED_HOP <= at <= start + EMBED_HOP
+
+
 def _pause_scores(
     regions: list[Region], t: np.ndarray, e: np.ndarray, changes: Sequence[float] = ()
 ) -> dict[int, float]:
     """Per pause (the index of the region after it): the similarity of the speech windows just before it to
-    those just after it, each side up to TURN_PAUSE_REACH s and at most half the pause into it, and none
-    reaching past a change of voice found along the windows more than a hop away (``changes``: a window
-    centred there holds it): a pause with no window left on a side is not judged."""
+    those just after it, each side up to TURN_PAUSE_REACH s and at most half the pause into it. No window
+    may hold a change found along the windows (``changes``) that is not the pause's own: each such change
+    lies somewhere in the window centred on it, so the windows on that side start or end beyond that one.
+    A pause left with no window on a side is not judged."""
     scores: dict[int, float] = {}
     n = len(regions)
     for k in range(1, n):
         end, start = regions[k - 1].end, regions[k].start
         slack = min(0.3, (start - end) / 2)
-        # a change further than a window hop from the pause is not its own (windows place one that closely)
-        after = max((c for c in changes if c < end - EMBED_HOP), default=-math.inf) + EMBED_WINDOW / 2
-        before = min((c for c in changes if c > start + EMBED_HOP), default=math.inf) - EMBED_WINDOW / 2
-        left = (t >= max(end - TURN_PAUSE_REACH - slack, after)) & (t + EMBED_WINDOW <= end + slack)
-        right = (t >= start - slack) & (t + EMBED_WINDOW <= min(start + TURN_PAUSE_REACH + slack, before))
+        others = [c for c in changes if not _own_change(c, end, start)]
+        from_t = max((c for c in others if c < end), default=-math.inf) + EMBED_WINDOW / 2
+        to_t = min((c for c in others if c > start), default=math.inf) - EMBED_WINDOW / 2
+        left = (t >= max(end - TURN_PAUSE_REACH - slack, from_t)) & (t + EMBED_WINDOW <= end + slack)
+        right = (t >= start - slack) & (t + EMBED_WINDOW <= min(start + TURN_PAUSE_REACH + slack, to_t))
         # the next pause may hold another change: stay within the neighbouring region when a window fits in it
-        before = regions[k - 2].end if k > 1 else -math.inf
-        near = left & (t >= regions[k - 1].start - min(0.3, (regions[k - 1].start - before) / 2))
+        prev_end = regions[k - 2].end if k > 1 else -math.inf
+        near = left & (t >= regions[k - 1].start - min(0.3, (regions[k - 1].start - prev_end) / 2))
         left = near if near.any() else left
-        after = regions[k + 1].start if k + 1 < n else math.inf
-        near = right & (t + EMBED_WINDOW <= regions[k].end + min(0.3, (after - regions[k].end) / 2))
+        next_start = regions[k + 1].start if k + 1 < n else math.inf
+        near = right & (t + EMBED_WINDOW <= regions[k].end + min(0.3, (next_start - regions[k].end) / 2))
         right = near if near.any() else right
         if left.any() and right.any():
             scores[k] = float(unit(e[left].mean(axis=0)) @ unit(e[right].mean(axis=0)))
@@ -485,15 +492,16 @@ def _window_changes(t: np.ndarray, e: np.ndarray) -> list[float]:
 def _place_turn(
     regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2, same: Set[float] = frozenset()
 ) -> tuple[list[Region], bool]:
-    """Put a change of voice near ``at``: in the longest pause within ``reach`` seconds (not one known to hold
-    the same voice on both sides: ``same`` holds the starts of the regions after those), else a cut at the
-    quietest 50 ms within a window hop (0.8 s: the windows place a change no closer than that)."""
+    """Put a change of voice near ``at``: in the longest pause whose middle is within ``reach`` seconds and
+    that can hold it (:func:`_own_change`; not one known to hold the same voice on both sides: ``same``
+    holds the starts of the regions after those), else a cut at the quietest 50 ms within a window hop
+    (0.8 s: the windows place a change no closer than that)."""
     best, best_gap = None, 0.0
     for k in range(1, len(regions)):
-        gap_mid = (regions[k - 1].end + regions[k].start) / 2
-        gap = regions[k].start - regions[k - 1].end
-        if abs(gap_mid - at) <= reach and gap > best_gap and regions[k].start not in same:
-            best, best_gap = k, gap
+        end, start = regions[k - 1].end, regions[k].start
+        near = abs((end + start) / 2 - at) <= reach and _own_change(at, end, start)
+        if near and start - end > best_gap and start not in same:
+            best, best_gap = k, start - end
     if best is not None:
         if regions[best].turn:
             return regions, False
