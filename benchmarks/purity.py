@@ -23,7 +23,8 @@ conversation of real voices, how much of each voice reaches the kept clips with 
 
    Each is screened (mixed clips are recut) with the target picked by the screen, then once per voice with
    ``--speaker-ref`` (that voice's own turns). Per voice: ``recall``, the share of its turns' seconds inside
-   the kept clips (``recall_5s``: turns of at least the 5 s minimum clip length only) and ``purity``, the
+   the kept clips (``recall_5s``: turns of at least the 5 s minimum clip length only; ``speech_recall``:
+   over the turns' 10 ms frames louder than -45 dBFS, the seconds that can hold words) and ``purity``, the
    share of the kept clips' sound that is that voice. On the same clips, the cold screen (GE2E, DNSMOS,
    fingerprints; models loaded) is timed against transcribing every clip with the tiny.en Whisper (beam 1,
    model loaded), the cheapest transcription there is, and with the multilingual base Whisper at the stage's
@@ -162,6 +163,7 @@ def _real_led_part(tmp: Path) -> tuple[list[dict], str]:
                 "voice_s": round(s["seconds"], 1),
                 "kept_voice_s": round(s["recall"] * s["seconds"], 1),
                 "recall": round(s["recall"], 3),
+                "speech_recall": round(s["speech_recall"], 3),
                 "purity": round(s["purity"], 3) if spans else None,
             }
         )
@@ -260,6 +262,7 @@ def _conversation_round(root: Path, conv: Conversation, way: str, whisper, scree
             "voice_s": s["seconds"],
             "kept_voice_s": s["recall"] * s["seconds"],
             "recall": s["recall"],
+            "speech_recall": s["speech_recall"],
             "recall_5s": s5["recall"] if s5["seconds"] else None,  # None: no turn that long
             "purity": s["purity"] if spans else None,
             "recut": stats.get("recut", 0),
@@ -302,6 +305,7 @@ def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper, base
                     "voice_s": round(med["voice_s"], 1),
                     "kept_voice_s": round(med["kept_voice_s"], 1),
                     "recall": round(med["recall"], 3),
+                    "speech_recall": round(med["speech_recall"], 3),
                     "recall_5s": None if med["recall_5s"] is None else round(med["recall_5s"], 3),
                     "purity": None if med["purity"] is None else round(med["purity"], 3),
                     "recut": int(med["recut"]),
@@ -336,7 +340,8 @@ def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper, base
     note = (
         f"Conversation: {conv.turns[-1].end:.0f} s, real voices {', '.join(v for v in conv.voices if '-' not in v)} "
         f"(pyannote.audio sample) and espeak-ng {MAIN}, en-us+f3, music, noise; {audio_s:.0f} s of clips; "
-        f"median of {rounds} rotating rounds. recall_5s: turns of at least {MIN_TURN:g} s; the screen timed cold "
+        f"median of {rounds} rotating rounds. recall_5s: turns of at least {MIN_TURN:g} s; speech_recall: the "
+        "turns' 10 ms frames louder than -45 dBFS (not their pauses); the screen timed cold "
         "(torch, resemblyzer and the DNSMOS session loaded; each screen loads the GE2E weights) against tiny.en Whisper on every clip (beam 1, model loaded), and against the multilingual base Whisper "
         "(beam 5, the stage's default; auto picks small on a CPU and large-v3 on a GPU, slower still)."
     )
