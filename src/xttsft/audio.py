@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 #: XTTS-v2's rate: segment clips, the dataset, the DVAE and training.
 TRAIN_SR = 22050
-#: Whisper, Silero VAD, the GE2E speaker encoder and DNSMOS.
+#: Whisper, Silero VAD, the CAM++ and GE2E speaker encoders and DNSMOS.
 SPEECH_SR = 16000
 #: What XTTS-v2's HiFi-GAN decoder speaks.
 OUTPUT_SR = 24000

