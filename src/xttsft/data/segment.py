@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xttsft import audio
-from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, SpeakerEncoder, unit
+from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, VoiceEncoder, unit
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import sha256_file
 from xttsft.locks import stage_lock
@@ -337,15 +337,15 @@ def analyze(
 # --------------------------------------------------------------------------- speaker turns
 TURN_SILENT_DBFS = VAD_FLOOR_DBFS  # a 1.6 s window quieter than this is not embedded (each is normalised first)
 TURN_CONTEXT = 3  # windows compared on each side of a candidate change (3.2 s of speech each)
-TURN_DROP = 0.22  # a change: the left/right similarity this far below the source's median ...
-TURN_FLOOR, TURN_CEILING = 0.40, 0.70  # ... kept within these (measured on espeak voices, docs/segment.md)
+TURN_DROP = 0.24  # a change: the left/right similarity this far below the source's median ...
+TURN_FLOOR, TURN_CEILING = 0.35, 0.60  # ... kept within these (CAM++; measured in docs/segment.md)
 TURN_PAUSE_REACH = 3.2  # at a pause: the speech windows within this many seconds on each side are compared
 TURN_PAUSE_DROP = 0.10  # a pause is a change when that similarity is this far below the pauses' upper quartile
-TURN_PAUSE_FLOOR, TURN_PAUSE_CEILING = 0.55, 0.70  # ... kept within these (one espeak voice: 0.70 up; docs/segment.md)
+TURN_PAUSE_FLOOR, TURN_PAUSE_CEILING = 0.45, 0.58  # ... kept within these (CAM++; docs/segment.md)
 
 
 class _TurnTracker:
-    """GE2E embeddings of the 1.6 s windows (hop 0.8 s) of a stream, fed block by block."""
+    """CAM++ embeddings of the 1.6 s windows (hop 0.8 s) of a stream, fed block by block."""
 
     def __init__(self) -> None:
 
@@ -373,13 +373,13 @@ class _TurnTracker:
         if not self.pieces:
             return
         if self._encoder is None:
-            self._encoder = SpeakerEncoder("cpu")
+            self._encoder = VoiceEncoder()
         self._embs.append(self._encoder.window_embeddings(self.pieces))
         self.pieces = []
 
     def embeddings(self) -> np.ndarray:
         self._flush()
-        return np.concatenate(self._embs) if self._embs else np.zeros((0, 256), dtype=np.float32)
+        return np.concatenate(self._embs) if self._embs else np.zeros((0, 192), dtype=np.float32)
 
 
 def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
@@ -393,7 +393,7 @@ def speech_windows(
     """The starts and embeddings of the windows that are at least half speech: the ones the turn tests use."""
     keep = [i for i, s in enumerate(starts) if _speech_share(s, s + EMBED_WINDOW, regions) >= 0.5]
     t = np.array([starts[i] for i in keep], dtype=np.float64)
-    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 256), dtype=np.float32)
+    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 192), dtype=np.float32)
     return t, e
 
 
@@ -490,16 +490,16 @@ def _window_changes(t: np.ndarray, e: np.ndarray) -> list[float]:
 
 
 def _place_turn(
-    regions: list[Region], at: float, env_db: np.ndarray, reach: float = 1.2, same: Set[float] = frozenset()
+    regions: list[Region], at: float, env_db: np.ndarray, same: Set[float] = frozenset()
 ) -> tuple[list[Region], bool]:
-    """Put a change of voice near ``at``: in the longest pause whose middle is within ``reach`` seconds and
-    that can hold it (:func:`_own_change`; not one known to hold the same voice on both sides: ``same``
-    holds the starts of the regions after those), else a cut at the quietest 50 ms within a window hop
-    (0.8 s: the windows place a change no closer than that)."""
+    """Put a change of voice near ``at``: in the longest pause that can hold it (its edges within a window hop,
+    :func:`_own_change`; not one known to hold the same voice on both sides: ``same`` holds the starts of the
+    regions after those), else a cut at the quietest 50 ms within a hop (0.8 s: the windows place a change no
+    closer than that)."""
     best, best_gap = None, 0.0
     for k in range(1, len(regions)):
         end, start = regions[k - 1].end, regions[k].start
-        near = abs((end + start) / 2 - at) <= reach and _own_change(at, end, start)
+        near = _own_change(at, end, start)
         if near and start - end > best_gap and start not in same:
             best, best_gap = k, start - end
     if best is not None:
