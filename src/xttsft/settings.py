@@ -256,7 +256,7 @@ class SegmentSettings(Section):
     )
     speaker_turns: bool = Field(
         True,
-        description="Cut where the voice changes (GE2E speaker embeddings of 1.6 s windows), so each clip holds one voice.",
+        description="Cut where the voice changes (CAM++ speaker embeddings of 1.6 s windows), so each clip holds one voice.",
     )
     short_share: float = Field(
         0.15,
@@ -311,13 +311,13 @@ class ScreenSettings(Section):
         "flag; comma-separated in the environment); default: the speaker with the most minutes.",
     )
     min_similarity: float = Field(
-        0.70,
+        0.55,
         gt=0,
         lt=1,
-        description="A clip less similar than this to the target voice (GE2E cosine) is always another speaker.",
+        description="A clip less similar than this to the target voice (CAM++ cosine) is always another speaker.",
     )
     sure_similarity: float = Field(
-        0.85,
+        0.75,
         gt=0,
         le=1,
         description="A clip at least this similar to the target voice is always the target.",
@@ -328,7 +328,7 @@ class ScreenSettings(Section):
         description="Between the two: another speaker when below the target's median similarity by this many robust standard deviations.",
     )
     cluster_similarity: float = Field(
-        0.75, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
+        0.72, gt=0, lt=1, description="Clips whose average similarity is above this are counted as one speaker."
     )
     min_dnsmos: Annotated[float, Cli("Quality")] = Field(
         2.0,

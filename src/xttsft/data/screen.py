@@ -12,7 +12,7 @@ Input: the segment manifest and its clips. Output, in ``ws.screen_dir``
 
 Three filters, in this order (each can be switched off):
 
-1. **Speaker.** Every clip gets a GE2E embedding (:mod:`xttsft.encoders`). The
+1. **Speaker.** Every clip gets a CAM++ embedding (:mod:`xttsft.encoders`). The
    clips are clustered (average linkage on cosine distance, merged while their
    average similarity is above ``cluster_similarity``), which gives the table of
    speakers. The target is the cluster with the most minutes or, with
@@ -57,9 +57,9 @@ from xttsft.data.segment import quietest_point
 from xttsft.encoders import (
     EMBED_HOP,
     EMBED_WINDOW,
-    SPEAKER_ENCODER_NAME,
     SR,
-    SpeakerEncoder,
+    VOICE_ENCODER_NAME,
+    VoiceEncoder,
     cosine,
     dnsmos,
     fingerprint,
@@ -105,10 +105,10 @@ log = logging.getLogger(__name__)
 
 #: Why screen drops a clip.
 DROP_REASONS: tuple[ScreenReason, ...] = typing.get_args(ScreenReason)
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: CAM++ embeddings (GE2E before)
 SCREEN_VERSION = 2  # 2: recut of mixed clips (issue 22)
 #: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
-WINDOW_FLOOR, WINDOW_CEILING = 0.45, 0.70
+WINDOW_FLOOR, WINDOW_CEILING = 0.35, 0.58
 #: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
 MIXED_WINDOWS = 2
 #: Shortest speech accepted in a reference recording, seconds.
@@ -220,7 +220,7 @@ class _Measurer:
     @property
     def speaker(self) -> Any:
         if self._speaker is None:
-            self._speaker = SpeakerEncoder("cpu")
+            self._speaker = VoiceEncoder()
         return self._speaker
 
     def voice(self, f: ClipFeatures, x: np.ndarray) -> bool:
@@ -249,7 +249,7 @@ class _Measurer:
 
 
 def embed_reference(path: Path, encoder: Any | None = None) -> np.ndarray:
-    """The GE2E embedding of the speech in a reference recording (any format ffmpeg reads).
+    """The speaker embedding of the speech in a reference recording (any format ffmpeg reads).
 
     Raises :class:`InputError` when it cannot be decoded or holds under
     :data:`MIN_REFERENCE_SPEECH` seconds of speech (Silero VAD).
@@ -267,7 +267,7 @@ def embed_reference(path: Path, encoder: Any | None = None) -> np.ndarray:
             f"Speaker reference {path} holds no speech ({len(speech) / SR:.1f} s found by the VAD).",
             hint=f"Pass a recording with at least {MIN_REFERENCE_SPEECH:g} s of the target voice speaking.",
         )
-    return (encoder or SpeakerEncoder("cpu")).utterance(speech)
+    return (encoder or VoiceEncoder()).utterance(speech)
 
 
 # ------------------------------------------------------------------ decisions
@@ -544,7 +544,7 @@ def _plot_map(
         ax.scatter(xy[:-1][sel & ~kept, 0], xy[:-1][sel & ~kept, 1], s=26, color=col, marker="x")
     ax.scatter([xy[-1, 0]], [xy[-1, 1]], s=260, marker="*", color="black", label="target voice")
     ax.scatter([], [], marker="x", color="grey", label="dropped")
-    ax.set_title(f"speakers: {len(emb)} clips, principal components of GE2E embeddings")
+    ax.set_title(f"speakers: {len(emb)} clips, principal components of CAM++ embeddings")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, loc="best")
@@ -825,7 +825,7 @@ def screen_clips(
 
     ref_embs = []
     if refs and settings.speaker_filter:
-        enc = SpeakerEncoder("cpu")
+        enc = VoiceEncoder()
         ref_embs = [embed_reference(r, enc) for r in refs]
     clips = _load_clips(ws, manifest)
     result.measured = _measure(clips, ws, settings, progress)
@@ -923,7 +923,7 @@ def _stats(
             "duplicate": settings.duplicate_filter,
         },
         speaker_refs=[str(r) for r in refs],
-        speaker_encoder=SPEAKER_ENCODER_NAME,
+        speaker_encoder=VOICE_ENCODER_NAME,
         settings=settings.model_dump(mode="json"),
         input_hash=input_hash,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
