@@ -25,7 +25,7 @@ conversation of real voices, how much of each voice reaches the kept clips with 
    ``--speaker-ref`` (that voice's own turns). Per voice: ``recall``, the share of its turns' seconds inside
    the kept clips (``recall_5s``: turns of at least the 5 s minimum clip length only; ``speech_recall``:
    over the turns' 10 ms frames louder than -45 dBFS, the seconds that can hold words) and ``purity``, the
-   share of the kept clips' sound that is that voice. On the same clips, the cold screen (GE2E, DNSMOS,
+   share of the kept clips' sound that is that voice. On the same clips, the screen (CAM++, DNSMOS,
    fingerprints; models loaded) is timed against transcribing every clip with the tiny.en Whisper (beam 1,
    model loaded), the cheapest transcription there is, and with the multilingual base Whisper at the stage's
    default beam 5 (``auto`` picks small on a CPU, large-v3 on a GPU: slower still): the screen's added cost
@@ -34,9 +34,9 @@ conversation of real voices, how much of each voice reaches the kept clips with 
 3. **Real-led** (``xttsft.conversation.REAL_LED``): the same real and espeak voices, 30 s, where speaker90
    holds the most seconds, so that the screen picks a real voice as the target without a reference.
 
-Then the speed of the two measures alone (GE2E embeddings, DNSMOS) in x realtime on the clips. The Whisper
-model, torch, resemblyzer and the DNSMOS session are loaded once before the rounds (each screen still loads
-the GE2E weights, as each run does).
+Then the speed of the two measures alone (CAM++ embeddings of each clip and its windows, DNSMOS) in x
+realtime on the clips. The Whisper model, torch, the CAM++ model and the DNSMOS session are loaded once
+before the rounds, as one run-all process loads each once.
 
     python benchmarks/purity.py [--rounds 2] [--quick]
 """
@@ -342,37 +342,37 @@ def _conversation_part(tmp: Path, conv: Conversation, rounds: int, whisper, base
         f"(pyannote.audio sample) and espeak-ng {MAIN}, en-us+f3, music, noise; {audio_s:.0f} s of clips; "
         f"median of {rounds} rotating rounds. recall_5s: turns of at least {MIN_TURN:g} s; speech_recall: the "
         "turns' 10 ms frames louder than -45 dBFS (not their pauses); the screen timed cold "
-        "(torch, resemblyzer and the DNSMOS session loaded; each screen loads the GE2E weights) against tiny.en Whisper on every clip (beam 1, model loaded), and against the multilingual base Whisper "
+        "(torch, the CAM++ model and the DNSMOS session loaded once per process, as in run-all) against tiny.en Whisper on every clip (beam 1, model loaded), and against the multilingual base Whisper "
         "(beam 5, the stage's default; auto picks small on a CPU and large-v3 on a GPU, slower still)."
     )
     return rows, ratios, note
 
 
 def _warm_up() -> None:
-    """Load what the screen loads once per process (torch and resemblyzer, the DNSMOS session), as the
-    Whisper model is loaded before the rounds: each screen still loads the GE2E weights itself."""
+    """Load what the screen loads once per process (torch, the CAM++ model, the DNSMOS session), as the
+    Whisper model is loaded before the rounds."""
     import numpy as np
 
-    from xttsft.encoders import SR, SpeakerEncoder, dnsmos
+    from xttsft.encoders import SR, VoiceEncoder, dnsmos
 
-    SpeakerEncoder("cpu").clip(np.zeros(2 * SR, dtype=np.float32) + 1e-3)
+    VoiceEncoder("cpu").clip(np.zeros(2 * SR, dtype=np.float32) + 1e-3)
     dnsmos(np.random.default_rng(0).normal(0, 0.05, 10 * SR).astype(np.float32))
 
 
 def _measure_speed(root: Path) -> dict:
-    """x realtime of GE2E embeddings and of DNSMOS over the screened run's clips."""
+    """x realtime of CAM++ embeddings (each clip and its windows) and of DNSMOS over the screened run's clips."""
     from xttsft import audio
-    from xttsft.encoders import SR, SpeakerEncoder, dnsmos
+    from xttsft.encoders import SR, VoiceEncoder, dnsmos
 
     ws = Workspace(root)
     clips = [audio.read_mono(ws.segments_dir / r["wav"], SR) for r in read_jsonl(ws.segments_manifest)]
     seconds = sum(len(c) for c in clips) / SR
-    enc = SpeakerEncoder("cpu")
+    enc = VoiceEncoder("cpu")
     enc.clip(clips[0])  # warm-up
     t = time.perf_counter()
     for c in clips:
         enc.clip(c)
-    ge2e = time.perf_counter() - t
+    voice = time.perf_counter() - t
     dnsmos(clips[0])
     t = time.perf_counter()
     for c in clips:
@@ -381,7 +381,7 @@ def _measure_speed(root: Path) -> dict:
     return {
         "clips": len(clips),
         "audio_s": round(seconds, 1),
-        "ge2e_x_realtime": round(seconds / ge2e, 1),
+        "campplus_x_realtime": round(seconds / voice, 1),
         "dnsmos_x_realtime": round(seconds / dns, 1),
     }
 
@@ -468,13 +468,13 @@ def main() -> int:
         "screened_main_words_vs_unscreened": round(s["main_words"] / max(u["main_words"], 1e-9), 3),
         "screened_wall_time_vs_unscreened": round(s["total_s"] / max(u["total_s"], 1e-9), 2),
         "screen_share_of_screened_wall_time": round(s["screen_s"] / max(s["total_s"], 1e-9), 2),
-        "ge2e_x_realtime": speed["ge2e_x_realtime"],
+        "campplus_x_realtime": speed["campplus_x_realtime"],
         "dnsmos_x_realtime": speed["dnsmos_x_realtime"],
     }
     notes = (
         f"Interview: espeak-ng, {iv.turns[-1].end / 60:.1f} min + a 50 s re-encoded excerpt; tiny.en Whisper, "
-        f"beam 1; median of {rounds} alternating rounds. GE2E on the clips: "
-        f"{speed['ge2e_x_realtime']}x realtime, DNSMOS {speed['dnsmos_x_realtime']}x realtime "
+        f"beam 1; median of {rounds} alternating rounds. CAM++ on the clips: "
+        f"{speed['campplus_x_realtime']}x realtime, DNSMOS {speed['dnsmos_x_realtime']}x realtime "
         f"({speed['clips']} clips, {speed['audio_s']} s)."
     )
     conv = _conversation(tmp / "conversation")

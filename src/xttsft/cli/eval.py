@@ -54,7 +54,7 @@ def eval_(
     decoder speaker encoder, vs held-out real clips of the val split; 1.0 = same), duration
     and **RTF** (synthesis time / audio time). Sentence i (from 1) is spoken with seed `--seed` + i
     (0 + i when unset). Lower CER and higher similarity are better. A second,
-    independent similarity comes from the GE2E encoder (the one `xttsft screen` uses), and DNSMOS
+    independent similarity comes from the GE2E encoder (neither XTTS's nor the screen's), and DNSMOS
     P.835 scores the synthesized audio's quality (1-5).
 
     **Output:** `outputs/eval/<run>/eval.json` and `outputs/eval/<run>/{finetuned,base}/sNN.wav`.

@@ -17,8 +17,8 @@ measures:
   ``Xtts.get_conditioning_latents`` uses), taken from the *base* model so both
   systems are judged by the same encoder; it works offline.
 - **Independent speaker similarity** (``similarity_ge2e``): the same comparison
-  with the GE2E encoder shipped in ``resemblyzer`` (the one ``screen`` uses), a
-  judge that is not part of the model being judged.
+  with the GE2E encoder shipped in ``resemblyzer``, a judge that is part neither
+  of the model being judged nor of the screen that chose its data (CAM++).
 - **DNSMOS** P.835 overall score (``dnsmos_ovrl``, 1-5) of the synthesized
   audio: a random or broken model makes noise, which scores low.
 - **Duration** of the audio and **RTF** (synthesis seconds / audio seconds).
