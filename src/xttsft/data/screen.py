@@ -106,7 +106,7 @@ log = logging.getLogger(__name__)
 #: Why screen drops a clip.
 DROP_REASONS: tuple[ScreenReason, ...] = typing.get_args(ScreenReason)
 FEATURES_VERSION = 2  # 2: CAM++ embeddings (GE2E before)
-SCREEN_VERSION = 2  # 2: recut of mixed clips (issue 22)
+SCREEN_VERSION = 3  # 2: recut of mixed clips (issue 22); 3: CAM++ and its thresholds
 #: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
 WINDOW_FLOOR, WINDOW_CEILING = 0.35, 0.58
 #: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
@@ -117,8 +117,8 @@ MIN_REFERENCE_SPEECH = 2.0
 REF_CORE_MARGIN = 0.10
 #: A clip outside the target's cluster that is this much more similar to its own cluster (without itself) than
 #: to the target is another voice, even above the threshold (not above sure_similarity): two voices of one
-#: channel (a telephone call) can sit at 0.8 from each other, and the nearest voice tells them apart where one
-#: threshold cannot.
+#: channel (a telephone call) sat at 0.8 from each other on GE2E (0.50-0.63 on CAM++), and the nearest voice
+#: tells them apart where one threshold cannot.
 NEARER_VOICE_MARGIN = 0.10
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03

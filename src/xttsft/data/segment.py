@@ -93,7 +93,7 @@ DROP_COST = 100.0
 SHORT_PAUSE = 0.5  # a short sentence stands alone: at least this much silence before and after it
 SHORT_COST = 50.0  # a short clip costs this, less the bonus the share search sets (a drop costs more)
 SHORT_TIE = 1e-3  # the most isolated short sentence gets up to this much more bonus than the least
-ALGO_VERSION = 5  # bump when a change alters the clips, so re-runs redo them
+ALGO_VERSION = 6  # bump when a change alters the clips, so re-runs redo them
 
 
 @dataclass
@@ -335,7 +335,7 @@ def analyze(
 
 
 # --------------------------------------------------------------------------- speaker turns
-TURN_SILENT_DBFS = VAD_FLOOR_DBFS  # a 1.6 s window quieter than this is not embedded (each is normalised first)
+TURN_SILENT_DBFS = VAD_FLOOR_DBFS  # a 1.6 s window quieter than this is not embedded (the fbank is mean-normalised)
 TURN_CONTEXT = 3  # windows compared on each side of a candidate change (3.2 s of speech each)
 TURN_DROP = 0.24  # a change: the left/right similarity this far below the source's median ...
 TURN_FLOOR, TURN_CEILING = 0.35, 0.60  # ... kept within these (CAM++; measured in docs/segment.md)
