@@ -167,20 +167,29 @@ class VoiceEncoder:
         """One embedding per piece (segment's 1.6 s windows)."""
         return self._embed([self._fbank(p) for p in pieces])
 
-    def windows(self, x: np.ndarray) -> np.ndarray:
-        """Embeddings of the 1.6 s windows of ``x`` (hop 0.8 s, the tail covered); a short ``x`` gives one."""
-        f = self._fbank(x)
+    @staticmethod
+    def _window_blocks(f: Any) -> list[Any]:
+        """The fbank frames of the 1.6 s windows (hop 0.8 s, the tail covered); a short one gives itself."""
         width, hop = _WINDOW_FRAMES, int(round(EMBED_HOP / _FBANK_HOP))
         if len(f) <= width:
-            return self._embed([f])
+            return [f]
         starts = list(range(0, len(f) - width + 1, hop))
         if len(f) - (starts[-1] + width) > hop // 2:
             starts.append(len(f) - width)
-        return self._embed([f[s : s + width] for s in starts])
+        return [f[s : s + width] for s in starts]
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """Embeddings of the 1.6 s windows of ``x`` (hop 0.8 s, the tail covered); a short ``x`` gives one."""
+        return self._embed(self._window_blocks(self._fbank(x)))
 
     def clip(self, x: np.ndarray) -> ClipVoice:
-        """The whole clip's embedding (the model pools over all of it) and its windows' embeddings."""
-        return ClipVoice(embedding=self.utterance(x), windows=self.windows(x))
+        """The whole clip's embedding (the model pools over all of it) and its windows' embeddings, from one
+        fbank of the clip."""
+        if len(x) > _UTTERANCE_MAX * SR:
+            return ClipVoice(embedding=self.utterance(x), windows=self.windows(x))
+        f = self._fbank(x)
+        e = self._embed([f, *self._window_blocks(f)])
+        return ClipVoice(embedding=e[0], windows=e[1:])
 
     def utterance(self, x: np.ndarray) -> np.ndarray:
         """The embedding of all of ``x``; a long ``x`` (a reference recording) in pieces of at most
