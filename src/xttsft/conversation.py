@@ -11,6 +11,7 @@ espeak-ng voices, plucked-chord music and white noise fill the rest; the turns c
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ class Conversation:
         got = sum(_overlap(s, e, t.start, t.end) for s, e in union for t in mine)
         sound = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.turns)
         own = sum(_overlap(s, e, t.start, t.end) for s, e in spans for t in self.turns if t.voice == voice)
-        loud = self._loud_frames()
+        loud = self._loud_frames
         frames = np.zeros(len(loud), dtype=bool)
         for t in mine:
             frames[int(round(t.start / FRAME)) : int(round(t.end / FRAME))] = True
@@ -104,8 +105,9 @@ class Conversation:
             "seconds": total,
         }
 
+    @functools.cached_property
     def _loud_frames(self) -> np.ndarray:
-        """Which 10 ms frames of the recording are louder than SPEECH_FLOOR_DBFS."""
+        """Which 10 ms frames of the recording are louder than SPEECH_FLOOR_DBFS (read once per conversation)."""
         import soundfile as sf
 
         x, sr = sf.read(str(self.recording), dtype="float32")
