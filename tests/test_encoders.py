@@ -50,3 +50,17 @@ def test_a_long_recording_is_embedded_in_pieces_that_agree(speak, tmp_path: Path
     long = np.tile(x, int(np.ceil(65 * encoders.SR / len(x))))[: 65 * encoders.SR]
     enc = encoders.VoiceEncoder("cpu")
     assert float(enc.utterance(long) @ enc.utterance(x)) > 0.9
+
+
+def test_folded_batch_norms_give_the_trained_models_embeddings() -> None:
+    """The batch norms folded into CAM++'s convolutions (for speed) change no embedding: windows, a whole clip
+    and a one-frame input agree with the model as 3D-Speaker trained it."""
+    import torch
+
+    raw, folded = encoders._load_campplus(), encoders.VoiceEncoder("cpu").model
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == 0  # every 2-D norm folded
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for frames in (1, 158, 700):
+            x = torch.randn(4, frames, 80, generator=gen)
+            assert float((raw(x) - folded(x)).abs().max()) < 1e-4, frames
