@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xttsft import audio
 from xttsft.data.screen import screen_clips
 from xttsft.data.segment import segment_sources
 from xttsft.demo import INTERVIEW_HOST_VOICE, Interview, make_demo_corpus, make_interview
@@ -272,6 +273,47 @@ def test_segment_cuts_at_a_change_of_voice(tmp_path: Path, speak) -> None:
     assert any(len(v) > 1 for v in voices_per_clip(False))
     with_turns = voices_per_clip(True)
     assert with_turns and all(len(v) == 1 for v in with_turns)
+
+
+def test_the_screen_takes_a_clips_windows_from_segment_and_they_are_its_own(screened) -> None:
+    """Segment keeps each source's CAM++ windows; the screen takes a clip's windows from them (so CAM++ embeds
+    the clip once, not three times), and they are what the clip's own audio gives at those times."""
+    from xttsft.data.segment import read_source_windows
+    from xttsft.encoders import EMBED_WINDOW, VoiceEncoder
+    from xttsft.records import ClipRecord, read_records
+
+    ws, _ = screened
+    enc = VoiceEncoder("cpu")
+    rows = [r for r in read_records(ws.segments_manifest, ClipRecord) if r.duration >= 5]
+    for r in rows[:4]:
+        source = read_source_windows(ws, r.source_sha256)
+        assert source is not None
+        starts, windows = source.inside(r.start, r.end)
+        with np.load(ws.screen_features_dir / f"{r.id}.npz") as f:
+            assert np.array_equal(f["window_starts"], starts) and np.array_equal(f["windows"], windows)
+        assert starts.min() >= -0.02 and (starts + EMBED_WINDOW).max() <= r.duration + 0.02
+        x = audio.read_mono(ws.segments_dir / r.wav, SR)
+        own = enc.window_embeddings([x[int(t * SR) : int((t + EMBED_WINDOW) * SR)] for t in np.clip(starts, 0, None)])
+        assert float(np.min(np.sum(own * windows, axis=1))) > 0.95
+
+
+def test_without_segments_windows_the_screen_embeds_the_clip_windows_and_decides_alike(
+    tmp_path: Path, screened
+) -> None:
+    """A workspace segmented before segment kept its windows (or with speaker turns off) is screened from the
+    clips' own windows, and keeps the same clips."""
+    ws, _ = screened
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(ws.root, copy.root)
+    shutil.rmtree(copy.segments_dir / "voices")
+    shutil.rmtree(copy.screen_features_dir)
+    again = screen_clips(ScreenSettings(), copy, force=True)
+    assert again.measured >= again.total
+    first = read_jsonl(copy.segments_manifest)[0]["id"]
+    with np.load(copy.screen_features_dir / f"{first}.npz") as f:  # the clip's own grid, from its start
+        assert f["window_starts"][0] == 0 and np.allclose(np.diff(f["window_starts"])[:-1], 0.8)
+    kept = lambda w: {r["id"] for r in read_jsonl(w.screen_file) if r["status"] == "kept"}  # noqa: E731
+    assert kept(copy) == kept(ws)
 
 
 def test_cli_messages(cli, screened, tmp_path: Path) -> None:

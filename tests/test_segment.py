@@ -118,6 +118,29 @@ def test_rerun_skips_and_force_redoes(talk, workspace, cli) -> None:
     assert max(x["duration"] for x in new) <= 8.0
 
 
+def test_segment_keeps_a_sources_speaker_windows_until_the_source_changes(talk, workspace) -> None:
+    """The CAM++ windows segment embedded for speaker turns are kept beside the clips, named by the source's
+    content (the screen reads them); a changed source replaces them."""
+    from xttsft.data.segment import read_source_windows, source_windows_path
+    from xttsft.io import sha256_file
+
+    path, _ = talk
+    workspace.raw_dir.mkdir(parents=True)
+    src = workspace.raw_dir / "talk.wav"
+    src.write_bytes(path.read_bytes())
+    segment_sources(_settings(), workspace)
+    old = sha256_file(src)
+    kept = read_source_windows(workspace, old)
+    assert kept is not None and kept.embeddings.shape == (len(kept.starts), 192) and len(kept.starts) >= 5
+    assert np.allclose(kept.starts / 0.8, np.round(kept.starts / 0.8))  # 1.6 s windows every 0.8 s
+    assert kept.starts.max() + 1.6 <= sf.info(src).duration + 1e-6
+    x, sr = sf.read(src, dtype="float32")
+    sf.write(src, x[: len(x) // 2], sr)
+    segment_sources(_settings(), workspace)
+    assert not source_windows_path(workspace, old).exists()
+    assert read_source_windows(workspace, sha256_file(src)) is not None
+
+
 def test_plan_forces_split_of_long_speech_and_merges_short_pieces() -> None:
     st = _settings(pad=0.2)
     env = np.full(1200, -20.0, dtype=np.float32)

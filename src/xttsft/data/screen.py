@@ -53,9 +53,8 @@ from typing import Any
 import numpy as np
 
 from xttsft import audio
-from xttsft.data.segment import quietest_point
+from xttsft.data.segment import SourceWindows, quietest_point, read_source_windows
 from xttsft.encoders import (
-    EMBED_HOP,
     EMBED_WINDOW,
     SR,
     VOICE_ENCODER_NAME,
@@ -137,6 +136,7 @@ class ClipFeatures:
     key: str
     embedding: np.ndarray | None = None
     windows: np.ndarray | None = None
+    window_starts: np.ndarray | None = None  # seconds into the clip
     fingerprint: np.ndarray | None = None
     dnsmos: tuple[float, float, float] | None = None  # sig, bak, ovrl
 
@@ -192,6 +192,7 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
                 key,
                 get("embedding"),
                 get("windows"),
+                get("window_starts"),
                 get("fingerprint"),
                 tuple(float(v) for v in d) if d is not None else None,  # type: ignore[arg-type]  # 3 scores saved
             )
@@ -201,7 +202,7 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
 
 def _save_features(path: Path, f: ClipFeatures) -> None:
     arrays: dict[str, Any] = {"key": np.array(f.key)}
-    for name in ("embedding", "windows", "fingerprint"):
+    for name in ("embedding", "windows", "window_starts", "fingerprint"):
         if getattr(f, name) is not None:
             arrays[name] = getattr(f, name)
     if f.dnsmos is not None:
@@ -214,8 +215,10 @@ def _save_features(path: Path, f: ClipFeatures) -> None:
 class _Measurer:
     """Computes the missing measures of clips, loading each model once."""
 
-    def __init__(self) -> None:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
         self._speaker: Any = None
+        self._sources: dict[str, SourceWindows | None] = {}
 
     @property
     def speaker(self) -> Any:
@@ -223,11 +226,29 @@ class _Measurer:
             self._speaker = VoiceEncoder()
         return self._speaker
 
-    def voice(self, f: ClipFeatures, x: np.ndarray) -> bool:
-        if f.embedding is not None and f.windows is not None:
+    def _source_windows(self, row: ClipRecord) -> tuple[np.ndarray, np.ndarray] | None:
+        """The windows segment embedded inside the clip's span of its source (None: none kept, or too few)."""
+        sha = row.source_sha256
+        if sha not in self._sources:
+            self._sources[sha] = read_source_windows(self.ws, sha)
+        source = self._sources[sha]
+        if source is None:
+            return None
+        starts, windows = source.inside(row.start, row.end)
+        return (starts, windows) if len(starts) >= MIXED_WINDOWS else None
+
+    def voice(self, f: ClipFeatures, x: np.ndarray, row: ClipRecord) -> bool:
+        """The clip's embedding and its windows': segment's windows of the source when it kept them (they are
+        the same audio), so CAM++ embeds the clip once instead of three times (its windows overlap)."""
+        if f.embedding is not None and f.windows is not None and f.window_starts is not None:
             return False
-        v = self.speaker.clip(x)
-        f.embedding, f.windows = v.embedding, v.windows
+        inside = self._source_windows(row)
+        if inside is not None:
+            f.window_starts, f.windows = inside
+            f.embedding = self.speaker.utterance(x)
+        else:
+            v = self.speaker.clip(x)
+            f.embedding, f.windows, f.window_starts = v.embedding, v.windows, v.starts
         return True
 
     @staticmethod
@@ -328,10 +349,11 @@ def _robust_threshold(values: np.ndarray, sigmas: float, lo: float, hi: float) -
     return float(min(max(med - sigmas * mad, lo), hi))
 
 
-def _target_parts(target: np.ndarray, duration: float) -> list[tuple[float, float]]:
+def _target_parts(target: np.ndarray, starts: np.ndarray, duration: float) -> list[tuple[float, float]]:
     """The stretches (clip seconds) of a mixed clip's windows that are the target: the windows between the
     runs of MIXED_WINDOWS or more foreign ones, less foreign windows at their ends. A part's edge next to a
-    foreign window is where that window ends (it may hold the other voice up to there)."""
+    foreign window is where that window ends (it may hold the other voice up to there); ``starts``: where
+    each window starts (clip seconds)."""
     n = len(target)
     foreign = np.zeros(n, dtype=bool)
     k = 0
@@ -344,8 +366,8 @@ def _target_parts(target: np.ndarray, duration: float) -> list[tuple[float, floa
         k = max(j, k + 1)
     parts = []
     for a, b in _runs(~foreign):
-        start = 0.0 if a == 0 else (a - 1) * EMBED_HOP + EMBED_WINDOW
-        end = duration if b == n else b * EMBED_HOP
+        start = 0.0 if a == 0 else float(starts[a - 1]) + EMBED_WINDOW
+        end = duration if b == n else float(starts[b])
         if end > start:
             parts.append((start, end))
     return parts
@@ -455,7 +477,7 @@ def _screen_speakers(
                 f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
                 f"(lowest {w.min():.2f} < {w_threshold:.2f})",
             )
-            c.target_parts = _target_parts(w >= w_threshold, c.duration)
+            c.target_parts = _target_parts(w >= w_threshold, c.features.window_starts, c.duration)  # type: ignore[arg-type]
     speakers = []
     for k in range(len(order)):
         members = [c for i, c in enumerate(clips) if labels[i] == k]
@@ -609,15 +631,16 @@ def _source_lengths(ws: Workspace, manifest: list[ClipRecord]) -> dict[str, floa
 def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progress: Progress) -> int:
     """Fill in the voice and fingerprint measures (cached per clip content). Returns how many were computed."""
 
-    m = _Measurer()
+    m = _Measurer(ws)
     computed = 0
     progress(total=len(clips), completed=0, description="screen: speakers")
     for c in clips:
-        need_voice = settings.speaker_filter and (c.features.embedding is None or c.features.windows is None)
+        f = c.features
+        need_voice = settings.speaker_filter and (f.embedding is None or f.windows is None or f.window_starts is None)
         need_print = settings.duplicate_filter and c.features.fingerprint is None
         if need_voice or need_print:
             x = audio.read_mono(ws.segments_dir / c.row.wav, SR)
-            changed = (m.voice(c.features, x) if need_voice else False) | (
+            changed = (m.voice(c.features, x, c.row) if need_voice else False) | (
                 m.print_(c.features, x) if need_print else False
             )
             if changed:
@@ -674,13 +697,14 @@ def _recut(
     manifest row, flag ``recut``) when it lasts ``min_duration``; the target's other parts are lost."""
     new: list[_Clip] = []
     lost: list[LostSpan] = []
+    m = _Measurer(ws)
     for c in clips:
         if c.decision.reason != "mixed_speakers" or not c.target_parts:
             continue
         a, b = max(c.target_parts, key=lambda part: part[1] - part[0])
         rest = c.target_parts
         if b - a >= min_duration - 1e-6:
-            new.append(_cut_clip(c, a, b, ws, settings, centroid))
+            new.append(_cut_clip(c, a, b, m, settings, centroid))
             rest = [part for part in c.target_parts if part != (a, b)]
         lost += [
             LostSpan(source=c.row.source, start=round(c.row.start + x, 2), end=round(c.row.start + y, 2), clip=c.id)
@@ -689,8 +713,9 @@ def _recut(
     return new, lost
 
 
-def _cut_clip(c: _Clip, a: float, b: float, ws: Workspace, settings: ScreenSettings, centroid: np.ndarray) -> _Clip:
+def _cut_clip(c: _Clip, a: float, b: float, m: _Measurer, settings: ScreenSettings, centroid: np.ndarray) -> _Clip:
     """Write seconds ``a``-``b`` of clip ``c`` as a new clip (atomically) and measure it."""
+    ws = m.ws
     x, sr = audio.read_wav(ws.segments_dir / c.row.wav)
     # the windows place the change on a 0.8 s grid: cut at the quietest 50 ms within RECUT_SNAP inside it
     if a > 0:
@@ -716,8 +741,8 @@ def _cut_clip(c: _Clip, a: float, b: float, ws: Workspace, settings: ScreenSetti
         flags=[*c.row.flags, RECUT_FLAG],
     )
     clip = _new_clip(ws, row)
-    m, x16 = _Measurer(), audio.read_mono(wav, SR)
-    changed = (m.voice(clip.features, x16) if settings.speaker_filter else False) | (
+    x16 = audio.read_mono(wav, SR)
+    changed = (m.voice(clip.features, x16, row) if settings.speaker_filter else False) | (
         m.print_(clip.features, x16) if settings.duplicate_filter else False
     )
     if changed:

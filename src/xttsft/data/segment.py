@@ -34,7 +34,8 @@ samples get the flag ``clipped_input`` on the affected clips.
 Outputs (see docs/segment.md): ``<segments_dir>/<id>.wav``, the manifest
 ``manifest.jsonl`` (one row per clip) and ``sources.jsonl`` (one record per
 source: content hash, settings hash, status, clip ids), which makes re-runs
-skip sources already segmented with the same content and settings.
+skip sources already segmented with the same content and settings; with speaker
+turns on, ``voices/<hash>.npz`` keeps the source's CAM++ windows for the screen.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import json
 import logging
 import math
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -53,9 +55,9 @@ from typing import Any, Literal
 import numpy as np
 
 from xttsft import audio
-from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, VoiceEncoder, unit
+from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, VOICE_ENCODER_NAME, VoiceEncoder, unit
 from xttsft.errors import InputError, XttsftError
-from xttsft.io import sha256_file
+from xttsft.io import atomic_path, sha256_file
 from xttsft.locks import stage_lock
 from xttsft.paths import Workspace
 from xttsft.progress import Progress, no_progress
@@ -136,6 +138,7 @@ class Analysis:
     envelope_db: np.ndarray  # 10 ms frame RMS, dBFS
     peak_dbfs: float
     turns: int = 0  # speaker changes found
+    voices: SourceWindows | None = None  # the speaker windows, when speaker turns were looked for
 
 
 @dataclass
@@ -327,11 +330,13 @@ def analyze(
         regions = _tidy(regions)
     for r in regions:
         r.end = min(r.end, duration)
-    turns = 0
-    if tracker is not None and regions:
-        regions, turns = mark_turns(regions, tracker.starts, tracker.embeddings(), env_db)
+    turns, voices = 0, None
+    if tracker is not None:
+        voices = SourceWindows(np.array(tracker.starts, dtype=np.float64), tracker.embeddings())
+        if regions:
+            regions, turns = mark_turns(regions, tracker.starts, voices.embeddings, env_db)
     peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
-    return Analysis(duration=duration, regions=regions, envelope_db=env_db, peak_dbfs=peak_db, turns=turns)
+    return Analysis(duration, regions, env_db, peak_db, turns, voices)
 
 
 # --------------------------------------------------------------------------- speaker turns
@@ -380,6 +385,61 @@ class _TurnTracker:
     def embeddings(self) -> np.ndarray:
         self._flush()
         return np.concatenate(self._embs) if self._embs else np.zeros((0, 192), dtype=np.float32)
+
+
+@dataclass
+class SourceWindows:
+    """The CAM++ embeddings of a source's 1.6 s windows (hop 0.8 s; silent ones left out). Segment keeps them
+    beside the clips, and the screen takes a clip's windows from them instead of embedding its audio again."""
+
+    starts: np.ndarray  # (n,) source seconds
+    embeddings: np.ndarray  # (n, 192), unit length
+
+    def inside(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """The windows that lie within source seconds ``start``-``end``: their starts (from ``start``) and
+        embeddings."""
+        keep = (self.starts >= start - WINDOW_SLACK) & (self.starts + EMBED_WINDOW <= end + WINDOW_SLACK)
+        return self.starts[keep] - start, self.embeddings[keep]
+
+
+#: A window this close to inside a clip (rounding of the clip's edges) counts as inside.
+WINDOW_SLACK = 0.02
+VOICES_VERSION = 1  # bump when the windows change (their encoder's name is checked too)
+
+
+def source_windows_path(ws: Workspace, source_sha256: str) -> Path:
+    """Where segment keeps a source's speaker windows: named by the source's content, so copies share it."""
+    return ws.segments_dir / "voices" / f"{source_sha256[:16]}.npz"
+
+
+def _save_windows(ws: Workspace, sha: str, voices: SourceWindows) -> None:
+    with atomic_path(source_windows_path(ws, sha)) as tmp:
+        with tmp.open("wb") as fh:
+            np.savez(
+                fh,
+                version=np.array(VOICES_VERSION),
+                encoder=np.array(VOICE_ENCODER_NAME),
+                source_sha256=np.array(sha),
+                starts=voices.starts,
+                embeddings=voices.embeddings.astype(np.float32),
+            )
+
+
+def read_source_windows(ws: Workspace, source_sha256: str) -> SourceWindows | None:
+    """The speaker windows segment kept for a source, or None (turns off, an older segment run, another
+    encoder, or a damaged file)."""
+    path = source_windows_path(ws, source_sha256)
+    try:
+        with np.load(path) as z:
+            if (
+                int(z["version"]) != VOICES_VERSION
+                or str(z["encoder"]) != VOICE_ENCODER_NAME
+                or str(z["source_sha256"]) != source_sha256
+            ):
+                return None
+            return SourceWindows(z["starts"], z["embeddings"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def _speech_share(start: float, end: float, regions: Sequence[Region]) -> float:
@@ -1026,7 +1086,7 @@ class _Run:
         if self.used_stems.get(stem, shown) != shown:
             stem = f"{stem}-{sha[:8]}"
         self.used_stems[stem] = shown
-        res, rows = _segment_one(f, shown, sha, stem, info, self.settings, self.ws.segments_dir, self.progress)
+        res, rows = _segment_one(f, shown, sha, stem, info, self.settings, self.ws, self.progress)
         if res.status == "failed":
             log.warning("%s: %s", shown, res.reason)
         self._commit(
@@ -1059,6 +1119,9 @@ class _Run:
         write_records(self.ws.segments_manifest, ClipRecord, self.manifest)
         self.records[shown] = record
         write_records(self.ws.segment_sources_file, SourceRecord, self.records.values())
+        if old and old.source_sha256 != record.source_sha256:  # the file changed: its old windows serve no clip
+            if all(r.source_sha256 != old.source_sha256 for r in self.records.values()):
+                source_windows_path(self.ws, old.source_sha256).unlink(missing_ok=True)
 
 
 def _reason(exc: XttsftError, path: Path) -> str:
@@ -1074,12 +1137,14 @@ def _segment_one(
     stem: str,
     info: audio.AudioInfo,
     settings: SegmentSettings,
-    out_dir: Path,
+    ws: Workspace,
     progress: Progress,
 ) -> tuple[SourceResult, list[ClipRecord]]:
     notes = _note_format(info)
     try:
         an = analyze(f, settings, progress=progress)
+        if an.voices is not None and len(an.voices.starts):
+            _save_windows(ws, sha, an.voices)  # before the clips: a clip never lacks the windows it came with
         declared = max(info.duration or 0.0, info.header_duration or 0.0)
         if declared and an.duration < 0.98 * declared and declared - an.duration > 0.5:
             notes.append(
@@ -1101,7 +1166,7 @@ def _segment_one(
                 f"the longest {max(d.duration for d in dropped):.1f} s."
             )
         ids = [f"{stem}_{k:04d}" for k in range(1, len(kept) + 1)]
-        rows = _cut_and_write(f, kept, ids, out_dir, settings, progress, (shown, sha))
+        rows = _cut_and_write(f, kept, ids, ws.segments_dir, settings, progress, (shown, sha))
     except XttsftError as exc:
         return SourceResult(shown, "failed", duration=info.duration, reason=_reason(exc, f), notes=notes), []
     for note in notes:
