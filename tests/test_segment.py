@@ -497,3 +497,30 @@ def test_a_change_found_a_hop_or_more_from_a_pause_is_not_put_in_it(found: float
     assert ok and not any(r.turn for r in placed if r.start > 5.0)
     cuts = [round(r.start, 2) for r in placed if r.turn]
     assert len(cuts) == 1 and 3.6 <= cuts[0] <= 4.0, cuts
+
+
+def test_a_change_just_past_a_short_pause_goes_where_the_voices_part_most() -> None:
+    """Speaker91's last 0.57 s: the windows find a change at 52.8 s, within a hop of its 0.3 s pause
+    (51.7-52.02 s), but the voice changes at 52.58 s with no pause. Given the source's side similarities
+    (CAM++ on the 1.6 s before and after each point: 0.39 at the pause, 0.26 at the quiet point inside
+    speech), the change moves out of the pause, even one step 1 had marked; sides that part no clearer
+    (or none given) leave it in the pause."""
+    from xttsft.data.segment import TURN_SPEECH_MARGIN, _place_turn
+
+    env = np.full(6100, -25.0, np.float32)
+    env[5255:5262] = -60.0  # the 0.07 s dip where the voice changes
+
+    def regions() -> list[Region]:
+        return [Region(48.5, 51.7), Region(52.02, 60.2, turn=True)]  # step 1 marked the pause
+
+    def sides(pause: float):
+        return lambda pairs: [pause if a == 51.7 else 0.26 for a, _ in pairs]
+
+    moved, counted = _place_turn(regions(), 52.8, env, sides=sides(0.39))
+    assert [r.turn for r in moved] == [False, False, True] and not counted  # the same change, moved
+    assert 52.55 <= moved[2].start <= 52.62 and moved[1].end == moved[2].start
+    for kept in (
+        _place_turn(regions(), 52.8, env, sides=sides(0.26 + TURN_SPEECH_MARGIN / 2))[0],
+        _place_turn(regions(), 52.8, env)[0],
+    ):
+        assert [(r.start, r.turn) for r in kept] == [(48.5, False), (52.02, True)]
