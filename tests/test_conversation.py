@@ -3,10 +3,11 @@ two espeak-ng voices, music and noise, in turns of 2.4-7.6 s (xttsft.conversatio
 measured in seconds of each voice's turns, against the clips the screen keeps.
 
 Measured here (docs/screen.md): the main espeak voice as the target, and with --speaker-ref, keeps 100% of
-its seconds at 98% purity; each real speaker with --speaker-ref keeps 94-98% of its seconds in turns of at
-least 5 s at 100% purity (before issue 22: 41-48%, the clips mixed both speakers), and 89-99% of all its
-seconds now that short turns are clips and a pause just after a change inside speech is not taken for one
-(56-63% with neither, 79-89% with short turns only)."""
+its seconds at 100% purity; each real speaker with --speaker-ref keeps 94-98% of its seconds in turns of at
+least 5 s at 100% purity (before issue 22: 41-48%, the clips mixed both speakers), and 96-99% of all its
+seconds now that short turns are clips, a pause just after a change inside speech is not taken for one, and
+a change just past a pause is placed by side similarity (56-63% with none, 79-89% with short turns only);
+the espeak host, 2.4 and 3.2 s, keeps both turns."""
 
 from __future__ import annotations
 
@@ -82,11 +83,19 @@ def test_speaker_ref_keeps_every_long_turn_of_each_real_voice(conversation: Conv
         score = conversation.score(kept, voice, min_turn=5.0)
         assert score["recall"] >= 0.9 and score["purity"] >= 0.95, (voice, score)
         # its short turns (3.8-4.0 s) too, as short clips: 0.56-0.63 of all its seconds before they were kept,
-        # 0.785 for speaker90 while its pause 1.5 s after a change inside speech was taken for a change
-        # (measured 0.988 and 0.894: speaker91's last 0.57 s change to the main voice with no pause)
+        # 0.785 for speaker90 while its pause 1.5 s after a change inside speech was taken for a change,
+        # 0.894 for speaker91 while its last 0.57 s (a change to the main voice with no pause) went with the
+        # change into its pause before them (measured 0.988 and 0.964)
         every = conversation.score(kept, voice)
-        floor = 0.95 if voice == DIANE else 0.85
-        assert every["recall"] >= floor and every["speech_recall"] >= floor, (voice, every)
+        assert every["recall"] >= 0.93 and every["speech_recall"] >= 0.93, (voice, every)
+
+
+def test_the_voice_with_only_short_turns_keeps_them(conversation: Conversation, turned: Workspace) -> None:
+    """The espeak host speaks twice, 2.4 s and 3.2 s. Its 2.4 s clip scored DNSMOS BAK 2.66 once, under the
+    2.8 bar: DNSMOS loops a clip that short to fill 9 s, and where the loop starts moved that score from 2.59
+    to 3.10. A short clip near a bar is judged on the mean of 8 loop starts (2.93): both turns are kept."""
+    score = conversation.score(_kept(turned, conversation.references[HOST]), HOST)
+    assert score["recall"] >= 0.9 and score["purity"] >= 0.95, score
 
 
 def test_a_real_voice_picked_as_the_target_keeps_its_turns(conversation: Conversation, tmp_path: Path) -> None:

@@ -347,11 +347,22 @@ _POLY_BAK = np.poly1d([-0.13166888, 1.60915514, -0.39604546])
 _POLY_OVR = np.poly1d([-0.06766283, 1.11546468, 0.04602535])
 
 
-def dnsmos(x: np.ndarray) -> Dnsmos:
-    """DNSMOS P.835 of 16 kHz mono ``x`` (see the module docstring for the windows)."""
+def dnsmos(x: np.ndarray, loop_starts: int = 1) -> Dnsmos:
+    """DNSMOS P.835 of 16 kHz mono ``x`` (see the module docstring for the windows).
+
+    A clip shorter than the model's 9.01 s is repeated to fill it, and where the repeats start moves its
+    scores (a 2.8 s clip's BAK went from 2.59 to 3.10 over 8 starting points); ``loop_starts`` > 1 scores
+    it from that many evenly spaced starting points and returns the mean (a longer clip is scored once)."""
     x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
     if x.size == 0:
         return Dnsmos(1.0, 1.0, 1.0)
+    if len(x) >= _DNSMOS_INPUT or loop_starts <= 1:
+        return _dnsmos_once(x)
+    runs = [_dnsmos_once(np.roll(x, -(len(x) * k // loop_starts))) for k in range(loop_starts)]
+    return Dnsmos(*(float(np.mean([getattr(r, f) for r in runs])) for f in ("sig", "bak", "ovrl")))
+
+
+def _dnsmos_once(x: np.ndarray) -> Dnsmos:
     while len(x) < _DNSMOS_INPUT:
         x = np.concatenate([x, x])
     start = (len(x) - _DNSMOS_INPUT) // 2

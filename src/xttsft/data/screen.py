@@ -119,6 +119,11 @@ REF_CORE_MARGIN = 0.10
 #: channel (a telephone call) sat at 0.8 from each other on GE2E (0.50-0.63 on CAM++), and the nearest voice
 #: tells them apart where one threshold cannot.
 NEARER_VOICE_MARGIN = 0.10
+#: DNSMOS reads 9.01 s; a shorter clip is repeated to fill it, and where the repeats start moves its scores by
+#: up to +-0.25: one scored within DNSMOS_NEAR of a bar is scored from DNSMOS_LOOP_STARTS starts, the mean decides.
+DNSMOS_WINDOW = 9.01
+DNSMOS_NEAR = 0.3
+DNSMOS_LOOP_STARTS = 8
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
 #: A recut's edge moves inwards, up to this many seconds, to the quietest 50 ms (not mid-word).
@@ -139,6 +144,7 @@ class ClipFeatures:
     window_starts: np.ndarray | None = None  # seconds into the clip
     fingerprint: np.ndarray | None = None
     dnsmos: tuple[float, float, float] | None = None  # sig, bak, ovrl
+    dnsmos_mean: tuple[float, float, float] | None = None  # over DNSMOS_LOOP_STARTS (a short clip near a bar)
 
 
 @dataclass
@@ -187,7 +193,7 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
             if str(z["key"]) != key:
                 return ClipFeatures(key)
             get = lambda n: z[n] if n in z.files else None  # noqa: E731
-            d = get("dnsmos")
+            d, m = get("dnsmos"), get("dnsmos_mean")
             return ClipFeatures(
                 key,
                 get("embedding"),
@@ -195,6 +201,7 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
                 get("window_starts"),
                 get("fingerprint"),
                 tuple(float(v) for v in d) if d is not None else None,  # type: ignore[arg-type]  # 3 scores saved
+                tuple(float(v) for v in m) if m is not None else None,  # type: ignore[arg-type]
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or damaged: measure again
         return ClipFeatures(key)
@@ -205,8 +212,9 @@ def _save_features(path: Path, f: ClipFeatures) -> None:
     for name in ("embedding", "windows", "window_starts", "fingerprint"):
         if getattr(f, name) is not None:
             arrays[name] = getattr(f, name)
-    if f.dnsmos is not None:
-        arrays["dnsmos"] = np.array(f.dnsmos, dtype=np.float64)
+    for name in ("dnsmos", "dnsmos_mean"):
+        if getattr(f, name) is not None:
+            arrays[name] = np.array(getattr(f, name), dtype=np.float64)
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
             np.savez(fh, **arrays)
@@ -260,13 +268,23 @@ class _Measurer:
         return True
 
     @staticmethod
-    def quality(f: ClipFeatures, x: np.ndarray) -> bool:
-        if f.dnsmos is not None:
-            return False
+    def quality(f: ClipFeatures, x: np.ndarray, settings: ScreenSettings) -> bool:
+        """DNSMOS once; again from DNSMOS_LOOP_STARTS loop starts for a clip that DNSMOS repeats (shorter than
+        its window) scored within DNSMOS_NEAR of a bar, where the one score is a coin toss."""
+        changed = f.dnsmos is None
+        if f.dnsmos is None:
+            s = dnsmos(x)
+            f.dnsmos = (s.sig, s.bak, s.ovrl)
+        if f.dnsmos_mean is None and len(x) < DNSMOS_WINDOW * SR and _near_bar(f.dnsmos, settings):
+            s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS)
+            f.dnsmos_mean, changed = (s.sig, s.bak, s.ovrl), True
+        return changed
 
-        s = dnsmos(x)
-        f.dnsmos = (s.sig, s.bak, s.ovrl)
-        return True
+
+def _near_bar(scores: tuple[float, float, float], settings: ScreenSettings) -> bool:
+    """Whether DNSMOS scores (sig, bak, ovrl) lie within DNSMOS_NEAR of a quality bar."""
+    _, bak, ovrl = scores
+    return abs(ovrl - settings.min_dnsmos) < DNSMOS_NEAR or abs(bak - settings.min_dnsmos_bak) < DNSMOS_NEAR
 
 
 def embed_reference(path: Path, encoder: Any | None = None) -> np.ndarray:
@@ -501,15 +519,19 @@ def _screen_speakers(
 
 def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
     for c in clips:
-        sig, bak, ovrl = c.features.dnsmos  # type: ignore[misc]
+        sig, bak, ovrl = c.features.dnsmos_mean or c.features.dnsmos  # type: ignore[misc]
         c.decision.dnsmos = Dnsmos(sig=round(sig, 3), bak=round(bak, 3), ovrl=round(ovrl, 3))
+        mean = f", the mean of {DNSMOS_LOOP_STARTS} loop starts" if c.features.dnsmos_mean else ""
         if c.kept and ovrl < settings.min_dnsmos:
-            c.drop("low_quality", f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f})")
+            c.drop(
+                "low_quality",
+                f"DNSMOS OVRL {ovrl:.2f} < {settings.min_dnsmos:g} (SIG {sig:.2f}, BAK {bak:.2f}{mean})",
+            )
         elif c.kept and bak < settings.min_dnsmos_bak:
             c.drop(
                 "low_quality",
                 f"DNSMOS BAK {bak:.2f} < {settings.min_dnsmos_bak:g}: noise or music behind the voice "
-                f"(OVRL {ovrl:.2f})",
+                f"(OVRL {ovrl:.2f}{mean})",
             )
 
 
@@ -650,15 +672,22 @@ def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progre
     return computed
 
 
-def _measure_quality(clips: list[_Clip], ws: Workspace, progress: Progress) -> int:
-
-    todo = [c for c in clips if c.kept and c.features.dnsmos is None]
+def _measure_quality(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progress: Progress) -> int:
+    """DNSMOS of the clips still kept (cached per clip content). Returns how many were measured."""
+    todo = [c for c in clips if c.kept and _needs_quality(c.features, c.duration, settings)]
     progress(total=len(todo) or None, completed=0, description="screen: DNSMOS")
     for c in todo:
-        _Measurer.quality(c.features, audio.read_mono(ws.segments_dir / c.row.wav, SR))
+        _Measurer.quality(c.features, audio.read_mono(ws.segments_dir / c.row.wav, SR), settings)
         _save_features(_features_path(ws, c.id), c.features)
         progress(advance=1)
     return len(todo)
+
+
+def _needs_quality(f: ClipFeatures, duration: float, settings: ScreenSettings) -> bool:
+    """Whether a clip lacks DNSMOS scores, or the mean over loop starts that its one score calls for."""
+    if f.dnsmos is None:
+        return True
+    return f.dnsmos_mean is None and duration < DNSMOS_WINDOW and _near_bar(f.dnsmos, settings)
 
 
 def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
@@ -860,7 +889,7 @@ def screen_clips(
     if settings.speaker_filter:
         emb, labels, centroid = _screen_voices(clips, result, ws, settings, ref_embs, min_duration)
     if settings.quality_filter:
-        result.measured += _measure_quality(clips, ws, progress)
+        result.measured += _measure_quality(clips, ws, settings, progress)
         _screen_quality([c for c in clips if c.kept], settings)
     if settings.duplicate_filter:
         _screen_duplicates(clips, _source_lengths(ws, manifest))
