@@ -24,7 +24,8 @@ Three filters, in this order (each can be switched off):
    kept between ``min_similarity`` and ``sure_similarity``. A clip that passes
    but holds two or more consecutive 1.6 s windows that fall far from the target
    is dropped as ``mixed_speakers``.
-2. **Quality.** The clips still kept get DNSMOS P.835 scores; OVRL under
+2. **Quality.** The clips still kept get DNSMOS P.835 scores (a short clip scored
+   near a bar: the mean of DNSMOS_LOOP_STARTS loop starts); OVRL under
    ``min_dnsmos`` or BAK (background) under ``min_dnsmos_bak`` is ``low_quality``.
 3. **Duplicates.** Audio fingerprints find speech that arrived twice (another
    format, an excerpt, overlapping downloads). The copy from the longer source
@@ -55,6 +56,7 @@ import numpy as np
 from xttsft import audio
 from xttsft.data.segment import SourceWindows, quietest_point, read_source_windows
 from xttsft.encoders import (
+    EMBED_HOP,
     EMBED_WINDOW,
     SR,
     VOICE_ENCODER_NAME,
@@ -105,7 +107,7 @@ log = logging.getLogger(__name__)
 #: Why screen drops a clip.
 DROP_REASONS: tuple[ScreenReason, ...] = typing.get_args(ScreenReason)
 FEATURES_VERSION = 2  # 2: CAM++ embeddings (GE2E before)
-SCREEN_VERSION = 3  # 2: recut of mixed clips (issue 22); 3: CAM++ and its thresholds
+SCREEN_VERSION = 4  # 2: recut of mixed clips (issue 22); 3: CAM++ and its thresholds; 4: DNSMOS loop starts
 #: Window-level bounds of the mixed-voice test (1.6 s windows are noisier than whole clips).
 WINDOW_FLOOR, WINDOW_CEILING = 0.35, 0.58
 #: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
@@ -119,10 +121,11 @@ REF_CORE_MARGIN = 0.10
 #: channel (a telephone call) sat at 0.8 from each other on GE2E (0.50-0.63 on CAM++), and the nearest voice
 #: tells them apart where one threshold cannot.
 NEARER_VOICE_MARGIN = 0.10
-#: DNSMOS reads 9.01 s; a shorter clip is repeated to fill it, and where the repeats start moves its scores by
-#: up to +-0.25: one scored within DNSMOS_NEAR of a bar is scored from DNSMOS_LOOP_STARTS starts, the mean decides.
+#: DNSMOS reads 9.01 s; a shorter clip is repeated to fill it, and where the repeats start moved one score from
+#: the mean of 8 starts by up to 0.48: one scored within DNSMOS_NEAR of a bar is scored from DNSMOS_LOOP_STARTS
+#: starts, and the mean decides.
 DNSMOS_WINDOW = 9.01
-DNSMOS_NEAR = 0.3
+DNSMOS_NEAR = 0.5
 DNSMOS_LOOP_STARTS = 8
 #: The smallest spread of similarities the adaptive thresholds assume.
 MIN_SIGMA = 0.03
@@ -226,7 +229,7 @@ class _Measurer:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self._speaker: Any = None
-        self._sources: dict[str, SourceWindows | None] = {}
+        self._source: tuple[str, SourceWindows | None] = ("", None)  # the last one read (clips come by source)
 
     @property
     def speaker(self) -> Any:
@@ -237,9 +240,9 @@ class _Measurer:
     def _source_windows(self, row: ClipRecord) -> tuple[np.ndarray, np.ndarray] | None:
         """The windows segment embedded inside the clip's span of its source (None: none kept, or too few)."""
         sha = row.source_sha256
-        if sha not in self._sources:
-            self._sources[sha] = read_source_windows(self.ws, sha)
-        source = self._sources[sha]
+        if self._source[0] != sha:
+            self._source = (sha, read_source_windows(self.ws, sha))
+        source = self._source[1]
         if source is None:
             return None
         starts, windows = source.inside(row.start, row.end)
@@ -248,7 +251,7 @@ class _Measurer:
     def voice(self, f: ClipFeatures, x: np.ndarray, row: ClipRecord) -> bool:
         """The clip's embedding and its windows': segment's windows of the source when it kept them (they are
         the same audio), so CAM++ embeds the clip once instead of three times (its windows overlap)."""
-        if f.embedding is not None and f.windows is not None and f.window_starts is not None:
+        if _has_voice(f):
             return False
         inside = self._source_windows(row)
         if inside is not None:
@@ -403,12 +406,21 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _longest_run(mask: np.ndarray) -> int:
+def _longest_run(mask: np.ndarray, starts: np.ndarray) -> int:
+    """The most windows in a row where ``mask`` holds; a gap over a hop between two windows (silent windows
+    that segment left out) ends a run."""
     best = run = 0
-    for m in mask.tolist():
-        run = run + 1 if m else 0
+    for k, m in enumerate(mask.tolist()):
+        apart = k > 0 and starts[k] - starts[k - 1] > EMBED_HOP + 0.05
+        run = (1 if apart else run + 1) if m else 0
         best = max(best, run)
     return best
+
+
+def _has_voice(f: ClipFeatures) -> bool:
+    """Whether the clip's speaker measures are all there (a file of an older version may lack the starts)."""
+    w, t = f.windows, f.window_starts
+    return f.embedding is not None and w is not None and t is not None and len(w) == len(t)
 
 
 @dataclass
@@ -489,7 +501,7 @@ def _screen_speakers(
                 "other_speaker",
                 f"nearer its own voice S{labels[i] + 1} ({nearer[i]:.2f}) than the target ({sims[i]:.2f})",
             )
-        elif _longest_run(w < w_threshold) >= MIXED_WINDOWS:
+        elif _longest_run(w < w_threshold, c.features.window_starts) >= MIXED_WINDOWS:  # type: ignore[arg-type]
             c.drop(
                 "mixed_speakers",
                 f"{int((w < w_threshold).sum())} of {len(w)} windows sound like another voice "
@@ -519,9 +531,11 @@ def _screen_speakers(
 
 def _screen_quality(clips: list[_Clip], settings: ScreenSettings) -> None:
     for c in clips:
-        sig, bak, ovrl = c.features.dnsmos_mean or c.features.dnsmos  # type: ignore[misc]
+        first, averaged = c.features.dnsmos, c.features.dnsmos_mean
+        use_mean = averaged is not None and _near_bar(first, settings)  # type: ignore[arg-type]  # measured
+        sig, bak, ovrl = averaged if use_mean else first  # type: ignore[misc]
         c.decision.dnsmos = Dnsmos(sig=round(sig, 3), bak=round(bak, 3), ovrl=round(ovrl, 3))
-        mean = f", the mean of {DNSMOS_LOOP_STARTS} loop starts" if c.features.dnsmos_mean else ""
+        mean = f", the mean of {DNSMOS_LOOP_STARTS} loop starts" if use_mean else ""
         if c.kept and ovrl < settings.min_dnsmos:
             c.drop(
                 "low_quality",
@@ -658,7 +672,7 @@ def _measure(clips: list[_Clip], ws: Workspace, settings: ScreenSettings, progre
     progress(total=len(clips), completed=0, description="screen: speakers")
     for c in clips:
         f = c.features
-        need_voice = settings.speaker_filter and (f.embedding is None or f.windows is None or f.window_starts is None)
+        need_voice = settings.speaker_filter and not _has_voice(f)
         need_print = settings.duplicate_filter and c.features.fingerprint is None
         if need_voice or need_print:
             x = audio.read_mono(ws.segments_dir / c.row.wav, SR)

@@ -95,7 +95,7 @@ DROP_COST = 100.0
 SHORT_PAUSE = 0.5  # a short sentence stands alone: at least this much silence before and after it
 SHORT_COST = 50.0  # a short clip costs this, less the bonus the share search sets (a drop costs more)
 SHORT_TIE = 1e-3  # the most isolated short sentence gets up to this much more bonus than the least
-ALGO_VERSION = 6  # bump when a change alters the clips, so re-runs redo them
+ALGO_VERSION = 7  # bump when a change alters the clips, so re-runs redo them (7: side similarity, kept windows)
 
 
 @dataclass
@@ -437,7 +437,10 @@ def read_source_windows(ws: Workspace, source_sha256: str) -> SourceWindows | No
                 or str(z["source_sha256"]) != source_sha256
             ):
                 return None
-            return SourceWindows(z["starts"], z["embeddings"])
+            starts, embeddings = z["starts"], z["embeddings"]
+            if starts.ndim != 1 or embeddings.shape != (len(starts), 192):
+                return None
+            return SourceWindows(starts, embeddings)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -483,6 +486,7 @@ def mark_turns(
     out = [Region(r.start, r.end, r.forced_start, r.forced_end, r.turn) for r in regions]
     placed = 0
     same: set[float] = set()  # starts of the regions after a pause with one voice on both sides
+    marked: set[float] = set()  # ... and after a pause test 1 marked
     changes = _window_changes(t, e)
     scores = _pause_scores(out, t, e, changes)
     if scores:
@@ -494,10 +498,11 @@ def mark_turns(
             if v < cut_below:
                 placed += not out[k].turn
                 out[k].turn = True
+                marked.add(out[k].start)
             else:
                 same.add(out[k].start)
     for c in changes:
-        out, ok = _place_turn(out, c, env_db, same=same, sides=sides)
+        out, ok = _place_turn(out, c, env_db, same=same, sides=sides, marked=marked)
         placed += ok
     return out, placed
 
@@ -555,7 +560,8 @@ def _window_changes(t: np.ndarray, e: np.ndarray) -> list[float]:
 
 
 #: Side similarity of a point inside speech this far under the pause's makes the change go there, not in the
-#: pause (docs/segment.md: the pauses' own changes came at most 0.03 under, a change 0.57 s past a pause 0.125).
+#: pause (docs/segment.md: a change 0.57 s past a pause scored 0.125 under it; at the 7 pauses that held their
+#: change, the point inside speech scored 0.04-0.37 over).
 TURN_SPEECH_MARGIN = 0.08
 
 #: The CAM++ similarity of the 1.6 s of source audio ending at the first time to the 1.6 s starting at the
@@ -569,20 +575,25 @@ def _place_turn(
     env_db: np.ndarray,
     same: Set[float] = frozenset(),
     sides: SideSimilarity | None = None,
+    marked: Set[float] = frozenset(),
 ) -> tuple[list[Region], bool]:
     """Put a change of voice near ``at``: in the longest pause that can hold it (its edges within a window hop,
     :func:`_own_change`; not one known to hold the same voice on both sides: ``same`` holds the starts of the
     regions after those), else a cut at the quietest 50 ms within a hop (0.8 s: the windows place a change no
     closer than that). With ``sides``, a pause is passed over for that cut when the audio on the two sides of
     the cut differs more than on the two sides of the pause (by TURN_SPEECH_MARGIN): a change a little past a
-    short pause, with none at it (a mark step 1 put on that pause moves to the cut)."""
+    short pause, with none at it (a mark step 1 put on that pause, ``marked`` holding the starts of the regions
+    after those, moves to the cut: it saw this change, on windows past it)."""
     best = _pause_for(regions, at, same)
     cut = _speech_cut(regions, at, env_db)
     moved = False  # the pause held this change (step 1 marked it), found again a little past it
     if best is not None and cut is not None and sides is not None:
         pause, speech = sides([(regions[best - 1].end, regions[best].start), (cut[1], cut[1])])
         if speech < pause - TURN_SPEECH_MARGIN:
-            moved, regions[best].turn, best = regions[best].turn, False, None
+            if regions[best].start in marked:
+                regions[best].turn = False
+                moved = True
+            best = None
     if best is not None:
         if regions[best].turn:
             return regions, False
@@ -618,13 +629,18 @@ def _speech_cut(regions: list[Region], at: float, env_db: np.ndarray) -> tuple[i
 def _side_similarity(path: Path) -> SideSimilarity:
     """Side similarities from the source's audio, decoded once per call around the points asked."""
 
+    encoder = VoiceEncoder()
+
     def sides(pairs: Sequence[tuple[float, float]]) -> list[float]:
         lo = max(0.0, min(a for a, _ in pairs) - EMBED_WINDOW)
-        x = audio.decode(path, sr=VAD_RATE, start=lo, duration=max(b for _, b in pairs) + EMBED_WINDOW - lo)
+        try:
+            x = audio.decode(path, sr=VAD_RATE, start=lo, duration=max(b for _, b in pairs) + EMBED_WINDOW - lo)
+        except XttsftError:  # the first pass read it: keep the windows' placement rather than fail the source
+            return [math.nan] * len(pairs)
         at = lambda t: int(round((t - lo) * VAD_RATE))  # noqa: E731
         width = int(EMBED_WINDOW * VAD_RATE)
         pieces = [p for a, b in pairs for p in (x[max(0, at(a) - width) : at(a)], x[at(b) : at(b) + width])]
-        e = VoiceEncoder().window_embeddings(pieces)
+        e = encoder.window_embeddings(pieces)
         return [float(e[2 * i] @ e[2 * i + 1]) for i in range(len(pairs))]
 
     return sides
