@@ -59,6 +59,7 @@ __all__ = [
     "SpeakerEncoder",
     "ClipVoice",
     "Dnsmos",
+    "DNSMOS_SECONDS",
     "dnsmos",
     "fingerprint",
     "match_fingerprints",
@@ -312,6 +313,7 @@ def _mel_windows(mel: np.ndarray) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------ DNSMOS
 _DNSMOS_INPUT = 144160  # 9.01 s at 16 kHz, the model's fixed input
+DNSMOS_SECONDS = _DNSMOS_INPUT / SR  # what DNSMOS reads of a clip; a shorter one is repeated to fill it
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ import numpy as np
 from xttsft import audio
 from xttsft.data.segment import SourceWindows, quietest_point, read_source_windows
 from xttsft.encoders import (
+    DNSMOS_SECONDS,
     EMBED_HOP,
     EMBED_WINDOW,
     SR,
@@ -124,7 +125,6 @@ NEARER_VOICE_MARGIN = 0.10
 #: DNSMOS reads 9.01 s; a shorter clip is repeated to fill it, and where the repeats start moved one score from
 #: the mean of 8 starts by up to 0.48: one scored within DNSMOS_NEAR of a bar is scored from DNSMOS_LOOP_STARTS
 #: starts, and the mean decides.
-DNSMOS_WINDOW = 9.01
 DNSMOS_NEAR = 0.5
 DNSMOS_LOOP_STARTS = 8
 #: The smallest spread of similarities the adaptive thresholds assume.
@@ -278,7 +278,7 @@ class _Measurer:
         if f.dnsmos is None:
             s = dnsmos(x)
             f.dnsmos = (s.sig, s.bak, s.ovrl)
-        if f.dnsmos_mean is None and len(x) < DNSMOS_WINDOW * SR and _near_bar(f.dnsmos, settings):
+        if f.dnsmos_mean is None and len(x) < DNSMOS_SECONDS * SR and _near_bar(f.dnsmos, settings):
             s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS)
             f.dnsmos_mean, changed = (s.sig, s.bak, s.ovrl), True
         return changed
@@ -701,7 +701,7 @@ def _needs_quality(f: ClipFeatures, duration: float, settings: ScreenSettings) -
     """Whether a clip lacks DNSMOS scores, or the mean over loop starts that its one score calls for."""
     if f.dnsmos is None:
         return True
-    return f.dnsmos_mean is None and duration < DNSMOS_WINDOW and _near_bar(f.dnsmos, settings)
+    return f.dnsmos_mean is None and duration < DNSMOS_SECONDS and _near_bar(f.dnsmos, settings)
 
 
 def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
