@@ -51,6 +51,7 @@ __all__ = [
     "read_mono",
     "write_wav",
     "rms_dbfs",
+    "frame_dbfs",
     "peak_dbfs",
     "normalization_gain_db",
     "normalize",
@@ -338,6 +339,19 @@ def rms_dbfs(x: np.ndarray) -> float:
         return -math.inf
     ms = float(np.mean(np.square(x, dtype=np.float64)))
     return 10.0 * math.log10(ms) if ms > 0 else -math.inf
+
+
+def frame_dbfs(block: np.ndarray, hop: int) -> np.ndarray:
+    """The level in dBFS of each ``hop``-sample frame of ``block`` (the tail frame zero-padded; silence: -200)."""
+    n = len(block) // hop * hop
+    frames = block[:n].reshape(-1, hop)
+    if len(block) > n:  # the tail frame, zero-padded
+        tail = np.zeros(hop, dtype=np.float32)
+        tail[: len(block) - n] = block[n:]
+        frames = np.vstack([frames, tail])
+    ms = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.maximum(ms, 1e-20))
 
 
 def peak_dbfs(x: np.ndarray) -> float:

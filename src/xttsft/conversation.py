@@ -108,12 +108,8 @@ class Conversation:
     @functools.cached_property
     def _loud_frames(self) -> np.ndarray:
         """Which 10 ms frames of the recording are louder than SPEECH_FLOOR_DBFS (read once per conversation)."""
-        import soundfile as sf
-
-        x, sr = sf.read(str(self.recording), dtype="float32")
-        hop = int(sr * FRAME)
-        frames = x[: len(x) // hop * hop].reshape(-1, hop)
-        return 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12) > SPEECH_FLOOR_DBFS
+        x, sr = audio.read_wav(self.recording)
+        return audio.frame_dbfs(x, int(sr * FRAME)) > SPEECH_FLOOR_DBFS
 
 
 def _espeak(voice: str, text: str, tmp: Path) -> np.ndarray:

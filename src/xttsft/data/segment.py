@@ -246,18 +246,6 @@ def _display(path: Path, root: Path) -> str:
 
 
 # --------------------------------------------------------------------------- pass 1
-def _frame_db(block: np.ndarray, hop: int) -> np.ndarray:
-    n = len(block) // hop * hop
-    frames = block[:n].reshape(-1, hop)
-    if len(block) > n:  # the tail frame, zero-padded
-        tail = np.zeros(hop, dtype=np.float32)
-        tail[: len(block) - n] = block[n:]
-        frames = np.vstack([frames, tail])
-    ms = np.mean(np.square(frames, dtype=np.float64), axis=1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(np.maximum(ms, 1e-20))
-
-
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index pairs of the True runs of ``mask``."""
     padded = np.concatenate(([False], mask, [False]))
@@ -307,7 +295,7 @@ def analyze(
     for block in audio.stream_blocks(path, sr=VAD_RATE, block_seconds=BLOCK_SECONDS):
         if tracker is not None:
             tracker.feed(block)
-        env = _frame_db(block, hop)
+        env = audio.frame_dbfs(block, hop)
         env_parts.append(env.astype(np.float32))
         if block.size:
             peak = max(peak, float(np.max(np.abs(block))))
@@ -649,7 +637,7 @@ def _side_similarity(path: Path) -> SideSimilarity:
 # --------------------------------------------------------------------------- plan
 def quietest_point(x: np.ndarray, sr: int, lo: float, hi: float) -> float:
     """Time (s) of the quietest 50 ms of ``x`` between ``lo`` and ``hi``: where to cut speech."""
-    return _quietest(_frame_db(np.asarray(x, dtype=np.float32), max(1, int(round(sr * HOP)))), lo, hi)
+    return _quietest(audio.frame_dbfs(np.asarray(x, dtype=np.float32), max(1, int(round(sr * HOP)))), lo, hi)
 
 
 def _quietest(env_db: np.ndarray, lo: float, hi: float) -> float:
