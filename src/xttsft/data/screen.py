@@ -278,10 +278,17 @@ class _Measurer:
         if f.dnsmos is None:
             s = dnsmos(x)
             f.dnsmos = (s.sig, s.bak, s.ovrl)
-        if f.dnsmos_mean is None and len(x) < DNSMOS_SECONDS * SR and _near_bar(f.dnsmos, settings):
+        if _wants_mean(f, len(x) / SR, settings):
             s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS)
             f.dnsmos_mean, changed = (s.sig, s.bak, s.ovrl), True
         return changed
+
+
+def _wants_mean(f: ClipFeatures, duration: float, settings: ScreenSettings) -> bool:
+    """Whether a scored clip still lacks the mean over loop starts: short enough to be repeated, and near a bar."""
+    return (
+        f.dnsmos is not None and f.dnsmos_mean is None and duration < DNSMOS_SECONDS and _near_bar(f.dnsmos, settings)
+    )
 
 
 def _near_bar(scores: tuple[float, float, float], settings: ScreenSettings) -> bool:
@@ -699,9 +706,7 @@ def _measure_quality(clips: list[_Clip], ws: Workspace, settings: ScreenSettings
 
 def _needs_quality(f: ClipFeatures, duration: float, settings: ScreenSettings) -> bool:
     """Whether a clip lacks DNSMOS scores, or the mean over loop starts that its one score calls for."""
-    if f.dnsmos is None:
-        return True
-    return f.dnsmos_mean is None and duration < DNSMOS_SECONDS and _near_bar(f.dnsmos, settings)
+    return f.dnsmos is None or _wants_mean(f, duration, settings)
 
 
 def _load_clips(ws: Workspace, manifest: list[ClipRecord]) -> list[_Clip]:
