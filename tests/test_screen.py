@@ -336,8 +336,10 @@ def test_segment_cuts_at_a_change_of_voice(tmp_path: Path, speak) -> None:
 
 
 def test_the_screen_takes_a_clips_windows_from_segment_and_they_are_its_own(screened) -> None:
-    """Segment keeps each source's CAM++ windows; the screen takes a clip's windows from them (so CAM++ embeds
-    the clip once, not three times), and they are what the clip's own audio gives at those times."""
+    """Segment keeps each source's CAM++ windows and their moments; the screen takes a clip's windows from them
+    and pools the clip's embedding from their moments (so CAM++ does not run on the clip), and they are what
+    the clip's own audio gives at those times."""
+    from xttsft.data.screen import _poolable
     from xttsft.data.segment import read_source_windows
     from xttsft.encoders import EMBED_WINDOW, VoiceEncoder
     from xttsft.records import ClipRecord, read_records
@@ -345,16 +347,24 @@ def test_the_screen_takes_a_clips_windows_from_segment_and_they_are_its_own(scre
     ws, _ = screened
     enc = VoiceEncoder("cpu")
     rows = [r for r in read_records(ws.segments_manifest, ClipRecord) if r.duration >= 5]
+    pooled = 0
     for r in rows[:4]:
         source = read_source_windows(ws, r.source_sha256)
-        assert source is not None
-        starts, windows = source.inside(r.start, r.end)
+        assert source is not None and source.moments is not None
+        inside = source.inside(r.start, r.end)
+        starts, windows = inside.starts, inside.embeddings
+        x = audio.read_mono(ws.segments_dir / r.wav, SR)
         with np.load(ws.screen_features_dir / f"{r.id}.npz") as f:
             assert np.array_equal(f["window_starts"], starts) and np.array_equal(f["windows"], windows)
+            embedding = f["embedding"]
+        if _poolable(inside, r.duration):
+            pooled += 1
+            assert np.allclose(embedding, enc.pooled(inside.moments), atol=1e-6)
+        assert float(embedding @ enc.utterance(x)) > 0.9  # the whole clip's own, or near it
         assert starts.min() >= -0.02 and (starts + EMBED_WINDOW).max() <= r.duration + 0.02
-        x = audio.read_mono(ws.segments_dir / r.wav, SR)
         own = enc.window_embeddings([x[int(t * SR) : int((t + EMBED_WINDOW) * SR)] for t in np.clip(starts, 0, None)])
         assert float(np.min(np.sum(own * windows, axis=1))) > 0.95
+    assert pooled >= 2
 
 
 def test_without_segments_windows_the_screen_embeds_the_clip_windows_and_decides_alike(

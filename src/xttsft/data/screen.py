@@ -113,6 +113,9 @@ SCREEN_VERSION = 4  # 2: recut of mixed clips (issue 22); 3: CAM++ and its thres
 WINDOW_FLOOR, WINDOW_CEILING = 0.35, 0.58
 #: Consecutive foreign windows (0.8 s hop) that make a clip "mixed": about 2.4 s of another voice.
 MIXED_WINDOWS = 2
+#: This many windows covering this share of a clip give its embedding (pooled from their moments) instead of
+#: CAM++ on the clip: about 4.8 s of speech
+POOLED_WINDOWS, POOLED_COVERAGE = 5, 0.8
 #: Shortest speech accepted in a reference recording, seconds.
 MIN_REFERENCE_SPEECH = 2.0
 #: With --speaker-ref, the target's clips are those within this similarity of the clip nearest the reference.
@@ -237,7 +240,7 @@ class _Measurer:
             self._speaker = VoiceEncoder()
         return self._speaker
 
-    def _source_windows(self, row: ClipRecord) -> tuple[np.ndarray, np.ndarray] | None:
+    def _source_windows(self, row: ClipRecord) -> SourceWindows | None:
         """The windows segment embedded inside the clip's span of its source (None: none kept, or too few)."""
         sha = row.source_sha256
         if self._source[0] != sha:
@@ -245,18 +248,22 @@ class _Measurer:
         source = self._source[1]
         if source is None:
             return None
-        starts, windows = source.inside(row.start, row.end)
-        return (starts, windows) if len(starts) >= MIXED_WINDOWS else None
+        inside = source.inside(row.start, row.end)
+        return inside if len(inside.starts) >= MIXED_WINDOWS else None
 
     def voice(self, f: ClipFeatures, x: np.ndarray, row: ClipRecord) -> bool:
         """The clip's embedding and its windows': segment's windows of the source when it kept them (they are
-        the same audio), so CAM++ embeds the clip once instead of three times (its windows overlap)."""
+        the same audio). Where they cover most of the clip, the clip's embedding is pooled from their moments
+        and CAM++ does not run on the clip at all; otherwise it embeds the whole clip once."""
         if _has_voice(f):
             return False
         inside = self._source_windows(row)
         if inside is not None:
-            f.window_starts, f.windows = inside
-            f.embedding = self.speaker.utterance(x)
+            f.window_starts, f.windows = inside.starts, inside.embeddings
+            if _poolable(inside, len(x) / SR):
+                f.embedding = self.speaker.pooled(inside.moments)
+            else:
+                f.embedding = self.speaker.utterance(x)
         else:
             v = self.speaker.clip(x)
             f.embedding, f.windows, f.window_starts = v.embedding, v.windows, v.starts
@@ -278,10 +285,31 @@ class _Measurer:
         if f.dnsmos is None:
             s = dnsmos(x)
             f.dnsmos = (s.sig, s.bak, s.ovrl)
-        if _wants_mean(f, len(x) / SR, settings):
-            s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS)
+        if f.dnsmos is not None and _wants_mean(f, len(x) / SR, settings):
+            sig, bak, ovrl = f.dnsmos
+            s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS, first=Dnsmos(sig=sig, bak=bak, ovrl=ovrl))
             f.dnsmos_mean, changed = (s.sig, s.bak, s.ovrl), True
         return changed
+
+
+def _poolable(windows: SourceWindows, duration: float) -> bool:
+    """Whether a clip's windows give its embedding: they carry their moments, are many enough, and cover most
+    of it (fewer or sparser windows pooled a clip 0.05 further from its own voice, docs/screen.md)."""
+    return (
+        windows.moments is not None
+        and len(windows.starts) >= POOLED_WINDOWS
+        and _coverage(windows.starts, duration) >= POOLED_COVERAGE
+    )
+
+
+def _coverage(starts: np.ndarray, duration: float) -> float:
+    """The share of a clip of ``duration`` seconds that its 1.6 s windows starting at ``starts`` cover."""
+    covered, reach = 0.0, 0.0
+    for t in np.sort(starts):
+        lo, hi = max(float(t), reach), min(float(t) + EMBED_WINDOW, duration)
+        covered += max(0.0, hi - lo)
+        reach = max(reach, hi)
+    return covered / duration if duration > 0 else 0.0
 
 
 def _wants_mean(f: ClipFeatures, duration: float, settings: ScreenSettings) -> bool:

@@ -55,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xttsft import audio
-from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, VOICE_ENCODER_NAME, VoiceEncoder, unit
+from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, MOMENTS_DIM, VOICE_ENCODER_NAME, VoiceEncoder, unit
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import atomic_path, sha256_file
 from xttsft.locks import stage_lock
@@ -320,7 +320,7 @@ def analyze(
         r.end = min(r.end, duration)
     turns, voices = 0, None
     if tracker is not None:
-        voices = SourceWindows(np.array(tracker.starts, dtype=np.float64), tracker.embeddings())
+        voices = tracker.windows()
         if regions:
             regions, turns = mark_turns(regions, tracker.starts, voices.embeddings, env_db, _side_similarity(path))
     peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
@@ -348,6 +348,7 @@ class _TurnTracker:
         self.starts: list[float] = []
         self.pieces: list[np.ndarray] = []
         self._embs: list[np.ndarray] = []
+        self._moments: list[np.ndarray] = []
         self._encoder: Any = None
 
     def feed(self, block: np.ndarray) -> None:
@@ -367,12 +368,18 @@ class _TurnTracker:
             return
         if self._encoder is None:
             self._encoder = VoiceEncoder()
-        self._embs.append(self._encoder.window_embeddings(self.pieces))
+        embeddings, moments = self._encoder.window_moments(self.pieces)
+        self._embs.append(embeddings)
+        self._moments.append(moments.astype(np.float16))  # what the file keeps (cosine 1.0000 pooled)
         self.pieces = []
 
-    def embeddings(self) -> np.ndarray:
+    def windows(self) -> SourceWindows:
+        """The windows embedded so far, with their moments."""
         self._flush()
-        return np.concatenate(self._embs) if self._embs else np.zeros((0, 192), dtype=np.float32)
+        if not self._embs:
+            return SourceWindows(np.zeros(0), np.zeros((0, 192), np.float32), np.zeros((0, MOMENTS_DIM), np.float16))
+        starts = np.array(self.starts, dtype=np.float64)
+        return SourceWindows(starts, np.concatenate(self._embs), np.concatenate(self._moments))
 
 
 @dataclass
@@ -382,12 +389,13 @@ class SourceWindows:
 
     starts: np.ndarray  # (n,) source seconds
     embeddings: np.ndarray  # (n, 192), unit length
+    moments: np.ndarray | None = None  # (n, MOMENTS_DIM) float16, VoiceEncoder.window_moments (older files: none)
 
-    def inside(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """The windows that lie within source seconds ``start``-``end``: their starts (from ``start``) and
-        embeddings."""
+    def inside(self, start: float, end: float) -> SourceWindows:
+        """The windows that lie within source seconds ``start``-``end``, their starts counted from ``start``."""
         keep = (self.starts >= start - WINDOW_SLACK) & (self.starts + EMBED_WINDOW <= end + WINDOW_SLACK)
-        return self.starts[keep] - start, self.embeddings[keep]
+        moments = self.moments[keep] if self.moments is not None else None
+        return SourceWindows(self.starts[keep] - start, self.embeddings[keep], moments)
 
 
 #: A window this close to inside a clip (rounding of the clip's edges) counts as inside.
@@ -401,16 +409,18 @@ def source_windows_path(ws: Workspace, source_sha256: str) -> Path:
 
 
 def _save_windows(ws: Workspace, sha: str, voices: SourceWindows) -> None:
+    arrays: dict[str, Any] = {
+        "version": np.array(VOICES_VERSION),
+        "encoder": np.array(VOICE_ENCODER_NAME),
+        "source_sha256": np.array(sha),
+        "starts": voices.starts,
+        "embeddings": voices.embeddings.astype(np.float32),
+    }
+    if voices.moments is not None:
+        arrays["moments"] = voices.moments.astype(np.float16)
     with atomic_path(source_windows_path(ws, sha)) as tmp:
         with tmp.open("wb") as fh:
-            np.savez(
-                fh,
-                version=np.array(VOICES_VERSION),
-                encoder=np.array(VOICE_ENCODER_NAME),
-                source_sha256=np.array(sha),
-                starts=voices.starts,
-                embeddings=voices.embeddings.astype(np.float32),
-            )
+            np.savez(fh, **arrays)
 
 
 def read_source_windows(ws: Workspace, source_sha256: str) -> SourceWindows | None:
@@ -426,9 +436,12 @@ def read_source_windows(ws: Workspace, source_sha256: str) -> SourceWindows | No
             ):
                 return None
             starts, embeddings = z["starts"], z["embeddings"]
+            moments = z["moments"] if "moments" in z.files else None  # files from before the moments: none
             if starts.ndim != 1 or embeddings.shape != (len(starts), 192):
                 return None
-            return SourceWindows(starts, embeddings)
+            if moments is not None and moments.shape != (len(starts), MOMENTS_DIM):
+                moments = None
+            return SourceWindows(starts, embeddings, moments)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
