@@ -38,7 +38,7 @@ def screen(
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
     `low_quality` (music, noise, bad microphones); a clip shorter than DNSMOS' 9 s scored near a bar is
-    scored again from 8 loop starts, and the mean decides. A mixed clip whose target part lasts the minimum clip
+    scored again from 4 loop starts, and the mean decides. A mixed clip whose target part lasts the minimum clip
     length (`SEGMENT_MIN_DURATION`, 5 s) is recut: that part becomes a new clip (`<id>r<start>-<end>`) and
     the other voice's part is dropped. An audio
     fingerprint finds speech that arrived twice (another format, an excerpt): the copy from the longer
