@@ -428,6 +428,40 @@ def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_a
     assert again.measured >= 1 and again.kept == again.total
 
 
+def test_windows_without_moments_leave_the_clip_embedded_whole(tmp_path: Path, screened) -> None:
+    """Segment's windows from before it kept their moments still give a clip's windows; its embedding is then
+    CAM++'s over the whole clip, and the same clips are kept."""
+    from xttsft.encoders import VoiceEncoder
+
+    ws, _ = screened
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(ws.root, copy.root)
+    for path in (copy.segments_dir / "voices").glob("*.npz"):
+        with np.load(path) as z:
+            older = {k: z[k] for k in z.files if k != "moments"}
+        np.savez(path, **older)
+    shutil.rmtree(copy.screen_features_dir)
+    screen_clips(ScreenSettings(), copy, force=True)
+    first = read_jsonl(copy.segments_manifest)[0]
+    with (
+        np.load(copy.screen_features_dir / f"{first['id']}.npz") as f,
+        np.load(ws.screen_features_dir / f"{first['id']}.npz") as g,
+    ):
+        assert np.array_equal(f["windows"], g["windows"])
+        whole = VoiceEncoder("cpu").utterance(audio.read_mono(copy.segments_dir / first["wav"], SR))
+        assert np.allclose(f["embedding"], whole, atol=1e-5) and not np.allclose(g["embedding"], whole, atol=1e-3)
+    kept = lambda w: {r["id"] for r in read_jsonl(w.screen_file) if r["status"] == "kept"}  # noqa: E731
+    assert kept(copy) == kept(ws)
+
+
+def test_coverage_of_a_clip_by_its_windows() -> None:
+    from xttsft.data.screen import _coverage
+
+    assert _coverage(np.array([0.0, 0.8, 1.6]), 3.2) == pytest.approx(1.0)
+    assert _coverage(np.array([0.8, 1.6]), 4.0) == pytest.approx(2.4 / 4.0)
+    assert _coverage(np.array([0.0, 3.2]), 4.0) == pytest.approx(2.4 / 4.0)  # a gap (silent windows left out)
+
+
 def test_windows_apart_by_a_silence_are_not_a_run_of_another_voice() -> None:
     """Segment leaves silent windows out, so two foreign windows next to each other in the list may lie
     seconds apart: they are not the two in a row (about 2.4 s of another voice) that make a clip mixed."""

@@ -122,6 +122,7 @@ def test_segment_keeps_a_sources_speaker_windows_until_the_source_changes(talk, 
     """The CAM++ windows segment embedded for speaker turns are kept beside the clips, named by the source's
     content (the screen reads them); a changed source replaces them."""
     from xttsft.data.segment import read_source_windows, source_windows_path
+    from xttsft.encoders import MOMENTS_DIM
     from xttsft.io import sha256_file
 
     path, _ = talk
@@ -134,6 +135,12 @@ def test_segment_keeps_a_sources_speaker_windows_until_the_source_changes(talk, 
     assert kept is not None and kept.embeddings.shape == (len(kept.starts), 192) and len(kept.starts) >= 5
     assert np.allclose(kept.starts / 0.8, np.round(kept.starts / 0.8))  # 1.6 s windows every 0.8 s
     assert kept.starts.max() + 1.6 <= sf.info(src).duration + 1e-6
+    assert kept.moments is not None and kept.moments.shape == (len(kept.starts), MOMENTS_DIM)  # the screen pools them
+    with np.load(source_windows_path(workspace, sha256_file(src))) as z:  # a file from before the moments
+        older = {k: z[k] for k in z.files if k != "moments"}
+    np.savez(source_windows_path(workspace, sha256_file(src)), **older)
+    before = read_source_windows(workspace, old)
+    assert before is not None and before.moments is None and np.array_equal(before.embeddings, kept.embeddings)
     x, sr = sf.read(src, dtype="float32")
     sf.write(src, x[: len(x) // 2], sr)
     segment_sources(_settings(), workspace)
