@@ -93,7 +93,7 @@ def test_speaker_ref_keeps_every_long_turn_of_each_real_voice(conversation: Conv
 def test_the_voice_with_only_short_turns_keeps_them(conversation: Conversation, turned: Workspace) -> None:
     """The espeak host speaks twice, 2.4 s and 3.2 s. The 2.8 s clip of its first turn scored DNSMOS BAK 2.66
     once, under the 2.8 bar: DNSMOS loops a clip that short to fill 9 s, and where the loop starts moved that
-    score from 2.59 to 3.10. A short clip near a bar is judged on the mean of 8 loop starts (2.93): both turns
+    score from 2.59 to 3.10. A short clip near a bar is judged on the mean of 4 loop starts (8: 2.93): both turns
     are kept."""
     score = conversation.score(_kept(turned, conversation.references[HOST]), HOST)
     assert score["recall"] >= 0.9 and score["purity"] >= 0.95, score

@@ -12,7 +12,8 @@ Input: the segment manifest and its clips. Output, in ``ws.screen_dir``
 
 Three filters, in this order (each can be switched off):
 
-1. **Speaker.** Every clip gets a CAM++ embedding (:mod:`xttsft.encoders`). The
+1. **Speaker.** Every clip gets a CAM++ embedding (:mod:`xttsft.encoders`; pooled
+   from segment's window moments when they cover the clip, see ``_Measurer.voice``). The
    clips are clustered (average linkage on cosine distance, merged while their
    average similarity is above ``cluster_similarity``), which gives the table of
    speakers. The target is the cluster with the most minutes or, with
