@@ -366,21 +366,20 @@ def _measure_speed(root: Path) -> dict:
     (pooled from segment's window moments, a short clip whole), whole (before), and whole plus their own
     windows (without segment's windows); and of DNSMOS."""
     from xttsft import audio
-    from xttsft.data.screen import _poolable
+    from xttsft.data.screen import _poolable, clip_voice, clip_windows
     from xttsft.data.segment import read_source_windows
     from xttsft.encoders import SR, VoiceEncoder, dnsmos
 
     ws = Workspace(root)
     rows = read_records(ws.segments_manifest, ClipRecord)
     clips = [audio.read_mono(ws.segments_dir / r.wav, SR) for r in rows]
-    inside = [w.inside(r.start, r.end) if (w := read_source_windows(ws, r.source_sha256)) else None for r in rows]
+    inside = [clip_windows(read_source_windows(ws, r.source_sha256), r.start, r.end) for r in rows]
     seconds = sum(len(c) for c in clips) / SR
     enc = VoiceEncoder("cpu")
     enc.clip(clips[0])  # warm-up
 
     def screen(k: int) -> object:
-        w = inside[k]
-        return enc.pooled(w.moments) if w is not None and _poolable(w, len(clips[k]) / SR) else enc.utterance(clips[k])
+        return clip_voice(enc, clips[k], inside[k])
 
     ways = {"screen": screen, "whole": lambda k: enc.utterance(clips[k]), "with_windows": lambda k: enc.clip(clips[k])}
     took: dict[str, list[float]] = {w: [] for w in ways}

@@ -263,9 +263,12 @@ class VoiceEncoder:
         """The embedding of the speech of several windows together, from their :meth:`window_moments` (1.6 s
         windows, each counted whole): the mean and the (unbiased) standard deviation that CAM++'s statistics
         pooling would take over all their frames, then its last layer. It is each window's own embedding for
-        one window, and at cosine 0.95-0.97 to the whole clip's on the clips of docs/screen.md: the frames differ
-        only at the windows' edges and by the per-window mean normalisation."""
+        one window, and at cosine 0.95-0.97 to the whole clip's on the clips of docs/screen.md: a window's frames
+        differ from the whole clip's since CAM++'s context gates (each ``CAMLayer`` weighs its frames by the mean
+        over its whole input), its fbank mean normalisation and its edges see only 1.6 s."""
         m = np.asarray(moments, dtype=np.float64)
+        if m.ndim != 2 or len(m) == 0 or m.shape[1] != MOMENTS_DIM:
+            raise ValueError(f"pooled() takes the (n >= 1, {MOMENTS_DIM}) moments of window_moments, not {m.shape}")
         n = len(m) * _WINDOW_OUT_FRAMES
         mean, square = m[:, :_CHANNELS].mean(0), m[:, _CHANNELS:].mean(0)
         std = np.sqrt(np.maximum(square - mean * mean, 0.0) * n / max(n - 1, 1))
@@ -405,8 +408,8 @@ def dnsmos(x: np.ndarray, loop_starts: int = 1, first: Dnsmos | None = None) -> 
     if x.size == 0:
         return Dnsmos(sig=1.0, bak=1.0, ovrl=1.0)
     if len(x) >= _DNSMOS_INPUT or loop_starts <= 1:
-        return first or _dnsmos_once(x)
-    runs = [first or _dnsmos_once(x)]
+        return first if first is not None else _dnsmos_once(x)
+    runs = [first if first is not None else _dnsmos_once(x)]
     runs += [_dnsmos_once(np.roll(x, -(len(x) * k // loop_starts))) for k in range(1, loop_starts)]
     return Dnsmos(**{f: float(np.mean([getattr(r, f) for r in runs])) for f in ("sig", "bak", "ovrl")})
 

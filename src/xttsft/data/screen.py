@@ -62,6 +62,7 @@ from xttsft.encoders import (
     EMBED_WINDOW,
     SR,
     VOICE_ENCODER_NAME,
+    ClipVoice,
     VoiceEncoder,
     cosine,
     dnsmos,
@@ -202,6 +203,9 @@ def _load_features(path: Path, key: str) -> ClipFeatures:
                 return ClipFeatures(key)
             get = lambda n: z[n] if n in z.files else None  # noqa: E731
             d, m = get("dnsmos"), get("dnsmos_mean")
+            starts = get("dnsmos_starts")
+            if starts is None or int(starts) != DNSMOS_LOOP_STARTS:
+                m = None  # a mean over another number of loop starts (8 before it was saved) is scored again
             return ClipFeatures(
                 key,
                 get("embedding"),
@@ -223,6 +227,8 @@ def _save_features(path: Path, f: ClipFeatures) -> None:
     for name in ("dnsmos", "dnsmos_mean"):
         if getattr(f, name) is not None:
             arrays[name] = np.array(getattr(f, name), dtype=np.float64)
+    if f.dnsmos_mean is not None:
+        arrays["dnsmos_starts"] = np.array(DNSMOS_LOOP_STARTS)
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
             np.savez(fh, **arrays)
@@ -242,33 +248,14 @@ class _Measurer:
             self._speaker = VoiceEncoder()
         return self._speaker
 
-    def _source_windows(self, row: ClipRecord) -> SourceWindows | None:
-        """The windows segment embedded inside the clip's span of its source (None: none kept, or too few)."""
+    def voice(self, f: ClipFeatures, x: np.ndarray, row: ClipRecord) -> bool:
+        if _has_voice(f):
+            return False
         sha = row.source_sha256
         if self._source[0] != sha:
             self._source = (sha, read_source_windows(self.ws, sha))
-        source = self._source[1]
-        if source is None:
-            return None
-        inside = source.inside(row.start, row.end)
-        return inside if len(inside.starts) >= MIXED_WINDOWS else None
-
-    def voice(self, f: ClipFeatures, x: np.ndarray, row: ClipRecord) -> bool:
-        """The clip's embedding and its windows': segment's windows of the source when it kept them (they are
-        the same audio). Where they cover most of the clip, the clip's embedding is pooled from their moments
-        and CAM++ does not run on the clip at all; otherwise it embeds the whole clip once."""
-        if _has_voice(f):
-            return False
-        inside = self._source_windows(row)
-        if inside is not None:
-            f.window_starts, f.windows = inside.starts, inside.embeddings
-            if _poolable(inside, len(x) / SR):
-                f.embedding = self.speaker.pooled(inside.moments)
-            else:
-                f.embedding = self.speaker.utterance(x)
-        else:
-            v = self.speaker.clip(x)
-            f.embedding, f.windows, f.window_starts = v.embedding, v.windows, v.starts
+        v = clip_voice(self.speaker, x, clip_windows(self._source[1], row.start, row.end))
+        f.embedding, f.windows, f.window_starts = v.embedding, v.windows, v.starts
         return True
 
     @staticmethod
@@ -289,18 +276,43 @@ class _Measurer:
             f.dnsmos = (s.sig, s.bak, s.ovrl)
         if f.dnsmos is not None and _wants_mean(f, len(x) / SR, settings):
             sig, bak, ovrl = f.dnsmos
-            s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS, first=Dnsmos(sig=sig, bak=bak, ovrl=ovrl))
+            s = dnsmos(x, loop_starts=DNSMOS_LOOP_STARTS, first=Dnsmos(sig=sig, bak=bak, ovrl=ovrl))  # 1 run fewer
             f.dnsmos_mean, changed = (s.sig, s.bak, s.ovrl), True
         return changed
 
 
+def clip_windows(source: SourceWindows | None, start: float, end: float) -> SourceWindows | None:
+    """The windows segment embedded inside a clip's span (source seconds) of its source; None when it kept
+    none for the source or fewer than MIXED_WINDOWS lie inside."""
+    if source is None:
+        return None
+    inside = source.inside(start, end)
+    return inside if len(inside.starts) >= MIXED_WINDOWS else None
+
+
+def clip_voice(encoder: VoiceEncoder, x: np.ndarray, windows: SourceWindows | None) -> ClipVoice:
+    """A clip's embedding and its windows' (:func:`clip_windows`). Segment's windows are the same audio, so
+    they are the clip's windows; where they cover most of it (:func:`_poolable`), the clip's embedding is
+    pooled from their moments and CAM++ does not run on the clip at all; otherwise it embeds the whole clip
+    once (and, with no windows from segment, the clip's own windows too)."""
+    if windows is None:
+        return encoder.clip(x)
+    if windows.moments is not None and _poolable(windows, len(x) / SR):
+        embedding = encoder.pooled(windows.moments)
+    else:
+        embedding = encoder.utterance(x)
+    return ClipVoice(embedding=embedding, windows=windows.embeddings, starts=windows.starts)
+
+
 def _poolable(windows: SourceWindows, duration: float) -> bool:
-    """Whether a clip's windows give its embedding: they carry their moments, are many enough, and cover most
-    of it (fewer or sparser windows pooled a clip 0.05 further from its own voice, docs/screen.md)."""
+    """Whether a clip's windows give its embedding: they carry (finite) moments, are many enough, and cover
+    most of it (a short clip pooled from 3 windows over 78% of it fell 0.114 under the clip nearest the
+    reference, past REF_CORE_MARGIN, docs/screen.md)."""
     return (
         windows.moments is not None
         and len(windows.starts) >= POOLED_WINDOWS
         and _coverage(windows.starts, duration) >= POOLED_COVERAGE
+        and bool(np.isfinite(windows.moments).all())
     )
 
 
