@@ -55,6 +55,8 @@ def test_a_long_recording_is_embedded_in_pieces_that_agree(speak, tmp_path: Path
 def test_window_moments_pool_into_the_embedding_of_the_windows_together(speak, tmp_path: Path) -> None:
     """The moments of a window pool back into exactly its own embedding; the windows of a clip pool into an
     embedding near the whole clip's and far from another voice's, also from the float16 moments segment keeps."""
+    import torch
+
     said = "The weather report said it would rain all afternoon, so we stayed inside and read."
     x = audio.read_mono(speak(said, tmp_path / "a.wav", voice="en-us"), encoders.SR)
     y = audio.read_mono(speak(said, tmp_path / "b.wav", voice="en-us+f3"), encoders.SR)
@@ -63,7 +65,13 @@ def test_window_moments_pool_into_the_embedding_of_the_windows_together(speak, t
     pieces = [x[i : i + width] for i in range(0, len(x) - width + 1, hop)]
     embeddings, moments = enc.window_moments(pieces)
     assert moments.shape == (len(pieces), encoders.MOMENTS_DIM)
-    assert np.allclose(embeddings, enc.window_embeddings(pieces), atol=1e-6)
+    assert enc._frames(torch.zeros(1, 158, 80)).shape[-1] == encoders._WINDOW_OUT_FRAMES  # what pooled() counts
+    raw = encoders._load_campplus()  # the model's own forward, unfolded
+    for piece in (pieces[0], x):
+        f = enc._fbank(piece)
+        with torch.no_grad():
+            own = encoders.unit(raw((f - f.mean(0, keepdim=True))[None]).numpy()[0])
+        assert np.allclose(enc._forward([f])[0][0], own, atol=1e-4)  # the split forward computes the model's
     for k in (0, len(pieces) - 1):
         assert np.allclose(enc.pooled(moments[k : k + 1]), embeddings[k], atol=1e-5)
     pooled, whole = enc.pooled(moments), enc.utterance(x[: (len(pieces) - 1) * hop + width])

