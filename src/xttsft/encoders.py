@@ -59,6 +59,7 @@ __all__ = [
     "EMBED_WINDOW",
     "EMBED_HOP",
     "MOMENTS_DIM",
+    "VOICE_DIM",
     "SPEAKER_ENCODER_NAME",
     "VOICE_ENCODER_NAME",
     "VoiceEncoder",
@@ -87,6 +88,7 @@ _CAMPP_WEIGHTS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_c
 _FBANK_HOP = 0.01  # Kaldi fbank frames are 10 ms apart
 _WINDOW_FRAMES = 1 + (int(EMBED_WINDOW * SR) - 400) // 160  # the 25 ms frames of a 1.6 s piece: 158
 _UTTERANCE_MAX = 30.0  # seconds embedded in one pass
+VOICE_DIM = 192  # CAM++'s embedding size
 _CHANNELS = 512  # CAM++'s frame features, pooled into the embedding
 MOMENTS_DIM = 2 * _CHANNELS  # a window's moments: the mean and the mean square of each channel over its frames
 _WINDOW_OUT_FRAMES = (_WINDOW_FRAMES + 1) // 2  # CAM++'s frames per 1.6 s window: its first TDNN has stride 2
@@ -136,7 +138,7 @@ def _load_campplus() -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.CAMPPlus(feat_dim=80, embedding_size=192)
+    model = module.CAMPPlus(feat_dim=80, embedding_size=VOICE_DIM)
     model.load_state_dict(torch.load(root / _CAMPP_WEIGHTS, map_location="cpu", weights_only=True))
     return model.eval()
 
@@ -225,7 +227,7 @@ class VoiceEncoder:
 
     def _forward(self, feats: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """The unit embeddings of fbank blocks and the moments of their frame features (see :meth:`pooled`)."""
-        out = np.zeros((len(feats), 192), dtype=np.float32)
+        out = np.zeros((len(feats), VOICE_DIM), dtype=np.float32)
         moments = np.zeros((len(feats), MOMENTS_DIM), dtype=np.float32)
         by_length: dict[int, list[int]] = {}
         for k, f in enumerate(feats):

@@ -55,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xttsft import audio
-from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, MOMENTS_DIM, VOICE_ENCODER_NAME, VoiceEncoder, unit
+from xttsft.encoders import EMBED_HOP, EMBED_WINDOW, MOMENTS_DIM, VOICE_DIM, VOICE_ENCODER_NAME, VoiceEncoder, unit
 from xttsft.errors import InputError, XttsftError
 from xttsft.io import atomic_path, sha256_file
 from xttsft.locks import stage_lock
@@ -377,7 +377,8 @@ class _TurnTracker:
         """The windows embedded so far, with their moments."""
         self._flush()
         if not self._embs:
-            return SourceWindows(np.zeros(0), np.zeros((0, 192), np.float32), np.zeros((0, MOMENTS_DIM), np.float16))
+            empty = np.zeros((0, VOICE_DIM), np.float32)
+            return SourceWindows(np.zeros(0), empty, np.zeros((0, MOMENTS_DIM), np.float16))
         starts = np.array(self.starts, dtype=np.float64)
         return SourceWindows(starts, np.concatenate(self._embs), np.concatenate(self._moments))
 
@@ -388,7 +389,7 @@ class SourceWindows:
     beside the clips, and the screen takes a clip's windows from them instead of embedding its audio again."""
 
     starts: np.ndarray  # (n,) source seconds
-    embeddings: np.ndarray  # (n, 192), unit length
+    embeddings: np.ndarray  # (n, VOICE_DIM), unit length
     moments: np.ndarray | None = None  # (n, MOMENTS_DIM) float16, VoiceEncoder.window_moments (older files: none)
 
     def inside(self, start: float, end: float) -> SourceWindows:
@@ -437,7 +438,7 @@ def read_source_windows(ws: Workspace, source_sha256: str) -> SourceWindows | No
                 return None
             starts, embeddings = z["starts"], z["embeddings"]
             moments = z["moments"] if "moments" in z.files else None  # files from before the moments: none
-            if starts.ndim != 1 or embeddings.shape != (len(starts), 192):
+            if starts.ndim != 1 or embeddings.shape != (len(starts), VOICE_DIM):
                 return None
             if moments is not None and moments.shape != (len(starts), MOMENTS_DIM):
                 moments = None
@@ -457,7 +458,7 @@ def speech_windows(
     """The starts and embeddings of the windows that are at least half speech: the ones the turn tests use."""
     keep = [i for i, s in enumerate(starts) if _speech_share(s, s + EMBED_WINDOW, regions) >= 0.5]
     t = np.array([starts[i] for i in keep], dtype=np.float64)
-    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else 192), dtype=np.float32)
+    e = embs[keep] if keep else np.zeros((0, embs.shape[1] if embs.ndim == 2 else VOICE_DIM), dtype=np.float32)
     return t, e
 
 
