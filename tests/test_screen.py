@@ -481,6 +481,25 @@ def test_a_cached_dnsmos_mean_over_another_number_of_starts_is_scored_again(tmp_
     assert again.dnsmos == (3.0, 2.7, 2.4) and again.dnsmos_mean is None
 
 
+def test_only_enough_finite_windows_over_most_of_a_clip_pool_its_embedding() -> None:
+    """A clip's embedding is pooled from 5 or more windows over 80% of it, never from damaged (non-finite)
+    moments: those clips are embedded whole instead."""
+    from xttsft.data.screen import _poolable
+    from xttsft.data.segment import SourceWindows
+    from xttsft.encoders import MOMENTS_DIM
+
+    def windows(n: int, moments: np.ndarray | None = None) -> SourceWindows:
+        m = np.ones((n, MOMENTS_DIM), np.float16) if moments is None else moments
+        return SourceWindows(np.arange(n) * 0.8, np.zeros((n, 192), np.float32), m)
+
+    assert _poolable(windows(5), 4.8)
+    assert not _poolable(windows(4), 4.0)  # too few
+    assert not _poolable(windows(5), 8.0)  # 4.8 s of 8: under 80%
+    damaged = np.ones((5, MOMENTS_DIM), np.float16)
+    damaged[2, 7] = np.inf  # a float16 overflow
+    assert not _poolable(windows(5, damaged), 4.8)
+
+
 def test_coverage_of_a_clip_by_its_windows() -> None:
     from xttsft.data.screen import _coverage
 
